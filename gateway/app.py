@@ -1,0 +1,192 @@
+"""The application factory: routes from the config, middlewares for cross-cutting work, resources in
+``cleanup_ctx``. Handlers stay a few lines long; everything they do is in a dialect or the service."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+from multidict import MultiDict, MultiDictProxy
+
+from gateway.auth.inbound import Authenticator
+from gateway.config import DIALECT_FAMILIES, Config
+from gateway.dialects import FAMILIES, Dialect, LegacyRequest, LegacyResponse, RouteSpec
+from gateway.errors import (
+    BadRequest,
+    GatewayError,
+    Internal,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    RouteNotFound,
+)
+from gateway.service import DMService
+from gateway.store.base import MessageStore, open_store
+from gateway.upstream.client import UpstreamClient
+
+log = logging.getLogger("gateway")
+
+CONFIG_KEY = web.AppKey("config", Config)
+SERVICE_KEY = web.AppKey("service", DMService)
+STORE_KEY = web.AppKey("store", MessageStore)
+ROUTER_KEY = web.AppKey("router", "DialectRouter")
+
+REQUEST_ID = "dm_gateway.request_id"
+DIALECT = "dm_gateway.dialect"
+FORMAT = "dm_gateway.format"
+FORM = "dm_gateway.form"
+
+_REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_EMPTY_FORM: MultiDictProxy[str] = MultiDictProxy(MultiDict())
+_SUPPRESS_TRUE = frozenset({"true", "t", "1"})
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class DialectRouter:
+    """Which dialect owns a path: from the routes a request matched, or else by the longest prefix."""
+
+    def __init__(self, config: Config) -> None:
+        self.mounts: list[tuple[str, Dialect, RouteSpec]] = []
+        self._by_prefix: list[tuple[str, Dialect]] = []
+        for family in DIALECT_FAMILIES:
+            dialects = [cls() for cls in FAMILIES[family]]
+            for prefix in getattr(config.routes, family):
+                self._by_prefix.append((prefix, dialects[0]))
+                self.mounts.extend((prefix, d, spec) for d in dialects for spec in d.routes)
+        self._by_prefix.sort(key=lambda item: len(item[0]), reverse=True)
+        self._fallback = next((d for _, d, _ in self.mounts), None) or FAMILIES["v1_1"][0]()
+
+    def for_path(self, path: str) -> Dialect:
+        for prefix, dialect in self._by_prefix:
+            if not prefix or path == prefix or path.startswith(prefix + "/"):
+                return dialect
+        return self._fallback
+
+
+def create_app(config: Config, *, store: MessageStore | None = None) -> web.Application:
+    """Build the gateway. ``store`` lets tests share one store between app instances."""
+    app = web.Application(
+        middlewares=[request_id_middleware, error_middleware],
+        client_max_size=config.server.max_body_bytes,
+    )
+    app[CONFIG_KEY] = config
+    router = DialectRouter(config)
+    app[ROUTER_KEY] = router
+    authenticator = Authenticator(config.upstream.bearer_token)
+    for prefix, dialect, spec in router.mounts:
+        handler = _legacy_handler(dialect, spec, authenticator)
+        for method in spec.methods:
+            app.router.add_route(method, prefix + spec.path, handler)
+    app.cleanup_ctx.append(_resources(store))
+    return app
+
+
+def _resources(
+    given_store: MessageStore | None,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        config = app[CONFIG_KEY]
+        store = given_store or await open_store(config.store.url)
+        timeout = aiohttp.ClientTimeout(total=config.upstream.timeout, sock_connect=config.upstream.connect_timeout)
+        session = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=100))
+        upstream = UpstreamClient(session, config.upstream.base_url, max_response_bytes=config.upstream.max_response_bytes)
+        app[STORE_KEY] = store
+        app[SERVICE_KEY] = DMService(store, upstream)
+        try:
+            yield
+        finally:
+            await session.close()
+            if given_store is None:
+                await store.close()
+
+    return resources
+
+
+def _legacy_handler(dialect: Dialect, spec: RouteSpec, authenticator: Authenticator) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        request[DIALECT] = dialect
+        fmt = spec.fmt or request.match_info["fmt"]
+        request[FORMAT] = fmt
+        form = await _read_form(request)
+        request[FORM] = form
+        principal = authenticator.authenticate(request.headers)
+        legacy = LegacyRequest(request.method, request.path, request.match_info, request.query, form)
+        op = dialect.parse(spec.operation, legacy)
+        outcome = await request.app[SERVICE_KEY].destroy(op, principal, request[REQUEST_ID])
+        return to_web(dialect.render(op, outcome, fmt))
+
+    return handle
+
+
+async def _read_form(request: web.Request) -> MultiDictProxy[str]:
+    if not request.body_exists or request.content_type not in (
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+    ):
+        return _EMPTY_FORM
+    try:
+        form = await request.post()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge("form body over the configured limit") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"unreadable form body: {type(exc).__name__}") from None
+    # File parts are never parameters of a legacy DM call; keep only text fields.
+    return MultiDictProxy(MultiDict((k, v) for k, v in form.items() if isinstance(v, str)))
+
+
+def to_web(response: LegacyResponse) -> web.Response:
+    web_response = web.Response(status=response.status, body=response.body or None)
+    if response.content_type:
+        web_response.headers["Content-Type"] = response.content_type
+    for name, value in response.headers:
+        web_response.headers[name] = value
+    return web_response
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    incoming = request.headers.get("X-Request-Id", "")
+    request_id = incoming if _REQUEST_ID_OK.fullmatch(incoming) else uuid.uuid4().hex
+    request[REQUEST_ID] = request_id
+    response = await handler(request)
+    response.headers["X-Request-Id"] = request_id
+    return response
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The error boundary: whatever goes wrong becomes the calling dialect's own error shape."""
+    try:
+        return await handler(request)
+    except GatewayError as exc:
+        error: GatewayError = exc
+    except web.HTTPNotFound:
+        error = RouteNotFound(request.path)
+    except web.HTTPMethodNotAllowed as exc:
+        error = MethodNotAllowed(tuple(sorted(exc.allowed_methods)), request.method)
+    except web.HTTPRequestEntityTooLarge:
+        error = PayloadTooLarge()
+    except web.HTTPClientError as exc:
+        error = BadRequest(exc.reason)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unexpected error, request id %s", request.get(REQUEST_ID))
+        error = Internal()
+    if error.kind.startswith("upstream") or error.kind == "internal":
+        log.warning("request %s failed: %s (%s)", request.get(REQUEST_ID), error.kind, error.detail)
+    dialect: Dialect = request.get(DIALECT) or request.app[ROUTER_KEY].for_path(request.path)
+    fmt = request.get(FORMAT) or dialect.error_format(request.path)
+    suppress = _suppress_response_codes(request)
+    return to_web(dialect.render_error(error, fmt, request.path, suppress=suppress))
+
+
+def _suppress_response_codes(request: web.Request) -> bool:
+    values = request.query.getall("suppress_response_codes", [])
+    values += request.get(FORM, _EMPTY_FORM).getall("suppress_response_codes", [])
+    return any(value.strip().lower() in _SUPPRESS_TRUE for value in values)

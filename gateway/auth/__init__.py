@@ -1,0 +1,1 @@
+"""Who is calling (inbound) and which credential the gateway presents to X API v2 for them."""

@@ -1,0 +1,201 @@
+"""Configuration: one TOML file, a few environment variables, command-line flags on top.
+
+Everything becomes frozen dataclasses at start-up. Every bad value, unknown key or conflicting route stops
+start-up with a one-line ``ConfigError`` that names the key, so an operator never meets it at request time.
+Precedence, lowest first: built-in defaults, the file, the environment, command-line flags.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+ENV_UPSTREAM_BEARER = "DMGW_UPSTREAM_BEARER"
+
+DIALECT_FAMILIES = ("v1_1", "statusnet")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, worded as one line for the operator."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    base_url: str = "https://api.x.com"
+    bearer_token: str | None = field(default=None, repr=False)
+    connect_timeout: float = 3.0
+    timeout: float = 10.0
+    max_response_bytes: int = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    url: str = "sqlite:///dm-gateway.sqlite3"
+
+
+@dataclass(frozen=True, slots=True)
+class RoutesConfig:
+    """Path prefixes per dialect family; "" mounts a family at the root."""
+
+    v1_1: tuple[str, ...] = ("/1.1",)
+    statusnet: tuple[str, ...] = ("/1", "/api")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    routes: RoutesConfig = field(default_factory=RoutesConfig)
+
+
+_SECTIONS: dict[str, type] = {
+    "server": ServerConfig,
+    "upstream": UpstreamConfig,
+    "store": StoreConfig,
+    "routes": RoutesConfig,
+}
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Config:
+    """Build and validate the configuration. ``overrides`` is ``{section: {key: value}}`` from flags."""
+    env = os.environ if env is None else env
+    raw: dict[str, dict[str, Any]] = {}
+    if path is not None:
+        raw = _read_file(Path(path))
+    bearer = env.get(ENV_UPSTREAM_BEARER)
+    if bearer:
+        raw.setdefault("upstream", {})["bearer_token"] = bearer
+    for section, values in (overrides or {}).items():
+        for key, value in values.items():
+            if value is not None:
+                raw.setdefault(section, {})[key] = value
+    config = Config(**{name: _build_section(name, raw.get(name, {})) for name in _SECTIONS})
+    _validate(config)
+    return config
+
+
+def _read_file(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    for name, section in data.items():
+        if name not in _SECTIONS:
+            raise ConfigError(f"{path}: unknown section [{name}] (known: {', '.join(_SECTIONS)})")
+        if not isinstance(section, dict):
+            raise ConfigError(f"{path}: [{name}] must be a table")
+    return data
+
+
+def _build_section(name: str, values: Mapping[str, Any]) -> Any:
+    cls = _SECTIONS[name]
+    known = {f.name: f for f in fields(cls)}
+    converted: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"unknown key {name}.{key} (known: {', '.join(known)})")
+        converted[key] = _convert(f"{name}.{key}", known[key].type, value)
+    return cls(**converted)
+
+
+def _convert(key: str, annotation: Any, value: Any) -> Any:
+    kind = str(annotation)
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if kind.startswith("tuple"):
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            raise ConfigError(f"{key} must be a list of strings, got {value!r}")
+        if not all(isinstance(item, str) for item in value):
+            raise ConfigError(f"{key} must be a list of strings, got {value!r}")
+        return tuple(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"{key} must be a string, got {value!r}")
+    return value
+
+
+def _validate(config: Config) -> None:
+    server, upstream = config.server, config.upstream
+    if not 0 <= server.port <= 65535:
+        raise ConfigError(f"server.port must be between 0 and 65535, got {server.port}")
+    if not server.host:
+        raise ConfigError("server.host must not be empty")
+    if server.max_body_bytes < 1024:
+        raise ConfigError(f"server.max_body_bytes must be at least 1024, got {server.max_body_bytes}")
+    parts = urlsplit(upstream.base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"upstream.base_url must be an http(s) URL, got {upstream.base_url!r}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ConfigError(f"upstream.base_url must not have a path or query, got {upstream.base_url!r}")
+    for key in ("connect_timeout", "timeout"):
+        if getattr(upstream, key) <= 0:
+            raise ConfigError(f"upstream.{key} must be positive, got {getattr(upstream, key)}")
+    if upstream.max_response_bytes < 1024:
+        raise ConfigError("upstream.max_response_bytes must be at least 1024")
+    if upstream.bearer_token is not None and not upstream.bearer_token.strip():
+        raise ConfigError("upstream.bearer_token must not be blank")
+    store_location(config.store.url)
+    _validate_routes(config.routes)
+
+
+def store_location(url: str) -> tuple[str, str]:
+    """Split a store URL into (backend, location): ``memory`` or ``sqlite:///PATH``."""
+    if url in ("memory", "memory://"):
+        return "memory", ""
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///")
+        if not path:
+            raise ConfigError("store.url sqlite:/// needs a file path, e.g. sqlite:///var/lib/dm-gateway.sqlite3")
+        return "sqlite", path
+    raise ConfigError(f"store.url must be 'memory' or 'sqlite:///PATH', got {url!r}")
+
+
+def _validate_routes(routes: RoutesConfig) -> None:
+    seen: dict[str, str] = {}
+    for family in DIALECT_FAMILIES:
+        for prefix in getattr(routes, family):
+            if prefix and (not prefix.startswith("/") or prefix.endswith("/") or "//" in prefix):
+                raise ConfigError(
+                    f"routes.{family}: prefix {prefix!r} must be empty or start with '/' and not end with one"
+                )
+            if any(ch in prefix for ch in "{}?#% "):
+                raise ConfigError(f"routes.{family}: prefix {prefix!r} has a character not allowed in a prefix")
+            if prefix in seen:
+                raise ConfigError(f"routes: prefix {prefix!r} is used by both {seen[prefix]} and {family}")
+            seen[prefix] = family
+
+
+def with_overrides(config: Config, **sections: Mapping[str, Any]) -> Config:
+    """A copy of ``config`` with some keys replaced (used by the demo and tests)."""
+    updated = {name: replace(getattr(config, name), **values) for name, values in sections.items()}
+    result = replace(config, **updated)
+    _validate(result)
+    return result

@@ -1,0 +1,25 @@
+"""An X API v2 emulator: a real HTTP server speaking the direct-message subset the gateway uses.
+
+The real X API is never reachable from tests, demos or benchmarks, so this stands in for it, with
+seeded data, per-caller deletions, rate limits and injectable faults. Tests drive it through
+``EmulatorState``; other processes through the ``/_emulator/`` control endpoints.
+"""
+
+from gateway.emulator.app import create_app
+from gateway.emulator.faults import FaultRule
+from gateway.emulator.seed import default_seed, load_seed
+from gateway.emulator.server import EmulatorServer, run, serve
+from gateway.emulator.state import STATE_KEY, EmulatorState, RecordedRequest
+
+__all__ = [
+    "STATE_KEY",
+    "EmulatorServer",
+    "EmulatorState",
+    "FaultRule",
+    "RecordedRequest",
+    "create_app",
+    "default_seed",
+    "load_seed",
+    "run",
+    "serve",
+]

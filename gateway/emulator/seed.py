@@ -1,0 +1,30 @@
+"""Reading seed files: the users, DM events and tokens an emulator starts from.
+
+The default seed ships inside the package (``seed.json``) so tests, demos and benchmarks agree on the
+same fixtures; ``--seed FILE`` swaps in another file of the same shape.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+
+def default_seed() -> dict[str, Any]:
+    """A fresh copy of the packaged seed; callers may change it freely."""
+    return _parse(resources.files("gateway.emulator").joinpath("seed.json").read_bytes(), "default seed")
+
+
+def load_seed(path: str | Path) -> dict[str, Any]:
+    """The seed in the JSON file at ``path``."""
+    return _parse(Path(path).read_bytes(), str(path))
+
+
+def _parse(raw: bytes, origin: str) -> dict[str, Any]:
+    seed = orjson.loads(raw)
+    if not isinstance(seed, dict):
+        raise ValueError(f"{origin}: a seed must be a JSON object")
+    return seed

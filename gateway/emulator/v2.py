@@ -1,0 +1,143 @@
+"""The X API v2 endpoints the gateway calls: DM events (read, list, delete) and user lookup.
+
+The middleware has already authenticated the caller and counted the request against its quota, so a
+handler only validates its query, looks the data up and shapes the answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from gateway.emulator.auth import CALLER_KEY, Caller
+from gateway.emulator.pagination import paginate
+from gateway.emulator.params import QueryCheck
+from gateway.emulator.problems import dm_event_not_found, forbidden, resource_not_found
+from gateway.emulator.state import STATE_KEY, EmulatorState, Event, newest_first
+from gateway.emulator.views import (
+    EVENT_FIELDS,
+    EXPANSIONS,
+    USER_FIELDS,
+    document,
+    event_view,
+    expanded_users,
+    user_view,
+)
+from gateway.emulator.wire import json_response
+
+EVENT_TYPES = ("MessageCreate", "ParticipantsJoin", "ParticipantsLeave")
+MAX_RESULTS = 100
+MAX_USER_IDS = 100
+
+_SHAPE_PARAMS = ("dm_event.fields", "expansions", "user.fields")
+_LIST_PARAMS = (*_SHAPE_PARAMS, "event_types", "max_results", "pagination_token")
+
+
+def add_v2_routes(router: web.UrlDispatcher) -> None:
+    router.add_get("/2/dm_events", list_events, allow_head=False)
+    router.add_get("/2/dm_events/{id}", get_event, allow_head=False)
+    router.add_delete("/2/dm_events/{id}", delete_event)
+    router.add_get("/2/users", lookup_users, allow_head=False)
+    router.add_get("/2/users/me", me, allow_head=False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What a DM-event request asked to see: event fields, expansions and fields of expanded users."""
+
+    event_fields: tuple[str, ...]
+    expansions: tuple[str, ...]
+    user_fields: tuple[str, ...]
+
+    @classmethod
+    def read(cls, check: QueryCheck) -> _Shape:
+        return cls(
+            event_fields=check.choices("dm_event.fields", EVENT_FIELDS, ()),
+            expansions=check.choices("expansions", EXPANSIONS, ()),
+            user_fields=check.choices("user.fields", USER_FIELDS, ()),
+        )
+
+    def render(
+        self, events: list[Event], state: EmulatorState
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+        """The events as requested, the users expanded from them, and errors for users gone missing."""
+        users, errors = expanded_users(events, self.expansions, state.users, self.user_fields)
+        return [event_view(event, self.event_fields) for event in events], users, errors
+
+
+async def get_event(request: web.Request) -> web.Response:
+    state, caller = _context(request)
+    check = QueryCheck(request.query, _SHAPE_PARAMS)
+    event_id = check.identifier("id", request.match_info["id"])
+    shape = _Shape.read(check)
+    check.done()
+    [data], users, errors = shape.render([_event_for(state, caller, event_id)], state)
+    return json_response(document(data, users, errors))
+
+
+async def delete_event(request: web.Request) -> web.Response:
+    state, caller = _context(request)
+    check = QueryCheck(request.query, ())
+    event_id = check.identifier("id", request.match_info["id"])
+    check.done()
+    _event_for(state, caller, event_id)
+    state.delete_for(event_id, caller.user_id)
+    return json_response({"data": {"deleted": True}})
+
+
+async def list_events(request: web.Request) -> web.Response:
+    state, caller = _context(request)
+    check = QueryCheck(request.query, _LIST_PARAMS)
+    shape = _Shape.read(check)
+    event_types = check.choices("event_types", EVENT_TYPES, EVENT_TYPES)
+    size = check.integer("max_results", 1, MAX_RESULTS, MAX_RESULTS)
+    cursor = check.cursor("pagination_token")
+    check.done()
+    events = [event for event in state.visible_events(caller.user_id) if event["event_type"] in event_types]
+    page = paginate(events, newest_first, size, cursor)
+    data, users, errors = shape.render(list(page.items), state)
+    meta: dict[str, Any] = {"result_count": len(data)}
+    if page.next_token:
+        meta["next_token"] = page.next_token
+    if page.previous_token:
+        meta["previous_token"] = page.previous_token
+    return json_response(document(data, users, errors, meta))
+
+
+async def lookup_users(request: web.Request) -> web.Response:
+    state, _ = _context(request)
+    check = QueryCheck(request.query, ("ids", "user.fields"))
+    user_ids = check.ids("ids", MAX_USER_IDS)
+    fields = check.choices("user.fields", USER_FIELDS, ())
+    check.done()
+    data = [user_view(state.users[user_id], fields) for user_id in user_ids if user_id in state.users]
+    errors = [
+        resource_not_found("user", "ids", user_id, "user")
+        for user_id in user_ids
+        if user_id not in state.users
+    ]
+    return json_response(document(data, errors=errors))
+
+
+async def me(request: web.Request) -> web.Response:
+    state, caller = _context(request)
+    check = QueryCheck(request.query, ("user.fields",))
+    fields = check.choices("user.fields", USER_FIELDS, ())
+    check.done()
+    return json_response({"data": user_view(state.users[caller.user_id], fields)})
+
+
+def _context(request: web.Request) -> tuple[EmulatorState, Caller]:
+    return request.app[STATE_KEY], request[CALLER_KEY]
+
+
+def _event_for(state: EmulatorState, caller: Caller, event_id: str) -> Event:
+    """The event if this caller may see it: 404 when unknown or deleted for them, 403 when not theirs."""
+    event = state.events.get(event_id)
+    if event is None or state.is_deleted_for(event_id, caller.user_id):
+        raise dm_event_not_found(event_id)
+    if not state.is_participant(event, caller.user_id):
+        raise forbidden()
+    return event

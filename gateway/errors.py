@@ -1,0 +1,115 @@
+"""One exception hierarchy for the whole gateway.
+
+Each error carries a neutral ``kind``; every dialect's mapping says which status, code and message that
+kind becomes in its own error shape. Nothing here knows about JSON, XML or HTTP bodies.
+"""
+
+from __future__ import annotations
+
+from gateway.model import RateLimit
+
+
+class GatewayError(Exception):
+    """Base class. ``detail`` is for operators (logs), never shown to clients verbatim."""
+
+    kind = "internal"
+
+    def __init__(self, detail: str = "", *, rate_limit: RateLimit | None = None) -> None:
+        super().__init__(detail or self.kind)
+        self.detail = detail
+        self.rate_limit = rate_limit
+
+
+# Client-side problems, found before anything reaches upstream.
+class MissingId(GatewayError):
+    kind = "missing_id"
+
+
+class InvalidId(GatewayError):
+    kind = "invalid_id"
+
+
+class RouteNotFound(GatewayError):
+    kind = "route_not_found"
+
+
+class MethodNotAllowed(GatewayError):
+    kind = "method_not_allowed"
+
+    def __init__(self, allowed: tuple[str, ...], detail: str = "") -> None:
+        super().__init__(detail)
+        self.allowed = allowed
+
+
+class NotAuthenticated(GatewayError):
+    """No credential the gateway could present upstream."""
+
+    kind = "not_authenticated"
+
+
+class BadRequest(GatewayError):
+    """A request the gateway cannot read at all (a malformed form body, say)."""
+
+    kind = "bad_request"
+
+
+class PayloadTooLarge(GatewayError):
+    kind = "payload_too_large"
+
+
+# What the upstream said or failed to say.
+class UpstreamError(GatewayError):
+    kind = "upstream_failure"
+
+
+class MessageNotFound(UpstreamError):
+    kind = "message_not_found"
+
+
+class InvalidToken(UpstreamError):
+    """The upstream refused the credential (v2 401)."""
+
+    kind = "invalid_token"
+
+
+class Forbidden(UpstreamError):
+    """The upstream refused the operation for this caller (v2 403)."""
+
+    kind = "forbidden"
+
+
+class RateLimited(UpstreamError):
+    kind = "rate_limited"
+
+
+class UpstreamUnavailable(UpstreamError):
+    """Timeouts, resets, refused connections, 502/503/504: worth retrying later."""
+
+    kind = "upstream_unavailable"
+
+
+class UpstreamFailure(UpstreamError):
+    """A 500, or an answer the gateway cannot make sense of."""
+
+    kind = "upstream_failure"
+
+
+class Internal(GatewayError):
+    """Anything unexpected inside the gateway; the details go to the log, never to the client."""
+
+    kind = "internal"
+
+
+def _all_kinds() -> tuple[str, ...]:
+    kinds: list[str] = []
+    pending: list[type[GatewayError]] = [GatewayError]
+    while pending:
+        cls = pending.pop()
+        if cls.kind not in kinds:
+            kinds.append(cls.kind)
+        pending.extend(cls.__subclasses__())
+    return tuple(sorted(kinds))
+
+
+#: Every neutral kind; each dialect mapping must say how it renders each one.
+ERROR_KINDS = _all_kinds()

@@ -1,0 +1,129 @@
+"""The neutral model: the only currency between dialects, the service, the store and the upstream edge.
+
+v2 JSON becomes these objects in ``gateway.upstream.convert``; legacy shapes are made from them in
+``gateway.render``. Every object is frozen, so a value read from the store can be shared freely.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Hashtag:
+    text: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class Url:
+    url: str
+    expanded_url: str | None
+    display_url: str | None
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class Mention:
+    username: str
+    user_id: str | None
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class Entities:
+    hashtags: tuple[Hashtag, ...] = ()
+    urls: tuple[Url, ...] = ()
+    mentions: tuple[Mention, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A user as far as v2 describes one. Counts and optional fields are None when v2 did not say."""
+
+    id: str
+    username: str | None = None
+    name: str | None = None
+    description: str | None = None
+    location: str | None = None
+    url: str | None = None
+    protected: bool = False
+    verified: bool = False
+    created_at: datetime | None = None
+    profile_image_url: str | None = None
+    followers_count: int | None = None
+    following_count: int | None = None
+    tweet_count: int | None = None
+    listed_count: int | None = None
+    like_count: int | None = None
+
+    @property
+    def known(self) -> bool:
+        """False for a placeholder made from an id alone (a suspended or deleted account)."""
+        return self.username is not None
+
+
+@dataclass(frozen=True, slots=True)
+class DirectMessage:
+    id: str
+    text: str
+    created_at: datetime
+    sender_id: str
+    recipient_id: str
+    conversation_id: str | None = None
+    entities: Entities = field(default_factory=Entities)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageView:
+    """A message with both of its users: everything a dialect needs to render a legacy DM."""
+
+    message: DirectMessage
+    sender: User
+    recipient: User
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """The upstream's rate-limit state, carried to legacy clients in their dialect's header names."""
+
+    limit: int
+    remaining: int
+    reset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling, and the credential the gateway presents upstream on their behalf.
+
+    The credential is an ``Authorization`` header value; it is kept out of ``repr`` so it cannot leak
+    into a log line or a traceback.
+    """
+
+    upstream_authorization: str = field(repr=False)
+    source: str
+    user_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DestroyDM:
+    """Delete one direct message. ``want_body`` is False for dialects that answer 204."""
+
+    id: str
+    want_body: bool = True
+    include_entities: bool = True
+
+
+Operation = DestroyDM
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the service hands back to a dialect: the message (if one is to be shown) and rate-limit state."""
+
+    view: MessageView | None = None
+    rate_limit: RateLimit | None = None

@@ -1,0 +1,222 @@
+"""A tiny, compiled expression language for the shapes in mappings/*.toml.
+
+Each template is an ordered TOML table: keys are output keys, in output order; values say where the value
+comes from. A string is an expression; a TOML boolean or number is a constant::
+
+    id = "message.id|int"                   # a path into the render context, then filters
+    sender = "sender|object(user)"          # another template of the same mapping, rendered nested
+    hashtags = "entities.hashtags|each(hashtag)"
+    lang = "'en'"                           # a quoted string constant
+    url = "null"                            # JSON null / an empty XML element
+    contributors_enabled = false            # a constant
+
+Expressions are compiled once when the mapping loads, so a typo in a mapping stops start-up, not a request.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+_FILTER = re.compile(r"(?P<name>[a-z_]+)(?:\((?P<arg>[^()]*)\))?")
+_PATH = re.compile(r"[a-z_]+(?:\.[a-z_]+)*")
+
+Getter = Callable[[Mapping[str, Any], "Renderer"], Any]
+
+
+class MappingError(ValueError):
+    """A mapping file that cannot be used; raised at start-up."""
+
+
+class Renderer:
+    """Renders named templates of one format (json or xml) of one mapping."""
+
+    def __init__(self, templates: Mapping[str, Template], date_format: str) -> None:
+        self.templates = templates
+        self.date_format = date_format
+
+    def render(self, name: str, context: Mapping[str, Any]) -> dict[str, Any]:
+        return self.templates[name].render(context, self)
+
+    def format_date(self, value: datetime) -> str:
+        """Legacy dates, always in English and UTC, whatever the process locale."""
+        return self.date_format.format(
+            weekday=_WEEKDAYS[value.weekday()],
+            month=_MONTHS[value.month - 1],
+            day=value.day,
+            hour=value.hour,
+            minute=value.minute,
+            second=value.second,
+            year=value.year,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    name: str
+    fields: tuple[tuple[str, Getter], ...]
+
+    def render(self, context: Mapping[str, Any], renderer: Renderer) -> dict[str, Any]:
+        return {key: getter(context, renderer) for key, getter in self.fields}
+
+
+def compile_template(name: str, table: Mapping[str, Any]) -> Template:
+    return Template(name, tuple((key, compile_value(f"{name}.{key}", value)) for key, value in table.items()))
+
+
+def compile_value(where: str, value: Any) -> Getter:
+    if isinstance(value, bool | int | float):
+        return lambda _ctx, _r, constant=value: constant
+    if not isinstance(value, str):
+        raise MappingError(f"{where}: expected an expression string or a constant, got {value!r}")
+    term, *filters = [part.strip() for part in value.split("|")]
+    getter = _compile_term(where, term)
+    for text in filters:
+        getter = _compile_filter(where, text, getter)
+    return getter
+
+
+def _literal(where: str, text: str) -> tuple[bool, Any]:
+    if text == "null":
+        return True, None
+    if text in ("true", "false"):
+        return True, text == "true"
+    if re.fullmatch(r"-?[0-9]+", text):
+        return True, int(text)
+    if len(text) >= 2 and text[0] == text[-1] == "'":
+        return True, text[1:-1]
+    return False, None
+
+
+def _compile_term(where: str, term: str) -> Getter:
+    is_literal, constant = _literal(where, term)
+    if is_literal:
+        return lambda _ctx, _r: constant
+    if not _PATH.fullmatch(term):
+        raise MappingError(f"{where}: {term!r} is neither a constant nor a path")
+    head, *attrs = term.split(".")
+
+    def get(ctx: Mapping[str, Any], _r: Renderer) -> Any:
+        value = ctx[head]
+        for attr in attrs:
+            if value is None:
+                return None
+            value = getattr(value, attr)
+        return value
+
+    return get
+
+
+def _compile_filter(where: str, text: str, inner: Getter) -> Getter:
+    match = _FILTER.fullmatch(text)
+    if not match:
+        raise MappingError(f"{where}: cannot read filter {text!r}")
+    name, arg = match["name"], match["arg"]
+    factory = _FILTERS.get(name)
+    if factory is None:
+        raise MappingError(f"{where}: unknown filter {name!r} (known: {', '.join(sorted(_FILTERS))})")
+    if arg is None:
+        return factory(where, inner, None)
+    is_literal, constant = _literal(where, arg.strip())
+    if is_literal:
+        return factory(where, inner, constant)
+    if re.fullmatch(r"[a-z_]+", arg.strip()):
+        return factory(where, inner, arg.strip())
+    raise MappingError(f"{where}: cannot read the argument of {text!r}")
+
+
+def _plain(fn: Callable[[Any], Any]) -> Callable[[str, Getter, Any], Getter]:
+    """A filter that maps a non-null value and passes null through."""
+
+    def factory(where: str, inner: Getter, arg: Any) -> Getter:
+        if arg is not None:
+            raise MappingError(f"{where}: filter takes no argument")
+
+        def get(ctx: Mapping[str, Any], r: Renderer) -> Any:
+            value = inner(ctx, r)
+            return None if value is None else fn(value)
+
+        return get
+
+    return factory
+
+
+def _scheme(scheme: str) -> Callable[[str], str]:
+    def convert(url: str) -> str:
+        rest = url.split("://", 1)
+        return f"{scheme}://{rest[1]}" if len(rest) == 2 else url
+
+    return convert
+
+
+def _date(where: str, inner: Getter, arg: Any) -> Getter:
+    def get(ctx: Mapping[str, Any], r: Renderer) -> Any:
+        value = inner(ctx, r)
+        return None if value is None else r.format_date(value)
+
+    return get
+
+
+def _default(where: str, inner: Getter, arg: Any) -> Getter:
+    def get(ctx: Mapping[str, Any], r: Renderer) -> Any:
+        value = inner(ctx, r)
+        return arg if value is None else value
+
+    return get
+
+
+def _contains(where: str, inner: Getter, arg: Any) -> Getter:
+    if not isinstance(arg, str):
+        raise MappingError(f"{where}: contains() needs a quoted string")
+
+    def get(ctx: Mapping[str, Any], r: Renderer) -> Any:
+        value = inner(ctx, r)
+        return isinstance(value, str) and arg in value
+
+    return get
+
+
+def _nested(many: bool) -> Callable[[str, Getter, Any], Getter]:
+    def factory(where: str, inner: Getter, arg: Any) -> Getter:
+        if not isinstance(arg, str):
+            raise MappingError(f"{where}: needs a template name")
+
+        def get(ctx: Mapping[str, Any], r: Renderer) -> Any:
+            value = inner(ctx, r)
+            if many:
+                return [r.render(arg, {arg: item}) for item in value or ()]
+            return None if value is None else r.render(arg, {arg: value})
+
+        return get
+
+    return factory
+
+
+_FILTERS: dict[str, Callable[[str, Getter, Any], Getter]] = {
+    "int": _plain(int),
+    "str": _plain(str),
+    "http": _plain(_scheme("http")),
+    "https": _plain(_scheme("https")),
+    "span": _plain(lambda entity: [entity.start, entity.end]),
+    "date": _date,
+    "default": _default,
+    "contains": _contains,
+    "object": _nested(many=False),
+    "each": _nested(many=True),
+}
+
+
+def check_references(templates: Mapping[str, Template], raw: Mapping[str, Mapping[str, Any]], where: str) -> None:
+    """Every object()/each() names a template that exists in the same format."""
+    for name, table in raw.items():
+        for key, value in table.items():
+            if isinstance(value, str):
+                for ref in re.findall(r"\|\s*(?:object|each)\(\s*([a-z_]+)\s*\)", value):
+                    if ref not in templates:
+                        raise MappingError(f"{where}.{name}.{key}: no template named {ref!r}")

@@ -1,0 +1,50 @@
+"""The store protocol every backend implements, and the factory that picks one from a store URL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from gateway.config import store_location
+from gateway.model import DirectMessage, User
+
+
+@dataclass(frozen=True, slots=True)
+class Deletion:
+    """A successful upstream delete: when, and for whom (None when the caller's id was not known)."""
+
+    at: float
+    by: str | None
+
+
+class StoreError(Exception):
+    """The backend could not answer; callers treat reads as misses and keep serving from upstream."""
+
+
+class MessageStore(Protocol):
+    async def get_message(self, message_id: str) -> DirectMessage | None: ...
+
+    async def put_messages(self, messages: Iterable[DirectMessage]) -> None: ...
+
+    async def get_users(self, user_ids: Iterable[str]) -> dict[str, User]: ...
+
+    async def put_users(self, users: Iterable[User]) -> None: ...
+
+    async def mark_deleted(self, message_id: str, by: str | None) -> None:
+        """Record a successful upstream delete. The message data is kept: other participants still see it."""
+
+    async def get_deletion(self, message_id: str) -> Deletion | None: ...
+
+    async def close(self) -> None: ...
+
+
+async def open_store(url: str) -> MessageStore:
+    backend, location = store_location(url)
+    if backend == "memory":
+        from gateway.store.memory import MemoryStore
+
+        return MemoryStore()
+    from gateway.store.sqlite import SQLiteStore
+
+    return await SQLiteStore.open(location)

@@ -1,0 +1,145 @@
+"""X API v2 over aiohttp.
+
+The client owns nothing but a reference to a shared ``ClientSession``; ``gateway.app`` creates and closes the
+session. Every failure becomes one of the gateway's own errors, so the service never sees aiohttp exceptions:
+timeouts and resets are ``UpstreamUnavailable``, v2's statuses become their neutral kinds, and a body that is
+too large or not JSON is ``UpstreamFailure``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import aiohttp
+import orjson
+
+from gateway import __version__
+from gateway.errors import (
+    Forbidden,
+    InvalidToken,
+    MessageNotFound,
+    RateLimited,
+    UpstreamError,
+    UpstreamFailure,
+    UpstreamUnavailable,
+)
+from gateway.model import Principal, RateLimit
+
+USER_AGENT = f"legacy-dm-gateway/{__version__}"
+
+DM_EVENT_FIELDS = (
+    "id,text,event_type,created_at,dm_conversation_id,sender_id,participant_ids,"
+    "attachments,referenced_tweets,entities"
+)
+USER_FIELDS = "created_at,description,location,profile_image_url,protected,public_metrics,url,verified"
+
+_STATUS_ERRORS: dict[int, type[UpstreamError]] = {
+    401: InvalidToken,
+    403: Forbidden,
+    404: MessageNotFound,
+    429: RateLimited,
+    502: UpstreamUnavailable,
+    503: UpstreamUnavailable,
+    504: UpstreamUnavailable,
+}
+
+
+class V2Response:
+    __slots__ = ("status", "body", "rate_limit")
+
+    def __init__(self, status: int, body: dict[str, Any], rate_limit: RateLimit | None) -> None:
+        self.status = status
+        self.body = body
+        self.rate_limit = rate_limit
+
+
+def rate_limit_from(headers: Mapping[str, str]) -> RateLimit | None:
+    try:
+        return RateLimit(
+            limit=int(headers["x-rate-limit-limit"]),
+            remaining=int(headers["x-rate-limit-remaining"]),
+            reset=int(headers["x-rate-limit-reset"]),
+        )
+    except (KeyError, ValueError):
+        return None
+
+
+class UpstreamClient:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        *,
+        max_response_bytes: int = 4 * 1024 * 1024,
+    ) -> None:
+        self._session = session
+        self._base = base_url.rstrip("/")
+        self._max_bytes = max_response_bytes
+
+    async def delete_dm_event(self, event_id: str, principal: Principal, request_id: str | None = None) -> V2Response:
+        response = await self._request("DELETE", f"/2/dm_events/{event_id}", principal, request_id=request_id)
+        if response.body.get("data", {}).get("deleted") is not True:
+            raise UpstreamFailure("v2 answered the delete without data.deleted=true")
+        return response
+
+    async def get_dm_event(self, event_id: str, principal: Principal, request_id: str | None = None) -> V2Response:
+        params = {
+            "dm_event.fields": DM_EVENT_FIELDS,
+            "expansions": "sender_id,participant_ids",
+            "user.fields": USER_FIELDS,
+        }
+        return await self._request("GET", f"/2/dm_events/{event_id}", principal, params, request_id)
+
+    async def get_users(
+        self, user_ids: Iterable[str], principal: Principal, request_id: str | None = None
+    ) -> V2Response:
+        params = {"ids": ",".join(user_ids), "user.fields": USER_FIELDS}
+        # A 404 here would mean the endpoint, not a user: v2 reports unknown users inside a 200.
+        return await self._request("GET", "/2/users", principal, params, request_id, not_found=UpstreamFailure)
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        principal: Principal,
+        params: Mapping[str, str] | None = None,
+        request_id: str | None = None,
+        not_found: type[UpstreamError] = MessageNotFound,
+    ) -> V2Response:
+        headers = {
+            "Authorization": principal.upstream_authorization,
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+        }
+        if request_id:
+            headers["X-Request-Id"] = request_id
+        try:
+            async with self._session.request(method, self._base + path, params=params, headers=headers) as resp:
+                raw = await self._read_bounded(resp)
+                status, rate_limit = resp.status, rate_limit_from(resp.headers)
+        except (asyncio.TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            raise UpstreamUnavailable(f"{method} {path}: {type(exc).__name__}") from exc
+        except aiohttp.ClientResponseError as exc:
+            raise UpstreamFailure(f"{method} {path}: {exc.status} {exc.message}") from exc
+        if status >= 400:
+            error = not_found if status == 404 else _STATUS_ERRORS.get(status, UpstreamFailure)
+            raise error(f"{method} {path}: v2 answered {status}", rate_limit=rate_limit)
+        try:
+            body = orjson.loads(raw) if raw else {}
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamFailure(f"{method} {path}: body is not JSON") from exc
+        if not isinstance(body, dict):
+            raise UpstreamFailure(f"{method} {path}: body is not a JSON object")
+        return V2Response(status, body, rate_limit)
+
+    async def _read_bounded(self, resp: aiohttp.ClientResponse) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > self._max_bytes:
+                raise UpstreamFailure(f"v2 body exceeds {self._max_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)

@@ -1,0 +1,1 @@
+"""Legacy response shapes, one TOML file per dialect (installed as gateway.mappings)."""
