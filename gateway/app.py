@@ -35,10 +35,10 @@ SERVICE_KEY = web.AppKey("service", DMService)
 STORE_KEY = web.AppKey("store", MessageStore)
 ROUTER_KEY = web.AppKey("router", "DialectRouter")
 
-REQUEST_ID = "dm_gateway.request_id"
-DIALECT = "dm_gateway.dialect"
-FORMAT = "dm_gateway.format"
-FORM = "dm_gateway.form"
+REQUEST_ID = web.RequestKey("request_id", str)
+DIALECT = web.RequestKey("dialect", Dialect)
+FORMAT = web.RequestKey("format", str)
+FORM = web.RequestKey("form", MultiDictProxy)
 
 _REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _EMPTY_FORM: MultiDictProxy[str] = MultiDictProxy(MultiDict())
