@@ -58,7 +58,7 @@ class DMService:
         event = response.body.get("data")
         message = message_from_v2(event) if isinstance(event, dict) else None
         if message is None:
-            raise MessageNotFound(f"event {message_id} is not a message")
+            raise MessageNotFound(f"event {message_id} is not a one-to-one message")
         users = users_from_includes(response.body)
         await self._learn([message], users)
         return message, {u.id: u for u in users}

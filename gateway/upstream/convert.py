@@ -43,20 +43,21 @@ def users_from_includes(body: dict[str, Any]) -> list[User]:
     return [user_from_v2(u) for u in (body.get("includes") or {}).get("users") or () if "id" in u]
 
 
-def recipient_of(event: dict[str, Any]) -> str:
-    """The other side of a one-to-one message; for a group, the lowest other participant id.
+def recipient_of(event: dict[str, Any]) -> str | None:
+    """The other side of a one-to-one message, or None for a group message (legacy DMs had no groups).
 
-    One-to-one conversation ids are ``{smaller}-{larger}``; a note to self has both halves equal.
+    One-to-one conversation ids are ``{smaller}-{larger}``; a note to self has both halves equal. Without
+    such an id, ``participant_ids`` naming exactly one other user also makes a one-to-one message.
     """
     sender = str(event["sender_id"])
     conversation = str(event.get("dm_conversation_id") or "")
     halves = conversation.split("-")
-    if len(halves) == 2 and all(h.isascii() and h.isdigit() for h in halves) and sender in halves:
+    if len(halves) == 2 and all(h.isascii() and h.isdigit() for h in halves):
+        if sender not in halves:
+            raise UpstreamFailure(f"sender of event {event.get('id')} is not in conversation {conversation}")
         return halves[1] if halves[0] == sender else halves[0]
-    others = sorted({str(p) for p in event.get("participant_ids") or ()} - {sender}, key=int)
-    if others:
-        return others[0]
-    raise UpstreamFailure(f"cannot tell the recipient of event {event.get('id')}")
+    others = {str(p) for p in event.get("participant_ids") or ()} - {sender}
+    return others.pop() if len(others) == 1 else None
 
 
 def entities_from_v2(event: dict[str, Any]) -> Entities:
@@ -83,10 +84,14 @@ def entities_from_v2(event: dict[str, Any]) -> Entities:
 
 
 def message_from_v2(event: dict[str, Any]) -> DirectMessage | None:
-    """A legacy-style DM from a v2 event, or None for events that are not messages (joins, leaves)."""
+    """A legacy-style DM from a v2 event, or None for what legacy clients never saw as a DM: events that
+    are not messages (joins, leaves) and messages to a group."""
     if event.get("event_type", "MessageCreate") != "MessageCreate":
         return None
     try:
+        recipient_id = recipient_of(event)
+        if recipient_id is None:
+            return None
         created_at = parse_time(event.get("created_at"))
         if created_at is None:
             raise UpstreamFailure(f"event {event.get('id')} has no usable created_at")
@@ -95,7 +100,7 @@ def message_from_v2(event: dict[str, Any]) -> DirectMessage | None:
             text=event.get("text") or "",
             created_at=created_at,
             sender_id=str(event["sender_id"]),
-            recipient_id=recipient_of(event),
+            recipient_id=recipient_id,
             conversation_id=event.get("dm_conversation_id"),
             entities=entities_from_v2(event),
         )

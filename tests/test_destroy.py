@@ -1,0 +1,180 @@
+"""Destroy round trips through the real app and the emulator: every route form, learning and persistence."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from gateway.app import create_app
+from gateway.emulator import FaultRule
+from gateway.store.base import open_store
+from tests.conftest import (
+    ENTITIES_ID,
+    GROUP_ID,
+    MARCOS_TOKEN,
+    PLAIN_IDS,
+    SEED_002_ID,
+    SEED_003_JSON_ID,
+    SEED_003_XML_ID,
+    gateway_config,
+    store_of,
+)
+
+SEAN_ID = "38895958"
+MARCOS = {"Authorization": f"Bearer {MARCOS_TOKEN}"}
+
+
+def upstream_calls(emulator) -> list[tuple[str, str]]:
+    return [(r.method, r.path) for r in emulator.state.requests]
+
+
+STATUSNET_FORMS = [
+    ("POST", "/api/direct_messages/destroy/{id}.xml", None),
+    ("DELETE", "/api/direct_messages/destroy/{id}.json", None),
+    ("POST", "/1/direct_messages/destroy/{id}.json", None),
+    ("DELETE", "/1/direct_messages/destroy/{id}.xml", None),
+    ("POST", "/api/direct_messages/destroy.xml?id={id}", None),
+    ("DELETE", "/1/direct_messages/destroy.json?id={id}", None),
+    ("POST", "/api/direct_messages/destroy.json", "form"),
+    ("DELETE", "/1/direct_messages/destroy.xml", "form"),
+]
+
+
+@pytest.mark.parametrize(("method", "template", "form"), STATUSNET_FORMS)
+async def test_every_statusnet_form_deletes_once_upstream(gateway, emulator, method, template, form) -> None:
+    data = {"id": SEED_003_XML_ID} if form else None
+    response = await gateway.request(method, template.format(id=SEED_003_XML_ID), data=data, headers=MARCOS)
+    assert response.status == 200, await response.text()
+    body = await response.read()
+    if template.split("?")[0].endswith(".xml"):
+        assert body.startswith(b'<?xml version="1.0" encoding="UTF-8"?>\n<direct_message>\n <id>39</id>')
+    else:
+        assert orjson.loads(body)["id"] == 39
+    deletes = [call for call in upstream_calls(emulator) if call[0] == "DELETE"]
+    assert deletes == [("DELETE", f"/2/dm_events/{SEED_003_XML_ID}")]
+    assert emulator.state.is_deleted_for(SEED_003_XML_ID, "1")
+
+
+@pytest.mark.parametrize("where", ["query", "form"])
+async def test_v1_1_classic_takes_the_id_from_query_or_form(gateway, emulator, where) -> None:
+    if where == "query":
+        response = await gateway.post(f"/1.1/direct_messages/destroy.json?id={SEED_002_ID}")
+    else:
+        response = await gateway.post("/1.1/direct_messages/destroy.json", data={"id": SEED_002_ID})
+    assert response.status == 200
+    body = orjson.loads(await response.read())
+    assert (body["id"], body["id_str"], body["text"]) == (240251665733795841, SEED_002_ID, "hello, tworld.")
+    assert emulator.state.is_deleted_for(SEED_002_ID, SEAN_ID)
+
+
+@pytest.mark.parametrize(("value", "has_entities"), [("false", False), ("0", False), ("f", False), ("FALSE", False),
+                                                       ("true", True), ("1", True), ("banana", True)])  # fmt: skip
+async def test_include_entities(gateway, value, has_entities) -> None:
+    response = await gateway.post(f"/1.1/direct_messages/destroy.json?id={ENTITIES_ID}&include_entities={value}")
+    body = orjson.loads(await response.read())
+    assert ("entities" in body) is has_entities
+
+
+async def test_entities_become_legacy_entities_with_indices(gateway) -> None:
+    response = await gateway.post(f"/1.1/direct_messages/destroy.json?id={ENTITIES_ID}")
+    body = orjson.loads(await response.read())
+    text, entities = body["text"], body["entities"]
+    (hashtag,) = entities["hashtags"]
+    assert text[slice(*hashtag["indices"])] == "#" + hashtag["text"] == "#v2"
+    (url,) = entities["urls"]
+    assert text[slice(*url["indices"])] == url["url"] == "https://t.co/abc123"
+    assert url["expanded_url"] == "https://developer.x.com/en/docs/x-api"
+    (mention,) = entities["user_mentions"]
+    assert text[slice(*mention["indices"])] == "@theSeanCook"
+    assert (mention["id"], mention["id_str"], mention["screen_name"]) == (38895958, SEAN_ID, "theSeanCook")
+
+
+async def test_events_destroy_deletes_without_a_lookup(gateway, emulator) -> None:
+    response = await gateway.delete(f"/1.1/direct_messages/events/destroy.json?id={PLAIN_IDS[0]}")
+    assert response.status == 204
+    assert upstream_calls(emulator) == [("DELETE", f"/2/dm_events/{PLAIN_IDS[0]}")]
+
+
+async def test_events_destroy_takes_the_id_from_a_form_body(gateway, emulator) -> None:
+    response = await gateway.delete("/1.1/direct_messages/events/destroy.json", data={"id": PLAIN_IDS[0]})
+    assert response.status == 204
+    assert emulator.state.is_deleted_for(PLAIN_IDS[0], SEAN_ID)
+
+
+async def test_a_lookup_teaches_the_store_and_a_known_message_needs_no_lookup(gateway, emulator) -> None:
+    emulator.state.faults.append(FaultRule(method="DELETE", action="status", status=503, times=1))
+    first = await gateway.post(f"/1.1/direct_messages/destroy.json?id={SEED_002_ID}")
+    assert first.status == 503
+    stored = await store_of(gateway).get_message(SEED_002_ID)
+    assert stored is not None and stored.text == "hello, tworld." and stored.recipient_id == SEAN_ID
+    assert set(await store_of(gateway).get_users(["776627022", SEAN_ID])) == {"776627022", SEAN_ID}
+    emulator.state.requests.clear()
+    second = await gateway.post(f"/1.1/direct_messages/destroy.json?id={SEED_002_ID}")
+    assert second.status == 200
+    assert upstream_calls(emulator) == [("DELETE", f"/2/dm_events/{SEED_002_ID}")]
+    assert (await store_of(gateway).get_deletion(SEED_002_ID)) is not None
+
+
+async def test_sqlite_store_survives_a_restart(aiohttp_client, emulator, tmp_path) -> None:
+    url = f"sqlite:///{tmp_path}/restart.sqlite3"
+    emulator.state.faults.append(FaultRule(method="DELETE", action="status", status=503, times=1))
+    first = await aiohttp_client(create_app(gateway_config(emulator, store_url=url)))
+    assert (await first.post(f"/1.1/direct_messages/destroy.json?id={SEED_002_ID}")).status == 503
+    await first.close()
+
+    emulator.state.requests.clear()
+    second = await aiohttp_client(create_app(gateway_config(emulator, store_url=url)))
+    response = await second.post(f"/1.1/direct_messages/destroy.json?id={SEED_002_ID}")
+    assert response.status == 200
+    assert orjson.loads(await response.read())["sender"]["screen_name"] == "s0c1alm3dia"
+    assert upstream_calls(emulator) == [("DELETE", f"/2/dm_events/{SEED_002_ID}")]
+
+
+async def test_two_gateways_sharing_a_store_share_what_they_learned(aiohttp_client, emulator, tmp_path) -> None:
+    store = await open_store(f"sqlite:///{tmp_path}/shared.sqlite3")
+    try:
+        config = gateway_config(emulator)
+        one = await aiohttp_client(create_app(config, store=store))
+        other = await aiohttp_client(create_app(config, store=store))
+        emulator.state.faults.append(FaultRule(method="DELETE", action="status", status=503, times=1))
+        assert (await one.post(f"/api/direct_messages/destroy/{SEED_003_JSON_ID}.json", headers=MARCOS)).status == 503
+        emulator.state.requests.clear()
+        response = await other.post(f"/api/direct_messages/destroy/{SEED_003_JSON_ID}.json", headers=MARCOS)
+        assert response.status == 200
+        assert upstream_calls(emulator) == [("DELETE", f"/2/dm_events/{SEED_003_JSON_ID}")]
+    finally:
+        await store.close()
+
+
+async def test_a_group_message_is_not_a_legacy_dm_and_is_not_deleted(gateway, emulator) -> None:
+    response = await gateway.post(f"/1.1/direct_messages/destroy.json?id={GROUP_ID}")
+    assert response.status == 404
+    assert orjson.loads(await response.read()) == {"errors": [{"code": 34, "message": "Sorry, that page does not exist."}]}
+    assert not [call for call in upstream_calls(emulator) if call[0] == "DELETE"]
+
+
+async def test_route_prefixes_are_configurable(make_gateway, emulator) -> None:
+    client = await make_gateway(routes={"v1_1": [""], "statusnet": ["/gnusocial/api"]})
+    response = await client.post(f"/direct_messages/destroy.json?id={SEED_002_ID}")
+    assert response.status == 200
+    response = await client.post(f"/gnusocial/api/direct_messages/destroy/{SEED_003_XML_ID}.xml", headers=MARCOS)
+    assert response.status == 200
+    for gone in (f"/1.1/direct_messages/destroy.json?id={PLAIN_IDS[0]}", f"/api/direct_messages/destroy/{PLAIN_IDS[0]}.json"):
+        response = await client.post(gone)
+        assert response.status == 404
+        assert orjson.loads(await response.read())["errors"][0]["code"] == 34  # the root family's shape
+
+
+async def test_unknown_path_under_a_statusnet_prefix_answers_in_statusnet_shape(make_gateway) -> None:
+    client = await make_gateway(routes={"v1_1": [""], "statusnet": ["/api"]})
+    response = await client.post("/api/direct_messages/nothing.xml")
+    assert response.status == 404
+    assert b"<hash>\n <error>API method not found.</error>" in await response.read()
+
+
+async def test_rate_limit_headers_reach_v1_1_and_statusnet_clients(gateway) -> None:
+    response = await gateway.post(f"/1.1/direct_messages/destroy.json?id={SEED_002_ID}")
+    assert int(response.headers["x-rate-limit-remaining"]) < int(response.headers["x-rate-limit-limit"])
+    assert int(response.headers["x-rate-limit-reset"]) > 0
+    response = await gateway.post(f"/api/direct_messages/destroy/{SEED_003_XML_ID}.xml", headers=MARCOS)
+    assert {"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"} <= set(response.headers)
