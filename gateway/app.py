@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDict, MultiDictProxy
 
 from gateway.auth.inbound import Authenticator
@@ -133,7 +134,8 @@ async def _read_form(request: web.Request) -> MultiDictProxy[str]:
         form = await request.post()
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge("form body over the configured limit") from None
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, LookupError, RuntimeError, HttpProcessingError) as exc:
+        # Malformed part headers, an unknown charset or transfer encoding: the client's fault, not a 500.
         raise BadRequest(f"unreadable form body: {type(exc).__name__}") from None
     # File parts are never parameters of a legacy DM call; keep only text fields.
     return MultiDictProxy(MultiDict((k, v) for k, v in form.items() if isinstance(v, str)))

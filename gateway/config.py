@@ -7,6 +7,7 @@ Precedence, lowest first: built-in defaults, the file, the environment, command-
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -84,6 +85,8 @@ def load_config(
     if bearer:
         raw.setdefault("upstream", {})["bearer_token"] = bearer
     for section, values in (overrides or {}).items():
+        if section not in _SECTIONS:
+            raise ConfigError(f"unknown section [{section}] (known: {', '.join(_SECTIONS)})")
         for key, value in values.items():
             if value is not None:
                 raw.setdefault(section, {})[key] = value
@@ -102,6 +105,8 @@ def _read_file(path: Path) -> dict[str, dict[str, Any]]:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML (not UTF-8 at byte {exc.start})") from None
     for name, section in data.items():
         if name not in _SECTIONS:
             raise ConfigError(f"{path}: unknown section [{name}] (known: {', '.join(_SECTIONS)})")
@@ -156,8 +161,8 @@ def _validate(config: Config) -> None:
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ConfigError(f"upstream.base_url must not have a path or query, got {upstream.base_url!r}")
     for key in ("connect_timeout", "timeout"):
-        if getattr(upstream, key) <= 0:
-            raise ConfigError(f"upstream.{key} must be positive, got {getattr(upstream, key)}")
+        if not 0 < getattr(upstream, key) < math.inf:  # also refuses nan
+            raise ConfigError(f"upstream.{key} must be a positive finite number, got {getattr(upstream, key)}")
     if upstream.max_response_bytes < 1024:
         raise ConfigError("upstream.max_response_bytes must be at least 1024")
     if upstream.bearer_token is not None and not upstream.bearer_token.strip():

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -46,6 +46,8 @@ class Renderer:
 
     def format_date(self, value: datetime) -> str:
         """Legacy dates, always in English and UTC, whatever the process locale."""
+        if value.tzinfo is not None:
+            value = value.astimezone(timezone.utc)  # naive values are taken to be UTC already
         return self.date_format.format(
             weekday=_WEEKDAYS[value.weekday()],
             month=_MONTHS[value.month - 1],
@@ -217,6 +219,6 @@ def check_references(templates: Mapping[str, Template], raw: Mapping[str, Mappin
     for name, table in raw.items():
         for key, value in table.items():
             if isinstance(value, str):
-                for ref in re.findall(r"\|\s*(?:object|each)\(\s*([a-z_]+)\s*\)", value):
+                for ref in re.findall(r"\|\s*(?:object|each)\(\s*'?([a-z_]+)'?\s*\)", value):
                     if ref not in templates:
                         raise MappingError(f"{where}.{name}.{key}: no template named {ref!r}")

@@ -45,6 +45,7 @@ class SQLiteStore:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dm-gateway-sqlite")
         self._conn: sqlite3.Connection | None = None
+        self._closed = False
 
     @classmethod
     async def open(cls, path: str) -> SQLiteStore:
@@ -57,6 +58,8 @@ class SQLiteStore:
         return store
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
+        if self._closed:
+            raise StoreError("sqlite store is closed")
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, fn, *args)
@@ -67,10 +70,14 @@ class SQLiteStore:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=5000")
-        self._migrate(conn)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
         self._conn = conn
 
     @staticmethod
@@ -155,6 +162,9 @@ class SQLiteStore:
             raise
 
     async def close(self) -> None:
+        if self._closed:
+            return
+
         def close() -> None:
             if self._conn is not None:
                 self._conn.close()
@@ -163,6 +173,7 @@ class SQLiteStore:
         try:
             await self._run(close)
         finally:
+            self._closed = True
             self._executor.shutdown(wait=True)
 
 

@@ -57,7 +57,12 @@ def recipient_of(event: dict[str, Any]) -> str | None:
             raise UpstreamFailure(f"sender of event {event.get('id')} is not in conversation {conversation}")
         return halves[1] if halves[0] == sender else halves[0]
     others = {str(p) for p in event.get("participant_ids") or ()} - {sender}
-    return others.pop() if len(others) == 1 else None
+    if len(others) != 1:
+        return None
+    (other,) = others
+    if not (other.isascii() and other.isdigit()):
+        raise UpstreamFailure(f"event {event.get('id')} names participant {other!r}, not a user id")
+    return other
 
 
 def entities_from_v2(event: dict[str, Any]) -> Entities:

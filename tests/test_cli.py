@@ -1,0 +1,122 @@
+"""The dm-gateway command as an operator meets it: real processes, real ports, one-line failures."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.conftest import SEED_002_ID, SEAN_TOKEN
+
+CLI = [sys.executable, "-m", "gateway"]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_check_config_accepts_the_example_file() -> None:
+    example = Path(__file__).parent.parent / "config.example.toml"
+    result = run_cli("check-config", "--config", str(example))
+    assert result.returncode == 0, result.stderr
+    assert "ok" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[server]\nport = 70000\n", "server.port must be between 0 and 65535"),
+        ("[upstream]\nbase_url = 'api.x.com'\n", "upstream.base_url must be an http(s) URL"),
+        ("[store]\nurl = 'postgres://x'\n", "store.url must be"),
+        ("[sever]\nport = 1\n", "unknown section [sever]"),
+        ("[routes]\nv1_1 = ['/x']\nstatusnet = ['/x']\n", "prefix '/x' is used by both"),
+        ("not toml at all = = =", "not valid TOML"),
+    ],
+)
+def test_bad_configuration_is_one_line_and_exit_2(tmp_path, content, message) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(content)
+    for command in ("check-config", "serve"):
+        result = run_cli(command, "--config", str(path))
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (command, result.stderr)
+
+
+def test_serve_refuses_a_bad_flag_value_before_listening() -> None:
+    result = run_cli("serve", "--upstream", "ftp://example.invalid", "--store", "memory")
+    assert result.returncode == 2
+    assert "upstream.base_url" in result.stderr
+
+
+async def test_serve_runs_in_front_of_an_upstream_and_stops_on_sigterm(emulator, tmp_path) -> None:
+    port = free_port()
+    env = {**os.environ, "DMGW_UPSTREAM_BEARER": SEAN_TOKEN}
+    process = await asyncio.create_subprocess_exec(
+        *CLI, "serve", "--port", str(port), "--upstream", emulator.url,
+        "--store", f"sqlite:///{tmp_path}/serve.sqlite3",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(100):
+                try:
+                    async with session.post(
+                        f"http://127.0.0.1:{port}/1.1/direct_messages/destroy.json?id={SEED_002_ID}"
+                    ) as response:
+                        assert response.status == 200
+                        assert (await response.json())["id_str"] == SEED_002_ID
+                        break
+                except aiohttp.ClientConnectorError:
+                    await asyncio.sleep(0.1)
+            else:
+                pytest.fail("dm-gateway serve never answered")
+        assert (tmp_path / "serve.sqlite3").exists()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(process.communicate(), 15)
+    assert process.returncode == 0, stderr
+    log = stderr.decode()
+    assert f"POST /1.1/direct_messages/destroy.json 200" in log
+    assert SEAN_TOKEN not in log and f"id={SEED_002_ID}" not in log  # no credentials, no query strings
+
+
+def test_demo_shows_every_form_working() -> None:
+    result = run_cli("demo")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "8 of 8 calls answered as a legacy client expects." in result.stdout
+    assert "> POST /1.1/direct_messages/destroy.json?id=240251665733795841" in result.stdout
+    assert "< 204 No Content" in result.stdout
+    assert "<text>Tags &lt;b&gt;&amp;amp;" in result.stdout
+
+
+async def test_emulator_command_serves_v2(tmp_path) -> None:
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        *CLI, "emulator", "--port", str(port), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        line = await asyncio.wait_for(process.stdout.readline(), 15)
+        assert f"http://127.0.0.1:{port}" in line.decode()
+        async with aiohttp.ClientSession() as session:
+            headers = {"Authorization": f"Bearer {SEAN_TOKEN}"}
+            async with session.delete(f"http://127.0.0.1:{port}/2/dm_events/{SEED_002_ID}", headers=headers) as resp:
+                assert resp.status == 200
+                assert await resp.json() == {"data": {"deleted": True}}
+    finally:
+        process.send_signal(signal.SIGINT)
+        await asyncio.wait_for(process.communicate(), 15)
+    assert process.returncode == 0
