@@ -158,6 +158,12 @@ def _validate(config: Config) -> None:
     parts = urlsplit(upstream.base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"upstream.base_url must be an http(s) URL, got {upstream.base_url!r}")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise ConfigError(f"upstream.base_url has an invalid port, got {upstream.base_url!r}") from None
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError("upstream.base_url must not carry credentials; use upstream.bearer_token")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ConfigError(f"upstream.base_url must not have a path or query, got {upstream.base_url!r}")
     for key in ("connect_timeout", "timeout"):

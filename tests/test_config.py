@@ -310,6 +310,9 @@ def test_tiny_response_limit() -> None:
         "https://api.x.com/2/",
         "https://api.x.com?x=1",
         "https://api.x.com#frag",
+        "https://api.x.com:99999",
+        "https://api.x.com:abc",
+        "https://user:secret@api.x.com",
     ],
 )
 def test_bad_base_url(url: str) -> None:

@@ -38,4 +38,6 @@ def _xml_value(value: Any) -> Any:
 def to_xml(root: str, tree: dict[str, Any], *, indent: str = " ") -> bytes:
     document = {root: _xml_value(tree)}
     text = xmltodict.unparse(document, pretty=True, indent=indent, short_empty_elements=True, encoding="UTF-8")
-    return text.encode("utf-8") + b"\n"
+    # A raw CR would reach the client as LF (XML parsers normalize line ends); a character reference keeps
+    # it. The writer's own line breaks are LF only, so every CR here is content.
+    return text.replace("\r", "&#13;").encode("utf-8") + b"\n"

@@ -119,27 +119,32 @@ def _compile_filter(where: str, text: str, inner: Getter) -> Getter:
     match = _FILTER.fullmatch(text)
     if not match:
         raise MappingError(f"{where}: cannot read filter {text!r}")
-    name, arg = match["name"], match["arg"]
-    factory = _FILTERS.get(name)
-    if factory is None:
+    name, raw = match["name"], match["arg"]
+    if name not in _FILTERS:
         raise MappingError(f"{where}: unknown filter {name!r} (known: {', '.join(sorted(_FILTERS))})")
-    if arg is None:
+    factory, wants = _FILTERS[name]
+    if wants is None:
+        if raw is not None:
+            raise MappingError(f"{where}: filter {name!r} takes no argument")
         return factory(where, inner, None)
-    is_literal, constant = _literal(where, arg.strip())
-    if is_literal:
-        return factory(where, inner, constant)
-    if re.fullmatch(r"[a-z_]+", arg.strip()):
-        return factory(where, inner, arg.strip())
-    raise MappingError(f"{where}: cannot read the argument of {text!r}")
+    if raw is None:
+        raise MappingError(f"{where}: filter {name!r} needs an argument")
+    raw = raw.strip()
+    if wants == "name":
+        if not re.fullmatch(r"[a-z_]+", raw):
+            raise MappingError(f"{where}: filter {name!r} needs a template name, got {raw!r}")
+        return factory(where, inner, raw)
+    is_literal, constant = _literal(where, raw)
+    if not is_literal or (wants == "string" and not isinstance(constant, str)):
+        kind = "a quoted string" if wants == "string" else "a constant"
+        raise MappingError(f"{where}: filter {name!r} needs {kind}, got {raw!r}")
+    return factory(where, inner, constant)
 
 
 def _plain(fn: Callable[[Any], Any]) -> Callable[[str, Getter, Any], Getter]:
     """A filter that maps a non-null value and passes null through."""
 
     def factory(where: str, inner: Getter, arg: Any) -> Getter:
-        if arg is not None:
-            raise MappingError(f"{where}: filter takes no argument")
-
         def get(ctx: Mapping[str, Any], r: Renderer) -> Any:
             value = inner(ctx, r)
             return None if value is None else fn(value)
@@ -174,9 +179,6 @@ def _default(where: str, inner: Getter, arg: Any) -> Getter:
 
 
 def _contains(where: str, inner: Getter, arg: Any) -> Getter:
-    if not isinstance(arg, str):
-        raise MappingError(f"{where}: contains() needs a quoted string")
-
     def get(ctx: Mapping[str, Any], r: Renderer) -> Any:
         value = inner(ctx, r)
         return isinstance(value, str) and arg in value
@@ -186,9 +188,6 @@ def _contains(where: str, inner: Getter, arg: Any) -> Getter:
 
 def _nested(many: bool) -> Callable[[str, Getter, Any], Getter]:
     def factory(where: str, inner: Getter, arg: Any) -> Getter:
-        if not isinstance(arg, str):
-            raise MappingError(f"{where}: needs a template name")
-
         def get(ctx: Mapping[str, Any], r: Renderer) -> Any:
             value = inner(ctx, r)
             if many:
@@ -200,17 +199,19 @@ def _nested(many: bool) -> Callable[[str, Getter, Any], Getter]:
     return factory
 
 
-_FILTERS: dict[str, Callable[[str, Getter, Any], Getter]] = {
-    "int": _plain(int),
-    "str": _plain(str),
-    "http": _plain(_scheme("http")),
-    "https": _plain(_scheme("https")),
-    "span": _plain(lambda entity: [entity.start, entity.end]),
-    "date": _date,
-    "default": _default,
-    "contains": _contains,
-    "object": _nested(many=False),
-    "each": _nested(many=True),
+# Each filter with the argument it takes: None (no argument), "constant", "string" (quoted) or "name"
+# (a template of the same mapping and format).
+_FILTERS: dict[str, tuple[Callable[[str, Getter, Any], Getter], str | None]] = {
+    "int": (_plain(int), None),
+    "str": (_plain(str), None),
+    "http": (_plain(_scheme("http")), None),
+    "https": (_plain(_scheme("https")), None),
+    "span": (_plain(lambda entity: [entity.start, entity.end]), None),
+    "date": (_date, None),
+    "default": (_default, "constant"),
+    "contains": (_contains, "string"),
+    "object": (_nested(many=False), "name"),
+    "each": (_nested(many=True), "name"),
 }
 
 
@@ -219,6 +220,6 @@ def check_references(templates: Mapping[str, Template], raw: Mapping[str, Mappin
     for name, table in raw.items():
         for key, value in table.items():
             if isinstance(value, str):
-                for ref in re.findall(r"\|\s*(?:object|each)\(\s*'?([a-z_]+)'?\s*\)", value):
+                for ref in re.findall(r"\|\s*(?:object|each)\(\s*([a-z_]+)\s*\)", value):
                     if ref not in templates:
                         raise MappingError(f"{where}.{name}.{key}: no template named {ref!r}")

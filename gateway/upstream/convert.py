@@ -56,7 +56,10 @@ def recipient_of(event: dict[str, Any]) -> str | None:
         if sender not in halves:
             raise UpstreamFailure(f"sender of event {event.get('id')} is not in conversation {conversation}")
         return halves[1] if halves[0] == sender else halves[0]
-    others = {str(p) for p in event.get("participant_ids") or ()} - {sender}
+    participants = {str(p) for p in event.get("participant_ids") or ()}
+    if participants == {sender}:
+        return sender  # a note to self
+    others = participants - {sender}
     if len(others) != 1:
         return None
     (other,) = others
