@@ -10,9 +10,11 @@ from gateway.emulator.faults import FaultRule
 from gateway.emulator.seed import default_seed, load_seed
 from gateway.emulator.server import EmulatorServer, run, serve
 from gateway.emulator.state import STATE_KEY, EmulatorState, RecordedRequest
+from gateway.emulator.token_endpoint import TOKEN_PATH
 
 __all__ = [
     "STATE_KEY",
+    "TOKEN_PATH",
     "EmulatorServer",
     "EmulatorState",
     "FaultRule",

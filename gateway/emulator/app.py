@@ -2,22 +2,24 @@
 
 For API requests the middleware plays X's front door in the order X does: note the request, apply any
 injected fault, reject unknown routes, authenticate, count against the quota, then run the handler.
-Control requests skip all of that.
+The OAuth 2.0 token endpoint stops after the routing check: its client authenticates in the handler and
+X does not meter it. Control requests skip all of that.
 """
 
 from __future__ import annotations
 
 import re
 
-from aiohttp import hdrs, web
+from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from gateway.emulator.auth import CALLER_KEY, bearer_caller
+from gateway.emulator.auth import CALLER_KEY, authenticate
 from gateway.emulator.control import CONTROL_PREFIX, add_control_routes
 from gateway.emulator.faults import apply_fault, take_fault
 from gateway.emulator.problems import Problem, plain, too_many_requests, unauthorized
 from gateway.emulator.seed import default_seed
 from gateway.emulator.state import STATE_KEY, EmulatorState
+from gateway.emulator.token_endpoint import TOKEN_PATH, add_token_route
 from gateway.emulator.v2 import add_v2_routes
 
 _PATH_PARAMETER = re.compile(r"\{(\w+)\}")
@@ -28,6 +30,7 @@ def create_app(state: EmulatorState | None = None) -> web.Application:
     app = web.Application(middlewares=[_emulator_middleware])
     app[STATE_KEY] = state if state is not None else EmulatorState.from_seed(default_seed())
     add_v2_routes(app.router)
+    add_token_route(app.router)
     add_control_routes(app.router)
     return app
 
@@ -49,7 +52,9 @@ async def _api(request: web.Request, handler: Handler, state: EmulatorState) -> 
     if rule is not None and (faulted := await apply_fault(rule, request)) is not None:
         return faulted
     _check_route(request)
-    caller = bearer_caller(request.headers.get(hdrs.AUTHORIZATION), state.tokens, state.users)
+    if request.path == TOKEN_PATH:
+        return await handler(request)
+    caller = await authenticate(request, state)
     if caller is None:
         raise unauthorized()
     quota = state.limiter.hit(caller.credential, endpoint_of(request))

@@ -1,7 +1,15 @@
-"""Reading seed files: the users, DM events and tokens an emulator starts from.
+"""Reading seed files: the users, DM events and credentials an emulator starts from.
 
 The default seed ships inside the package (``seed.json``) so tests, demos and benchmarks agree on the
-same fixtures; ``--seed FILE`` swaps in another file of the same shape.
+same fixtures; ``--seed FILE`` swaps in another file of the same shape. Every section is optional:
+
+- ``users`` and ``events``: v2 objects, checked for the keys handlers rely on by ``EmulatorState``;
+- ``tokens``: bearer token to user id, never expiring; ``conversations``: group id to member ids;
+- ``rate_limits``: ``"GET /2/dm_events": {"limit": 300, "window": 900}``, checked by ``Limit``;
+- ``oauth1``: consumers and OAuth 1.0a tokens, shape and checks in ``OAuth1Keys.from_seed``;
+- ``oauth2``: clients and refreshable grants, shape and checks in ``GrantBook.from_seed``.
+
+Loading only parses; a malformed section raises ``ValueError`` when a state is built from the seed.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The emulator's world: users, DM events, tokens, per-user deletions, faults and recorded requests.
+"""The emulator's world: users, DM events, credentials, per-user deletions, faults and recorded requests.
 
 Everything lives in plain dicts shaped like v2 JSON, so the seed file, the stored data and the
 responses are the same objects seen at different moments. ``reset`` brings back the seed, which
@@ -17,6 +17,8 @@ from typing import Any
 from aiohttp import web
 
 from gateway.emulator.faults import FaultRule
+from gateway.emulator.grants import GrantBook
+from gateway.emulator.oauth1 import OAuth1Keys
 from gateway.emulator.ratelimit import DEFAULT_LIMITS, FIFTEEN_MINUTES, Limit, RateLimiter
 
 Event = dict[str, Any]
@@ -63,6 +65,8 @@ class EmulatorState:
     users: dict[str, User]
     events: dict[str, Event]
     tokens: dict[str, str]
+    oauth1: OAuth1Keys
+    oauth2: GrantBook
     conversations: dict[str, frozenset[str]]
     limiter: RateLimiter
 
@@ -76,15 +80,20 @@ class EmulatorState:
 
     @classmethod
     def from_seed(cls, seed: Mapping[str, Any], *, clock: Callable[[], float] = time.time) -> EmulatorState:
-        """A state holding a private copy of ``seed``; ``clock`` drives the rate-limit windows."""
+        """A state holding a private copy of ``seed``; ``clock`` drives rate-limit windows and credentials."""
         return cls(seed, clock=clock)
 
     def reset(self) -> None:
-        """Back to the seed: its data and limits, no deletions, faults, recorded requests or counters."""
+        """Back to the seed: its data, limits and grants; no deletions, faults, requests, nonces or counters.
+
+        Refreshed OAuth 2.0 tokens vanish and the seed's refresh tokens work again.
+        """
         seed = copy.deepcopy(self._seed)
         self.users = _index(seed.get("users", []), _REQUIRED_USER_KEYS, "user")
         self.events = _index(seed.get("events", []), _REQUIRED_EVENT_KEYS, "event")
         self.tokens = dict(seed.get("tokens", {}))
+        self.oauth1 = OAuth1Keys.from_seed(seed.get("oauth1", {}))
+        self.oauth2 = GrantBook.from_seed(seed.get("oauth2", {}))
         self.conversations = {
             conversation_id: frozenset(member_ids)
             for conversation_id, member_ids in seed.get("conversations", {}).items()
@@ -105,6 +114,26 @@ class EmulatorState:
 
     def rate_limit_for(self, endpoint: str) -> Limit:
         return self.limiter.limits[endpoint]
+
+    def now(self) -> float:
+        """The emulator's time, in epoch seconds: what timestamps and expiries are judged against."""
+        return self._clock()
+
+    def expire_access_token(self, token: str) -> None:
+        """Let an OAuth 2.0 access token expire now; ``KeyError`` for a seed ``tokens`` entry or a stranger.
+
+        The plain ``tokens`` never expire; delete one from ``tokens`` to revoke it instead.
+        """
+        self.oauth2.expire(token, self._clock())
+
+    @property
+    def token_refreshes(self) -> int:
+        """How many refreshes ``POST /2/oauth2/token`` has granted since the last reset."""
+        return self.oauth2.refreshes
+
+    def valid_refresh_tokens(self) -> frozenset[str]:
+        """The refresh tokens that would be honoured now: the seed's unspent ones and those issued since."""
+        return frozenset(self.oauth2.refresh)
 
     def record(self, request: web.BaseRequest) -> None:
         self.requests.append(RecordedRequest.of(request))
