@@ -1,4 +1,5 @@
-"""One contract for every message store backend, then what only SQLite or only memory promises."""
+"""One contract for every store backend (messages, then credentials), then what only SQLite or only memory
+promises."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from gateway.auth.credentials import BasicUser, Consumer, CredentialEntry, OAuth2Grant, Token
 from gateway.model import DirectMessage, Entities, Hashtag, Mention, Url, User
-from gateway.store.base import Deletion, MessageStore, StoreError, open_store
+from gateway.store import sqlite as sqlite_module
+from gateway.store.base import Deletion, MessageStore, Store, StoreError, open_store
 from gateway.store.memory import MemoryStore
 from gateway.store.sqlite import SCHEMA_VERSION, SQLiteStore
 
@@ -63,7 +66,7 @@ def make_user(user_id: str = "11", **changes: object) -> User:
 
 
 @pytest.fixture(params=["memory", "sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MessageStore]:
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     url = "memory" if request.param == "memory" else f"sqlite:///{tmp_path}/s.sqlite3"
     opened = await open_store(url)
     expected = MemoryStore if request.param == "memory" else SQLiteStore
@@ -206,6 +209,181 @@ async def test_close_twice_is_harmless(store: MessageStore) -> None:
     await store.close()
 
 
+# The credential contract -------------------------------------------------------------------------------
+
+# Every secret below contains "SECRET", so a listing can be searched for any of them at once.
+GRANT = OAuth2Grant(access_token="v2-access-SECRET", refresh_token="v2-refresh-SECRET", expires_at=1893456000.0)
+
+
+def make_basic_user(username: str = "alice", grant: OAuth2Grant = GRANT) -> BasicUser:
+    return BasicUser(username=username, password_hash="scrypt$16384$8$1$SECRET$SECRET", grant=grant)
+
+
+async def test_unknown_credentials_are_none(store: Store) -> None:
+    assert await store.get_consumer("nobody") is None
+    assert await store.get_token("nothing") is None
+    assert await store.get_user("nobody") is None
+    assert await store.list_credentials() == []
+
+
+async def test_consumer_round_trips_and_is_replaced(store: Store) -> None:
+    await store.put_consumer(Consumer("ck", "first-SECRET"))
+    assert await store.get_consumer("ck") == Consumer("ck", "first-SECRET")
+    await store.put_consumer(Consumer("ck", "second-SECRET"))
+    assert await store.get_consumer("ck") == Consumer("ck", "second-SECRET")
+    assert await store.get_consumer("CK") is None  # keys are exact, not case-folded
+
+
+async def test_token_round_trips_and_is_replaced(store: Store) -> None:
+    await store.put_consumer(Consumer("ck1", "c1-SECRET"))
+    await store.put_consumer(Consumer("ck2", "c2-SECRET"))
+    await store.put_token(Token("tk", "ck1", "t1-SECRET"))
+    assert await store.get_token("tk") == Token("tk", "ck1", "t1-SECRET")
+    await store.put_token(Token("tk", "ck2", "t2-SECRET"))
+    assert await store.get_token("tk") == Token("tk", "ck2", "t2-SECRET")
+
+
+async def test_token_needs_an_existing_consumer(store: Store) -> None:
+    with pytest.raises(ValueError, match="ghost"):
+        await store.put_token(Token("tk", "ghost", "t-SECRET"))
+    assert await store.get_token("tk") is None
+    assert await store.list_credentials() == []
+
+
+async def test_replacing_a_consumer_keeps_its_tokens(store: Store) -> None:
+    await store.put_consumer(Consumer("ck", "old-SECRET"))
+    await store.put_token(Token("tk", "ck", "t-SECRET"))
+    await store.put_consumer(Consumer("ck", "new-SECRET"))
+    assert await store.get_token("tk") == Token("tk", "ck", "t-SECRET")
+
+
+async def test_removing_a_consumer_removes_its_tokens_only(store: Store) -> None:
+    await store.put_consumer(Consumer("ck1", "c1-SECRET"))
+    await store.put_consumer(Consumer("ck2", "c2-SECRET"))
+    await store.put_token(Token("tk1a", "ck1", "SECRET"))
+    await store.put_token(Token("tk1b", "ck1", "SECRET"))
+    await store.put_token(Token("tk2", "ck2", "SECRET"))
+
+    assert await store.remove_credential("consumer", "ck1") is True
+
+    assert await store.get_consumer("ck1") is None
+    assert await store.get_token("tk1a") is None
+    assert await store.get_token("tk1b") is None
+    assert await store.get_token("tk2") == Token("tk2", "ck2", "SECRET")
+    assert await store.get_consumer("ck2") is not None
+
+
+async def test_remove_reports_whether_something_was_removed(store: Store) -> None:
+    await store.put_consumer(Consumer("ck", "SECRET"))
+    await store.put_token(Token("tk", "ck", "SECRET"))
+    await store.put_user(make_basic_user("alice"))
+    for kind, key in (("token", "tk"), ("user", "alice"), ("consumer", "ck")):
+        assert await store.remove_credential(kind, key) is True, kind  # type: ignore[arg-type]
+        assert await store.remove_credential(kind, key) is False, kind  # type: ignore[arg-type]
+    assert await store.list_credentials() == []
+
+
+async def test_remove_looks_only_at_its_own_kind(store: Store) -> None:
+    await store.put_consumer(Consumer("same", "SECRET"))
+    await store.put_user(make_basic_user("same"))
+    assert await store.remove_credential("token", "same") is False
+    assert await store.remove_credential("user", "same") is True
+    assert await store.get_consumer("same") is not None
+
+
+async def test_remove_refuses_an_unknown_kind(store: Store) -> None:
+    with pytest.raises(ValueError):
+        await store.remove_credential("password", "x")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "grant",
+    [GRANT, OAuth2Grant(access_token="only-SECRET"), OAuth2Grant("a-SECRET", None, 1234567890.5)],
+    ids=["full", "bare", "expiring"],
+)
+async def test_user_round_trips_with_its_grant(store: Store, grant: OAuth2Grant) -> None:
+    user = make_basic_user("ünïcødé", grant)
+    await store.put_user(user)
+    assert await store.get_user("ünïcødé") == user
+
+
+async def test_put_user_replaces_hash_and_grant(store: Store) -> None:
+    await store.put_user(make_basic_user("alice"))
+    replacement = BasicUser("alice", "scrypt$other", OAuth2Grant("new-SECRET"))
+    await store.put_user(replacement)
+    assert await store.get_user("alice") == replacement
+
+
+async def test_put_grant_replaces_only_the_grant(store: Store) -> None:
+    await store.put_user(make_basic_user("alice"))
+    await store.put_user(make_basic_user("bob"))
+    refreshed = OAuth2Grant("refreshed-SECRET", "next-refresh-SECRET", 1900000000.0)
+    await store.put_grant("alice", refreshed)
+    alice = await store.get_user("alice")
+    assert alice is not None
+    assert alice.grant == refreshed
+    assert alice.password_hash == make_basic_user().password_hash
+    assert await store.get_user("bob") == make_basic_user("bob")
+
+
+async def test_put_grant_for_an_unknown_user_is_a_no_op(store: Store) -> None:
+    await store.put_grant("nobody", GRANT)
+    assert await store.get_user("nobody") is None
+    assert await store.list_credentials() == []
+
+
+async def test_list_credentials_names_everything_and_no_secret(store: Store) -> None:
+    await store.put_consumer(Consumer("emulator-consumer", "consumer-SECRET"))
+    await store.put_consumer(Consumer("another", "another-SECRET"))
+    await store.put_token(Token("tok-b", "emulator-consumer", "token-SECRET"))
+    await store.put_token(Token("tok-a", "emulator-consumer", "token-SECRET"))
+    await store.put_user(make_basic_user("zed", OAuth2Grant("bare-SECRET")))
+    await store.put_user(make_basic_user("alice"))
+
+    entries = await store.list_credentials()
+
+    assert entries == [
+        CredentialEntry("consumer", "another", "0 tokens"),
+        CredentialEntry("consumer", "emulator-consumer", "2 tokens"),
+        CredentialEntry("token", "tok-a", "consumer emulator-consumer"),
+        CredentialEntry("token", "tok-b", "consumer emulator-consumer"),
+        CredentialEntry("user", "alice", "upstream grant, refreshable, expires 2030-01-01T00:00:00Z"),
+        CredentialEntry("user", "zed", "upstream grant"),
+    ]
+    assert "SECRET" not in repr(entries)
+
+
+async def test_nonce_is_accepted_once(store: Store) -> None:
+    until = time.time() + 300
+    assert await store.remember_nonce("ck:tk", "n1", until) is True
+    assert await store.remember_nonce("ck:tk", "n1", until) is False
+    assert await store.remember_nonce("ck:tk", "n1", until + 300) is False  # a replay does not renew it
+    assert await store.remember_nonce("ck:tk", "n2", until) is True
+    assert await store.remember_nonce("ck:other", "n1", until) is True  # scopes are separate
+
+
+async def test_expired_nonce_counts_as_new(store: Store) -> None:
+    now = time.time()
+    assert await store.remember_nonce("s", "n", now - 1) is True
+    assert await store.remember_nonce("s", "n", now + 300) is True  # the old row had expired: replaced
+    assert await store.remember_nonce("s", "n", now + 300) is False  # and the new one holds
+
+
+async def test_concurrent_uses_of_one_nonce_accept_exactly_one(store: Store) -> None:
+    until = time.time() + 300
+    results = await asyncio.gather(*(store.remember_nonce("s", "same", until) for _ in range(50)))
+    assert results.count(True) == 1
+
+
+async def test_credentials_and_messages_share_one_store(store: Store) -> None:
+    await store.put_messages([make_message()])
+    await store.put_users([make_user("alice")])  # a v2 user cache entry, not a Basic user
+    await store.put_user(make_basic_user("alice"))
+    assert await store.get_message("1001") == make_message()
+    assert await store.get_users(["alice"]) == {"alice": make_user("alice")}
+    assert await store.get_user("alice") == make_basic_user("alice")
+
+
 # SQLite only -------------------------------------------------------------------------------------------
 
 
@@ -288,6 +466,118 @@ async def test_sqlite_refuses_a_file_that_is_not_a_database(tmp_path: Path) -> N
         await open_store(f"sqlite:///{path}")
 
 
+async def test_sqlite_credentials_survive_close_and_reopen(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/s.sqlite3"
+    first = await open_store(url)
+    await first.put_consumer(Consumer("ck", "SECRET"))
+    await first.put_token(Token("tk", "ck", "SECRET"))
+    await first.put_user(make_basic_user("alice"))
+    assert await first.remember_nonce("s", "n", time.time() + 300) is True
+    await first.close()
+
+    second = await open_store(url)
+    try:
+        assert await second.get_consumer("ck") == Consumer("ck", "SECRET")
+        assert await second.get_token("tk") == Token("tk", "ck", "SECRET")
+        assert await second.get_user("alice") == make_basic_user("alice")
+        assert await second.remember_nonce("s", "n", time.time() + 300) is False
+    finally:
+        await second.close()
+
+
+async def test_sqlite_nonce_replay_is_refused_across_stores_on_one_file(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/s.sqlite3"
+    first, second = await open_store(url), await open_store(url)
+    try:
+        until = time.time() + 300
+        assert await first.remember_nonce("s", "n1", until) is True
+        assert await second.remember_nonce("s", "n1", until) is False
+        # Both connections racing for one nonce, each from its own worker thread: still exactly one winner.
+        racers = [first.remember_nonce("s", "n2", until) if i % 2 else second.remember_nonce("s", "n2", until)
+                  for i in range(40)]  # fmt: skip
+        assert (await asyncio.gather(*racers)).count(True) == 1
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_sqlite_token_of_a_consumer_removed_elsewhere_goes_too(tmp_path: Path) -> None:
+    """The cascade is the schema's (a foreign key), not only this process's bookkeeping."""
+    path = tmp_path / "s.sqlite3"
+    store = await open_store(f"sqlite:///{path}")
+    try:
+        await store.put_consumer(Consumer("ck", "SECRET"))
+        await store.put_token(Token("tk", "ck", "SECRET"))
+        other = await open_store(f"sqlite:///{path}")
+        try:
+            assert await other.remove_credential("consumer", "ck") is True
+        finally:
+            await other.close()
+        assert await store.get_token("tk") is None
+    finally:
+        await store.close()
+
+
+async def test_sqlite_purges_expired_nonces_now_and_then(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    store = await SQLiteStore.open(str(path))
+    store.nonce_purge_interval = 10
+    try:
+        now = time.time()
+        live = [f"live{i}" for i in range(5)]
+        for nonce in live:
+            assert await store.remember_nonce("s", nonce, now + 300) is True
+        for i in range(100):
+            assert await store.remember_nonce("s", f"old{i}", now - 1) is True
+        conn = sqlite3.connect(path)
+        try:
+            (rows,) = conn.execute("SELECT count(*) FROM nonces").fetchone()
+        finally:
+            conn.close()
+        assert rows <= len(live) + store.nonce_purge_interval
+        for nonce in live:  # purging never forgets a nonce that is still live
+            assert await store.remember_nonce("s", nonce, now + 300) is False
+    finally:
+        await store.close()
+
+
+async def test_sqlite_migrates_a_version_1_file_and_keeps_its_messages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "v1.sqlite3"
+    with monkeypatch.context() as patch:  # write the file as a version-1 gateway did
+        patch.setattr(sqlite_module, "SCHEMA_VERSION", 1)
+        old = await SQLiteStore.open(str(path))
+        await old.put_messages([make_message("1"), make_message("2", text="deleted later")])
+        await old.put_users([make_user("11")])
+        await old.mark_deleted("2", "11")
+        deletion = await old.get_deletion("2")
+        await old.close()
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'consumers'").fetchone() is None
+    finally:
+        conn.close()
+
+    store = await open_store(f"sqlite:///{path}")
+    try:
+        assert await store.get_message("1") == make_message("1")
+        assert await store.get_message("2") == make_message("2", text="deleted later")
+        assert await store.get_deletion("2") == deletion
+        assert await store.get_users(["11"]) == {"11": make_user("11")}
+        await store.put_consumer(Consumer("ck", "SECRET"))
+        await store.put_token(Token("tk", "ck", "SECRET"))
+        assert await store.get_token("tk") == Token("tk", "ck", "SECRET")
+    finally:
+        await store.close()
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    finally:
+        conn.close()
+
+
 @pytest.mark.parametrize(
     "call",
     [
@@ -297,8 +587,16 @@ async def test_sqlite_refuses_a_file_that_is_not_a_database(tmp_path: Path) -> N
         lambda s: s.put_users([make_user()]),
         lambda s: s.mark_deleted("1", None),
         lambda s: s.get_deletion("1"),
+        lambda s: s.put_consumer(Consumer("ck", "cs")),
+        lambda s: s.get_token("tk"),
+        lambda s: s.put_grant("alice", GRANT),
+        lambda s: s.list_credentials(),
+        lambda s: s.remember_nonce("s", "n", time.time() + 60),
     ],
-    ids=["get_message", "put_messages", "get_users", "put_users", "mark_deleted", "get_deletion"],
+    ids=[
+        "get_message", "put_messages", "get_users", "put_users", "mark_deleted", "get_deletion",
+        "put_consumer", "get_token", "put_grant", "list_credentials", "remember_nonce",
+    ],  # fmt: skip
 )
 async def test_sqlite_operations_after_close_raise_store_error(tmp_path: Path, call: object) -> None:
     store = await open_store(f"sqlite:///{tmp_path}/s.sqlite3")
@@ -374,3 +672,25 @@ async def test_memory_never_holds_more_than_max_entries() -> None:
     await store.put_messages(make_message(str(i)) for i in range(1, 101))
     present = [i for i in range(1, 101) if await store.get_message(str(i)) is not None]
     assert present == [96, 97, 98, 99, 100]
+
+
+async def test_memory_never_evicts_credentials() -> None:
+    store = MemoryStore(max_entries=2)
+    for i in range(10):
+        await store.put_consumer(Consumer(f"ck{i}", "SECRET"))
+        await store.put_user(make_basic_user(f"user{i}"))
+        await store.put_messages([make_message(str(i))])
+    for i in range(10):
+        assert await store.get_consumer(f"ck{i}") is not None
+        assert await store.get_user(f"user{i}") is not None
+
+
+async def test_memory_purges_expired_nonces_now_and_then() -> None:
+    store = MemoryStore()
+    store.nonce_purge_interval = 10
+    now = time.time()
+    assert await store.remember_nonce("s", "live", now + 300) is True
+    for i in range(100):
+        assert await store.remember_nonce("s", f"old{i}", now - 1) is True
+    assert len(store._nonces) <= 1 + store.nonce_purge_interval
+    assert await store.remember_nonce("s", "live", now + 300) is False

@@ -1,4 +1,8 @@
-"""The store protocol every backend implements, and the factory that picks one from a store URL."""
+"""The store protocols every backend implements, and the factory that picks one from a store URL.
+
+A backend keeps messages and credentials together (``Store``), so one URL and one file hold everything a
+gateway needs; code that only reads or writes messages keeps asking for a ``MessageStore``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from gateway.auth.credentials import CredentialStore
 from gateway.config import store_location
 from gateway.model import DirectMessage, User
 
@@ -39,7 +44,11 @@ class MessageStore(Protocol):
     async def close(self) -> None: ...
 
 
-async def open_store(url: str) -> MessageStore:
+class Store(MessageStore, CredentialStore, Protocol):
+    """Messages and credentials from one object: what ``open_store`` returns and every backend is."""
+
+
+async def open_store(url: str) -> Store:
     backend, location = store_location(url)
     if backend == "memory":
         from gateway.store.memory import MemoryStore

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from gateway.auth.credentials import OAuth2Grant
 from gateway.model import DirectMessage, Entities, Hashtag, Mention, Url, User
 
 RECORD_VERSION = 1
@@ -70,6 +71,23 @@ def user_to_record(user: User) -> dict[str, Any]:
 def user_from_record(record: dict[str, Any]) -> User:
     values = {name: record[name] for name in _USER_FIELDS}
     return User(created_at=_parse_date(record["created_at"]), **values)
+
+
+def grant_to_record(grant: OAuth2Grant) -> dict[str, Any]:
+    return {
+        "v": RECORD_VERSION,
+        "access_token": grant.access_token,
+        "refresh_token": grant.refresh_token,
+        "expires_at": grant.expires_at,
+    }
+
+
+def grant_from_record(record: dict[str, Any]) -> OAuth2Grant:
+    return OAuth2Grant(
+        access_token=record["access_token"],
+        refresh_token=record["refresh_token"],
+        expires_at=record["expires_at"],
+    )
 
 
 def dumps(record: dict[str, Any]) -> bytes:

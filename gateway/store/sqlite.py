@@ -2,6 +2,10 @@
 
 SQLite calls block, so every call runs on one dedicated worker thread that owns the connection; the event
 loop never waits on disk. Commits happen before a write returns, so an acknowledged write survives kill -9.
+
+Credentials (schema version 2) live in the same file. Their tables are ``consumers``, ``tokens``,
+``basic_users`` (``users`` already holds the v2 user cache) and ``nonces``. Every check-then-write runs in one
+``BEGIN IMMEDIATE`` transaction, so processes sharing the file cannot both accept the same nonce.
 """
 
 from __future__ import annotations
@@ -14,13 +18,22 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from gateway.auth.credentials import (
+    BasicUser,
+    Consumer,
+    CredentialEntry,
+    CredentialKind,
+    OAuth2Grant,
+    Token,
+    credential_entries,
+)
 from gateway.model import DirectMessage, User
 from gateway.store import codec
 from gateway.store.base import Deletion, StoreError
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
@@ -37,15 +50,44 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
                fetched_at REAL NOT NULL
            )""",
     ),
+    2: (
+        """CREATE TABLE consumers (
+               key TEXT PRIMARY KEY,
+               secret TEXT NOT NULL
+           )""",
+        """CREATE TABLE tokens (
+               token TEXT PRIMARY KEY,
+               consumer_key TEXT NOT NULL REFERENCES consumers (key) ON DELETE CASCADE,
+               secret TEXT NOT NULL
+           )""",
+        "CREATE INDEX tokens_by_consumer ON tokens (consumer_key)",
+        """CREATE TABLE basic_users (
+               username TEXT PRIMARY KEY,
+               password_hash TEXT NOT NULL,
+               grant_record TEXT NOT NULL
+           )""",
+        """CREATE TABLE nonces (
+               scope TEXT NOT NULL,
+               nonce TEXT NOT NULL,
+               expires_at REAL NOT NULL,
+               PRIMARY KEY (scope, nonce)
+           ) WITHOUT ROWID""",
+        "CREATE INDEX nonces_by_expiry ON nonces (expires_at)",
+    ),
 }
 
 
 class SQLiteStore:
+    # Expired nonces are deleted on the first call and then every this many calls, so the table holds
+    # about one replay window of traffic however long the gateway runs.
+    nonce_purge_interval = 500
+
     def __init__(self, path: str) -> None:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dm-gateway-sqlite")
         self._conn: sqlite3.Connection | None = None
         self._closed = False
+        self._nonce_calls = 0
 
     @classmethod
     async def open(cls, path: str) -> SQLiteStore:
@@ -74,6 +116,7 @@ class SQLiteStore:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute("PRAGMA foreign_keys=ON")  # per connection; removing a consumer removes its tokens
             self._migrate(conn)
         except BaseException:
             conn.close()
@@ -152,14 +195,105 @@ class SQLiteStore:
         await self._run(self._write, _MARK_DELETED, [(time.time(), by, message_id)])
 
     def _write(self, statement: str, rows: list[tuple[object, ...]]) -> None:
+        self._atomically(lambda db: db.executemany(statement, rows))
+
+    def _atomically(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in one write transaction: other connections see all of it or none of it."""
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany(statement, rows)
+            result = fn(db)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        return result
+
+    # Credentials -----------------------------------------------------------------------------------
+
+    async def put_consumer(self, consumer: Consumer) -> None:
+        # An upsert, not INSERT OR REPLACE: replacing the row would cascade and delete the consumer's tokens.
+        await self._run(self._write, _UPSERT_CONSUMER, [(consumer.key, consumer.secret)])
+
+    async def get_consumer(self, key: str) -> Consumer | None:
+        def read() -> Consumer | None:
+            row = self._db.execute("SELECT key, secret FROM consumers WHERE key = ?", (key,)).fetchone()
+            return Consumer(key=row[0], secret=row[1]) if row else None
+
+        return await self._run(read)
+
+    async def put_token(self, token: Token) -> None:
+        def write(db: sqlite3.Connection) -> None:
+            if db.execute("SELECT 1 FROM consumers WHERE key = ?", (token.consumer_key,)).fetchone() is None:
+                raise ValueError(f"no consumer {token.consumer_key!r}")
+            db.execute(_UPSERT_TOKEN, (token.token, token.consumer_key, token.secret))
+
+        await self._run(self._atomically, write)
+
+    async def get_token(self, token: str) -> Token | None:
+        def read() -> Token | None:
+            row = self._db.execute(
+                "SELECT token, consumer_key, secret FROM tokens WHERE token = ?", (token,)
+            ).fetchone()
+            return Token(token=row[0], consumer_key=row[1], secret=row[2]) if row else None
+
+        return await self._run(read)
+
+    async def put_user(self, user: BasicUser) -> None:
+        row = (user.username, user.password_hash, _grant_text(user.grant))
+        await self._run(self._write, _UPSERT_BASIC_USER, [row])
+
+    async def get_user(self, username: str) -> BasicUser | None:
+        def read() -> BasicUser | None:
+            row = self._db.execute(
+                "SELECT username, password_hash, grant_record FROM basic_users WHERE username = ?", (username,)
+            ).fetchone()
+            if row is None:
+                return None
+            return BasicUser(username=row[0], password_hash=row[1], grant=_grant(row[2]))
+
+        return await self._run(read)
+
+    async def put_grant(self, username: str, grant: OAuth2Grant) -> None:
+        statement = "UPDATE basic_users SET grant_record = ? WHERE username = ?"
+        await self._run(self._write, statement, [(_grant_text(grant), username)])
+
+    async def remove_credential(self, kind: CredentialKind, key: str) -> bool:
+        table_and_column = _CREDENTIAL_TABLES.get(kind)
+        if table_and_column is None:
+            raise ValueError(f"unknown credential kind {kind!r}")
+        table, column = table_and_column
+        statement = f"DELETE FROM {table} WHERE {column} = ?"
+        removed = await self._run(self._atomically, lambda db: db.execute(statement, (key,)).rowcount)
+        return removed > 0
+
+    async def list_credentials(self) -> list[CredentialEntry]:
+        def read() -> list[CredentialEntry]:
+            db = self._db
+            db.execute("BEGIN")  # one snapshot for all three tables
+            try:
+                consumers = [row[0] for row in db.execute("SELECT key FROM consumers")]
+                tokens = [(row[0], row[1]) for row in db.execute("SELECT token, consumer_key FROM tokens")]
+                rows = db.execute("SELECT username, grant_record FROM basic_users")
+                users = [(row[0], _grant(row[1])) for row in rows]
+            finally:
+                db.execute("COMMIT")
+            return credential_entries(consumers, tokens, users)
+
+        return await self._run(read)
+
+    async def remember_nonce(self, scope: str, nonce: str, expires_at: float) -> bool:
+        purge = self._nonce_calls % self.nonce_purge_interval == 0
+        self._nonce_calls += 1
+        now = time.time()
+
+        def write(db: sqlite3.Connection) -> bool:
+            if purge:
+                db.execute("DELETE FROM nonces WHERE expires_at <= ?", (now,))
+            # Inserted, or an expired row replaced: one row changed. A live row left alone: none, a replay.
+            return db.execute(_REMEMBER_NONCE, (scope, nonce, expires_at, now)).rowcount == 1
+
+        return await self._run(self._atomically, write)
 
     async def close(self) -> None:
         if self._closed:
@@ -187,3 +321,33 @@ INSERT INTO users (id, record, fetched_at) VALUES (?, ?, ?)
 ON CONFLICT(id) DO UPDATE SET record = excluded.record, fetched_at = excluded.fetched_at
 """
 _MARK_DELETED = "UPDATE messages SET deleted_at = ?, deleted_by = ? WHERE id = ?"
+
+_UPSERT_CONSUMER = """
+INSERT INTO consumers (key, secret) VALUES (?, ?)
+ON CONFLICT(key) DO UPDATE SET secret = excluded.secret
+"""
+_UPSERT_TOKEN = """
+INSERT INTO tokens (token, consumer_key, secret) VALUES (?, ?, ?)
+ON CONFLICT(token) DO UPDATE SET consumer_key = excluded.consumer_key, secret = excluded.secret
+"""
+_UPSERT_BASIC_USER = """
+INSERT INTO basic_users (username, password_hash, grant_record) VALUES (?, ?, ?)
+ON CONFLICT(username) DO UPDATE SET password_hash = excluded.password_hash, grant_record = excluded.grant_record
+"""
+_REMEMBER_NONCE = """
+INSERT INTO nonces (scope, nonce, expires_at) VALUES (?, ?, ?)
+ON CONFLICT(scope, nonce) DO UPDATE SET expires_at = excluded.expires_at WHERE nonces.expires_at <= ?
+"""
+_CREDENTIAL_TABLES: dict[str, tuple[str, str]] = {
+    "consumer": ("consumers", "key"),
+    "token": ("tokens", "token"),
+    "user": ("basic_users", "username"),
+}
+
+
+def _grant_text(grant: OAuth2Grant) -> str:
+    return codec.dumps(codec.grant_to_record(grant)).decode("utf-8")
+
+
+def _grant(text: str) -> OAuth2Grant:
+    return codec.grant_from_record(codec.loads(text))
