@@ -1,6 +1,7 @@
-"""The ``dm-gateway`` command: serve, demo, emulator, check-config.
+"""The ``dm-gateway`` command: serve, demo, emulator, check-config, credentials.
 
 Configuration problems end the process with one line on stderr and exit status 2; nothing half-starts.
+``credentials`` edits the store ``serve`` would open; its other failures are one line and exit status 1.
 """
 
 from __future__ import annotations
@@ -8,7 +9,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,9 +19,10 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from gateway import __version__
-from gateway.config import Config, ConfigError, load_config
+from gateway.auth.credentials import BasicUser, Consumer, OAuth2Grant, Token, hash_password
+from gateway.config import Config, ConfigError, load_config, store_location
 from gateway.render.template import MappingError
-from gateway.store.base import StoreError
+from gateway.store.base import Store, StoreError, open_store
 
 EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
@@ -65,7 +69,61 @@ def _parser() -> argparse.ArgumentParser:
     emulator.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     emulator.add_argument("--port", type=int, default=8090, help="port to listen on (default 8090)")
     emulator.add_argument("--seed", metavar="FILE", help="JSON seed replacing the built-in users and messages")
+
+    _add_credentials_parser(commands)
     return parser
+
+
+def _add_credentials_parser(commands: Any) -> None:
+    credentials = commands.add_parser(
+        "credentials",
+        help="register legacy OAuth 1.0a clients and Basic users in the store",
+        description="Edit the credentials kept in the store that serve opens (store.url). Secrets are never printed.",
+    )
+    # Accepted before or after the action; SUPPRESS keeps the action's parser from resetting a value given
+    # before it.
+    store_options = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    store_options.add_argument("--config", metavar="PATH", help="TOML configuration file, as for serve")
+    store_options.add_argument("--store", metavar="URL", help="sqlite:///PATH, overriding store.url")
+    credentials.add_argument("--config", metavar="PATH", help="TOML configuration file, as for serve")
+    credentials.add_argument("--store", metavar="URL", help="sqlite:///PATH, overriding store.url")
+    actions = credentials.add_subparsers(dest="action", required=True, metavar="COMMAND")
+
+    consumer = actions.add_parser("add-consumer", parents=[store_options], help="add or replace an OAuth consumer")
+    consumer.add_argument("key", metavar="KEY")
+    consumer.add_argument("secret", metavar="SECRET")
+
+    token = actions.add_parser("add-token", parents=[store_options], help="add or replace an OAuth access token")
+    token.add_argument("consumer_key", metavar="CONSUMER_KEY")
+    token.add_argument("token", metavar="TOKEN")
+    token.add_argument("token_secret", metavar="TOKEN_SECRET")
+
+    user = actions.add_parser("add-user", parents=[store_options], help="add or replace an HTTP Basic user")
+    user.add_argument("username", metavar="USERNAME")
+    user.add_argument(
+        "--password-stdin", action="store_true", required=True, help="read the password from one line of stdin"
+    )
+    user.add_argument("--upstream-bearer", metavar="TOKEN", required=True, help="the user's v2 OAuth 2.0 token")
+    user.add_argument("--upstream-refresh-token", metavar="TOKEN", help="refresh token for that v2 token")
+    user.add_argument(
+        "--upstream-expires-in", metavar="SECONDS", type=_seconds, help="seconds until the v2 token expires"
+    )
+
+    actions.add_parser("list", parents=[store_options], help="list credentials, without secrets")
+
+    remove = actions.add_parser("remove", parents=[store_options], help="remove one credential")
+    remove.add_argument("kind", choices=("consumer", "token", "user"), help="a consumer takes its tokens with it")
+    remove.add_argument("key", metavar="KEY")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -87,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             run(args.host, args.port, args.seed)
             return 0
+        if args.command == "credentials":
+            return _credentials(args)
     except (ConfigError, MappingError) as exc:
         print(f"dm-gateway: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -100,6 +160,95 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _load(path: str | None, server_flags: dict[str, Any], **flags: dict[str, Any]) -> Config:
     return load_config(path, overrides={"server": server_flags, **flags})
+
+
+# Arguments that argparse accepts as "" but a credential cannot be: name in the namespace -> what to call it.
+_REQUIRED_TEXT = {
+    "key": "KEY",
+    "secret": "SECRET",
+    "consumer_key": "CONSUMER_KEY",
+    "token": "TOKEN",
+    "token_secret": "TOKEN_SECRET",
+    "username": "USERNAME",
+    "upstream_bearer": "--upstream-bearer",
+}
+
+
+class _Refused(Exception):
+    """A credentials action that cannot be done; its message is the operator's one line."""
+
+
+def _credentials(args: argparse.Namespace) -> int:
+    config = _load(args.config, {}, store={"url": args.store})
+    backend, _ = store_location(config.store.url)
+    if backend == "memory":
+        raise ConfigError("store.url is 'memory': credentials would be lost when this command exits")
+    try:
+        password = _read_password() if args.action == "add-user" else None
+        print(asyncio.run(_credentials_action(args, config.store.url, password)))
+    except (_Refused, StoreError, OSError) as exc:
+        print(f"dm-gateway credentials: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    return 0
+
+
+def _read_password() -> str:
+    """One line of stdin, without its line ending. Read as bytes so the locale cannot change the password."""
+    line = sys.stdin.buffer.readline().removesuffix(b"\n").removesuffix(b"\r")
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Refused("the password on stdin is not valid UTF-8") from None
+
+
+async def _credentials_action(args: argparse.Namespace, url: str, password: str | None) -> str:
+    """Do the action and return the line to print, which never carries a secret."""
+    for name, label in _REQUIRED_TEXT.items():
+        if getattr(args, name, None) == "":
+            raise _Refused(f"{label} must not be empty")
+    if password == "":
+        raise _Refused("the password on stdin is empty; a Basic user needs one")
+    store = await open_store(url)
+    try:
+        return await _apply(store, args, password)
+    finally:
+        await store.close()
+
+
+async def _apply(store: Store, args: argparse.Namespace, password: str | None) -> str:
+    if args.action == "add-consumer":
+        verb = "replaced" if await store.get_consumer(args.key) else "added"
+        await store.put_consumer(Consumer(key=args.key, secret=args.secret))
+        return f"{verb} consumer {args.key}"
+    if args.action == "add-token":
+        verb = "replaced" if await store.get_token(args.token) else "added"
+        try:
+            await store.put_token(Token(token=args.token, consumer_key=args.consumer_key, secret=args.token_secret))
+        except ValueError:
+            raise _Refused(f"no consumer {args.consumer_key!r}; add it first with add-consumer") from None
+        return f"{verb} token {args.token} for consumer {args.consumer_key}"
+    if args.action == "add-user":
+        assert password is not None
+        expires_in = args.upstream_expires_in
+        grant = OAuth2Grant(
+            access_token=args.upstream_bearer,
+            refresh_token=args.upstream_refresh_token or None,
+            expires_at=time.time() + expires_in if expires_in is not None else None,
+        )
+        verb = "replaced" if await store.get_user(args.username) else "added"
+        await store.put_user(BasicUser(username=args.username, password_hash=hash_password(password), grant=grant))
+        return f"{verb} user {args.username}"
+    if args.action == "list":
+        entries = await store.list_credentials()
+        if not entries:
+            return "no credentials"
+        width = max(len(entry.key) for entry in entries)
+        return "\n".join(f"{entry.kind:<8} {entry.key:<{width}}  {entry.detail}" for entry in entries)
+    if args.action == "remove":
+        if not await store.remove_credential(args.kind, args.key):
+            raise _Refused(f"no {args.kind} {args.key!r}")
+        return f"removed {args.kind} {args.key}" + (" and its tokens" if args.kind == "consumer" else "")
+    raise AssertionError(f"unhandled credentials action {args.action}")
 
 
 def _serve(args: argparse.Namespace) -> int:
