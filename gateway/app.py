@@ -15,6 +15,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDict, MultiDictProxy
 
 from gateway.auth.inbound import Authenticator
+from gateway.auth.upstream import GrantRefresher
 from gateway.config import DIALECT_FAMILIES, Config
 from gateway.dialects import FAMILIES, Dialect, LegacyRequest, LegacyResponse, RouteSpec
 from gateway.errors import (
@@ -35,6 +36,7 @@ CONFIG_KEY = web.AppKey("config", Config)
 SERVICE_KEY = web.AppKey("service", DMService)
 STORE_KEY = web.AppKey("store", MessageStore)
 ROUTER_KEY = web.AppKey("router", "DialectRouter")
+AUTH_KEY = web.AppKey("authenticator", Authenticator)
 
 REQUEST_ID = web.RequestKey("request_id", str)
 DIALECT = web.RequestKey("dialect", Dialect)
@@ -78,9 +80,8 @@ def create_app(config: Config, *, store: MessageStore | None = None) -> web.Appl
     app[CONFIG_KEY] = config
     router = DialectRouter(config)
     app[ROUTER_KEY] = router
-    authenticator = Authenticator(config.upstream.bearer_token)
     for prefix, dialect, spec in router.mounts:
-        handler = _legacy_handler(dialect, spec, authenticator)
+        handler = _legacy_handler(dialect, spec)
         for method in spec.methods:
             app.router.add_route(method, prefix + spec.path, handler)
     app.cleanup_ctx.append(_resources(store))
@@ -96,8 +97,16 @@ def _resources(
         timeout = aiohttp.ClientTimeout(total=config.upstream.timeout, sock_connect=config.upstream.connect_timeout)
         session = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=100))
         upstream = UpstreamClient(session, config.upstream.base_url, max_response_bytes=config.upstream.max_response_bytes)
+        refresher = GrantRefresher(
+            store,  # type: ignore[arg-type]
+            session,
+            config.upstream.oauth2_token_url,
+            config.upstream.oauth2_client_id,
+            config.upstream.oauth2_client_secret,
+        )
         app[STORE_KEY] = store
         app[SERVICE_KEY] = DMService(store, upstream)
+        app[AUTH_KEY] = Authenticator(config, store, refresher)  # type: ignore[arg-type]
         try:
             yield
         finally:
@@ -108,14 +117,14 @@ def _resources(
     return resources
 
 
-def _legacy_handler(dialect: Dialect, spec: RouteSpec, authenticator: Authenticator) -> Handler:
+def _legacy_handler(dialect: Dialect, spec: RouteSpec) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         request[DIALECT] = dialect
         fmt = spec.fmt or request.match_info["fmt"]
         request[FORMAT] = fmt
         form = await _read_form(request)
         request[FORM] = form
-        principal = authenticator.authenticate(request.headers)
+        principal = await request.app[AUTH_KEY].authenticate(request, form)
         legacy = LegacyRequest(request.method, request.path, request.match_info, request.query, form)
         op = dialect.parse(spec.operation, legacy)
         outcome = await request.app[SERVICE_KEY].destroy(op, principal, request[REQUEST_ID])

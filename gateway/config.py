@@ -8,6 +8,7 @@ Precedence, lowest first: built-in defaults, the file, the environment, command-
 from __future__ import annotations
 
 import math
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -30,6 +31,8 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 64 * 1024
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,13 @@ class UpstreamConfig:
     connect_timeout: float = 3.0
     timeout: float = 10.0
     max_response_bytes: int = 4 * 1024 * 1024
+    oauth2_client_id: str | None = None
+    oauth2_client_secret: str | None = field(default=None, repr=False)
+    token_url: str | None = None
+
+    @property
+    def oauth2_token_url(self) -> str:
+        return self.token_url or self.base_url.rstrip("/") + "/2/oauth2/token"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +65,22 @@ class RoutesConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """How legacy callers are authenticated (see gateway/auth/inbound.py)."""
+
+    sidecar: bool = False
+    timestamp_window: int = 300
+    trusted_proxies: tuple[str, ...] = ()
+    public_base_urls: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     routes: RoutesConfig = field(default_factory=RoutesConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
 
 _SECTIONS: dict[str, type] = {
@@ -67,6 +88,7 @@ _SECTIONS: dict[str, type] = {
     "upstream": UpstreamConfig,
     "store": StoreConfig,
     "routes": RoutesConfig,
+    "auth": AuthConfig,
 }
 
 
@@ -128,6 +150,10 @@ def _build_section(name: str, values: Mapping[str, Any]) -> Any:
 
 def _convert(key: str, annotation: Any, value: Any) -> Any:
     kind = str(annotation)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key} must be an integer, got {value!r}")
@@ -155,17 +181,9 @@ def _validate(config: Config) -> None:
         raise ConfigError("server.host must not be empty")
     if server.max_body_bytes < 1024:
         raise ConfigError(f"server.max_body_bytes must be at least 1024, got {server.max_body_bytes}")
-    parts = urlsplit(upstream.base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"upstream.base_url must be an http(s) URL, got {upstream.base_url!r}")
-    try:
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
-    except ValueError:
-        raise ConfigError(f"upstream.base_url has an invalid port, got {upstream.base_url!r}") from None
-    if parts.username is not None or parts.password is not None:
-        raise ConfigError("upstream.base_url must not carry credentials; use upstream.bearer_token")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ConfigError(f"upstream.base_url must not have a path or query, got {upstream.base_url!r}")
+    _check_url("upstream.base_url", upstream.base_url, path_allowed=False)
+    if upstream.token_url is not None:
+        _check_url("upstream.token_url", upstream.token_url, path_allowed=True)
     for key in ("connect_timeout", "timeout"):
         if not 0 < getattr(upstream, key) < math.inf:  # also refuses nan
             raise ConfigError(f"upstream.{key} must be a positive finite number, got {getattr(upstream, key)}")
@@ -173,8 +191,63 @@ def _validate(config: Config) -> None:
         raise ConfigError("upstream.max_response_bytes must be at least 1024")
     if upstream.bearer_token is not None and not upstream.bearer_token.strip():
         raise ConfigError("upstream.bearer_token must not be blank")
+    if (server.tls_cert is None) != (server.tls_key is None):
+        raise ConfigError("server.tls_cert and server.tls_key go together: set both or neither")
+    for key in ("tls_cert", "tls_key"):
+        value = getattr(server, key)
+        if value is not None and not Path(value).is_file():
+            raise ConfigError(f"server.{key}: no such file {value!r}")
     store_location(config.store.url)
     _validate_routes(config.routes)
+    _validate_auth(config)
+
+
+def _check_url(key: str, url: str, *, path_allowed: bool) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{key} must be an http(s) URL, got {url!r}")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise ConfigError(f"{key} has an invalid port, got {url!r}") from None
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"{key} must not carry credentials")
+    if (not path_allowed and parts.path not in ("", "/")) or parts.query or parts.fragment:
+        raise ConfigError(f"{key} must not have a {'query' if path_allowed else 'path or query'}, got {url!r}")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _validate_auth(config: Config) -> None:
+    auth = config.auth
+    if auth.sidecar:
+        if not config.upstream.bearer_token:
+            raise ConfigError("auth.sidecar needs upstream.bearer_token (or DMGW_UPSTREAM_BEARER)")
+        if not is_loopback(config.server.host):
+            raise ConfigError(
+                f"auth.sidecar serves unauthenticated callers, so server.host must be loopback, got {config.server.host!r}"
+            )
+    elif config.upstream.bearer_token:
+        raise ConfigError(
+            "upstream.bearer_token is set but auth.sidecar is false: set [auth] sidecar = true to use it "
+            "for unauthenticated callers on a loopback-bound gateway, or remove it"
+        )
+    if not 1 <= auth.timestamp_window <= 3600:
+        raise ConfigError(f"auth.timestamp_window must be between 1 and 3600 seconds, got {auth.timestamp_window}")
+    for proxy in auth.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(f"auth.trusted_proxies: {proxy!r} is not an IP address or network") from None
+    for url in auth.public_base_urls:
+        _check_url("auth.public_base_urls", url, path_allowed=False)
 
 
 def store_location(url: str) -> tuple[str, str]:

@@ -80,6 +80,7 @@ async def run_demo(*, port: int = 0, keep_running: bool = False) -> int:
                     "server": {"port": port},
                     "upstream": {"base_url": emulator.url, "bearer_token": SIDECAR_TOKEN},
                     "store": {"url": f"sqlite:///{workdir}/demo.sqlite3"},
+                    "auth": {"sidecar": True},
                 },
             )
             runner = web.AppRunner(create_app(config), access_log=None)

@@ -53,6 +53,18 @@ class BadRequest(GatewayError):
     kind = "bad_request"
 
 
+class BadAuthData(GatewayError):
+    """Authentication data the gateway cannot even read: a malformed header, missing OAuth parameters."""
+
+    kind = "bad_auth_data"
+
+
+class TimestampOutOfBounds(GatewayError):
+    """An OAuth 1.0a timestamp outside the accepted window."""
+
+    kind = "timestamp_out_of_bounds"
+
+
 class PayloadTooLarge(GatewayError):
     kind = "payload_too_large"
 

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.auth.upstream import UpstreamCredential
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,11 +104,11 @@ class RateLimit:
 class Principal:
     """Who is calling, and the credential the gateway presents upstream on their behalf.
 
-    The credential is an ``Authorization`` header value; it is kept out of ``repr`` so it cannot leak
-    into a log line or a traceback.
+    ``source`` says how the caller proved who they are (bearer, sidecar, oauth1, basic). Credentials
+    render their own ``repr`` without secrets, so a Principal is safe in a log line or a traceback.
     """
 
-    upstream_authorization: str = field(repr=False)
+    credential: UpstreamCredential
     source: str
     user_id: str | None = None
 

@@ -42,6 +42,7 @@ def gateway_config(emulator: EmulatorServer, *, store_url: str = "memory", **sec
     overrides: dict[str, dict[str, Any]] = {
         "upstream": {"base_url": emulator.url, "bearer_token": SEAN_TOKEN, "timeout": 2.0},
         "store": {"url": store_url},
+        "auth": {"sidecar": True},
     }
     for name, values in sections.items():
         overrides.setdefault(name, {}).update(values)

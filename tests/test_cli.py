@@ -56,6 +56,16 @@ def test_bad_configuration_is_one_line_and_exit_2(tmp_path, content, message) ->
         assert len(lines) == 1 and message in lines[0], (command, result.stderr)
 
 
+def test_sidecar_credential_needs_explicit_enabling_and_loopback(tmp_path) -> None:
+    env = {**os.environ, "DMGW_UPSTREAM_BEARER": SEAN_TOKEN}
+    result = run_cli("check-config", env=env)
+    assert result.returncode == 2 and "auth.sidecar is false" in result.stderr
+    config = tmp_path / "open.toml"
+    config.write_text("[server]\nhost = '0.0.0.0'\n[auth]\nsidecar = true\n")
+    result = run_cli("check-config", "--config", str(config), env=env)
+    assert result.returncode == 2 and "server.host must be loopback" in result.stderr
+
+
 def test_serve_refuses_a_bad_flag_value_before_listening() -> None:
     result = run_cli("serve", "--upstream", "ftp://example.invalid", "--store", "memory")
     assert result.returncode == 2
@@ -65,8 +75,10 @@ def test_serve_refuses_a_bad_flag_value_before_listening() -> None:
 async def test_serve_runs_in_front_of_an_upstream_and_stops_on_sigterm(emulator, tmp_path) -> None:
     port = free_port()
     env = {**os.environ, "DMGW_UPSTREAM_BEARER": SEAN_TOKEN}
+    config = tmp_path / "sidecar.toml"
+    config.write_text("[auth]\nsidecar = true\n")
     process = await asyncio.create_subprocess_exec(
-        *CLI, "serve", "--port", str(port), "--upstream", emulator.url,
+        *CLI, "serve", "--config", str(config), "--port", str(port), "--upstream", emulator.url,
         "--store", f"sqlite:///{tmp_path}/serve.sqlite3",
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip

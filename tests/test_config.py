@@ -10,6 +10,7 @@ import pytest
 
 from gateway.config import (
     ENV_UPSTREAM_BEARER,
+    AuthConfig,
     Config,
     ConfigError,
     RoutesConfig,
@@ -68,10 +69,12 @@ max_body_bytes = 2048
 
 [upstream]
 base_url = "http://127.0.0.1:8090"
-bearer_token = "file-token"
 connect_timeout = 1
 timeout = 2.5
 max_response_bytes = 4096
+oauth2_client_id = "client"
+oauth2_client_secret = "client-secret"
+token_url = "http://127.0.0.1:8091/oauth2/token"
 
 [store]
 url = "memory"
@@ -79,16 +82,30 @@ url = "memory"
 [routes]
 v1_1 = ["/twitter/1.1", ""]
 statusnet = ["/statusnet/api"]
+
+[auth]
+timestamp_window = 120
+trusted_proxies = ["10.0.0.0/8", "::1"]
+public_base_urls = ["https://api.twitter.com"]
 """,
     )
     config = load_config(path, env={})
     assert config.server == ServerConfig(host="0.0.0.0", port=9000, max_body_bytes=2048)
     assert config.upstream == UpstreamConfig(
         base_url="http://127.0.0.1:8090",
-        bearer_token="file-token",
         connect_timeout=1.0,
         timeout=2.5,
         max_response_bytes=4096,
+        oauth2_client_id="client",
+        oauth2_client_secret="client-secret",
+        token_url="http://127.0.0.1:8091/oauth2/token",
+    )
+    assert config.upstream.oauth2_token_url == "http://127.0.0.1:8091/oauth2/token"
+    assert config.auth == AuthConfig(
+        sidecar=False,
+        timestamp_window=120,
+        trusted_proxies=("10.0.0.0/8", "::1"),
+        public_base_urls=("https://api.twitter.com",),
     )
     # An integer timeout becomes a float.
     assert type(config.upstream.connect_timeout) is float
@@ -106,26 +123,26 @@ def test_a_partial_section_keeps_the_other_defaults(tmp_path: Path) -> None:
 
 
 def test_environment_bearer_overrides_the_file(tmp_path: Path) -> None:
-    path = write(tmp_path, '[upstream]\nbearer_token = "from-file"\n')
+    path = write(tmp_path, '[upstream]\nbearer_token = "from-file"\n[auth]\nsidecar = true\n')
     assert load_config(path, env={}).upstream.bearer_token == "from-file"
     config = load_config(path, env={ENV_UPSTREAM_BEARER: "from-env"})
     assert config.upstream.bearer_token == "from-env"
 
 
 def test_empty_environment_bearer_is_ignored(tmp_path: Path) -> None:
-    path = write(tmp_path, '[upstream]\nbearer_token = "from-file"\n')
+    path = write(tmp_path, '[upstream]\nbearer_token = "from-file"\n[auth]\nsidecar = true\n')
     assert load_config(path, env={ENV_UPSTREAM_BEARER: ""}).upstream.bearer_token == "from-file"
 
 
 def test_process_environment_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(ENV_UPSTREAM_BEARER, "from-process-env")
-    assert load_config().upstream.bearer_token == "from-process-env"
+    assert load_config(overrides={"auth": {"sidecar": True}}).upstream.bearer_token == "from-process-env"
     monkeypatch.delenv(ENV_UPSTREAM_BEARER)
     assert load_config().upstream.bearer_token is None
 
 
 def test_flags_beat_environment_and_file(tmp_path: Path) -> None:
-    path = write(tmp_path, '[server]\nport = 9000\n[upstream]\nbearer_token = "from-file"\n')
+    path = write(tmp_path, '[server]\nport = 9000\n[upstream]\nbearer_token = "from-file"\n[auth]\nsidecar = true\n')
     config = load_config(
         path,
         env={ENV_UPSTREAM_BEARER: "from-env"},
@@ -143,12 +160,12 @@ def test_flags_left_unset_do_not_override(tmp_path: Path) -> None:
 
 def test_bearer_token_never_appears_in_repr(tmp_path: Path) -> None:
     secret = "s3cr3t-bearer-AAAAAAAAAAAAAAAAAAAA"
-    config = load_config(write(tmp_path, f'[upstream]\nbearer_token = "{secret}"\n'), env={})
+    config = load_config(write(tmp_path, f'[upstream]\nbearer_token = "{secret}"\n[auth]\nsidecar = true\n'), env={})
     assert config.upstream.bearer_token == secret
     assert secret not in repr(config)
     assert secret not in repr(config.upstream)
     assert secret not in str(config)
-    env_config = load_config(env={ENV_UPSTREAM_BEARER: secret})
+    env_config = load_config(env={ENV_UPSTREAM_BEARER: secret}, overrides={"auth": {"sidecar": True}})
     assert secret not in repr(env_config)
 
 

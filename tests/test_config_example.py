@@ -14,8 +14,9 @@ EXAMPLE = Path(__file__).parent.parent / "config.example.toml"
 def test_example_documents_every_key() -> None:
     text = EXAMPLE.read_text("utf-8")
     for section in dataclasses.fields(Config):
-        assert f"[{section.name}]" in text, section.name
-        body = text.split(f"[{section.name}]", 1)[1].split("\n[", 1)[0]
+        header = re.search(rf"^\[{section.name}\]$", text, re.MULTILINE)
+        assert header, section.name
+        body = text[header.end() :].split("\n[", 1)[0]
         for key in dataclasses.fields(section.default_factory):  # type: ignore[misc]
             # Secrets are documented commented out, so an example file never carries one.
             assert re.search(rf"^#? ?{key.name} = ", body, re.MULTILINE), f"{section.name}.{key.name}"

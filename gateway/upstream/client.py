@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from gateway import __version__
 from gateway.errors import (
@@ -108,21 +109,19 @@ class UpstreamClient:
         request_id: str | None = None,
         not_found: type[UpstreamError] = MessageNotFound,
     ) -> V2Response:
-        headers = {
-            "Authorization": principal.upstream_authorization,
-            "User-Agent": USER_AGENT,
-            "Accept": "application/json",
-        }
+        url = URL(self._base + path).with_query(dict(params or {}))
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if request_id:
             headers["X-Request-Id"] = request_id
-        try:
-            async with self._session.request(method, self._base + path, params=params, headers=headers) as resp:
-                raw = await self._read_bounded(resp)
-                status, rate_limit = resp.status, rate_limit_from(resp.headers)
-        except (asyncio.TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-            raise UpstreamUnavailable(f"{method} {path}: {type(exc).__name__}") from exc
-        except aiohttp.ClientResponseError as exc:
-            raise UpstreamFailure(f"{method} {path}: {exc.status} {exc.message}") from exc
+        credential = principal.credential
+        renewed = False
+        while True:
+            headers["Authorization"] = authorization = await credential.authorization(method, str(url))
+            status, raw, rate_limit = await self._send(method, url, headers)
+            # One retry, and only when the credential could renew itself (a refreshed OAuth 2.0 grant).
+            if status != 401 or renewed or not await credential.renew(authorization):
+                break
+            renewed = True
         if status >= 400:
             error = not_found if status == 404 else _STATUS_ERRORS.get(status, UpstreamFailure)
             raise error(f"{method} {path}: v2 answered {status}", rate_limit=rate_limit)
@@ -133,6 +132,17 @@ class UpstreamClient:
         if not isinstance(body, dict):
             raise UpstreamFailure(f"{method} {path}: body is not a JSON object")
         return V2Response(status, body, rate_limit)
+
+    async def _send(
+        self, method: str, url: URL, headers: dict[str, str]
+    ) -> tuple[int, bytes, RateLimit | None]:
+        try:
+            async with self._session.request(method, url, headers=headers) as resp:
+                return resp.status, await self._read_bounded(resp), rate_limit_from(resp.headers)
+        except (asyncio.TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            raise UpstreamUnavailable(f"{method} {url.path}: {type(exc).__name__}") from exc
+        except aiohttp.ClientResponseError as exc:
+            raise UpstreamFailure(f"{method} {url.path}: {exc.status} {exc.message}") from exc
 
     async def _read_bounded(self, resp: aiohttp.ClientResponse) -> bytes:
         chunks: list[bytes] = []

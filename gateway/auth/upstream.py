@@ -1,0 +1,160 @@
+"""Credentials presented to X API v2 on a caller's behalf.
+
+Each credential makes the ``Authorization`` header for one upstream request, and may renew itself once
+after v2 refused it:
+
+- ``BearerCredential``: a fixed v2 token (a client's own, or the sidecar's).
+- ``OAuth1Credential``: the consumer and token the legacy client itself used, re-signed for the v2 method
+  and URL (v2's DM endpoints accept OAuth 1.0a user context).
+- ``OAuth2Credential``: a stored, refreshable v2 user grant, renewed through ``GrantRefresher``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from typing import Protocol
+
+import aiohttp
+from authlib.oauth1 import ClientAuth
+
+from gateway.auth.credentials import CredentialStore, OAuth2Grant
+from gateway.errors import InvalidToken, UpstreamUnavailable
+
+log = logging.getLogger("gateway.auth")
+
+#: Refresh this many seconds before a grant's expiry rather than meet a 401.
+EXPIRY_MARGIN = 60.0
+
+
+class UpstreamCredential(Protocol):
+    async def authorization(self, method: str, url: str) -> str:
+        """The ``Authorization`` header value for one request (``url`` includes its query string)."""
+
+    async def renew(self, rejected: str) -> bool:
+        """Called after v2 answered 401 to ``rejected``; True if a retry with a new header is worthwhile."""
+
+
+class BearerCredential:
+    __slots__ = ("_token",)
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def __repr__(self) -> str:
+        return "BearerCredential(***)"
+
+    async def authorization(self, method: str, url: str) -> str:
+        return f"Bearer {self._token}"
+
+    async def renew(self, rejected: str) -> bool:
+        return False
+
+
+class OAuth1Credential:
+    __slots__ = ("_auth", "consumer_key", "token")
+
+    def __init__(self, consumer_key: str, consumer_secret: str, token: str, token_secret: str) -> None:
+        self.consumer_key = consumer_key
+        self.token = token
+        self._auth = ClientAuth(consumer_key, consumer_secret, token, token_secret)
+
+    def __repr__(self) -> str:
+        return f"OAuth1Credential({self.consumer_key!r}, token={self.token!r}, secrets=***)"
+
+    async def authorization(self, method: str, url: str) -> str:
+        _, headers, _ = self._auth.sign(method, url, {}, b"")
+        return headers["Authorization"]
+
+    async def renew(self, rejected: str) -> bool:
+        return False
+
+
+class GrantRefresher:
+    """Keeps users' v2 OAuth 2.0 grants fresh: at most one refresh per user at a time, however many requests
+    wait on it, and every new grant persisted before it is used."""
+
+    def __init__(
+        self,
+        store: CredentialStore,
+        session: aiohttp.ClientSession,
+        token_url: str,
+        client_id: str | None,
+        client_secret: str | None = None,
+    ) -> None:
+        self._store = store
+        self._session = session
+        self._token_url = token_url
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._grants: dict[str, OAuth2Grant] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def remember(self, username: str, grant: OAuth2Grant) -> OAuth2Grant:
+        """The freshest grant known for ``username``: a stored one never replaces a newer one in memory."""
+        return self._grants.setdefault(username, grant)
+
+    async def current(self, username: str) -> OAuth2Grant:
+        grant = self._grants[username]
+        if grant.expires_at is not None and grant.refresh_token and grant.expires_at - EXPIRY_MARGIN <= time.time():
+            grant = await self.refresh(username, grant.access_token)
+        return grant
+
+    async def refresh(self, username: str, stale_access_token: str) -> OAuth2Grant:
+        lock = self._locks.setdefault(username, asyncio.Lock())
+        async with lock:
+            grant = self._grants[username]
+            if grant.access_token != stale_access_token:
+                return grant  # another request refreshed it while this one waited
+            if not grant.refresh_token or not self._client_id:
+                raise InvalidToken(f"grant of {username} expired and cannot be refreshed")
+            new = await self._request_refresh(grant.refresh_token)
+            await self._store.put_grant(username, new)
+            self._grants[username] = new
+            log.info("refreshed the v2 grant of %s", username)
+            return new
+
+    async def _request_refresh(self, refresh_token: str) -> OAuth2Grant:
+        form = {"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": self._client_id or ""}
+        headers = {}
+        if self._client_secret:  # a confidential client authenticates itself with HTTP Basic
+            pair = f"{self._client_id}:{self._client_secret}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+        try:
+            async with self._session.post(self._token_url, data=form, headers=headers) as resp:
+                body = await resp.json(content_type=None) if resp.status < 500 else None
+                status = resp.status
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+            raise UpstreamUnavailable(f"token refresh failed: {type(exc).__name__}") from exc
+        if status >= 500 or not isinstance(body, dict):
+            raise UpstreamUnavailable(f"token endpoint answered {status}")
+        if status != 200 or not body.get("access_token"):
+            raise InvalidToken(f"token endpoint refused the refresh ({status} {body.get('error', '')})")
+        expires_in = body.get("expires_in")
+        return OAuth2Grant(
+            access_token=body["access_token"],
+            refresh_token=body.get("refresh_token") or refresh_token,
+            expires_at=time.time() + float(expires_in) if isinstance(expires_in, int | float) else None,
+        )
+
+
+class OAuth2Credential:
+    __slots__ = ("_refresher", "username")
+
+    def __init__(self, username: str, refresher: GrantRefresher) -> None:
+        self.username = username
+        self._refresher = refresher
+
+    def __repr__(self) -> str:
+        return f"OAuth2Credential({self.username!r})"
+
+    async def authorization(self, method: str, url: str) -> str:
+        grant = await self._refresher.current(self.username)
+        return f"Bearer {grant.access_token}"
+
+    async def renew(self, rejected: str) -> bool:
+        stale = rejected.removeprefix("Bearer ")
+        await self._refresher.refresh(self.username, stale)
+        return True
