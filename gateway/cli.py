@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import math
+import ssl
 import sys
 import time
 from collections.abc import Sequence
@@ -260,10 +261,12 @@ def _serve(args: argparse.Namespace) -> int:
         upstream={"base_url": args.upstream},
         store={"url": args.store},
     )
+    tls = server_tls_context(config)
     app = create_app(config)
     logging.getLogger("gateway").info(
-        "dm-gateway %s on http://%s:%d, upstream %s, store %s",
+        "dm-gateway %s on %s://%s:%d, upstream %s, store %s",
         __version__,
+        "https" if tls else "http",
         config.server.host,
         config.server.port,
         config.upstream.base_url,
@@ -274,6 +277,20 @@ def _serve(args: argparse.Namespace) -> int:
         host=config.server.host,
         port=config.server.port,
         access_log_class=AccessLogger,
+        ssl_context=tls,
         print=None,
     )
     return 0
+
+
+def server_tls_context(config: Config) -> ssl.SSLContext | None:
+    """The TLS context for [server] tls_cert / tls_key, or None to serve plain HTTP."""
+    if config.server.tls_cert is None or config.server.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(config.server.tls_cert, config.server.tls_key)
+    except ssl.SSLError as exc:
+        raise ConfigError(f"server.tls_cert / server.tls_key cannot be used: {exc.reason or exc}") from None
+    return context
