@@ -341,6 +341,15 @@ async def test_a_grant_v2_rejects_is_refreshed_and_the_call_retried(client, emul
     assert [r.method for r in emulator.state.requests] == ["DELETE", "POST", "DELETE"]
 
 
+async def test_a_grant_replaced_by_the_operator_is_used_at_once(client, emulator, with_users) -> None:
+    marcos = basic("marcos", MARCOS_PASSWORD)
+    assert (await client.delete(f"{EVENTS}?id={PLAIN_IDS[0]}", headers=marcos)).status == 403  # not his message
+    await with_users.put_grant("marcos", OAuth2Grant("emulator-token-theSeanCook"))  # dm-gateway credentials
+    emulator.state.requests.clear()
+    assert (await client.delete(f"{EVENTS}?id={PLAIN_IDS[0]}", headers=marcos)).status == 204
+    assert emulator.state.requests[0].headers["Authorization"] == "Bearer emulator-token-theSeanCook"
+
+
 async def test_a_failed_refresh_is_the_dialects_auth_error(client, emulator, with_users) -> None:
     emulator.state.faults.append(FaultRule(method="POST", path="/2/oauth2/token", action="status", status=400,
                                            body={"error": "invalid_request"}))  # fmt: skip
@@ -357,3 +366,20 @@ async def test_secrets_never_reach_the_log(client, emulator, with_users, caplog)
     await client.post(f"{CLASSIC}?id={PLAIN_IDS[1]}", headers=basic("sean", "wrong password"))
     for secret in SECRETS:
         assert secret not in caplog.text
+
+
+async def test_a_store_read_that_raced_a_refresh_does_not_undo_it(emulator, store) -> None:
+    import aiohttp
+
+    from gateway.auth.upstream import GrantRefresher
+
+    old = OAuth2Grant("emulator-oauth2-access-theSeanCook", "emulator-oauth2-refresh-theSeanCook", time.time() - 1)
+    await store.put_user(BasicUser("sean", hash_password(MARCOS_PASSWORD), old))
+    async with aiohttp.ClientSession() as session:
+        refresher = GrantRefresher(store, session, f"{emulator.url}/2/oauth2/token", "emulator-client")
+        refresher.remember("sean", old)
+        new = await refresher.refresh("sean", old.access_token)
+        assert new.access_token != old.access_token
+        refresher.remember("sean", old)  # read from the store just before the refresh persisted
+        assert await refresher.current("sean") == new
+        assert emulator.state.token_refreshes == 1

@@ -15,6 +15,7 @@ import asyncio
 import base64
 import logging
 import time
+from collections import deque
 from typing import Protocol
 
 import aiohttp
@@ -91,9 +92,15 @@ class GrantRefresher:
         self._client_secret = client_secret
         self._grants: dict[str, OAuth2Grant] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        # Access tokens this process refreshed away from, per user: a store read that raced a refresh
+        # may still return one of them, and it must not undo the refresh.
+        self._superseded: dict[str, deque[str]] = {}
 
     def remember(self, username: str, grant: OAuth2Grant) -> OAuth2Grant:
-        """The freshest grant known for ``username``: a stored one never replaces a newer one in memory."""
+        """Adopt the grant the store holds for ``username`` (an operator may have replaced it), unless it is
+        one this process has already refreshed away from."""
+        if grant.access_token not in self._superseded.get(username, ()):
+            self._grants[username] = grant
         return self._grants.setdefault(username, grant)
 
     async def current(self, username: str) -> OAuth2Grant:
@@ -112,6 +119,7 @@ class GrantRefresher:
                 raise InvalidToken(f"grant of {username} expired and cannot be refreshed")
             new = await self._request_refresh(grant.refresh_token)
             await self._store.put_grant(username, new)
+            self._superseded.setdefault(username, deque(maxlen=16)).append(grant.access_token)
             self._grants[username] = new
             log.info("refreshed the v2 grant of %s", username)
             return new
