@@ -1,26 +1,49 @@
 """``dm-gateway demo``: the emulator and the gateway in one process, every legacy destroy form shown.
 
 The gateway runs exactly as ``serve`` builds it, on the embedded default store (SQLite, in a temporary
-directory), with the emulator standing in for X API v2. Each call prints the request and the response as
-it is on the wire. The exit status is non-zero if any answer differs from what a legacy client expects.
+directory), with the emulator standing in for X API v2. Before it starts, the emulator's seeded OAuth 1.0a
+application and access token and one HTTP Basic user are registered in that store, as
+``dm-gateway credentials`` would register them. Each call prints the request and the response as they are
+on the wire, except that credentials are shortened or redacted: no secret is ever printed. The exit status
+is non-zero if any answer differs from what a legacy client expects.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+import re
 import tempfile
 from dataclasses import dataclass
+from typing import Literal
 
 import aiohttp
+import orjson
 from aiohttp import web
+from authlib.oauth1 import ClientAuth
 
 from gateway.app import create_app
+from gateway.auth.credentials import BasicUser, Consumer, OAuth2Grant, Token, hash_password
 from gateway.config import load_config
 from gateway.emulator import EmulatorServer
+from gateway.emulator.state import EmulatorState
+from gateway.store.base import open_store
 
 SIDECAR_TOKEN = "emulator-token-theSeanCook"  # the gateway acts for theSeanCook unless a client says otherwise
 MARCOS_TOKEN = "emulator-token-marcosgdf"
+
+# The emulator's seeded OAuth 1.0a application and theSeanCook's access token for it
+# (gateway/emulator/seed.json), registered in the demo's store so the gateway can verify and re-sign.
+CONSUMER = Consumer("emulator-consumer", "emulator-consumer-secret")
+SEAN_OAUTH_TOKEN = Token("38895958-emulatortoken", CONSUMER.key, "emulator-token-secret-sean")
+# A StatusNet user who signs in with HTTP Basic; the gateway acts for them with their v2 grant.
+BASIC_USERNAME = "marcos"
+BASIC_PASSWORD = "demo password for marcos"
+# What a forger signs with instead of the consumer secret.
+FORGED_CONSUMER_SECRET = "a guess at the consumer secret"
+
+Auth = Literal["none", "bearer", "oauth1", "forged-oauth1", "basic"]
 
 
 @dataclass(frozen=True)
@@ -30,7 +53,12 @@ class DemoCall:
     path: str
     expect: int
     form: dict[str, str] | None = None
-    bearer: str | None = None
+    # "none": the sidecar credential acts; "bearer": the client's own v2 token (MARCOS_TOKEN);
+    # "oauth1": signed by the registered application; "forged-oauth1": signed with a wrong consumer
+    # secret; "basic": BASIC_USERNAME and BASIC_PASSWORD.
+    auth: Auth = "none"
+    code: int | None = None  # the v1.1 error code the body must carry
+    reaches_v2: bool = True  # False: must be refused before any request reaches X API v2
 
 
 CALLS = (
@@ -47,12 +75,21 @@ CALLS = (
         "DELETE", "/1.1/direct_messages/events/destroy.json?id=1583890000000000003", 204,
     ),
     DemoCall(
-        "StatusNet XML, id in the path, the client's own v2 bearer token passed through",
-        "POST", "/api/direct_messages/destroy/39.xml", 200, bearer=MARCOS_TOKEN,
+        "Twitter v1.1 classic, signed with OAuth 1.0a by a registered application, verified and re-signed",
+        "POST", "/1.1/direct_messages/destroy.json?id=1583890000000000001", 200, auth="oauth1",
     ),
     DemoCall(
-        "StatusNet JSON, id in the path",
-        "DELETE", "/api/direct_messages/destroy/38.json", 200, bearer=MARCOS_TOKEN,
+        "Twitter v1.1 classic, a forged OAuth 1.0a signature: refused before it reaches X API v2",
+        "POST", "/1.1/direct_messages/destroy.json?id=1583890000000000007", 401, auth="forged-oauth1",
+        code=32, reaches_v2=False,
+    ),
+    DemoCall(
+        "StatusNet XML, id in the path, the client's own v2 bearer token passed through",
+        "POST", "/api/direct_messages/destroy/39.xml", 200, auth="bearer",
+    ),
+    DemoCall(
+        "StatusNet JSON, id in the path, a registered user signing in with HTTP Basic",
+        "DELETE", "/api/direct_messages/destroy/38.json", 200, auth="basic",
     ),
     DemoCall(
         "Twitter v1 XML, destroy.xml?id=, text that needs escaping",
@@ -64,7 +101,7 @@ CALLS = (
     ),
     DemoCall(
         "StatusNet XML, a malformed id: refused before it reaches X API v2",
-        "POST", "/api/direct_messages/destroy/12ab.xml", 400,
+        "POST", "/api/direct_messages/destroy/12ab.xml", 400, reaches_v2=False,
     ),
 )  # fmt: skip
 
@@ -83,13 +120,18 @@ async def run_demo(*, port: int = 0, keep_running: bool = False) -> int:
                     "auth": {"sidecar": True},
                 },
             )
+            await _register_credentials(config.store.url)
             runner = web.AppRunner(create_app(config), access_log=None)
             await runner.setup()
             try:
                 await web.TCPSite(runner, config.server.host, config.server.port).start()
                 base = f"http://{config.server.host}:{runner.addresses[0][1]}"
-                print(f"X API v2 emulator on {emulator.url}; gateway on {base} (SQLite store in {workdir})\n")
-                failures = await _run_calls(base)
+                print(f"X API v2 emulator on {emulator.url}; gateway on {base} (SQLite store in {workdir})")
+                print(
+                    f"Registered in the store: OAuth 1.0a consumer {CONSUMER.key} with token "
+                    f"{SEAN_OAUTH_TOKEN.token}, Basic user {BASIC_USERNAME}\n"
+                )
+                failures = await _run_calls(base, emulator.state)
                 print(f"{len(CALLS) - failures} of {len(CALLS)} calls answered as a legacy client expects.")
                 if keep_running:
                     await _serve_until_interrupted(base)
@@ -98,30 +140,111 @@ async def run_demo(*, port: int = 0, keep_running: bool = False) -> int:
     return 1 if failures else 0
 
 
-async def _run_calls(base: str) -> int:
+async def _register_credentials(store_url: str) -> None:
+    """What an operator does with ``dm-gateway credentials`` before ``serve``: the gateway opens the same
+    store afterwards and finds them there."""
+    store = await open_store(store_url)
+    try:
+        await store.put_consumer(CONSUMER)
+        await store.put_token(SEAN_OAUTH_TOKEN)
+        grant = OAuth2Grant(MARCOS_TOKEN)
+        await store.put_user(BasicUser(BASIC_USERNAME, hash_password(BASIC_PASSWORD), grant))
+    finally:
+        await store.close()
+
+
+async def _run_calls(base: str, upstream: EmulatorState) -> int:
     failures = 0
     async with aiohttp.ClientSession() as session:
         for call in CALLS:
-            headers = {"Authorization": f"Bearer {call.bearer}"} if call.bearer else {}
+            url = base + call.path
+            headers, shown_headers = _credentials(call, url)
             print(f"== {call.title}")
             shown_body = "" if call.form is None else "  " + "&".join(f"{k}={v}" for k, v in call.form.items())
             print(f"> {call.method} {call.path}{shown_body}")
-            async with session.request(call.method, base + call.path, data=call.form, headers=headers) as resp:
+            for line in shown_headers:
+                print(f"> {line}")
+            upstream_before = len(upstream.requests)
+            async with session.request(call.method, url, data=call.form, headers=headers) as resp:
                 body = await resp.read()
                 content_type = resp.headers.get("Content-Type", "")
                 print(f"< {resp.status} {resp.reason}  {content_type}".rstrip())
                 if body:
-                    print(body.decode("utf-8"))
-                if resp.status != call.expect:
-                    failures += 1
-                    print(f"!! expected {call.expect}")
+                    print(body.decode("utf-8").rstrip("\n"))
+            problems = []
+            if resp.status != call.expect:
+                problems.append(f"expected {call.expect}")
+            if call.code is not None and _v1_1_error_code(body) != call.code:
+                problems.append(f"expected error code {call.code}")
+            sent = upstream.requests[upstream_before:]
+            if not call.reaches_v2:
+                if sent:
+                    problems.append("expected no request to X API v2")
+                else:
+                    print("(nothing reached X API v2)")
+            if call.auth == "oauth1":
+                resigned = [r for r in sent if r.method == "DELETE" and _signed_by_sean(r.headers)]
+                if resigned:
+                    shown = _shorten_oauth(resigned[0].headers["Authorization"])
+                    print(f"(X API v2 got DELETE {resigned[0].path}, re-signed: {shown})")
+                else:
+                    problems.append("expected X API v2 to get the delete re-signed with the same OAuth 1.0a token")
+            if problems:
+                failures += 1
+                print(f"!! {'; '.join(problems)}")
             print()
     return failures
 
 
+def _credentials(call: DemoCall, url: str) -> tuple[dict[str, str], list[str]]:
+    """The headers a legacy client sends for ``call``, and how to print them without any secret."""
+    if call.auth == "bearer":
+        shown = "Authorization: Bearer …  (the client's own v2 token, redacted)"
+        return {"Authorization": f"Bearer {MARCOS_TOKEN}"}, [shown]
+    if call.auth == "basic":
+        pair = base64.b64encode(f"{BASIC_USERNAME}:{BASIC_PASSWORD}".encode()).decode("ascii")
+        shown = f"Authorization: Basic …  ({BASIC_USERNAME} and a password, redacted)"
+        return {"Authorization": f"Basic {pair}"}, [shown]
+    if call.auth in ("oauth1", "forged-oauth1"):
+        consumer_secret = CONSUMER.secret if call.auth == "oauth1" else FORGED_CONSUMER_SECRET
+        signer = _LegacyClientAuth(CONSUMER.key, consumer_secret, SEAN_OAUTH_TOKEN.token, SEAN_OAUTH_TOKEN.secret)
+        _, signed, _ = signer.sign(call.method, url, {}, b"")
+        authorization = signed["Authorization"]
+        return {"Authorization": authorization}, [f"Authorization: {_shorten_oauth(authorization)}"]
+    return {}, []
+
+
+class _LegacyClientAuth(ClientAuth):
+    """authlib's OAuth 1.0a signer, with the protocol parameters in the order Twitter's documentation shows
+    them (``oauth_consumer_key`` first). The order never changes the signature."""
+
+    def get_oauth_params(self, nonce: str, timestamp: str) -> list[tuple[str, str]]:
+        return sorted(super().get_oauth_params(nonce, timestamp))
+
+
+_NONCE_OR_SIGNATURE = re.compile(r'\b(oauth_nonce|oauth_signature)="([^"]{6})[^"]*"')
+
+
+def _shorten_oauth(authorization: str) -> str:
+    """The header as sent, with the nonce and signature cut short: they change on every run."""
+    return _NONCE_OR_SIGNATURE.sub(r'\1="\2…"', authorization)
+
+
+def _signed_by_sean(headers: dict[str, str]) -> bool:
+    authorization = headers.get("Authorization", "")
+    return authorization.startswith("OAuth ") and f'oauth_token="{SEAN_OAUTH_TOKEN.token}"' in authorization
+
+
+def _v1_1_error_code(body: bytes) -> int | None:
+    try:
+        return orjson.loads(body)["errors"][0]["code"]
+    except (orjson.JSONDecodeError, LookupError, TypeError):
+        return None
+
+
 async def _serve_until_interrupted(base: str) -> None:
     print(f"\nStill serving on {base}. Try:")
-    print(f"  curl -X POST '{base}/1.1/direct_messages/destroy.json?id=1583890000000000001'")
+    print(f"  curl -X POST '{base}/1.1/direct_messages/destroy.json?id=1583890000000000007'")
     print("Press Ctrl-C to stop.")
     try:
         await asyncio.Event().wait()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from gateway.demo import BASIC_PASSWORD, BASIC_USERNAME, CONSUMER, MARCOS_TOKEN, SEAN_OAUTH_TOKEN
 from tests.conftest import SEED_002_ID, SEAN_TOKEN
 
 CLI = [sys.executable, "-m", "gateway"]
@@ -109,10 +111,26 @@ async def test_serve_runs_in_front_of_an_upstream_and_stops_on_sigterm(emulator,
 def test_demo_shows_every_form_working() -> None:
     result = run_cli("demo")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "8 of 8 calls answered as a legacy client expects." in result.stdout
-    assert "> POST /1.1/direct_messages/destroy.json?id=240251665733795841" in result.stdout
-    assert "< 204 No Content" in result.stdout
-    assert "<text>Tags &lt;b&gt;&amp;amp;" in result.stdout
+    out = result.stdout
+    assert "10 of 10 calls answered as a legacy client expects." in out
+    assert "> POST /1.1/direct_messages/destroy.json?id=240251665733795841" in out
+    assert "< 204 No Content" in out
+    assert "<text>Tags &lt;b&gt;&amp;amp;" in out
+    # A legacy client's OAuth 1.0a signature, verified, and the same token re-signed for v2.
+    signed = "> POST /1.1/direct_messages/destroy.json?id=1583890000000000001\n"
+    signed += '> Authorization: OAuth oauth_consumer_key="emulator-consumer", '
+    assert signed in out
+    assert "(X API v2 got DELETE /2/dm_events/1583890000000000001, re-signed: OAuth " in out
+    # A forged signature: the legacy 401, code 32, and nothing sent upstream.
+    forged = out.split("a forged OAuth 1.0a signature", 1)[1].split("\n== ", 1)[0]
+    assert "< 401 Unauthorized" in forged
+    assert '{"errors":[{"code":32,"message":"Could not authenticate you."}]}' in forged
+    assert "(nothing reached X API v2)" in forged
+    # HTTP Basic, shown redacted.
+    assert "> DELETE /api/direct_messages/destroy/38.json\n> Authorization: Basic …  (marcos" in out
+    basic_pair = base64.b64encode(f"{BASIC_USERNAME}:{BASIC_PASSWORD}".encode()).decode()
+    for secret in (CONSUMER.secret, SEAN_OAUTH_TOKEN.secret, BASIC_PASSWORD, basic_pair, MARCOS_TOKEN, SEAN_TOKEN):
+        assert secret not in out and secret not in result.stderr
 
 
 async def test_emulator_command_serves_v2(tmp_path) -> None:
