@@ -44,6 +44,9 @@ class AccessLogger(AbstractAccessLogger):
         )
 
 
+_STORE_URL_HELP = "sqlite:///PATH or redis://HOST:PORT/DB, overriding store.url"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dm-gateway",
@@ -57,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (server.host)")
     serve.add_argument("--port", type=int, help="port to listen on (server.port)")
     serve.add_argument("--upstream", metavar="URL", help="X API v2 base URL (upstream.base_url)")
-    serve.add_argument("--store", metavar="URL", help="memory or sqlite:///PATH (store.url)")
+    serve.add_argument("--store", metavar="URL", help="memory, sqlite:///PATH or redis://HOST:PORT/DB (store.url)")
 
     check = commands.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("--config", metavar="PATH", help="TOML configuration file")
@@ -85,9 +88,9 @@ def _add_credentials_parser(commands: Any) -> None:
     # before it.
     store_options = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     store_options.add_argument("--config", metavar="PATH", help="TOML configuration file, as for serve")
-    store_options.add_argument("--store", metavar="URL", help="sqlite:///PATH, overriding store.url")
+    store_options.add_argument("--store", metavar="URL", help=_STORE_URL_HELP)
     credentials.add_argument("--config", metavar="PATH", help="TOML configuration file, as for serve")
-    credentials.add_argument("--store", metavar="URL", help="sqlite:///PATH, overriding store.url")
+    credentials.add_argument("--store", metavar="URL", help=_STORE_URL_HELP)
     actions = credentials.add_subparsers(dest="action", required=True, metavar="COMMAND")
 
     consumer = actions.add_parser("add-consumer", parents=[store_options], help="add or replace an OAuth consumer")

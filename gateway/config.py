@@ -251,7 +251,8 @@ def _validate_auth(config: Config) -> None:
 
 
 def store_location(url: str) -> tuple[str, str]:
-    """Split a store URL into (backend, location): ``memory`` or ``sqlite:///PATH``."""
+    """Split a store URL into (backend, location): ``memory``, ``sqlite:///PATH``, or ``redis://HOST:PORT/DB``
+    (also ``rediss://``), whose location is the whole URL."""
     if url in ("memory", "memory://"):
         return "memory", ""
     if url.startswith("sqlite:///"):
@@ -259,7 +260,29 @@ def store_location(url: str) -> tuple[str, str]:
         if not path:
             raise ConfigError("store.url sqlite:/// needs a file path, e.g. sqlite:///var/lib/dm-gateway.sqlite3")
         return "sqlite", path
-    raise ConfigError(f"store.url must be 'memory' or 'sqlite:///PATH', got {url!r}")
+    if url.startswith(("redis://", "rediss://")):
+        _check_redis_url(url)
+        return "redis", url
+    raise ConfigError(f"store.url must be 'memory', 'sqlite:///PATH' or 'redis://HOST:PORT/DB', got {url!r}")
+
+
+def _check_redis_url(url: str) -> None:
+    # The URL may carry a password, so no message here repeats it.
+    example = "e.g. redis://127.0.0.1:6379/0"
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"store.url: the Redis port is not a port number ({example})") from None
+    if not parts.hostname:
+        raise ConfigError(f"store.url: the Redis URL needs a host ({example})")
+    if port == 0:
+        raise ConfigError(f"store.url: the Redis port is not a port number ({example})")
+    database = parts.path.removeprefix("/")
+    if database and not (database.isascii() and database.isdigit()):
+        raise ConfigError(f"store.url: the Redis database must be a number ({example})")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"store.url: the Redis URL takes no query or fragment ({example})")
 
 
 def _validate_routes(routes: RoutesConfig) -> None:

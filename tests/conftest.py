@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import re
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -11,7 +15,7 @@ from aiohttp.test_utils import TestClient
 from gateway.app import STORE_KEY, create_app
 from gateway.config import Config, load_config
 from gateway.emulator import EmulatorServer
-from gateway.store.base import MessageStore
+from gateway.store.base import MessageStore, Store, open_store
 
 # Seeded by gateway/emulator/seed.json.
 SEAN_TOKEN = "emulator-token-theSeanCook"
@@ -68,3 +72,86 @@ async def gateway(make_gateway: GatewayFactory, tmp_path: Any) -> TestClient:
 
 def store_of(client: TestClient) -> MessageStore:
     return client.server.app[STORE_KEY]
+
+
+# Redis -------------------------------------------------------------------------------------------------
+# The Redis tests use the server at DMGW_TEST_REDIS_URL (default: the local one CI starts). In CI they must
+# run; elsewhere they skip, saying why, when no Redis answers. Each test writes under its own key prefix and
+# deletes exactly those keys afterwards: the server may be shared, so nothing here flushes a database.
+
+REDIS_URL = os.environ.get("DMGW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The test Redis server's URL; skips (fails in CI) when it does not answer a PING."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        if _in_ci():
+            pytest.fail(f"CI is set but Redis at {REDIS_URL} is unreachable: {exc}")
+        pytest.skip(f"Redis at {REDIS_URL} is unreachable ({exc}); start one or set DMGW_TEST_REDIS_URL")
+    finally:
+        client.close()
+    return REDIS_URL
+
+
+@asynccontextmanager
+async def redis_namespace(url: str) -> AsyncIterator[str]:
+    """A key prefix no other test uses; every key under it is deleted at the end."""
+    import redis.asyncio
+
+    prefix = f"dmgw-test:{uuid.uuid4().hex}:v1:"
+    try:
+        yield prefix
+    finally:
+        client = redis.asyncio.Redis.from_url(url, socket_timeout=5)
+        try:
+            pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"
+            keys = [key async for key in client.scan_iter(match=pattern, count=1000)]
+            if keys:
+                await client.delete(*keys)
+        finally:
+            await client.aclose()
+
+
+@asynccontextmanager
+async def opened_store(backend: str, request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Store]:
+    """A fresh store of ``backend`` (memory, sqlite or redis), closed (and its Redis keys deleted) at exit."""
+    if backend == "redis":
+        from gateway.store.redis import RedisStore
+
+        url = request.getfixturevalue("redis_url")
+        async with redis_namespace(url) as prefix:
+            store: Store = await RedisStore.open(url, prefix=prefix)
+            try:
+                yield store
+            finally:
+                await store.close()
+        return
+    store = await open_store("memory" if backend == "memory" else f"sqlite:///{tmp_path}/{backend}.sqlite3")
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+async def redis_store(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Store]:
+    """A RedisStore on the test server, under a prefix of its own."""
+    async with opened_store("redis", request, tmp_path) as store:
+        yield store
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+async def shared_store(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Store]:
+    """One store for several gateway replicas: a SQLite file, then a Redis server."""
+    async with opened_store(request.param, request, tmp_path) as store:
+        yield store

@@ -40,13 +40,17 @@ def auth_config(emulator: Any, **auth: Any):
     return with_overrides(config, upstream={"bearer_token": None}, auth={"sidecar": False, **auth})
 
 
-@pytest.fixture
-async def store(tmp_path):
-    store = await open_store(f"sqlite:///{tmp_path}/auth.sqlite3")
+async def add_credentials(store):
     await store.put_consumer(CONSUMER)
     await store.put_token(SEAN)
     await store.put_consumer(OTHER_CONSUMER)
     await store.put_token(OTHER_TOKEN)
+
+
+@pytest.fixture
+async def store(tmp_path):
+    store = await open_store(f"sqlite:///{tmp_path}/auth.sqlite3")
+    await add_credentials(store)
     yield store
     await store.close()
 
@@ -190,9 +194,11 @@ async def test_a_replayed_nonce_is_refused(client, emulator) -> None:
     assert upstream(emulator) == []
 
 
-async def test_a_nonce_replayed_to_another_replica_sharing_the_store_is_refused(aiohttp_client, emulator, store) -> None:
-    one = await aiohttp_client(create_app(auth_config(emulator), store=store))
-    other = await aiohttp_client(create_app(auth_config(emulator), store=store))
+async def test_a_nonce_replayed_to_another_replica_sharing_the_store_is_refused(aiohttp_client, emulator, shared_store) -> None:
+    """Run on a shared SQLite file and on a shared Redis."""
+    await add_credentials(shared_store)
+    one = await aiohttp_client(create_app(auth_config(emulator), store=shared_store))
+    other = await aiohttp_client(create_app(auth_config(emulator), store=shared_store))
     request = signed(one, "DELETE", f"{EVENTS}?id={PLAIN_IDS[0]}")
     assert (await send(one, request)).status == 204
     # The same bytes, sent to the other replica (signed for the first one's host, as a captured request would be).

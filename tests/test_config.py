@@ -367,10 +367,20 @@ def test_blank_bearer_message_does_not_echo_the_value() -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["redis://localhost:6379", "sqlite:///", "sqlite://relative.db", "sqlite:relative.db", "", "Memory", "postgres://x"],
+    [
+        "sqlite:///", "sqlite://relative.db", "sqlite:relative.db", "", "Memory", "postgres://x",
+        "redis://", "redis://:6379/0", "redis://localhost:port/0", "redis://localhost:0/0",
+        "redis://localhost:99999/0", "redis://localhost:6379/zero", "redis://localhost:6379/0?prefix=x",
+        "redis:localhost", "REDIS://localhost",
+    ],  # fmt: skip
 )
 def test_bad_store_url(url: str) -> None:
     assert "store.url" in config_error(overrides={"store": {"url": url}})
+
+
+def test_bad_redis_store_url_does_not_echo_its_password() -> None:
+    message = config_error(overrides={"store": {"url": "redis://:hunter2-SECRET@localhost:nope/0"}})
+    assert "store.url" in message and "hunter2-SECRET" not in message
 
 
 @pytest.mark.parametrize(
@@ -380,6 +390,11 @@ def test_bad_store_url(url: str) -> None:
         ("memory://", ("memory", "")),
         ("sqlite:///dm.sqlite3", ("sqlite", "dm.sqlite3")),
         ("sqlite:////var/lib/dm.sqlite3", ("sqlite", "/var/lib/dm.sqlite3")),
+        ("redis://localhost:6379", ("redis", "redis://localhost:6379")),
+        ("redis://127.0.0.1:6379/0", ("redis", "redis://127.0.0.1:6379/0")),
+        ("redis://cache.internal/3", ("redis", "redis://cache.internal/3")),
+        ("redis://:pw@[::1]:6380/15", ("redis", "redis://:pw@[::1]:6380/15")),
+        ("rediss://user:pw@redis.example:6380/1", ("redis", "rediss://user:pw@redis.example:6380/1")),
     ],
 )
 def test_store_location(url: str, expected: tuple[str, str]) -> None:

@@ -7,7 +7,6 @@ import pytest
 
 from gateway.app import create_app
 from gateway.emulator import FaultRule
-from gateway.store.base import open_store
 from tests.conftest import (
     ENTITIES_ID,
     GROUP_ID,
@@ -130,20 +129,19 @@ async def test_sqlite_store_survives_a_restart(aiohttp_client, emulator, tmp_pat
     assert upstream_calls(emulator) == [("DELETE", f"/2/dm_events/{SEED_002_ID}")]
 
 
-async def test_two_gateways_sharing_a_store_share_what_they_learned(aiohttp_client, emulator, tmp_path) -> None:
-    store = await open_store(f"sqlite:///{tmp_path}/shared.sqlite3")
-    try:
-        config = gateway_config(emulator)
-        one = await aiohttp_client(create_app(config, store=store))
-        other = await aiohttp_client(create_app(config, store=store))
-        emulator.state.faults.append(FaultRule(method="DELETE", action="status", status=503, times=1))
-        assert (await one.post(f"/api/direct_messages/destroy/{SEED_003_JSON_ID}.json", headers=MARCOS)).status == 503
-        emulator.state.requests.clear()
-        response = await other.post(f"/api/direct_messages/destroy/{SEED_003_JSON_ID}.json", headers=MARCOS)
-        assert response.status == 200
-        assert upstream_calls(emulator) == [("DELETE", f"/2/dm_events/{SEED_003_JSON_ID}")]
-    finally:
-        await store.close()
+async def test_two_gateways_sharing_a_store_share_what_they_learned(aiohttp_client, emulator, shared_store) -> None:
+    """Run on a shared SQLite file and on a shared Redis: what one replica learned, the other answers from."""
+    config = gateway_config(emulator)
+    one = await aiohttp_client(create_app(config, store=shared_store))
+    other = await aiohttp_client(create_app(config, store=shared_store))
+    emulator.state.faults.append(FaultRule(method="DELETE", action="status", status=503, times=1))
+    assert (await one.post(f"/api/direct_messages/destroy/{SEED_003_JSON_ID}.json", headers=MARCOS)).status == 503
+    emulator.state.requests.clear()
+    response = await other.post(f"/api/direct_messages/destroy/{SEED_003_JSON_ID}.json", headers=MARCOS)
+    assert response.status == 200
+    body = orjson.loads(await response.read())
+    assert (body["id"], body["text"], body["sender"]["screen_name"]) == (38, "abc", "marcosgdf")  # the full message
+    assert upstream_calls(emulator) == [("DELETE", f"/2/dm_events/{SEED_003_JSON_ID}")]
 
 
 async def test_a_group_message_is_not_a_legacy_dm_and_is_not_deleted(gateway, emulator) -> None:

@@ -1,5 +1,5 @@
-"""One contract for every store backend (messages, then credentials), then what only SQLite or only memory
-promises."""
+"""One contract for every store backend (messages, then credentials), then what only SQLite, only memory or
+only Redis promises."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ from gateway.model import DirectMessage, Entities, Hashtag, Mention, Url, User
 from gateway.store import sqlite as sqlite_module
 from gateway.store.base import Deletion, MessageStore, Store, StoreError, open_store
 from gateway.store.memory import MemoryStore
+from gateway.store.redis import RedisStore
 from gateway.store.sqlite import SCHEMA_VERSION, SQLiteStore
+from tests.conftest import opened_store, redis_namespace
 
 UTC = timezone.utc
 
@@ -65,16 +67,12 @@ def make_user(user_id: str = "11", **changes: object) -> User:
     return User(**values)  # type: ignore[arg-type]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    url = "memory" if request.param == "memory" else f"sqlite:///{tmp_path}/s.sqlite3"
-    opened = await open_store(url)
-    expected = MemoryStore if request.param == "memory" else SQLiteStore
-    assert isinstance(opened, expected)
-    try:
+    async with opened_store(request.param, request, tmp_path) as opened:
+        expected = {"memory": MemoryStore, "sqlite": SQLiteStore, "redis": RedisStore}[request.param]
+        assert isinstance(opened, expected)
         yield opened
-    finally:
-        await opened.close()
 
 
 # The contract ------------------------------------------------------------------------------------------
@@ -694,3 +692,241 @@ async def test_memory_purges_expired_nonces_now_and_then() -> None:
         assert await store.remember_nonce("s", f"old{i}", now - 1) is True
     assert len(store._nonces) <= 1 + store.nonce_purge_interval
     assert await store.remember_nonce("s", "live", now + 300) is False
+
+
+# Redis only --------------------------------------------------------------------------------------------
+
+
+async def _raw_redis(url: str):  # type: ignore[no-untyped-def]
+    import redis.asyncio
+
+    return redis.asyncio.Redis.from_url(url, socket_timeout=5)
+
+
+async def test_redis_store_url_opens_a_redis_store_with_the_default_prefix(redis_url: str) -> None:
+    store = await open_store(redis_url)
+    try:
+        assert isinstance(store, RedisStore)
+        assert store.prefix == "dmgw:v1:"
+        assert await store.get_message("dmgw-test-never-written") is None  # a read only: nothing is left behind
+    finally:
+        await store.close()
+
+
+async def test_redis_keys_carry_the_prefix_and_only_cached_data_expires(
+    redis_store: RedisStore, redis_url: str
+) -> None:
+    await redis_store.put_messages([make_message("1001")])
+    await redis_store.put_users([make_user("11")])
+    await redis_store.mark_deleted("1001", "11")
+    await redis_store.put_consumer(Consumer("ck", "SECRET"))
+    await redis_store.put_token(Token("tk", "ck", "SECRET"))
+    await redis_store.put_user(make_basic_user("alice"))
+    assert await redis_store.remember_nonce("oauth1:ck:tk", "n:1", time.time() + 300) is True
+
+    p = redis_store.prefix
+    assert p.endswith(":v1:")
+    raw = await _raw_redis(redis_url)
+    try:
+        found = {key.decode() async for key in raw.scan_iter(match=f"{p}*", count=1000)}
+        assert found == {
+            f"{p}msg:1001", f"{p}user:11", f"{p}del:1001",
+            f"{p}consumer:ck", f"{p}token:tk", f"{p}consumer_tokens:ck", f"{p}basic:alice",
+            f"{p}nonce:oauth1:ck:tk:n%3A1",
+        }  # fmt: skip
+        day = 24 * 3600
+        for key, ttl in (("msg:1001", 30 * day), ("user:11", 7 * day), ("del:1001", 30 * day)):
+            assert ttl - 60 <= await raw.ttl(p + key) <= ttl, key
+        for key in ("consumer:ck", "token:tk", "consumer_tokens:ck", "basic:alice"):
+            assert await raw.ttl(p + key) == -1, key  # exists, never expires
+        assert 0 < await raw.pttl(f"{p}nonce:oauth1:ck:tk:n%3A1") <= 300_000
+    finally:
+        await raw.aclose()
+
+
+async def test_redis_ttls_are_the_ones_given(redis_url: str) -> None:
+    async with redis_namespace(redis_url) as prefix:
+        store = await RedisStore.open(redis_url, prefix=prefix, message_ttl=100, user_ttl=50, deletion_ttl=200)
+        raw = await _raw_redis(redis_url)
+        try:
+            await store.put_messages([make_message("1")])
+            await store.put_users([make_user("11")])
+            await store.mark_deleted("1", None)
+            assert 90 <= await raw.ttl(f"{prefix}msg:1") <= 100
+            assert 40 <= await raw.ttl(f"{prefix}user:11") <= 50
+            assert 190 <= await raw.ttl(f"{prefix}del:1") <= 200
+            # Learning the message again renews its deletion record too, so the deletion is not forgotten first.
+            await raw.expire(f"{prefix}del:1", 5)
+            await store.put_messages([make_message("1", text="again")])
+            assert 190 <= await raw.ttl(f"{prefix}del:1") <= 200
+        finally:
+            await raw.aclose()
+            await store.close()
+
+
+def test_redis_refuses_a_ttl_under_a_second() -> None:
+    with pytest.raises(ValueError, match="message_ttl"):
+        RedisStore("redis://127.0.0.1:1/0", message_ttl=0)
+
+
+async def test_redis_nonce_replay_is_refused_across_stores(redis_url: str) -> None:
+    async with redis_namespace(redis_url) as prefix:
+        first = await RedisStore.open(redis_url, prefix=prefix)
+        second = await RedisStore.open(redis_url, prefix=prefix)
+        try:
+            until = time.time() + 300
+            assert await first.remember_nonce("s", "n1", until) is True
+            assert await second.remember_nonce("s", "n1", until) is False
+            racers = [(first if i % 2 else second).remember_nonce("s", "n2", until) for i in range(40)]
+            assert (await asyncio.gather(*racers)).count(True) == 1
+            # A nonce whose scope ends where another's nonce begins is still a different nonce.
+            assert await first.remember_nonce("s:a", "b", until) is True
+            assert await second.remember_nonce("s", "a:b", until) is True
+        finally:
+            await first.close()
+            await second.close()
+
+
+async def test_redis_token_of_a_consumer_removed_elsewhere_goes_too(redis_url: str) -> None:
+    async with redis_namespace(redis_url) as prefix:
+        one = await RedisStore.open(redis_url, prefix=prefix)
+        other = await RedisStore.open(redis_url, prefix=prefix)
+        try:
+            await one.put_consumer(Consumer("ck", "SECRET"))
+            await one.put_token(Token("tk", "ck", "SECRET"))
+            assert await other.remove_credential("consumer", "ck") is True
+            assert await one.get_token("tk") is None
+            assert await one.list_credentials() == []
+        finally:
+            await one.close()
+            await other.close()
+
+
+async def test_redis_moving_a_token_to_another_consumer_leaves_it_out_of_the_first(redis_store: RedisStore) -> None:
+    await redis_store.put_consumer(Consumer("ck1", "SECRET"))
+    await redis_store.put_consumer(Consumer("ck2", "SECRET"))
+    await redis_store.put_token(Token("tk", "ck1", "SECRET"))
+    await redis_store.put_token(Token("tk", "ck2", "SECRET"))
+    assert await redis_store.remove_credential("consumer", "ck1") is True
+    assert await redis_store.get_token("tk") == Token("tk", "ck2", "SECRET")
+    assert await redis_store.list_credentials() == [
+        CredentialEntry("consumer", "ck2", "1 token"),
+        CredentialEntry("token", "tk", "consumer ck2"),
+    ]
+
+
+async def test_redis_prefixes_keep_stores_apart(redis_url: str, redis_store: RedisStore) -> None:
+    async with redis_namespace(redis_url) as prefix:
+        neighbour = await RedisStore.open(redis_url, prefix=prefix)
+        try:
+            await neighbour.put_messages([make_message()])
+            await neighbour.put_consumer(Consumer("ck", "SECRET"))
+            assert await redis_store.get_message("1001") is None
+            assert await redis_store.list_credentials() == []
+        finally:
+            await neighbour.close()
+
+
+async def test_redis_an_unreadable_record_is_a_store_error(redis_store: RedisStore, redis_url: str) -> None:
+    raw = await _raw_redis(redis_url)
+    try:
+        await raw.set(f"{redis_store.prefix}msg:1", b"not json")
+    finally:
+        await raw.aclose()
+    with pytest.raises(StoreError):
+        await redis_store.get_message("1")
+
+
+async def test_redis_unreachable_at_start_up_fails_fast() -> None:
+    started = time.monotonic()
+    with pytest.raises(StoreError):
+        await open_store("redis://127.0.0.1:1/0")
+    assert time.monotonic() - started < 5
+
+
+_REDIS_CALLS = [
+    lambda s: s.get_message("1"),
+    lambda s: s.put_messages([make_message()]),
+    lambda s: s.get_users(["11"]),
+    lambda s: s.put_users([make_user()]),
+    lambda s: s.mark_deleted("1", None),
+    lambda s: s.get_deletion("1"),
+    lambda s: s.put_consumer(Consumer("ck", "cs")),
+    lambda s: s.get_consumer("ck"),
+    lambda s: s.put_token(Token("tk", "ck", "ts")),
+    lambda s: s.get_token("tk"),
+    lambda s: s.put_user(make_basic_user()),
+    lambda s: s.get_user("alice"),
+    lambda s: s.put_grant("alice", GRANT),
+    lambda s: s.remove_credential("consumer", "ck"),
+    lambda s: s.list_credentials(),
+    lambda s: s.remember_nonce("s", "n", time.time() + 60),
+]
+
+
+class _Relay:
+    """A TCP relay to the real Redis that can be cut, as a server that goes away would be."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._upstream = (host, port)
+        self._writers: list[asyncio.StreamWriter] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        up_reader, up_writer = await asyncio.open_connection(*self._upstream)
+        self._writers += [writer, up_writer]
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                sink.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def cut(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+
+async def test_redis_a_server_that_goes_away_makes_every_call_a_store_error(redis_url: str) -> None:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(redis_url)
+    relay = _Relay(parts.hostname or "127.0.0.1", parts.port or 6379)
+    await relay.start()
+    async with redis_namespace(redis_url) as prefix:
+        store = await RedisStore.open(f"redis://127.0.0.1:{relay.port}{parts.path}", prefix=prefix, socket_timeout=1)
+        try:
+            await store.put_messages([make_message("1")])
+            assert await store.get_message("1") == make_message("1")
+            await relay.cut()
+            for call in _REDIS_CALLS:
+                with pytest.raises(StoreError):
+                    await call(store)
+        finally:
+            await store.close()
+
+
+async def test_redis_operations_after_close_raise_store_error(redis_store: RedisStore) -> None:
+    await redis_store.close()
+    for call in _REDIS_CALLS:
+        with pytest.raises(StoreError, match="closed"):
+            await call(redis_store)

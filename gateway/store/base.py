@@ -54,6 +54,10 @@ async def open_store(url: str) -> Store:
         from gateway.store.memory import MemoryStore
 
         return MemoryStore()
+    if backend == "redis":
+        from gateway.store.redis import RedisStore
+
+        return await RedisStore.open(location)
     from gateway.store.sqlite import SQLiteStore
 
     return await SQLiteStore.open(location)

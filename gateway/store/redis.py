@@ -1,0 +1,339 @@
+"""A shared store on Redis, for several gateway replicas behind one load balancer.
+
+Every key starts with a namespaced, versioned prefix (``dmgw:v1:`` unless told otherwise):
+
+    msg:{id}                  a message record (JSON), with a TTL
+    del:{id}                  its deletion record (JSON: at, by), with a TTL
+    user:{id}                 a v2 user record (JSON), with a TTL
+    consumer:{key}            an OAuth 1.0a consumer's secret                  (no TTL)
+    token:{token}             hash: consumer, secret                            (no TTL)
+    consumer_tokens:{key}     set of the consumer's token names                 (no TTL)
+    basic:{username}          hash: password_hash, grant (JSON)                 (no TTL)
+    nonce:{scope}:{nonce}     expires when the nonce does; ``:`` and ``%`` in the nonce are %-escaped
+
+Cached data expires on its own, so Redis needs no cleanup job; credentials never expire. Every
+check-then-write (a token's consumer must exist, removing a consumer removes its tokens, a deletion only for
+a known message, a nonce accepted once) is one Lua script or one ``SET NX``, so replicas cannot interleave.
+The scripts touch keys they derive from their arguments: a single Redis server (or primary), not a cluster.
+
+Any Redis failure becomes ``StoreError``, which the service treats as a miss.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError
+
+from gateway.auth.credentials import (
+    BasicUser,
+    Consumer,
+    CredentialEntry,
+    CredentialKind,
+    OAuth2Grant,
+    Token,
+    credential_entries,
+)
+from gateway.model import DirectMessage, User
+from gateway.store import codec
+from gateway.store.base import Deletion, StoreError
+
+DEFAULT_PREFIX = "dmgw:v1:"
+DAY = 24 * 3600
+
+# KEYS: consumer, token, the consumer's token set. ARGV: token, consumer key, secret, prefix.
+_PUT_TOKEN = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local previous = redis.call('HGET', KEYS[2], 'consumer')
+if previous and previous ~= ARGV[2] then
+    redis.call('SREM', ARGV[4] .. 'consumer_tokens:' .. previous, ARGV[1])
+end
+redis.call('HSET', KEYS[2], 'consumer', ARGV[2], 'secret', ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[1])
+return 1
+"""
+
+# KEYS: consumer, its token set. ARGV: consumer key, prefix.
+_REMOVE_CONSUMER = """
+if redis.call('DEL', KEYS[1]) == 0 then return 0 end
+for _, token in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+    local key = ARGV[2] .. 'token:' .. token
+    if redis.call('HGET', key, 'consumer') == ARGV[1] then redis.call('DEL', key) end
+end
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
+# KEYS: token. ARGV: token, prefix.
+_REMOVE_TOKEN = """
+local consumer = redis.call('HGET', KEYS[1], 'consumer')
+if not consumer then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', ARGV[2] .. 'consumer_tokens:' .. consumer, ARGV[1])
+return 1
+"""
+
+# KEYS: basic user. ARGV: grant record.
+_PUT_GRANT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'grant', ARGV[1]) end
+return 0
+"""
+
+# KEYS: message, deletion. ARGV: deletion record, TTL in seconds.
+_MARK_DELETED = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2]) end
+return 0
+"""
+
+_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
+
+
+class RedisStore:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        message_ttl: int = 30 * DAY,
+        user_ttl: int = 7 * DAY,
+        deletion_ttl: int = 30 * DAY,
+        socket_timeout: float = 2.0,
+    ) -> None:
+        for name, ttl in (("message_ttl", message_ttl), ("user_ttl", user_ttl), ("deletion_ttl", deletion_ttl)):
+            if int(ttl) < 1:
+                raise ValueError(f"{name} must be at least one second, got {ttl!r}")
+        if not prefix:
+            raise ValueError("the key prefix must not be empty")
+        self.prefix = prefix
+        self.message_ttl = int(message_ttl)
+        self.user_ttl = int(user_ttl)
+        self.deletion_ttl = int(deletion_ttl)
+        self._closed = False
+        try:
+            # One quick retry heals a pooled connection the server dropped; a dead server fails within seconds.
+            self._client: Redis = Redis.from_url(
+                url,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=socket_timeout,
+                retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), 1),
+            )
+        except (ValueError, TypeError) as exc:
+            raise StoreError(f"redis: bad store URL ({exc.__class__.__name__})") from None
+        self._put_token = self._client.register_script(_PUT_TOKEN)
+        self._remove_consumer = self._client.register_script(_REMOVE_CONSUMER)
+        self._remove_token = self._client.register_script(_REMOVE_TOKEN)
+        self._put_grant = self._client.register_script(_PUT_GRANT)
+        self._mark_deleted = self._client.register_script(_MARK_DELETED)
+
+    @classmethod
+    async def open(cls, url: str, **options: Any) -> RedisStore:
+        """A store whose server answered a PING: an unreachable Redis fails here, at start-up."""
+        store = cls(url, **options)
+        try:
+            with store._guard():
+                await store._client.ping()
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        if self._closed:
+            raise StoreError("redis store is closed")
+        try:
+            yield
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"redis: {exc.__class__.__name__}: {exc}") from exc
+
+    def _key(self, kind: str, name: str) -> str:
+        return f"{self.prefix}{kind}:{name}"
+
+    # Messages and users ----------------------------------------------------------------------------
+
+    async def get_message(self, message_id: str) -> DirectMessage | None:
+        with self._guard():
+            data = await self._client.get(self._key("msg", message_id))
+        return None if data is None else _decode(codec.message_from_record, data)
+
+    async def put_messages(self, messages: Iterable[DirectMessage]) -> None:
+        records = [(m.id, codec.dumps(codec.message_to_record(m))) for m in messages]
+        if not records:
+            return
+        with self._guard():
+            async with self._client.pipeline(transaction=False) as pipe:
+                for message_id, record in records:
+                    pipe.set(self._key("msg", message_id), record, ex=self.message_ttl)
+                    # A recorded deletion lives on while the message is remembered (EXPIRE skips a missing key).
+                    pipe.expire(self._key("del", message_id), max(self.deletion_ttl, self.message_ttl))
+                await pipe.execute()
+
+    async def get_users(self, user_ids: Iterable[str]) -> dict[str, User]:
+        ids = sorted(set(user_ids))
+        if not ids:
+            return {}
+        with self._guard():
+            values = await self._client.mget([self._key("user", uid) for uid in ids])
+        users = (_decode(codec.user_from_record, data) for data in values if data is not None)
+        return {user.id: user for user in users}
+
+    async def put_users(self, users: Iterable[User]) -> None:
+        records = [(u.id, codec.dumps(codec.user_to_record(u))) for u in users]
+        if not records:
+            return
+        with self._guard():
+            async with self._client.pipeline(transaction=False) as pipe:
+                for user_id, record in records:
+                    pipe.set(self._key("user", user_id), record, ex=self.user_ttl)
+                await pipe.execute()
+
+    async def mark_deleted(self, message_id: str, by: str | None) -> None:
+        record = codec.dumps({"v": codec.RECORD_VERSION, "at": time.time(), "by": by})
+        keys = [self._key("msg", message_id), self._key("del", message_id)]
+        with self._guard():
+            await self._mark_deleted(keys=keys, args=[record, self.deletion_ttl])
+
+    async def get_deletion(self, message_id: str) -> Deletion | None:
+        with self._guard():
+            data = await self._client.get(self._key("del", message_id))
+        return None if data is None else _decode(_deletion, data)
+
+    # Credentials -----------------------------------------------------------------------------------
+
+    async def put_consumer(self, consumer: Consumer) -> None:
+        with self._guard():
+            await self._client.set(self._key("consumer", consumer.key), consumer.secret)
+
+    async def get_consumer(self, key: str) -> Consumer | None:
+        with self._guard():
+            secret = await self._client.get(self._key("consumer", key))
+        return None if secret is None else Consumer(key=key, secret=_text(secret))
+
+    async def put_token(self, token: Token) -> None:
+        keys = [
+            self._key("consumer", token.consumer_key),
+            self._key("token", token.token),
+            self._key("consumer_tokens", token.consumer_key),
+        ]
+        with self._guard():
+            stored = await self._put_token(
+                keys=keys, args=[token.token, token.consumer_key, token.secret, self.prefix]
+            )
+        if not stored:
+            raise ValueError(f"no consumer {token.consumer_key!r}")
+
+    async def get_token(self, token: str) -> Token | None:
+        with self._guard():
+            fields = await self._client.hgetall(self._key("token", token))
+        if not fields:
+            return None
+        try:
+            return Token(token=token, consumer_key=_text(fields[b"consumer"]), secret=_text(fields[b"secret"]))
+        except KeyError as exc:
+            raise StoreError(f"redis: token record without {exc}") from None
+
+    async def put_user(self, user: BasicUser) -> None:
+        mapping = {"password_hash": user.password_hash, "grant": codec.dumps(codec.grant_to_record(user.grant))}
+        key = self._key("basic", user.username)
+        with self._guard():
+            async with self._client.pipeline(transaction=True) as pipe:  # replaced whole, never merged
+                pipe.delete(key)
+                pipe.hset(key, mapping=mapping)
+                await pipe.execute()
+
+    async def get_user(self, username: str) -> BasicUser | None:
+        with self._guard():
+            fields = await self._client.hgetall(self._key("basic", username))
+        if not fields:
+            return None
+        try:
+            password_hash = _text(fields[b"password_hash"])
+            grant = fields[b"grant"]
+        except KeyError as exc:
+            raise StoreError(f"redis: basic user record without {exc}") from None
+        return BasicUser(username=username, password_hash=password_hash, grant=_decode(codec.grant_from_record, grant))
+
+    async def put_grant(self, username: str, grant: OAuth2Grant) -> None:
+        record = codec.dumps(codec.grant_to_record(grant))
+        with self._guard():
+            await self._put_grant(keys=[self._key("basic", username)], args=[record])
+
+    async def remove_credential(self, kind: CredentialKind, key: str) -> bool:
+        with self._guard():
+            if kind == "consumer":
+                keys = [self._key("consumer", key), self._key("consumer_tokens", key)]
+                return bool(await self._remove_consumer(keys=keys, args=[key, self.prefix]))
+            if kind == "token":
+                return bool(await self._remove_token(keys=[self._key("token", key)], args=[key, self.prefix]))
+            if kind == "user":
+                return bool(await self._client.delete(self._key("basic", key)))
+        raise ValueError(f"unknown credential kind {kind!r}")
+
+    async def list_credentials(self) -> list[CredentialEntry]:
+        with self._guard():
+            consumers = await self._names("consumer")
+            token_names = await self._names("token")
+            usernames = await self._names("basic")
+            async with self._client.pipeline(transaction=False) as pipe:
+                for name in token_names:
+                    pipe.hget(self._key("token", name), "consumer")
+                for name in usernames:
+                    pipe.hget(self._key("basic", name), "grant")
+                values = await pipe.execute()
+        # A key removed between the scan and the reads is simply left out.
+        owners, grants = values[: len(token_names)], values[len(token_names) :]
+        tokens = [(name, _text(owner)) for name, owner in zip(token_names, owners) if owner is not None]
+        users = [
+            (name, _decode(codec.grant_from_record, grant))
+            for name, grant in zip(usernames, grants)
+            if grant is not None
+        ]
+        return credential_entries(consumers, tokens, users)
+
+    async def _names(self, kind: str) -> list[str]:
+        """The names after ``{prefix}{kind}:`` of every such key, found with SCAN (never KEYS)."""
+        start = self._key(kind, "")
+        pattern = _GLOB_SPECIAL.sub(r"\\\1", start) + "*"
+        names = set()
+        async for key in self._client.scan_iter(match=pattern, count=500):
+            names.add(_text(key)[len(start) :])
+        return sorted(names)
+
+    async def remember_nonce(self, scope: str, nonce: str, expires_at: float) -> bool:
+        key = self._key("nonce", f"{scope}:{nonce.replace('%', '%25').replace(':', '%3A')}")
+        # SET NX is atomic across replicas. An expiry already past stores nothing but still refuses a live
+        # nonce: Redis checks NX first.
+        with self._guard():
+            return bool(await self._client.set(key, b"1", nx=True, pxat=max(1, int(expires_at * 1000))))
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._client.aclose()
+        except (RedisError, OSError):
+            pass  # closing a client whose server vanished has nothing left to release
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def _deletion(record: dict[str, Any]) -> Deletion:
+    return Deletion(at=float(record["at"]), by=record["by"])
+
+
+def _decode(build: Any, data: bytes) -> Any:
+    try:
+        return build(orjson.loads(data))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise StoreError(f"redis: unreadable record ({exc.__class__.__name__})") from None
