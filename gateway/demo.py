@@ -96,8 +96,12 @@ CALLS = (
         "POST", "/1/direct_messages/destroy.xml?id=1583890000000000002", 200,
     ),
     DemoCall(
-        "Twitter v1.1 classic, a message already deleted: the legacy error",
-        "POST", "/1.1/direct_messages/destroy.json?id=240251665733795841", 404,
+        "Twitter v1.1 classic, the first call retried after a lost response: the same answer again",
+        "POST", "/1.1/direct_messages/destroy.json?id=240251665733795841", 200,
+    ),
+    DemoCall(
+        "Twitter v1.1 classic, a message X API v2 does not know: the legacy error",
+        "POST", "/1.1/direct_messages/destroy.json?id=1583890000099999999", 404,
     ),
     DemoCall(
         "StatusNet XML, a malformed id: refused before it reaches X API v2",

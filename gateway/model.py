@@ -104,13 +104,15 @@ class RateLimit:
 class Principal:
     """Who is calling, and the credential the gateway presents upstream on their behalf.
 
-    ``source`` says how the caller proved who they are (bearer, sidecar, oauth1, basic). Credentials
-    render their own ``repr`` without secrets, so a Principal is safe in a log line or a traceback.
+    ``source`` says how the caller proved who they are (bearer, sidecar, oauth1, basic); ``identity`` is a
+    stable name for that caller that is never a secret (a bearer token appears only as a digest), used to
+    know whether a recorded deletion was theirs. Credentials render their own ``repr`` without secrets, so
+    a Principal is safe in a log line or a traceback.
     """
 
     credential: UpstreamCredential
     source: str
-    user_id: str | None = None
+    identity: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,8 @@ leaves the stored message exactly as it was.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
 from gateway.errors import MessageNotFound
@@ -22,16 +23,44 @@ log = logging.getLogger("gateway.service")
 T = TypeVar("T")
 
 
+#: How long a recorded deletion answers a retried destroy as the first one was answered.
+DEFAULT_TOMBSTONE_WINDOW = 24 * 3600.0
+
+
 class DMService:
-    def __init__(self, store: MessageStore, upstream: UpstreamClient) -> None:
+    def __init__(
+        self,
+        store: MessageStore,
+        upstream: UpstreamClient,
+        *,
+        tombstone_window: float = DEFAULT_TOMBSTONE_WINDOW,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
         self.upstream = upstream
+        self.tombstone_window = tombstone_window
+        self._clock = clock
 
     async def destroy(self, op: DestroyDM, principal: Principal, request_id: str | None = None) -> Outcome:
         view = await self._view(op.id, principal, request_id) if op.want_body else None
-        response = await self.upstream.delete_dm_event(op.id, principal, request_id)
-        await self._quietly(self.store.mark_deleted(op.id, principal.user_id), "mark_deleted", None)
+        try:
+            response = await self.upstream.delete_dm_event(op.id, principal, request_id)
+        except MessageNotFound:
+            # v2 no longer shows the message to this caller. If this very caller deleted it through the
+            # gateway a moment ago, this is a retry after a lost response: answer as the first time.
+            if await self._deleted_recently_by(op.id, principal):
+                return Outcome(view=view)
+            raise
+        await self._quietly(self.store.mark_deleted(op.id, principal.identity), "mark_deleted", None)
         return Outcome(view=view, rate_limit=response.rate_limit)
+
+    async def _deleted_recently_by(self, message_id: str, principal: Principal) -> bool:
+        deletion = await self._quietly(self.store.get_deletion(message_id), "get_deletion", None)
+        return (
+            deletion is not None
+            and deletion.by == principal.identity
+            and self._clock() - deletion.at <= self.tombstone_window
+        )
 
     async def _view(self, message_id: str, principal: Principal, request_id: str | None) -> MessageView:
         message = await self._quietly(self.store.get_message(message_id), "get_message", None)

@@ -29,6 +29,7 @@ from tests.conftest import (
     MICK_TOKEN,
     PLAIN_IDS,
     SEAN_TOKEN,
+    XDEV_TOKEN,
     SEED_002_ID,
     VANISHED_SENDER_ID,
     GatewayFactory,
@@ -472,14 +473,18 @@ async def test_a_delete_is_recorded_and_hides_the_event_for_the_caller_only(
     await assert_deleted(client, emulator, MESSAGE_ID)
     assert not emulator.state.is_deleted_for(MESSAGE_ID, MICK_ID)
 
-    # Gone for Sean: v2 answers 404 and the dialect says so.
+    # Gone for Sean: v2 answers 404, but Sean's retry is answered as the first call was (a tombstone).
     again = await send(client, route, MESSAGE_ID)
-    assert_error(again, route, "message_not_found", MESSAGE_ID)
+    assert (again.status, again.body) == (reply.status, reply.body)
 
     # Still there for the other participant, who can delete it for themselves.
     mick = await send(client, route, MESSAGE_ID, bearer(MICK_TOKEN))
     assert_message(mick, route, MESSAGE_ID, MESSAGE_TEXT, "theSeanCook", "s0c1alm3dia")
     assert emulator.state.is_deleted_for(MESSAGE_ID, MICK_ID)
+
+    # A tombstone never speaks for anyone else: a non-participant still gets v2's refusal.
+    xdev = await send(client, route, MESSAGE_ID, bearer(XDEV_TOKEN))
+    assert_error(xdev, route, "forbidden", MESSAGE_ID)
 
 
 async def test_the_events_dialect_records_a_deletion_of_a_known_message(
