@@ -93,7 +93,7 @@ def _resources(
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def resources(app: web.Application) -> AsyncIterator[None]:
         config = app[CONFIG_KEY]
-        store = given_store or await open_store(config.store.url)
+        store = given_store or await open_store(config.store.url, settings=config.store)
         timeout = aiohttp.ClientTimeout(total=config.upstream.timeout, sock_connect=config.upstream.connect_timeout)
         session = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=100))
         upstream = UpstreamClient(session, config.upstream.base_url, max_response_bytes=config.upstream.max_response_bytes)

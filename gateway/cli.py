@@ -21,9 +21,9 @@ from aiohttp.abc import AbstractAccessLogger
 
 from gateway import __version__
 from gateway.auth.credentials import BasicUser, Consumer, OAuth2Grant, Token, hash_password
-from gateway.config import Config, ConfigError, load_config, store_location
+from gateway.config import Config, ConfigError, StoreConfig, load_config, store_location
 from gateway.render.template import MappingError
-from gateway.store.base import Store, StoreError, open_store
+from gateway.store.base import Store, StoreError, open_store_from_config
 
 EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
@@ -189,7 +189,7 @@ def _credentials(args: argparse.Namespace) -> int:
         raise ConfigError("store.url is 'memory': credentials would be lost when this command exits")
     try:
         password = _read_password() if args.action == "add-user" else None
-        print(asyncio.run(_credentials_action(args, config.store.url, password)))
+        print(asyncio.run(_credentials_action(args, config.store, password)))
     except (_Refused, StoreError, OSError) as exc:
         print(f"dm-gateway credentials: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
@@ -205,14 +205,14 @@ def _read_password() -> str:
         raise _Refused("the password on stdin is not valid UTF-8") from None
 
 
-async def _credentials_action(args: argparse.Namespace, url: str, password: str | None) -> str:
+async def _credentials_action(args: argparse.Namespace, settings: StoreConfig, password: str | None) -> str:
     """Do the action and return the line to print, which never carries a secret."""
     for name, label in _REQUIRED_TEXT.items():
         if getattr(args, name, None) == "":
             raise _Refused(f"{label} must not be empty")
     if password == "":
         raise _Refused("the password on stdin is empty; a Basic user needs one")
-    store = await open_store(url)
+    store = await open_store_from_config(settings)
     try:
         return await _apply(store, args, password)
     finally:

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 ENV_UPSTREAM_BEARER = "DMGW_UPSTREAM_BEARER"
+ENV_STORE_ENCRYPTION_KEY = "DMGW_STORE_ENCRYPTION_KEY"
 
 DIALECT_FAMILIES = ("v1_1", "statusnet")
 
@@ -54,6 +55,15 @@ class UpstreamConfig:
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
     url: str = "sqlite:///dm-gateway.sqlite3"
+    # Seconds a learned message (and its deletion record) is kept: v2 keeps DM events 30 days.
+    message_retention: int = 30 * 24 * 3600
+    # Seconds a learned v2 user is trusted before it is fetched again.
+    user_max_age: int = 7 * 24 * 3600
+    # A Fernet key (urlsafe base64 of 32 bytes): DM text is encrypted at rest in SQLite and Redis.
+    encryption_key: str | None = field(default=None, repr=False)
+    # Bounds of the "memory" backend: cached entries, and their approximate encoded size in bytes.
+    memory_max_entries: int = 100_000
+    memory_max_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +116,9 @@ def load_config(
     bearer = env.get(ENV_UPSTREAM_BEARER)
     if bearer:
         raw.setdefault("upstream", {})["bearer_token"] = bearer
+    encryption_key = env.get(ENV_STORE_ENCRYPTION_KEY)
+    if encryption_key:
+        raw.setdefault("store", {})["encryption_key"] = encryption_key
     for section, values in (overrides or {}).items():
         if section not in _SECTIONS:
             raise ConfigError(f"unknown section [{section}] (known: {', '.join(_SECTIONS)})")
@@ -197,9 +210,33 @@ def _validate(config: Config) -> None:
         value = getattr(server, key)
         if value is not None and not Path(value).is_file():
             raise ConfigError(f"server.{key}: no such file {value!r}")
-    store_location(config.store.url)
+    _validate_store(config.store)
     _validate_routes(config.routes)
     _validate_auth(config)
+
+
+def _validate_store(store: StoreConfig) -> None:
+    store_location(store.url)
+    for key in ("message_retention", "user_max_age", "memory_max_entries", "memory_max_bytes"):
+        if getattr(store, key) < 1:
+            raise ConfigError(f"store.{key} must be a positive integer, got {getattr(store, key)}")
+    if store.encryption_key is not None and not is_fernet_key(store.encryption_key):
+        # Never repeat the value: it is a secret, and a near-miss of the real key is one too.
+        raise ConfigError(
+            f"store.encryption_key (or {ENV_STORE_ENCRYPTION_KEY}) is not a Fernet key: it must be the urlsafe "
+            "base64 of 32 bytes, e.g. from python -c 'from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())'"
+        )
+
+
+def is_fernet_key(key: str) -> bool:
+    from cryptography.fernet import Fernet
+
+    try:
+        Fernet(key)
+    except (ValueError, TypeError):  # binascii.Error is a ValueError
+        return False
+    return True
 
 
 def _check_url(key: str, url: str, *, path_allowed: bool) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -13,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.app import STORE_KEY, create_app
-from gateway.config import Config, load_config
+from gateway.config import Config, StoreConfig, load_config
 from gateway.emulator import EmulatorServer
 from gateway.store.base import MessageStore, Store, open_store
 
@@ -123,20 +124,38 @@ async def redis_namespace(url: str) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def opened_store(backend: str, request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Store]:
-    """A fresh store of ``backend`` (memory, sqlite or redis), closed (and its Redis keys deleted) at exit."""
+async def opened_store(
+    backend: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Any,
+    *,
+    settings: StoreConfig | None = None,
+    clock: Callable[[], float] = time.time,
+) -> AsyncIterator[Store]:
+    """A fresh store of ``backend`` (memory, sqlite or redis), closed (and its Redis keys deleted) at exit.
+    ``settings`` gives retention, key and bounds (its url is ignored); ``clock`` replaces time.time."""
+    settings = settings or StoreConfig()
     if backend == "redis":
         from gateway.store.redis import RedisStore
 
         url = request.getfixturevalue("redis_url")
         async with redis_namespace(url) as prefix:
-            store: Store = await RedisStore.open(url, prefix=prefix)
+            store: Store = await RedisStore.open(
+                url,
+                prefix=prefix,
+                message_ttl=settings.message_retention,
+                deletion_ttl=settings.message_retention,
+                user_ttl=settings.user_max_age,
+                encryption_key=settings.encryption_key,
+                clock=clock,
+            )
             try:
                 yield store
             finally:
                 await store.close()
         return
-    store = await open_store("memory" if backend == "memory" else f"sqlite:///{tmp_path}/{backend}.sqlite3")
+    url = "memory" if backend == "memory" else f"sqlite:///{tmp_path}/{backend}.sqlite3"
+    store = await open_store(url, settings=settings, clock=clock)
     try:
         yield store
     finally:

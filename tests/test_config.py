@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from gateway.config import (
+    ENV_STORE_ENCRYPTION_KEY,
     ENV_UPSTREAM_BEARER,
     AuthConfig,
     Config,
@@ -444,3 +445,82 @@ def test_prefix_repeated_within_a_family() -> None:
 def test_file_route_errors_are_caught_too(tmp_path: Path) -> None:
     path = write(tmp_path, '[routes]\nv1_1 = ["/1.1/"]\n')
     assert "routes.v1_1" in config_error(path=path)
+
+
+# Store retention, encryption key and memory bounds -------------------------------------------------------
+
+FERNET_KEY = "PzN5Yk0tSGVsbG8tVGhpcy1Jcy1BLVRlc3QtS2V5MTI="  # urlsafe base64 of 32 bytes
+
+
+def test_store_defaults() -> None:
+    store = load_config(env={}).store
+    assert store.message_retention == 30 * 24 * 3600 == 2592000
+    assert store.user_max_age == 7 * 24 * 3600 == 604800
+    assert store.encryption_key is None
+    assert store.memory_max_entries == 100_000
+    assert store.memory_max_bytes == 64 * 1024 * 1024
+
+
+def test_store_keys_from_the_file(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "[store]\nmessage_retention = 3600\nuser_max_age = 60\nmemory_max_entries = 10\n"
+        f'memory_max_bytes = 4096\nencryption_key = "{FERNET_KEY}"\n',
+    )
+    store = load_config(path, env={}).store
+    assert (store.message_retention, store.user_max_age) == (3600, 60)
+    assert (store.memory_max_entries, store.memory_max_bytes) == (10, 4096)
+    assert store.encryption_key == FERNET_KEY
+
+
+def test_environment_encryption_key_overrides_the_file(tmp_path: Path) -> None:
+    other = "QW5vdGhlci0zMi1ieXRlLWtleS1mb3ItdGhlLXRlc3Q="
+    path = write(tmp_path, f'[store]\nencryption_key = "{FERNET_KEY}"\n')
+    assert load_config(path, env={ENV_STORE_ENCRYPTION_KEY: other}).store.encryption_key == other
+    assert load_config(path, env={ENV_STORE_ENCRYPTION_KEY: ""}).store.encryption_key == FERNET_KEY
+    assert load_config(env={ENV_STORE_ENCRYPTION_KEY: other}).store.encryption_key == other
+
+
+def test_process_environment_sets_the_encryption_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_STORE_ENCRYPTION_KEY, FERNET_KEY)
+    assert load_config().store.encryption_key == FERNET_KEY
+
+
+def test_encryption_key_never_appears_in_repr() -> None:
+    config = load_config(env={ENV_STORE_ENCRYPTION_KEY: FERNET_KEY})
+    assert FERNET_KEY not in repr(config) and FERNET_KEY not in str(config.store)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "not-a-key-SECRETISH",
+        FERNET_KEY[:-4],  # 29 bytes
+        FERNET_KEY[:-1] + "!",  # not base64
+        "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB",  # 39 bytes
+        "",
+        " ",
+    ],
+)
+def test_a_bad_encryption_key_is_refused_without_echoing_it(key: str) -> None:
+    message = config_error(overrides={"store": {"encryption_key": key}})
+    assert "store.encryption_key" in message and "Fernet" in message
+    if key.strip():
+        assert key not in message
+
+
+def test_a_bad_encryption_key_from_the_environment_is_refused() -> None:
+    message = config_error(env={ENV_STORE_ENCRYPTION_KEY: "short-SECRET"})
+    assert ENV_STORE_ENCRYPTION_KEY in message and "short-SECRET" not in message
+
+
+@pytest.mark.parametrize("key", ["message_retention", "user_max_age", "memory_max_entries", "memory_max_bytes"])
+@pytest.mark.parametrize("value", [0, -1])
+def test_store_numbers_must_be_positive(key: str, value: int) -> None:
+    assert f"store.{key}" in config_error(overrides={"store": {key: value}})
+
+
+@pytest.mark.parametrize("key", ["message_retention", "user_max_age", "memory_max_entries", "memory_max_bytes"])
+def test_store_numbers_must_be_integers(key: str) -> None:
+    assert f"store.{key} must be an integer" in config_error(overrides={"store": {key: "30d"}})
+    assert load_config(env={}, overrides={"store": {key: 1}}).store == StoreConfig(**{key: 1})

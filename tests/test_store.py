@@ -4,22 +4,28 @@ only Redis promises."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 
+from gateway.app import create_app
 from gateway.auth.credentials import BasicUser, Consumer, CredentialEntry, OAuth2Grant, Token
+from gateway.config import StoreConfig
 from gateway.model import DirectMessage, Entities, Hashtag, Mention, Url, User
+from gateway.store import codec
 from gateway.store import sqlite as sqlite_module
-from gateway.store.base import Deletion, MessageStore, Store, StoreError, open_store
+from gateway.store.base import Deletion, MessageStore, Store, StoreError, open_store, open_store_from_config
 from gateway.store.memory import MemoryStore
 from gateway.store.redis import RedisStore
 from gateway.store.sqlite import SCHEMA_VERSION, SQLiteStore
-from tests.conftest import opened_store, redis_namespace
+from tests.conftest import SEED_002_ID, gateway_config, opened_store, redis_namespace, store_of
 
 UTC = timezone.utc
 
@@ -930,3 +936,367 @@ async def test_redis_operations_after_close_raise_store_error(redis_store: Redis
     for call in _REDIS_CALLS:
         with pytest.raises(StoreError, match="closed"):
             await call(redis_store)
+
+
+# Retention: every backend, with an injected clock --------------------------------------------------------
+
+RETENTION = 1000
+USER_MAX_AGE = 100
+
+
+class FakeClock:
+    """Stands in for time.time: moves only when told to."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+async def aging_store(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> AsyncIterator[Store]:
+    settings = StoreConfig(message_retention=RETENTION, user_max_age=USER_MAX_AGE)
+    async with opened_store(request.param, request, tmp_path, settings=settings, clock=clock) as opened:
+        yield opened
+
+
+async def test_a_message_within_retention_is_a_hit(aging_store: Store, clock: FakeClock) -> None:
+    await aging_store.put_messages([make_message("1")])
+    await aging_store.mark_deleted("1", "11")
+    clock.advance(RETENTION - 1)
+    assert await aging_store.get_message("1") == make_message("1")
+    deletion = await aging_store.get_deletion("1")
+    assert deletion is not None and deletion.by == "11"
+
+
+async def test_a_message_past_retention_is_a_miss(aging_store: Store, clock: FakeClock) -> None:
+    await aging_store.put_messages([make_message("1")])
+    clock.advance(RETENTION - 10)
+    await aging_store.put_messages([make_message("2")])  # learned later: still within retention
+    clock.advance(10)
+    assert await aging_store.get_message("1") is None
+    assert await aging_store.get_message("2") == make_message("2")
+
+
+async def test_learning_a_message_again_restarts_its_retention(aging_store: Store, clock: FakeClock) -> None:
+    await aging_store.put_messages([make_message("1")])
+    clock.advance(RETENTION - 1)
+    await aging_store.put_messages([make_message("1", text="again")])
+    clock.advance(RETENTION - 1)
+    got = await aging_store.get_message("1")
+    assert got is not None and got.text == "again"
+
+
+async def test_a_deletion_expires_with_its_message(aging_store: Store, clock: FakeClock) -> None:
+    await aging_store.put_messages([make_message("1")])
+    await aging_store.mark_deleted("1", "11")
+    clock.advance(RETENTION)
+    assert await aging_store.get_message("1") is None
+    if isinstance(aging_store, RedisStore):
+        return  # the deletion key expires on the server: see test_redis_ttls_come_from_the_store_config
+    assert await aging_store.get_deletion("1") is None
+
+
+async def test_a_user_past_max_age_is_a_miss(aging_store: Store, clock: FakeClock) -> None:
+    await aging_store.put_users([make_user("11")])
+    clock.advance(USER_MAX_AGE - 10)
+    await aging_store.put_users([make_user("22")])
+    clock.advance(9)
+    assert set(await aging_store.get_users(["11", "22"])) == {"11", "22"}
+    clock.advance(1)
+    assert set(await aging_store.get_users(["11", "22"])) == {"22"}  # fetched from v2 again by the service
+    await aging_store.put_users([make_user("11")])
+    assert set(await aging_store.get_users(["11", "22"])) == {"11", "22"}
+
+
+async def test_sqlite_purges_expired_rows_now_and_then(tmp_path: Path, clock: FakeClock) -> None:
+    path = tmp_path / "s.sqlite3"
+    store = await SQLiteStore.open(str(path), message_retention=RETENTION, user_max_age=USER_MAX_AGE, clock=clock)
+    store.purge_interval = 3
+    try:
+        await store.put_messages([make_message("old")])  # the first write purges (nothing yet)
+        await store.put_users([make_user("11")])
+        await store.mark_deleted("old", "11")
+        clock.advance(RETENTION)
+        await store.put_messages([make_message("new")])  # third cached write: no purge yet
+        conn = sqlite3.connect(path)
+        try:
+            assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 2
+            await store.put_users([make_user("22")])  # the fourth: purges
+            assert [row[0] for row in conn.execute("SELECT id FROM messages")] == ["new"]
+            assert [row[0] for row in conn.execute("SELECT id FROM users")] == ["22"]
+        finally:
+            conn.close()
+    finally:
+        await store.close()
+
+
+async def test_sqlite_an_expired_unpurged_message_learned_again_forgets_its_deletion(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    store = await SQLiteStore.open(str(tmp_path / "s.sqlite3"), message_retention=RETENTION, clock=clock)
+    store.purge_interval = 1000
+    try:
+        await store.put_messages([make_message("1")])
+        await store.mark_deleted("1", "11")
+        clock.advance(RETENTION + 1)
+        await store.put_messages([make_message("1")])  # the old row is still there, but forgotten
+        assert await store.get_message("1") == make_message("1")
+        assert await store.get_deletion("1") is None
+    finally:
+        await store.close()
+
+
+async def test_memory_drops_an_expired_message_when_read(clock: FakeClock) -> None:
+    store = MemoryStore(message_retention=RETENTION, clock=clock)
+    await store.put_messages([make_message("1")])
+    used = store.cached_bytes
+    assert used > 0
+    clock.advance(RETENTION)
+    assert await store.get_message("1") is None
+    assert store.cached_bytes == 0
+
+
+async def test_redis_ttls_come_from_the_store_config(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    settings = StoreConfig(message_retention=4321, user_max_age=321)
+    async with opened_store("redis", request, tmp_path, settings=settings) as store:
+        assert isinstance(store, RedisStore)
+        raw = await _raw_redis(request.getfixturevalue("redis_url"))
+        try:
+            await store.put_messages([make_message("1")])
+            await store.put_users([make_user("11")])
+            await store.mark_deleted("1", None)
+            assert 4311 <= await raw.ttl(f"{store.prefix}msg:1") <= 4321
+            assert 4311 <= await raw.ttl(f"{store.prefix}del:1") <= 4321
+            assert 311 <= await raw.ttl(f"{store.prefix}user:11") <= 321
+        finally:
+            await raw.aclose()
+
+
+async def test_open_store_takes_retention_from_the_settings(redis_url: str) -> None:
+    settings = StoreConfig(message_retention=4321, user_max_age=321, encryption_key=KEY)
+    store = await open_store(redis_url, settings=settings)
+    try:
+        assert isinstance(store, RedisStore)
+        assert (store.message_ttl, store.deletion_ttl, store.user_ttl) == (4321, 4321, 321)
+    finally:
+        await store.close()
+
+
+async def test_open_store_from_config_passes_every_setting(tmp_path: Path, clock: FakeClock) -> None:
+    config = StoreConfig(url=f"sqlite:///{tmp_path}/c.sqlite3", message_retention=RETENTION, user_max_age=50)
+    store = await open_store_from_config(config, clock=clock)
+    try:
+        assert isinstance(store, SQLiteStore)
+        assert (store.message_retention, store.user_max_age) == (RETENTION, 50)
+        memory = await open_store_from_config(StoreConfig(url="memory", memory_max_entries=1), clock=clock)
+        await memory.put_messages([make_message("1"), make_message("2")])
+        assert await memory.get_message("1") is None
+    finally:
+        await store.close()
+
+
+# Memory: bounded by bytes as well as entries -------------------------------------------------------------
+
+
+def _message_size(message: DirectMessage) -> int:
+    return len(message.id) + len(codec.dumps(codec.message_to_record(message)))
+
+
+async def test_memory_evicts_the_least_recently_used_when_over_its_bytes() -> None:
+    messages = [make_message(str(i), text="x" * 1000) for i in range(1, 5)]
+    size = _message_size(messages[0])
+    store = MemoryStore(max_entries=100, max_bytes=3 * size + size // 2)  # room for three
+    await store.put_messages(messages[:3])
+    assert await store.get_message("1") is not None  # "1" is now the most recently used
+    await store.put_messages([messages[3]])
+    assert await store.get_message("2") is None
+    for kept in ("1", "3", "4"):
+        assert await store.get_message(kept) is not None
+    assert store.cached_bytes <= 3 * size + size // 2
+
+
+async def test_memory_bytes_count_users_and_messages_together() -> None:
+    user = make_user("11")
+    message = make_message("1")
+    size = _message_size(message)
+    store = MemoryStore(max_bytes=size + 10)
+    await store.put_messages([message])
+    await store.put_users([user])  # together they exceed the bytes: the message, used least recently, goes
+    assert await store.get_message("1") is None
+    assert set(await store.get_users(["11"])) == {"11"}
+
+
+async def test_memory_a_larger_rewrite_counts_its_new_size() -> None:
+    small = make_message("1", text="s")
+    store = MemoryStore(max_bytes=_message_size(small) * 3)
+    await store.put_messages([small, make_message("2", text="s")])
+    before = store.cached_bytes
+    await store.put_messages([make_message("1", text="s" * 10)])
+    assert store.cached_bytes == before + 9
+    await store.put_messages([make_message("2", text="L" * 10_000)])  # larger than the whole budget: not kept
+    assert await store.get_message("2") is None
+    assert store.cached_bytes <= _message_size(small) * 3
+
+
+async def test_memory_many_big_messages_stay_within_the_bytes() -> None:
+    store = MemoryStore(max_bytes=50_000)
+    for i in range(200):
+        await store.put_messages([make_message(str(i), text="y" * 2000)])
+        assert store.cached_bytes <= 50_000
+    assert await store.get_message("199") is not None
+    assert await store.get_message("0") is None
+
+
+# Encryption at rest ------------------------------------------------------------------------------------
+
+KEY = Fernet.generate_key().decode()
+OTHER_KEY = Fernet.generate_key().decode()
+PLAINTEXT = "meet me at the old pier at 23:45, bring the ledger"
+
+
+@asynccontextmanager
+async def at_rest(backend: str, request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Yields ``(open_with, raw_record)``: stores on one SQLite file or Redis prefix, each with a key of its own,
+    and a reader of a message's bytes as stored."""
+    opened: list[Store] = []
+    if backend == "sqlite":
+        path = tmp_path / "enc.sqlite3"
+
+        async def open_with(key: str | None) -> Store:
+            store = await SQLiteStore.open(str(path), encryption_key=key)
+            opened.append(store)
+            return store
+
+        async def raw_record(message_id: str) -> bytes:
+            conn = sqlite3.connect(path)
+            try:
+                return bytes(conn.execute("SELECT record FROM messages WHERE id = ?", (message_id,)).fetchone()[0])
+            finally:
+                conn.close()
+
+        try:
+            yield open_with, raw_record
+        finally:
+            for store in opened:
+                await store.close()
+        return
+    url = request.getfixturevalue("redis_url")
+    async with redis_namespace(url) as prefix:
+
+        async def open_with(key: str | None) -> Store:
+            store = await RedisStore.open(url, prefix=prefix, encryption_key=key)
+            opened.append(store)
+            return store
+
+        async def raw_record(message_id: str) -> bytes:
+            raw = await _raw_redis(url)
+            try:
+                return await raw.get(f"{prefix}msg:{message_id}")
+            finally:
+                await raw.aclose()
+
+        try:
+            yield open_with, raw_record
+        finally:
+            for store in opened:
+                await store.close()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+async def encrypted(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
+    async with at_rest(request.param, request, tmp_path) as pair:
+        yield pair
+
+
+async def test_with_a_key_the_stored_text_is_not_plaintext(encrypted) -> None:  # type: ignore[no-untyped-def]
+    open_with, raw_record = encrypted
+    store = await open_with(KEY)
+    message = make_message("1", text=PLAINTEXT)
+    await store.put_messages([message])
+    raw = await raw_record("1")
+    assert PLAINTEXT.encode() not in raw
+    assert b"pier" not in raw
+    record = codec.loads(raw)
+    assert "text" not in record and "text_enc" in record
+    assert record["sender_id"] == "11"  # only the text is encrypted
+    assert await store.get_message("1") == message
+
+
+async def test_turning_the_key_on_still_reads_plaintext_records(encrypted) -> None:  # type: ignore[no-untyped-def]
+    open_with, raw_record = encrypted
+    before = await open_with(None)
+    await before.put_messages([make_message("1", text=PLAINTEXT)])
+    assert PLAINTEXT.encode() in await raw_record("1")
+    after = await open_with(KEY)
+    assert await after.get_message("1") == make_message("1", text=PLAINTEXT)
+    await after.put_messages([make_message("2", text=PLAINTEXT)])
+    assert PLAINTEXT.encode() not in await raw_record("2")
+    assert await after.get_message("2") == make_message("2", text=PLAINTEXT)
+
+
+async def test_a_record_the_key_cannot_open_is_a_logged_miss(
+    encrypted, caplog: pytest.LogCaptureFixture  # type: ignore[no-untyped-def]
+) -> None:
+    open_with, _ = encrypted
+    writer = await open_with(KEY)
+    await writer.put_messages([make_message("1", text=PLAINTEXT)])
+    await writer.mark_deleted("1", "11")
+    caplog.set_level(logging.WARNING, logger="gateway.store")
+    assert await (await open_with(OTHER_KEY)).get_message("1") is None
+    assert await (await open_with(None)).get_message("1") is None  # encrypted, and no key at all
+    warnings = [r for r in caplog.records if r.name == "gateway.store"]
+    assert len(warnings) == 2 and all("1" in r.getMessage() for r in warnings)
+    assert not any(PLAINTEXT in r.getMessage() or KEY in r.getMessage() for r in caplog.records)
+    assert await writer.get_message("1") == make_message("1", text=PLAINTEXT)  # the right key still reads it
+
+
+async def test_a_tampered_ciphertext_is_a_miss(encrypted) -> None:  # type: ignore[no-untyped-def]
+    open_with, raw_record = encrypted
+    store = await open_with(KEY)
+    await store.put_messages([make_message("1", text=PLAINTEXT)])
+    record = codec.loads(await raw_record("1"))
+    token = record["text_enc"]
+    record["text_enc"] = token[:-6] + ("A" if token[-6] != "A" else "B") + token[-5:]
+    forged = make_message("1", text="forged")
+    assert codec.read_message(record, codec.TextCipher(KEY)) is None
+    assert codec.read_message(codec.message_to_record(forged, codec.TextCipher(KEY)), codec.TextCipher(KEY)) == forged
+
+
+def test_each_encryption_is_fresh_and_the_cipher_hides_its_key() -> None:
+    cipher = codec.TextCipher(KEY)
+    assert cipher.encrypt(PLAINTEXT) != cipher.encrypt(PLAINTEXT)  # random IV: equal texts do not show
+    assert KEY not in repr(cipher)
+    with pytest.raises(ValueError):
+        codec.TextCipher("not a key")
+
+
+async def test_the_gateway_opens_its_store_with_the_configured_key_and_retention(
+    aiohttp_client, emulator, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    path = tmp_path / "gw.sqlite3"
+    store_settings = {"encryption_key": KEY, "message_retention": 4321, "user_max_age": 321}
+    config = gateway_config(emulator, store_url=f"sqlite:///{path}", store=store_settings)
+    client = await aiohttp_client(create_app(config))
+    store = store_of(client)
+    assert isinstance(store, SQLiteStore)
+    assert (store.message_retention, store.user_max_age) == (4321, 321)
+    response = await client.post(f"/1.1/direct_messages/destroy.json?id={SEED_002_ID}")
+    assert response.status == 200
+    conn = sqlite3.connect(path)
+    try:
+        (raw,) = conn.execute("SELECT record FROM messages WHERE id = ?", (SEED_002_ID,)).fetchone()
+    finally:
+        conn.close()
+    assert b"tworld" not in bytes(raw) and b"text_enc" in bytes(raw)
+    got = await store.get_message(SEED_002_ID)
+    assert got is not None and got.text == "hello, tworld."

@@ -1,16 +1,55 @@
-"""Model objects to and from plain records (dicts of JSON types), the form every backend persists."""
+"""Model objects to and from plain records (dicts of JSON types), the form every backend persists.
+
+DM text may be encrypted at rest: given a ``TextCipher``, a message record carries ``text_enc`` (a Fernet
+token, from the ``cryptography`` package) instead of ``text``. Records written before encryption was turned
+on keep ``text`` and stay readable. A ``text_enc`` that the configured key cannot open (another key, or no key
+at all) is never returned as text: ``read_message`` logs it and answers a miss, so the gateway asks v2 again.
+"""
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
 import orjson
+from cryptography.fernet import Fernet, InvalidToken
 
 from gateway.auth.credentials import OAuth2Grant
 from gateway.model import DirectMessage, Entities, Hashtag, Mention, Url, User
 
 RECORD_VERSION = 1
+
+log = logging.getLogger("gateway.store")
+
+
+class UndecryptableText(Exception):
+    """A message record's ``text_enc`` cannot be opened with the configured key (or there is no key)."""
+
+
+class TextCipher:
+    """Encrypts and decrypts DM text with one Fernet key (AES-128-CBC with HMAC-SHA256, authenticated)."""
+
+    __slots__ = ("_fernet",)
+
+    def __init__(self, key: str | bytes) -> None:
+        self._fernet = Fernet(key)  # ValueError for anything but the urlsafe base64 of 32 bytes
+
+    def __repr__(self) -> str:
+        return "TextCipher(...)"  # never the key
+
+    def encrypt(self, text: str) -> str:
+        return self._fernet.encrypt(text.encode("utf-8")).decode("ascii")
+
+    def decrypt(self, token: str) -> str:
+        try:
+            return self._fernet.decrypt(token).decode("utf-8")
+        except (InvalidToken, UnicodeDecodeError, TypeError, ValueError):
+            raise UndecryptableText("the stored text does not open with the configured key") from None
+
+
+def cipher_for(key: str | None) -> TextCipher | None:
+    return TextCipher(key) if key else None
 
 
 def _date(value: datetime | None) -> str | None:
@@ -21,12 +60,13 @@ def _parse_date(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value is not None else None
 
 
-def message_to_record(message: DirectMessage) -> dict[str, Any]:
+def message_to_record(message: DirectMessage, cipher: TextCipher | None = None) -> dict[str, Any]:
     entities = message.entities
+    text_field = ("text", message.text) if cipher is None else ("text_enc", cipher.encrypt(message.text))
     return {
         "v": RECORD_VERSION,
         "id": message.id,
-        "text": message.text,
+        text_field[0]: text_field[1],
         "created_at": _date(message.created_at),
         "sender_id": message.sender_id,
         "recipient_id": message.recipient_id,
@@ -37,12 +77,19 @@ def message_to_record(message: DirectMessage) -> dict[str, Any]:
     }
 
 
-def message_from_record(record: dict[str, Any]) -> DirectMessage:
+def message_from_record(record: dict[str, Any], cipher: TextCipher | None = None) -> DirectMessage:
+    """Raises ``UndecryptableText`` for encrypted text the cipher cannot open; ``read_message`` turns it into a miss."""
     created_at = _parse_date(record["created_at"])
     assert created_at is not None
+    if "text_enc" in record:
+        if cipher is None:
+            raise UndecryptableText("the stored text is encrypted and no store.encryption_key is configured")
+        text = cipher.decrypt(record["text_enc"])
+    else:
+        text = record["text"]
     return DirectMessage(
         id=record["id"],
-        text=record["text"],
+        text=text,
         created_at=created_at,
         sender_id=record["sender_id"],
         recipient_id=record["recipient_id"],
@@ -53,6 +100,15 @@ def message_from_record(record: dict[str, Any]) -> DirectMessage:
             mentions=tuple(Mention(*item) for item in record["mentions"]),
         ),
     )
+
+
+def read_message(record: dict[str, Any], cipher: TextCipher | None = None) -> DirectMessage | None:
+    """The message in ``record``, or None (logged, never the ciphertext) when its text cannot be decrypted."""
+    try:
+        return message_from_record(record, cipher)
+    except UndecryptableText as exc:
+        log.warning("stored message %s treated as a miss: %s", record.get("id"), exc)
+        return None
 
 
 _USER_FIELDS = (

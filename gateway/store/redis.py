@@ -11,7 +11,11 @@ Every key starts with a namespaced, versioned prefix (``dmgw:v1:`` unless told o
     basic:{username}          hash: password_hash, grant (JSON)                 (no TTL)
     nonce:{scope}:{nonce}     expires when the nonce does; ``:`` and ``%`` in the nonce are %-escaped
 
-Cached data expires on its own, so Redis needs no cleanup job; credentials never expire. Every
+Cached data expires on its own, so Redis needs no cleanup job; credentials never expire. The TTLs come from
+``[store]``: ``message_retention`` for messages and deletions, ``user_max_age`` for users. Message and user
+records also carry when they were learned (``learned_at``, ``fetched_at``), and a read past the TTL's age is a
+miss even before Redis expires the key (after the TTL was shortened, or with another clock in tests). With an
+``encryption_key`` a message record holds ``text_enc``, a Fernet token, instead of ``text`` (see codec.py). Every
 check-then-write (a token's consumer must exist, removing a consumer removes its tokens, a deletion only for
 a known message, a nonce accepted once) is one Lua script or one ``SET NX``, so replicas cannot interleave.
 The scripts touch keys they derive from their arguments: a single Redis server (or primary), not a cluster.
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -106,6 +110,8 @@ class RedisStore:
         user_ttl: int = 7 * DAY,
         deletion_ttl: int = 30 * DAY,
         socket_timeout: float = 2.0,
+        encryption_key: str | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         for name, ttl in (("message_ttl", message_ttl), ("user_ttl", user_ttl), ("deletion_ttl", deletion_ttl)):
             if int(ttl) < 1:
@@ -116,6 +122,8 @@ class RedisStore:
         self.message_ttl = int(message_ttl)
         self.user_ttl = int(user_ttl)
         self.deletion_ttl = int(deletion_ttl)
+        self._cipher = codec.cipher_for(encryption_key)
+        self._clock = clock
         self._closed = False
         try:
             # One quick retry heals a pooled connection the server dropped; a dead server fails within seconds.
@@ -162,10 +170,16 @@ class RedisStore:
     async def get_message(self, message_id: str) -> DirectMessage | None:
         with self._guard():
             data = await self._client.get(self._key("msg", message_id))
-        return None if data is None else _decode(codec.message_from_record, data)
+        return None if data is None else _decode(self._message, data)
+
+    def _message(self, record: dict[str, Any]) -> DirectMessage | None:
+        if _older_than(record.get("learned_at"), self.message_ttl, self._clock()):
+            return None
+        return codec.read_message(record, self._cipher)
 
     async def put_messages(self, messages: Iterable[DirectMessage]) -> None:
-        records = [(m.id, codec.dumps(codec.message_to_record(m))) for m in messages]
+        now = self._clock()
+        records = [(m.id, codec.dumps(self._message_record(m, now))) for m in messages]
         if not records:
             return
         with self._guard():
@@ -182,11 +196,12 @@ class RedisStore:
             return {}
         with self._guard():
             values = await self._client.mget([self._key("user", uid) for uid in ids])
-        users = (_decode(codec.user_from_record, data) for data in values if data is not None)
-        return {user.id: user for user in users}
+        users = (_decode(self._user, data) for data in values if data is not None)
+        return {user.id: user for user in users if user is not None}
 
     async def put_users(self, users: Iterable[User]) -> None:
-        records = [(u.id, codec.dumps(codec.user_to_record(u))) for u in users]
+        now = self._clock()
+        records = [(u.id, codec.dumps({**codec.user_to_record(u), "fetched_at": now})) for u in users]
         if not records:
             return
         with self._guard():
@@ -196,10 +211,18 @@ class RedisStore:
                 await pipe.execute()
 
     async def mark_deleted(self, message_id: str, by: str | None) -> None:
-        record = codec.dumps({"v": codec.RECORD_VERSION, "at": time.time(), "by": by})
+        record = codec.dumps({"v": codec.RECORD_VERSION, "at": self._clock(), "by": by})
         keys = [self._key("msg", message_id), self._key("del", message_id)]
         with self._guard():
             await self._mark_deleted(keys=keys, args=[record, self.deletion_ttl])
+
+    def _message_record(self, message: DirectMessage, now: float) -> dict[str, Any]:
+        return {**codec.message_to_record(message, self._cipher), "learned_at": now}
+
+    def _user(self, record: dict[str, Any]) -> User | None:
+        if _older_than(record.get("fetched_at"), self.user_ttl, self._clock()):
+            return None
+        return codec.user_from_record(record)
 
     async def get_deletion(self, message_id: str) -> Deletion | None:
         with self._guard():
@@ -326,6 +349,11 @@ class RedisStore:
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def _older_than(stamp: Any, max_age: int, now: float) -> bool:
+    """True when ``stamp`` (a learned-at time; None in records from before it was kept) is ``max_age`` old."""
+    return isinstance(stamp, int | float) and stamp + max_age <= now
 
 
 def _deletion(record: dict[str, Any]) -> Deletion:

@@ -6,6 +6,11 @@ loop never waits on disk. Commits happen before a write returns, so an acknowled
 Credentials (schema version 2) live in the same file. Their tables are ``consumers``, ``tokens``,
 ``basic_users`` (``users`` already holds the v2 user cache) and ``nonces``. Every check-then-write runs in one
 ``BEGIN IMMEDIATE`` transaction, so processes sharing the file cannot both accept the same nonce.
+
+Retention: a message (with its deletion) learned longer than ``message_retention`` ago, or a user fetched
+longer than ``user_max_age`` ago, is a miss at once, and its row is deleted by a purge that runs with the
+first message or user write and then every ``purge_interval`` such writes. With an ``encryption_key`` the DM
+text in ``messages.record`` is a Fernet token (see codec.py).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from gateway.auth.credentials import (
     BasicUser,
@@ -27,6 +32,7 @@ from gateway.auth.credentials import (
     Token,
     credential_entries,
 )
+from gateway.config import StoreConfig
 from gateway.model import DirectMessage, User
 from gateway.store import codec
 from gateway.store.base import Deletion, StoreError
@@ -34,6 +40,8 @@ from gateway.store.base import Deletion, StoreError
 T = TypeVar("T")
 
 SCHEMA_VERSION = 2
+
+_DEFAULTS = StoreConfig()
 
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
@@ -81,17 +89,34 @@ class SQLiteStore:
     # Expired nonces are deleted on the first call and then every this many calls, so the table holds
     # about one replay window of traffic however long the gateway runs.
     nonce_purge_interval = 500
+    # Expired messages and users are deleted with the first message or user write and then every this many.
+    purge_interval = 500
 
-    def __init__(self, path: str) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        message_retention: float = _DEFAULTS.message_retention,
+        user_max_age: float = _DEFAULTS.user_max_age,
+        encryption_key: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if message_retention <= 0 or user_max_age <= 0:
+            raise ValueError("message_retention and user_max_age must be positive")
         self.path = path
+        self.message_retention = message_retention
+        self.user_max_age = user_max_age
+        self._cipher = codec.cipher_for(encryption_key)
+        self._clock = clock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dm-gateway-sqlite")
         self._conn: sqlite3.Connection | None = None
         self._closed = False
         self._nonce_calls = 0
+        self._writes = 0
 
     @classmethod
-    async def open(cls, path: str) -> SQLiteStore:
-        store = cls(path)
+    async def open(cls, path: str, **options: Any) -> SQLiteStore:
+        store = cls(path, **options)
         try:
             await store._run(store._connect)
         except BaseException:
@@ -148,9 +173,13 @@ class SQLiteStore:
     # Reads -----------------------------------------------------------------------------------------
 
     async def get_message(self, message_id: str) -> DirectMessage | None:
+        cutoff = self._clock() - self.message_retention
+
         def read() -> DirectMessage | None:
-            row = self._db.execute("SELECT record FROM messages WHERE id = ?", (message_id,)).fetchone()
-            return codec.message_from_record(codec.loads(row[0])) if row else None
+            row = self._db.execute(
+                "SELECT record FROM messages WHERE id = ? AND learned_at > ?", (message_id, cutoff)
+            ).fetchone()
+            return codec.read_message(codec.loads(row[0]), self._cipher) if row else None
 
         return await self._run(read)
 
@@ -159,19 +188,25 @@ class SQLiteStore:
         if not ids:
             return {}
 
+        cutoff = self._clock() - self.user_max_age
+
         def read() -> dict[str, User]:
             marks = ",".join("?" * len(ids))
-            rows = self._db.execute(f"SELECT record FROM users WHERE id IN ({marks})", ids).fetchall()
+            statement = f"SELECT record FROM users WHERE id IN ({marks}) AND fetched_at > ?"
+            rows = self._db.execute(statement, [*ids, cutoff]).fetchall()
             users = (codec.user_from_record(codec.loads(row[0])) for row in rows)
             return {user.id: user for user in users}
 
         return await self._run(read)
 
     async def get_deletion(self, message_id: str) -> Deletion | None:
+        cutoff = self._clock() - self.message_retention
+
         def read() -> Deletion | None:
             row = self._db.execute(
-                "SELECT deleted_at, deleted_by FROM messages WHERE id = ? AND deleted_at IS NOT NULL",
-                (message_id,),
+                "SELECT deleted_at, deleted_by FROM messages"
+                " WHERE id = ? AND deleted_at IS NOT NULL AND learned_at > ?",
+                (message_id, cutoff),
             ).fetchone()
             return Deletion(at=row[0], by=row[1]) if row else None
 
@@ -180,19 +215,41 @@ class SQLiteStore:
     # Writes ----------------------------------------------------------------------------------------
 
     async def put_messages(self, messages: Iterable[DirectMessage]) -> None:
-        now = time.time()
-        rows = [(m.id, codec.dumps(codec.message_to_record(m)), now) for m in messages]
+        now = self._clock()
+        cutoff = now - self.message_retention
+        rows = [
+            {"id": m.id, "record": codec.dumps(codec.message_to_record(m, self._cipher)), "now": now, "cutoff": cutoff}
+            for m in messages
+        ]
         if rows:
-            await self._run(self._write, _UPSERT_MESSAGE, rows)
+            await self._run(self._write_cached, _UPSERT_MESSAGE, rows, self._purge_due(now))
 
     async def put_users(self, users: Iterable[User]) -> None:
-        now = time.time()
+        now = self._clock()
         rows = [(u.id, codec.dumps(codec.user_to_record(u)), now) for u in users]
         if rows:
-            await self._run(self._write, _UPSERT_USER, rows)
+            await self._run(self._write_cached, _UPSERT_USER, rows, self._purge_due(now))
 
     async def mark_deleted(self, message_id: str, by: str | None) -> None:
-        await self._run(self._write, _MARK_DELETED, [(time.time(), by, message_id)])
+        now = self._clock()
+        # Only a message still within retention takes a deletion, as only such a message is found.
+        rows = [(now, by, message_id, now - self.message_retention)]
+        await self._run(self._write, _MARK_DELETED, rows)
+
+    def _purge_due(self, now: float) -> tuple[float, float] | None:
+        """The (message, user) cutoffs when this write should also purge expired rows, else None."""
+        due = self._writes % self.purge_interval == 0
+        self._writes += 1
+        return (now - self.message_retention, now - self.user_max_age) if due else None
+
+    def _write_cached(self, statement: str, rows: list[Any], purge: tuple[float, float] | None) -> None:
+        def write(db: sqlite3.Connection) -> None:
+            if purge is not None:
+                db.execute("DELETE FROM messages WHERE learned_at <= ?", (purge[0],))
+                db.execute("DELETE FROM users WHERE fetched_at <= ?", (purge[1],))
+            db.executemany(statement, rows)
+
+        self._atomically(write)
 
     def _write(self, statement: str, rows: list[tuple[object, ...]]) -> None:
         self._atomically(lambda db: db.executemany(statement, rows))
@@ -311,16 +368,21 @@ class SQLiteStore:
             self._executor.shutdown(wait=True)
 
 
-# Learning a message again refreshes its data but never clears a recorded deletion.
+# Learning a message again refreshes its data but never clears a recorded deletion, unless the old row was
+# already past retention (only not yet purged): that message, deletion and all, was forgotten.
 _UPSERT_MESSAGE = """
-INSERT INTO messages (id, record, learned_at) VALUES (?, ?, ?)
-ON CONFLICT(id) DO UPDATE SET record = excluded.record, learned_at = excluded.learned_at
+INSERT INTO messages (id, record, learned_at) VALUES (:id, :record, :now)
+ON CONFLICT(id) DO UPDATE SET
+    record = excluded.record,
+    learned_at = excluded.learned_at,
+    deleted_at = CASE WHEN messages.learned_at > :cutoff THEN messages.deleted_at END,
+    deleted_by = CASE WHEN messages.learned_at > :cutoff THEN messages.deleted_by END
 """
 _UPSERT_USER = """
 INSERT INTO users (id, record, fetched_at) VALUES (?, ?, ?)
 ON CONFLICT(id) DO UPDATE SET record = excluded.record, fetched_at = excluded.fetched_at
 """
-_MARK_DELETED = "UPDATE messages SET deleted_at = ?, deleted_by = ? WHERE id = ?"
+_MARK_DELETED = "UPDATE messages SET deleted_at = ?, deleted_by = ? WHERE id = ? AND learned_at > ?"
 
 _UPSERT_CONSUMER = """
 INSERT INTO consumers (key, secret) VALUES (?, ?)
