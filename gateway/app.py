@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDict, MultiDictProxy
 
+from gateway import passthrough
 from gateway.auth.inbound import Authenticator
 from gateway.auth.upstream import GrantRefresher
 from gateway.config import DIALECT_FAMILIES, Config
@@ -85,6 +86,7 @@ def create_app(config: Config, *, store: MessageStore | None = None) -> web.Appl
         for method in spec.methods:
             app.router.add_route(method, prefix + spec.path, handler)
     app.cleanup_ctx.append(_resources(store))
+    passthrough.setup(app)  # /2/... goes upstream unchanged; after the legacy routes and their resources
     return app
 
 

@@ -8,6 +8,7 @@ X does not meter it. Control requests skip all of that.
 
 from __future__ import annotations
 
+import gzip
 import re
 
 from aiohttp import web
@@ -41,9 +42,24 @@ async def _emulator_middleware(request: web.Request, handler: Handler) -> web.St
         if request.path.startswith(CONTROL_PREFIX):
             _check_route(request)
             return await handler(request)
-        return await _api(request, handler, request.app[STATE_KEY])
+        response = await _api(request, handler, request.app[STATE_KEY])
     except Problem as problem:
-        return problem.response()
+        response = problem.response()
+    if request.app[STATE_KEY].compress_responses:
+        _gzip(request, response)
+    return response
+
+
+def _gzip(request: web.Request, response: web.StreamResponse) -> None:
+    """Compress a JSON answer in place when the client accepts gzip (only with ``compress_responses``)."""
+    accepted = {part.split(";")[0].strip().lower() for part in request.headers.get("Accept-Encoding", "").split(",")}
+    if "gzip" not in accepted or not isinstance(response, web.Response) or not isinstance(response.body, bytes):
+        return
+    if not response.content_type.endswith("json") or "Content-Encoding" in response.headers:
+        return
+    response.body = gzip.compress(response.body, mtime=0)
+    response.headers["Content-Encoding"] = "gzip"
+    response.headers.add("Vary", "Accept-Encoding")
 
 
 async def _api(request: web.Request, handler: Handler, state: EmulatorState) -> web.StreamResponse:

@@ -69,6 +69,8 @@ class EmulatorState:
     oauth2: GrantBook
     conversations: dict[str, frozenset[str]]
     limiter: RateLimiter
+    # When on, JSON answers are gzip-compressed for a request whose Accept-Encoding names gzip, as X's do.
+    compress_responses: bool
 
     def __init__(self, seed: Mapping[str, Any], *, clock: Callable[[], float] = time.time) -> None:
         self._seed = copy.deepcopy(dict(seed))
@@ -76,6 +78,7 @@ class EmulatorState:
         self._deleted: set[tuple[str, str]] = set()
         self.faults: list[FaultRule] = []
         self.requests: list[RecordedRequest] = []
+        self.compress_responses = False
         self.reset()
 
     @classmethod
@@ -105,6 +108,7 @@ class EmulatorState:
         self._deleted.clear()
         self.faults.clear()
         self.requests.clear()
+        self.compress_responses = False
 
     def set_rate_limit(self, endpoint: str, limit: int, window: float = FIFTEEN_MINUTES) -> None:
         """Limit ``endpoint`` (as ``"DELETE /2/dm_events/:id"``) from now on, with fresh windows."""
