@@ -107,7 +107,7 @@ def _resources(
             config.upstream.oauth2_client_secret,
         )
         app[STORE_KEY] = store
-        app[SERVICE_KEY] = DMService(store, upstream)
+        app[SERVICE_KEY] = DMService(store, upstream, tombstone_window=config.store.tombstone_window)
         app[AUTH_KEY] = Authenticator(config, store, refresher)  # type: ignore[arg-type]
         try:
             yield

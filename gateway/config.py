@@ -64,6 +64,8 @@ class StoreConfig:
     # Bounds of the "memory" backend: cached entries, and their approximate encoded size in bytes.
     memory_max_entries: int = 100_000
     memory_max_bytes: int = 64 * 1024 * 1024
+    # Seconds a recorded deletion answers the deleting caller's retried destroy as the first call was.
+    tombstone_window: int = 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +222,8 @@ def _validate_store(store: StoreConfig) -> None:
     for key in ("message_retention", "user_max_age", "memory_max_entries", "memory_max_bytes"):
         if getattr(store, key) < 1:
             raise ConfigError(f"store.{key} must be a positive integer, got {getattr(store, key)}")
+    if store.tombstone_window < 0:
+        raise ConfigError(f"store.tombstone_window must be 0 (off) or more seconds, got {store.tombstone_window}")
     if store.encryption_key is not None and not is_fernet_key(store.encryption_key):
         # Never repeat the value: it is a secret, and a near-miss of the real key is one too.
         raise ConfigError(

@@ -23,17 +23,13 @@ log = logging.getLogger("gateway.service")
 T = TypeVar("T")
 
 
-#: How long a recorded deletion answers a retried destroy as the first one was answered.
-DEFAULT_TOMBSTONE_WINDOW = 24 * 3600.0
-
-
 class DMService:
     def __init__(
         self,
         store: MessageStore,
         upstream: UpstreamClient,
         *,
-        tombstone_window: float = DEFAULT_TOMBSTONE_WINDOW,
+        tombstone_window: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store

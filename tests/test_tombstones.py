@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gateway.app import SERVICE_KEY
-from tests.conftest import MICK_TOKEN, PLAIN_IDS, SEED_002_ID, SEED_003_XML_ID, MARCOS_TOKEN, store_of
+from gateway.app import SERVICE_KEY, create_app
+from tests.conftest import MARCOS_TOKEN, MICK_TOKEN, PLAIN_IDS, SEED_002_ID, SEED_003_XML_ID, gateway_config, store_of
 
 CLASSIC = "/1.1/direct_messages/destroy.json"
 
@@ -48,9 +48,10 @@ async def test_a_tombstone_answers_only_the_caller_who_deleted(gateway, emulator
     assert (await gateway.post(f"{CLASSIC}?id={SEED_002_ID}")).status == 404
 
 
-async def test_a_tombstone_past_its_window_is_v2s_404(gateway, emulator) -> None:
+async def test_a_tombstone_past_its_window_is_v2s_404(aiohttp_client, emulator) -> None:
+    gateway = await aiohttp_client(create_app(gateway_config(emulator, store={"tombstone_window": 0})))
+    assert gateway.server.app[SERVICE_KEY].tombstone_window == 0
     assert (await gateway.post(f"{CLASSIC}?id={SEED_002_ID}")).status == 200
-    gateway.server.app[SERVICE_KEY].tombstone_window = 0.0
     response = await gateway.post(f"{CLASSIC}?id={SEED_002_ID}")
     assert response.status == 404
     assert await response.json() == {"errors": [{"code": 34, "message": "Sorry, that page does not exist."}]}
