@@ -27,6 +27,7 @@ from gateway.errors import (
     PayloadTooLarge,
     RouteNotFound,
 )
+from gateway.metrics import METRICS_KEY, Metrics, route_label
 from gateway.service import DMService
 from gateway.store.base import MessageStore, open_store
 from gateway.upstream.client import UpstreamClient
@@ -75,10 +76,11 @@ class DialectRouter:
 def create_app(config: Config, *, store: MessageStore | None = None) -> web.Application:
     """Build the gateway. ``store`` lets tests share one store between app instances."""
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware],
+        middlewares=[metrics_middleware, request_id_middleware, error_middleware],
         client_max_size=config.server.max_body_bytes,
     )
     app[CONFIG_KEY] = config
+    app[METRICS_KEY] = Metrics()
     router = DialectRouter(config)
     app[ROUTER_KEY] = router
     for prefix, dialect, spec in router.mounts:
@@ -107,7 +109,11 @@ def _resources(
             config.upstream.oauth2_client_secret,
         )
         app[STORE_KEY] = store
-        app[SERVICE_KEY] = DMService(store, upstream, tombstone_window=config.store.tombstone_window)
+        metrics = app[METRICS_KEY]
+        metrics.store_up.set(1)  # it opened; /readyz keeps this current from here on
+        app[SERVICE_KEY] = DMService(
+            store, upstream, tombstone_window=config.store.tombstone_window, on_store_error=metrics.store_error
+        )
         app[AUTH_KEY] = Authenticator(config, store, refresher)  # type: ignore[arg-type]
         try:
             yield
@@ -159,6 +165,23 @@ def to_web(response: LegacyResponse) -> web.Response:
     for name, value in response.headers:
         web_response.headers[name] = value
     return web_response
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Counts every answered request by dialect, route template and status (outside the error boundary, so
+    the status is the one the client got)."""
+    response = await handler(request)
+    dialect = request.get(DIALECT)
+    route = route_label(request)
+    if dialect is not None:
+        name = dialect.name
+    elif route.startswith("/2/"):
+        name = "v2"
+    else:
+        name = "unknown"
+    request.app[METRICS_KEY].requests.labels(dialect=name, route=route, status=str(response.status)).inc()
+    return response
 
 
 @web.middleware

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import math
+import signal
 import ssl
 import sys
 import time
@@ -21,7 +22,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from gateway import __version__
 from gateway.auth.credentials import BasicUser, Consumer, OAuth2Grant, Token, hash_password
-from gateway.config import Config, ConfigError, StoreConfig, load_config, store_location
+from gateway.config import Config, ConfigError, StoreConfig, is_loopback, load_config, store_location
 from gateway.render.template import MappingError
 from gateway.store.base import Store, StoreError, open_store_from_config
 
@@ -59,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", metavar="PATH", help="TOML configuration file (see config.example.toml)")
     serve.add_argument("--host", help="address to listen on (server.host)")
     serve.add_argument("--port", type=int, help="port to listen on (server.port)")
+    serve.add_argument(
+        "--admin-port", type=int, metavar="P", help="admin listener port for /healthz, /readyz, /metrics (server.admin_port)"
+    )
     serve.add_argument("--upstream", metavar="URL", help="X API v2 base URL (upstream.base_url)")
     serve.add_argument("--store", metavar="URL", help="memory, sqlite:///PATH or redis://HOST:PORT/DB (store.url)")
 
@@ -256,34 +260,60 @@ async def _apply(store: Store, args: argparse.Namespace, password: str | None) -
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from gateway.app import create_app
-
     config = _load(
         args.config,
-        {"host": args.host, "port": args.port},
+        {"host": args.host, "port": args.port, "admin_port": args.admin_port},
         upstream={"base_url": args.upstream},
         store={"url": args.store},
     )
     tls = server_tls_context(config)
-    app = create_app(config)
-    logging.getLogger("gateway").info(
-        "dm-gateway %s on %s://%s:%d, upstream %s, store %s",
-        __version__,
-        "https" if tls else "http",
-        config.server.host,
-        config.server.port,
-        config.upstream.base_url,
-        config.store.url,
-    )
-    web.run_app(
-        app,
-        host=config.server.host,
-        port=config.server.port,
-        access_log_class=AccessLogger,
-        ssl_context=tls,
-        print=None,
-    )
+    asyncio.run(_serve_until_signalled(config, tls))
     return 0
+
+
+async def _serve_until_signalled(config: Config, tls: ssl.SSLContext | None) -> None:
+    """Both listeners in one process until SIGINT or SIGTERM; then stop accepting, let in-flight requests
+    finish, and close the store (the gateway app's cleanup)."""
+    from gateway.admin import create_admin_app
+    from gateway.app import create_app
+
+    log = logging.getLogger("gateway")
+    app = create_app(config)
+    runner = web.AppRunner(app, access_log_class=AccessLogger, handle_signals=False)
+    admin_runner = web.AppRunner(create_admin_app(app), access_log=None, handle_signals=False)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await runner.setup()  # opens the store: a store that cannot open fails here, before listening
+        await admin_runner.setup()
+        await web.TCPSite(runner, config.server.host, config.server.port, ssl_context=tls).start()
+        await web.TCPSite(admin_runner, config.server.admin_host, config.server.admin_port).start()
+        log.info(
+            "dm-gateway %s on %s://%s:%d, upstream %s, store %s",
+            __version__,
+            "https" if tls else "http",
+            config.server.host,
+            config.server.port,
+            config.upstream.base_url,
+            config.store.url,
+        )
+        admin_host, admin_port = admin_runner.addresses[0][:2]
+        log.info("admin listener on http://%s:%d (/healthz, /readyz, /metrics)", admin_host, admin_port)
+        if not is_loopback(config.server.admin_host):
+            log.warning(
+                "server.admin_host %r is not loopback: /metrics and /readyz are reachable from the network",
+                config.server.admin_host,
+            )
+        await stop.wait()
+        log.info("stopping: finishing requests in flight")
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+        await runner.cleanup()
+        await admin_runner.cleanup()
 
 
 def server_tls_context(config: Config) -> ssl.SSLContext | None:

@@ -34,6 +34,9 @@ class ServerConfig:
     max_body_bytes: int = 64 * 1024
     tls_cert: str | None = None
     tls_key: str | None = None
+    # The admin listener (/healthz, /readyz, /metrics): plain HTTP, loopback by default; port 0 = any free port.
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 8081
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +197,12 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"server.port must be between 0 and 65535, got {server.port}")
     if not server.host:
         raise ConfigError("server.host must not be empty")
+    if not 0 <= server.admin_port <= 65535:
+        raise ConfigError(f"server.admin_port must be between 0 and 65535, got {server.admin_port}")
+    if not server.admin_host:
+        raise ConfigError("server.admin_host must not be empty")
+    if server.admin_port != 0 and server.admin_port == server.port:
+        raise ConfigError(f"server.admin_port must differ from server.port, both are {server.port}")
     if server.max_body_bytes < 1024:
         raise ConfigError(f"server.max_body_bytes must be at least 1024, got {server.max_body_bytes}")
     _check_url("upstream.base_url", upstream.base_url, path_allowed=False)

@@ -31,11 +31,14 @@ class DMService:
         *,
         tombstone_window: float,
         clock: Callable[[], float] = time.time,
+        on_store_error: Callable[[str], None] | None = None,
     ) -> None:
+        """``on_store_error`` is called with the operation's name for every store failure served around."""
         self.store = store
         self.upstream = upstream
         self.tombstone_window = tombstone_window
         self._clock = clock
+        self._on_store_error = on_store_error
 
     async def destroy(self, op: DestroyDM, principal: Principal, request_id: str | None = None) -> Outcome:
         view = await self._view(op.id, principal, request_id) if op.want_body else None
@@ -102,11 +105,12 @@ class DMService:
         if users:
             await self._quietly(self.store.put_users(users), "put_users", None)
 
-    @staticmethod
-    async def _quietly(call: Awaitable[T], what: str, fallback: T) -> T:
+    async def _quietly(self, call: Awaitable[T], what: str, fallback: T) -> T:
         """A store that cannot answer is a cache miss, not an outage: log it and carry on from upstream."""
         try:
             return await call
         except StoreError as exc:
             log.warning("store %s failed: %s", what, exc)
+            if self._on_store_error is not None:
+                self._on_store_error(what)
             return fallback

@@ -80,7 +80,7 @@ async def test_serve_runs_in_front_of_an_upstream_and_stops_on_sigterm(emulator,
     config = tmp_path / "sidecar.toml"
     config.write_text("[auth]\nsidecar = true\n")
     process = await asyncio.create_subprocess_exec(
-        *CLI, "serve", "--config", str(config), "--port", str(port), "--upstream", emulator.url,
+        *CLI, "serve", "--config", str(config), "--port", str(port), "--admin-port", "0", "--upstream", emulator.url,
         "--store", f"sqlite:///{tmp_path}/serve.sqlite3",
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip

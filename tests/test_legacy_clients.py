@@ -80,7 +80,7 @@ async def served(emulator, tmp_path) -> AsyncIterator[Served]:
     port = _free_port()
     config = tmp_path / "gateway.toml"
     config.write_text(
-        f'[server]\nport = {port}\ntls_cert = "{tmp_path}/cert.pem"\ntls_key = "{tmp_path}/key.pem"\n'
+        f'[server]\nport = {port}\nadmin_port = 0\ntls_cert = "{tmp_path}/cert.pem"\ntls_key = "{tmp_path}/key.pem"\n'
         f'[upstream]\nbase_url = "{emulator.url}"\n[store]\nurl = "{store_url}"\n'
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("DMGW_")}

@@ -42,6 +42,10 @@ class MessageStore(Protocol):
 
     async def get_deletion(self, message_id: str) -> Deletion | None: ...
 
+    async def ping(self) -> None:
+        """Return when the backend answers a trivial request; raise ``StoreError`` when it cannot.
+        The admin listener's /readyz asks this (under a short timeout of its own)."""
+
     async def close(self) -> None: ...
 
 

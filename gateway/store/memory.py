@@ -226,5 +226,8 @@ class MemoryStore:
         self._nonces[(scope, nonce)] = expires_at
         return True
 
+    async def ping(self) -> None:
+        return None  # in-process: always answers
+
     async def close(self) -> None:
         return None

@@ -337,6 +337,10 @@ class RedisStore:
         with self._guard():
             return bool(await self._client.set(key, b"1", nx=True, pxat=max(1, int(expires_at * 1000))))
 
+    async def ping(self) -> None:
+        with self._guard():
+            await self._client.ping()
+
     async def close(self) -> None:
         if self._closed:
             return

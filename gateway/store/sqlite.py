@@ -352,6 +352,14 @@ class SQLiteStore:
 
         return await self._run(self._atomically, write)
 
+    async def ping(self) -> None:
+        """A read of the schema page through the worker thread: fails if the file or the worker cannot answer."""
+
+        def check() -> None:
+            self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+
+        await self._run(check)
+
     async def close(self) -> None:
         if self._closed:
             return
