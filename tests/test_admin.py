@@ -7,7 +7,6 @@ import os
 import signal
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -18,72 +17,19 @@ from gateway.admin import create_admin_app
 from gateway.app import create_app
 from gateway.emulator import EmulatorServer
 from gateway.store.base import StoreError
+from tests.relay import TcpRelay, relayed_redis_store
 from gateway.store.redis import RedisStore
 from gateway.store.sqlite import SQLiteStore
-from tests.conftest import PLAIN_IDS, SEAN_TOKEN, SEED_002_ID, gateway_config, redis_namespace
+from tests.conftest import PLAIN_IDS, SEAN_TOKEN, SEED_002_ID, gateway_config
 from tests.test_cli import CLI, free_port
 
 DESTROY = "/1.1/direct_messages/destroy.json?id={}"
 
 
-class Relay:
-    """A TCP relay in front of Redis that can be cut (listener closed, open connections reset) and restored
-    on the same port, as when the network to the store drops and comes back."""
-
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self.target = (target_host, target_port)
-        self.port = free_port()
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
-
-    async def cut(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
-        self._writers.clear()
-        await self._server.wait_closed()
-        self._server = None
-
-    async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        try:
-            server_reader, server_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            client_writer.transport.abort()
-            return
-        self._writers |= {client_writer, server_writer}
-
-        async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            try:
-                while data := await reader.read(65536):
-                    writer.write(data)
-                    await writer.drain()
-            except (OSError, asyncio.IncompleteReadError):
-                pass
-            finally:
-                writer.transport.abort()
-
-        await asyncio.gather(pump(client_reader, server_writer), pump(server_reader, client_writer))
-        self._writers -= {client_writer, server_writer}
-
-
 @pytest.fixture
-async def relayed_redis(redis_url: str) -> AsyncIterator[tuple[Relay, RedisStore]]:
-    parts = urlsplit(redis_url)
-    relay = Relay(parts.hostname or "127.0.0.1", parts.port or 6379)
-    await relay.start()
-    url = f"redis://127.0.0.1:{relay.port}{parts.path}"
-    async with redis_namespace(redis_url) as prefix:
-        store = await RedisStore.open(url, prefix=prefix, socket_timeout=0.5)
-        try:
-            yield relay, store
-        finally:
-            await store.close()
-            if relay._server is not None:
-                await relay.cut()
+async def relayed_redis(redis_url: str) -> AsyncIterator[tuple[TcpRelay, RedisStore]]:
+    async with relayed_redis_store(redis_url, socket_timeout=0.5) as (store, relay):
+        yield relay, store
 
 
 async def gateway_and_admin(
@@ -135,13 +81,13 @@ async def test_readyz_is_ready_when_the_store_answers(
 
 
 async def test_readyz_is_degraded_while_redis_is_cut_off_and_ready_again_after(
-    aiohttp_client: Any, emulator: EmulatorServer, relayed_redis: tuple[Relay, RedisStore]
+    aiohttp_client: Any, emulator: EmulatorServer, relayed_redis: tuple[TcpRelay, RedisStore]
 ) -> None:
     relay, store = relayed_redis
     gateway, admin = await gateway_and_admin(aiohttp_client, emulator, store=store)
     assert (await admin.get("/readyz")).status == 200
 
-    await relay.cut()
+    relay.cut()
     response = await admin.get("/readyz")
     assert response.status == 503
     body = await response.json()
@@ -157,7 +103,7 @@ async def test_readyz_is_degraded_while_redis_is_cut_off_and_ready_again_after(
     assert (sample(text, "dmgw_store_errors_total", operation="get_message") or 0) >= 1
     assert (sample(text, "dmgw_store_errors_total", operation="mark_deleted") or 0) >= 1
 
-    await relay.start()  # the same port again: no restart, no reconfiguration
+    relay.restore()  # the same port again: no restart, no reconfiguration
     response = await admin.get("/readyz")
     assert response.status == 200, await response.text()
     assert await response.json() == {"status": "ready", "store": "up"}

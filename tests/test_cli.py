@@ -104,7 +104,7 @@ async def test_serve_runs_in_front_of_an_upstream_and_stops_on_sigterm(emulator,
         _, stderr = await asyncio.wait_for(process.communicate(), 15)
     assert process.returncode == 0, stderr
     log = stderr.decode()
-    assert f"POST /1.1/direct_messages/destroy.json 200" in log
+    assert "POST /1.1/direct_messages/destroy.json 200" in log
     assert SEAN_TOKEN not in log and f"id={SEED_002_ID}" not in log  # no credentials, no query strings
 
 

@@ -870,65 +870,16 @@ _REDIS_CALLS = [
 ]
 
 
-class _Relay:
-    """A TCP relay to the real Redis that can be cut, as a server that goes away would be."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self._upstream = (host, port)
-        self._writers: list[asyncio.StreamWriter] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._server: asyncio.Server | None = None
-        self.port = 0
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        up_reader, up_writer = await asyncio.open_connection(*self._upstream)
-        self._writers += [writer, up_writer]
-
-        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            try:
-                while data := await source.read(65536):
-                    sink.write(data)
-                    await sink.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                sink.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-    async def cut(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in self._writers:
-            writer.close()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
-
-
 async def test_redis_a_server_that_goes_away_makes_every_call_a_store_error(redis_url: str) -> None:
-    from urllib.parse import urlsplit
+    from tests.relay import relayed_redis_store
 
-    parts = urlsplit(redis_url)
-    relay = _Relay(parts.hostname or "127.0.0.1", parts.port or 6379)
-    await relay.start()
-    async with redis_namespace(redis_url) as prefix:
-        store = await RedisStore.open(f"redis://127.0.0.1:{relay.port}{parts.path}", prefix=prefix, socket_timeout=1)
-        try:
-            await store.put_messages([make_message("1")])
-            assert await store.get_message("1") == make_message("1")
-            await relay.cut()
-            for call in _REDIS_CALLS:
-                with pytest.raises(StoreError):
-                    await call(store)
-        finally:
-            await store.close()
+    async with relayed_redis_store(redis_url, socket_timeout=1) as (store, relay):
+        await store.put_messages([make_message("1")])
+        assert await store.get_message("1") == make_message("1")
+        relay.cut()
+        for call in _REDIS_CALLS:
+            with pytest.raises(StoreError):
+                await call(store)
 
 
 async def test_redis_operations_after_close_raise_store_error(redis_store: RedisStore) -> None:

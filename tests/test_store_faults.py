@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -29,6 +28,8 @@ from gateway.store.redis import RedisStore
 from gateway.store.sqlite import SQLiteStore
 from gateway.upstream.client import DM_EVENT_FIELDS, USER_FIELDS
 from gateway.upstream.convert import message_from_v2
+from tests.relay import TcpRelay
+from tests.relay import relayed_redis_store as relayed_store
 from tests.conftest import (
     ENTITIES_ID,
     HOSTILE_TEXT_ID,
@@ -38,7 +39,6 @@ from tests.conftest import (
     SEED_002_ID,
     XDEV_TOKEN,
     GatewayFactory,
-    redis_namespace,
     store_of,
 )
 
@@ -60,82 +60,14 @@ def bearer(token: str) -> dict[str, str]:
 # 1. Redis goes away and comes back ----------------------------------------------------------------------
 
 
-class SwitchableRelay:
-    """A TCP relay to Redis on a fixed local port. ``cut`` drops every open connection and, until ``restore``,
-    hangs up on each new one at once, as a Redis server that went away (or a broken network path) would."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self._target = (host, port)
-        self._server: asyncio.Server | None = None
-        self._open: set[asyncio.StreamWriter] = set()
-        self.up = True
-        self.refused = 0
-        self.port = 0
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if not self.up:
-            self.refused += 1
-            writer.close()
-            return
-        try:
-            target_reader, target_writer = await asyncio.open_connection(*self._target)
-        except OSError:
-            writer.close()
-            return
-        self._open |= {writer, target_writer}
-
-        async def copy(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            try:
-                while data := await source.read(65536):
-                    sink.write(data)
-                    await sink.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                sink.close()
-                self._open.discard(sink)
-
-        await asyncio.gather(copy(reader, target_writer), copy(target_reader, writer))
-
-    def cut(self) -> None:
-        self.up = False
-        for writer in list(self._open):
-            writer.close()
-        self._open.clear()
-
-    def restore(self) -> None:
-        self.up = True
-
-    async def close(self) -> None:
-        self.cut()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-
 @pytest.fixture
-async def relayed_redis_store(redis_url: str) -> AsyncIterator[tuple[RedisStore, SwitchableRelay]]:
-    parts = urlsplit(redis_url)
-    relay = SwitchableRelay(parts.hostname or "127.0.0.1", parts.port or 6379)
-    await relay.start()
-    try:
-        async with redis_namespace(redis_url) as prefix:
-            url = f"redis://127.0.0.1:{relay.port}{parts.path}"
-            store = await RedisStore.open(url, prefix=prefix, socket_timeout=1)
-            try:
-                yield store, relay
-            finally:
-                await store.close()
-    finally:
-        await relay.close()
+async def relayed_redis_store(redis_url: str) -> AsyncIterator[tuple[RedisStore, TcpRelay]]:
+    async with relayed_store(redis_url, socket_timeout=1) as pair:
+        yield pair
 
 
 async def test_redis_outage_destroys_from_upstream_and_the_store_returns_without_restart(
-    make_gateway: GatewayFactory, emulator: EmulatorServer, relayed_redis_store: tuple[RedisStore, SwitchableRelay]
+    make_gateway: GatewayFactory, emulator: EmulatorServer, relayed_redis_store: tuple[RedisStore, TcpRelay]
 ) -> None:
     store, relay = relayed_redis_store
     client = await make_gateway(store=store)
