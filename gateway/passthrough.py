@@ -6,7 +6,9 @@ streamed, never buffered); status, end-to-end headers and the body come back, st
 in the content coding upstream chose. The client's Authorization is v2's to judge.
 
 On the way, DM and user bodies are read to learn from (``gateway.learn``): a copy of the bytes, capped at
-``upstream.max_response_bytes``, decoded if compressed. Failures of the proxy itself answer in v2's own
+``upstream.max_response_bytes``, decoded if compressed. A message sent through the pass-through is answered
+by v2 with ids only, so the gateway then looks that event up itself, in the background, with the sender's
+own bearer token (an OAuth 1.0a signature covers only the request it signed), and learns it. Failures of the proxy itself answer in v2's own
 problem+json, never in a legacy dialect's shape.
 """
 
@@ -14,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 import orjson
@@ -24,10 +28,15 @@ from yarl import URL
 
 from gateway import app as gateway_app
 from gateway.learn import BoundedDecoder, learn_from_v2, learnable
+from gateway.upstream.client import DM_EVENT_FIELDS, USER_FIELDS
 
 log = logging.getLogger("gateway.passthrough")
 
 SESSION_KEY = web.AppKey("passthrough_session", aiohttp.ClientSession)
+FOLLOW_UPS_KEY = web.AppKey("passthrough_follow_ups", set)
+
+# v2's send endpoints: to a participant, to a conversation, or creating a conversation with a message.
+_SEND_PATH = re.compile(r"/2/dm_conversations(?:/with/[^/]+/messages|/[^/]+/messages)?")
 
 CHUNK_SIZE = 64 * 1024
 PROBLEM_JSON = "application/problem+json"
@@ -68,10 +77,15 @@ async def _session(app: web.Application) -> AsyncIterator[None]:
         # A proxy shared by many clients must never keep one client's cookies for the next.
         cookie_jar=aiohttp.DummyCookieJar(),
     )
+    follow_ups: set[asyncio.Task[None]] = set()
     app[SESSION_KEY] = session
+    app[FOLLOW_UPS_KEY] = follow_ups
     try:
         yield
     finally:
+        for task in follow_ups:
+            task.cancel()
+        await asyncio.gather(*follow_ups, return_exceptions=True)
         await session.close()
 
 
@@ -174,8 +188,16 @@ async def _relay(request: web.Request, upstream: aiohttp.ClientResponse, request
     return response
 
 
+def _is_send(request: web.Request) -> bool:
+    return request.method == "POST" and bool(_SEND_PATH.fullmatch(urlsplit(request.raw_path).path))
+
+
 def _should_learn(request: web.Request, upstream: aiohttp.ClientResponse) -> bool:
-    return upstream.status == 200 and upstream.content_type == "application/json" and learnable(request.method, request.raw_path)
+    if upstream.content_type != "application/json":
+        return False
+    if _is_send(request):
+        return upstream.status in (200, 201)
+    return upstream.status == 200 and learnable(request.method, request.raw_path)
 
 
 async def _learn(request: web.Request, upstream: aiohttp.ClientResponse, raw: bytes, limit: int) -> None:
@@ -183,6 +205,46 @@ async def _learn(request: web.Request, upstream: aiohttp.ClientResponse, raw: by
         body = BoundedDecoder(limit).decode(upstream.headers.get(hdrs.CONTENT_ENCODING, ""), raw)
         if body is None:
             return
-        await learn_from_v2(request.app[gateway_app.STORE_KEY], request.method, request.raw_path, body)
+        if _is_send(request):
+            _follow_up_send(request, body)
+        else:
+            await learn_from_v2(request.app[gateway_app.STORE_KEY], request.method, request.raw_path, body)
     except Exception:  # noqa: BLE001 - the client's response never fails because learning did
         log.warning("learning from pass-through %s failed", request.path, exc_info=True)
+
+
+def _follow_up_send(request: web.Request, body: bytes) -> None:
+    """Learn a message just sent: v2 answered with its id, so look the event up, in the background."""
+    data = orjson.loads(body).get("data") or {}
+    event_id = data.get("dm_event_id") if isinstance(data, dict) else None
+    authorization = request.headers.get(hdrs.AUTHORIZATION, "")
+    if not isinstance(event_id, str) or not event_id.isascii() or not event_id.isdigit():
+        return
+    if not authorization.lower().startswith("bearer "):
+        return  # an OAuth 1.0a signature covers only the request it signed; nothing else to ask v2 with
+    follow_ups = request.app[FOLLOW_UPS_KEY]
+    task = asyncio.create_task(_learn_sent(request.app, event_id, authorization))
+    follow_ups.add(task)
+    task.add_done_callback(follow_ups.discard)
+
+
+async def _learn_sent(app: web.Application, event_id: str, authorization: str) -> None:
+    upstream = app[gateway_app.CONFIG_KEY].upstream
+    query = urlencode({"dm_event.fields": DM_EVENT_FIELDS, "expansions": "sender_id", "user.fields": USER_FIELDS})
+    path = f"/2/dm_events/{event_id}?{query}"
+    headers = {"Authorization": authorization, "Accept": "application/json"}
+    try:
+        async with app[SESSION_KEY].get(
+            URL(upstream.base_url.rstrip("/") + path, encoded=True),
+            headers=headers,
+            skip_auto_headers=("Accept-Encoding",),  # identity: this session does not decompress
+        ) as resp:
+            body = await resp.content.read(upstream.max_response_bytes + 1)
+            if resp.status != 200 or len(body) > upstream.max_response_bytes:
+                log.info("could not learn sent message %s: v2 answered %s", event_id, resp.status)
+                return
+        await learn_from_v2(app[gateway_app.STORE_KEY], "GET", path, body)
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # noqa: BLE001 - learning is best effort; the send itself already succeeded
+        log.warning("learning sent message %s failed", event_id, exc_info=True)

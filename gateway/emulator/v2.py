@@ -1,4 +1,4 @@
-"""The X API v2 endpoints the gateway calls: DM events (read, list, delete) and user lookup.
+"""The X API v2 endpoints the gateway calls: DM events (read, list, delete, send) and user lookup.
 
 The middleware has already authenticated the caller and counted the request against its quota, so a
 handler only validates its query, looks the data up and shapes the answer.
@@ -7,6 +7,7 @@ handler only validates its query, looks the data up and shapes the answer.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from aiohttp import web
@@ -14,7 +15,7 @@ from aiohttp import web
 from gateway.emulator.auth import CALLER_KEY, Caller
 from gateway.emulator.pagination import paginate
 from gateway.emulator.params import QueryCheck
-from gateway.emulator.problems import dm_event_not_found, forbidden, resource_not_found
+from gateway.emulator.problems import dm_event_not_found, forbidden, plain, resource_not_found
 from gateway.emulator.state import STATE_KEY, EmulatorState, Event, newest_first
 from gateway.emulator.views import (
     EVENT_FIELDS,
@@ -25,11 +26,12 @@ from gateway.emulator.views import (
     expanded_users,
     user_view,
 )
-from gateway.emulator.wire import json_response
+from gateway.emulator.wire import json_response, read_json
 
 EVENT_TYPES = ("MessageCreate", "ParticipantsJoin", "ParticipantsLeave")
 MAX_RESULTS = 100
 MAX_USER_IDS = 100
+MAX_DM_TEXT = 10_000
 
 _SHAPE_PARAMS = ("dm_event.fields", "expansions", "user.fields")
 _LIST_PARAMS = (*_SHAPE_PARAMS, "event_types", "max_results", "pagination_token")
@@ -41,6 +43,7 @@ def add_v2_routes(router: web.UrlDispatcher) -> None:
     router.add_delete("/2/dm_events/{id}", delete_event)
     router.add_get("/2/users", lookup_users, allow_head=False)
     router.add_get("/2/users/me", me, allow_head=False)
+    router.add_post("/2/dm_conversations/with/{participant_id}/messages", send_to_participant)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +88,35 @@ async def delete_event(request: web.Request) -> web.Response:
     _event_for(state, caller, event_id)
     state.delete_for(event_id, caller.user_id)
     return json_response({"data": {"deleted": True}})
+
+
+async def send_to_participant(request: web.Request) -> web.Response:
+    """A one-to-one message: the event gets the next id, the conversation is ``{smaller}-{larger}``."""
+    state, caller = _context(request)
+    participant = request.match_info["participant_id"]
+    try:
+        body = await read_json(request)
+    except ValueError:
+        raise plain(400, "The request body must be JSON.") from None
+    text = body.get("text") if isinstance(body, dict) else None
+    if not isinstance(text, str) or not text.strip():
+        raise plain(400, "A message needs text.")
+    if len(text) > MAX_DM_TEXT:
+        raise plain(400, f"A message may have at most {MAX_DM_TEXT} characters.")
+    if participant not in state.users or participant == caller.user_id:
+        raise plain(400, f"Cannot send a message to {participant}.")
+    event_id = str(max((int(i) for i in state.events), default=1_600_000_000_000_000_000) + 1)
+    conversation = "-".join(sorted((caller.user_id, participant), key=int))
+    created = datetime.fromtimestamp(state.now(), timezone.utc).isoformat(timespec="milliseconds")
+    state.events[event_id] = {
+        "id": event_id,
+        "event_type": "MessageCreate",
+        "text": text,
+        "created_at": created.replace("+00:00", "Z"),
+        "dm_conversation_id": conversation,
+        "sender_id": caller.user_id,
+    }
+    return json_response({"data": {"dm_conversation_id": conversation, "dm_event_id": event_id}}, status=201)
 
 
 async def list_events(request: web.Request) -> web.Response:
