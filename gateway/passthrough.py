@@ -28,7 +28,7 @@ from yarl import URL
 
 from gateway import app as gateway_app
 from gateway.learn import BoundedDecoder, learn_from_v2, learnable
-from gateway.upstream.client import DM_EVENT_FIELDS, USER_FIELDS
+from gateway.upstream.client import DM_EVENT_LOOKUP
 
 log = logging.getLogger("gateway.passthrough")
 
@@ -230,8 +230,7 @@ def _follow_up_send(request: web.Request, body: bytes) -> None:
 
 async def _learn_sent(app: web.Application, event_id: str, authorization: str) -> None:
     upstream = app[gateway_app.CONFIG_KEY].upstream
-    query = urlencode({"dm_event.fields": DM_EVENT_FIELDS, "expansions": "sender_id", "user.fields": USER_FIELDS})
-    path = f"/2/dm_events/{event_id}?{query}"
+    path = f"/2/dm_events/{event_id}?{urlencode(DM_EVENT_LOOKUP)}"
     headers = {"Authorization": authorization, "Accept": "application/json"}
     try:
         async with app[SESSION_KEY].get(

@@ -35,6 +35,12 @@ DM_EVENT_FIELDS = (
     "attachments,referenced_tweets,entities"
 )
 USER_FIELDS = "created_at,description,location,profile_image_url,protected,public_metrics,url,verified"
+#: The query of a DM event lookup that gives everything a legacy body needs, with the users it names.
+DM_EVENT_LOOKUP = {
+    "dm_event.fields": DM_EVENT_FIELDS,
+    "expansions": "sender_id,participant_ids",
+    "user.fields": USER_FIELDS,
+}
 
 _STATUS_ERRORS: dict[int, type[UpstreamError]] = {
     401: InvalidToken,
@@ -86,12 +92,7 @@ class UpstreamClient:
         return response
 
     async def get_dm_event(self, event_id: str, principal: Principal, request_id: str | None = None) -> V2Response:
-        params = {
-            "dm_event.fields": DM_EVENT_FIELDS,
-            "expansions": "sender_id,participant_ids",
-            "user.fields": USER_FIELDS,
-        }
-        return await self._request("GET", f"/2/dm_events/{event_id}", principal, params, request_id)
+        return await self._request("GET", f"/2/dm_events/{event_id}", principal, DM_EVENT_LOOKUP, request_id)
 
     async def get_users(
         self, user_ids: Iterable[str], principal: Principal, request_id: str | None = None
