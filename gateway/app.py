@@ -19,6 +19,7 @@ from gateway.auth.inbound import Authenticator
 from gateway.auth.upstream import GrantRefresher
 from gateway.config import DIALECT_FAMILIES, Config
 from gateway.dialects import FAMILIES, Dialect, LegacyRequest, LegacyResponse, RouteSpec
+from gateway.dialects.base import TRUE_VALUES
 from gateway.errors import (
     BadRequest,
     GatewayError,
@@ -47,7 +48,6 @@ FORM = web.RequestKey("form", MultiDictProxy)
 
 _REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _EMPTY_FORM: MultiDictProxy[str] = MultiDictProxy(MultiDict())
-_SUPPRESS_TRUE = frozenset({"true", "t", "1"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -225,4 +225,4 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 def _suppress_response_codes(request: web.Request) -> bool:
     values = request.query.getall("suppress_response_codes", [])
     values += request.get(FORM, _EMPTY_FORM).getall("suppress_response_codes", [])
-    return any(value.strip().lower() in _SUPPRESS_TRUE for value in values)
+    return any(value.strip().lower() in TRUE_VALUES for value in values)

@@ -17,8 +17,9 @@ from gateway.render.serialize import to_json, to_xml
 JSON_TYPE = "application/json; charset=utf-8"
 XML_TYPE = "application/xml; charset=utf-8"
 
-_TRUE = frozenset({"true", "t", "1"})
-_FALSE = frozenset({"false", "f", "0"})
+#: How legacy APIs spelled a boolean parameter (include_entities, suppress_response_codes), any case.
+TRUE_VALUES = frozenset({"true", "t", "1"})
+FALSE_VALUES = frozenset({"false", "f", "0"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +43,9 @@ class LegacyRequest:
         """A legacy boolean: true/t/1 and false/f/0, any case; anything else keeps the default."""
         for value in self.all_values(name):
             lowered = value.strip().lower()
-            if lowered in _TRUE:
+            if lowered in TRUE_VALUES:
                 return True
-            if lowered in _FALSE:
+            if lowered in FALSE_VALUES:
                 return False
         return default
 
