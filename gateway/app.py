@@ -30,14 +30,14 @@ from gateway.errors import (
 )
 from gateway.metrics import METRICS_KEY, Metrics, route_label
 from gateway.service import DMService
-from gateway.store.base import MessageStore, open_store
+from gateway.store.base import Store, open_store_from_config
 from gateway.upstream.client import UpstreamClient
 
 log = logging.getLogger("gateway")
 
 CONFIG_KEY = web.AppKey("config", Config)
 SERVICE_KEY = web.AppKey("service", DMService)
-STORE_KEY = web.AppKey("store", MessageStore)
+STORE_KEY = web.AppKey("store", Store)
 ROUTER_KEY = web.AppKey("router", "DialectRouter")
 AUTH_KEY = web.AppKey("authenticator", Authenticator)
 
@@ -73,7 +73,7 @@ class DialectRouter:
         return self._fallback
 
 
-def create_app(config: Config, *, store: MessageStore | None = None) -> web.Application:
+def create_app(config: Config, *, store: Store | None = None) -> web.Application:
     """Build the gateway. ``store`` lets tests share one store between app instances."""
     app = web.Application(
         middlewares=[metrics_middleware, request_id_middleware, error_middleware],
@@ -93,16 +93,16 @@ def create_app(config: Config, *, store: MessageStore | None = None) -> web.Appl
 
 
 def _resources(
-    given_store: MessageStore | None,
+    given_store: Store | None,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def resources(app: web.Application) -> AsyncIterator[None]:
         config = app[CONFIG_KEY]
-        store = given_store or await open_store(config.store.url, settings=config.store)
+        store = given_store or await open_store_from_config(config.store)
         timeout = aiohttp.ClientTimeout(total=config.upstream.timeout, sock_connect=config.upstream.connect_timeout)
         session = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=100))
         upstream = UpstreamClient(session, config.upstream.base_url, max_response_bytes=config.upstream.max_response_bytes)
         refresher = GrantRefresher(
-            store,  # type: ignore[arg-type]
+            store,
             session,
             config.upstream.oauth2_token_url,
             config.upstream.oauth2_client_id,
@@ -114,7 +114,7 @@ def _resources(
         app[SERVICE_KEY] = DMService(
             store, upstream, tombstone_window=config.store.tombstone_window, on_store_error=metrics.store_error
         )
-        app[AUTH_KEY] = Authenticator(config, store, refresher)  # type: ignore[arg-type]
+        app[AUTH_KEY] = Authenticator(config, store, refresher)
         try:
             yield
         finally:
