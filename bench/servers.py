@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import signal
 import sys
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -163,12 +164,19 @@ def main(argv: list[str] | None = None) -> None:
     gateway.add_argument("--store", required=True)
     gateway.add_argument("--prefill", type=parse_range, action="append", default=[])
     gateway.add_argument("--oauth1", action="store_true")
+    gateway.add_argument("--profile", metavar="PATH", help="write cProfile statistics of the whole run to PATH")
     args = parser.parse_args(argv)
     try:
         if args.command == "emulator":
             asyncio.run(run_emulator(args.events))
         elif args.command == "proxy":
             asyncio.run(run_proxy(args.upstream))
+        elif args.profile:
+            import cProfile
+
+            with cProfile.Profile(time.thread_time) as profile:  # CPU of the event loop, not time spent descheduled
+                asyncio.run(run_gateway(args.upstream, args.store, args.prefill, args.oauth1))
+            profile.dump_stats(args.profile)
         else:
             asyncio.run(run_gateway(args.upstream, args.store, args.prefill, args.oauth1))
     except KeyboardInterrupt:
