@@ -9,11 +9,11 @@ of ids, and the gateway's store is filled beforehand with the ranges of its stor
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -98,11 +98,13 @@ class Process:
         self._log.close()
 
 
-def run_load(scenario: Scenario, url: str, warmup: int, concurrency: int, watched: dict[str, int]) -> dict[str, Any]:
+def run_load(
+    scenario: Scenario, url: str, start: int, warmup: int, count: int, concurrency: int, watched: dict[str, int]
+) -> dict[str, Any]:
     """Drive one scenario from a load-generator process; CPU of the ``watched`` pids over the measured part."""
     args = [
         sys.executable, "-m", "bench.load", "--base", url, "--call", scenario.call, "--auth", scenario.auth,
-        "--start", str(scenario.ids.start), "--warmup", str(warmup), "--count", str(len(scenario.ids) - warmup),
+        "--start", str(start), "--warmup", str(warmup), "--count", str(count),
         "--concurrency", str(concurrency),
     ]  # fmt: skip
     load = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -136,19 +138,21 @@ def store_url(store: str, directory: Path) -> str:
 
 
 def http_bench(args: argparse.Namespace, log_dir: Path) -> list[Scenario]:
+    """Every scenario ``args.rounds`` times, interleaved (all servers stay up), so a disturbance of the shared
+    machine spreads over all of them instead of falling on one."""
     scenarios = plan(args.stores, args.oauth1)
-    per_scenario = args.warmup + args.requests
+    per_round = args.warmup + args.requests
     for index, scenario in enumerate(scenarios):
-        scenario.ids = range(index * per_scenario, (index + 1) * per_scenario)
-    emulator = Process("emulator", ["bench.servers", "emulator", "--events", str(len(scenarios) * per_scenario)], log_dir)
+        scenario.ids = range(index * per_round * args.rounds, (index + 1) * per_round * args.rounds)
+    events = len(scenarios) * per_round * args.rounds
+    emulator = Process("emulator", ["bench.servers", "emulator", "--events", str(events)], log_dir)
+    servers: dict[str, Process] = {}
     try:
         for server in dict.fromkeys(s.server for s in scenarios):
             group = [s for s in scenarios if s.server == server]
-            if server == "emulator":
-                target = emulator
-            elif server == "proxy":
-                target = Process("proxy", ["bench.servers", "proxy", "--upstream", emulator.url], log_dir)
-            else:
+            if server == "proxy":
+                servers[server] = Process("proxy", ["bench.servers", "proxy", "--upstream", emulator.url], log_dir)
+            elif server.startswith("gateway:"):
                 store = server.split(":", 1)[1]
                 command = ["bench.servers", "gateway", "--upstream", emulator.url, "--store", store_url(store, log_dir)]
                 for scenario in group:
@@ -156,20 +160,48 @@ def http_bench(args: argparse.Namespace, log_dir: Path) -> list[Scenario]:
                         command += ["--prefill", f"{scenario.ids.start}:{len(scenario.ids)}"]
                 if any(s.auth == "oauth1" for s in group):
                     command.append("--oauth1")
-                target = Process(server, command, log_dir)
-            try:
-                for scenario in group:
-                    watched = {"emulator": emulator.pid}
-                    if target is not emulator:
-                        watched["server"] = target.pid
-                    scenario.result = run_load(scenario, target.url, args.warmup, args.concurrency, watched)
-                    print_scenario(scenario)
-            finally:
+                servers[server] = Process(server, command, log_dir)
+        rounds: dict[str, list[dict[str, Any]]] = {s.name: [] for s in scenarios}
+        for round_index in range(args.rounds):
+            print(f"round {round_index + 1} of {args.rounds}", flush=True)
+            for scenario in scenarios:
+                target = servers.get(scenario.server, emulator)
+                watched = {"emulator": emulator.pid}
                 if target is not emulator:
-                    target.stop()
+                    watched["server"] = target.pid
+                start = scenario.ids.start + round_index * per_round
+                result = run_load(scenario, target.url, start, args.warmup, args.requests, args.concurrency, watched)
+                rounds[scenario.name].append(result)
+                print_scenario(scenario.name, result, indent="  ")
+        for scenario in scenarios:
+            scenario.result = combine(rounds[scenario.name])
     finally:
+        for process in servers.values():
+            process.stop()
         emulator.stop()
     return scenarios
+
+
+def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over rounds; CPU per request over all of them; every error counted."""
+    requests = sum(r["requests"] for r in results)
+    errors: dict[str, int] = {}
+    for r in results:
+        for status, n in r["errors"].items():
+            errors[status] = errors.get(status, 0) + n
+    return {
+        "rounds": len(results),
+        "requests": requests,
+        "rps": statistics.median(r["rps"] for r in results),
+        "rps_rounds": [r["rps"] for r in results],
+        "p50_ms": statistics.median(r["p50_ms"] for r in results),
+        "p99_ms": statistics.median(r["p99_ms"] for r in results),
+        "errors": errors,
+        "cpu_us_per_request": {
+            name: sum(r["cpu_us_per_request"][name] * r["requests"] for r in results) / requests
+            for name in results[0]["cpu_us_per_request"]
+        },
+    }
 
 
 def store_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -192,12 +224,11 @@ def store_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
 HTTP_HEADER = f"{'scenario':<52} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'CPU µs/req: server':>19} {'emulator':>9} {'loadgen':>8}"
 
 
-def print_scenario(scenario: Scenario) -> None:
-    r = scenario.result
+def print_scenario(name: str, r: dict[str, Any], indent: str = "") -> None:
     cpu = r["cpu_us_per_request"]
     server_cpu = f"{cpu['server']:.0f}" if "server" in cpu else "-"
     line = (
-        f"{scenario.name:<52} {r['rps']:>8.0f} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {server_cpu:>19}"
+        f"{indent}{name:<{52 - len(indent)}} {r['rps']:>8.0f} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {server_cpu:>19}"
         f" {cpu['emulator']:>9.0f} {cpu['load generator']:>8.0f}"
     )
     if r["errors"]:
@@ -212,6 +243,20 @@ def print_store(result: dict[str, Any]) -> None:
         f"  p99 {result['p99_us']:>7.1f} µs  bytes/msg: {sizes}  (filled in {result['fill_seconds']:.1f} s)",
         flush=True,
     )
+
+
+def print_ratios(scenarios: list[Scenario]) -> None:
+    """Gateway against the minimal proxy for the same call: throughput, and CPU per request (the server's own
+    cost, which a machine shared with the emulator and the load generator disturbs less)."""
+    proxy = {s.call: s for s in scenarios if s.server == "proxy"}
+    print("\ngateway / minimal proxy, same call          throughput   proxy CPU / gateway CPU per request")
+    for s in scenarios:
+        floor = proxy.get(s.call)
+        if floor is None or not s.server.startswith("gateway:") or s.call == "v2":
+            continue
+        throughput = s.result["rps"] / floor.result["rps"]
+        cpu = floor.result["cpu_us_per_request"]["server"] / s.result["cpu_us_per_request"]["server"]
+        print(f"  {s.name:<52} {throughput:>5.2f}   {cpu:>5.2f}")
 
 
 def verdicts(scenarios: list[Scenario], stores: list[dict[str, Any]]) -> list[tuple[str, float, float, bool]]:
@@ -253,8 +298,9 @@ def machine() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description="Gateway and store benchmark")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of a few seconds")
-    parser.add_argument("--requests", type=int, help="measured destroys per scenario (default 20000; quick 300)")
-    parser.add_argument("--warmup", type=int, help="destroys before measuring, per scenario (default 2000; quick 50)")
+    parser.add_argument("--requests", type=int, help="measured destroys per scenario and round (default 10000; quick 300)")
+    parser.add_argument("--warmup", type=int, help="destroys before measuring, per scenario and round (default 1000; quick 50)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds of every scenario (default 3; quick 1)")
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight (default 32)")
     parser.add_argument("--stores", default="sqlite,memory", help="the gateway's stores for the HTTP part, the first one is the main one")
     parser.add_argument("--no-oauth1", dest="oauth1", action="store_false", help="skip the OAuth 1.0a scenario")
@@ -265,8 +311,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-store", action="store_true")
     parser.add_argument("--json", metavar="PATH", help="also write every result to this JSON file")
     args = parser.parse_args(argv)
-    args.requests = args.requests or (300 if args.quick else 20_000)
-    args.warmup = args.warmup if args.warmup is not None else (50 if args.quick else 2_000)
+    args.requests = args.requests or (300 if args.quick else 10_000)
+    args.rounds = args.rounds or (1 if args.quick else 3)
+    args.warmup = args.warmup if args.warmup is not None else (50 if args.quick else 1_000)
     args.sizes = args.sizes or ("1000,10000" if args.quick else "1000,100000,1000000")
     args.lookups = args.lookups or (500 if args.quick else 5_000)
     args.stores = [s.strip() for s in args.stores.split(",") if s.strip()]
@@ -278,7 +325,8 @@ def main(argv: list[str] | None = None) -> None:
         f" aiohttp {info['aiohttp']}, load average {' '.join(f'{x:.2f}' for x in info['load_average'])}"
     )
     print(
-        f"{args.requests} measured destroys per scenario after {args.warmup} of warm-up, {args.concurrency} in flight;"
+        f"{args.rounds} round(s) of {args.requests} measured destroys per scenario, each after {args.warmup} of warm-up,"
+        f" {args.concurrency} in flight;"
         " emulator, server and load generator each in their own process, sharing these CPUs."
     )
     scenarios: list[Scenario] = []
@@ -287,6 +335,11 @@ def main(argv: list[str] | None = None) -> None:
         if not args.skip_http:
             print("\n" + HTTP_HEADER)
             scenarios = http_bench(args, Path(scratch))
+            print(f"\nmedians over {args.rounds} round(s); CPU per request over all of them")
+            print(HTTP_HEADER)
+            for scenario in scenarios:
+                print_scenario(scenario.name, scenario.result)
+            print_ratios(scenarios)
         if not args.skip_store:
             print("\nstore cost (the store's own get_message, one at a time, random known ids)")
             stores = store_bench(args)
@@ -300,7 +353,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         report = {
             "machine": info,
-            "settings": {k: getattr(args, k) for k in ("requests", "warmup", "concurrency", "stores", "sizes", "lookups")},
+            "settings": {
+                k: getattr(args, k) for k in ("rounds", "requests", "warmup", "concurrency", "stores", "sizes", "lookups")
+            },
             "http": [{"name": s.name, "server": s.server, "call": s.call, "auth": s.auth, **s.result} for s in scenarios],
             "store": stores,
             "targets": [{"what": w, "measured": m, "target": t, "met": ok} for w, m, t, ok in checks],
