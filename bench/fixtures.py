@@ -7,11 +7,10 @@ so every destroy hits a message that exists in the emulator and has not been del
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gateway.emulator import default_seed
-from gateway.model import DirectMessage, User
-from gateway.upstream.convert import user_from_v2
+if TYPE_CHECKING:  # the load generator imports this module too, and starts faster without the gateway
+    from gateway.model import DirectMessage, User
 
 BASE_ID = 1_700_000_000_000_000_000
 SENDER_ID = "776627022"  # s0c1alm3dia in the emulator's seed
@@ -50,6 +49,8 @@ _CREATED = datetime(2023, 11, 14, 22, 13, 20, tzinfo=timezone.utc)
 
 
 def direct_message(index: int) -> DirectMessage:
+    from gateway.model import DirectMessage
+
     return DirectMessage(
         id=message_id(index),
         text=text_of(index),
@@ -62,4 +63,7 @@ def direct_message(index: int) -> DirectMessage:
 
 def seed_users() -> list[User]:
     """The sender and the caller as the emulator's seed describes them."""
+    from gateway.emulator import default_seed
+    from gateway.upstream.convert import user_from_v2
+
     return [user_from_v2(u) for u in default_seed()["users"] if u["id"] in (SENDER_ID, CALLER_ID)]

@@ -69,19 +69,24 @@ def cpu_seconds(pid: int) -> float:
 
 
 class Process:
-    """A child ``python -m ...`` that prints ``READY <url>`` once it serves."""
+    """A child ``python -m ...`` that prints ``READY <url>`` once it serves; ``ready()`` waits for that line,
+    so several can start side by side."""
 
     def __init__(self, name: str, args: list[str], log_dir: Path) -> None:
         self.name = name
         self.log_path = log_dir / f"{name.replace(':', '-')}.log"
         self._log: IO[bytes] = open(self.log_path, "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.PIPE, stderr=self._log)
+        self.url = ""
+
+    def ready(self) -> Process:
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().decode()
         if not line.startswith("READY "):
             self.stop()
-            raise RuntimeError(f"{name} did not start: {self.log_path.read_text()[-2000:]}")
+            raise RuntimeError(f"{self.name} did not start: {self.log_path.read_text()[-2000:]}")
         self.url = line.split()[1]
+        return self
 
     @property
     def pid(self) -> int:
@@ -145,7 +150,7 @@ def http_bench(args: argparse.Namespace, log_dir: Path) -> list[Scenario]:
     for index, scenario in enumerate(scenarios):
         scenario.ids = range(index * per_round * args.rounds, (index + 1) * per_round * args.rounds)
     events = len(scenarios) * per_round * args.rounds
-    emulator = Process("emulator", ["bench.servers", "emulator", "--events", str(events)], log_dir)
+    emulator = Process("emulator", ["bench.servers", "emulator", "--events", str(events)], log_dir).ready()
     servers: dict[str, Process] = {}
     try:
         for server in dict.fromkeys(s.server for s in scenarios):
@@ -161,6 +166,8 @@ def http_bench(args: argparse.Namespace, log_dir: Path) -> list[Scenario]:
                 if any(s.auth == "oauth1" for s in group):
                     command.append("--oauth1")
                 servers[server] = Process(server, command, log_dir)
+        for process in servers.values():
+            process.ready()
         rounds: dict[str, list[dict[str, Any]]] = {s.name: [] for s in scenarios}
         for round_index in range(args.rounds):
             print(f"round {round_index + 1} of {args.rounds}", flush=True)
