@@ -247,7 +247,8 @@ def print_store(result: dict[str, Any]) -> None:
     sizes = ", ".join(f"{name} {value:.0f}" for name, value in result["bytes_per_message"].items())
     print(
         f"{result['backend']:<7} {result['messages']:>9} msgs  get p50 {result['p50_us']:>7.1f} µs"
-        f"  p99 {result['p99_us']:>7.1f} µs  bytes/msg: {sizes}  (filled in {result['fill_seconds']:.1f} s)",
+        f"  p99 {result['p99_us']:>7.1f} µs  bytes/msg: {sizes}  (filled in {result['fill_seconds']:.1f} s)"
+        + (f"  plain dict p50 {result['plain_dict_p50_us']:.1f} µs" if "plain_dict_p50_us" in result else ""),
         flush=True,
     )
 

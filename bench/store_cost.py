@@ -134,6 +134,7 @@ async def measure(backend: str, sizes: list[int], lookups: int, directory: str, 
             if sampled is not None:
                 per_message["memory_usage_sampled"] = sampled
             latencies = await _lookups(subject.store, size, lookups)
+            reference = await _reference_lookups(size, lookups) if backend == "memory" else None
             results.append(
                 {
                     "backend": backend,
@@ -143,6 +144,7 @@ async def measure(backend: str, sizes: list[int], lookups: int, directory: str, 
                     "p50_us": percentile(latencies, 0.50) * 1e6,
                     "p99_us": percentile(latencies, 0.99) * 1e6,
                     "bytes_per_message": per_message,
+                    **({"plain_dict_p50_us": percentile(reference, 0.50) * 1e6} if reference else {}),
                 }
             )
             print(orjson.dumps(results[-1]).decode(), flush=True)
@@ -163,6 +165,25 @@ async def _lookups(store: Any, size: int, count: int) -> list[float]:
         latencies.append(time.perf_counter() - began)
         if message is None or message.id != message_id:
             raise RuntimeError(f"{store.__class__.__name__} lost message {message_id}")
+    latencies.sort()
+    return latencies
+
+
+async def _reference_lookups(size: int, count: int) -> list[float]:
+    """The same lookups in a plain dict of ``size`` entries, through a coroutine as the store's are: the floor
+    any in-process table pays at that size on this machine (caches, TLB), whatever the store does."""
+
+    async def get(message_id: str) -> object:
+        return table.get(message_id)
+
+    table = {fixtures.message_id(i): i for i in range(size)}
+    rng = random.Random(size)
+    latencies = []
+    for _ in range(count):
+        message_id = fixtures.message_id(rng.randrange(size))
+        began = time.perf_counter()
+        await get(message_id)
+        latencies.append(time.perf_counter() - began)
     latencies.sort()
     return latencies
 
