@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -22,6 +23,7 @@ from gateway.errors import (
     InvalidToken,
     MessageNotFound,
     RateLimited,
+    UpstreamBadRequest,
     UpstreamError,
     UpstreamFailure,
     UpstreamUnavailable,
@@ -43,6 +45,7 @@ DM_EVENT_LOOKUP = {
 }
 
 _STATUS_ERRORS: dict[int, type[UpstreamError]] = {
+    400: UpstreamBadRequest,
     401: InvalidToken,
     403: Forbidden,
     404: MessageNotFound,
@@ -101,6 +104,47 @@ class UpstreamClient:
         # A 404 here would mean the endpoint, not a user: v2 reports unknown users inside a 200.
         return await self._request("GET", "/2/users", principal, params, request_id, not_found=UpstreamFailure)
 
+    async def list_dm_events(
+        self,
+        principal: Principal,
+        max_results: int,
+        pagination_token: str | None = None,
+        request_id: str | None = None,
+    ) -> V2Response:
+        """One page of the caller's message events, newest first, with the users they name."""
+        params = {**DM_EVENT_LOOKUP, "event_types": "MessageCreate", "max_results": str(max_results)}
+        if pagination_token is not None:
+            params["pagination_token"] = pagination_token
+        # v2 answers a pagination token it does not know with 400; a 404 would mean the endpoint.
+        return await self._request("GET", "/2/dm_events", principal, params, request_id, not_found=UpstreamFailure)
+
+    async def get_me(self, principal: Principal, request_id: str | None = None) -> V2Response:
+        """The user the principal's credential acts for."""
+        params = {"user.fields": USER_FIELDS}
+        return await self._request("GET", "/2/users/me", principal, params, request_id, not_found=UpstreamFailure)
+
+    async def get_recipient(
+        self, principal: Principal, *, user_id: str | None = None, username: str | None = None, request_id: str | None = None
+    ) -> V2Response:
+        """A would-be recipient by id or by username, with ``receives_your_dm`` (whether they accept the
+        caller's messages). v2 answers an unknown user with a 200 that carries only ``errors``."""
+        if user_id is not None:
+            path = f"/2/users/{user_id}"
+        elif username is not None:
+            path = f"/2/users/by/username/{quote(username, safe='')}"
+        else:
+            raise ValueError("a recipient needs an id or a username")
+        params = {"user.fields": f"{USER_FIELDS},receives_your_dm"}
+        return await self._request("GET", path, principal, params, request_id, not_found=UpstreamFailure)
+
+    async def send_dm(
+        self, participant_id: str, text: str, principal: Principal, request_id: str | None = None
+    ) -> V2Response:
+        """Send a one-to-one message; v2 answers the new event's id and conversation id."""
+        body = orjson.dumps({"text": text})
+        path = f"/2/dm_conversations/with/{participant_id}/messages"
+        return await self._request("POST", path, principal, None, request_id, not_found=UpstreamFailure, body=body)
+
     async def _request(
         self,
         method: str,
@@ -109,16 +153,19 @@ class UpstreamClient:
         params: Mapping[str, str] | None = None,
         request_id: str | None = None,
         not_found: type[UpstreamError] = MessageNotFound,
+        body: bytes | None = None,
     ) -> V2Response:
         url = URL(self._base + path).with_query(dict(params or {}))
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         if request_id:
             headers["X-Request-Id"] = request_id
         credential = principal.credential
         renewed = False
         while True:
             headers["Authorization"] = authorization = await credential.authorization(method, str(url))
-            status, raw, rate_limit = await self._send(method, url, headers)
+            status, raw, rate_limit = await self._send(method, url, headers, body)
             # One retry, and only when the credential could renew itself (a refreshed OAuth 2.0 grant).
             if status != 401 or renewed or not await credential.renew(authorization):
                 break
@@ -135,10 +182,10 @@ class UpstreamClient:
         return V2Response(status, body, rate_limit)
 
     async def _send(
-        self, method: str, url: URL, headers: dict[str, str]
+        self, method: str, url: URL, headers: dict[str, str], body: bytes | None = None
     ) -> tuple[int, bytes, RateLimit | None]:
         try:
-            async with self._session.request(method, url, headers=headers) as resp:
+            async with self._session.request(method, url, headers=headers, data=body) as resp:
                 return resp.status, await self._read_bounded(resp), rate_limit_from(resp.headers)
         except (asyncio.TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             raise UpstreamUnavailable(f"{method} {url.path}: {type(exc).__name__}") from exc
