@@ -17,6 +17,7 @@ class TwitterClassic(Dialect):
         RouteSpec(("GET",), "/direct_messages.json", "received", "json"),
         RouteSpec(("GET",), "/direct_messages/sent.json", "sent", "json"),
         RouteSpec(("GET",), "/direct_messages/show.json", "show", "json"),
+        RouteSpec(("GET",), "/direct_messages/show/{id}.json", "show", "json"),  # as v1 and tweepy 3.x call it
         RouteSpec(("POST",), "/direct_messages/new.json", "new", "json"),
         RouteSpec(("POST",), "/direct_messages/destroy.json", "destroy", "json"),
     )
