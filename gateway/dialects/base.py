@@ -47,9 +47,12 @@ class LegacyRequest:
     query: MultiMapping[str] = field(default_factory=dict)  # type: ignore[assignment]
     form: MultiMapping[str] = field(default_factory=dict)  # type: ignore[assignment]
     json: Any = None
+    #: The names of the parameters the dialect asked for: what a call reads, for its documentation's test.
+    asked: set[str] = field(default_factory=set)
 
     def all_values(self, name: str) -> list[str]:
         """A parameter from the path, the query string and the form body together."""
+        self.asked.add(name)
         values = [self.match[name]] if name in self.match else []
         for source in (self.query, self.form):
             values.extend(source.getall(name, ()))  # type: ignore[attr-defined]
