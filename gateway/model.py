@@ -126,10 +126,13 @@ class DestroyDM:
 
 @dataclass(frozen=True, slots=True)
 class ShowDM:
-    """Read one direct message, as v2 shows it to the caller now."""
+    """Read one direct message, as v2 shows it to the caller now. ``users_shown`` is False for dialects
+    that show users by id only: their users are still learned, but a failure to look them up is not the
+    caller's problem."""
 
     id: str
     include_entities: bool = True
+    users_shown: bool = True
 
 
 @dataclass(frozen=True, slots=True)

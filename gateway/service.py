@@ -136,7 +136,7 @@ class DMService:
         the caller deleted it elsewhere."""
         response = await self.upstream.get_dm_event(op.id, principal, request_id)
         message, users = await self._learn_event(response, op.id)
-        [view] = await self._views([message], users, principal, request_id)
+        [view] = await self._views([message], users, principal, request_id, users_shown=op.users_shown)
         return Outcome(view=view, rate_limit=response.rate_limit)
 
     async def list_messages(self, op: ListDMs, principal: Principal, request_id: str | None = None) -> Outcome:
@@ -187,7 +187,8 @@ class DMService:
                 raise
             raise InvalidParameter("cursor", "v2 refused the pagination token") from exc
         messages, users = await self._learn_page(response)
-        views = await self._views(messages, users, principal, request_id)
+        # Events show users by id only: their lookup (to learn them) may fail without failing the list.
+        views = await self._views(messages, users, principal, request_id, users_shown=False)
         return Outcome(views=tuple(views), next_cursor=_next_token(response), rate_limit=response.rate_limit)
 
     # Send ----------------------------------------------------------------------------------------------
@@ -286,7 +287,7 @@ class DMService:
 
     async def _learn_page(self, response: V2Response) -> tuple[list[DirectMessage], dict[str, User]]:
         """The one-to-one messages of a v2 event list, newest first, learned with their users."""
-        data = response.body.get("data") or ()
+        data = response.body.get("data", [])  # v2 leaves data out of an empty page
         if not isinstance(data, list):
             raise UpstreamFailure("v2 listed events as something other than an array")
         messages = [m for m in (message_from_v2(e) for e in data if isinstance(e, dict)) if m is not None]
@@ -295,9 +296,17 @@ class DMService:
         return messages, {u.id: u for u in users}
 
     async def _views(
-        self, messages: list[DirectMessage], users: dict[str, User], principal: Principal, request_id: str | None
+        self,
+        messages: list[DirectMessage],
+        users: dict[str, User],
+        principal: Principal,
+        request_id: str | None,
+        *,
+        users_shown: bool = True,
     ) -> list[MessageView]:
-        """Each message with both its users: from ``users``, else the store, else one v2 lookup per 100."""
+        """Each message with both its users: from ``users``, else the store, else one v2 lookup per 100
+        users (which also learns them); a user found nowhere is a placeholder with only an id. When the
+        answer does not show users (``users_shown`` False), a failed lookup does not fail the call."""
         wanted = {m.sender_id for m in messages} | {m.recipient_id for m in messages}
         missing = wanted - users.keys()
         if missing:
@@ -306,7 +315,13 @@ class DMService:
         if missing:
             ordered = sorted(missing, key=int)
             for start in range(0, len(ordered), V2_USERS_PER_LOOKUP):
-                users |= await self._fetch_users(ordered[start : start + V2_USERS_PER_LOOKUP], principal, request_id)
+                batch = ordered[start : start + V2_USERS_PER_LOOKUP]
+                try:
+                    users |= await self._fetch_users(batch, principal, request_id)
+                except GatewayError as exc:
+                    if users_shown:
+                        raise
+                    log.info("users not learned: %s", exc.detail or exc.kind)
         return [
             MessageView(
                 message=m,

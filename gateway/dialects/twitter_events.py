@@ -36,7 +36,7 @@ class TwitterEvents(Dialect):
                 raise InvalidParameter("cursor")
             return ListEvents(count=request.number("count", 20, 50), cursor=cursor)
         if operation == "show":
-            return ShowDM(id=self.message_id(request))
+            return ShowDM(id=self.message_id(request), users_shown=False)
         # No body is answered, so the gateway need not look the message up before deleting it.
         return DestroyDM(id=self.message_id(request), want_body=False)
 
