@@ -25,6 +25,7 @@ from gateway.auth.credentials import BasicUser, Consumer, OAuth2Grant, Token, ha
 from gateway.config import Config, ConfigError, StoreConfig, is_loopback, load_config, store_location
 from gateway.render.template import MappingError
 from gateway.store.base import Store, StoreError, open_store_from_config
+from gateway.workers import WorkerFailed, run_workers
 
 EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
@@ -65,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--upstream", metavar="URL", help="X API v2 base URL (upstream.base_url)")
     serve.add_argument("--store", metavar="URL", help="memory, sqlite:///PATH or redis://HOST:PORT/DB (store.url)")
+    serve.add_argument(
+        "--workers", type=int, metavar="N", help="processes serving the public port, for multi-core hosts (server.workers)"
+    )
 
     check = commands.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("--config", metavar="PATH", help="TOML configuration file")
@@ -160,6 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     except (StoreError, OSError) as exc:
         print(f"dm-gateway: cannot start: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except WorkerFailed as exc:
+        print(f"dm-gateway: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
     except KeyboardInterrupt:
         return 0
@@ -262,13 +269,13 @@ async def _apply(store: Store, args: argparse.Namespace, password: str | None) -
 def _serve(args: argparse.Namespace) -> int:
     config = _load(
         args.config,
-        {"host": args.host, "port": args.port, "admin_port": args.admin_port},
+        {"host": args.host, "port": args.port, "admin_port": args.admin_port, "workers": args.workers},
         upstream={"base_url": args.upstream},
         store={"url": args.store},
     )
     tls = server_tls_context(config)
     if config.server.workers > 1:
-        raise ConfigError("server.workers above 1 is not supported yet")
+        return run_workers(config)
     asyncio.run(_serve_until_signalled(config, tls))
     return 0
 
