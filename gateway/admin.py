@@ -12,7 +12,7 @@ import asyncio
 import logging
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from gateway.app import STORE_KEY
 from gateway.metrics import METRICS_KEY
@@ -22,15 +22,23 @@ log = logging.getLogger("gateway.admin")
 
 GATEWAY_KEY = web.AppKey("gateway", web.Application)
 PING_TIMEOUT_KEY = web.AppKey("ping_timeout", float)
+REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
 
 DEFAULT_PING_TIMEOUT = 2.0
 
 
-def create_admin_app(gateway_app: web.Application, *, ping_timeout: float = DEFAULT_PING_TIMEOUT) -> web.Application:
-    """The admin application for ``gateway_app``, whose store and metrics it reports on."""
+def create_admin_app(
+    gateway_app: web.Application,
+    *,
+    ping_timeout: float = DEFAULT_PING_TIMEOUT,
+    registry: CollectorRegistry | None = None,
+) -> web.Application:
+    """The admin application for ``gateway_app``, whose store and metrics it reports on. ``registry``
+    replaces the gateway app's own for /metrics (``--workers``: the sum over all worker processes)."""
     admin = web.Application()
     admin[GATEWAY_KEY] = gateway_app
     admin[PING_TIMEOUT_KEY] = ping_timeout
+    admin[REGISTRY_KEY] = registry if registry is not None else gateway_app[METRICS_KEY].registry
     admin.router.add_get("/healthz", healthz)
     admin.router.add_get("/readyz", readyz)
     admin.router.add_get("/metrics", metrics)
@@ -68,7 +76,6 @@ async def _store_problem(gateway: web.Application, timeout: float) -> str | None
 
 
 async def metrics(request: web.Request) -> web.Response:
-    registry = request.app[GATEWAY_KEY][METRICS_KEY].registry
-    response = web.Response(body=generate_latest(registry))
+    response = web.Response(body=generate_latest(request.app[REGISTRY_KEY]))
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return response

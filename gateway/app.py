@@ -28,10 +28,12 @@ from gateway.errors import (
     Internal,
     MethodNotAllowed,
     PayloadTooLarge,
+    RequestTimeout,
     RouteNotFound,
 )
 from gateway.metrics import METRICS_KEY, Metrics, route_label
 from gateway.service import DMService
+from gateway.slow_clients import CLIENT_TIMEOUT_KEY, ClientTooSlow, body_deadline_middleware
 from gateway.store.base import Store, open_store_from_config
 from gateway.upstream.client import UpstreamClient
 
@@ -78,10 +80,11 @@ class DialectRouter:
 def create_app(config: Config, *, store: Store | None = None) -> web.Application:
     """Build the gateway. ``store`` lets tests share one store between app instances."""
     app = web.Application(
-        middlewares=[metrics_middleware, request_id_middleware, error_middleware],
+        middlewares=[body_deadline_middleware, metrics_middleware, request_id_middleware, error_middleware],
         client_max_size=config.server.max_body_bytes,
     )
     app[CONFIG_KEY] = config
+    app[CLIENT_TIMEOUT_KEY] = config.server.client_timeout
     app[METRICS_KEY] = Metrics()
     router = DialectRouter(config)
     app[ROUTER_KEY] = router
@@ -158,6 +161,8 @@ async def _read_form(request: web.Request) -> MultiDictProxy[str]:
         form = await request.post()
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge("form body over the configured limit") from None
+    except ClientTooSlow as exc:
+        raise RequestTimeout(str(exc)) from None
     except (ValueError, LookupError, RuntimeError, HttpProcessingError) as exc:
         # Malformed part headers, an unknown charset or transfer encoding: the client's fault, not a 500.
         raise BadRequest(f"unreadable form body: {type(exc).__name__}") from None

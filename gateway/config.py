@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import ipaddress
 import os
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -37,6 +38,14 @@ class ServerConfig:
     # The admin listener (/healthz, /readyz, /metrics): plain HTTP, loopback by default; port 0 = any free port.
     admin_host: str = "127.0.0.1"
     admin_port: int = 8081
+    # Slow clients: seconds a connection may wait for a complete request head (a new connection, an idle
+    # keep-alive one, or one still sending headers), and seconds a request body may take once its head is in.
+    keepalive_timeout: float = 15.0
+    client_timeout: float = 30.0
+    # Seconds requests in flight get to finish after SIGTERM before they are cut.
+    shutdown_timeout: float = 30.0
+    # Processes serving the public port (see gateway/workers.py); 1 serves from this process alone.
+    workers: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +212,10 @@ def _validate(config: Config) -> None:
         raise ConfigError("server.admin_host must not be empty")
     if server.admin_port != 0 and server.admin_port == server.port:
         raise ConfigError(f"server.admin_port must differ from server.port, both are {server.port}")
+    for key in ("keepalive_timeout", "client_timeout", "shutdown_timeout"):
+        if not 0 < getattr(server, key) < math.inf:  # also refuses nan
+            raise ConfigError(f"server.{key} must be a positive finite number, got {getattr(server, key)}")
+    _validate_workers(config)
     if server.max_body_bytes < 1024:
         raise ConfigError(f"server.max_body_bytes must be at least 1024, got {server.max_body_bytes}")
     _check_url("upstream.base_url", upstream.base_url, path_allowed=False)
@@ -224,6 +237,26 @@ def _validate(config: Config) -> None:
     _validate_store(config.store)
     _validate_routes(config.routes)
     _validate_auth(config)
+
+
+MAX_WORKERS = 64
+
+
+def _validate_workers(config: Config) -> None:
+    server = config.server
+    if not 1 <= server.workers <= MAX_WORKERS:
+        raise ConfigError(f"server.workers must be between 1 and {MAX_WORKERS}, got {server.workers}")
+    if server.workers == 1:
+        return
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise ConfigError("server.workers above 1 needs SO_REUSEPORT, which this platform does not have")
+    if server.port == 0:
+        raise ConfigError("server.workers above 1 needs a fixed server.port: with 0 each worker would pick its own")
+    if store_location(config.store.url)[0] == "memory":
+        raise ConfigError(
+            "server.workers above 1 needs a shared store (sqlite:///PATH or redis://...): "
+            "with 'memory' each worker would keep its own"
+        )
 
 
 def _validate_store(store: StoreConfig) -> None:

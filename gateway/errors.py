@@ -117,6 +117,12 @@ class PayloadTooLarge(GatewayError):
     kind = "payload_too_large"
 
 
+class RequestTimeout(GatewayError):
+    """The client did not send its whole request body within ``server.client_timeout``."""
+
+    kind = "request_timeout"
+
+
 # What the upstream said or failed to say.
 class UpstreamError(GatewayError):
     kind = "upstream_failure"

@@ -34,6 +34,8 @@ class Metrics:
             "dmgw_store_up",
             "1 when the store answered the last readiness check, 0 when it did not.",
             registry=self.registry,
+            # With --workers, the value last set by any live process (the supervisor runs /readyz).
+            multiprocess_mode="livemostrecent",
         )
 
     def store_error(self, operation: str) -> None:

@@ -28,6 +28,7 @@ from yarl import URL
 
 from gateway import app as gateway_app
 from gateway.learn import BoundedDecoder, learn_from_v2, learnable
+from gateway.slow_clients import timed_out
 from gateway.upstream.client import DM_EVENT_LOOKUP
 
 log = logging.getLogger("gateway.passthrough")
@@ -139,10 +140,12 @@ async def handle(request: web.Request) -> web.StreamResponse:
         )
     except asyncio.CancelledError:
         raise
-    except asyncio.TimeoutError:
-        log.warning("pass-through %s %s: upstream timed out (request %s)", request.method, request.path, request_id)
-        return problem(504, "Gateway Timeout", "The upstream server did not answer in time.", request_id)
-    except aiohttp.ClientError as exc:
+    except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+        if timed_out(request):  # the client's body stalled on its way upstream (gateway.slow_clients)
+            return problem(408, "Request Timeout", "The request body was not received in time.", request_id)
+        if isinstance(exc, asyncio.TimeoutError):
+            log.warning("pass-through %s %s: upstream timed out (request %s)", request.method, request.path, request_id)
+            return problem(504, "Gateway Timeout", "The upstream server did not answer in time.", request_id)
         log.warning("pass-through %s %s: %s (request %s)", request.method, request.path, exc, request_id)
         return problem(502, "Bad Gateway", f"The upstream server could not be reached ({type(exc).__name__}).", request_id)
     async with upstream:
