@@ -238,6 +238,7 @@ def _validate(config: Config) -> None:
 
 MAX_RETRIES = 10
 MAX_RETRY_BUDGET = 300.0
+MAX_RETRY_BACKOFF = 60.0
 
 
 def _validate_resilience(upstream: UpstreamConfig) -> None:
@@ -247,10 +248,9 @@ def _validate_resilience(upstream: UpstreamConfig) -> None:
         raise ConfigError(
             f"upstream.retry_budget must be between 0 and {MAX_RETRY_BUDGET:g} seconds, got {upstream.retry_budget}"
         )
-    if not 0 <= upstream.retry_backoff <= upstream.retry_budget:
+    if not 0 <= upstream.retry_backoff <= MAX_RETRY_BACKOFF:
         raise ConfigError(
-            f"upstream.retry_backoff must be between 0 and upstream.retry_budget ({upstream.retry_budget:g}) "
-            f"seconds, got {upstream.retry_backoff}"
+            f"upstream.retry_backoff must be between 0 and {MAX_RETRY_BACKOFF:g} seconds, got {upstream.retry_backoff}"
         )
     if upstream.breaker_failures < 0:
         raise ConfigError(f"upstream.breaker_failures must be 0 (off) or more, got {upstream.breaker_failures}")

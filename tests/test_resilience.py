@@ -564,8 +564,9 @@ async def test_a_nested_budget_keeps_the_outer_deadline() -> None:
         ("retry_budget", -1, "upstream.retry_budget must be between 0 and 300"),
         ("retry_budget", float("nan"), "upstream.retry_budget must be between 0 and 300"),
         ("retry_budget", 1000, "upstream.retry_budget must be between 0 and 300"),
-        ("retry_backoff", -0.1, "upstream.retry_backoff must be between 0 and upstream.retry_budget"),
-        ("retry_backoff", 20, "upstream.retry_backoff must be between 0 and upstream.retry_budget"),
+        ("retry_backoff", -0.1, "upstream.retry_backoff must be between 0 and 60"),
+        ("retry_backoff", 61, "upstream.retry_backoff must be between 0 and 60"),
+        ("retry_backoff", float("nan"), "upstream.retry_backoff must be between 0 and 60"),
         ("breaker_failures", -1, "upstream.breaker_failures must be 0 (off) or more"),
         ("breaker_reset", 0, "upstream.breaker_reset must be more than 0"),
         ("breaker_reset", float("inf"), "upstream.breaker_reset must be more than 0"),
@@ -574,6 +575,18 @@ async def test_a_nested_budget_keeps_the_outer_deadline() -> None:
 def test_bad_resilience_settings_are_refused(emulator: EmulatorServer, key: str, value: Any, words: str) -> None:
     with pytest.raises(ConfigError, match=words.replace("(", r"\(").replace(")", r"\)")):
         gateway_config(emulator, upstream={key: value})
+
+
+def test_a_zero_budget_turns_retries_off_whatever_the_backoff(emulator: EmulatorServer) -> None:
+    config = gateway_config(emulator, upstream={"retry_budget": 0, "retry_backoff": 0.5})
+    assert (config.upstream.retry_budget, config.upstream.retry_backoff) == (0.0, 0.5)
+
+
+async def test_with_a_zero_budget_nothing_is_retried(make_gateway: GatewayFactory, emulator: EmulatorServer) -> None:
+    gateway = await make_gateway(upstream={"retry_budget": 0})
+    emulator.state.faults.append(delete_rule(status=503, times=1))
+    assert_error(await send(gateway, EVENTS, MESSAGE_ID), EVENTS, "upstream_unavailable", MESSAGE_ID)
+    assert deletes(emulator) == 1
 
 
 def test_resilience_defaults() -> None:

@@ -215,7 +215,7 @@ class UpstreamClient:
             log.info("%s: retrying after %s in %.3fs (attempt %d)", endpoint, reason, wait, attempt + 2)
             await asyncio.sleep(wait)
             attempt += 1
-            limit = deadline - loop.time()
+            limit = max(deadline - loop.time(), 0.001)  # the sleep may have overrun the deadline a little
 
     async def _authorized(
         self,
