@@ -8,8 +8,10 @@ import logging
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import aiohttp
+import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDict, MultiDictProxy
@@ -149,14 +151,19 @@ def _legacy_handler(dialect: Dialect, spec: RouteSpec) -> Handler:
         request[DIALECT] = dialect
         fmt = spec.fmt or request.match_info["fmt"]
         request[FORMAT] = fmt
-        form = await _read_form(request)
+        document = None
+        if spec.body == "json":
+            form = _EMPTY_FORM
+            document = await _read_json(request)
+        else:
+            form = await _read_form(request)
         request[FORM] = form
         principal = await request.app[AUTH_KEY].authenticate(request, form)
-        legacy = LegacyRequest(request.method, request.path, request.match_info, request.query, form)
+        legacy = LegacyRequest(request.method, request.path, request.match_info, request.query, form, document)
         op = dialect.parse(spec.operation, legacy)
         # Every v2 call this legacy call makes shares one retry budget.
         with retry_budget(request.app[CONFIG_KEY].upstream.retry_budget):
-            outcome = await request.app[SERVICE_KEY].destroy(op, principal, request[REQUEST_ID])
+            outcome = await request.app[SERVICE_KEY].run(op, principal, request[REQUEST_ID])
         return to_web(dialect.render(op, outcome, fmt))
 
     return handle
@@ -177,6 +184,21 @@ async def _read_form(request: web.Request) -> MultiDictProxy[str]:
         raise BadRequest(f"unreadable form body: {type(exc).__name__}") from None
     # File parts are never parameters of a legacy DM call; keep only text fields.
     return MultiDictProxy(MultiDict((k, v) for k, v in form.items() if isinstance(v, str)))
+
+
+async def _read_json(request: web.Request) -> Any:
+    """The JSON document a route takes as its body, or None when there is none (the dialect then names what
+    is missing). Bounded like a form body; a body that is not JSON is a bad request."""
+    if not request.body_exists:
+        return None
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge("JSON body over the configured limit") from None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise BadRequest("body is not JSON") from None
 
 
 def to_web(response: LegacyResponse) -> web.Response:

@@ -116,7 +116,7 @@ def test_demo_shows_every_form_working() -> None:
     result = run_cli("demo")
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert "11 of 11 calls answered as a legacy client expects." in out
+    assert "16 of 16 calls answered as a legacy client expects." in out
     assert '{"errors":[{"code":34,"message":"Sorry, that page does not exist."}]}' in out
     assert "> POST /1.1/direct_messages/destroy.json?id=240251665733795841" in out
     assert "< 204 No Content" in out

@@ -48,6 +48,7 @@ from tests.test_faults import (
 )
 
 MESSAGE_ID = PLAIN_IDS[0]
+MICK_ID = "776627022"
 OTHER_ID = PLAIN_IDS[1]
 EVENT = f"/2/dm_events/{MESSAGE_ID}"
 DELETE_ENDPOINT = "DELETE /2/dm_events/:id"
@@ -332,10 +333,23 @@ async def test_the_client_never_retries_a_post(emulator: EmulatorServer) -> None
     async with aiohttp.ClientSession() as session:
         client = UpstreamClient(session, emulator.url, retry=RetryPolicy(retries=5, budget=5.0, backoff=0.001))
         with pytest.raises(UpstreamUnavailable):
-            await client._request(
-                "POST", f"/2/dm_conversations/with/{SEAN_ID}/messages", principal, endpoint="POST /2/dm_conversations/with/:id/messages"
-            )
+            await client.send_dm(MICK_ID, "hello", principal)
     assert [r.method for r in emulator.state.requests] == ["POST"]
+
+
+@pytest.mark.parametrize("fault", [{"status": 503}, {"action": "reset"}], ids=["503", "reset"])
+async def test_a_legacy_send_is_never_retried(
+    make_gateway: GatewayFactory, emulator: EmulatorServer, aiohttp_client: Any, fault: dict[str, Any]
+) -> None:
+    gateway = await make_gateway()
+    admin = await with_admin(aiohttp_client, gateway)
+    emulator.state.faults.append(FaultRule(method="POST", path="/2/dm_conversations/*", **fault))
+    response = await gateway.post("/1.1/direct_messages/new.json", data={"user_id": MICK_ID, "text": "only once"})
+    assert response.status == 503
+    assert await response.json() == {"errors": [{"code": 130, "message": "Over capacity"}]}
+    assert [r.method for r in emulator.state.requests].count("POST") == 1
+    send = "POST /2/dm_conversations/with/:id/messages"
+    assert await metric(admin, "dmgw_upstream_retries_total", endpoint=send) == 0
 
 
 async def test_the_pass_through_never_retries_a_send(make_gateway: GatewayFactory, emulator: EmulatorServer) -> None:

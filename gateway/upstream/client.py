@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -28,6 +29,7 @@ from gateway.errors import (
     InvalidToken,
     MessageNotFound,
     RateLimited,
+    UpstreamBadRequest,
     UpstreamError,
     UpstreamFailure,
     UpstreamUnavailable,
@@ -61,6 +63,7 @@ DM_EVENT_LOOKUP = {
 }
 
 _STATUS_ERRORS: dict[int, type[UpstreamError]] = {
+    400: UpstreamBadRequest,
     401: InvalidToken,
     403: Forbidden,
     404: MessageNotFound,
@@ -142,6 +145,63 @@ class UpstreamClient:
             "GET", "/2/users", principal, params, request_id, not_found=UpstreamFailure, endpoint="GET /2/users"
         )
 
+    async def list_dm_events(
+        self,
+        principal: Principal,
+        max_results: int,
+        pagination_token: str | None = None,
+        request_id: str | None = None,
+    ) -> V2Response:
+        """One page of the caller's message events, newest first, with the users they name."""
+        params = {**DM_EVENT_LOOKUP, "event_types": "MessageCreate", "max_results": str(max_results)}
+        if pagination_token is not None:
+            params["pagination_token"] = pagination_token
+        # v2 answers a pagination token it does not know with 400; a 404 would mean the endpoint.
+        return await self._request(
+            "GET", "/2/dm_events", principal, params, request_id, not_found=UpstreamFailure, endpoint="GET /2/dm_events"
+        )
+
+    async def get_me(self, principal: Principal, request_id: str | None = None) -> V2Response:
+        """The user the principal's credential acts for."""
+        params = {"user.fields": USER_FIELDS}
+        return await self._request(
+            "GET", "/2/users/me", principal, params, request_id, not_found=UpstreamFailure, endpoint="GET /2/users/me"
+        )
+
+    async def get_recipient(
+        self, principal: Principal, *, user_id: str | None = None, username: str | None = None, request_id: str | None = None
+    ) -> V2Response:
+        """A would-be recipient by id or by username, with ``receives_your_dm`` (whether they accept the
+        caller's messages). v2 answers an unknown user with a 200 that carries only ``errors``."""
+        if user_id is not None:
+            path, endpoint = f"/2/users/{user_id}", "GET /2/users/:id"
+        elif username is not None:
+            path, endpoint = f"/2/users/by/username/{quote(username, safe='')}", "GET /2/users/by/username/:username"
+        else:
+            raise ValueError("a recipient needs an id or a username")
+        params = {"user.fields": f"{USER_FIELDS},receives_your_dm"}
+        return await self._request(
+            "GET", path, principal, params, request_id, not_found=UpstreamFailure, endpoint=endpoint
+        )
+
+    async def send_dm(
+        self, participant_id: str, text: str, principal: Principal, request_id: str | None = None
+    ) -> V2Response:
+        """Send a one-to-one message; v2 answers the new event's id and conversation id."""
+        body = orjson.dumps({"text": text})
+        path = f"/2/dm_conversations/with/{participant_id}/messages"
+        # Never retried (a POST): a send whose answer was lost may have been made.
+        return await self._request(
+            "POST",
+            path,
+            principal,
+            None,
+            request_id,
+            not_found=UpstreamFailure,
+            body=body,
+            endpoint="POST /2/dm_conversations/with/:id/messages",
+        )
+
     async def _request(
         self,
         method: str,
@@ -150,14 +210,17 @@ class UpstreamClient:
         params: Mapping[str, str] | None = None,
         request_id: str | None = None,
         not_found: type[UpstreamError] = MessageNotFound,
+        body: bytes | None = None,
         *,
         endpoint: str,
     ) -> V2Response:
         url = URL(self._base + path).with_query(dict(params or {}))
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         if request_id:
             headers["X-Request-Id"] = request_id  # the same on every attempt
-        answer, unsure = await self._with_retries(method, url, headers, principal, endpoint)
+        answer, unsure = await self._with_retries(method, url, headers, body, principal, endpoint)
         status, raw, rate_limit = answer.status, answer.raw, answer.rate_limit
         if status == 404 and method == "DELETE" and unsure:
             # An earlier attempt may have deleted the event before its answer was lost: v2 now no longer
@@ -176,7 +239,13 @@ class UpstreamClient:
         return V2Response(status, body, rate_limit)
 
     async def _with_retries(
-        self, method: str, url: URL, headers: dict[str, str], principal: Principal, endpoint: str
+        self,
+        method: str,
+        url: URL,
+        headers: dict[str, str],
+        body: bytes | None,
+        principal: Principal,
+        endpoint: str,
     ) -> tuple[_Answer, bool]:
         """The last attempt's answer (or its error), and whether an earlier attempt may have reached v2
         without its answer reaching the gateway."""
@@ -188,7 +257,7 @@ class UpstreamClient:
         limit: float | None = None  # the seconds a retry attempt may take, None for the session's timeout
         while True:
             try:
-                answer = await self._authorized(method, url, headers, principal, endpoint, limit)
+                answer = await self._authorized(method, url, headers, body, principal, endpoint, limit)
             except AttemptFailed as exc:
                 reason = exc.reason
                 if not policy.may_retry(method, attempt):
@@ -222,6 +291,7 @@ class UpstreamClient:
         method: str,
         url: URL,
         headers: dict[str, str],
+        body: bytes | None,
         principal: Principal,
         endpoint: str,
         limit: float | None,
@@ -232,13 +302,19 @@ class UpstreamClient:
         renewed = False
         while True:
             headers["Authorization"] = authorization = await credential.authorization(method, str(url))
-            answer = await self._send(method, url, headers, endpoint, limit)
+            answer = await self._send(method, url, headers, body, endpoint, limit)
             if answer.status != 401 or renewed or not await credential.renew(authorization):
                 return answer
             renewed = True
 
     async def _send(
-        self, method: str, url: URL, headers: dict[str, str], endpoint: str, limit: float | None = None
+        self,
+        method: str,
+        url: URL,
+        headers: dict[str, str],
+        body: bytes | None,
+        endpoint: str,
+        limit: float | None = None,
     ) -> _Answer:
         """One HTTP request through the host's breaker. ``limit`` caps the session's timeouts (a retry may
         only use what is left of the budget)."""
@@ -257,7 +333,7 @@ class UpstreamClient:
         outcome: str | None = None  # None: the caller went away; nothing to say about upstream
         ok: bool | None = None
         try:
-            async with self._session.request(method, url, headers=headers, **options) as resp:
+            async with self._session.request(method, url, headers=headers, data=body, **options) as resp:
                 outcome, ok = _outcome(resp.status)
                 try:
                     raw = await self._read_bounded(resp)
