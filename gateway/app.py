@@ -36,6 +36,7 @@ from gateway.service import DMService
 from gateway.slow_clients import CLIENT_TIMEOUT_KEY, ClientTooSlow, body_deadline_middleware
 from gateway.store.base import Store, open_store_from_config
 from gateway.upstream.client import UpstreamClient
+from gateway.upstream.resilience import Breakers, RetryPolicy, retry_budget
 
 log = logging.getLogger("gateway")
 
@@ -44,6 +45,7 @@ SERVICE_KEY = web.AppKey("service", DMService)
 STORE_KEY = web.AppKey("store", Store)
 ROUTER_KEY = web.AppKey("router", "DialectRouter")
 AUTH_KEY = web.AppKey("authenticator", Authenticator)
+BREAKERS_KEY = web.AppKey("breakers", Breakers)
 
 REQUEST_ID = web.RequestKey("request_id", str)
 DIALECT = web.RequestKey("dialect", Dialect)
@@ -85,7 +87,13 @@ def create_app(config: Config, *, store: Store | None = None) -> web.Application
     )
     app[CONFIG_KEY] = config
     app[CLIENT_TIMEOUT_KEY] = config.server.client_timeout
-    app[METRICS_KEY] = Metrics()
+    app[METRICS_KEY] = metrics = Metrics()
+    # One breaker per upstream host, shared by the legacy client and the pass-through; made here so that
+    # /readyz and /metrics show the upstream's breaker from the start.
+    app[BREAKERS_KEY] = Breakers(
+        config.upstream.breaker_failures, config.upstream.breaker_reset, observer=metrics
+    )
+    app[BREAKERS_KEY].for_url(config.upstream.base_url)
     router = DialectRouter(config)
     app[ROUTER_KEY] = router
     for prefix, dialect, spec in router.mounts:
@@ -105,7 +113,15 @@ def _resources(
         store = given_store or await open_store_from_config(config.store)
         timeout = aiohttp.ClientTimeout(total=config.upstream.timeout, sock_connect=config.upstream.connect_timeout)
         session = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=100))
-        upstream = UpstreamClient(session, config.upstream.base_url, max_response_bytes=config.upstream.max_response_bytes)
+        metrics = app[METRICS_KEY]
+        upstream = UpstreamClient(
+            session,
+            config.upstream.base_url,
+            max_response_bytes=config.upstream.max_response_bytes,
+            retry=RetryPolicy(config.upstream.retries, config.upstream.retry_budget, config.upstream.retry_backoff),
+            breakers=app[BREAKERS_KEY],
+            observer=metrics,
+        )
         refresher = GrantRefresher(
             store,
             session,
@@ -114,10 +130,13 @@ def _resources(
             config.upstream.oauth2_client_secret,
         )
         app[STORE_KEY] = store
-        metrics = app[METRICS_KEY]
         metrics.store_up.set(1)  # it opened; /readyz keeps this current from here on
         app[SERVICE_KEY] = DMService(
-            store, upstream, tombstone_window=config.store.tombstone_window, on_store_error=metrics.store_error
+            store,
+            upstream,
+            tombstone_window=config.store.tombstone_window,
+            on_store_error=metrics.store_error,
+            on_store_lookup=metrics.store_lookup,
         )
         app[AUTH_KEY] = Authenticator(config, store, refresher)
         try:
@@ -145,7 +164,9 @@ def _legacy_handler(dialect: Dialect, spec: RouteSpec) -> Handler:
         principal = await request.app[AUTH_KEY].authenticate(request, form)
         legacy = LegacyRequest(request.method, request.path, request.match_info, request.query, form, document)
         op = dialect.parse(spec.operation, legacy)
-        outcome = await request.app[SERVICE_KEY].run(op, principal, request[REQUEST_ID])
+        # Every v2 call this legacy call makes shares one retry budget.
+        with retry_budget(request.app[CONFIG_KEY].upstream.retry_budget):
+            outcome = await request.app[SERVICE_KEY].run(op, principal, request[REQUEST_ID])
         return to_web(dialect.render(op, outcome, fmt))
 
     return handle

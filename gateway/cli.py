@@ -18,9 +18,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
-from aiohttp.abc import AbstractAccessLogger
 
 from gateway import __version__
+from gateway.accesslog import AccessLogger  # one JSON line per request
 from gateway.auth.credentials import BasicUser, Consumer, OAuth2Grant, Token, hash_password
 from gateway.config import Config, ConfigError, StoreConfig, is_loopback, load_config, store_location
 from gateway.render.template import MappingError
@@ -29,21 +29,6 @@ from gateway.workers import WorkerFailed, run_workers
 
 EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
-
-
-class AccessLogger(AbstractAccessLogger):
-    """One line per request: method, path without the query string (it may carry credentials), status,
-    duration and request id. DM text and headers are never logged."""
-
-    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info(
-            "%s %s %s %.1fms rid=%s",
-            request.method,
-            request.path,
-            response.status,
-            time * 1000,
-            response.headers.get("X-Request-Id", "-"),
-        )
 
 
 _STORE_URL_HELP = "sqlite:///PATH or redis://HOST:PORT/DB, overriding store.url"

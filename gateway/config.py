@@ -58,6 +58,15 @@ class UpstreamConfig:
     oauth2_client_id: str | None = None
     oauth2_client_secret: str | None = field(default=None, repr=False)
     token_url: str | None = None
+    # Retries of idempotent calls (GET, DELETE) after the first attempt, and the seconds they may take in
+    # all, counted from the start of the legacy call; the jittered backoff doubles from retry_backoff.
+    retries: int = 2
+    retry_budget: float = 10.0
+    retry_backoff: float = 0.1
+    # Consecutive failures that open the circuit breaker of the upstream host, and seconds until it lets
+    # one probe through; 0 failures turns the breaker off.
+    breaker_failures: int = 5
+    breaker_reset: float = 30.0
 
     @property
     def oauth2_token_url(self) -> str:
@@ -224,6 +233,7 @@ def _validate(config: Config) -> None:
     for key in ("connect_timeout", "timeout"):
         if not 0 < getattr(upstream, key) < math.inf:  # also refuses nan
             raise ConfigError(f"upstream.{key} must be a positive finite number, got {getattr(upstream, key)}")
+    _validate_resilience(upstream)
     if upstream.max_response_bytes < 1024:
         raise ConfigError("upstream.max_response_bytes must be at least 1024")
     if upstream.bearer_token is not None and not upstream.bearer_token.strip():
@@ -257,6 +267,28 @@ def _validate_workers(config: Config) -> None:
             "server.workers above 1 needs a shared store (sqlite:///PATH or redis://...): "
             "with 'memory' each worker would keep its own"
         )
+
+
+MAX_RETRIES = 10
+MAX_RETRY_BUDGET = 300.0
+MAX_RETRY_BACKOFF = 60.0
+
+
+def _validate_resilience(upstream: UpstreamConfig) -> None:
+    if not 0 <= upstream.retries <= MAX_RETRIES:
+        raise ConfigError(f"upstream.retries must be between 0 and {MAX_RETRIES}, got {upstream.retries}")
+    if not 0 <= upstream.retry_budget <= MAX_RETRY_BUDGET:  # also refuses nan
+        raise ConfigError(
+            f"upstream.retry_budget must be between 0 and {MAX_RETRY_BUDGET:g} seconds, got {upstream.retry_budget}"
+        )
+    if not 0 <= upstream.retry_backoff <= MAX_RETRY_BACKOFF:
+        raise ConfigError(
+            f"upstream.retry_backoff must be between 0 and {MAX_RETRY_BACKOFF:g} seconds, got {upstream.retry_backoff}"
+        )
+    if upstream.breaker_failures < 0:
+        raise ConfigError(f"upstream.breaker_failures must be 0 (off) or more, got {upstream.breaker_failures}")
+    if not 0 < upstream.breaker_reset <= 3600:
+        raise ConfigError(f"upstream.breaker_reset must be more than 0 and at most 3600 seconds, got {upstream.breaker_reset}")
 
 
 def _validate_store(store: StoreConfig) -> None:

@@ -73,13 +73,16 @@ class DMService:
         tombstone_window: float,
         clock: Callable[[], float] = time.time,
         on_store_error: Callable[[str], None] | None = None,
+        on_store_lookup: Callable[[bool], None] | None = None,
     ) -> None:
-        """``on_store_error`` is called with the operation's name for every store failure served around."""
+        """``on_store_error`` is called with the operation's name for every store failure served around;
+        ``on_store_lookup`` with whether the store had the message, for every message looked up there."""
         self.store = store
         self.upstream = upstream
         self.tombstone_window = tombstone_window
         self._clock = clock
         self._on_store_error = on_store_error
+        self._on_store_lookup = on_store_lookup
         self._callers: OrderedDict[str, str] = OrderedDict()
 
     async def run(self, op: Operation, principal: Principal, request_id: str | None = None) -> Outcome:
@@ -122,6 +125,8 @@ class DMService:
 
     async def _view(self, message_id: str, principal: Principal, request_id: str | None) -> MessageView:
         message = await self._quietly(self.store.get_message(message_id), "get_message", None)
+        if self._on_store_lookup is not None:
+            self._on_store_lookup(message is not None)
         users: dict[str, User] = {}
         if message is None:
             response = await self.upstream.get_dm_event(message_id, principal, request_id)
