@@ -10,9 +10,17 @@ from datetime import datetime, timedelta, timezone
 import orjson
 import pytest
 
-from gateway.emulator import EmulatorServer, EmulatorState, FaultRule, default_seed
+from gateway.emulator import EmulatorServer, EmulatorState, FaultRule
 from tests.conftest import ENTITIES_ID, GROUP_ID, HOSTILE_TEXT_ID, PLAIN_IDS, SEED_002_ID, VANISHED_SENDER_ID, store_of
+from tests.v1_1_calls import NOW, calls, error_body, frozen_emulator, list_requests, posts
 from tests.golden_files import GOLDEN, assert_golden
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[EmulatorServer]:
+    """The emulator on its seed, with a clock that never moves."""
+    async with frozen_emulator() as server:
+        yield server
 
 SEAN_ID = "38895958"
 MICK_ID = "776627022"
@@ -20,7 +28,6 @@ XDEV_ID = "2244994945"
 SUPPORT_ID = "17874544"  # receives_your_dm is false
 
 #: The emulator's fixed time, so a sent message's created_at is the same on every run.
-NOW = 1_700_000_000.0  # Tue Nov 14 22:13:20 +0000 2023
 #: The id the emulator gives the first message sent on its seed (the largest seeded id plus one).
 FIRST_SENT_ID = "1583890000000000008"
 
@@ -33,30 +40,6 @@ DESTROY = "/1.1/direct_messages/destroy.json"
 #: Sean's one-to-one messages in the seed, newest first.
 SEED_RECEIVED = [VANISHED_SENDER_ID, PLAIN_IDS[1], ENTITIES_ID, SEED_002_ID]
 SEED_SENT = [PLAIN_IDS[0], HOSTILE_TEXT_ID]
-
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[EmulatorServer]:
-    """The emulator on its seed, with a clock that never moves."""
-    async with EmulatorServer(EmulatorState.from_seed(default_seed(), clock=lambda: NOW)) as server:
-        yield server
-
-
-def calls(emulator: EmulatorServer) -> list[tuple[str, str]]:
-    return [(r.method, r.path) for r in emulator.state.requests]
-
-
-def list_requests(emulator: EmulatorServer) -> list[dict[str, str]]:
-    """The query of every ``GET /2/dm_events`` the gateway made, in order."""
-    return [r.query for r in emulator.state.requests if (r.method, r.path) == ("GET", "/2/dm_events")]
-
-
-def posts(emulator: EmulatorServer) -> list[str]:
-    return [r.path for r in emulator.state.requests if r.method == "POST"]
-
-
-def error_body(code: int, message: str) -> bytes:
-    return orjson.dumps({"errors": [{"code": code, "message": message}]})
 
 
 async def ids_of(response) -> list[str]:
