@@ -8,8 +8,10 @@ import logging
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import aiohttp
+import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDict, MultiDictProxy
@@ -26,12 +28,15 @@ from gateway.errors import (
     Internal,
     MethodNotAllowed,
     PayloadTooLarge,
+    RequestTimeout,
     RouteNotFound,
 )
 from gateway.metrics import METRICS_KEY, Metrics, route_label
 from gateway.service import DMService
+from gateway.slow_clients import CLIENT_TIMEOUT_KEY, ClientTooSlow, body_deadline_middleware
 from gateway.store.base import Store, open_store_from_config
 from gateway.upstream.client import UpstreamClient
+from gateway.upstream.resilience import Breakers, RetryPolicy, retry_budget
 
 log = logging.getLogger("gateway")
 
@@ -40,6 +45,7 @@ SERVICE_KEY = web.AppKey("service", DMService)
 STORE_KEY = web.AppKey("store", Store)
 ROUTER_KEY = web.AppKey("router", "DialectRouter")
 AUTH_KEY = web.AppKey("authenticator", Authenticator)
+BREAKERS_KEY = web.AppKey("breakers", Breakers)
 
 REQUEST_ID = web.RequestKey("request_id", str)
 DIALECT = web.RequestKey("dialect", Dialect)
@@ -76,11 +82,18 @@ class DialectRouter:
 def create_app(config: Config, *, store: Store | None = None) -> web.Application:
     """Build the gateway. ``store`` lets tests share one store between app instances."""
     app = web.Application(
-        middlewares=[metrics_middleware, request_id_middleware, error_middleware],
+        middlewares=[body_deadline_middleware, metrics_middleware, request_id_middleware, error_middleware],
         client_max_size=config.server.max_body_bytes,
     )
     app[CONFIG_KEY] = config
-    app[METRICS_KEY] = Metrics()
+    app[CLIENT_TIMEOUT_KEY] = config.server.client_timeout
+    app[METRICS_KEY] = metrics = Metrics()
+    # One breaker per upstream host, shared by the legacy client and the pass-through; made here so that
+    # /readyz and /metrics show the upstream's breaker from the start.
+    app[BREAKERS_KEY] = Breakers(
+        config.upstream.breaker_failures, config.upstream.breaker_reset, observer=metrics
+    )
+    app[BREAKERS_KEY].for_url(config.upstream.base_url)
     router = DialectRouter(config)
     app[ROUTER_KEY] = router
     for prefix, dialect, spec in router.mounts:
@@ -100,7 +113,15 @@ def _resources(
         store = given_store or await open_store_from_config(config.store)
         timeout = aiohttp.ClientTimeout(total=config.upstream.timeout, sock_connect=config.upstream.connect_timeout)
         session = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=100))
-        upstream = UpstreamClient(session, config.upstream.base_url, max_response_bytes=config.upstream.max_response_bytes)
+        metrics = app[METRICS_KEY]
+        upstream = UpstreamClient(
+            session,
+            config.upstream.base_url,
+            max_response_bytes=config.upstream.max_response_bytes,
+            retry=RetryPolicy(config.upstream.retries, config.upstream.retry_budget, config.upstream.retry_backoff),
+            breakers=app[BREAKERS_KEY],
+            observer=metrics,
+        )
         refresher = GrantRefresher(
             store,
             session,
@@ -109,10 +130,13 @@ def _resources(
             config.upstream.oauth2_client_secret,
         )
         app[STORE_KEY] = store
-        metrics = app[METRICS_KEY]
         metrics.store_up.set(1)  # it opened; /readyz keeps this current from here on
         app[SERVICE_KEY] = DMService(
-            store, upstream, tombstone_window=config.store.tombstone_window, on_store_error=metrics.store_error
+            store,
+            upstream,
+            tombstone_window=config.store.tombstone_window,
+            on_store_error=metrics.store_error,
+            on_store_lookup=metrics.store_lookup,
         )
         app[AUTH_KEY] = Authenticator(config, store, refresher)
         try:
@@ -130,12 +154,19 @@ def _legacy_handler(dialect: Dialect, spec: RouteSpec) -> Handler:
         request[DIALECT] = dialect
         fmt = spec.fmt or request.match_info["fmt"]
         request[FORMAT] = fmt
-        form = await _read_form(request)
+        document = None
+        if spec.body == "json":
+            form = _EMPTY_FORM
+            document = await _read_json(request)
+        else:
+            form = await _read_form(request)
         request[FORM] = form
         principal = await request.app[AUTH_KEY].authenticate(request, form)
-        legacy = LegacyRequest(request.method, request.path, request.match_info, request.query, form)
+        legacy = LegacyRequest(request.method, request.path, request.match_info, request.query, form, document)
         op = dialect.parse(spec.operation, legacy)
-        outcome = await request.app[SERVICE_KEY].destroy(op, principal, request[REQUEST_ID])
+        # Every v2 call this legacy call makes shares one retry budget.
+        with retry_budget(request.app[CONFIG_KEY].upstream.retry_budget):
+            outcome = await request.app[SERVICE_KEY].run(op, principal, request[REQUEST_ID])
         return to_web(dialect.render(op, outcome, fmt))
 
     return handle
@@ -151,11 +182,28 @@ async def _read_form(request: web.Request) -> MultiDictProxy[str]:
         form = await request.post()
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge("form body over the configured limit") from None
+    except ClientTooSlow as exc:
+        raise RequestTimeout(str(exc)) from None
     except (ValueError, LookupError, RuntimeError, HttpProcessingError) as exc:
         # Malformed part headers, an unknown charset or transfer encoding: the client's fault, not a 500.
         raise BadRequest(f"unreadable form body: {type(exc).__name__}") from None
     # File parts are never parameters of a legacy DM call; keep only text fields.
     return MultiDictProxy(MultiDict((k, v) for k, v in form.items() if isinstance(v, str)))
+
+
+async def _read_json(request: web.Request) -> Any:
+    """The JSON document a route takes as its body, or None when there is none (the dialect then names what
+    is missing). Bounded like a form body; a body that is not JSON is a bad request."""
+    if not request.body_exists:
+        return None
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge("JSON body over the configured limit") from None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise BadRequest("body is not JSON") from None
 
 
 def to_web(response: LegacyResponse) -> web.Response:

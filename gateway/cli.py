@@ -14,35 +14,21 @@ import signal
 import ssl
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
-from aiohttp.abc import AbstractAccessLogger
 
 from gateway import __version__
+from gateway.accesslog import AccessLogger  # one JSON line per request
 from gateway.auth.credentials import BasicUser, Consumer, OAuth2Grant, Token, hash_password
 from gateway.config import Config, ConfigError, StoreConfig, is_loopback, load_config, store_location
 from gateway.render.template import MappingError
 from gateway.store.base import Store, StoreError, open_store_from_config
+from gateway.workers import WorkerFailed, run_workers
 
 EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
-
-
-class AccessLogger(AbstractAccessLogger):
-    """One line per request: method, path without the query string (it may carry credentials), status,
-    duration and request id. DM text and headers are never logged."""
-
-    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info(
-            "%s %s %s %.1fms rid=%s",
-            request.method,
-            request.path,
-            response.status,
-            time * 1000,
-            response.headers.get("X-Request-Id", "-"),
-        )
 
 
 _STORE_URL_HELP = "sqlite:///PATH or redis://HOST:PORT/DB, overriding store.url"
@@ -65,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--upstream", metavar="URL", help="X API v2 base URL (upstream.base_url)")
     serve.add_argument("--store", metavar="URL", help="memory, sqlite:///PATH or redis://HOST:PORT/DB (store.url)")
+    serve.add_argument(
+        "--workers", type=int, metavar="N", help="processes serving the public port, for multi-core hosts (server.workers)"
+    )
 
     check = commands.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("--config", metavar="PATH", help="TOML configuration file")
@@ -160,6 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     except (StoreError, OSError) as exc:
         print(f"dm-gateway: cannot start: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except WorkerFailed as exc:
+        print(f"dm-gateway: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
     except KeyboardInterrupt:
         return 0
@@ -262,30 +254,53 @@ async def _apply(store: Store, args: argparse.Namespace, password: str | None) -
 def _serve(args: argparse.Namespace) -> int:
     config = _load(
         args.config,
-        {"host": args.host, "port": args.port, "admin_port": args.admin_port},
+        {"host": args.host, "port": args.port, "admin_port": args.admin_port, "workers": args.workers},
         upstream={"base_url": args.upstream},
         store={"url": args.store},
     )
     tls = server_tls_context(config)
+    if config.server.workers > 1:
+        return run_workers(config)
     asyncio.run(_serve_until_signalled(config, tls))
     return 0
 
 
+def runner_options(config: Config) -> dict[str, Any]:
+    """What every AppRunner of the public listener is given: the slow-client and shutdown bounds."""
+    return {
+        # aiohttp closes a connection with no complete request head this long after it opened or after the
+        # previous response: idle keep-alive connections and clients trickling headers alike.
+        "keepalive_timeout": config.server.keepalive_timeout,
+        # How long cleanup() lets requests in flight finish before cancelling them.
+        "shutdown_timeout": config.server.shutdown_timeout,
+    }
+
+
+def stop_on_signals(loop: asyncio.AbstractEventLoop) -> tuple[asyncio.Event, Callable[[], None]]:
+    """An event set by SIGINT or SIGTERM, and the function that removes those handlers again."""
+    stop = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+
+    def remove() -> None:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+
+    return stop, remove
+
+
 async def _serve_until_signalled(config: Config, tls: ssl.SSLContext | None) -> None:
     """Both listeners in one process until SIGINT or SIGTERM; then stop accepting, let in-flight requests
-    finish, and close the store (the gateway app's cleanup)."""
+    finish (for at most server.shutdown_timeout seconds), and close the store (the gateway app's cleanup)."""
     from gateway.admin import create_admin_app
     from gateway.app import create_app
 
     log = logging.getLogger("gateway")
     app = create_app(config)
-    runner = web.AppRunner(app, access_log_class=AccessLogger, handle_signals=False)
+    runner = web.AppRunner(app, access_log_class=AccessLogger, handle_signals=False, **runner_options(config))
     admin_runner = web.AppRunner(create_admin_app(app), access_log=None, handle_signals=False)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    signals = (signal.SIGINT, signal.SIGTERM)
-    for signum in signals:
-        loop.add_signal_handler(signum, stop.set)
+    stop, remove_signal_handlers = stop_on_signals(asyncio.get_running_loop())
     try:
         await runner.setup()  # opens the store: a store that cannot open fails here, before listening
         await admin_runner.setup()
@@ -300,20 +315,24 @@ async def _serve_until_signalled(config: Config, tls: ssl.SSLContext | None) -> 
             config.upstream.base_url,
             config.store.url,
         )
-        admin_host, admin_port = admin_runner.addresses[0][:2]
-        log.info("admin listener on http://%s:%d (/healthz, /readyz, /metrics)", admin_host, admin_port)
-        if not is_loopback(config.server.admin_host):
-            log.warning(
-                "server.admin_host %r is not loopback: /metrics and /readyz are reachable from the network",
-                config.server.admin_host,
-            )
+        log_admin_listener(config, admin_runner)
         await stop.wait()
-        log.info("stopping: finishing requests in flight")
+        log.info("stopping: finishing requests in flight (at most %gs)", config.server.shutdown_timeout)
     finally:
-        for signum in signals:
-            loop.remove_signal_handler(signum)
+        remove_signal_handlers()
         await runner.cleanup()
         await admin_runner.cleanup()
+
+
+def log_admin_listener(config: Config, admin_runner: web.AppRunner) -> None:
+    log = logging.getLogger("gateway")
+    admin_host, admin_port = admin_runner.addresses[0][:2]
+    log.info("admin listener on http://%s:%d (/healthz, /readyz, /metrics)", admin_host, admin_port)
+    if not is_loopback(config.server.admin_host):
+        log.warning(
+            "server.admin_host %r is not loopback: /metrics and /readyz are reachable from the network",
+            config.server.admin_host,
+        )
 
 
 def server_tls_context(config: Config) -> ssl.SSLContext | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import ipaddress
 import os
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -37,6 +38,14 @@ class ServerConfig:
     # The admin listener (/healthz, /readyz, /metrics): plain HTTP, loopback by default; port 0 = any free port.
     admin_host: str = "127.0.0.1"
     admin_port: int = 8081
+    # Slow clients: seconds a connection may wait for a complete request head (a new connection, an idle
+    # keep-alive one, or one still sending headers), and seconds a request body may take once its head is in.
+    keepalive_timeout: float = 15.0
+    client_timeout: float = 30.0
+    # Seconds requests in flight get to finish after SIGTERM before they are cut.
+    shutdown_timeout: float = 30.0
+    # Processes serving the public port (see gateway/workers.py); 1 serves from this process alone.
+    workers: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +58,15 @@ class UpstreamConfig:
     oauth2_client_id: str | None = None
     oauth2_client_secret: str | None = field(default=None, repr=False)
     token_url: str | None = None
+    # Retries of idempotent calls (GET, DELETE) after the first attempt, and the seconds they may take in
+    # all, counted from the start of the legacy call; the jittered backoff doubles from retry_backoff.
+    retries: int = 2
+    retry_budget: float = 10.0
+    retry_backoff: float = 0.1
+    # Consecutive failures that open the circuit breaker of the upstream host, and seconds until it lets
+    # one probe through; 0 failures turns the breaker off.
+    breaker_failures: int = 5
+    breaker_reset: float = 30.0
 
     @property
     def oauth2_token_url(self) -> str:
@@ -203,6 +221,10 @@ def _validate(config: Config) -> None:
         raise ConfigError("server.admin_host must not be empty")
     if server.admin_port != 0 and server.admin_port == server.port:
         raise ConfigError(f"server.admin_port must differ from server.port, both are {server.port}")
+    for key in ("keepalive_timeout", "client_timeout", "shutdown_timeout"):
+        if not 0 < getattr(server, key) < math.inf:  # also refuses nan
+            raise ConfigError(f"server.{key} must be a positive finite number, got {getattr(server, key)}")
+    _validate_workers(config)
     if server.max_body_bytes < 1024:
         raise ConfigError(f"server.max_body_bytes must be at least 1024, got {server.max_body_bytes}")
     _check_url("upstream.base_url", upstream.base_url, path_allowed=False)
@@ -211,6 +233,7 @@ def _validate(config: Config) -> None:
     for key in ("connect_timeout", "timeout"):
         if not 0 < getattr(upstream, key) < math.inf:  # also refuses nan
             raise ConfigError(f"upstream.{key} must be a positive finite number, got {getattr(upstream, key)}")
+    _validate_resilience(upstream)
     if upstream.max_response_bytes < 1024:
         raise ConfigError("upstream.max_response_bytes must be at least 1024")
     if upstream.bearer_token is not None and not upstream.bearer_token.strip():
@@ -224,6 +247,48 @@ def _validate(config: Config) -> None:
     _validate_store(config.store)
     _validate_routes(config.routes)
     _validate_auth(config)
+
+
+MAX_WORKERS = 64
+
+
+def _validate_workers(config: Config) -> None:
+    server = config.server
+    if not 1 <= server.workers <= MAX_WORKERS:
+        raise ConfigError(f"server.workers must be between 1 and {MAX_WORKERS}, got {server.workers}")
+    if server.workers == 1:
+        return
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise ConfigError("server.workers above 1 needs SO_REUSEPORT, which this platform does not have")
+    if server.port == 0:
+        raise ConfigError("server.workers above 1 needs a fixed server.port: with 0 each worker would pick its own")
+    if store_location(config.store.url)[0] == "memory":
+        raise ConfigError(
+            "server.workers above 1 needs a shared store (sqlite:///PATH or redis://...): "
+            "with 'memory' each worker would keep its own"
+        )
+
+
+MAX_RETRIES = 10
+MAX_RETRY_BUDGET = 300.0
+MAX_RETRY_BACKOFF = 60.0
+
+
+def _validate_resilience(upstream: UpstreamConfig) -> None:
+    if not 0 <= upstream.retries <= MAX_RETRIES:
+        raise ConfigError(f"upstream.retries must be between 0 and {MAX_RETRIES}, got {upstream.retries}")
+    if not 0 <= upstream.retry_budget <= MAX_RETRY_BUDGET:  # also refuses nan
+        raise ConfigError(
+            f"upstream.retry_budget must be between 0 and {MAX_RETRY_BUDGET:g} seconds, got {upstream.retry_budget}"
+        )
+    if not 0 <= upstream.retry_backoff <= MAX_RETRY_BACKOFF:
+        raise ConfigError(
+            f"upstream.retry_backoff must be between 0 and {MAX_RETRY_BACKOFF:g} seconds, got {upstream.retry_backoff}"
+        )
+    if upstream.breaker_failures < 0:
+        raise ConfigError(f"upstream.breaker_failures must be 0 (off) or more, got {upstream.breaker_failures}")
+    if not 0 < upstream.breaker_reset <= 3600:
+        raise ConfigError(f"upstream.breaker_reset must be more than 0 and at most 3600 seconds, got {upstream.breaker_reset}")
 
 
 def _validate_store(store: StoreConfig) -> None:

@@ -1,4 +1,5 @@
-"""``dm-gateway demo``: the emulator and the gateway in one process, every legacy destroy form shown.
+"""``dm-gateway demo``: the emulator and the gateway in one process: legacy lists and sends, and every legacy
+destroy form, shown.
 
 The gateway runs exactly as ``serve`` builds it, on the embedded default store (SQLite, in a temporary
 directory), with the emulator standing in for X API v2. Before it starts, the emulator's seeded OAuth 1.0a
@@ -62,6 +63,26 @@ class DemoCall:
 
 
 CALLS = (
+    DemoCall(
+        "Twitter v1.1 classic inbox, the two newest messages (read from v2 and learned)",
+        "GET", "/1.1/direct_messages.json?count=2", 200,
+    ),
+    DemoCall(
+        "Twitter v1.1 classic send, by screen name: checked, sent once, read back",
+        "POST", "/1.1/direct_messages/new.json", 200, form={"screen_name": "s0c1alm3dia", "text": "Still here <3"},
+    ),
+    DemoCall(
+        "StatusNet XML sent messages, the newest one",
+        "GET", "/api/direct_messages/sent.xml?count=1", 200,
+    ),
+    DemoCall(
+        "Twitter v1.1 events list, three events a page, with the cursor of the next page",
+        "GET", "/1.1/direct_messages/events/list.json?count=3", 200,
+    ),
+    DemoCall(
+        "StatusNet send without text: the historic 406, nothing sent",
+        "POST", "/api/direct_messages/new.xml", 406, form={"user": "s0c1alm3dia", "text": ""}, reaches_v2=False,
+    ),
     DemoCall(
         "Twitter v1.1 classic, id in the query string (the v1.1 docs example)",
         "POST", "/1.1/direct_messages/destroy.json?id=240251665733795841", 200,

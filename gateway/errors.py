@@ -14,6 +14,9 @@ class GatewayError(Exception):
 
     kind = "internal"
 
+    #: The request parameter the error is about, for messages that name it (``{parameter}`` in a mapping).
+    parameter = ""
+
     def __init__(self, detail: str = "", *, rate_limit: RateLimit | None = None) -> None:
         super().__init__(detail or self.kind)
         self.detail = detail
@@ -39,6 +42,51 @@ class MethodNotAllowed(GatewayError):
     def __init__(self, allowed: tuple[str, ...], detail: str = "") -> None:
         super().__init__(detail)
         self.allowed = allowed
+
+
+class MissingParameter(GatewayError):
+    """A required parameter other than the message id is absent."""
+
+    kind = "missing_parameter"
+
+    def __init__(self, parameter: str, detail: str = "") -> None:
+        super().__init__(detail or f"no {parameter}")
+        self.parameter = parameter
+
+
+class InvalidParameter(GatewayError):
+    """A parameter other than the message id that cannot be read (a malformed since_id, say)."""
+
+    kind = "invalid_parameter"
+
+    def __init__(self, parameter: str, detail: str = "") -> None:
+        super().__init__(detail or f"malformed {parameter}")
+        self.parameter = parameter
+
+
+# Sending a message: each refusal has its own historic form in every dialect.
+class EmptyText(GatewayError):
+    kind = "empty_text"
+
+
+class TextTooLong(GatewayError):
+    kind = "text_too_long"
+
+
+class RecipientNotFound(GatewayError):
+    """No user with the id or screen name the sender named."""
+
+    kind = "recipient_not_found"
+
+
+class MessageToSelf(GatewayError):
+    kind = "message_to_self"
+
+
+class RecipientRefuses(GatewayError):
+    """The recipient does not accept direct messages from the sender (v2 ``receives_your_dm`` is false)."""
+
+    kind = "recipient_refuses"
 
 
 class NotAuthenticated(GatewayError):
@@ -67,6 +115,12 @@ class TimestampOutOfBounds(GatewayError):
 
 class PayloadTooLarge(GatewayError):
     kind = "payload_too_large"
+
+
+class RequestTimeout(GatewayError):
+    """The client did not send its whole request body within ``server.client_timeout``."""
+
+    kind = "request_timeout"
 
 
 # What the upstream said or failed to say.
@@ -104,6 +158,11 @@ class UpstreamFailure(UpstreamError):
     """A 500, or an answer the gateway cannot make sense of."""
 
     kind = "upstream_failure"
+
+
+class UpstreamBadRequest(UpstreamFailure):
+    """v2 refused a request as malformed (400). Unexpected unless a caller's value reached v2 as it was
+    (a pagination token), so it renders as an upstream failure unless the service says otherwise."""
 
 
 class Internal(GatewayError):

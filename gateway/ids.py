@@ -25,6 +25,11 @@ def parse_id(values: list[str]) -> str:
     if len(distinct) > 1:
         raise InvalidId("more than one id given")
     (value,) = distinct
-    if not _ID.fullmatch(value) or int(value) > MAX_ID:
+    if not is_id(value):
         raise InvalidId(f"malformed id ({len(value)} chars)")
     return value
+
+
+def is_id(value: str) -> bool:
+    """Whether ``value`` is an id as ``parse_id`` accepts one."""
+    return _ID.fullmatch(value) is not None and int(value) <= MAX_ID

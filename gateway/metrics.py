@@ -1,15 +1,21 @@
 """Prometheus metrics, one registry per gateway application (tests build many apps in one process).
 
 Labels are small closed sets: a dialect name, a route's canonical path (never the requested path, which
-carries ids), a status code, a store operation name. Never a credential, a message id or DM text.
+carries ids), a status code, a store operation name, an upstream endpoint's template
+(``DELETE /2/dm_events/:id``), an outcome or retry reason, an upstream ``host:port``. Never a credential, a
+message id or DM text.
 """
 
 from __future__ import annotations
 
+import time
+
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from gateway.upstream.resilience import BreakerState
 
 # The label for requests no route matched: the requested path itself would be unbounded (and may carry ids).
 UNMATCHED_ROUTE = "unmatched"
@@ -34,11 +40,75 @@ class Metrics:
             "dmgw_store_up",
             "1 when the store answered the last readiness check, 0 when it did not.",
             registry=self.registry,
+            # With --workers, the value last set by any live process (the supervisor runs /readyz).
+            multiprocess_mode="livemostrecent",
+        )
+
+        self.store_lookups = Counter(
+            "dmgw_store_lookups",
+            "Messages looked up in the store before asking upstream, by result (a failed lookup is a miss).",
+            ("result",),
+            registry=self.registry,
+        )
+        self.upstream_duration = Histogram(
+            "dmgw_upstream_request_duration_seconds",
+            "Seconds each upstream attempt took, by endpoint template and outcome "
+            "(ok, client_error, server_error, timeout, connection_error, too_large, breaker_open).",
+            ("endpoint", "outcome"),
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=self.registry,
+        )
+        self.upstream_retries = Counter(
+            "dmgw_upstream_retries",
+            "Upstream attempts tried again, by endpoint template and reason (timeout, connection_error, status).",
+            ("endpoint", "reason"),
+            registry=self.registry,
+        )
+        # With --workers, the most open of the workers' breakers.
+        self.breaker_state = Gauge(
+            "dmgw_breaker_state",
+            "Circuit breaker of each upstream host: 0 closed, 1 half-open, 2 open.",
+            ("upstream",),
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self.breaker_open_until = Gauge(
+            "dmgw_breaker_open_until_seconds",
+            "Unix time at which an open circuit breaker lets a probe through; 0 when it is not open.",
+            ("upstream",),
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self.breaker_transitions = Counter(
+            "dmgw_breaker_transitions",
+            "Circuit breaker state changes, by upstream host and the state entered.",
+            ("upstream", "state"),
+            registry=self.registry,
         )
 
     def store_error(self, operation: str) -> None:
         """The callback DMService calls for every StoreError it swallows."""
         self.store_errors.labels(operation=operation).inc()
+
+    def store_lookup(self, hit: bool) -> None:
+        """The callback DMService calls for every message it looks up in the store."""
+        self.store_lookups.labels(result="hit" if hit else "miss").inc()
+
+    # gateway.upstream.resilience.UpstreamObserver
+    def upstream_request(self, endpoint: str, outcome: str, seconds: float) -> None:
+        self.upstream_duration.labels(endpoint=endpoint, outcome=outcome).observe(seconds)
+
+    def upstream_retry(self, endpoint: str, reason: str) -> None:
+        self.upstream_retries.labels(endpoint=endpoint, reason=reason).inc()
+
+    def breaker_changed(
+        self, upstream: str, state: BreakerState, *, initial: bool = False, probe_in: float = 0.0
+    ) -> None:
+        self.breaker_state.labels(upstream=upstream).set(int(state))
+        until = time.time() + probe_in if state is BreakerState.OPEN else 0.0
+        self.breaker_open_until.labels(upstream=upstream).set(until)
+        if not initial:
+            self.breaker_transitions.labels(upstream=upstream, state=state.label).inc()
 
 
 METRICS_KEY = web.AppKey("metrics", Metrics)

@@ -124,12 +124,65 @@ class DestroyDM:
     include_entities: bool = True
 
 
-Operation = DestroyDM
+@dataclass(frozen=True, slots=True)
+class ShowDM:
+    """Read one direct message, as v2 shows it to the caller now. ``users_shown`` is False for dialects
+    that show users by id only: their users are still learned, but a failure to look them up is not the
+    caller's problem."""
+
+    id: str
+    include_entities: bool = True
+    users_shown: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ListDMs:
+    """A page of the caller's one-to-one messages, newest first, paged the way the classic APIs paged.
+
+    ``box`` is ``received`` (sent to the caller) or ``sent`` (sent by the caller). ``since_id`` and
+    ``max_id`` bound the ids (greater than, at most); ``page`` counts from 1 in pages of ``count``.
+    """
+
+    box: str
+    count: int
+    since_id: int | None = None
+    max_id: int | None = None
+    page: int = 1
+    include_entities: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ListEvents:
+    """A page of the caller's one-to-one messages, sent and received, paged by an opaque cursor (v2's
+    pagination token)."""
+
+    count: int
+    cursor: str | None = None
+
+
+#: The longest message text v2 accepts, in characters.
+MAX_TEXT = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class SendDM:
+    """Send a one-to-one message to the user named by id or by screen name (exactly one of them)."""
+
+    text: str
+    recipient_id: str | None = None
+    screen_name: str | None = None
+    include_entities: bool = True
+
+
+Operation = DestroyDM | ShowDM | ListDMs | ListEvents | SendDM
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What the service hands back to a dialect: the message (if one is to be shown) and rate-limit state."""
+    """What the service hands back to a dialect: the message (if one is to be shown), or the messages of a
+    list with the cursor of the next page, and the rate-limit state."""
 
     view: MessageView | None = None
     rate_limit: RateLimit | None = None
+    views: tuple[MessageView, ...] = ()
+    next_cursor: str | None = None

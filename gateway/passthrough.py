@@ -9,13 +9,16 @@ On the way, DM and user bodies are read to learn from (``gateway.learn``): a cop
 ``upstream.max_response_bytes``, decoded if compressed. A message sent through the pass-through is answered
 by v2 with ids only, so the gateway then looks that event up itself, in the background, with the sender's
 own bearer token (an OAuth 1.0a signature covers only the request it signed), and learns it. Failures of the proxy itself answer in v2's own
-problem+json, never in a legacy dialect's shape.
+problem+json, never in a legacy dialect's shape. The pass-through shares the upstream host's circuit breaker
+with the legacy calls (its 5xx, timeouts and connection errors count; while the breaker is open it answers
+503 with ``Retry-After`` without sending anything). It never retries: a proxied request may be a send.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 from collections.abc import AsyncIterator
 from urllib.parse import urlencode, urlsplit
@@ -28,7 +31,9 @@ from yarl import URL
 
 from gateway import app as gateway_app
 from gateway.learn import BoundedDecoder, learn_from_v2, learnable
+from gateway.slow_clients import timed_out
 from gateway.upstream.client import DM_EVENT_LOOKUP
+from gateway.upstream.resilience import BreakerOpen
 
 log = logging.getLogger("gateway.passthrough")
 
@@ -128,6 +133,15 @@ async def handle(request: web.Request) -> web.StreamResponse:
     request_id = request[gateway_app.REQUEST_ID]
     url = config.base_url.rstrip("/") + request.raw_path
     session = request.app[SESSION_KEY]
+    # The legacy calls' breaker for this host: while it is open, fail fast here too.
+    breaker = request.app[gateway_app.BREAKERS_KEY].for_url(config.base_url)
+    try:
+        probe = breaker.allow()
+    except BreakerOpen:
+        response = problem(503, "Service Unavailable", "The upstream server is failing; try again later.", request_id)
+        response.headers["Retry-After"] = str(math.ceil(breaker.retry_after()) or 1)
+        return response
+    answered: bool | None = None  # for the breaker: None when the client went away first
     try:
         upstream = await session.request(
             request.method,
@@ -137,14 +151,20 @@ async def handle(request: web.Request) -> web.StreamResponse:
             allow_redirects=False,
             skip_auto_headers=_NO_AUTO_HEADERS,
         )
+        answered = upstream.status < 500
     except asyncio.CancelledError:
         raise
-    except asyncio.TimeoutError:
-        log.warning("pass-through %s %s: upstream timed out (request %s)", request.method, request.path, request_id)
-        return problem(504, "Gateway Timeout", "The upstream server did not answer in time.", request_id)
-    except aiohttp.ClientError as exc:
+    except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+        if timed_out(request):  # the client's body stalled on its way upstream (gateway.slow_clients)
+            return problem(408, "Request Timeout", "The request body was not received in time.", request_id)
+        answered = False
+        if isinstance(exc, asyncio.TimeoutError):
+            log.warning("pass-through %s %s: upstream timed out (request %s)", request.method, request.path, request_id)
+            return problem(504, "Gateway Timeout", "The upstream server did not answer in time.", request_id)
         log.warning("pass-through %s %s: %s (request %s)", request.method, request.path, exc, request_id)
         return problem(502, "Bad Gateway", f"The upstream server could not be reached ({type(exc).__name__}).", request_id)
+    finally:
+        breaker.record(answered, probe)
     async with upstream:
         return await _relay(request, upstream, request_id)
 

@@ -4,23 +4,64 @@ Ordering matters for the one promise the gateway makes about data: nothing is ch
 the upstream delete has succeeded. The legacy body is assembled *before* the delete (from the store, or from
 v2 on a miss), so a message that could not be described is never deleted, and a failed or timed-out delete
 leaves the stored message exactly as it was.
+
+Everything else a legacy client does is read from v2 as it is now (v2 decides what the caller may see) and
+learned on the way: every message read, listed or sent, and every user named, goes into the store, so a
+later destroy can answer its full body without asking v2.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TypeVar
+from datetime import datetime, timezone
+from typing import Any, TypeVar
 
-from gateway.errors import MessageNotFound
-from gateway.model import DestroyDM, DirectMessage, MessageView, Outcome, Principal, User
+from gateway.errors import (
+    EmptyText,
+    GatewayError,
+    InvalidParameter,
+    MessageNotFound,
+    MessageToSelf,
+    RecipientNotFound,
+    RecipientRefuses,
+    TextTooLong,
+    UpstreamBadRequest,
+    UpstreamFailure,
+)
+from gateway.model import (
+    MAX_TEXT,
+    DestroyDM,
+    DirectMessage,
+    ListDMs,
+    ListEvents,
+    MessageView,
+    Operation,
+    Outcome,
+    Principal,
+    RateLimit,
+    SendDM,
+    ShowDM,
+    User,
+)
 from gateway.store.base import MessageStore, StoreError
-from gateway.upstream.client import UpstreamClient
+from gateway.upstream.client import UpstreamClient, V2Response
 from gateway.upstream.convert import message_from_v2, user_from_v2, users_from_includes
 
 log = logging.getLogger("gateway.service")
 T = TypeVar("T")
+
+#: The largest page v2 lists (``max_results``).
+V2_PAGE_SIZE = 100
+#: How many v2 pages one classic list call may read to find its page: 5,000 events, far past the 800
+#: messages the classic APIs ever returned.
+MAX_SCAN_PAGES = 50
+#: How many callers' own user ids are remembered (a credential never changes whom it acts for).
+CALLER_CACHE_SIZE = 10_000
+#: How many user ids one ``GET /2/users`` may name.
+V2_USERS_PER_LOOKUP = 100
 
 
 class DMService:
@@ -32,13 +73,34 @@ class DMService:
         tombstone_window: float,
         clock: Callable[[], float] = time.time,
         on_store_error: Callable[[str], None] | None = None,
+        on_store_lookup: Callable[[bool], None] | None = None,
     ) -> None:
-        """``on_store_error`` is called with the operation's name for every store failure served around."""
+        """``on_store_error`` is called with the operation's name for every store failure served around;
+        ``on_store_lookup`` with whether the store had the message, for every message looked up there."""
         self.store = store
         self.upstream = upstream
         self.tombstone_window = tombstone_window
         self._clock = clock
         self._on_store_error = on_store_error
+        self._on_store_lookup = on_store_lookup
+        self._callers: OrderedDict[str, str] = OrderedDict()
+
+    async def run(self, op: Operation, principal: Principal, request_id: str | None = None) -> Outcome:
+        """Carry out any legacy operation."""
+        match op:
+            case DestroyDM():
+                return await self.destroy(op, principal, request_id)
+            case ShowDM():
+                return await self.show(op, principal, request_id)
+            case ListDMs():
+                return await self.list_messages(op, principal, request_id)
+            case ListEvents():
+                return await self.list_events(op, principal, request_id)
+            case SendDM():
+                return await self.send(op, principal, request_id)
+        raise TypeError(f"not an operation: {op!r}")
+
+    # Destroy -------------------------------------------------------------------------------------------
 
     async def destroy(self, op: DestroyDM, principal: Principal, request_id: str | None = None) -> Outcome:
         view = await self._view(op.id, principal, request_id) if op.want_body else None
@@ -63,26 +125,163 @@ class DMService:
 
     async def _view(self, message_id: str, principal: Principal, request_id: str | None) -> MessageView:
         message = await self._quietly(self.store.get_message(message_id), "get_message", None)
+        if self._on_store_lookup is not None:
+            self._on_store_lookup(message is not None)
         users: dict[str, User] = {}
         if message is None:
-            message, users = await self._fetch_message(message_id, principal, request_id)
-        wanted = {message.sender_id, message.recipient_id}
-        missing = wanted - users.keys()
-        if missing:
-            users |= await self._quietly(self.store.get_users(missing), "get_users", {})
-            missing = wanted - users.keys()
-        if missing:
-            users |= await self._fetch_users(missing, principal, request_id)
-        return MessageView(
-            message=message,
-            sender=users.get(message.sender_id) or User(id=message.sender_id),
-            recipient=users.get(message.recipient_id) or User(id=message.recipient_id),
-        )
+            response = await self.upstream.get_dm_event(message_id, principal, request_id)
+            message, users = await self._learn_event(response, message_id)
+        [view] = await self._views([message], users, principal, request_id)
+        return view
 
-    async def _fetch_message(
-        self, message_id: str, principal: Principal, request_id: str | None
+    # Read ----------------------------------------------------------------------------------------------
+
+    async def show(self, op: ShowDM, principal: Principal, request_id: str | None = None) -> Outcome:
+        """One message as v2 shows it to the caller now: never from the store, which cannot know whether
+        the caller deleted it elsewhere."""
+        response = await self.upstream.get_dm_event(op.id, principal, request_id)
+        message, users = await self._learn_event(response, op.id)
+        [view] = await self._views([message], users, principal, request_id, users_shown=op.users_shown)
+        return Outcome(view=view, rate_limit=response.rate_limit)
+
+    async def list_messages(self, op: ListDMs, principal: Principal, request_id: str | None = None) -> Outcome:
+        """Classic paging over v2's newest-first event list: keep the caller's messages in ``op.box``
+        within the id bounds, skip ``page - 1`` pages of ``count`` of them, and stop reading v2 as soon as
+        the page is full, an id at or below ``since_id`` shows up, or v2 has no more."""
+        me = await self._caller_id(principal, request_id)
+        skip = (op.page - 1) * op.count
+        wanted = skip + op.count
+        matched: list[DirectMessage] = []
+        users: dict[str, User] = {}
+        rate_limit: RateLimit | None = None
+        token: str | None = None
+        for _ in range(MAX_SCAN_PAGES):
+            response = await self.upstream.list_dm_events(principal, V2_PAGE_SIZE, token, request_id)
+            rate_limit = response.rate_limit or rate_limit
+            messages, page_users = await self._learn_page(response)
+            users |= page_users
+            done = False
+            for message in messages:
+                number = int(message.id)
+                if op.since_id is not None and number <= op.since_id:
+                    done = True
+                    break
+                if op.max_id is not None and number > op.max_id:
+                    continue
+                if (message.recipient_id if op.box == "received" else message.sender_id) != me:
+                    continue
+                matched.append(message)
+                if len(matched) >= wanted:
+                    done = True
+                    break
+            token = _next_token(response)
+            if done or token is None:
+                break
+        else:
+            log.info("list stopped after %d v2 pages without filling page %d", MAX_SCAN_PAGES, op.page)
+        views = await self._views(matched[skip:wanted], users, principal, request_id)
+        return Outcome(views=tuple(views), rate_limit=rate_limit)
+
+    async def list_events(self, op: ListEvents, principal: Principal, request_id: str | None = None) -> Outcome:
+        """One v2 page per legacy page: ``count`` is v2's ``max_results`` and the cursor is v2's token, so
+        a page holds fewer than ``count`` messages only where v2's held group messages."""
+        try:
+            response = await self.upstream.list_dm_events(principal, op.count, op.cursor, request_id)
+        except UpstreamBadRequest as exc:
+            if op.cursor is None:
+                raise
+            raise InvalidParameter("cursor", "v2 refused the pagination token") from exc
+        messages, users = await self._learn_page(response)
+        # Events show users by id only: their lookup (to learn them) may fail without failing the list.
+        views = await self._views(messages, users, principal, request_id, users_shown=False)
+        return Outcome(views=tuple(views), next_cursor=_next_token(response), rate_limit=response.rate_limit)
+
+    # Send ----------------------------------------------------------------------------------------------
+
+    async def send(self, op: SendDM, principal: Principal, request_id: str | None = None) -> Outcome:
+        """Refuse what v2 would refuse, in legacy terms and before anything is sent; send once (a send is
+        never repeated); then read the new event back so the answer and the store hold it as v2 does."""
+        if not op.text.strip():
+            raise EmptyText("no text")
+        if len(op.text) > MAX_TEXT:
+            raise TextTooLong(f"{len(op.text)} characters")
+        me = await self._caller_id(principal, request_id)
+        if op.recipient_id is not None and op.recipient_id == me:
+            raise MessageToSelf("recipient is the sender")
+        recipient = await self._recipient(op, principal, request_id)
+        if recipient.id == me:
+            raise MessageToSelf("recipient is the sender")
+        response = await self.upstream.send_dm(recipient.id, op.text, principal, request_id)
+        data = response.body.get("data")
+        event_id = data.get("dm_event_id") if isinstance(data, dict) else None
+        if not isinstance(event_id, str) or not event_id.isdigit():
+            raise UpstreamFailure("v2 answered the send without data.dm_event_id")
+        message, users = await self._read_back(event_id, op, me, recipient, data, principal, request_id)
+        [view] = await self._views([message], users, principal, request_id)
+        return Outcome(view=view, rate_limit=response.rate_limit)
+
+    async def _recipient(self, op: SendDM, principal: Principal, request_id: str | None) -> User:
+        response = await self.upstream.get_recipient(
+            principal, user_id=op.recipient_id, username=op.screen_name, request_id=request_id
+        )
+        data = response.body.get("data")
+        if not isinstance(data, dict) or "id" not in data:
+            raise RecipientNotFound("v2 knows no such user")
+        user = user_from_v2(data)
+        await self._learn([], [user])
+        if data.get("receives_your_dm") is False:
+            raise RecipientRefuses("v2 says the recipient does not receive the caller's messages")
+        return user
+
+    async def _read_back(
+        self,
+        event_id: str,
+        op: SendDM,
+        me: str,
+        recipient: User,
+        sent: dict[str, Any],
+        principal: Principal,
+        request_id: str | None,
     ) -> tuple[DirectMessage, dict[str, User]]:
-        response = await self.upstream.get_dm_event(message_id, principal, request_id)
+        """The sent message as v2 stores it. The send has happened, so failing to read it back must not
+        fail the call (a client would send again): the answer is then made from what was sent, with the
+        gateway's clock, and not stored, so a later destroy asks v2 for the real thing."""
+        try:
+            response = await self.upstream.get_dm_event(event_id, principal, request_id)
+            return await self._learn_event(response, event_id)
+        except GatewayError as exc:
+            log.warning("sent message %s could not be read back: %s", event_id, exc.detail or exc.kind)
+        message = DirectMessage(
+            id=event_id,
+            text=op.text,
+            created_at=datetime.fromtimestamp(self._clock(), timezone.utc),
+            sender_id=me,
+            recipient_id=recipient.id,
+            conversation_id=sent.get("dm_conversation_id"),
+        )
+        return message, {recipient.id: recipient}
+
+    async def _caller_id(self, principal: Principal, request_id: str | None) -> str:
+        """The v2 user id the principal acts for, asked of v2 once per credential."""
+        known = self._callers.get(principal.identity)
+        if known is not None:
+            self._callers.move_to_end(principal.identity)
+            return known
+        response = await self.upstream.get_me(principal, request_id)
+        data = response.body.get("data")
+        if not isinstance(data, dict) or not isinstance(data.get("id"), str):
+            raise UpstreamFailure("v2 answered /2/users/me without a user")
+        me = user_from_v2(data)
+        await self._learn([], [me])
+        self._callers[principal.identity] = me.id
+        if len(self._callers) > CALLER_CACHE_SIZE:
+            self._callers.popitem(last=False)
+        return me.id
+
+    # Shared --------------------------------------------------------------------------------------------
+
+    async def _learn_event(self, response: V2Response, message_id: str) -> tuple[DirectMessage, dict[str, User]]:
+        """The one-to-one message in a v2 event lookup, learned with its users."""
         event = response.body.get("data")
         message = message_from_v2(event) if isinstance(event, dict) else None
         if message is None:
@@ -91,10 +290,56 @@ class DMService:
         await self._learn([message], users)
         return message, {u.id: u for u in users}
 
+    async def _learn_page(self, response: V2Response) -> tuple[list[DirectMessage], dict[str, User]]:
+        """The one-to-one messages of a v2 event list, newest first, learned with their users."""
+        data = response.body.get("data", [])  # v2 leaves data out of an empty page
+        if not isinstance(data, list):
+            raise UpstreamFailure("v2 listed events as something other than an array")
+        messages = [m for m in (message_from_v2(e) for e in data if isinstance(e, dict)) if m is not None]
+        users = users_from_includes(response.body)
+        await self._learn(messages, users)
+        return messages, {u.id: u for u in users}
+
+    async def _views(
+        self,
+        messages: list[DirectMessage],
+        users: dict[str, User],
+        principal: Principal,
+        request_id: str | None,
+        *,
+        users_shown: bool = True,
+    ) -> list[MessageView]:
+        """Each message with both its users: from ``users``, else the store, else one v2 lookup per 100
+        users (which also learns them); a user found nowhere is a placeholder with only an id. When the
+        answer does not show users (``users_shown`` False), a failed lookup does not fail the call."""
+        wanted = {m.sender_id for m in messages} | {m.recipient_id for m in messages}
+        missing = wanted - users.keys()
+        if missing:
+            users = users | await self._quietly(self.store.get_users(missing), "get_users", {})
+            missing = wanted - users.keys()
+        if missing:
+            ordered = sorted(missing, key=int)
+            for start in range(0, len(ordered), V2_USERS_PER_LOOKUP):
+                batch = ordered[start : start + V2_USERS_PER_LOOKUP]
+                try:
+                    users |= await self._fetch_users(batch, principal, request_id)
+                except GatewayError as exc:
+                    if users_shown:
+                        raise
+                    log.info("users not learned: %s", exc.detail or exc.kind)
+        return [
+            MessageView(
+                message=m,
+                sender=users.get(m.sender_id) or User(id=m.sender_id),
+                recipient=users.get(m.recipient_id) or User(id=m.recipient_id),
+            )
+            for m in messages
+        ]
+
     async def _fetch_users(
         self, user_ids: Iterable[str], principal: Principal, request_id: str | None
     ) -> dict[str, User]:
-        response = await self.upstream.get_users(sorted(user_ids, key=int), principal, request_id)
+        response = await self.upstream.get_users(user_ids, principal, request_id)
         users = [user_from_v2(u) for u in response.body.get("data") or () if isinstance(u, dict) and "id" in u]
         await self._learn([], users)
         return {u.id: u for u in users}
@@ -114,3 +359,9 @@ class DMService:
             if self._on_store_error is not None:
                 self._on_store_error(what)
             return fallback
+
+
+def _next_token(response: V2Response) -> str | None:
+    meta = response.body.get("meta")
+    token = meta.get("next_token") if isinstance(meta, dict) else None
+    return token if isinstance(token, str) and token else None

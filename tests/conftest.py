@@ -45,7 +45,8 @@ async def emulator() -> AsyncIterator[EmulatorServer]:
 
 def gateway_config(emulator: EmulatorServer, *, store_url: str = "memory", **sections: dict[str, Any]) -> Config:
     overrides: dict[str, dict[str, Any]] = {
-        "upstream": {"base_url": emulator.url, "bearer_token": SEAN_TOKEN, "timeout": 2.0},
+        # Retries back off for a few milliseconds only, to keep the suite fast.
+        "upstream": {"base_url": emulator.url, "bearer_token": SEAN_TOKEN, "timeout": 2.0, "retry_backoff": 0.002},
         "store": {"url": store_url},
         "auth": {"sidecar": True},
     }

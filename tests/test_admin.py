@@ -76,7 +76,7 @@ async def test_readyz_is_ready_when_the_store_answers(
     _, admin = await gateway_and_admin(aiohttp_client, emulator, store_url=store_url)
     response = await admin.get("/readyz")
     assert response.status == 200
-    assert await response.json() == {"status": "ready", "store": "up"}
+    assert await response.json() == {"status": "ready", "store": "up", "breaker": "closed"}
     assert sample(await metrics_text(admin), "dmgw_store_up") == 1.0
 
 
@@ -106,7 +106,7 @@ async def test_readyz_is_degraded_while_redis_is_cut_off_and_ready_again_after(
     relay.restore()  # the same port again: no restart, no reconfiguration
     response = await admin.get("/readyz")
     assert response.status == 200, await response.text()
-    assert await response.json() == {"status": "ready", "store": "up"}
+    assert await response.json() == {"status": "ready", "store": "up", "breaker": "closed"}
     assert sample(await metrics_text(admin), "dmgw_store_up") == 1.0
 
 
@@ -123,7 +123,12 @@ async def test_readyz_is_degraded_when_the_sqlite_worker_cannot_answer_in_time(
         response = await admin.get("/readyz")
         assert response.status == 503
         body = await response.json()
-        assert body == {"status": "degraded", "store": "down", "detail": "store did not answer within 1s"}
+        assert body == {
+            "status": "degraded",
+            "store": "down",
+            "breaker": "closed",
+            "detail": "store did not answer within 1s",
+        }
         release.set()
         await stuck
         response = await admin.get("/readyz")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import signal
 import socket
@@ -104,7 +105,10 @@ async def test_serve_runs_in_front_of_an_upstream_and_stops_on_sigterm(emulator,
         _, stderr = await asyncio.wait_for(process.communicate(), 15)
     assert process.returncode == 0, stderr
     log = stderr.decode()
-    assert "POST /1.1/direct_messages/destroy.json 200" in log
+    # The access log: one bare JSON object per line, among the other log lines.
+    access = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    destroys = [entry for entry in access if entry["path"] == "/1.1/direct_messages/destroy.json"]
+    assert [(e["method"], e["status"], e["dialect"]) for e in destroys] == [("POST", 200, "twitter_v1")]
     assert SEAN_TOKEN not in log and f"id={SEED_002_ID}" not in log  # no credentials, no query strings
 
 
@@ -112,7 +116,7 @@ def test_demo_shows_every_form_working() -> None:
     result = run_cli("demo")
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert "11 of 11 calls answered as a legacy client expects." in out
+    assert "16 of 16 calls answered as a legacy client expects." in out
     assert '{"errors":[{"code":34,"message":"Sorry, that page does not exist."}]}' in out
     assert "> POST /1.1/direct_messages/destroy.json?id=240251665733795841" in out
     assert "< 204 No Content" in out

@@ -311,6 +311,41 @@ def test_tiny_body_limit() -> None:
     assert "server.max_body_bytes" in config_error(overrides={"server": {"max_body_bytes": 10}})
 
 
+@pytest.mark.parametrize("key", ["keepalive_timeout", "client_timeout", "shutdown_timeout"])
+@pytest.mark.parametrize("value", [0, -1.5, math.inf, math.nan, True, "30"])
+def test_server_timeouts_must_be_positive_finite_numbers(key: str, value: Any) -> None:
+    assert f"server.{key}" in config_error(overrides={"server": {key: value}})
+
+
+def test_server_timeouts_and_workers_are_read_from_the_file(tmp_path: Path) -> None:
+    text = "[server]\nkeepalive_timeout = 5\nclient_timeout = 2.5\nshutdown_timeout = 45\nworkers = 3\n[store]\nurl = 'sqlite:///x.db'\n"
+    server = load_config(write(tmp_path, text), env={}).server
+    assert (server.keepalive_timeout, server.client_timeout, server.shutdown_timeout, server.workers) == (5.0, 2.5, 45.0, 3)
+
+
+@pytest.mark.parametrize("workers", [0, -1, 65, 1.5, "2"])
+def test_workers_out_of_range(workers: Any) -> None:
+    assert "server.workers" in config_error(overrides={"server": {"workers": workers}})
+
+
+def test_several_workers_need_a_shared_store_and_a_fixed_port() -> None:
+    sqlite = {"url": "sqlite:///shared.sqlite3"}
+    assert load_config(env={}, overrides={"server": {"workers": 4}, "store": sqlite}).server.workers == 4
+    assert load_config(env={}, overrides={"server": {"workers": 1}, "store": {"url": "memory"}}).server.workers == 1
+    message = config_error(overrides={"server": {"workers": 2}, "store": {"url": "memory"}})
+    assert "server.workers" in message and "memory" in message
+    message = config_error(overrides={"server": {"workers": 2, "port": 0}, "store": sqlite})
+    assert "server.workers" in message and "server.port" in message
+
+
+def test_several_workers_need_so_reuseport(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    monkeypatch.delattr(socket, "SO_REUSEPORT", raising=False)
+    message = config_error(overrides={"server": {"workers": 2}, "store": {"url": "sqlite:///shared.sqlite3"}})
+    assert "SO_REUSEPORT" in message
+
+
 def test_tiny_response_limit() -> None:
     assert "upstream.max_response_bytes" in config_error(overrides={"upstream": {"max_response_bytes": 0}})
 

@@ -74,6 +74,9 @@ async def test_include_entities(gateway, value, has_entities) -> None:
     assert ("entities" in body) is has_entities
 
 
+# A delete that fails: the first attempt and the gateway's retries of it (upstream.retries, 2 by default).
+FAIL_ONE_DELETE = 3
+
 async def test_entities_become_legacy_entities_with_indices(gateway) -> None:
     response = await gateway.post(f"/1.1/direct_messages/destroy.json?id={ENTITIES_ID}")
     body = orjson.loads(await response.read())
@@ -101,7 +104,7 @@ async def test_events_destroy_takes_the_id_from_a_form_body(gateway, emulator) -
 
 
 async def test_a_lookup_teaches_the_store_and_a_known_message_needs_no_lookup(gateway, emulator) -> None:
-    emulator.state.faults.append(FaultRule(method="DELETE", action="status", status=503, times=1))
+    emulator.state.faults.append(FaultRule(method="DELETE", action="status", status=503, times=FAIL_ONE_DELETE))
     first = await gateway.post(f"/1.1/direct_messages/destroy.json?id={SEED_002_ID}")
     assert first.status == 503
     stored = await store_of(gateway).get_message(SEED_002_ID)
@@ -116,7 +119,7 @@ async def test_a_lookup_teaches_the_store_and_a_known_message_needs_no_lookup(ga
 
 async def test_sqlite_store_survives_a_restart(aiohttp_client, emulator, tmp_path) -> None:
     url = f"sqlite:///{tmp_path}/restart.sqlite3"
-    emulator.state.faults.append(FaultRule(method="DELETE", action="status", status=503, times=1))
+    emulator.state.faults.append(FaultRule(method="DELETE", action="status", status=503, times=FAIL_ONE_DELETE))
     first = await aiohttp_client(create_app(gateway_config(emulator, store_url=url)))
     assert (await first.post(f"/1.1/direct_messages/destroy.json?id={SEED_002_ID}")).status == 503
     await first.close()
@@ -134,7 +137,7 @@ async def test_two_gateways_sharing_a_store_share_what_they_learned(aiohttp_clie
     config = gateway_config(emulator)
     one = await aiohttp_client(create_app(config, store=shared_store))
     other = await aiohttp_client(create_app(config, store=shared_store))
-    emulator.state.faults.append(FaultRule(method="DELETE", action="status", status=503, times=1))
+    emulator.state.faults.append(FaultRule(method="DELETE", action="status", status=503, times=FAIL_ONE_DELETE))
     assert (await one.post(f"/api/direct_messages/destroy/{SEED_003_JSON_ID}.json", headers=MARCOS)).status == 503
     emulator.state.requests.clear()
     response = await other.post(f"/api/direct_messages/destroy/{SEED_003_JSON_ID}.json", headers=MARCOS)

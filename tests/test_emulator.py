@@ -405,6 +405,48 @@ async def test_me_returns_the_caller(client: Any) -> None:
     assert "location" not in body["data"]
 
 
+@pytest.mark.parametrize(
+    ("path", "found"),
+    [
+        (f"/2/users/{MICK_ID}", MICK_ID),
+        ("/2/users/by/username/s0c1alm3dia", MICK_ID),
+        ("/2/users/by/username/S0C1ALM3DIA", MICK_ID),  # usernames match in any case
+        ("/2/users/by/username/XDevelopers", DEV_ID),
+    ],
+)
+async def test_single_user_lookups(client: Any, path: str, found: str) -> None:
+    body = await get_json(client, path, {"user.fields": "public_metrics,receives_your_dm"})
+    assert body["data"]["id"] == found
+    assert "public_metrics" in body["data"]
+    assert "receives_your_dm" not in body["data"]  # said only where the seed says it
+
+
+@pytest.mark.parametrize(
+    ("path", "parameter", "value"),
+    [("/2/users/999999999", "id", "999999999"), ("/2/users/by/username/nobody_at_all", "username", "nobody_at_all")],
+)
+async def test_single_user_lookup_of_nobody_is_200_with_an_error(client: Any, path: str, parameter: str, value: str) -> None:
+    body = await get_json(client, path)
+    assert "data" not in body
+    assert [(e["parameter"], e["value"], e["resource_type"]) for e in body["errors"]] == [(parameter, value, "user")]
+
+
+@pytest.mark.parametrize("path", ["/2/users/12x", "/2/users/by/username/has-dash", "/2/users/by/username/" + "a" * 16])
+async def test_single_user_lookup_of_a_malformed_name_is_400(client: Any, path: str) -> None:
+    await get_json(client, path, status=400)
+
+
+async def test_a_user_who_takes_no_messages_says_so_and_refuses_them(client: Any, state: EmulatorState) -> None:
+    body = await get_json(client, "/2/users/by/username/Support", {"user.fields": "receives_your_dm"})
+    assert body["data"]["receives_your_dm"] is False
+    before = len(state.events)
+    response = await client.post(
+        f"/2/dm_conversations/with/{body['data']['id']}/messages", json={"text": "hello?"}, headers=bearer(SEAN)
+    )
+    assert response.status == 403
+    assert len(state.events) == before
+
+
 # --- routing ----------------------------------------------------------------------------------------
 
 

@@ -230,11 +230,12 @@ DELETE_FAULTS = {
     "503": DeleteFault(_delete(status=503), "upstream_unavailable"),
     "504": DeleteFault(_delete(status=504), "upstream_unavailable"),
     "520": DeleteFault(_delete(status=520), "upstream_failure"),
+    # Retried timeouts have tests of their own (test_resilience.py); one attempt keeps these fast.
     "timeout": DeleteFault(
-        _delete(action="delay", delay=SLOW_DELAY), "upstream_unavailable", {"timeout": SLOW_TIMEOUT}
+        _delete(action="delay", delay=SLOW_DELAY), "upstream_unavailable", {"timeout": SLOW_TIMEOUT, "retries": 0}
     ),
     "slow-500": DeleteFault(
-        _delete(status=500, delay=SLOW_DELAY), "upstream_unavailable", {"timeout": SLOW_TIMEOUT}
+        _delete(status=500, delay=SLOW_DELAY), "upstream_unavailable", {"timeout": SLOW_TIMEOUT, "retries": 0}
     ),
     "reset": DeleteFault(_delete(action="reset", times=None), "upstream_unavailable"),
     "401": DeleteFault(_delete(status=401), "invalid_token"),
@@ -262,7 +263,8 @@ async def test_failed_delete_changes_nothing_and_a_retry_succeeds(
     make_gateway: GatewayFactory, emulator: EmulatorServer, tmp_path: Any, route: Route, fault: DeleteFault, store: str
 ) -> None:
     store_url = "memory" if store == "memory" else f"sqlite:///{tmp_path}/gateway.sqlite3"
-    client = await make_gateway(store_url=store_url, upstream=fault.upstream or {})
+    # The breaker would open after a few of these failures; it has tests of its own (test_resilience.py).
+    client = await make_gateway(store_url=store_url, upstream={"breaker_failures": 0, **(fault.upstream or {})})
     state = emulator.state
     slow = fault.upstream is not None
     # A slow fault is seeded by a quick one instead, to keep the suite fast.
@@ -297,8 +299,9 @@ async def test_failed_delete_changes_nothing_and_a_retry_succeeds(
 async def test_a_reset_delete_is_tried_twice_by_aiohttp_and_then_reported(
     make_gateway: GatewayFactory, emulator: EmulatorServer
 ) -> None:
-    """aiohttp re-sends an idempotent request once after a disconnect; the gateway adds no retries of its own."""
-    client = await make_gateway()
+    """aiohttp re-sends an idempotent request once after a disconnect; with retries off the gateway adds none
+    of its own (its retries are tested in test_resilience.py)."""
+    client = await make_gateway(upstream={"retries": 0})
     emulator.state.faults.append(_delete(action="reset"))
     reply = await send(client, EVENTS, MESSAGE_ID)
     assert_error(reply, EVENTS, "upstream_unavailable", MESSAGE_ID)
@@ -444,7 +447,8 @@ async def test_when_the_users_lookup_fails_no_delete_is_sent(
     emulator.state.faults.append(FaultRule(method="GET", path="/2/users", status=503))
     reply = await send(client, route, VANISHED_SENDER_ID)
     assert_error(reply, route, "upstream_unavailable", VANISHED_SENDER_ID)
-    assert [method for method, _ in upstream_calls(emulator)] == ["GET", "GET"]
+    # The event, then the users: a GET, so tried again twice (the default upstream.retries) before giving up.
+    assert upstream_calls(emulator) == [("GET", f"/2/dm_events/{VANISHED_SENDER_ID}")] + [("GET", "/2/users")] * 3
     assert not emulator.state.is_deleted_for(VANISHED_SENDER_ID, SEAN_ID)
     assert await store_of(client).get_deletion(VANISHED_SENDER_ID) is None
 

@@ -71,7 +71,10 @@ async def test_events_destroy_has_no_body(gateway) -> None:
 
 
 def _error_of(kind: str) -> GatewayError:
-    return type("Error", (GatewayError,), {"kind": kind})()
+    """An error of ``kind``, naming a parameter and the methods a route takes for the messages that say them."""
+    error = type("Error", (GatewayError,), {"kind": kind, "parameter": "since_id"})()
+    error.allowed = ("DELETE", "POST")  # type: ignore[attr-defined]
+    return error
 
 
 @pytest.mark.parametrize("fmt", ["json", "xml"])

@@ -195,3 +195,89 @@ async def test_tweepy_3_10_with_a_wrong_secret_is_refused_before_upstream(served
     result = await run_client(served, TWEEPY_310_SCRIPT, PLAIN_IDS[0], *args)
     assert result == {"version": "3.10.0", "result": None, "status": 401, "api_code": 32}
     assert emulator.state.requests == []
+
+
+# --- Send, list, read and destroy: the whole life of a message through one unmodified client ----------
+
+TWEEPY_37_ROUND_TRIP = CLIENT_SETUP + """
+sent = api.send_direct_message(screen_name="s0c1alm3dia", text="from tweepy 3.7 <&>")
+newest_sent = api.sent_direct_messages(count=1)
+shown = api.get_direct_message(sent.id_str)
+inbox = api.direct_messages(count=200)
+destroyed = api.destroy_direct_message(sent.id_str)
+after = api.sent_direct_messages(count=200)
+try:
+    api.send_direct_message(screen_name="s0c1alm3dia", text="")
+    empty = None
+except tweepy.TweepError as error:
+    empty = error.api_code
+print(json.dumps({
+    "sent": [sent.id_str, sent.text, sent.sender.screen_name, sent.recipient.screen_name],
+    "newest_sent": [dm.id_str for dm in newest_sent],
+    "shown": [shown.id_str, shown.text, shown.created_at.isoformat() == sent.created_at.isoformat()],
+    "inbox": [[dm.id_str, dm.sender_screen_name, dm.recipient_screen_name] for dm in inbox],
+    "destroyed": [destroyed.id_str, destroyed.text, destroyed.recipient.id],
+    "after": [dm.id_str for dm in after],
+    "empty": empty,
+}))
+"""
+
+
+async def test_tweepy_3_7_sends_lists_reads_and_destroys(served, emulator, tweepy37) -> None:
+    result = await run_client(served, TWEEPY_37_ROUND_TRIP, "-", *SEAN_ARGS, pythonpath=tweepy37)
+    new_id = result["sent"][0]
+    assert emulator.state.events[new_id]["text"] == "from tweepy 3.7 <&>"
+    assert result["sent"] == [new_id, "from tweepy 3.7 <&>", "theSeanCook", "s0c1alm3dia"]
+    assert result["newest_sent"] == [new_id]
+    assert result["shown"] == [new_id, "from tweepy 3.7 <&>", True]
+    # Sean's inbox: every one-to-one message sent to him, newest first; his own and group messages are not.
+    assert result["inbox"] == [
+        ["1583890000000000007", "", "theSeanCook"],
+        ["1583890000000000004", "s0c1alm3dia", "theSeanCook"],
+        ["1583890000000000001", "XDevelopers", "theSeanCook"],
+        [SEED_002_ID, "s0c1alm3dia", "theSeanCook"],
+    ]
+    assert result["destroyed"] == [new_id, "from tweepy 3.7 <&>", 776627022]
+    assert new_id not in result["after"] and result["after"][0] == PLAIN_IDS[0]
+    assert result["empty"] == 38
+    assert emulator.state.is_deleted_for(new_id, "38895958")
+    # The message was learned when it was sent: its destroy asked v2 for nothing but the delete.
+    event_reads = [r for r in emulator.state.requests if r.method == "GET" and r.path == f"/2/dm_events/{new_id}"]
+    assert len(event_reads) == 2  # the read-back after the send, and show (which always asks v2)
+    sends = [r for r in emulator.state.requests if r.method == "POST"]
+    assert len(sends) == 1
+
+
+TWEEPY_310_ROUND_TRIP = CLIENT_SETUP + """
+sent = api.send_direct_message(recipient_id="776627022", text="from tweepy 3.10 #legacy")
+shown = api.get_direct_message(sent.id)
+listed = [dm.id for dm in tweepy.Cursor(api.list_direct_messages, count=2).items()]
+api.destroy_direct_message(sent.id)
+after = [dm.id for dm in tweepy.Cursor(api.list_direct_messages, count=50).items()]
+print(json.dumps({
+    "sent": [sent.id, sent.type, sent.message_create["target"]["recipient_id"], sent.message_create["sender_id"],
+             sent.message_create["message_data"]["text"]],
+    "timestamp_is_ms": sent.created_timestamp.isdigit() and len(sent.created_timestamp) == 13,
+    "shown": [shown.id, shown.created_timestamp == sent.created_timestamp],
+    "listed": listed,
+    "after": after,
+}))
+"""
+
+
+async def test_tweepy_3_10_sends_pages_through_events_and_destroys(served, emulator) -> None:
+    result = await run_client(served, TWEEPY_310_ROUND_TRIP, "-", *SEAN_ARGS)
+    new_id = result["sent"][0]
+    assert result["sent"] == [new_id, "message_create", "776627022", "38895958", "from tweepy 3.10 #legacy"]
+    assert result["timestamp_is_ms"] is True
+    assert result["shown"] == [new_id, True]
+    # tweepy's cursor follows next_cursor page by page (count=2): every one-to-one message Sean can see,
+    # newest first, once each; the group message and the join event are not legacy DMs.
+    one_to_one = [
+        new_id, "1583890000000000007", "1583890000000000004", "1583890000000000003",
+        "1583890000000000002", "1583890000000000001", SEED_002_ID,
+    ]  # fmt: skip
+    assert result["listed"] == one_to_one
+    assert result["after"] == one_to_one[1:]
+    pages = [r for r in emulator.state.requests if r.method == "GET" and r.path == "/2/dm_events"]
+    assert any("pagination_token" in r.query for r in pages)

@@ -66,6 +66,9 @@ async def relayed_redis_store(redis_url: str) -> AsyncIterator[tuple[RedisStore,
         yield pair
 
 
+# A delete that fails: the first attempt and the gateway's retries of it (upstream.retries, 2 by default).
+FAIL_ONE_DELETE = 3
+
 async def test_redis_outage_destroys_from_upstream_and_the_store_returns_without_restart(
     make_gateway: GatewayFactory, emulator: EmulatorServer, relayed_redis_store: tuple[RedisStore, TcpRelay]
 ) -> None:
@@ -92,7 +95,7 @@ async def test_redis_outage_destroys_from_upstream_and_the_store_returns_without
     assert await store.get_message(SEED_002_ID) is None  # nothing was written during the outage
 
     # Learn a message through a delete that fails upstream: the lookup lands in the store again.
-    emulator.state.faults.append(FaultRule(method="DELETE", action="status", status=503, times=1))
+    emulator.state.faults.append(FaultRule(method="DELETE", action="status", status=503, times=FAIL_ONE_DELETE))
     failed = await client.post(f"/1.1/direct_messages/destroy.json?id={PLAIN_IDS[0]}")
     assert failed.status == 503
     learned = await store.get_message(PLAIN_IDS[0])
@@ -152,7 +155,7 @@ async def test_sqlite_file_failing_mid_run_destroys_from_upstream_and_recovers(
     assert isinstance(store, SQLiteStore)
 
     # Before the fault: ENTITIES_ID is learned through a failed delete.
-    emulator.state.faults.append(FaultRule(method="DELETE", action="status", status=503, times=1))
+    emulator.state.faults.append(FaultRule(method="DELETE", action="status", status=503, times=FAIL_ONE_DELETE))
     assert (await client.post(f"/1.1/direct_messages/destroy.json?id={ENTITIES_ID}")).status == 503
     assert await store.get_message(ENTITIES_ID) is not None
 
@@ -187,7 +190,7 @@ async def test_sqlite_file_failing_mid_run_destroys_from_upstream_and_recovers(
     assert await store.get_deletion(ENTITIES_ID) is None
     assert (await store.get_message(ENTITIES_ID)) is not None
 
-    emulator.state.faults.append(FaultRule(method="DELETE", action="status", status=503, times=1))
+    emulator.state.faults.append(FaultRule(method="DELETE", action="status", status=503, times=FAIL_ONE_DELETE))
     assert (await client.post(f"/1.1/direct_messages/destroy.json?id={PLAIN_IDS[1]}")).status == 503
     assert (await store.get_message(PLAIN_IDS[1])) is not None
     emulator.state.requests.clear()

@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -319,10 +320,53 @@ def test_bad_expressions_are_mapping_errors(expression: str) -> None:
     assert "tpl.key" in str(info.value)
 
 
-@pytest.mark.parametrize("constant", [[1, 2], {"a": 1}, None, datetime(2020, 1, 1)])
+@pytest.mark.parametrize("constant", [[{"a": 1}], [[1]], [None], {"a": None}, None, datetime(2020, 1, 1)])
 def test_values_that_are_neither_expressions_nor_constants(constant: Any) -> None:
     with pytest.raises(MappingError):
         compile_value("tpl.key", constant)
+
+
+def test_an_array_of_scalars_is_a_constant_and_never_shared() -> None:
+    tables = {"dm": {"symbols": [], "tags": ["a", 1, True]}}
+    first = renderer(tables).render("dm", {})
+    assert first == {"symbols": [], "tags": ["a", 1, True]}
+    first["symbols"].append("changed")
+    assert renderer(tables).render("dm", {})["symbols"] == []
+
+
+def test_a_table_is_a_nested_object_rendered_from_the_same_context() -> None:
+    tables = {
+        "event": {
+            "id": "message.id",
+            "message_create": {"target": {"recipient_id": "recipient.id"}, "sender_id": "sender.id"},
+            "after": "'last'",
+        }
+    }
+    context = {"message": SimpleNamespace(id="5"), "recipient": SimpleNamespace(id="2"), "sender": SimpleNamespace(id="1")}
+    rendered = renderer(tables).render("event", context)
+    assert rendered == {"id": "5", "message_create": {"target": {"recipient_id": "2"}, "sender_id": "1"}, "after": "last"}
+    assert list(rendered) == ["id", "message_create", "after"]
+    assert list(rendered["message_create"]) == ["target", "sender_id"]
+
+
+def test_a_missing_template_inside_a_nested_table_is_found_at_load() -> None:
+    with pytest.raises(MappingError, match="event.message_create.data"):
+        renderer({"event": {"message_create": {"data": "message|object(nothing)"}}})
+
+
+@pytest.mark.parametrize(
+    ("moment", "millis"),
+    [
+        (datetime(2012, 8, 28, 0, 57, 15, tzinfo=timezone.utc), 1346115435000),
+        (datetime(2022, 10, 22, 18, 0, 0, 123000, tzinfo=timezone.utc), 1666461600123),
+        (datetime(2022, 10, 22, 20, 0, 0, 999999, tzinfo=timezone(timedelta(hours=2))), 1666461600999),
+        (datetime(1970, 1, 1), 0),
+    ],
+)
+def test_millis_is_epoch_milliseconds_in_utc(moment: datetime, millis: int) -> None:
+    tables = {"event": {"ts": "message.created_at|millis|str", "n": "message.created_at|millis"}}
+    rendered = renderer(tables).render("event", {"message": SimpleNamespace(created_at=moment)})
+    assert rendered == {"ts": str(millis), "n": millis}
 
 
 @pytest.mark.parametrize(

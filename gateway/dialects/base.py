@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from multidict import MultiMapping
 
-from gateway.errors import GatewayError
-from gateway.ids import parse_id
-from gateway.model import MessageView, Operation, Outcome, RateLimit
+from gateway.errors import (
+    EmptyText,
+    GatewayError,
+    InvalidParameter,
+    MissingParameter,
+    RecipientNotFound,
+    TextTooLong,
+)
+from gateway.ids import is_id, parse_id
+from gateway.model import MAX_TEXT, ListDMs, MessageView, Operation, Outcome, RateLimit, SendDM
 from gateway.render.mapping import DialectMapping, load_mapping
 from gateway.render.serialize import to_json, to_xml
 
@@ -22,18 +30,29 @@ TRUE_VALUES = frozenset({"true", "t", "1"})
 FALSE_VALUES = frozenset({"false", "f", "0"})
 
 
+#: Screen names as X allows them; anything else names nobody and never reaches v2.
+_SCREEN_NAME = re.compile(r"@?([A-Za-z0-9_]{1,15})", re.ASCII)
+#: Methods in the order a "requires a POST or DELETE" message names them.
+_METHOD_ORDER = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
 @dataclass(frozen=True, slots=True)
 class LegacyRequest:
-    """The parts of an HTTP request a dialect may look at, already read from the wire."""
+    """The parts of an HTTP request a dialect may look at, already read from the wire. ``json`` is the
+    decoded body of a route that takes JSON (None otherwise, or when the body was not JSON)."""
 
     method: str
     path: str
     match: Mapping[str, str] = field(default_factory=dict)
     query: MultiMapping[str] = field(default_factory=dict)  # type: ignore[assignment]
     form: MultiMapping[str] = field(default_factory=dict)  # type: ignore[assignment]
+    json: Any = None
+    #: The names of the parameters the dialect asked for: what a call reads, for its documentation's test.
+    asked: set[str] = field(default_factory=set)
 
     def all_values(self, name: str) -> list[str]:
         """A parameter from the path, the query string and the form body together."""
+        self.asked.add(name)
         values = [self.match[name]] if name in self.match else []
         for source in (self.query, self.form):
             values.extend(source.getall(name, ()))  # type: ignore[attr-defined]
@@ -48,6 +67,29 @@ class LegacyRequest:
             if lowered in FALSE_VALUES:
                 return False
         return default
+
+    def first(self, name: str) -> str | None:
+        """The first value of a parameter from the path, query or form body, or None."""
+        values = self.all_values(name)
+        return values[0] if values else None
+
+    def number(self, name: str, default: int, maximum: int) -> int:
+        """A legacy count or page: digits, capped at ``maximum``; anything else (or below 1) is ``default``,
+        as the classic APIs ignored what they could not read."""
+        value = (self.first(name) or "").strip()
+        if not (value.isascii() and value.isdigit()) or int(value) < 1:
+            return default
+        return min(int(value), maximum)
+
+    def id_bound(self, name: str) -> int | None:
+        """``since_id`` or ``max_id``: an id, or None when absent, empty or 0 (no bound, as the classic
+        APIs read 0); anything else is refused before it reaches v2."""
+        value = (self.first(name) or "").strip()
+        if value in ("", "0"):
+            return None
+        if not is_id(value):
+            raise InvalidParameter(name)
+        return int(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +108,7 @@ class RouteSpec:
     path: str  # relative to the family prefix, in aiohttp's route syntax
     operation: str
     fmt: str | None = None  # fixed format, or None to take the route's {fmt}
+    body: str = "form"  # what the request body carries: "form" parameters or one "json" document
 
 
 class Dialect:
@@ -85,6 +128,55 @@ class Dialect:
     def message_id(request: LegacyRequest) -> str:
         return parse_id(request.all_values("id"))
 
+    @staticmethod
+    def list_op(request: LegacyRequest, box: str, *, page: bool = True, include_entities: bool = True) -> ListDMs:
+        """A classic list (received or sent): ``count`` (20, at most 200), ``since_id``, ``max_id`` and,
+        where the call had it, ``page``."""
+        return ListDMs(
+            box=box,
+            count=request.number("count", 20, 200),
+            since_id=request.id_bound("since_id"),
+            max_id=request.id_bound("max_id"),
+            page=request.number("page", 1, 2**31) if page else 1,
+            include_entities=include_entities,
+        )
+
+    @staticmethod
+    def send_op(
+        request: LegacyRequest,
+        text: str | None,
+        *,
+        user_id: str | None = None,
+        screen_name: str | None = None,
+        user: str | None = None,
+        missing_recipient: GatewayError | None = None,
+        include_entities: bool = True,
+    ) -> SendDM:
+        """A send to ``user_id``, else ``screen_name``, else ``user`` (an id when all digits, else a screen
+        name, as v1 and StatusNet read it). Text is checked first, as the legacy APIs did; a recipient that
+        cannot exist is refused before v2 is asked."""
+        text = text or ""
+        if not text.strip():
+            raise EmptyText("no text")
+        if len(text) > MAX_TEXT:
+            raise TextTooLong(f"{len(text)} characters")
+        if user_id:
+            if not is_id(user_id):
+                raise InvalidParameter("user_id")
+            return SendDM(text=text, recipient_id=user_id, include_entities=include_entities)
+        if not screen_name and user:
+            if user.isascii() and user.isdigit():
+                if not is_id(user):
+                    raise RecipientNotFound("user is not an id")
+                return SendDM(text=text, recipient_id=user, include_entities=include_entities)
+            screen_name = user
+        if screen_name:
+            match = _SCREEN_NAME.fullmatch(screen_name)
+            if match is None:
+                raise RecipientNotFound("not a screen name X allows")
+            return SendDM(text=text, screen_name=match[1], include_entities=include_entities)
+        raise missing_recipient or MissingParameter("user_id")
+
     # Rendering -----------------------------------------------------------------------------------------
 
     def render(self, op: Operation, outcome: Outcome, fmt: str) -> LegacyResponse:
@@ -93,16 +185,35 @@ class Dialect:
     def render_message(
         self, view: MessageView, fmt: str, rate_limit: RateLimit | None, *, drop: tuple[str, ...] = ()
     ) -> LegacyResponse:
-        context = {"message": view.message, "sender": view.sender, "recipient": view.recipient}
         if fmt == "xml" and self.mapping.xml is not None:
-            tree = self.mapping.xml.render("direct_message", context)
+            tree = self.mapping.xml.render("direct_message", _context(view))
             body, content_type = to_xml("direct_message", tree, indent=self.mapping.xml_indent), XML_TYPE
         else:
-            tree = self.mapping.json.render("direct_message", context)
-            for key in drop:
-                tree.pop(key, None)
+            tree = self.message_tree(view, "direct_message", drop)
             body, content_type = to_json(tree, escape_slashes=self.mapping.json_escape_slashes), JSON_TYPE
         return LegacyResponse(200, body, content_type, self.rate_limit_headers(rate_limit))
+
+    def render_messages(
+        self, views: tuple[MessageView, ...], fmt: str, rate_limit: RateLimit | None, *, drop: tuple[str, ...] = ()
+    ) -> LegacyResponse:
+        """A list of messages: a JSON array, or ``<direct-messages type="array">`` in XML."""
+        if fmt == "xml" and self.mapping.xml is not None:
+            items = [self.mapping.xml.render("direct_message", _context(view)) for view in views]
+            tree: dict[str, Any] = {"@type": "array"}
+            if items:
+                tree["direct_message"] = items
+            body, content_type = to_xml("direct-messages", tree, indent=self.mapping.xml_indent), XML_TYPE
+        else:
+            trees = [self.message_tree(view, "direct_message", drop) for view in views]
+            body, content_type = to_json(trees, escape_slashes=self.mapping.json_escape_slashes), JSON_TYPE
+        return LegacyResponse(200, body, content_type, self.rate_limit_headers(rate_limit))
+
+    def message_tree(self, view: MessageView, template: str, drop: tuple[str, ...] = ()) -> dict[str, Any]:
+        """One message rendered with a JSON template of this dialect, without the top-level keys in ``drop``."""
+        tree = self.mapping.json.render(template, _context(view))
+        for key in drop:
+            tree.pop(key, None)
+        return tree
 
     def rate_limit_headers(self, rate_limit: RateLimit | None) -> tuple[tuple[str, str], ...]:
         if rate_limit is None:
@@ -117,16 +228,17 @@ class Dialect:
     def render_error(self, error: GatewayError, fmt: str, path: str, *, suppress: bool = False) -> LegacyResponse:
         """The error in this dialect's shape. ``suppress`` answers 200, as suppress_response_codes did."""
         spec = self.mapping.errors[error.kind]
+        message = _error_message(spec.message, error)
         as_xml = fmt == "xml" and self.mapping.xml is not None
         tree: dict[str, Any]
         if self.mapping.error_style == "twitter":
             if as_xml:
-                tree = {"error": {"@code": str(spec.code), "#text": spec.message}}
+                tree = {"error": {"@code": str(spec.code), "#text": message}}
                 body = to_xml("errors", tree, indent=self.mapping.xml_indent)
             else:
-                body = to_json({"errors": [{"code": spec.code, "message": spec.message}]})
+                body = to_json({"errors": [{"code": spec.code, "message": message}]})
         else:
-            tree = {"error": spec.message, "request": path}
+            tree = {"error": message, "request": path}
             if as_xml:
                 body = to_xml("hash", tree, indent=self.mapping.xml_indent)
             else:
@@ -140,3 +252,14 @@ class Dialect:
     def error_format(self, path: str) -> str:
         """The format an error is rendered in when no route matched: the path's extension decides."""
         return "xml" if path.endswith(".xml") and self.mapping.xml is not None else "json"
+
+
+def _context(view: MessageView) -> dict[str, Any]:
+    return {"message": view.message, "sender": view.sender, "recipient": view.recipient}
+
+
+def _error_message(template: str, error: GatewayError) -> str:
+    """A mapping's message with ``{parameter}`` (the parameter at fault) and ``{allowed}`` (the methods a
+    route takes, as "POST or DELETE") filled in."""
+    allowed = sorted(getattr(error, "allowed", ()), key=lambda m: (_METHOD_ORDER + (m,)).index(m))
+    return template.replace("{parameter}", error.parameter).replace("{allowed}", " or ".join(allowed))

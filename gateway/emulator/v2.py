@@ -6,6 +6,7 @@ handler only validates its query, looks the data up and shapes the answer.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -32,6 +33,7 @@ EVENT_TYPES = ("MessageCreate", "ParticipantsJoin", "ParticipantsLeave")
 MAX_RESULTS = 100
 MAX_USER_IDS = 100
 MAX_DM_TEXT = 10_000
+_USERNAME = re.compile(r"[A-Za-z0-9_]{1,15}", re.ASCII)
 
 _SHAPE_PARAMS = ("dm_event.fields", "expansions", "user.fields")
 _LIST_PARAMS = (*_SHAPE_PARAMS, "event_types", "max_results", "pagination_token")
@@ -43,6 +45,8 @@ def add_v2_routes(router: web.UrlDispatcher) -> None:
     router.add_delete("/2/dm_events/{id}", delete_event)
     router.add_get("/2/users", lookup_users, allow_head=False)
     router.add_get("/2/users/me", me, allow_head=False)
+    router.add_get("/2/users/by/username/{username}", user_by_username, allow_head=False)
+    router.add_get("/2/users/{id}", user_by_id, allow_head=False)
     router.add_post("/2/dm_conversations/with/{participant_id}/messages", send_to_participant)
 
 
@@ -105,6 +109,8 @@ async def send_to_participant(request: web.Request) -> web.Response:
         raise plain(400, f"A message may have at most {MAX_DM_TEXT} characters.")
     if participant not in state.users or participant == caller.user_id:
         raise plain(400, f"Cannot send a message to {participant}.")
+    if state.users[participant].get("receives_your_dm") is False:
+        raise plain(403, "You are not permitted to send a message to this user.")
     event_id = str(max((int(i) for i in state.events), default=1_600_000_000_000_000_000) + 1)
     conversation = "-".join(sorted((caller.user_id, participant), key=int))
     created = datetime.fromtimestamp(state.now(), timezone.utc).isoformat(timespec="milliseconds")
@@ -151,6 +157,34 @@ async def lookup_users(request: web.Request) -> web.Response:
         if user_id not in state.users
     ]
     return json_response(document(data, errors=errors))
+
+
+async def user_by_id(request: web.Request) -> web.Response:
+    state, _ = _context(request)
+    check = QueryCheck(request.query, ("user.fields",))
+    user_id = check.identifier("id", request.match_info["id"])
+    fields = check.choices("user.fields", USER_FIELDS, ())
+    check.done()
+    user = state.users.get(user_id)
+    if user is None:
+        return json_response(document(None, errors=[resource_not_found("user", "id", user_id, "user")]))
+    return json_response({"data": user_view(user, fields)})
+
+
+async def user_by_username(request: web.Request) -> web.Response:
+    """Usernames match without regard to case, as on X."""
+    state, _ = _context(request)
+    check = QueryCheck(request.query, ("user.fields",))
+    fields = check.choices("user.fields", USER_FIELDS, ())
+    check.done()
+    username = request.match_info["username"]
+    if not _USERNAME.fullmatch(username):
+        raise plain(400, f"The `username` query parameter value [{username}] does not match ^[A-Za-z0-9_]{{1,15}}$")
+    wanted = username.lower()
+    user = next((u for u in state.users.values() if str(u.get("username", "")).lower() == wanted), None)
+    if user is None:
+        return json_response(document(None, errors=[resource_not_found("user", "username", username, "user")]))
+    return json_response({"data": user_view(user, fields)})
 
 
 async def me(request: web.Request) -> web.Response:

@@ -19,7 +19,7 @@ BASE_EVENT_FIELDS = ("id", "event_type", "text")
 
 USER_FIELDS = frozenset(
     "id name username created_at description entities location pinned_tweet_id profile_image_url"
-    " protected public_metrics url verified verified_type most_recent_tweet_id".split()
+    " protected public_metrics url verified verified_type most_recent_tweet_id receives_your_dm".split()
 )
 BASE_USER_FIELDS = ("id", "name", "username")
 

@@ -1,7 +1,8 @@
 """A tiny, compiled expression language for the shapes in mappings/*.toml.
 
 Each template is an ordered TOML table: keys are output keys, in output order; values say where the value
-comes from. A string is an expression; a TOML boolean or number is a constant::
+comes from. A string is an expression; a TOML boolean, number or array is a constant; a table is a nested
+object::
 
     id = "message.id|int"                   # a path into the render context, then filters
     sender = "sender|object(user)"          # another template of the same mapping, rendered nested
@@ -9,6 +10,9 @@ comes from. A string is an expression; a TOML boolean or number is a constant::
     lang = "'en'"                           # a quoted string constant
     url = "null"                            # JSON null / an empty XML element
     contributors_enabled = false            # a constant
+    symbols = []                            # a constant array of scalars
+    target = { recipient_id = "recipient.id" }   # a nested object, rendered from the same context
+    created_timestamp = "message.created_at|millis|str"   # epoch milliseconds
 
 Expressions are compiled once when the mapping loads, so a typo in a mapping stops start-up, not a request.
 """
@@ -18,7 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -75,6 +79,14 @@ def compile_template(name: str, table: Mapping[str, Any]) -> Template:
 def compile_value(where: str, value: Any) -> Getter:
     if isinstance(value, bool | int | float):
         return lambda _ctx, _r, constant=value: constant
+    if isinstance(value, dict):
+        # A table is a nested object rendered from the same context (an event's message_create, say).
+        nested = compile_template(where, value)
+        return lambda ctx, r: nested.render(ctx, r)
+    if isinstance(value, list):
+        if any(not isinstance(item, bool | int | float | str) for item in value):
+            raise MappingError(f"{where}: a constant array holds only numbers, booleans and strings")
+        return lambda _ctx, _r, constant=tuple(value): list(constant)
     if not isinstance(value, str):
         raise MappingError(f"{where}: expected an expression string or a constant, got {value!r}")
     term, *filters = [part.strip() for part in value.split("|")]
@@ -170,6 +182,17 @@ def _date(where: str, inner: Getter, arg: Any) -> Getter:
     return get
 
 
+def _millis(value: datetime) -> int:
+    """Milliseconds since the epoch, as the v1.1 events API wrote ``created_timestamp``."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return (value - _EPOCH) // _MILLISECOND
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MILLISECOND = timedelta(milliseconds=1)
+
+
 def _default(where: str, inner: Getter, arg: Any) -> Getter:
     def get(ctx: Mapping[str, Any], r: Renderer) -> Any:
         value = inner(ctx, r)
@@ -208,6 +231,7 @@ _FILTERS: dict[str, tuple[Callable[[str, Getter, Any], Getter], str | None]] = {
     "https": (_plain(_scheme("https")), None),
     "span": (_plain(lambda entity: [entity.start, entity.end]), None),
     "date": (_date, None),
+    "millis": (_plain(_millis), None),
     "default": (_default, "constant"),
     "contains": (_contains, "string"),
     "object": (_nested(many=False), "name"),
@@ -217,9 +241,13 @@ _FILTERS: dict[str, tuple[Callable[[str, Getter, Any], Getter], str | None]] = {
 
 def check_references(templates: Mapping[str, Template], raw: Mapping[str, Mapping[str, Any]], where: str) -> None:
     """Every object()/each() names a template that exists in the same format."""
-    for name, table in raw.items():
+    pending = [(f"{where}.{name}", table) for name, table in raw.items()]
+    while pending:
+        path, table = pending.pop()
         for key, value in table.items():
-            if isinstance(value, str):
+            if isinstance(value, dict):
+                pending.append((f"{path}.{key}", value))
+            elif isinstance(value, str):
                 for ref in re.findall(r"\|\s*(?:object|each)\(\s*([a-z_]+)\s*\)", value):
                     if ref not in templates:
-                        raise MappingError(f"{where}.{name}.{key}: no template named {ref!r}")
+                        raise MappingError(f"{path}.{key}: no template named {ref!r}")

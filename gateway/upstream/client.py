@@ -4,13 +4,20 @@ The client owns nothing but a reference to a shared ``ClientSession``; ``gateway
 session. Every failure becomes one of the gateway's own errors, so the service never sees aiohttp exceptions:
 timeouts and resets are ``UpstreamUnavailable``, v2's statuses become their neutral kinds, and a body that is
 too large or not JSON is ``UpstreamFailure``.
+
+Each call goes through the host's circuit breaker and, for GET and DELETE, the retry policy
+(``gateway.upstream.resilience``); every attempt is timed for ``dmgw_upstream_request_duration_seconds``
+under the call's endpoint template, never its real path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -22,11 +29,24 @@ from gateway.errors import (
     InvalidToken,
     MessageNotFound,
     RateLimited,
+    UpstreamBadRequest,
     UpstreamError,
     UpstreamFailure,
     UpstreamUnavailable,
 )
 from gateway.model import Principal, RateLimit
+from gateway.upstream.resilience import (
+    RATE_LIMITED,
+    RETRY_STATUSES,
+    AttemptFailed,
+    Breakers,
+    NullObserver,
+    RetryPolicy,
+    UpstreamObserver,
+    rate_limit_wait,
+)
+
+log = logging.getLogger("gateway.upstream")
 
 USER_AGENT = f"legacy-dm-gateway/{__version__}"
 
@@ -43,6 +63,7 @@ DM_EVENT_LOOKUP = {
 }
 
 _STATUS_ERRORS: dict[int, type[UpstreamError]] = {
+    400: UpstreamBadRequest,
     401: InvalidToken,
     403: Forbidden,
     404: MessageNotFound,
@@ -73,6 +94,17 @@ def rate_limit_from(headers: Mapping[str, str]) -> RateLimit | None:
         return None
 
 
+class _Answer:
+    """What one attempt got back: v2's status, body and quota."""
+
+    __slots__ = ("status", "raw", "rate_limit")
+
+    def __init__(self, status: int, raw: bytes, rate_limit: RateLimit | None) -> None:
+        self.status = status
+        self.raw = raw
+        self.rate_limit = rate_limit
+
+
 class UpstreamClient:
     def __init__(
         self,
@@ -80,26 +112,95 @@ class UpstreamClient:
         base_url: str,
         *,
         max_response_bytes: int = 4 * 1024 * 1024,
+        retry: RetryPolicy | None = None,
+        breakers: Breakers | None = None,
+        observer: UpstreamObserver | None = None,
     ) -> None:
         self._session = session
         self._base = base_url.rstrip("/")
         self._max_bytes = max_response_bytes
+        self._retry = retry or RetryPolicy(retries=0)
+        self._breaker = (breakers or Breakers(0, 1.0)).for_url(self._base)
+        self._observer = observer or NullObserver()
 
     async def delete_dm_event(self, event_id: str, principal: Principal, request_id: str | None = None) -> V2Response:
-        response = await self._request("DELETE", f"/2/dm_events/{event_id}", principal, request_id=request_id)
+        response = await self._request(
+            "DELETE", f"/2/dm_events/{event_id}", principal, request_id=request_id, endpoint="DELETE /2/dm_events/:id"
+        )
         if response.body.get("data", {}).get("deleted") is not True:
             raise UpstreamFailure("v2 answered the delete without data.deleted=true")
         return response
 
     async def get_dm_event(self, event_id: str, principal: Principal, request_id: str | None = None) -> V2Response:
-        return await self._request("GET", f"/2/dm_events/{event_id}", principal, DM_EVENT_LOOKUP, request_id)
+        return await self._request(
+            "GET", f"/2/dm_events/{event_id}", principal, DM_EVENT_LOOKUP, request_id, endpoint="GET /2/dm_events/:id"
+        )
 
     async def get_users(
         self, user_ids: Iterable[str], principal: Principal, request_id: str | None = None
     ) -> V2Response:
         params = {"ids": ",".join(user_ids), "user.fields": USER_FIELDS}
         # A 404 here would mean the endpoint, not a user: v2 reports unknown users inside a 200.
-        return await self._request("GET", "/2/users", principal, params, request_id, not_found=UpstreamFailure)
+        return await self._request(
+            "GET", "/2/users", principal, params, request_id, not_found=UpstreamFailure, endpoint="GET /2/users"
+        )
+
+    async def list_dm_events(
+        self,
+        principal: Principal,
+        max_results: int,
+        pagination_token: str | None = None,
+        request_id: str | None = None,
+    ) -> V2Response:
+        """One page of the caller's message events, newest first, with the users they name."""
+        params = {**DM_EVENT_LOOKUP, "event_types": "MessageCreate", "max_results": str(max_results)}
+        if pagination_token is not None:
+            params["pagination_token"] = pagination_token
+        # v2 answers a pagination token it does not know with 400; a 404 would mean the endpoint.
+        return await self._request(
+            "GET", "/2/dm_events", principal, params, request_id, not_found=UpstreamFailure, endpoint="GET /2/dm_events"
+        )
+
+    async def get_me(self, principal: Principal, request_id: str | None = None) -> V2Response:
+        """The user the principal's credential acts for."""
+        params = {"user.fields": USER_FIELDS}
+        return await self._request(
+            "GET", "/2/users/me", principal, params, request_id, not_found=UpstreamFailure, endpoint="GET /2/users/me"
+        )
+
+    async def get_recipient(
+        self, principal: Principal, *, user_id: str | None = None, username: str | None = None, request_id: str | None = None
+    ) -> V2Response:
+        """A would-be recipient by id or by username, with ``receives_your_dm`` (whether they accept the
+        caller's messages). v2 answers an unknown user with a 200 that carries only ``errors``."""
+        if user_id is not None:
+            path, endpoint = f"/2/users/{user_id}", "GET /2/users/:id"
+        elif username is not None:
+            path, endpoint = f"/2/users/by/username/{quote(username, safe='')}", "GET /2/users/by/username/:username"
+        else:
+            raise ValueError("a recipient needs an id or a username")
+        params = {"user.fields": f"{USER_FIELDS},receives_your_dm"}
+        return await self._request(
+            "GET", path, principal, params, request_id, not_found=UpstreamFailure, endpoint=endpoint
+        )
+
+    async def send_dm(
+        self, participant_id: str, text: str, principal: Principal, request_id: str | None = None
+    ) -> V2Response:
+        """Send a one-to-one message; v2 answers the new event's id and conversation id."""
+        body = orjson.dumps({"text": text})
+        path = f"/2/dm_conversations/with/{participant_id}/messages"
+        # Never retried (a POST): a send whose answer was lost may have been made.
+        return await self._request(
+            "POST",
+            path,
+            principal,
+            None,
+            request_id,
+            not_found=UpstreamFailure,
+            body=body,
+            endpoint="POST /2/dm_conversations/with/:id/messages",
+        )
 
     async def _request(
         self,
@@ -109,20 +210,23 @@ class UpstreamClient:
         params: Mapping[str, str] | None = None,
         request_id: str | None = None,
         not_found: type[UpstreamError] = MessageNotFound,
+        body: bytes | None = None,
+        *,
+        endpoint: str,
     ) -> V2Response:
         url = URL(self._base + path).with_query(dict(params or {}))
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         if request_id:
-            headers["X-Request-Id"] = request_id
-        credential = principal.credential
-        renewed = False
-        while True:
-            headers["Authorization"] = authorization = await credential.authorization(method, str(url))
-            status, raw, rate_limit = await self._send(method, url, headers)
-            # One retry, and only when the credential could renew itself (a refreshed OAuth 2.0 grant).
-            if status != 401 or renewed or not await credential.renew(authorization):
-                break
-            renewed = True
+            headers["X-Request-Id"] = request_id  # the same on every attempt
+        answer, unsure = await self._with_retries(method, url, headers, body, principal, endpoint)
+        status, raw, rate_limit = answer.status, answer.raw, answer.rate_limit
+        if status == 404 and method == "DELETE" and unsure:
+            # An earlier attempt may have deleted the event before its answer was lost: v2 now no longer
+            # shows it to this caller, which is what the delete was for.
+            log.info("%s: 404 after an attempt whose outcome is unknown; taken as deleted", endpoint)
+            return V2Response(200, {"data": {"deleted": True}}, rate_limit)
         if status >= 400:
             error = not_found if status == 404 else _STATUS_ERRORS.get(status, UpstreamFailure)
             raise error(f"{method} {path}: v2 answered {status}", rate_limit=rate_limit)
@@ -134,16 +238,122 @@ class UpstreamClient:
             raise UpstreamFailure(f"{method} {path}: body is not a JSON object")
         return V2Response(status, body, rate_limit)
 
+    async def _with_retries(
+        self,
+        method: str,
+        url: URL,
+        headers: dict[str, str],
+        body: bytes | None,
+        principal: Principal,
+        endpoint: str,
+    ) -> tuple[_Answer, bool]:
+        """The last attempt's answer (or its error), and whether an earlier attempt may have reached v2
+        without its answer reaching the gateway."""
+        loop = asyncio.get_running_loop()
+        policy = self._retry
+        deadline = policy.deadline() if policy.retries else 0.0
+        unsure = False
+        attempt = 0
+        limit: float | None = None  # the seconds a retry attempt may take, None for the session's timeout
+        while True:
+            try:
+                answer = await self._authorized(method, url, headers, body, principal, endpoint, limit)
+            except AttemptFailed as exc:
+                reason = exc.reason
+                if not policy.may_retry(method, attempt):
+                    raise
+                wait = policy.backoff_delay(attempt)
+                if loop.time() + wait >= deadline:
+                    raise
+                unsure = True
+            else:
+                if answer.status in RETRY_STATUSES:
+                    wait = policy.backoff_delay(attempt)
+                elif answer.status == RATE_LIMITED:
+                    reset = answer.rate_limit.reset if answer.rate_limit else None
+                    wait = rate_limit_wait(reset)
+                    if wait is not None and wait == 0:
+                        wait = policy.backoff_delay(attempt)
+                else:
+                    return answer, unsure
+                reason = str(answer.status)
+                if wait is None or not policy.may_retry(method, attempt) or loop.time() + wait >= deadline:
+                    return answer, unsure
+                unsure = unsure or answer.status != RATE_LIMITED
+            self._observer.upstream_retry(endpoint, reason)
+            log.info("%s: retrying after %s in %.3fs (attempt %d)", endpoint, reason, wait, attempt + 2)
+            await asyncio.sleep(wait)
+            attempt += 1
+            limit = max(deadline - loop.time(), 0.001)  # the sleep may have overrun the deadline a little
+
+    async def _authorized(
+        self,
+        method: str,
+        url: URL,
+        headers: dict[str, str],
+        body: bytes | None,
+        principal: Principal,
+        endpoint: str,
+        limit: float | None,
+    ) -> _Answer:
+        """One attempt: the request with the credential's Authorization, sent again once if v2 refused
+        a credential that could renew itself (a refreshed OAuth 2.0 grant)."""
+        credential = principal.credential
+        renewed = False
+        while True:
+            headers["Authorization"] = authorization = await credential.authorization(method, str(url))
+            answer = await self._send(method, url, headers, body, endpoint, limit)
+            if answer.status != 401 or renewed or not await credential.renew(authorization):
+                return answer
+            renewed = True
+
     async def _send(
-        self, method: str, url: URL, headers: dict[str, str]
-    ) -> tuple[int, bytes, RateLimit | None]:
+        self,
+        method: str,
+        url: URL,
+        headers: dict[str, str],
+        body: bytes | None,
+        endpoint: str,
+        limit: float | None = None,
+    ) -> _Answer:
+        """One HTTP request through the host's breaker. ``limit`` caps the session's timeouts (a retry may
+        only use what is left of the budget)."""
         try:
-            async with self._session.request(method, url, headers=headers) as resp:
-                return resp.status, await self._read_bounded(resp), rate_limit_from(resp.headers)
-        except (asyncio.TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-            raise UpstreamUnavailable(f"{method} {url.path}: {type(exc).__name__}") from exc
+            probe = self._breaker.allow()
+        except UpstreamUnavailable:
+            self._observer.upstream_request(endpoint, "breaker_open", 0.0)
+            raise
+        options: dict[str, Any] = {}  # no timeout given: the session's own
+        if limit is not None:
+            base = self._session.timeout
+            options["timeout"] = aiohttp.ClientTimeout(
+                total=min(base.total or limit, limit), sock_connect=min(base.sock_connect or limit, limit)
+            )
+        started = time.perf_counter()
+        outcome: str | None = None  # None: the caller went away; nothing to say about upstream
+        ok: bool | None = None
+        try:
+            async with self._session.request(method, url, headers=headers, data=body, **options) as resp:
+                outcome, ok = _outcome(resp.status)
+                try:
+                    raw = await self._read_bounded(resp)
+                except UpstreamFailure:
+                    outcome = "too_large"
+                    raise
+                return _Answer(resp.status, raw, rate_limit_from(resp.headers))
+        except asyncio.TimeoutError as exc:
+            outcome, ok = "timeout", False
+            raise AttemptFailed(f"{method} {url.path}: {type(exc).__name__}", reason=outcome) from exc
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            outcome, ok = "connection_error", False
+            raise AttemptFailed(f"{method} {url.path}: {type(exc).__name__}", reason=outcome) from exc
         except aiohttp.ClientResponseError as exc:
+            outcome, ok = "server_error", False
             raise UpstreamFailure(f"{method} {url.path}: {exc.status} {exc.message}") from exc
+        finally:
+            self._breaker.record(ok, probe)
+            if outcome is not None:
+                self._observer.upstream_request(endpoint, outcome, time.perf_counter() - started)
 
     async def _read_bounded(self, resp: aiohttp.ClientResponse) -> bytes:
         chunks: list[bytes] = []
@@ -154,3 +364,13 @@ class UpstreamClient:
                 raise UpstreamFailure(f"v2 body exceeds {self._max_bytes} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _outcome(status: int) -> tuple[str, bool]:
+    """The histogram outcome of a status, and whether it counts as the host answering for the breaker."""
+    if status >= 500:
+        return "server_error", False
+    if status >= 400:
+        return "client_error", True
+    return "ok", True
+

@@ -1,0 +1,245 @@
+"""``dm-gateway serve --workers N``: N processes serving one port, for hosts with several cores.
+
+The process started by the operator is the *supervisor*. It opens the store first (so a SQLite schema
+migration runs once, before any worker), then starts N workers as fresh interpreters (multiprocessing's
+``spawn``: nothing is forked from a process that already has an event loop). Each worker runs the gateway
+application on ``server.port`` with ``SO_REUSEPORT``, so the kernel spreads new connections over them.
+
+The supervisor serves the admin listener itself: ``/healthz`` and ``/readyz`` answer for the whole service
+(``/readyz`` pings the shared store, which is what the workers use), and ``/metrics`` is the sum over all
+workers, read with prometheus-client's multiprocess mode from a fresh directory the supervisor creates
+and names in ``PROMETHEUS_MULTIPROC_DIR`` before anything imports prometheus_client.
+
+Lifecycle: the admin listener opens once every worker is listening. SIGTERM or SIGINT to the supervisor
+is passed to every worker as SIGTERM; each drains as a single process does (``server.shutdown_timeout``),
+and the supervisor exits 0 when all have. A worker that exits on its own (a crash, a kill) is not
+restarted: the supervisor drains the others and exits with status 1, so that systemd, Kubernetes or
+Docker restarts the whole service and nothing runs at reduced capacity unnoticed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import tempfile
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+from aiohttp import web
+
+from gateway import __version__
+from gateway.config import Config
+
+log = logging.getLogger("gateway")
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [pid %(process)d]: %(message)s"
+
+# Beyond server.shutdown_timeout, how long a worker may take to close its store and exit before it is killed.
+EXIT_GRACE = 10.0
+
+
+class WorkerFailed(Exception):
+    """A worker could not start, or stopped on its own; the message is the operator's one line."""
+
+
+def run_workers(config: Config) -> int:
+    """Supervise ``config.server.workers`` workers until a signal (exit 0) or a worker's failure (exit 1)."""
+    for handler in logging.getLogger().handlers:  # say which process wrote each line
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    metrics_dir = tempfile.mkdtemp(prefix="dm-gateway-metrics-")
+    previous = os.environ.get(MULTIPROC_ENV)
+    # Before prometheus_client is imported here (by gateway.app) and in the workers, which inherit it.
+    os.environ[MULTIPROC_ENV] = metrics_dir
+    try:
+        return asyncio.run(_supervise(config))
+    finally:
+        if previous is None:
+            os.environ.pop(MULTIPROC_ENV, None)
+        else:
+            os.environ[MULTIPROC_ENV] = previous
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+@dataclass
+class _Worker:
+    index: int
+    process: Any  # multiprocessing's SpawnProcess
+    conn: Connection
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+    error: str | None = None
+
+
+async def _supervise(config: Config) -> int:
+    from prometheus_client import CollectorRegistry, multiprocess
+
+    from gateway.admin import create_admin_app
+    from gateway.app import create_app
+    from gateway.cli import log_admin_listener, stop_on_signals
+
+    loop = asyncio.get_running_loop()
+    stop, remove_signal_handlers = stop_on_signals(loop)
+    # The supervisor's own gateway app never listens: it holds the store /readyz pings.
+    app = create_app(config)
+    runner = web.AppRunner(app, handle_signals=False)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    admin_runner = web.AppRunner(create_admin_app(app, registry=registry), access_log=None, handle_signals=False)
+    workers: list[_Worker] = []
+    failure: str | None = None
+    try:
+        await runner.setup()  # opens (and migrates) the store once, before any worker does
+        context = multiprocessing.get_context("spawn")
+        for index in range(1, config.server.workers + 1):
+            ours, theirs = context.Pipe()
+            process = context.Process(
+                target=worker_main, args=(config, index, theirs), name=f"dm-gateway-worker-{index}", daemon=False
+            )
+            process.start()
+            theirs.close()
+            worker = _Worker(index, process, ours)
+            _watch(loop, worker, multiprocess)
+            workers.append(worker)
+        failure = await _first_failure_or(stop, workers, _all_ready(workers))
+        if failure is None:
+            await admin_runner.setup()
+            await web.TCPSite(admin_runner, config.server.admin_host, config.server.admin_port).start()
+            log.info(
+                "dm-gateway %s: %d workers on http%s://%s:%d, upstream %s, store %s",
+                __version__,
+                len(workers),
+                "s" if config.server.tls_cert else "",
+                config.server.host,
+                config.server.port,
+                config.upstream.base_url,
+                config.store.url,
+            )
+            log_admin_listener(config, admin_runner)
+            failure = await _first_failure_or(stop, workers, asyncio.Event().wait())
+    finally:
+        remove_signal_handlers()
+        await _stop_workers(workers, config.server.shutdown_timeout)
+        await admin_runner.cleanup()
+        await runner.cleanup()
+    if failure is not None:
+        raise WorkerFailed(failure)
+    return 0
+
+
+async def _all_ready(workers: list[_Worker]) -> None:
+    for worker in workers:
+        await worker.ready.wait()
+
+
+async def _first_failure_or(stop: asyncio.Event, workers: list[_Worker], awaitable: Any) -> str | None:
+    """Wait for ``awaitable``, a stop signal or a worker's exit; the failure's description, or None."""
+    waits = [asyncio.ensure_future(awaitable), asyncio.ensure_future(stop.wait())]
+    waits += [asyncio.ensure_future(worker.exited.wait()) for worker in workers]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+    if stop.is_set():
+        return None
+    for worker in workers:
+        if worker.exited.is_set():
+            reason = worker.error or f"exited with status {worker.process.exitcode}"
+            return f"worker {worker.index} (pid {worker.process.pid}) {reason}"
+    return None
+
+
+def _watch(loop: asyncio.AbstractEventLoop, worker: _Worker, multiprocess: Any) -> None:
+    """Follow a worker's messages (ready, or why it could not start) and its exit, without blocking."""
+
+    def on_message() -> None:
+        try:
+            kind, detail = worker.conn.recv()
+        except (EOFError, OSError):
+            loop.remove_reader(worker.conn.fileno())
+            worker.conn.close()
+            return
+        if kind == "ready":
+            worker.ready.set()
+        else:
+            worker.error = detail
+
+    def on_exit() -> None:
+        loop.remove_reader(worker.process.sentinel)
+        while not worker.conn.closed and worker.conn.poll():  # a last message may still be waiting
+            on_message()
+        worker.process.join()
+        multiprocess.mark_process_dead(worker.process.pid)  # its live gauges leave /metrics
+        worker.exited.set()
+
+    loop.add_reader(worker.conn.fileno(), on_message)
+    loop.add_reader(worker.process.sentinel, on_exit)
+
+
+async def _stop_workers(workers: list[_Worker], shutdown_timeout: float) -> None:
+    """SIGTERM to every worker still running; SIGKILL to any still running long after its drain time."""
+    running = [worker for worker in workers if not worker.exited.is_set()]
+    if running:
+        log.info("stopping: %d workers finish requests in flight (at most %gs)", len(running), shutdown_timeout)
+    for worker in workers:
+        if not worker.exited.is_set() and worker.process.pid is not None:
+            os.kill(worker.process.pid, signal.SIGTERM)
+    pending = [worker.exited.wait() for worker in workers]
+    try:
+        await asyncio.wait_for(asyncio.gather(*pending), shutdown_timeout + EXIT_GRACE)
+    except TimeoutError:
+        for worker in workers:
+            if not worker.exited.is_set():
+                log.error("worker %d (pid %d) did not stop; killing it", worker.index, worker.process.pid)
+                worker.process.kill()
+        await asyncio.gather(*(worker.exited.wait() for worker in workers))
+    for worker in workers:
+        worker.conn.close()
+
+
+def worker_main(config: Config, index: int, conn: Connection) -> None:
+    """A worker process: the gateway application on the shared port, until SIGTERM or the supervisor's end."""
+    from gateway.cli import AccessLogger, runner_options, server_tls_context, stop_on_signals
+    from gateway.store.base import StoreError
+
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    # Ctrl-C reaches the whole process group; the supervisor turns it into one SIGTERM per worker, and a
+    # second signal would end the drain early.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    async def serve() -> None:
+        from gateway.app import create_app
+
+        loop = asyncio.get_running_loop()
+        stop, remove_signal_handlers = stop_on_signals(loop)
+        # Readable only at EOF: the supervisor is gone, so no one would ever stop this worker.
+        loop.add_reader(conn.fileno(), stop.set)
+        runner = web.AppRunner(
+            create_app(config), access_log_class=AccessLogger, handle_signals=False, **runner_options(config)
+        )
+        try:
+            await runner.setup()
+            site = web.TCPSite(
+                runner, config.server.host, config.server.port, ssl_context=server_tls_context(config), reuse_port=True
+            )
+            await site.start()
+            log.info("worker %d listening on %s", index, site.name)
+            conn.send(("ready", os.getpid()))
+            await stop.wait()
+            log.info("worker %d stopping: finishing requests in flight", index)
+        finally:
+            loop.remove_reader(conn.fileno())
+            remove_signal_handlers()
+            await runner.cleanup()
+
+    try:
+        asyncio.run(serve())
+    except (StoreError, OSError) as exc:
+        conn.send(("error", f"cannot start: {exc}"))
+        raise SystemExit(1) from None
