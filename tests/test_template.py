@@ -491,54 +491,6 @@ def test_xml_indent() -> None:
     assert b"\n <t>x</t>" in to_xml("r", {"t": "x"}, indent=" ")
 
 
-# The XML writer must answer byte for byte what xmltodict (the writer these bodies were first defined with)
-# writes for the same tree: attribute values here hold no quote characters, the one place where the two
-# legitimately differ (xmltodict may quote with apostrophes; both are the same XML).
-_XML_NAMES = st.sampled_from(["id", "text", "user", "url", "a_b", "x1"])
-_XML_SCALARS = st.none() | st.booleans() | st.integers() | st.text(max_size=12)
-_XML_ATTRIBUTE = st.text(st.characters(blacklist_characters="\"'"), max_size=8)
-
-
-def _xml_trees(depth: int = 2) -> st.SearchStrategy[dict[str, Any]]:
-    leaf = _XML_SCALARS | st.lists(_XML_SCALARS, max_size=3)
-    value = leaf if depth == 0 else leaf | _xml_trees(depth - 1) | st.lists(_xml_trees(depth - 1), max_size=2)
-    return st.dictionaries(_XML_NAMES, value, max_size=4)
-
-
-def _xmltodict_xml(root: str, tree: dict[str, Any], indent: str) -> bytes:
-    import re
-
-    import xmltodict
-
-    not_xml = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-
-    def value(item: Any) -> Any:
-        if item is None or isinstance(item, bool):
-            return None if item is None else ("true" if item else "false")
-        if isinstance(item, dict):
-            return {key: value(v) for key, v in item.items()}
-        if isinstance(item, list):
-            return [value(v) for v in item]
-        return not_xml.sub("", str(item))
-
-    text = xmltodict.unparse({root: value(tree)}, pretty=True, indent=indent, short_empty_elements=True, encoding="UTF-8")
-    return text.replace("\r", "&#13;").encode("utf-8") + b"\n"
-
-
-@given(tree=_xml_trees(), indent=st.sampled_from([" ", "  ", "\t"]))
-@example(tree={"text": "  "}, indent=" ")
-@example(tree={"text": "", "url": {}, "id": []}, indent=" ")
-@example(tree={"text": "a\r\nb\x00c <&> ]]>"}, indent=" ")
-def test_xml_writes_what_xmltodict_writes(tree: dict[str, Any], indent: str) -> None:
-    assert to_xml("r", tree, indent=indent) == _xmltodict_xml("r", tree, indent)
-
-
-@given(code=_XML_ATTRIBUTE, message=st.text(max_size=20))
-def test_xml_attributes_and_text_as_xmltodict_writes_them(code: str, message: str) -> None:
-    tree = {"error": {"@code": code, "#text": message}}
-    assert to_xml("errors", tree, indent="  ") == _xmltodict_xml("errors", tree, "  ")
-
-
 def test_json_escape_slashes_escapes_every_slash() -> None:
     tree = {"url": "http://a/b//c", "path/key": ["/", "\\/", "x\\"], "n": 1, "none": None}
     plain = to_json(tree)

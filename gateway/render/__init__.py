@@ -1,1 +1,1 @@
-"""Legacy bodies from the model: templates read from mappings/, serialized by orjson and lxml."""
+"""Legacy bodies from the model: templates read from mappings/, serialized by orjson and xmltodict."""
