@@ -141,6 +141,22 @@ class Dialect:
             include_entities=include_entities,
         )
 
+    @classmethod
+    def form_send_op(
+        cls, request: LegacyRequest, *, missing_recipient: GatewayError | None = None, include_entities: bool = True
+    ) -> SendDM:
+        """A send from the parameters every form-based send took: ``text`` and ``user_id``, ``screen_name``
+        or ``user``."""
+        return cls.send_op(
+            request,
+            request.first("text"),
+            user_id=request.first("user_id"),
+            screen_name=request.first("screen_name"),
+            user=request.first("user"),
+            missing_recipient=missing_recipient,
+            include_entities=include_entities,
+        )
+
     @staticmethod
     def send_op(
         request: LegacyRequest,

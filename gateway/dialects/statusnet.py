@@ -26,15 +26,8 @@ class StatusNet(Dialect):
         if operation in ("received", "sent"):
             return self.list_op(request, operation)
         if operation == "new":
-            return self.send_op(
-                request,
-                request.first("text"),
-                user_id=request.first("user_id"),
-                screen_name=request.first("screen_name"),
-                user=request.first("user"),
-                # StatusNet looked the recipient up first and answered "not found" when none was named.
-                missing_recipient=RecipientNotFound("no recipient named"),
-            )
+            # StatusNet looked the recipient up first and answered "not found" when none was named.
+            return self.form_send_op(request, missing_recipient=RecipientNotFound("no recipient named"))
         return DestroyDM(id=self.message_id(request), want_body=True)
 
     def render(self, op: Operation, outcome: Outcome, fmt: str) -> LegacyResponse:

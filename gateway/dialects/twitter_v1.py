@@ -32,14 +32,7 @@ class TwitterClassic(Dialect):
         if operation == "show":
             return ShowDM(id=self.message_id(request), include_entities=include_entities)
         if operation == "new":
-            return self.send_op(
-                request,
-                request.first("text"),
-                user_id=request.first("user_id"),
-                screen_name=request.first("screen_name"),
-                user=request.first("user"),
-                include_entities=include_entities,
-            )
+            return self.form_send_op(request, include_entities=include_entities)
         return DestroyDM(id=self.message_id(request), want_body=True, include_entities=include_entities)
 
     def render(self, op: Operation, outcome: Outcome, fmt: str) -> LegacyResponse:
