@@ -200,6 +200,8 @@ async def _read_json(request: web.Request) -> Any:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge("JSON body over the configured limit") from None
+    except ClientTooSlow as exc:
+        raise RequestTimeout(str(exc)) from None
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:

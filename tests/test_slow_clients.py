@@ -122,6 +122,29 @@ async def test_a_slow_form_body_gets_408_in_the_dialects_shape_and_the_connectio
     assert not emulator.state.is_deleted_for(MESSAGE_ID, "38895958")
 
 
+async def test_a_slow_json_body_of_an_events_send_gets_408_and_nothing_is_sent(
+    aiohttp_server: Any, emulator: EmulatorServer
+) -> None:
+    client = await served_gateway(aiohttp_server, emulator, client_timeout=0.5)
+    reader, writer = await connect(client)
+    body = b'{"event": {"type": "message_create", "message_create": {"target": {"recipient_id": "776627022"}, ' \
+        b'"message_data": {"text": "slow"}}}}'
+    head = (
+        "POST /1.1/direct_messages/events/new.json HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    writer.write(head.encode() + body[:10])
+    await writer.drain()
+    sending = asyncio.create_task(trickle(writer, body[10:], 0.05))
+    raw = await read_until_closed(reader, 5)
+    sending.cancel()
+    writer.close()
+    status, headers, answer = split_response(raw)
+    assert status == 408, raw
+    assert b'"code":214' in answer and headers.get("connection") == "close"
+    assert [r for r in emulator.state.requests if r.method == "POST"] == []
+
+
 async def test_a_slow_pass_through_body_gets_408_problem_json(aiohttp_server: Any, emulator: EmulatorServer) -> None:
     client = await served_gateway(aiohttp_server, emulator, client_timeout=0.5)
     reader, writer = await connect(client)
