@@ -124,10 +124,11 @@ class DMService:
         )
 
     async def _view(self, message_id: str, principal: Principal, request_id: str | None) -> MessageView:
-        message = await self._quietly(self.store.get_message(message_id), "get_message", None)
+        message, users = await self._quietly(
+            self.store.get_message_with_users(message_id), "get_message", (None, {})
+        )
         if self._on_store_lookup is not None:
             self._on_store_lookup(message is not None)
-        users: dict[str, User] = {}
         if message is None:
             response = await self.upstream.get_dm_event(message_id, principal, request_id)
             message, users = await self._learn_event(response, message_id)

@@ -1251,3 +1251,48 @@ async def test_the_gateway_opens_its_store_with_the_configured_key_and_retention
     assert b"tworld" not in bytes(raw) and b"text_enc" in bytes(raw)
     got = await store.get_message(SEED_002_ID)
     assert got is not None and got.text == "hello, tworld."
+
+
+# --- A message with its users in one call ---------------------------------------------------------------
+
+
+async def test_a_message_comes_with_both_its_users(store: Store) -> None:
+    await store.put_messages([make_message("1", sender_id="11", recipient_id="22"), make_message("2")])
+    await store.put_users([make_user("11"), make_user("22"), make_user("33")])
+    assert await store.get_message_with_users("1") == (
+        make_message("1", sender_id="11", recipient_id="22"),
+        {"11": make_user("11"), "22": make_user("22")},
+    )
+
+
+async def test_a_message_whose_users_are_unknown_comes_alone(store: Store) -> None:
+    await store.put_messages([make_message("1", sender_id="44", recipient_id="55")])
+    await store.put_users([make_user("44")])
+    assert await store.get_message_with_users("1") == (
+        make_message("1", sender_id="44", recipient_id="55"),
+        {"44": make_user("44")},
+    )
+
+
+async def test_a_note_to_self_comes_with_its_one_user(store: Store) -> None:
+    await store.put_messages([make_message("1", sender_id="11", recipient_id="11", conversation_id="11-11")])
+    await store.put_users([make_user("11")])
+    message, users = await store.get_message_with_users("1")
+    assert message is not None and users == {"11": make_user("11")}
+
+
+async def test_an_unknown_message_comes_with_no_users(store: Store) -> None:
+    await store.put_users([make_user("11"), make_user("22")])
+    assert await store.get_message_with_users("404") == (None, {})
+
+
+async def test_with_users_follows_retention_and_user_age(aging_store: Store, clock: FakeClock) -> None:
+    await aging_store.put_messages([make_message("1")])
+    await aging_store.put_users([make_user("11"), make_user("22")])
+    clock.advance(USER_MAX_AGE)
+    message, users = await aging_store.get_message_with_users("1")
+    assert message == make_message("1")
+    if not isinstance(aging_store, RedisStore):  # Redis ages users on the server, not by this clock
+        assert users == {}
+    clock.advance(RETENTION)
+    assert await aging_store.get_message_with_users("1") == (None, {})

@@ -35,6 +35,10 @@ class MessageStore(Protocol):
 
     async def get_users(self, user_ids: Iterable[str]) -> dict[str, User]: ...
 
+    async def get_message_with_users(self, message_id: str) -> tuple[DirectMessage | None, dict[str, User]]:
+        """``get_message``, and for a message found, ``get_users`` of its sender and recipient, as cheaply as
+        the backend can (one trip where it can)."""
+
     async def put_users(self, users: Iterable[User]) -> None: ...
 
     async def mark_deleted(self, message_id: str, by: str | None) -> None:

@@ -147,6 +147,12 @@ class MemoryStore:
             size += _DELETION_BYTES if deletion is not None else 0
             self._cache.put(key, _Learned(message, now, deletion), size)
 
+    async def get_message_with_users(self, message_id: str) -> tuple[DirectMessage | None, dict[str, User]]:
+        message = await self.get_message(message_id)
+        if message is None:
+            return None, {}
+        return message, await self.get_users({message.sender_id, message.recipient_id})
+
     async def get_users(self, user_ids: Iterable[str]) -> dict[str, User]:
         found = {uid: self._live(("u", uid), self._user_max_age) for uid in user_ids}
         return {uid: entry.value for uid, entry in found.items() if entry is not None}  # type: ignore[misc]

@@ -190,6 +190,12 @@ class RedisStore:
                     pipe.expire(self._key("del", message_id), max(self.deletion_ttl, self.message_ttl))
                 await pipe.execute()
 
+    async def get_message_with_users(self, message_id: str) -> tuple[DirectMessage | None, dict[str, User]]:
+        message = await self.get_message(message_id)
+        if message is None:
+            return None, {}
+        return message, await self.get_users({message.sender_id, message.recipient_id})
+
     async def get_users(self, user_ids: Iterable[str]) -> dict[str, User]:
         ids = sorted(set(user_ids))
         if not ids:

@@ -187,15 +187,31 @@ class SQLiteStore:
         ids = sorted(set(user_ids))
         if not ids:
             return {}
-
         cutoff = self._clock() - self.user_max_age
+        return await self._run(self._read_users, ids, cutoff)
 
-        def read() -> dict[str, User]:
-            marks = ",".join("?" * len(ids))
-            statement = f"SELECT record FROM users WHERE id IN ({marks}) AND fetched_at > ?"
-            rows = self._db.execute(statement, [*ids, cutoff]).fetchall()
-            users = (codec.user_from_record(codec.loads(row[0])) for row in rows)
-            return {user.id: user for user in users}
+    def _read_users(self, ids: list[str], cutoff: float) -> dict[str, User]:
+        marks = ",".join("?" * len(ids))
+        statement = f"SELECT record FROM users WHERE id IN ({marks}) AND fetched_at > ?"
+        rows = self._db.execute(statement, [*ids, cutoff]).fetchall()
+        users = (codec.user_from_record(codec.loads(row[0])) for row in rows)
+        return {user.id: user for user in users}
+
+    async def get_message_with_users(self, message_id: str) -> tuple[DirectMessage | None, dict[str, User]]:
+        """Both reads in one trip to the worker thread: each trip costs more than the reads themselves."""
+        now = self._clock()
+        message_cutoff, user_cutoff = now - self.message_retention, now - self.user_max_age
+
+        def read() -> tuple[DirectMessage | None, dict[str, User]]:
+            row = self._db.execute(
+                "SELECT record FROM messages WHERE id = ? AND learned_at > ?", (message_id, message_cutoff)
+            ).fetchone()
+            if row is None:
+                return None, {}
+            message = codec.read_message(codec.loads(row[0]), self._cipher)
+            if message is None:
+                return None, {}
+            return message, self._read_users(sorted({message.sender_id, message.recipient_id}), user_cutoff)
 
         return await self._run(read)
 
