@@ -7,7 +7,8 @@ import asyncio
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import aiohttp
@@ -172,6 +173,18 @@ def _legacy_handler(dialect: Dialect, spec: RouteSpec) -> Handler:
     return handle
 
 
+@contextmanager
+def _reading_body(what: str) -> Iterator[None]:
+    """How reading any legacy body fails for the client: over ``server.max_body_bytes`` (413), or not all
+    there within ``server.client_timeout`` (408)."""
+    try:
+        yield
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge(f"{what} over the configured limit") from None
+    except ClientTooSlow as exc:
+        raise RequestTimeout(str(exc)) from None
+
+
 async def _read_form(request: web.Request) -> MultiDictProxy[str]:
     if not request.body_exists or request.content_type not in (
         "application/x-www-form-urlencoded",
@@ -179,11 +192,8 @@ async def _read_form(request: web.Request) -> MultiDictProxy[str]:
     ):
         return _EMPTY_FORM
     try:
-        form = await request.post()
-    except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLarge("form body over the configured limit") from None
-    except ClientTooSlow as exc:
-        raise RequestTimeout(str(exc)) from None
+        with _reading_body("form body"):
+            form = await request.post()
     except (ValueError, LookupError, RuntimeError, HttpProcessingError) as exc:
         # Malformed part headers, an unknown charset or transfer encoding: the client's fault, not a 500.
         raise BadRequest(f"unreadable form body: {type(exc).__name__}") from None
@@ -196,12 +206,8 @@ async def _read_json(request: web.Request) -> Any:
     is missing). Bounded like a form body; a body that is not JSON is a bad request."""
     if not request.body_exists:
         return None
-    try:
+    with _reading_body("JSON body"):
         raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLarge("JSON body over the configured limit") from None
-    except ClientTooSlow as exc:
-        raise RequestTimeout(str(exc)) from None
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
