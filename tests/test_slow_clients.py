@@ -53,6 +53,22 @@ async def read_until_closed(reader: asyncio.StreamReader, within: float) -> byte
         return b""
 
 
+async def post_body_slowly(server: TestServer, head: str, body: bytes) -> tuple[bytes, float]:
+    """POST ``head`` and ``body``, sending all but the body's first 10 bytes a byte every 50 ms (about
+    10 s for a few hundred bytes); what the server answered before closing, and how long that took."""
+    reader, writer = await connect(server)
+    head += f"Content-Length: {len(body)}\r\n\r\n"
+    writer.write(head.encode() + body[:10])
+    await writer.drain()
+    started = time.monotonic()
+    sending = asyncio.create_task(trickle(writer, body[10:], 0.05))
+    raw = await read_until_closed(reader, 5)
+    elapsed = time.monotonic() - started
+    sending.cancel()
+    writer.close()
+    return raw, elapsed
+
+
 def split_response(raw: bytes) -> tuple[int, dict[str, str], bytes]:
     head, _, body = raw.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
@@ -100,20 +116,10 @@ async def test_a_slow_form_body_gets_408_in_the_dialects_shape_and_the_connectio
     aiohttp_server: Any, emulator: EmulatorServer, path: str, expected: bytes
 ) -> None:
     client = await served_gateway(aiohttp_server, emulator, client_timeout=0.5)
-    reader, writer = await connect(client)
     body = f"id={MESSAGE_ID}&pad={'x' * 200}".encode()
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    )
-    writer.write(head.encode() + body[:10])
-    await writer.drain()
-    started = time.monotonic()
-    sending = asyncio.create_task(trickle(writer, body[10:], 0.05))  # about 10 s for the rest
-    raw = await read_until_closed(reader, 5)
-    assert time.monotonic() - started < 3
-    sending.cancel()
-    writer.close()
+    head = f"POST {path} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+    raw, elapsed = await post_body_slowly(client, head, body)
+    assert elapsed < 3
     status, headers, answer = split_response(raw)
     assert status == 408, raw
     assert expected in answer
@@ -126,19 +132,10 @@ async def test_a_slow_json_body_of_an_events_send_gets_408_and_nothing_is_sent(
     aiohttp_server: Any, emulator: EmulatorServer
 ) -> None:
     client = await served_gateway(aiohttp_server, emulator, client_timeout=0.5)
-    reader, writer = await connect(client)
     body = b'{"event": {"type": "message_create", "message_create": {"target": {"recipient_id": "776627022"}, ' \
         b'"message_data": {"text": "slow"}}}}'
-    head = (
-        "POST /1.1/direct_messages/events/new.json HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    )
-    writer.write(head.encode() + body[:10])
-    await writer.drain()
-    sending = asyncio.create_task(trickle(writer, body[10:], 0.05))
-    raw = await read_until_closed(reader, 5)
-    sending.cancel()
-    writer.close()
+    head = "POST /1.1/direct_messages/events/new.json HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+    raw, _ = await post_body_slowly(client, head, body)
     status, headers, answer = split_response(raw)
     assert status == 408, raw
     assert b'"code":214' in answer and headers.get("connection") == "close"
@@ -147,19 +144,13 @@ async def test_a_slow_json_body_of_an_events_send_gets_408_and_nothing_is_sent(
 
 async def test_a_slow_pass_through_body_gets_408_problem_json(aiohttp_server: Any, emulator: EmulatorServer) -> None:
     client = await served_gateway(aiohttp_server, emulator, client_timeout=0.5)
-    reader, writer = await connect(client)
     body = orjson.dumps({"text": "hello " * 50})
     head = (
         "POST /2/dm_conversations/with/776627022/messages HTTP/1.1\r\nHost: gw\r\n"
-        f"Authorization: Bearer {SEAN_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"Authorization: Bearer {SEAN_TOKEN}\r\nContent-Type: application/json\r\n"
     )
     events = len(emulator.state.events)
-    writer.write(head.encode() + body[:10])
-    await writer.drain()
-    sending = asyncio.create_task(trickle(writer, body[10:], 0.05))
-    raw = await read_until_closed(reader, 5)
-    sending.cancel()
-    writer.close()
+    raw, _ = await post_body_slowly(client, head, body)
     status, headers, answer = split_response(raw)
     assert status == 408, raw
     assert headers["content-type"] == "application/problem+json"
