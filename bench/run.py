@@ -144,7 +144,7 @@ def store_url(store: str, directory: Path) -> str:
 
 def http_bench(args: argparse.Namespace, log_dir: Path) -> list[Scenario]:
     """Every scenario ``args.rounds`` times, interleaved (all servers stay up), so a disturbance of the shared
-    machine spreads over all of them instead of falling on one."""
+    machine spreads over all of them instead of falling on one; odd rounds run in reverse order."""
     scenarios = plan(args.stores, args.oauth1)
     per_round = args.warmup + args.requests
     for index, scenario in enumerate(scenarios):
@@ -171,7 +171,9 @@ def http_bench(args: argparse.Namespace, log_dir: Path) -> list[Scenario]:
         rounds: dict[str, list[dict[str, Any]]] = {s.name: [] for s in scenarios}
         for round_index in range(args.rounds):
             print(f"round {round_index + 1} of {args.rounds}", flush=True)
-            for scenario in scenarios:
+            # Every other round runs backwards, so a machine that speeds up or slows down during the run
+            # favours neither the proxy nor the gateway (their paired ratios are taken round by round).
+            for scenario in scenarios if round_index % 2 == 0 else scenarios[::-1]:
                 target = servers.get(scenario.server, emulator)
                 watched = {"emulator": emulator.pid}
                 if target is not emulator:
@@ -253,27 +255,34 @@ def print_store(result: dict[str, Any]) -> None:
     )
 
 
+def paired_ratio(gateway: Scenario, proxy: Scenario) -> float:
+    """Gateway req/s over the proxy's, round by round (each pair ran minutes apart at most, on the machine as
+    it was then), then the median over rounds: the machine's drift between rounds cancels out."""
+    return statistics.median(g / p for g, p in zip(gateway.result["rps_rounds"], proxy.result["rps_rounds"], strict=True))
+
+
 def print_ratios(scenarios: list[Scenario]) -> None:
     """Gateway against the minimal proxy for the same call: throughput, and CPU per request (the server's own
     cost, which a machine shared with the emulator and the load generator disturbs less)."""
     proxy = {s.call: s for s in scenarios if s.server == "proxy"}
-    print("\ngateway / minimal proxy, same call          throughput   proxy CPU / gateway CPU per request")
+    print("\ngateway / minimal proxy, same call (throughput: median of the rounds' ratios)")
+    print(f"  {'':<52} {'throughput':>10}   proxy CPU / gateway CPU per request")
     for s in scenarios:
         floor = proxy.get(s.call)
         if floor is None or not s.server.startswith("gateway:") or s.call == "v2":
             continue
-        throughput = s.result["rps"] / floor.result["rps"]
+        throughput = paired_ratio(s, floor)
         cpu = floor.result["cpu_us_per_request"]["server"] / s.result["cpu_us_per_request"]["server"]
-        print(f"  {s.name:<52} {throughput:>5.2f}   {cpu:>5.2f}")
+        print(f"  {s.name:<52} {throughput:>10.2f}   {cpu:>5.2f}")
 
 
 def verdicts(scenarios: list[Scenario], stores: list[dict[str, Any]]) -> list[tuple[str, float, float, bool]]:
     """(what, measured, target, met) for every target the issue sets."""
     checks = []
-    proxy = {s.call: s.result["rps"] for s in scenarios if s.server == "proxy"}
+    proxy = {s.call: s for s in scenarios if s.server == "proxy"}
     for s in scenarios:
         if s.server.startswith("gateway:") and s.store_hit and s.auth == "bearer" and s.call in proxy:
-            ratio = s.result["rps"] / proxy[s.call]
+            ratio = paired_ratio(s, proxy[s.call])
             checks.append((f"throughput {s.name} / minimal proxy", ratio, THROUGHPUT_TARGET, ratio >= THROUGHPUT_TARGET))
     for backend in dict.fromkeys(r["backend"] for r in stores):
         rows = sorted((r for r in stores if r["backend"] == backend), key=lambda r: r["messages"])
@@ -308,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of a few seconds")
     parser.add_argument("--requests", type=int, help="measured destroys per scenario and round (default 10000; quick 300)")
     parser.add_argument("--warmup", type=int, help="destroys before measuring, per scenario and round (default 1000; quick 50)")
-    parser.add_argument("--rounds", type=int, help="interleaved rounds of every scenario (default 3; quick 1)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds of every scenario, odd ones in reverse (default 4; quick 1)")
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight (default 32)")
     parser.add_argument("--stores", default="sqlite,memory", help="the gateway's stores for the HTTP part, the first one is the main one")
     parser.add_argument("--no-oauth1", dest="oauth1", action="store_false", help="skip the OAuth 1.0a scenario")
@@ -320,7 +329,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", metavar="PATH", help="also write every result to this JSON file")
     args = parser.parse_args(argv)
     args.requests = args.requests or (300 if args.quick else 10_000)
-    args.rounds = args.rounds or (1 if args.quick else 3)
+    args.rounds = args.rounds or (1 if args.quick else 4)
     args.warmup = args.warmup if args.warmup is not None else (50 if args.quick else 1_000)
     args.sizes = args.sizes or ("1000,10000" if args.quick else "1000,100000,1000000")
     args.lookups = args.lookups or (500 if args.quick else 5_000)
