@@ -1,7 +1,17 @@
 """The embedded default store: one SQLite file in WAL mode, versioned schema, survives restarts.
 
-SQLite calls block, so every call runs on one dedicated worker thread that owns the connection; the event
-loop never waits on disk. Commits happen before a write returns, so an acknowledged write survives kill -9.
+SQLite calls block, and handing each one to another thread costs more CPU than the call itself, so the store
+splits them by what they need:
+
+- Point reads (a message with its users, users, a deletion, a consumer, a token, a Basic user) run on the event
+  loop, on a connection of their own opened read-only with ``busy_timeout`` 0. In WAL mode a reader never
+  waits for a writer: it reads the last committed state, from pages the OS normally has cached. If that
+  connection reports anything at all (busy during a recovery, a file that stopped answering), the same read
+  is asked of the worker thread, which waits out a lock and turns a real failure into ``StoreError``.
+- Writes run on one worker thread that owns the read-write connection, each in its own ``BEGIN IMMEDIATE``
+  transaction, committed before the write returns, so an acknowledged write survives kill -9.
+- Everything else (listing credentials, ``ping``) runs on the worker thread, as does every read of a
+  ``:memory:`` database, which a second connection could not see.
 
 Credentials (schema version 2) live in the same file. Their tables are ``consumers``, ``tokens``,
 ``basic_users`` (``users`` already holds the v2 user cache) and ``nonces``. Every check-then-write runs in one
@@ -22,6 +32,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from gateway.auth.credentials import (
     BasicUser,
@@ -38,6 +49,9 @@ from gateway.store import codec
 from gateway.store.base import Deletion, StoreError
 
 T = TypeVar("T")
+
+Op = Callable[[sqlite3.Connection], Any]
+"""One write: run on the worker thread, in a transaction of its own, with the read-write connection."""
 
 SCHEMA_VERSION = 2
 
@@ -109,7 +123,8 @@ class SQLiteStore:
         self._cipher = codec.cipher_for(encryption_key)
         self._clock = clock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dm-gateway-sqlite")
-        self._conn: sqlite3.Connection | None = None
+        self._conn: sqlite3.Connection | None = None  # read-write; used on the worker thread only
+        self._reader: sqlite3.Connection | None = None  # read-only; used on the event loop only
         self._closed = False
         self._nonce_calls = 0
         self._writes = 0
@@ -134,7 +149,8 @@ class SQLiteStore:
             raise StoreError(f"sqlite: {exc}") from exc
 
     def _connect(self) -> None:
-        if self.path != ":memory:":
+        shared = _is_file(self.path)
+        if shared:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
@@ -143,10 +159,24 @@ class SQLiteStore:
             conn.execute("PRAGMA busy_timeout=5000")
             conn.execute("PRAGMA foreign_keys=ON")  # per connection; removing a consumer removes its tokens
             self._migrate(conn)
+            # Only now: the reader must never see a file whose schema is still being migrated.
+            reader = self._open_reader() if shared else None
         except BaseException:
             conn.close()
             raise
-        self._conn = conn
+        self._conn, self._reader = conn, reader
+
+    def _open_reader(self) -> sqlite3.Connection:
+        """The event loop's connection: read-only twice over, and failing at once rather than waiting on a lock."""
+        uri = f"file:{quote(str(Path(self.path).resolve()))}?mode=ro"
+        reader = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        try:
+            reader.execute("PRAGMA query_only=ON")
+            reader.execute("PRAGMA busy_timeout=0")
+        except BaseException:
+            reader.close()
+            raise
+        return reader
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
@@ -172,103 +202,67 @@ class SQLiteStore:
 
     # Reads -----------------------------------------------------------------------------------------
 
+    async def _read(self, read: Callable[[sqlite3.Connection], T]) -> T:
+        """``read`` on the event loop's connection, which answers without a thread crossing; if it reports
+        any SQLite error, ``read`` again on the worker thread, which waits out a lock and reports a failure
+        that is real as ``StoreError``. Without a loop connection (closed, or ``:memory:``) the worker only."""
+        reader = self._reader
+        if reader is not None:
+            try:
+                return read(reader)
+            except sqlite3.Error:
+                pass
+        return await self._run(lambda: read(self._db))
+
     async def get_message(self, message_id: str) -> DirectMessage | None:
         cutoff = self._clock() - self.message_retention
 
-        def read() -> DirectMessage | None:
-            row = self._db.execute(
-                "SELECT record FROM messages WHERE id = ? AND learned_at > ?", (message_id, cutoff)
-            ).fetchone()
+        def read(db: sqlite3.Connection) -> DirectMessage | None:
+            row = db.execute(_SELECT_MESSAGE, (message_id, cutoff)).fetchone()
             return codec.read_message(codec.loads(row[0]), self._cipher) if row else None
 
-        return await self._run(read)
+        return await self._read(read)
 
     async def get_users(self, user_ids: Iterable[str]) -> dict[str, User]:
         ids = sorted(set(user_ids))
         if not ids:
             return {}
         cutoff = self._clock() - self.user_max_age
-        return await self._run(self._read_users, ids, cutoff)
-
-    def _read_users(self, ids: list[str], cutoff: float) -> dict[str, User]:
-        marks = ",".join("?" * len(ids))
-        statement = f"SELECT record FROM users WHERE id IN ({marks}) AND fetched_at > ?"
-        rows = self._db.execute(statement, [*ids, cutoff]).fetchall()
-        users = (codec.user_from_record(codec.loads(row[0])) for row in rows)
-        return {user.id: user for user in users}
+        return await self._read(lambda db: _read_users(db, ids, cutoff))
 
     async def get_message_with_users(self, message_id: str) -> tuple[DirectMessage | None, dict[str, User]]:
-        """Both reads in one trip to the worker thread: each trip costs more than the reads themselves."""
+        """Both reads at once, so that a fallback to the worker thread is one trip rather than two."""
         now = self._clock()
         message_cutoff, user_cutoff = now - self.message_retention, now - self.user_max_age
 
-        def read() -> tuple[DirectMessage | None, dict[str, User]]:
-            row = self._db.execute(
-                "SELECT record FROM messages WHERE id = ? AND learned_at > ?", (message_id, message_cutoff)
-            ).fetchone()
+        def read(db: sqlite3.Connection) -> tuple[DirectMessage | None, dict[str, User]]:
+            row = db.execute(_SELECT_MESSAGE, (message_id, message_cutoff)).fetchone()
             if row is None:
                 return None, {}
             message = codec.read_message(codec.loads(row[0]), self._cipher)
             if message is None:
                 return None, {}
-            return message, self._read_users(sorted({message.sender_id, message.recipient_id}), user_cutoff)
+            return message, _read_users(db, sorted({message.sender_id, message.recipient_id}), user_cutoff)
 
-        return await self._run(read)
+        return await self._read(read)
 
     async def get_deletion(self, message_id: str) -> Deletion | None:
         cutoff = self._clock() - self.message_retention
 
-        def read() -> Deletion | None:
-            row = self._db.execute(
+        def read(db: sqlite3.Connection) -> Deletion | None:
+            row = db.execute(
                 "SELECT deleted_at, deleted_by FROM messages"
                 " WHERE id = ? AND deleted_at IS NOT NULL AND learned_at > ?",
                 (message_id, cutoff),
             ).fetchone()
             return Deletion(at=row[0], by=row[1]) if row else None
 
-        return await self._run(read)
+        return await self._read(read)
 
     # Writes ----------------------------------------------------------------------------------------
 
-    async def put_messages(self, messages: Iterable[DirectMessage]) -> None:
-        now = self._clock()
-        cutoff = now - self.message_retention
-        rows = [
-            {"id": m.id, "record": codec.dumps(codec.message_to_record(m, self._cipher)), "now": now, "cutoff": cutoff}
-            for m in messages
-        ]
-        if rows:
-            await self._run(self._write_cached, _UPSERT_MESSAGE, rows, self._purge_due(now))
-
-    async def put_users(self, users: Iterable[User]) -> None:
-        now = self._clock()
-        rows = [(u.id, codec.dumps(codec.user_to_record(u)), now) for u in users]
-        if rows:
-            await self._run(self._write_cached, _UPSERT_USER, rows, self._purge_due(now))
-
-    async def mark_deleted(self, message_id: str, by: str | None) -> None:
-        now = self._clock()
-        # Only a message still within retention takes a deletion, as only such a message is found.
-        rows = [(now, by, message_id, now - self.message_retention)]
-        await self._run(self._write, _MARK_DELETED, rows)
-
-    def _purge_due(self, now: float) -> tuple[float, float] | None:
-        """The (message, user) cutoffs when this write should also purge expired rows, else None."""
-        due = self._writes % self.purge_interval == 0
-        self._writes += 1
-        return (now - self.message_retention, now - self.user_max_age) if due else None
-
-    def _write_cached(self, statement: str, rows: list[Any], purge: tuple[float, float] | None) -> None:
-        def write(db: sqlite3.Connection) -> None:
-            if purge is not None:
-                db.execute("DELETE FROM messages WHERE learned_at <= ?", (purge[0],))
-                db.execute("DELETE FROM users WHERE fetched_at <= ?", (purge[1],))
-            db.executemany(statement, rows)
-
-        self._atomically(write)
-
-    def _write(self, statement: str, rows: list[tuple[object, ...]]) -> None:
-        self._atomically(lambda db: db.executemany(statement, rows))
+    async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._run(self._atomically, op)
 
     def _atomically(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in one write transaction: other connections see all of it or none of it."""
@@ -282,18 +276,45 @@ class SQLiteStore:
             raise
         return result
 
+    async def put_messages(self, messages: Iterable[DirectMessage]) -> None:
+        now = self._clock()
+        cutoff = now - self.message_retention
+        rows = [
+            {"id": m.id, "record": codec.dumps(codec.message_to_record(m, self._cipher)), "now": now, "cutoff": cutoff}
+            for m in messages
+        ]
+        if rows:
+            await self._write(_writer(_UPSERT_MESSAGE, rows, self._purge_due(now)))
+
+    async def put_users(self, users: Iterable[User]) -> None:
+        now = self._clock()
+        rows = [(u.id, codec.dumps(codec.user_to_record(u)), now) for u in users]
+        if rows:
+            await self._write(_writer(_UPSERT_USER, rows, self._purge_due(now)))
+
+    async def mark_deleted(self, message_id: str, by: str | None) -> None:
+        now = self._clock()
+        # Only a message still within retention takes a deletion, as only such a message is found.
+        await self._write(_writer(_MARK_DELETED, [(now, by, message_id, now - self.message_retention)]))
+
+    def _purge_due(self, now: float) -> tuple[float, float] | None:
+        """The (message, user) cutoffs when this write should also purge expired rows, else None."""
+        due = self._writes % self.purge_interval == 0
+        self._writes += 1
+        return (now - self.message_retention, now - self.user_max_age) if due else None
+
     # Credentials -----------------------------------------------------------------------------------
 
     async def put_consumer(self, consumer: Consumer) -> None:
         # An upsert, not INSERT OR REPLACE: replacing the row would cascade and delete the consumer's tokens.
-        await self._run(self._write, _UPSERT_CONSUMER, [(consumer.key, consumer.secret)])
+        await self._write(_writer(_UPSERT_CONSUMER, [(consumer.key, consumer.secret)]))
 
     async def get_consumer(self, key: str) -> Consumer | None:
-        def read() -> Consumer | None:
-            row = self._db.execute("SELECT key, secret FROM consumers WHERE key = ?", (key,)).fetchone()
+        def read(db: sqlite3.Connection) -> Consumer | None:
+            row = db.execute("SELECT key, secret FROM consumers WHERE key = ?", (key,)).fetchone()
             return Consumer(key=row[0], secret=row[1]) if row else None
 
-        return await self._run(read)
+        return await self._read(read)
 
     async def put_token(self, token: Token) -> None:
         def write(db: sqlite3.Connection) -> None:
@@ -301,35 +322,33 @@ class SQLiteStore:
                 raise ValueError(f"no consumer {token.consumer_key!r}")
             db.execute(_UPSERT_TOKEN, (token.token, token.consumer_key, token.secret))
 
-        await self._run(self._atomically, write)
+        await self._write(write)
 
     async def get_token(self, token: str) -> Token | None:
-        def read() -> Token | None:
-            row = self._db.execute(
-                "SELECT token, consumer_key, secret FROM tokens WHERE token = ?", (token,)
-            ).fetchone()
+        def read(db: sqlite3.Connection) -> Token | None:
+            row = db.execute("SELECT token, consumer_key, secret FROM tokens WHERE token = ?", (token,)).fetchone()
             return Token(token=row[0], consumer_key=row[1], secret=row[2]) if row else None
 
-        return await self._run(read)
+        return await self._read(read)
 
     async def put_user(self, user: BasicUser) -> None:
         row = (user.username, user.password_hash, _grant_text(user.grant))
-        await self._run(self._write, _UPSERT_BASIC_USER, [row])
+        await self._write(_writer(_UPSERT_BASIC_USER, [row]))
 
     async def get_user(self, username: str) -> BasicUser | None:
-        def read() -> BasicUser | None:
-            row = self._db.execute(
+        def read(db: sqlite3.Connection) -> BasicUser | None:
+            row = db.execute(
                 "SELECT username, password_hash, grant_record FROM basic_users WHERE username = ?", (username,)
             ).fetchone()
             if row is None:
                 return None
             return BasicUser(username=row[0], password_hash=row[1], grant=_grant(row[2]))
 
-        return await self._run(read)
+        return await self._read(read)
 
     async def put_grant(self, username: str, grant: OAuth2Grant) -> None:
         statement = "UPDATE basic_users SET grant_record = ? WHERE username = ?"
-        await self._run(self._write, statement, [(_grant_text(grant), username)])
+        await self._write(_writer(statement, [(_grant_text(grant), username)]))
 
     async def remove_credential(self, kind: CredentialKind, key: str) -> bool:
         table_and_column = _CREDENTIAL_TABLES.get(kind)
@@ -337,7 +356,7 @@ class SQLiteStore:
             raise ValueError(f"unknown credential kind {kind!r}")
         table, column = table_and_column
         statement = f"DELETE FROM {table} WHERE {column} = ?"
-        removed = await self._run(self._atomically, lambda db: db.execute(statement, (key,)).rowcount)
+        removed: int = await self._write(lambda db: db.execute(statement, (key,)).rowcount)
         return removed > 0
 
     async def list_credentials(self) -> list[CredentialEntry]:
@@ -366,10 +385,12 @@ class SQLiteStore:
             # Inserted, or an expired row replaced: one row changed. A live row left alone: none, a replay.
             return db.execute(_REMEMBER_NONCE, (scope, nonce, expires_at, now)).rowcount == 1
 
-        return await self._run(self._atomically, write)
+        accepted: bool = await self._write(write)
+        return accepted
 
     async def ping(self) -> None:
-        """A read of the schema page through the worker thread: fails if the file or the worker cannot answer."""
+        """A read of the schema page through the worker thread: fails if the file or the worker cannot
+        answer, and the worker is what every write waits for."""
 
         def check() -> None:
             self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()
@@ -379,6 +400,9 @@ class SQLiteStore:
     async def close(self) -> None:
         if self._closed:
             return
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
 
         def close() -> None:
             if self._conn is not None:
@@ -390,6 +414,34 @@ class SQLiteStore:
         finally:
             self._closed = True
             self._executor.shutdown(wait=True)
+
+
+def _is_file(path: str) -> bool:
+    """Whether ``path`` names a file that a second connection can open (not a private in-memory database)."""
+    return path not in ("", ":memory:")
+
+
+def _read_users(db: sqlite3.Connection, ids: list[str], cutoff: float) -> dict[str, User]:
+    marks = ",".join("?" * len(ids))
+    statement = f"SELECT record FROM users WHERE id IN ({marks}) AND fetched_at > ?"
+    rows = db.execute(statement, [*ids, cutoff]).fetchall()
+    users = (codec.user_from_record(codec.loads(row[0])) for row in rows)
+    return {user.id: user for user in users}
+
+
+def _writer(statement: str, rows: list[Any], purge: tuple[float, float] | None = None) -> Op:
+    """The write of ``rows`` with ``statement``, after purging rows older than the ``purge`` cutoffs if given."""
+
+    def write(db: sqlite3.Connection) -> None:
+        if purge is not None:
+            db.execute("DELETE FROM messages WHERE learned_at <= ?", (purge[0],))
+            db.execute("DELETE FROM users WHERE fetched_at <= ?", (purge[1],))
+        db.executemany(statement, rows)
+
+    return write
+
+
+_SELECT_MESSAGE = "SELECT record FROM messages WHERE id = ? AND learned_at > ?"
 
 
 # Learning a message again refreshes its data but never clears a recorded deletion, unless the old row was
