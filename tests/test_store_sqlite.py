@@ -1,5 +1,5 @@
-"""How the SQLite store spends its threads: point reads on the event loop's read-only connection, the worker
-thread only when that connection reports an error.
+"""How the SQLite store spends its threads: point reads on the event loop's read-only connection (the worker
+thread only when that connection reports an error), and writes committed in batches on the worker thread.
 The contract itself is in test_store.py, which runs over every backend."""
 
 from __future__ import annotations
@@ -238,7 +238,159 @@ async def test_the_loop_reads_committed_data_while_a_writer_holds_the_file(store
         await other.close()
 
 
-# 2. Read your writes, in one store and across two on one file ----------------------------------------------
+# 2. Writes are committed in batches ---------------------------------------------------------------------
+
+
+def commits_of(store: SQLiteStore) -> list[str]:
+    """The COMMITs the store's read-write connection runs from now on."""
+    assert store._conn is not None
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+    return statements
+
+
+def committed_ids(path: Path) -> set[str]:
+    """Message ids another connection sees: what is committed."""
+    conn = sqlite3.connect(path)
+    try:
+        return {row[0] for row in conn.execute("SELECT id FROM messages")}
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(("max_batch", "transactions"), [(256, 1), (10, 7)])
+async def test_concurrent_writes_share_transactions_and_are_answered_after_commit(
+    store: SQLiteStore, tmp_path: Path, max_batch: int, transactions: int
+) -> None:
+    store.max_batch = max_batch
+    statements = commits_of(store)
+    writes = 64
+
+    async def learn(i: int) -> bool:
+        await store.put_messages([make_message(str(i))])
+        # Answered: another connection must see it already, with no await in between.
+        return str(i) in committed_ids(tmp_path / "s.sqlite3")
+
+    acknowledged = await asyncio.gather(*(learn(i) for i in range(writes)))
+
+    assert acknowledged == [True] * writes
+    assert statements.count("COMMIT") == transactions < writes
+    assert committed_ids(tmp_path / "s.sqlite3") == {str(i) for i in range(writes)}
+
+
+async def test_concurrent_destroys_share_a_transaction(store: SQLiteStore) -> None:
+    await store.put_messages([make_message(str(i)) for i in range(32)])
+    statements = commits_of(store)
+    await asyncio.gather(*(store.mark_deleted(str(i), "11") for i in range(32)))
+    assert statements.count("COMMIT") == 1
+    deletions = await asyncio.gather(*(store.get_deletion(str(i)) for i in range(32)))
+    assert all(deletion is not None and deletion.by == "11" for deletion in deletions)
+
+
+def half_written_then_failing(message_id: str) -> Callable[[sqlite3.Connection], None]:
+    """A write that changes a row and then fails as a constraint would."""
+
+    def write(db: sqlite3.Connection) -> None:
+        db.execute("UPDATE messages SET deleted_at = 1e12, deleted_by = 'half' WHERE id = ?", (message_id,))
+        raise sqlite3.IntegrityError("constraint failed")
+
+    return write
+
+
+async def test_a_write_that_raises_is_undone_alone_and_its_neighbours_commit(store: SQLiteStore, tmp_path: Path) -> None:
+    await store.put_messages([make_message("1"), make_message("2")])
+    statements = commits_of(store)
+
+    results = await asyncio.gather(
+        store.put_consumer(Consumer(key="ck", secret="cs")),
+        store.put_token(Token(token="orphan", consumer_key="missing", secret="s")),
+        store.put_token(Token(token="tk", consumer_key="ck", secret="ts")),
+        store._write(half_written_then_failing("1")),
+        store.mark_deleted("2", "22"),
+        store.remember_nonce("scope", "n1", 2_000_000_000),
+        store.remember_nonce("scope", "n1", 2_000_000_000),
+        store.put_messages([make_message("3")]),
+        return_exceptions=True,
+    )
+
+    assert statements.count("COMMIT") == 1
+    consumer, orphan, token, failed, deleted, first, replay, learned = results
+    assert (consumer, token, deleted, learned) == (None, None, None, None)
+    assert isinstance(orphan, ValueError) and "missing" in str(orphan)
+    assert isinstance(failed, StoreError) and "constraint failed" in str(failed)
+    assert (first, replay) == (True, False)  # one batch, one nonce: still accepted exactly once
+    assert await store.get_token("orphan") is None
+    assert await store.get_token("tk") == Token(token="tk", consumer_key="ck", secret="ts")
+    assert await store.get_deletion("1") is None  # the half-written update was undone
+    assert await store.get_deletion("2") is not None
+    assert committed_ids(tmp_path / "s.sqlite3") == {"1", "2", "3"}
+
+
+async def test_a_lone_write_that_raises_leaves_nothing_behind(store: SQLiteStore) -> None:
+    await store.put_messages([make_message("1")])
+    with pytest.raises(StoreError, match="constraint failed"):
+        await store._write(half_written_then_failing("1"))
+    assert await store.get_deletion("1") is None
+    await store.mark_deleted("1", "11")  # the connection is fine afterwards
+    assert await store.get_deletion("1") is not None
+
+
+class FailingCommit(Watched):
+    """A connection whose COMMITs fail, as on a disk that filled up."""
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql == "COMMIT" and self.error is not None:
+            raise self.error
+        return self.real.execute(sql, *args)
+
+
+async def test_a_batch_that_cannot_commit_answers_no_caller_and_the_next_batch_works(
+    store: SQLiteStore, tmp_path: Path
+) -> None:
+    await store.put_messages([make_message("0")])
+    assert store._conn is not None
+    failing = FailingCommit(store._conn, sqlite3.OperationalError("database or disk is full"))
+    store._conn = failing  # type: ignore[assignment]
+
+    results = await asyncio.gather(
+        *(store.put_messages([make_message(str(i))]) for i in range(1, 6)),
+        store.mark_deleted("0", "11"),
+        store.remember_nonce("scope", "n", 2_000_000_000),
+        return_exceptions=True,
+    )
+
+    assert all(isinstance(result, StoreError) and "disk is full" in str(result) for result in results)
+    assert committed_ids(tmp_path / "s.sqlite3") == {"0"}
+    assert not failing.real.in_transaction
+    failing.error = None  # the disk has room again
+    await store.put_messages([make_message("6")])
+    assert await store.get_deletion("0") is None
+    assert await store.remember_nonce("scope", "n", 2_000_000_000) is True
+    assert committed_ids(tmp_path / "s.sqlite3") == {"0", "6"}
+
+
+async def test_close_commits_the_writes_already_queued(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    store = await SQLiteStore.open(str(path))
+    writes = [asyncio.create_task(store.put_messages([make_message(str(i))])) for i in range(20)]
+    await asyncio.sleep(0)  # queued, not yet committed
+    await store.close()
+    assert [write.result() for write in writes] == [None] * 20
+    assert committed_ids(path) == {str(i) for i in range(20)}
+    with pytest.raises(StoreError):
+        await store.put_messages([make_message("late")])
+
+
+async def test_a_write_whose_caller_is_gone_before_its_batch_starts_is_dropped(store: SQLiteStore, tmp_path: Path) -> None:
+    kept = asyncio.create_task(store.put_messages([make_message("kept")]))
+    dropped = asyncio.create_task(store.put_messages([make_message("dropped")]))
+    await asyncio.sleep(0)
+    dropped.cancel()
+    await kept
+    assert committed_ids(tmp_path / "s.sqlite3") == {"kept"}
+
+
+# 3. Read your writes, in one store and across two on one file ----------------------------------------------
 
 # A round: writes run concurrently, at most one per message id, each through store 0 or 1.
 ROUND = st.dictionaries(

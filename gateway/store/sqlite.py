@@ -8,14 +8,16 @@ splits them by what they need:
   waits for a writer: it reads the last committed state, from pages the OS normally has cached. If that
   connection reports anything at all (busy during a recovery, a file that stopped answering), the same read
   is asked of the worker thread, which waits out a lock and turns a real failure into ``StoreError``.
-- Writes run on one worker thread that owns the read-write connection, each in its own ``BEGIN IMMEDIATE``
-  transaction, committed before the write returns, so an acknowledged write survives kill -9.
+- Writes are queued. One worker thread owns the read-write connection and runs every write queued so far in
+  one ``BEGIN IMMEDIATE`` transaction, each write in a savepoint of its own, so one that raises is undone
+  alone and its neighbours still commit. A caller is answered only after that COMMIT, so an acknowledged
+  write survives kill -9, and a burst of writes costs one thread crossing instead of one each.
 - Everything else (listing credentials, ``ping``) runs on the worker thread, as does every read of a
   ``:memory:`` database, which a second connection could not see.
 
 Credentials (schema version 2) live in the same file. Their tables are ``consumers``, ``tokens``,
-``basic_users`` (``users`` already holds the v2 user cache) and ``nonces``. Every check-then-write runs in one
-``BEGIN IMMEDIATE`` transaction, so processes sharing the file cannot both accept the same nonce.
+``basic_users`` (``users`` already holds the v2 user cache) and ``nonces``. Every check-then-write runs inside
+the writer's ``BEGIN IMMEDIATE`` transaction, so processes sharing the file cannot both accept the same nonce.
 
 Retention: a message (with its deletion) learned longer than ``message_retention`` ago, or a user fetched
 longer than ``user_max_age`` ago, is a miss at once, and its row is deleted by a purge that runs with the
@@ -26,6 +28,7 @@ text in ``messages.record`` is a Fernet token (see codec.py).
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
@@ -51,7 +54,10 @@ from gateway.store.base import Deletion, StoreError
 T = TypeVar("T")
 
 Op = Callable[[sqlite3.Connection], Any]
-"""One write: run on the worker thread, in a transaction of its own, with the read-write connection."""
+"""One write: run on the worker thread, inside the batch's transaction, with the read-write connection."""
+
+Outcome = tuple[bool, Any]
+"""What one write in a batch did: (True, its result) or (False, the exception it raised)."""
 
 SCHEMA_VERSION = 2
 
@@ -105,6 +111,9 @@ class SQLiteStore:
     nonce_purge_interval = 500
     # Expired messages and users are deleted with the first message or user write and then every this many.
     purge_interval = 500
+    # At most this many queued writes share one transaction, so another process sharing the file never
+    # waits long for the write lock.
+    max_batch = 256
 
     def __init__(
         self,
@@ -128,6 +137,10 @@ class SQLiteStore:
         self._closed = False
         self._nonce_calls = 0
         self._writes = 0
+        self._queue: list[tuple[Op, asyncio.Future[Any]]] = []
+        self._writing = False  # a batch is scheduled or on the worker thread
+        self._idle = asyncio.Event()  # set while nothing is queued or being written
+        self._idle.set()
 
     @classmethod
     async def open(cls, path: str, **options: Any) -> SQLiteStore:
@@ -262,19 +275,84 @@ class SQLiteStore:
     # Writes ----------------------------------------------------------------------------------------
 
     async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._run(self._atomically, op)
+        """Queue ``op`` for the worker thread; return what it returned once the transaction holding it has
+        committed, or raise what it raised (a SQLite error as ``StoreError``), its neighbours unaffected."""
+        if self._closed:
+            raise StoreError("sqlite store is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.append((op, future))
+        if not self._writing:
+            # Sent once the loop has run every task ready now, so writes made together share a transaction.
+            self._writing = True
+            self._idle.clear()
+            loop.call_soon(self._send_batch)
+        return await future
 
-    def _atomically(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` in one write transaction: other connections see all of it or none of it."""
+    def _send_batch(self) -> None:
+        """Hand the queued writes to the worker thread as one transaction; a write whose caller is gone by
+        now is dropped, as one still waiting in an executor's queue would be."""
+        batch = [(op, future) for op, future in self._queue[: self.max_batch] if not future.done()]
+        del self._queue[: self.max_batch]
+        if not batch:
+            self._next_batch()
+            return
+        try:
+            done = asyncio.get_running_loop().run_in_executor(self._executor, self._commit, [op for op, _ in batch])
+        except RuntimeError as exc:  # the executor was shut down under a close() that was cancelled
+            self._settle(batch, exc)
+            self._next_batch()
+            return
+        done.add_done_callback(functools.partial(self._batch_done, batch))
+
+    def _batch_done(self, batch: list[tuple[Op, asyncio.Future[Any]]], done: asyncio.Future[list[Outcome]]) -> None:
+        error = done.exception()
+        if error is not None:
+            self._settle(batch, error)
+        else:
+            for (_, future), (ok, value) in zip(batch, done.result(), strict=True):
+                if future.done():
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(_store_error(value))
+        self._next_batch()
+
+    def _next_batch(self) -> None:
+        if self._queue:
+            self._send_batch()
+        else:
+            self._writing = False
+            self._idle.set()
+
+    @staticmethod
+    def _settle(batch: list[tuple[Op, asyncio.Future[Any]]], error: BaseException) -> None:
+        """Fail every caller of a batch that did not commit."""
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(_store_error(error))
+
+    def _commit(self, ops: list[Op]) -> list[Outcome]:
+        """Run ``ops`` in one write transaction, on the worker thread: other connections see all of it or
+        none of it. Several ops each get a savepoint, so one that raises is undone alone."""
         db = self._db
+        if db.in_transaction:  # a ROLLBACK that failed along with the disk: start clean
+            db.execute("ROLLBACK")
         db.execute("BEGIN IMMEDIATE")
         try:
-            result = fn(db)
+            if len(ops) == 1:
+                outcomes = [_outcome(ops[0], db)]
+                if not outcomes[0][0]:
+                    db.execute("ROLLBACK")
+                    return outcomes
+            else:
+                outcomes = [_in_savepoint(op, db) for op in ops]
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _roll_back(db)
             raise
-        return result
+        return outcomes
 
     async def put_messages(self, messages: Iterable[DirectMessage]) -> None:
         now = self._clock()
@@ -398,22 +476,28 @@ class SQLiteStore:
         await self._run(check)
 
     async def close(self) -> None:
+        """Refuse new calls, let the writes already queued commit, then close both connections."""
         if self._closed:
             return
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.close()
-
-        def close() -> None:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
+        self._closed = True
         try:
-            await self._run(close)
+            await self._idle.wait()
         finally:
-            self._closed = True
-            self._executor.shutdown(wait=True)
+            reader, self._reader = self._reader, None
+            if reader is not None:
+                reader.close()
+
+            def close() -> None:
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+
+            try:
+                await asyncio.get_running_loop().run_in_executor(self._executor, close)
+            except sqlite3.Error as exc:
+                raise StoreError(f"sqlite: {exc}") from exc
+            finally:
+                self._executor.shutdown(wait=True)
 
 
 def _is_file(path: str) -> bool:
@@ -439,6 +523,44 @@ def _writer(statement: str, rows: list[Any], purge: tuple[float, float] | None =
         db.executemany(statement, rows)
 
     return write
+
+
+def _outcome(op: Op, db: sqlite3.Connection) -> Outcome:
+    try:
+        return True, op(db)
+    except Exception as exc:
+        return False, exc
+
+
+def _in_savepoint(op: Op, db: sqlite3.Connection) -> Outcome:
+    """``op`` within a savepoint of the batch's transaction: if it raises, what it wrote is undone, nothing else."""
+    db.execute("SAVEPOINT write")
+    outcome = _outcome(op, db)
+    if not outcome[0]:
+        db.execute("ROLLBACK TO write")
+    db.execute("RELEASE write")
+    return outcome
+
+
+def _roll_back(db: sqlite3.Connection) -> None:
+    """Undo the open transaction. If SQLite already did (it does after some I/O errors) or the disk refuses,
+    the error that got us here is the one worth reporting, and the next batch starts with a ROLLBACK."""
+    try:
+        db.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass
+
+
+def _store_error(error: BaseException) -> BaseException:
+    """What a caller sees for ``error``: SQLite errors and a closed store as ``StoreError``, others as raised
+    (a token for an unknown consumer is a ``ValueError``)."""
+    if isinstance(error, sqlite3.Error):
+        wrapped = StoreError(f"sqlite: {error}")
+        wrapped.__cause__ = error
+        return wrapped
+    if isinstance(error, StoreError):
+        return StoreError(*error.args)
+    return error
 
 
 _SELECT_MESSAGE = "SELECT record FROM messages WHERE id = ? AND learned_at > ?"
