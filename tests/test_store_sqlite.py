@@ -18,6 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.auth.credentials import BasicUser, Consumer, OAuth2Grant, Token
+from gateway.model import User
+from gateway.store import codec
+from gateway.store import sqlite as sqlite_module
 from gateway.store.base import Deletion, StoreError
 from gateway.store.sqlite import SQLiteStore
 from tests.test_store import make_message, make_user
@@ -446,3 +449,32 @@ async def test_loop_reads_equal_worker_reads(store: SQLiteStore, monkeypatch: py
     monkeypatch.setattr(store, "_reader", None)
     on_worker = [comparable(await read()) for read in hot_reads(store)]
     assert on_loop == on_worker == EXPECTED
+
+
+# 4. Decoded users are shared ----------------------------------------------------------------------------
+
+USERS = st.builds(
+    make_user,
+    user_id=st.sampled_from(["11", "22", "33"]),
+    name=st.one_of(st.none(), st.text(max_size=20)),
+    description=st.one_of(st.none(), st.text(max_size=40)),
+    followers_count=st.one_of(st.none(), st.integers(min_value=0, max_value=2**53)),
+    protected=st.booleans(),
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(versions=st.lists(USERS, min_size=1, max_size=8))
+async def test_a_user_read_is_always_the_last_one_written(versions: list[User]) -> None:
+    """Users are decoded once per distinct stored record: rewriting a user, even back to an earlier
+    version, is read back exactly, and decoding the record directly agrees."""
+    store = await SQLiteStore.open(":memory:")
+    try:
+        for user in versions:
+            await store.put_users([user])
+            assert await store.get_users([user.id]) == {user.id: user}
+            select = "SELECT record FROM users WHERE id = ?"
+            [record] = await store._run(lambda: store._db.execute(select, (user.id,)).fetchone())
+            assert sqlite_module._user(record) == codec.user_from_record(codec.loads(record)) == user
+    finally:
+        await store.close()

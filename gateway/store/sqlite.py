@@ -508,9 +508,15 @@ def _is_file(path: str) -> bool:
 def _read_users(db: sqlite3.Connection, ids: list[str], cutoff: float) -> dict[str, User]:
     marks = ",".join("?" * len(ids))
     statement = f"SELECT record FROM users WHERE id IN ({marks}) AND fetched_at > ?"
-    rows = db.execute(statement, [*ids, cutoff]).fetchall()
-    users = (codec.user_from_record(codec.loads(row[0])) for row in rows)
+    users = [_user(row[0]) for row in db.execute(statement, [*ids, cutoff])]
     return {user.id: user for user in users}
+
+
+@functools.lru_cache(maxsize=4096)
+def _user(record: bytes) -> User:
+    """The user a stored record holds. The same few users come with most messages, and decoding one costs
+    more than reading its row; a ``User`` is immutable, so equal records can share one."""
+    return codec.user_from_record(codec.loads(record))
 
 
 def _writer(statement: str, rows: list[Any], purge: tuple[float, float] | None = None) -> Op:
