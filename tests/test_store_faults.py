@@ -119,10 +119,11 @@ class FailingConnection:
     SQLite's own ``disk I/O error``, as a file on a disk that went bad or a network mount that dropped would.
 
     Why this and not the file itself: the tests may run as root, where taking the permissions away blocks
-    nothing, and the store keeps one connection open for its life, so moving or replacing the file would
-    never reach it (the open descriptor still names the old inode). The fault therefore sits at the one
-    boundary every store call crosses, the connection its ``_run`` executor uses, and raises exactly what
-    sqlite3 raises for an unreadable file; the store's own error handling does the rest."""
+    nothing, and the store keeps its connections open for its life, so moving or replacing the file would
+    never reach them (the open descriptors still name the old inode). The fault therefore sits at the two
+    boundaries every store call crosses, the worker thread's read-write connection and the event loop's
+    read-only one, and raises exactly what sqlite3 raises for an unreadable file; the store's own error
+    handling does the rest."""
 
     def __init__(self, real: sqlite3.Connection) -> None:
         self.real = real
@@ -142,6 +143,10 @@ class FailingConnection:
         self._check()
         return self.real.executemany(*args)
 
+    @property
+    def in_transaction(self) -> bool:
+        return self.real.in_transaction
+
     def close(self) -> None:
         self.real.close()
 
@@ -159,10 +164,11 @@ async def test_sqlite_file_failing_mid_run_destroys_from_upstream_and_recovers(
     assert (await client.post(f"/1.1/direct_messages/destroy.json?id={ENTITIES_ID}")).status == 503
     assert await store.get_message(ENTITIES_ID) is not None
 
-    real = store._conn
-    assert real is not None
-    fault = FailingConnection(real)
+    real, real_reader = store._conn, store._reader
+    assert real is not None and real_reader is not None
+    fault, reader_fault = FailingConnection(real), FailingConnection(real_reader)
     store._conn = fault  # type: ignore[assignment]
+    store._reader = reader_fault  # type: ignore[assignment]
     try:
         emulator.state.requests.clear()
         # A stored message cannot be read now: the body comes from v2, the delete still happens.
@@ -179,11 +185,11 @@ async def test_sqlite_file_failing_mid_run_destroys_from_upstream_and_recovers(
         assert response.status == 200, await response.text()
         assert orjson.loads(await response.read())["text"] == "hello, tworld."
         assert emulator.state.is_deleted_for(SEED_002_ID, SEAN_ID)
-        assert fault.raised > 0
+        assert fault.raised > 0 and reader_fault.raised > 0
         with pytest.raises(StoreError, match="disk I/O error"):
             await store.get_message(ENTITIES_ID)
     finally:
-        fault.failing = False  # the disk is back: the same connection works again
+        fault.failing = reader_fault.failing = False  # the disk is back: the same connections work again
 
     # Nothing the fault swallowed was half-written; what was stored before is intact.
     assert await store.get_message(SEED_002_ID) is None
