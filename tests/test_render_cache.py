@@ -98,6 +98,18 @@ def test_xml_in_pieces_is_the_document_written_in_one_go(root: str, tree: dict[s
     assert outcome(to_xml, root, tree, indent=indent) == expected  # again, now from the caches
 
 
+_alike = st.sampled_from([None, 0, 1, True, False, 1.0, 0.0, -0.0, "1", "true", "", "0", "None"])
+_small_objects = st.dictionaries(st.sampled_from(["a", "b"]), _alike, max_size=2)
+
+
+@given(st.lists(st.fixed_dictionaries({"u": _small_objects, "v": st.lists(st.fixed_dictionaries({"u": _small_objects}))})))
+@example([{"u": {"a": 1}, "v": []}, {"u": {"a": True}, "v": []}, {"u": {"a": 1.0}, "v": []}])
+@example([{"u": {"a": 0.0}, "v": []}, {"u": {"a": -0.0}, "v": []}, {"u": {"a": False}, "v": []}])
+def test_objects_equal_in_python_but_written_differently_are_not_mixed_up(trees: list[dict[str, Any]]) -> None:
+    for tree in trees:
+        assert to_xml("r", tree) == plain_xml("r", tree)
+
+
 @pytest.mark.parametrize("indent", [" ", "  "])
 def test_a_list_of_messages_in_pieces(indent: str) -> None:
     message = {"id": "1", "text": "hi\r", "sender": USER, "recipient": {**USER, "id": "2"}}
@@ -270,7 +282,7 @@ RENDERERS = _renderers()
 def _outcome(render: Any, *args: Any) -> Any:
     try:
         return render(*args)
-    except (TypeError, ValueError, AttributeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - which error, compared with the straightforward way's
         return type(exc)
 
 
@@ -318,3 +330,4 @@ def test_bodies_are_unchanged_by_the_memo() -> None:
             cold = type(dialect)()
             message = DirectMessage(str(number), f"text {number}", datetime(2020, 1, 1, tzinfo=UTC), "7", "8")
             assert cold.render_message(MessageView(message, sender, recipient), fmt, None).body == body
+

@@ -66,11 +66,10 @@ def _xml_value(value: Any) -> Any:
 
 
 def to_xml(root: str, tree: dict[str, Any], *, indent: str = " ") -> bytes:
-    value = _xml_value(tree)
-    if type(value) is dict and isinstance(indent, str) and (indent == "" or indent.isspace()):
-        text = _element(root, value, 0, indent, document=True)
+    if isinstance(tree, dict) and isinstance(indent, str) and (indent == "" or indent.isspace()):
+        text = _element(root, tree, 0, indent, document=True)
     else:
-        text = _unparse({root: value}, 0, indent, document=True)
+        text = _unparse({root: _xml_value(tree)}, 0, indent, document=True)
     # A raw CR would reach the client as LF (XML parsers normalize line ends); a character reference keeps
     # it. The writer's own line breaks are LF only, so every CR here is content.
     return text.replace("\r", "&#13;").encode("utf-8") + b"\n"
@@ -90,42 +89,41 @@ def _unparse(elements: dict[Any, Any], depth: int, indent: str, *, document: boo
 
 
 def _element(name: str, value: dict[Any, Any], depth: int, indent: str, *, document: bool = False) -> str:
-    """Element ``name`` with children and attributes ``value`` at ``depth``, exactly as the writer puts it in
-    a document, written in pieces: its tags, runs of plain children, cached objects, and list items that are
-    objects (the messages of a list) assembled the same way."""
+    """Element ``name`` with children and attributes ``value`` (as given, not yet XML-ready) at ``depth``,
+    exactly as the writer puts it in a document, written in pieces: its tags, runs of plain children,
+    cached objects, and list items that are objects (the messages of a list) assembled the same way."""
     tag_items: list[tuple[Any, Any]] = []  # attributes and text: what the element's own tags carry
     children: list[tuple[Any, Any]] = []
     for key, item in value.items():
         if key == _TEXT or (isinstance(key, str) and key.startswith(_ATTR)):
-            tag_items.append((key, item))
-        elif type(item) is not list or item:  # the writer leaves an empty list out altogether
+            tag_items.append((key, _xml_value(item)))
+        elif not isinstance(item, list) or item:  # the writer leaves an empty list out altogether
             children.append((key, item))
     if not children:
-        return _unparse({name: value}, depth, indent, document=document)  # one tag, perhaps short
+        return _unparse({name: _xml_value(value)}, depth, indent, document=document)  # one tag, perhaps short
     head, tail = _shell(name, tuple(tag_items), depth, indent, document)
     pieces = [head]
     run: dict[Any, Any] = {}
     depth += 1
     for key, item in children:
-        kind = type(item)
-        if type(key) is not str or key == _COMMENT or (kind is not dict and not _has_object(item)):
-            run[key] = item
+        if type(key) is not str or key == _COMMENT or not (isinstance(item, dict) or _has_object(item)):
+            run[key] = _xml_value(item)
             continue
         if run:
             pieces.append(_unparse(run, depth, indent))
             run = {}
-        if kind is dict:
+        if isinstance(item, dict):
             pieces.append(_fragment(key, item, depth, indent))
             continue
         plain: list[Any] = []
         for entry in item:
-            if type(entry) is dict:
+            if isinstance(entry, dict):
                 if plain:
                     pieces.append(_unparse({key: plain}, depth, indent))
                     plain = []
                 pieces.append(_element(key, entry, depth, indent))
             else:
-                plain.append(entry)
+                plain.append(_xml_value(entry))
         if plain:
             pieces.append(_unparse({key: plain}, depth, indent))
     if run:
@@ -136,7 +134,7 @@ def _element(name: str, value: dict[Any, Any], depth: int, indent: str, *, docum
 
 def _has_object(item: Any) -> bool:
     """A list with an object among its items: each object is then an element assembled on its own."""
-    return type(item) is list and any(type(entry) is dict for entry in item)
+    return isinstance(item, list) and any(isinstance(entry, dict) for entry in item)
 
 
 def _shell(name: str, tag_items: tuple[tuple[Any, Any], ...], depth: int, indent: str, document: bool) -> tuple[str, str]:
@@ -159,25 +157,36 @@ def _write_shell(name: str, tag_items: tuple[tuple[Any, Any], ...], depth: int, 
 
 _cached_shell = lru_cache(maxsize=SHELL_CACHE_SIZE)(_write_shell)
 
+#: Value types whose equal values are written alike: an object holding only these is cached by its values
+#: as given (with their types, since 1 and True are equal in Python), before they are made XML-ready.
+_PLAIN_TYPES = frozenset({str, int, bool, type(None)})
+
 
 def _fragment(name: str, value: dict[Any, Any], depth: int, indent: str) -> str:
     """Element ``name`` with the object ``value`` at ``depth``, from the cache when the same content was
     written at the same depth before."""
-    frozen: Hashable = tuple(value.items())
-    try:
-        return _cached_fragment(name, frozen, depth, indent)
-    except TypeError:  # nested objects or lists: freeze them too
-        return _cached_fragment(name, _freeze(value), depth, indent)
+    if type(value) is dict:
+        values = tuple(value.values())
+        types = tuple(map(type, values))
+        if _PLAIN_TYPES.issuperset(types):
+            return _cached_fragment(name, (tuple(value), values, types), True, depth, indent)
+    return _cached_fragment(name, _freeze(_xml_value(value)), False, depth, indent)
 
 
 @lru_cache(maxsize=FRAGMENT_CACHE_SIZE)
-def _cached_fragment(name: str, frozen: Hashable, depth: int, indent: str) -> str:
-    return _unparse({name: _thaw(frozen)}, depth, indent)
+def _cached_fragment(name: str, content: Hashable, plain: bool, depth: int, indent: str) -> str:
+    """``content`` is an object of plain values as (keys, values, types), or else a frozen XML-ready tree."""
+    if plain:
+        keys, values, _types = content  # type: ignore[misc]
+        value = _xml_value(dict(zip(keys, values)))
+    else:
+        value = _thaw(content)
+    return _unparse({name: value}, depth, indent)
 
 
 class _ListMark:
     """Starts the frozen form of a list, so that no list freezes like an object (an object's frozen form
-    starts with a key and value pair)."""
+    is a tuple of key and value pairs)."""
 
     def __repr__(self) -> str:
         return "<list>"
@@ -187,8 +196,7 @@ _LIST = _ListMark()
 
 
 def _freeze(value: Any) -> Any:
-    """A hashable form of an XML-ready subtree; two subtrees freeze alike only if they are alike. An object
-    with plain values freezes to the tuple of its items, as ``_fragment`` freezes it first."""
+    """A hashable form of an XML-ready subtree; two subtrees freeze alike only if they are alike."""
     kind = type(value)
     if kind is dict:
         return tuple([(key, _freeze(item)) for key, item in value.items()])
