@@ -46,10 +46,10 @@ def views(count: int, users: int) -> list[MessageView]:
 def per_body(render: Callable[[MessageView], object], items: list[MessageView], repeat: int) -> float:
     best = float("inf")
     for _ in range(repeat):
-        started = time.perf_counter()
+        started = time.process_time()
         for view in items:
             render(view)
-        best = min(best, time.perf_counter() - started)
+        best = min(best, time.process_time() - started)
     return best / len(items) * 1e6
 
 

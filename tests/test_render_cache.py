@@ -331,3 +331,40 @@ def test_bodies_are_unchanged_by_the_memo() -> None:
             message = DirectMessage(str(number), f"text {number}", datetime(2020, 1, 1, tzinfo=UTC), "7", "8")
             assert cold.render_message(MessageView(message, sender, recipient), fmt, None).body == body
 
+
+# Dates by position -----------------------------------------------------------------------------------------
+
+_date_fields = st.sampled_from(["weekday", "month", "day", "hour", "minute", "second", "year"])
+_date_pieces = st.one_of(
+    st.sampled_from([" ", ":", "+0000", "{{", "}}", "{{x}}", "T", "%"]),
+    st.builds("{{{}}}".format, _date_fields),
+    st.builds("{{{}:02d}}".format, _date_fields),
+    st.builds("{{{}!r}}".format, _date_fields),
+    st.builds("{{{}:>{}}}".format, _date_fields, st.integers(0, 4)),
+)
+_any_moment = st.datetimes(timezones=st.none() | st.timezones() | st.just(UTC))
+
+
+def _by_name(date_format: str, value: datetime) -> str:
+    """A date formatted the straightforward way, by field names."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC)
+    weekdays = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+    months = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+    return date_format.format(
+        weekday=weekdays[value.weekday()], month=months[value.month - 1], day=value.day, hour=value.hour,
+        minute=value.minute, second=value.second, year=value.year,
+    )  # fmt: skip
+
+
+@given(st.lists(_date_pieces, max_size=8).map("".join), _any_moment)
+@example("{weekday} {month} {day:02d} {hour:02d}:{minute:02d}:{second:02d} +0000 {year}", datetime(2012, 9, 7, 5, 4, 3))
+@example("{weekday} {month} {day:02d} {hour}:{minute:02d}:{second:02d} +0000 {year}", datetime(2012, 9, 7, 5, 4, 3))
+def test_dates_by_position_are_dates_by_name(date_format: str, moment: datetime) -> None:
+    assert _outcome(Renderer({}, date_format).format_date, moment) == _outcome(_by_name, date_format, moment)
+
+
+@pytest.mark.parametrize("date_format", ["{}", "{0}", "{zone}", "{day:{hour}}", "{day.real}", "{", "}"])
+def test_date_formats_that_cannot_be_rewritten_work_or_fail_as_written(date_format: str) -> None:
+    moment = datetime(2012, 9, 7, 5, 4, 3)
+    assert _outcome(Renderer({}, date_format).format_date, moment) == _outcome(_by_name, date_format, moment)

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from operator import attrgetter
+from string import Formatter
 from typing import Any
 
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -67,6 +68,8 @@ class Renderer:
             if (attributes := template.own_attributes(name))
         }
         self._memo: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
+        positional = _positional(date_format)
+        self._positional_date = None if positional is None else positional.format
 
     def render(self, name: str, context: Mapping[str, Any]) -> dict[str, Any]:
         return self.templates[name].render(context, self)
@@ -97,8 +100,18 @@ class Renderer:
 
     def format_date(self, value: datetime) -> str:
         """Legacy dates, always in English and UTC, whatever the process locale."""
-        if value.tzinfo is not None:
+        if value.tzinfo is not None and value.tzinfo is not timezone.utc:
             value = value.astimezone(timezone.utc)  # naive values are taken to be UTC already
+        if self._positional_date is not None:
+            return self._positional_date(
+                _WEEKDAYS[value.weekday()],
+                _MONTHS[value.month - 1],
+                value.day,
+                value.hour,
+                value.minute,
+                value.second,
+                value.year,
+            )
         return self.date_format.format(
             weekday=_WEEKDAYS[value.weekday()],
             month=_MONTHS[value.month - 1],
@@ -108,6 +121,30 @@ class Renderer:
             second=value.second,
             year=value.year,
         )
+
+
+#: The fields a date format may name, in the order ``format_date`` passes them.
+_DATE_FIELDS = ("weekday", "month", "day", "hour", "minute", "second", "year")
+
+
+def _positional(date_format: str) -> str | None:
+    """The date format with its fields by position instead of by name, which formats a date without
+    building keyword arguments; None for a format it cannot rewrite (that one is used as written)."""
+    parts = []
+    try:
+        parsed = list(Formatter().parse(date_format))
+    except ValueError:
+        return None
+    for literal, field, spec, conversion in parsed:
+        parts.append(literal.replace("{", "{{").replace("}", "}}"))
+        if field is None:
+            continue
+        if field not in _DATE_FIELDS or "{" in (spec or ""):
+            return None
+        conversion = f"!{conversion}" if conversion else ""
+        spec = f":{spec}" if spec else ""
+        parts.append(f"{{{_DATE_FIELDS.index(field)}{conversion}{spec}}}")
+    return "".join(parts)
 
 
 def _reader(attributes: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
@@ -214,6 +251,16 @@ def _compile_term(where: str, term: str) -> Getter:
     if not _PATH.fullmatch(term):
         raise MappingError(f"{where}: {term!r} is neither a constant nor a path")
     head, *attrs = term.split(".")
+    if not attrs:
+        return lambda ctx, _r: ctx[head]
+    if len(attrs) == 1:  # the common case (user.name), without the loop
+        attr = attrs[0]
+
+        def get_attribute(ctx: Mapping[str, Any], _r: Renderer) -> Any:
+            value = ctx[head]
+            return None if value is None else getattr(value, attr)
+
+        return get_attribute
 
     def get(ctx: Mapping[str, Any], _r: Renderer) -> Any:
         value = ctx[head]
