@@ -2,17 +2,39 @@
 
 XML 1.0 cannot carry most control characters at all (not even escaped), so they are dropped; everything
 else is escaped by the XML writer.
+
+The XML writer is costly per element, and most of a direct message body is its two user objects, which
+repeat from one body to the next. So a document is written in pieces, every one of them by the XML writer
+itself: the declaration and the root's own tags, runs of ordinary children written together, and each
+object-valued child (a user) taken from a bounded cache keyed by its content, its name and its depth. A
+piece written at depth d with the same indent is exactly the text it takes inside the whole document, so
+the pieces put together are the document the writer would have written in one go.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Hashable
+from functools import lru_cache
 from typing import Any
 
 import orjson
 import xmltodict
 
 _NOT_XML_CHAR = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+#: Object-valued children kept written; a user's piece is about a kilobyte, its key about as much again.
+FRAGMENT_CACHE_SIZE = 1024
+#: Element tags kept written: one per element name, attribute set and depth.
+SHELL_CACHE_SIZE = 64
+
+_TEXT = "#text"
+_ATTR = "@"
+_COMMENT = "#comment"
+#: The one child of a shell: only the writer's own markup can spell ``<x/>``, since text and attribute
+#: values have their ``<`` escaped.
+_SLOT = "x"
+_SLOT_TAG = f"<{_SLOT}/>\n"
 
 
 def to_json(tree: Any, *, escape_slashes: bool = False) -> bytes:
@@ -22,12 +44,20 @@ def to_json(tree: Any, *, escape_slashes: bool = False) -> bytes:
 
 
 def _xml_value(value: Any) -> Any:
+    """The tree as the XML writer gets it: only dicts, lists, strings and None; booleans in lower case."""
+    kind = type(value)
+    if kind is str:
+        return _NOT_XML_CHAR.sub("", value)
     if value is None:
         return None
     if value is True:
         return "true"
     if value is False:
         return "false"
+    if kind is dict:
+        return {key: _xml_value(item) for key, item in value.items()}
+    if kind is list:
+        return [_xml_value(item) for item in value]
     if isinstance(value, dict):
         return {key: _xml_value(item) for key, item in value.items()}
     if isinstance(value, list):
@@ -36,8 +66,148 @@ def _xml_value(value: Any) -> Any:
 
 
 def to_xml(root: str, tree: dict[str, Any], *, indent: str = " ") -> bytes:
-    document = {root: _xml_value(tree)}
-    text = xmltodict.unparse(document, pretty=True, indent=indent, short_empty_elements=True, encoding="UTF-8")
+    if isinstance(tree, dict) and isinstance(indent, str) and (indent == "" or indent.isspace()):
+        text = _element(root, tree, 0, indent, document=True)
+    else:
+        text = _unparse({root: _xml_value(tree)}, 0, indent, document=True)
     # A raw CR would reach the client as LF (XML parsers normalize line ends); a character reference keeps
     # it. The writer's own line breaks are LF only, so every CR here is content.
     return text.replace("\r", "&#13;").encode("utf-8") + b"\n"
+
+
+def _unparse(elements: dict[Any, Any], depth: int, indent: str, *, document: bool = False) -> str:
+    """Elements written at ``depth``, as they read inside a document (or a whole document at depth 0)."""
+    return xmltodict.unparse(
+        elements,
+        full_document=document,
+        depth=depth,
+        pretty=True,
+        indent=indent,
+        short_empty_elements=True,
+        encoding="UTF-8",
+    )
+
+
+def _element(name: str, value: dict[Any, Any], depth: int, indent: str, *, document: bool = False) -> str:
+    """Element ``name`` with children and attributes ``value`` (as given, not yet XML-ready) at ``depth``,
+    exactly as the writer puts it in a document, written in pieces: its tags, runs of plain children,
+    cached objects, and list items that are objects (the messages of a list) assembled the same way."""
+    tag_items: list[tuple[Any, Any]] = []  # attributes and text: what the element's own tags carry
+    children: list[tuple[Any, Any]] = []
+    for key, item in value.items():
+        if key == _TEXT or (isinstance(key, str) and key.startswith(_ATTR)):
+            tag_items.append((key, _xml_value(item)))
+        elif not isinstance(item, list) or item:  # the writer leaves an empty list out altogether
+            children.append((key, item))
+    if not children:
+        return _unparse({name: _xml_value(value)}, depth, indent, document=document)  # one tag, perhaps short
+    head, tail = _shell(name, tuple(tag_items), depth, indent, document)
+    pieces = [head]
+    run: dict[Any, Any] = {}
+    depth += 1
+    for key, item in children:
+        if type(key) is not str or key == _COMMENT or not (isinstance(item, dict) or _has_object(item)):
+            run[key] = _xml_value(item)
+            continue
+        if run:
+            pieces.append(_unparse(run, depth, indent))
+            run = {}
+        if isinstance(item, dict):
+            pieces.append(_fragment(key, item, depth, indent))
+            continue
+        plain: list[Any] = []
+        for entry in item:
+            if isinstance(entry, dict):
+                if plain:
+                    pieces.append(_unparse({key: plain}, depth, indent))
+                    plain = []
+                pieces.append(_element(key, entry, depth, indent))
+            else:
+                plain.append(_xml_value(entry))
+        if plain:
+            pieces.append(_unparse({key: plain}, depth, indent))
+    if run:
+        pieces.append(_unparse(run, depth, indent))
+    pieces.append(tail)
+    return "".join(pieces)
+
+
+def _has_object(item: Any) -> bool:
+    """A list with an object among its items: each object is then an element assembled on its own."""
+    return isinstance(item, list) and any(isinstance(entry, dict) for entry in item)
+
+
+def _shell(name: str, tag_items: tuple[tuple[Any, Any], ...], depth: int, indent: str, document: bool) -> tuple[str, str]:
+    try:
+        return _cached_shell(name, tag_items, depth, indent, document)
+    except TypeError:  # an attribute given as a dict or list: not hashable, written every time
+        return _write_shell(name, tag_items, depth, indent, document)
+
+
+def _write_shell(name: str, tag_items: tuple[tuple[Any, Any], ...], depth: int, indent: str, document: bool) -> tuple[str, str]:
+    """The text before and after the children of an element that has children: the writer's own, found by
+    writing the element around a single empty child and cutting that child out."""
+    text = _unparse({name: {**dict(tag_items), _SLOT: None}}, depth, indent, document=document)
+    at = text.index(_SLOT_TAG)
+    child_indent = (depth + 1) * indent
+    if text[at - len(child_indent) : at] != child_indent:  # pragma: no cover - the writer's layout changed
+        raise AssertionError("unexpected XML layout")
+    return text[: at - len(child_indent)], text[at + len(_SLOT_TAG) :]
+
+
+_cached_shell = lru_cache(maxsize=SHELL_CACHE_SIZE)(_write_shell)
+
+#: Value types whose equal values are written alike: an object holding only these is cached by its values
+#: as given (with their types, since 1 and True are equal in Python), before they are made XML-ready.
+_PLAIN_TYPES = frozenset({str, int, bool, type(None)})
+
+
+def _fragment(name: str, value: dict[Any, Any], depth: int, indent: str) -> str:
+    """Element ``name`` with the object ``value`` at ``depth``, from the cache when the same content was
+    written at the same depth before."""
+    if type(value) is dict:
+        values = tuple(value.values())
+        types = tuple(map(type, values))
+        if _PLAIN_TYPES.issuperset(types):
+            return _cached_fragment(name, (tuple(value), values, types), True, depth, indent)
+    return _cached_fragment(name, _freeze(_xml_value(value)), False, depth, indent)
+
+
+@lru_cache(maxsize=FRAGMENT_CACHE_SIZE)
+def _cached_fragment(name: str, content: Hashable, plain: bool, depth: int, indent: str) -> str:
+    """``content`` is an object of plain values as (keys, values, types), or else a frozen XML-ready tree."""
+    if plain:
+        keys, values, _types = content  # type: ignore[misc]
+        value = _xml_value(dict(zip(keys, values)))
+    else:
+        value = _thaw(content)
+    return _unparse({name: value}, depth, indent)
+
+
+class _ListMark:
+    """Starts the frozen form of a list, so that no list freezes like an object (an object's frozen form
+    is a tuple of key and value pairs)."""
+
+    def __repr__(self) -> str:
+        return "<list>"
+
+
+_LIST = _ListMark()
+
+
+def _freeze(value: Any) -> Any:
+    """A hashable form of an XML-ready subtree; two subtrees freeze alike only if they are alike."""
+    kind = type(value)
+    if kind is dict:
+        return tuple([(key, _freeze(item)) for key, item in value.items()])
+    if kind is list:
+        return (_LIST, *[_freeze(item) for item in value])
+    return value
+
+
+def _thaw(frozen: Any) -> Any:
+    if type(frozen) is not tuple:
+        return frozen
+    if frozen and frozen[0] is _LIST:
+        return [_thaw(item) for item in frozen[1:]]
+    return {key: _thaw(item) for key, item in frozen}

@@ -20,9 +20,12 @@ Expressions are compiled once when the mapping loads, so a typo in a mapping sto
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from operator import attrgetter
+from string import Formatter
 from typing import Any
 
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -38,20 +41,77 @@ class MappingError(ValueError):
     """A mapping file that cannot be used; raised at start-up."""
 
 
+#: Objects (users) kept rendered per renderer.
+OBJECT_CACHE_SIZE = 1024
+
+#: The types of attribute values an object is cached by: equal values of one of these types render alike
+#: whatever the filters (a datetime once its time zone and fold are known too).
+_KEY_TYPES = frozenset({str, int, bool, type(None), datetime})
+#: The types of output values a cached object may hold: none can be changed in place.
+_IMMUTABLE = frozenset({str, int, float, bool, type(None), datetime})
+
+
 class Renderer:
-    """Renders named templates of one format (json or xml) of one mapping."""
+    """Renders named templates of one format (json or xml) of one mapping.
+
+    A template that reads nothing but attributes of its own value (a user: ``user.id``, ``user.name``, ...)
+    renders the same object for the same attribute values, and the same user is in body after body; such
+    objects are kept in a bounded memo, and each caller gets a copy of its own.
+    """
 
     def __init__(self, templates: Mapping[str, Template], date_format: str) -> None:
         self.templates = templates
         self.date_format = date_format
+        self._readers = {
+            name: _reader(attributes)
+            for name, template in templates.items()
+            if (attributes := template.own_attributes(name))
+        }
+        self._memo: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
+        positional = _positional(date_format)
+        self._positional_date = None if positional is None else positional.format
 
     def render(self, name: str, context: Mapping[str, Any]) -> dict[str, Any]:
         return self.templates[name].render(context, self)
 
+    def render_object(self, name: str, value: Any) -> dict[str, Any]:
+        """Template ``name`` for ``value``, as ``object(name)`` renders it."""
+        reader = self._readers.get(name)
+        if reader is None:
+            return self.render(name, {name: value})
+        try:
+            key = _memo_key(name, reader(value))
+        except AttributeError:
+            key = None  # rendering says what is missing
+        if key is None:
+            return self.render(name, {name: value})
+        memo = self._memo
+        tree = memo.get(key)
+        if tree is not None:
+            memo.move_to_end(key)
+            return tree.copy()
+        tree = self.render(name, {name: value})
+        if _IMMUTABLE.issuperset(map(type, tree.values())):
+            memo[key] = tree
+            if len(memo) > OBJECT_CACHE_SIZE:
+                memo.popitem(last=False)
+            return tree.copy()
+        return tree
+
     def format_date(self, value: datetime) -> str:
         """Legacy dates, always in English and UTC, whatever the process locale."""
-        if value.tzinfo is not None:
+        if value.tzinfo is not None and value.tzinfo is not timezone.utc:
             value = value.astimezone(timezone.utc)  # naive values are taken to be UTC already
+        if self._positional_date is not None:
+            return self._positional_date(
+                _WEEKDAYS[value.weekday()],
+                _MONTHS[value.month - 1],
+                value.day,
+                value.hour,
+                value.minute,
+                value.second,
+                value.year,
+            )
         return self.date_format.format(
             weekday=_WEEKDAYS[value.weekday()],
             month=_MONTHS[value.month - 1],
@@ -63,17 +123,93 @@ class Renderer:
         )
 
 
+#: The fields a date format may name, in the order ``format_date`` passes them.
+_DATE_FIELDS = ("weekday", "month", "day", "hour", "minute", "second", "year")
+
+
+def _positional(date_format: str) -> str | None:
+    """The date format with its fields by position instead of by name, which formats a date without
+    building keyword arguments; None for a format it cannot rewrite (that one is used as written)."""
+    parts = []
+    try:
+        parsed = list(Formatter().parse(date_format))
+    except ValueError:
+        return None
+    for literal, field, spec, conversion in parsed:
+        parts.append(literal.replace("{", "{{").replace("}", "}}"))
+        if field is None:
+            continue
+        if field not in _DATE_FIELDS or "{" in (spec or ""):
+            return None
+        conversion = f"!{conversion}" if conversion else ""
+        spec = f":{spec}" if spec else ""
+        parts.append(f"{{{_DATE_FIELDS.index(field)}{conversion}{spec}}}")
+    return "".join(parts)
+
+
+def _reader(attributes: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    if len(attributes) == 1:
+        attribute = attributes[0]
+        return lambda value: (getattr(value, attribute),)
+    return attrgetter(*attributes)
+
+
+def _memo_key(name: str, values: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """What an object is cached by: its attribute values and their types (so that ``1`` and ``True``, equal
+    in Python, are told apart), or None when a value is of a type not known to render alike when equal.
+
+    Equal datetimes may still differ in time zone and fold (equality looks at the instant), so a datetime
+    also keys by its fold and its time zone object: by identity, which the key keeps alive."""
+    types = tuple(map(type, values))
+    if not _KEY_TYPES.issuperset(types):
+        return None
+    if datetime in types:
+        zones = tuple([(id(value.tzinfo), value.fold) for value in values if type(value) is datetime])
+        return (name, values, types, zones)
+    return (name, values, types)
+
+
 @dataclass(frozen=True, slots=True)
 class Template:
     name: str
     fields: tuple[tuple[str, Getter], ...]
+    #: Every path the template reads, as (head, attribute, ...); None when it renders other templates too.
+    paths: tuple[tuple[str, ...], ...] | None = None
 
     def render(self, context: Mapping[str, Any], renderer: Renderer) -> dict[str, Any]:
         return {key: getter(context, renderer) for key, getter in self.fields}
 
+    def own_attributes(self, name: str) -> tuple[str, ...]:
+        """The attributes of its value the template reads when rendered as ``name``, if that is all it reads
+        (no other context, not the value itself, no deeper path, no other template); else ().
+
+        Its output is then a function of those attribute values alone."""
+        if not self.paths or any(len(path) != 2 or path[0] != name for path in self.paths):
+            return ()
+        return tuple(dict.fromkeys(path[1] for path in self.paths))
+
 
 def compile_template(name: str, table: Mapping[str, Any]) -> Template:
-    return Template(name, tuple((key, compile_value(f"{name}.{key}", value)) for key, value in table.items()))
+    fields = tuple((key, compile_value(f"{name}.{key}", value)) for key, value in table.items())
+    return Template(name, fields, _paths(table))
+
+
+def _paths(table: Mapping[str, Any]) -> tuple[tuple[str, ...], ...] | None:
+    """The paths a (compiled, so valid) table reads, nested tables included; None if it names a template."""
+    paths: list[tuple[str, ...]] = []
+    for value in table.values():
+        if isinstance(value, dict):
+            nested = _paths(value)
+            if nested is None:
+                return None
+            paths.extend(nested)
+        elif isinstance(value, str):
+            term, *filters = [part.strip() for part in value.split("|")]
+            if any(_FILTER.fullmatch(text)["name"] in ("object", "each") for text in filters):  # type: ignore[index]
+                return None
+            if not _literal("", term)[0]:
+                paths.append(tuple(term.split(".")))
+    return tuple(paths)
 
 
 def compile_value(where: str, value: Any) -> Getter:
@@ -115,6 +251,16 @@ def _compile_term(where: str, term: str) -> Getter:
     if not _PATH.fullmatch(term):
         raise MappingError(f"{where}: {term!r} is neither a constant nor a path")
     head, *attrs = term.split(".")
+    if not attrs:
+        return lambda ctx, _r: ctx[head]
+    if len(attrs) == 1:  # the common case (user.name), without the loop
+        attr = attrs[0]
+
+        def get_attribute(ctx: Mapping[str, Any], _r: Renderer) -> Any:
+            value = ctx[head]
+            return None if value is None else getattr(value, attr)
+
+        return get_attribute
 
     def get(ctx: Mapping[str, Any], _r: Renderer) -> Any:
         value = ctx[head]
@@ -215,7 +361,7 @@ def _nested(many: bool) -> Callable[[str, Getter, Any], Getter]:
             value = inner(ctx, r)
             if many:
                 return [r.render(arg, {arg: item}) for item in value or ()]
-            return None if value is None else r.render(arg, {arg: value})
+            return None if value is None else r.render_object(arg, value)
 
         return get
 
