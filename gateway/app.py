@@ -143,6 +143,7 @@ def _resources(
         try:
             yield
         finally:
+            await app[SERVICE_KEY].drain()  # deletion records still being written go to the store first
             await session.close()
             if given_store is None:
                 await store.close()

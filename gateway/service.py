@@ -12,10 +12,11 @@ later destroy can answer its full body without asking v2.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
@@ -84,6 +85,7 @@ class DMService:
         self._on_store_error = on_store_error
         self._on_store_lookup = on_store_lookup
         self._callers: OrderedDict[str, str] = OrderedDict()
+        self._background: set[asyncio.Task[Any]] = set()  # deletion records still being written
 
     async def run(self, op: Operation, principal: Principal, request_id: str | None = None) -> Outcome:
         """Carry out any legacy operation."""
@@ -112,8 +114,20 @@ class DMService:
             if await self._deleted_recently_by(op.id, principal):
                 return Outcome(view=view)
             raise
-        await self._quietly(self.store.mark_deleted(op.id, principal.identity), "mark_deleted", None)
+        # v2 has deleted it: the caller need not wait for the record, which only serves a retry's tombstone
+        # and lets the store put many deletions in one write.
+        self._in_background(self._quietly(self.store.mark_deleted(op.id, principal.identity), "mark_deleted", None))
         return Outcome(view=view, rate_limit=response.rate_limit)
+
+    def _in_background(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self) -> None:
+        """Wait for the work still running after its answer (deletion records): before the store closes."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
 
     async def _deleted_recently_by(self, message_id: str, principal: Principal) -> bool:
         deletion = await self._quietly(self.store.get_deletion(message_id), "get_deletion", None)

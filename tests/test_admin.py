@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from aiohttp.test_utils import TestClient
 
 from gateway.admin import create_admin_app
-from gateway.app import create_app
+from gateway.app import SERVICE_KEY, create_app
 from gateway.emulator import EmulatorServer
 from gateway.store.base import StoreError
 from tests.relay import TcpRelay, relayed_redis_store
@@ -99,6 +99,7 @@ async def test_readyz_is_degraded_while_redis_is_cut_off_and_ready_again_after(
     reply = await gateway.post(DESTROY.format(SEED_002_ID))
     assert reply.status == 200
     assert (await reply.json())["id_str"] == SEED_002_ID
+    await gateway.server.app[SERVICE_KEY].drain()  # the deletion is recorded after the answer
     text = await metrics_text(admin)
     assert (sample(text, "dmgw_store_errors_total", operation="get_message") or 0) >= 1
     assert (sample(text, "dmgw_store_errors_total", operation="mark_deleted") or 0) >= 1

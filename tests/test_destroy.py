@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pytest
 
 from gateway.app import create_app
 from gateway.emulator import FaultRule
+from gateway.store.memory import MemoryStore
 from tests.conftest import (
     ENTITIES_ID,
     GROUP_ID,
@@ -179,3 +182,33 @@ async def test_rate_limit_headers_reach_v1_1_and_statusnet_clients(gateway) -> N
     assert int(response.headers["x-rate-limit-reset"]) > 0
     response = await gateway.post(f"/api/direct_messages/destroy/{SEED_003_XML_ID}.xml", headers=MARCOS)
     assert {"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"} <= set(response.headers)
+
+
+class SlowDeletionRecords(MemoryStore):
+    """A store whose deletion records take until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.recorded: list[str] = []
+
+    async def mark_deleted(self, message_id: str, by: str | None) -> None:
+        await self.release.wait()
+        await super().mark_deleted(message_id, by)
+        self.recorded.append(message_id)
+
+
+async def test_the_answer_does_not_wait_for_the_deletion_record_and_shutdown_does(aiohttp_client, emulator) -> None:
+    store = SlowDeletionRecords()
+    app = create_app(gateway_config(emulator), store=store)
+    gateway = await aiohttp_client(app)
+    response = await asyncio.wait_for(gateway.post(f"/1.1/direct_messages/destroy.json?id={SEED_002_ID}"), 10)
+    assert response.status == 200  # answered while the record is still being written
+    assert store.recorded == []
+    closing = asyncio.create_task(gateway.close())
+    await asyncio.sleep(0.05)
+    assert not closing.done()  # shutdown waits for the record...
+    store.release.set()
+    await asyncio.wait_for(closing, 10)
+    assert store.recorded == [SEED_002_ID]  # ...which is then written
+    assert await store.get_deletion(SEED_002_ID) is not None

@@ -114,6 +114,10 @@ class SQLiteStore:
     # At most this many queued writes share one transaction, so another process sharing the file never
     # waits long for the write lock.
     max_batch = 256
+    # A deletion record waits up to this long (seconds) for other writes to share its transaction: nobody
+    # answering a client waits for one (the service records a deletion after answering), and a commit costs
+    # far more than one more row in it. Any other write sends the batch at once, deletions included.
+    deletion_linger = 0.02
 
     def __init__(
         self,
@@ -137,10 +141,13 @@ class SQLiteStore:
         self._closed = False
         self._nonce_calls = 0
         self._writes = 0
-        self._queue: list[tuple[Op, asyncio.Future[Any]]] = []
+        self._queue: list[tuple[Op, asyncio.Future[Any], bool]] = []  # (write, its caller, whether it lingers)
         self._writing = False  # a batch is scheduled or on the worker thread
+        self._linger: asyncio.TimerHandle | None = None  # sends lingering writes when nothing else has
         self._idle = asyncio.Event()  # set while nothing is queued or being written
         self._idle.set()
+        # Deletions queued or being written, so this process reads them at once (keyed by message id).
+        self._pending_deletions: dict[str, Deletion] = {}
 
     @classmethod
     async def open(cls, path: str, **options: Any) -> SQLiteStore:
@@ -261,8 +268,12 @@ class SQLiteStore:
 
     async def get_deletion(self, message_id: str) -> Deletion | None:
         cutoff = self._clock() - self.message_retention
+        pending = self._pending_deletions.get(message_id)
 
         def read(db: sqlite3.Connection) -> Deletion | None:
+            if pending is not None:  # not committed yet: it holds if its message is there to take it
+                found = db.execute("SELECT 1 FROM messages WHERE id = ? AND learned_at > ?", (message_id, cutoff))
+                return pending if found.fetchone() else None
             row = db.execute(
                 "SELECT deleted_at, deleted_by FROM messages"
                 " WHERE id = ? AND deleted_at IS NOT NULL AND learned_at > ?",
@@ -274,25 +285,36 @@ class SQLiteStore:
 
     # Writes ----------------------------------------------------------------------------------------
 
-    async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
+    async def _write(self, op: Callable[[sqlite3.Connection], T], *, linger: float = 0.0) -> T:
         """Queue ``op`` for the worker thread; return what it returned once the transaction holding it has
-        committed, or raise what it raised (a SQLite error as ``StoreError``), its neighbours unaffected."""
+        committed, or raise what it raised (a SQLite error as ``StoreError``), its neighbours unaffected.
+        A write that may ``linger`` waits up to that many seconds for company, unless another write or the
+        end of a batch sends it first."""
         if self._closed:
             raise StoreError("sqlite store is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.append((op, future))
-        if not self._writing:
-            # Sent once the loop has run every task ready now, so writes made together share a transaction.
-            self._writing = True
-            self._idle.clear()
-            loop.call_soon(self._send_batch)
+        self._queue.append((op, future, linger > 0))
+        self._idle.clear()
+        if linger <= 0:
+            self._send_soon()
+        elif not self._writing and self._linger is None:
+            self._linger = loop.call_later(linger, self._send_soon)
         return await future
+
+    def _send_soon(self) -> None:
+        """Send a batch once the loop has run every task ready now, so writes made together share it."""
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        if not self._writing:
+            self._writing = True
+            asyncio.get_running_loop().call_soon(self._send_batch)
 
     def _send_batch(self) -> None:
         """Hand the queued writes to the worker thread as one transaction; a write whose caller is gone by
         now is dropped, as one still waiting in an executor's queue would be."""
-        batch = [(op, future) for op, future in self._queue[: self.max_batch] if not future.done()]
+        batch = [(op, future) for op, future, _ in self._queue[: self.max_batch] if not future.done()]
         del self._queue[: self.max_batch]
         if not batch:
             self._next_batch()
@@ -320,10 +342,14 @@ class SQLiteStore:
         self._next_batch()
 
     def _next_batch(self) -> None:
-        if self._queue:
+        queue = self._queue
+        if queue and (self._closed or len(queue) >= self.max_batch or not all(lingers for _, _, lingers in queue)):
             self._send_batch()
+            return
+        self._writing = False
+        if self._queue:  # only lingering writes came in meanwhile: they get their own wait
+            self._linger = asyncio.get_running_loop().call_later(self.deletion_linger, self._send_soon)
         else:
-            self._writing = False
             self._idle.set()
 
     @staticmethod
@@ -371,9 +397,17 @@ class SQLiteStore:
             await self._write(_writer(_UPSERT_USER, rows, self._purge_due(now)))
 
     async def mark_deleted(self, message_id: str, by: str | None) -> None:
+        """Lingers (``deletion_linger``) for company in its transaction; this process reads the deletion at
+        once, other processes sharing the file once it has committed."""
         now = self._clock()
-        # Only a message still within retention takes a deletion, as only such a message is found.
-        await self._write(_writer(_MARK_DELETED, [(now, by, message_id, now - self.message_retention)]))
+        deletion = self._pending_deletions[message_id] = Deletion(at=now, by=by)
+        try:
+            # Only a message still within retention takes a deletion, as only such a message is found.
+            write = _writer(_MARK_DELETED, [(now, by, message_id, now - self.message_retention)])
+            await self._write(write, linger=self.deletion_linger)
+        finally:
+            if self._pending_deletions.get(message_id) is deletion:
+                del self._pending_deletions[message_id]
 
     def _purge_due(self, now: float) -> tuple[float, float] | None:
         """The (message, user) cutoffs when this write should also purge expired rows, else None."""
@@ -480,6 +514,8 @@ class SQLiteStore:
         if self._closed:
             return
         self._closed = True
+        if self._queue:
+            self._send_soon()  # lingering writes go now
         try:
             await self._idle.wait()
         finally:
