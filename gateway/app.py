@@ -266,7 +266,7 @@ def _count(request: web.Request, response: web.StreamResponse) -> None:
         name = "v2"
     else:
         name = "unknown"
-    request.app[METRICS_KEY].requests.labels(dialect=name, route=route, status=str(response.status)).inc()
+    request.app[METRICS_KEY].request_answered(name, route, response.status)
 
 
 def _as_gateway_error(request: web.Request, exc: Exception) -> GatewayError:
