@@ -1,12 +1,15 @@
 """What every request goes through, made cheaper, against the straightforward way it replaces: the metrics'
-kept children."""
+kept children and request ids."""
 
 from __future__ import annotations
+
+import re
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from gateway.app import new_request_id
 from gateway.metrics import Metrics
 
 # --- metrics ---------------------------------------------------------------------------------------------
@@ -64,3 +67,12 @@ def test_kept_children_count_what_labels_would(calls: list[tuple]) -> None:
             durations.labels(endpoint=endpoint, outcome=outcome).observe(seconds)
     for prefix in ("dmgw_requests", "dmgw_store_lookups", "dmgw_upstream_request_duration"):
         assert samples(metrics.registry, prefix) == samples(reference, prefix)
+
+
+# --- request ids -----------------------------------------------------------------------------------------
+
+
+def test_a_new_request_id_is_32_lowercase_hex_digits_and_never_repeats() -> None:
+    ids = [new_request_id() for _ in range(2000)]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+    assert len(set(ids)) == len(ids)
