@@ -161,12 +161,13 @@ def _legacy_handler(dialect: Dialect, spec: RouteSpec) -> Handler:
         else:
             form = await _read_form(request)
         request[FORM] = form
-        principal = await request.app[AUTH_KEY].authenticate(request, form)
+        app = request.app
+        principal = await app[AUTH_KEY].authenticate(request, form)
         legacy = LegacyRequest(request.method, request.path, request.match_info, request.query, form, document)
         op = dialect.parse(spec.operation, legacy)
         # Every v2 call this legacy call makes shares one retry budget.
-        with retry_budget(request.app[CONFIG_KEY].upstream.retry_budget):
-            outcome = await request.app[SERVICE_KEY].run(op, principal, request[REQUEST_ID])
+        with retry_budget(app[CONFIG_KEY].upstream.retry_budget):
+            outcome = await app[SERVICE_KEY].run(op, principal, request[REQUEST_ID])
         return to_web(dialect.render(op, outcome, fmt))
 
     return handle
