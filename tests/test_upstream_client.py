@@ -1,0 +1,97 @@
+"""The upstream client's own shortcuts, each against the straightforward way it replaces: URLs put together
+from the parsed base."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from yarl import URL
+
+from gateway.auth.upstream import BearerCredential
+from gateway.model import Principal
+from gateway.upstream.client import UpstreamClient
+
+PRINCIPAL = Principal(BearerCredential("token"), "bearer", "bearer:test")
+
+
+def client_for(base: str, session: Any = None, **options: Any) -> UpstreamClient:
+    return UpstreamClient(session, base, **options)  # type: ignore[arg-type]
+
+
+def parsed_whole(base: str, path: str, params: dict[str, str] | None) -> URL:
+    """The URL of a call as it was always made: the whole string parsed, then the query set."""
+    return URL(base.rstrip("/") + path).with_query(dict(params or {}))
+
+
+# --- URLs ------------------------------------------------------------------------------------------------
+
+BASES = st.one_of(
+    st.sampled_from(
+        [
+            "https://api.x.com",
+            "https://api.x.com/",
+            "http://127.0.0.1:8080",
+            "http://localhost:1/",
+            "http://API.X.COM",
+            "https://api.x.com:443",
+            "http://[::1]:9000",
+            "http://h/prefix",
+            "http://h/prefix/",
+            "http://h/a%20b",
+            "http://h/.",
+            "http://h?",
+        ]
+    ),
+    st.builds(
+        "http://{}:{}".format,
+        st.from_regex(r"[a-z][a-z0-9-]{0,20}(\.[a-z][a-z0-9-]{0,10}){0,3}", fullmatch=True),
+        st.integers(1, 65535),
+    ),
+)
+SEGMENT = st.one_of(
+    st.from_regex(r"[0-9]{1,19}", fullmatch=True),
+    st.from_regex(r"[A-Za-z0-9_~.-]{1,12}", fullmatch=True),
+    st.text(min_size=0, max_size=12),
+    st.text(min_size=1, max_size=12).map(lambda s: quote(s, safe="")),
+)
+PATHS = st.lists(SEGMENT, min_size=1, max_size=5).map(lambda parts: "/" + "/".join(parts))
+PARAMS = st.one_of(
+    st.none(),
+    st.just({}),
+    st.dictionaries(st.text(min_size=1, max_size=8), st.text(max_size=12), max_size=3),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(base=BASES, path=PATHS, params=PARAMS)
+def test_a_url_is_the_one_parsing_the_whole_string_gives(base: str, path: str, params: dict[str, str] | None) -> None:
+    try:
+        expected = parsed_whole(base, path, params)
+    except ValueError:
+        return  # not a URL at all: nothing to compare
+    url, target = client_for(base)._url(path, params)
+    assert url == expected
+    assert str(url) == str(expected) == target
+    assert url.raw_path == expected.raw_path and url.raw_query_string == expected.raw_query_string
+
+
+def test_plain_paths_on_a_bare_origin_take_the_shortcut(monkeypatch: pytest.MonkeyPatch) -> None:
+    client = client_for("https://api.x.com")
+    parsed: list[str] = []
+    real_url = URL
+
+    def spy(value: Any, *args: Any, **kwargs: Any) -> URL:
+        parsed.append(value)
+        return real_url(value, *args, **kwargs)
+
+    monkeypatch.setattr("gateway.upstream.client.URL", spy)
+    event = "/2/dm_events/1700000000000000005"
+    assert [str(part) for part in client._url(event, None)] == ["https://api.x.com" + event] * 2
+    assert [str(part) for part in client._url("/2/users", {"ids": "1,2"})] == ["https://api.x.com/2/users?ids=1,2"] * 2
+    assert parsed == []
+    client._url("/2/users/by/username/a%20b", None)  # not plain: parsed whole
+    assert parsed == ["https://api.x.com/2/users/by/username/a%20b"]
