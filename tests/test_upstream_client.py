@@ -1,21 +1,27 @@
 """The upstream client's own shortcuts, each against the straightforward way it replaces: URLs put together
-from the parsed base."""
+from the parsed base, and bodies read in one go when their length is known and bounded."""
 
 from __future__ import annotations
 
+import gzip
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 import pytest
+from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
 from gateway.auth.upstream import BearerCredential
+from gateway.errors import UpstreamFailure, UpstreamUnavailable
+from gateway.metrics import Metrics
 from gateway.model import Principal
 from gateway.upstream.client import UpstreamClient
 
 PRINCIPAL = Principal(BearerCredential("token"), "bearer", "bearer:test")
+LIMIT = 1024
 
 
 def client_for(base: str, session: Any = None, **options: Any) -> UpstreamClient:
@@ -95,3 +101,88 @@ def test_plain_paths_on_a_bare_origin_take_the_shortcut(monkeypatch: pytest.Monk
     assert parsed == []
     client._url("/2/users/by/username/a%20b", None)  # not plain: parsed whole
     assert parsed == ["https://api.x.com/2/users/by/username/a%20b"]
+
+
+# --- bounded bodies --------------------------------------------------------------------------------------
+
+
+def stub_app(body: bytes, headers: dict[str, str], *, chunked: bool = False) -> web.Application:
+    async def delete(request: web.Request) -> web.StreamResponse:
+        if not chunked:
+            return web.Response(body=body, headers=headers)
+        response = web.StreamResponse(headers=headers)
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for start in range(0, len(body), 100):
+            await response.write(body[start : start + 100])
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_delete("/2/dm_events/{id}", delete)
+    return app
+
+
+async def delete_through(aiohttp_server: Any, app: web.Application, metrics: Metrics | None = None) -> Any:
+    server = await aiohttp_server(app)
+    async with aiohttp.ClientSession() as session:
+        client = client_for(
+            f"http://{server.host}:{server.port}", session, max_response_bytes=LIMIT, observer=metrics
+        )
+        return await client.delete_dm_event("5", PRINCIPAL)
+
+
+def deleted(padding: int) -> bytes:
+    return b'{"data":{"deleted":true},"pad":"' + b"x" * padding + b'"}'
+
+
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+@pytest.mark.parametrize("padding", [0, LIMIT - len(deleted(0))], ids=["small", "at-the-limit"])
+async def test_a_body_within_the_bound_is_read_whole(aiohttp_server: Any, chunked: bool, padding: int) -> None:
+    response = await delete_through(aiohttp_server, stub_app(deleted(padding), JSON, chunked=chunked))
+    assert response.body == {"data": {"deleted": True}, "pad": "x" * padding}
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+async def test_a_body_over_the_bound_is_refused(aiohttp_server: Any, chunked: bool) -> None:
+    metrics = Metrics()
+    body = deleted(LIMIT - len(deleted(0)) + 1)
+    with pytest.raises(UpstreamFailure, match=f"exceeds {LIMIT} bytes"):
+        await delete_through(aiohttp_server, stub_app(body, JSON, chunked=chunked), metrics)
+    outcome = metrics.registry.get_sample_value(
+        "dmgw_upstream_request_duration_seconds_count", {"endpoint": "DELETE /2/dm_events/:id", "outcome": "too_large"}
+    )
+    assert outcome == 1.0
+
+
+async def test_a_small_compressed_body_that_inflates_past_the_bound_is_refused(aiohttp_server: Any) -> None:
+    """Its Content-Length is well within the bound, but what it declares is not what reading it gives."""
+    body = gzip.compress(deleted(50 * LIMIT))
+    assert len(body) < LIMIT // 4
+    app = stub_app(body, {**JSON, "Content-Encoding": "gzip"})
+    with pytest.raises(UpstreamFailure, match=f"exceeds {LIMIT} bytes"):
+        await delete_through(aiohttp_server, app)
+
+
+async def test_a_compressed_body_within_the_bound_is_inflated(aiohttp_server: Any) -> None:
+    app = stub_app(gzip.compress(deleted(100)), {**JSON, "Content-Encoding": "gzip"})
+    response = await delete_through(aiohttp_server, app)
+    assert response.body["pad"] == "x" * 100
+
+
+async def test_a_body_cut_short_is_a_connection_error(aiohttp_server: Any) -> None:
+    async def delete(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={**JSON, "Content-Length": "500"})
+        await response.prepare(request)
+        await response.write(b'{"data":')
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
+    app = web.Application()
+    app.router.add_delete("/2/dm_events/{id}", delete)
+    with pytest.raises(UpstreamUnavailable, match="ClientPayloadError"):
+        await delete_through(aiohttp_server, app)

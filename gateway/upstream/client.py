@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 import aiohttp
 import orjson
+from aiohttp import hdrs
 from yarl import URL
 
 from gateway import __version__
@@ -66,6 +67,8 @@ DM_EVENT_LOOKUP = {
 #: A path made only of plain segments (no dot, percent sign or anything that needs quoting): one that parsing
 #: the whole URL would leave exactly as it is, so it can go onto the parsed base URL as it stands.
 _PLAIN_PATH = re.compile(r"(?:/[A-Za-z0-9_~-]+)+")
+#: How much of a body without a usable Content-Length is read at a time.
+_READ_CHUNK = 64 * 1024
 
 _STATUS_ERRORS: dict[int, type[UpstreamError]] = {
     400: UpstreamBadRequest,
@@ -379,9 +382,14 @@ class UpstreamClient:
                 self._observer.upstream_request(endpoint, outcome, time.perf_counter() - started)
 
     async def _read_bounded(self, resp: aiohttp.ClientResponse) -> bytes:
+        """The body, refused once it passes ``max_response_bytes``. A body whose Content-Length is within the
+        bound and that is not compressed (so what is read is what was declared) is read in one go."""
+        length = resp.content_length
+        if length is not None and length <= self._max_bytes and hdrs.CONTENT_ENCODING not in resp.headers:
+            return await resp.content.read()
         chunks: list[bytes] = []
         size = 0
-        async for chunk in resp.content.iter_chunked(64 * 1024):
+        async for chunk in resp.content.iter_chunked(_READ_CHUNK):
             size += len(chunk)
             if size > self._max_bytes:
                 raise UpstreamFailure(f"v2 body exceeds {self._max_bytes} bytes")
