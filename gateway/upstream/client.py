@@ -93,10 +93,11 @@ class V2Response:
 
 def rate_limit_from(headers: Mapping[str, str]) -> RateLimit | None:
     try:
+        # Positional: RateLimit(limit, remaining, reset), built for every v2 answer.
         return RateLimit(
-            limit=int(headers["x-rate-limit-limit"]),
-            remaining=int(headers["x-rate-limit-remaining"]),
-            reset=int(headers["x-rate-limit-reset"]),
+            int(headers["x-rate-limit-limit"]),
+            int(headers["x-rate-limit-remaining"]),
+            int(headers["x-rate-limit-reset"]),
         )
     except (KeyError, ValueError):
         return None
@@ -349,17 +350,16 @@ class UpstreamClient:
         except UpstreamUnavailable:
             self._observer.upstream_request(endpoint, "breaker_open", 0.0)
             raise
-        options: dict[str, Any] = {}  # no timeout given: the session's own
+        timeout = self._session.timeout
         if limit is not None:
-            base = self._session.timeout
-            options["timeout"] = aiohttp.ClientTimeout(
-                total=min(base.total or limit, limit), sock_connect=min(base.sock_connect or limit, limit)
+            timeout = aiohttp.ClientTimeout(
+                total=min(timeout.total or limit, limit), sock_connect=min(timeout.sock_connect or limit, limit)
             )
         started = time.perf_counter()
         outcome: str | None = None  # None: the caller went away; nothing to say about upstream
         ok: bool | None = None
         try:
-            async with self._session.request(method, url, headers=headers, data=body, **options) as resp:
+            async with self._session.request(method, url, headers=headers, data=body, timeout=timeout) as resp:
                 outcome, ok = _outcome(resp.status)
                 try:
                     raw = await self._read_bounded(resp)
