@@ -1,16 +1,19 @@
 """What every request goes through, made cheaper, against the straightforward way it replaces: the metrics'
-kept children and request ids."""
+kept children, request ids and the retry budget."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from gateway.app import new_request_id
 from gateway.metrics import Metrics
+from gateway.upstream.resilience import RetryPolicy, retry_budget
 
 # --- metrics ---------------------------------------------------------------------------------------------
 
@@ -76,3 +79,21 @@ def test_a_new_request_id_is_32_lowercase_hex_digits_and_never_repeats() -> None
     ids = [new_request_id() for _ in range(2000)]
     assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
     assert len(set(ids)) == len(ids)
+
+
+# --- the retry budget ------------------------------------------------------------------------------------
+
+
+async def test_a_budget_ends_with_its_block_even_when_the_block_fails() -> None:
+    policy = RetryPolicy(budget=100)
+    loop = asyncio.get_running_loop()
+    with pytest.raises(RuntimeError):
+        with retry_budget(1.0):
+            assert policy.deadline() <= loop.time() + 1.0
+            raise RuntimeError("boom")
+    assert policy.deadline() > loop.time() + 50  # no budget left behind: a call outside starts its own
+    budget = retry_budget(2.0)
+    for _ in range(2):  # the same budget object entered again starts afresh
+        with budget:
+            assert policy.deadline() <= loop.time() + 2.0
+        assert policy.deadline() > loop.time() + 50
