@@ -1,9 +1,10 @@
 """What every request goes through, made cheaper, against the straightforward way it replaces: the metrics'
-kept children, request ids and the retry budget."""
+kept children, the bearer header check, request ids and the retry budget."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from gateway.app import new_request_id
+from gateway.auth.inbound import _token_identity, bearer_token
 from gateway.metrics import Metrics
 from gateway.upstream.resilience import RetryPolicy, retry_budget
 
@@ -70,6 +72,55 @@ def test_kept_children_count_what_labels_would(calls: list[tuple]) -> None:
             durations.labels(endpoint=endpoint, outcome=outcome).observe(seconds)
     for prefix in ("dmgw_requests", "dmgw_store_lookups", "dmgw_upstream_request_duration"):
         assert samples(metrics.registry, prefix) == samples(reference, prefix)
+
+
+# --- the bearer header -----------------------------------------------------------------------------------
+
+
+def reference_bearer_token(authorization: str | None) -> str | None:
+    """The header check as first written: one character at a time."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or any(ch.isspace() for ch in token):
+        return None
+    return token
+
+
+WHITESPACE = st.sampled_from([" ", "\t", "\n", "\r", "\x0b", "\x0c", "\x1c", "\x85", "\xa0", "\u2003", "\u3000"])
+HEADERS = st.one_of(
+    st.none(),
+    st.text(max_size=30),
+    st.builds(
+        "{}{}{}".format,
+        st.sampled_from(["Bearer ", "bearer ", "BEARER  ", " Bearer\t", "Bearer", "Basic "]),
+        st.lists(st.one_of(st.text(alphabet=st.characters(codec="utf-8"), max_size=6), WHITESPACE), max_size=6).map(
+            "".join
+        ),
+        st.one_of(st.just(""), WHITESPACE),
+    ),
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(header=HEADERS)
+def test_the_bearer_check_agrees_with_the_character_by_character_one(header: str | None) -> None:
+    assert bearer_token(header) == reference_bearer_token(header)
+
+
+@pytest.mark.parametrize("inside", [" ", "\t", "\x85", "\u3000"])
+def test_a_token_with_whitespace_inside_is_refused(inside: str) -> None:
+    assert bearer_token(f"Bearer abc{inside}def") is None
+    assert bearer_token("Bearer  abcdef\t") == "abcdef"
+
+
+def test_a_token_identity_is_its_digest_however_often_it_is_asked() -> None:
+    """Identities are kept for the most recent tokens; a kept one is the same digest, and only so many are kept."""
+    for token in ("token-a", "token-b", "token-a"):
+        expected = "bearer:" + hashlib.sha256(token.encode()).hexdigest()[:32]
+        assert _token_identity("bearer", token) == expected
+    assert _token_identity.cache_info().maxsize == 1024
 
 
 # --- request ids -----------------------------------------------------------------------------------------
