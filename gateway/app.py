@@ -112,7 +112,13 @@ def _resources(
         config = app[CONFIG_KEY]
         store = given_store or await open_store_from_config(config.store)
         timeout = aiohttp.ClientTimeout(total=config.upstream.timeout, sock_connect=config.upstream.connect_timeout)
-        session = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=100))
+        session = aiohttp.ClientSession(
+            timeout=timeout,
+            connector=aiohttp.TCPConnector(limit=100),
+            # Every caller's v2 calls go through this one session: it must never keep one caller's cookies
+            # for the next.
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
         metrics = app[METRICS_KEY]
         upstream = UpstreamClient(
             session,

@@ -1,5 +1,6 @@
 """The upstream client's own shortcuts, each against the straightforward way it replaces: URLs put together
-from the parsed base, and bodies read in one go when their length is known and bounded."""
+from the parsed base, and bodies read in one go when their length is known and bounded; and the session that
+serves every caller keeping no caller's cookies."""
 
 from __future__ import annotations
 
@@ -14,11 +15,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
+from gateway.app import create_app
 from gateway.auth.upstream import BearerCredential
+from gateway.config import with_overrides
+from gateway.emulator import EmulatorServer
 from gateway.errors import UpstreamFailure, UpstreamUnavailable
 from gateway.metrics import Metrics
 from gateway.model import Principal
 from gateway.upstream.client import UpstreamClient
+from tests.conftest import PLAIN_IDS, gateway_config
 
 PRINCIPAL = Principal(BearerCredential("token"), "bearer", "bearer:test")
 LIMIT = 1024
@@ -186,3 +191,32 @@ async def test_a_body_cut_short_is_a_connection_error(aiohttp_server: Any) -> No
     app.router.add_delete("/2/dm_events/{id}", delete)
     with pytest.raises(UpstreamUnavailable, match="ClientPayloadError"):
         await delete_through(aiohttp_server, app)
+
+
+# --- cookies ---------------------------------------------------------------------------------------------
+
+
+async def test_a_cookie_v2_sets_for_one_caller_never_goes_up_with_the_next(
+    aiohttp_client: Any, aiohttp_server: Any, emulator: EmulatorServer
+) -> None:
+    """One session serves every caller, so it keeps no cookies. (A host name, unlike an IP address, is one an
+    ordinary cookie jar would keep them for.)"""
+    seen: list[str | None] = []
+
+    async def delete(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Cookie"))
+        response = web.json_response({"data": {"deleted": True}})
+        response.set_cookie("guest_id", f"v1%3A{len(seen)}")
+        return response
+
+    stub = web.Application()
+    stub.router.add_delete("/2/dm_events/{id}", delete)
+    server = await aiohttp_server(stub)
+    config = with_overrides(gateway_config(emulator), upstream={"base_url": f"http://localhost:{server.port}"})
+    gateway = await aiohttp_client(create_app(config))
+    for token, message_id in (("first-caller", PLAIN_IDS[0]), ("second-caller", PLAIN_IDS[1])):
+        reply = await gateway.delete(
+            f"/1.1/direct_messages/events/destroy.json?id={message_id}", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert reply.status == 204
+    assert seen == [None, None]
