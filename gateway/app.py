@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from random import getrandbits
 from typing import Any
 
 import aiohttp
@@ -34,7 +33,7 @@ from gateway.errors import (
 )
 from gateway.metrics import METRICS_KEY, Metrics, route_label
 from gateway.service import DMService
-from gateway.slow_clients import CLIENT_TIMEOUT_KEY, ClientTooSlow, body_deadline_middleware
+from gateway.slow_clients import CLIENT_TIMEOUT_KEY, ClientTooSlow, timed_out, watch_body
 from gateway.store.base import Store, open_store_from_config
 from gateway.upstream.client import UpstreamClient
 from gateway.upstream.resilience import Breakers, RetryPolicy, retry_budget
@@ -83,7 +82,7 @@ class DialectRouter:
 def create_app(config: Config, *, store: Store | None = None) -> web.Application:
     """Build the gateway. ``store`` lets tests share one store between app instances."""
     app = web.Application(
-        middlewares=[body_deadline_middleware, metrics_middleware, request_id_middleware, error_middleware],
+        middlewares=[gateway_middleware],
         client_max_size=config.server.max_body_bytes,
     )
     app[CONFIG_KEY] = config
@@ -113,7 +112,13 @@ def _resources(
         config = app[CONFIG_KEY]
         store = given_store or await open_store_from_config(config.store)
         timeout = aiohttp.ClientTimeout(total=config.upstream.timeout, sock_connect=config.upstream.connect_timeout)
-        session = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=100))
+        session = aiohttp.ClientSession(
+            timeout=timeout,
+            connector=aiohttp.TCPConnector(limit=100),
+            # Every caller's v2 calls go through this one session: it must never keep one caller's cookies
+            # for the next.
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
         metrics = app[METRICS_KEY]
         upstream = UpstreamClient(
             session,
@@ -163,12 +168,13 @@ def _legacy_handler(dialect: Dialect, spec: RouteSpec) -> Handler:
         else:
             form = await _read_form(request)
         request[FORM] = form
-        principal = await request.app[AUTH_KEY].authenticate(request, form)
+        app = request.app
+        principal = await app[AUTH_KEY].authenticate(request, form)
         legacy = LegacyRequest(request.method, request.path, request.match_info, request.query, form, document)
         op = dialect.parse(spec.operation, legacy)
         # Every v2 call this legacy call makes shares one retry budget.
-        with retry_budget(request.app[CONFIG_KEY].upstream.retry_budget):
-            outcome = await request.app[SERVICE_KEY].run(op, principal, request[REQUEST_ID])
+        with retry_budget(app[CONFIG_KEY].upstream.retry_budget):
+            outcome = await app[SERVICE_KEY].run(op, principal, request[REQUEST_ID])
         return to_web(dialect.render(op, outcome, fmt))
 
     return handle
@@ -225,10 +231,51 @@ def to_web(response: LegacyResponse) -> web.Response:
 
 
 @web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Counts every answered request by dialect, route template and status (outside the error boundary, so
-    the status is the one the client got)."""
-    response = await handler(request)
+async def gateway_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Everything the gateway does around every handler, in one layer (each layer of middleware costs every
+    request a coroutine and a call). From the outside in:
+
+    1. the body deadline (``gateway.slow_clients``): armed before anything reads the body, cancelled once
+       the request is answered; a connection whose body missed it is closed;
+    2. the request count, by dialect, route template and the status the client got (so after the error
+       boundary);
+    3. the request id: the client's ``X-Request-Id`` when well-formed, else a new one; handlers send it
+       upstream, and the answer carries it, error answers included;
+    4. the error boundary: whatever goes wrong becomes the calling dialect's own error shape.
+    """
+    timer = watch_body(request)
+    try:
+        incoming = request.headers.get("X-Request-Id", "")
+        request_id = incoming if _REQUEST_ID_OK.fullmatch(incoming) else new_request_id()
+        request[REQUEST_ID] = request_id
+        error: GatewayError | None = None
+        try:
+            response = await handler(request)
+        except Exception as exc:  # noqa: BLE001 - the error boundary; CancelledError is not an Exception
+            error = _as_gateway_error(request, exc)
+        if error is not None:
+            response = _error_response(request, error)
+        response.headers["X-Request-Id"] = request_id
+        _count(request, response)
+    finally:
+        if timer is not None:
+            timer.cancel()
+    if timer is not None and timed_out(request):
+        response.force_close()
+    return response
+
+
+def new_request_id() -> str:
+    """A fresh request id: 128 random bits as 32 lowercase hex digits (the form of a UUID's hex).
+
+    An id names a request in the logs, it guards nothing, so it comes from the process's pseudo-random
+    generator rather than from the operating system: no system call on every request. The generator is
+    seeded from the system at start and again in a forked child, so workers do not share ids.
+    """
+    return f"{getrandbits(128):032x}"
+
+
+def _count(request: web.Request, response: web.StreamResponse) -> None:
     dialect = request.get(DIALECT)
     route = route_label(request)
     if dialect is not None:
@@ -237,40 +284,27 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         name = "v2"
     else:
         name = "unknown"
-    request.app[METRICS_KEY].requests.labels(dialect=name, route=route, status=str(response.status)).inc()
-    return response
+    request.app[METRICS_KEY].request_answered(name, route, response.status)
 
 
-@web.middleware
-async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    incoming = request.headers.get("X-Request-Id", "")
-    request_id = incoming if _REQUEST_ID_OK.fullmatch(incoming) else uuid.uuid4().hex
-    request[REQUEST_ID] = request_id
-    response = await handler(request)
-    response.headers["X-Request-Id"] = request_id
-    return response
+def _as_gateway_error(request: web.Request, exc: Exception) -> GatewayError:
+    """The gateway error an exception out of a handler stands for; an unexpected one is logged with its
+    traceback (so call this while handling it)."""
+    if isinstance(exc, GatewayError):
+        return exc
+    if isinstance(exc, web.HTTPNotFound):
+        return RouteNotFound(request.path)
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        return MethodNotAllowed(tuple(sorted(exc.allowed_methods)), request.method)
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return PayloadTooLarge()
+    if isinstance(exc, web.HTTPClientError):
+        return BadRequest(exc.reason)
+    log.exception("unexpected error, request id %s", request.get(REQUEST_ID))
+    return Internal()
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The error boundary: whatever goes wrong becomes the calling dialect's own error shape."""
-    try:
-        return await handler(request)
-    except GatewayError as exc:
-        error: GatewayError = exc
-    except web.HTTPNotFound:
-        error = RouteNotFound(request.path)
-    except web.HTTPMethodNotAllowed as exc:
-        error = MethodNotAllowed(tuple(sorted(exc.allowed_methods)), request.method)
-    except web.HTTPRequestEntityTooLarge:
-        error = PayloadTooLarge()
-    except web.HTTPClientError as exc:
-        error = BadRequest(exc.reason)
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("unexpected error, request id %s", request.get(REQUEST_ID))
-        error = Internal()
+def _error_response(request: web.Request, error: GatewayError) -> web.Response:
     if error.kind.startswith("upstream") or error.kind == "internal":
         log.warning("request %s failed: %s (%s)", request.get(REQUEST_ID), error.kind, error.detail)
     dialect: Dialect = request.get(DIALECT) or request.app[ROUTER_KEY].for_path(request.path)

@@ -4,18 +4,17 @@ Request heads are bounded by aiohttp itself: its keep-alive timer (``server.keep
 the ``AppRunner``) closes a connection that has not delivered a complete request head that many seconds
 after it opened or after the previous response, whether it sat idle or trickled its headers.
 
-Bodies are bounded here. When a request arrives with its body still incoming, a timer is set for the
-deadline; if the body is still incomplete then, the body stream fails with ``ClientTooSlow``, so whoever
-reads it (the form parser of a legacy route, the pass-through streaming it upstream) stops at once, the
-caller answers 408 in its own error shape, and the connection is closed rather than kept waiting for the
-rest of the body.
+Bodies are bounded here, by ``watch_body``, which the gateway's middleware calls before anything else. When
+a request arrives with its body still incoming, a timer is set for the deadline; if the body is still
+incomplete then, the body stream fails with ``ClientTooSlow``, so whoever reads it (the form parser of a
+legacy route, the pass-through streaming it upstream) stops at once, the caller answers 408 in its own
+error shape, and the connection is closed rather than kept waiting for the rest of the body.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -25,8 +24,6 @@ CLIENT_TIMEOUT_KEY = web.AppKey("client_timeout", float)
 # Set on a request whose body missed its deadline.
 TIMED_OUT = web.RequestKey("body_timed_out", bool)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
 
 class ClientTooSlow(TimeoutError):
     """The request body did not arrive within server.client_timeout.
@@ -35,11 +32,15 @@ class ClientTooSlow(TimeoutError):
     read that timed out and closes the connection."""
 
 
-@web.middleware
-async def body_deadline_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def watch_body(request: web.Request) -> asyncio.TimerHandle | None:
+    """Start the body deadline of a request whose body is still arriving: the timer to cancel once the
+    request is answered, or None when there is nothing to wait for (no body, or all of it already in).
+
+    After answering a request whose timer was set, check ``timed_out``: such a connection must be closed.
+    """
     content = request.content
-    if content.is_eof():  # no body, or all of it already received: nothing to wait for
-        return await handler(request)
+    if content.is_eof():
+        return None
     timeout = request.app[CLIENT_TIMEOUT_KEY]
 
     def expire() -> None:
@@ -54,14 +55,7 @@ async def body_deadline_middleware(request: web.Request, handler: Handler) -> we
         )
         content.set_exception(ClientTooSlow(f"request body not received within {timeout:g}s"))
 
-    timer = asyncio.get_running_loop().call_later(timeout, expire)
-    try:
-        response = await handler(request)
-    finally:
-        timer.cancel()
-    if request.get(TIMED_OUT):
-        response.force_close()
-    return response
+    return asyncio.get_running_loop().call_later(timeout, expire)
 
 
 def timed_out(request: web.Request) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -21,6 +22,7 @@ from urllib.parse import quote
 
 import aiohttp
 import orjson
+from aiohttp import hdrs
 from yarl import URL
 
 from gateway import __version__
@@ -62,6 +64,12 @@ DM_EVENT_LOOKUP = {
     "user.fields": USER_FIELDS,
 }
 
+#: A path made only of plain segments (no dot, percent sign or anything that needs quoting): one that parsing
+#: the whole URL would leave exactly as it is, so it can go onto the parsed base URL as it stands.
+_PLAIN_PATH = re.compile(r"(?:/[A-Za-z0-9_~-]+)+")
+#: How much of a body without a usable Content-Length is read at a time.
+_READ_CHUNK = 64 * 1024
+
 _STATUS_ERRORS: dict[int, type[UpstreamError]] = {
     400: UpstreamBadRequest,
     401: InvalidToken,
@@ -85,10 +93,11 @@ class V2Response:
 
 def rate_limit_from(headers: Mapping[str, str]) -> RateLimit | None:
     try:
+        # Positional: RateLimit(limit, remaining, reset), built for every v2 answer.
         return RateLimit(
-            limit=int(headers["x-rate-limit-limit"]),
-            remaining=int(headers["x-rate-limit-remaining"]),
-            reset=int(headers["x-rate-limit-reset"]),
+            int(headers["x-rate-limit-limit"]),
+            int(headers["x-rate-limit-remaining"]),
+            int(headers["x-rate-limit-reset"]),
         )
     except (KeyError, ValueError):
         return None
@@ -118,6 +127,7 @@ class UpstreamClient:
     ) -> None:
         self._session = session
         self._base = base_url.rstrip("/")
+        self._root = _plain_root(self._base)
         self._max_bytes = max_response_bytes
         self._retry = retry or RetryPolicy(retries=0)
         self._breaker = (breakers or Breakers(0, 1.0)).for_url(self._base)
@@ -214,13 +224,13 @@ class UpstreamClient:
         *,
         endpoint: str,
     ) -> V2Response:
-        url = URL(self._base + path).with_query(dict(params or {}))
+        url, target = self._url(path, params)
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = "application/json"
         if request_id:
             headers["X-Request-Id"] = request_id  # the same on every attempt
-        answer, unsure = await self._with_retries(method, url, headers, body, principal, endpoint)
+        answer, unsure = await self._with_retries(method, url, target, headers, body, principal, endpoint)
         status, raw, rate_limit = answer.status, answer.raw, answer.rate_limit
         if status == 404 and method == "DELETE" and unsure:
             # An earlier attempt may have deleted the event before its answer was lost: v2 now no longer
@@ -238,10 +248,26 @@ class UpstreamClient:
             raise UpstreamFailure(f"{method} {path}: body is not a JSON object")
         return V2Response(status, body, rate_limit)
 
+    def _url(self, path: str, params: Mapping[str, str] | None) -> tuple[URL, str]:
+        """``base_url + path`` with ``params`` as its query, as a URL and as the text a credential signs.
+
+        Parsing that whole string is most of the cost of a call's URL; a plain path (an id, a fixed name)
+        goes onto the base parsed once instead, which gives the same URL; without a query, its text is
+        then the two strings joined."""
+        if self._root is not None and _PLAIN_PATH.fullmatch(path):
+            url = self._root.with_path(path, encoded=True)
+            if not params:
+                return url, self._base + path
+            url = url.with_query(dict(params))
+        else:
+            url = URL(self._base + path).with_query(dict(params or {}))
+        return url, str(url)
+
     async def _with_retries(
         self,
         method: str,
         url: URL,
+        target: str,
         headers: dict[str, str],
         body: bytes | None,
         principal: Principal,
@@ -257,7 +283,7 @@ class UpstreamClient:
         limit: float | None = None  # the seconds a retry attempt may take, None for the session's timeout
         while True:
             try:
-                answer = await self._authorized(method, url, headers, body, principal, endpoint, limit)
+                answer = await self._authorized(method, url, target, headers, body, principal, endpoint, limit)
             except AttemptFailed as exc:
                 reason = exc.reason
                 if not policy.may_retry(method, attempt):
@@ -290,6 +316,7 @@ class UpstreamClient:
         self,
         method: str,
         url: URL,
+        target: str,
         headers: dict[str, str],
         body: bytes | None,
         principal: Principal,
@@ -301,7 +328,7 @@ class UpstreamClient:
         credential = principal.credential
         renewed = False
         while True:
-            headers["Authorization"] = authorization = await credential.authorization(method, str(url))
+            headers["Authorization"] = authorization = await credential.authorization(method, target)
             answer = await self._send(method, url, headers, body, endpoint, limit)
             if answer.status != 401 or renewed or not await credential.renew(authorization):
                 return answer
@@ -323,17 +350,16 @@ class UpstreamClient:
         except UpstreamUnavailable:
             self._observer.upstream_request(endpoint, "breaker_open", 0.0)
             raise
-        options: dict[str, Any] = {}  # no timeout given: the session's own
+        timeout = self._session.timeout
         if limit is not None:
-            base = self._session.timeout
-            options["timeout"] = aiohttp.ClientTimeout(
-                total=min(base.total or limit, limit), sock_connect=min(base.sock_connect or limit, limit)
+            timeout = aiohttp.ClientTimeout(
+                total=min(timeout.total or limit, limit), sock_connect=min(timeout.sock_connect or limit, limit)
             )
         started = time.perf_counter()
         outcome: str | None = None  # None: the caller went away; nothing to say about upstream
         ok: bool | None = None
         try:
-            async with self._session.request(method, url, headers=headers, data=body, **options) as resp:
+            async with self._session.request(method, url, headers=headers, data=body, timeout=timeout) as resp:
                 outcome, ok = _outcome(resp.status)
                 try:
                     raw = await self._read_bounded(resp)
@@ -356,14 +382,33 @@ class UpstreamClient:
                 self._observer.upstream_request(endpoint, outcome, time.perf_counter() - started)
 
     async def _read_bounded(self, resp: aiohttp.ClientResponse) -> bytes:
+        """The body, refused once it passes ``max_response_bytes``. A body whose Content-Length is within the
+        bound and that is not compressed (so what is read is what was declared) is read in one go."""
+        length = resp.content_length
+        if length is not None and length <= self._max_bytes and hdrs.CONTENT_ENCODING not in resp.headers:
+            return await resp.content.read()
         chunks: list[bytes] = []
         size = 0
-        async for chunk in resp.content.iter_chunked(64 * 1024):
+        async for chunk in resp.content.iter_chunked(_READ_CHUNK):
             size += len(chunk)
             if size > self._max_bytes:
                 raise UpstreamFailure(f"v2 body exceeds {self._max_bytes} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _plain_root(base: str) -> URL | None:
+    """``base`` parsed, when it is a bare origin (no path, query, fragment or user) that a plain path can be
+    put onto; None otherwise, and every URL is then parsed whole."""
+    try:
+        root = URL(base)
+    except ValueError:
+        return None
+    if root.raw_path != "/" or root.raw_query_string or root.raw_fragment or root.raw_user or root.raw_password:
+        return None
+    if not root.absolute or str(root.with_path("", encoded=True)) != base:
+        return None
+    return root
 
 
 def _outcome(status: int) -> tuple[str, bool]:
