@@ -272,7 +272,7 @@ def new_request_id() -> str:
     generator rather than from the operating system: no system call on every request. The generator is
     seeded from the system at start and again in a forked child, so workers do not share ids.
     """
-    return f"{getrandbits(128):032x}"
+    return getrandbits(128).to_bytes(16, "big").hex()
 
 
 def _count(request: web.Request, response: web.StreamResponse) -> None:
