@@ -45,8 +45,7 @@ def to_json(tree: Any, *, escape_slashes: bool = False) -> bytes:
 
 def _xml_value(value: Any) -> Any:
     """The tree as the XML writer gets it: only dicts, lists, strings and None; booleans in lower case."""
-    kind = type(value)
-    if kind is str:
+    if type(value) is str:  # most values: checked first
         return _NOT_XML_CHAR.sub("", value)
     if value is None:
         return None
@@ -54,10 +53,6 @@ def _xml_value(value: Any) -> Any:
         return "true"
     if value is False:
         return "false"
-    if kind is dict:
-        return {key: _xml_value(item) for key, item in value.items()}
-    if kind is list:
-        return [_xml_value(item) for item in value]
     if isinstance(value, dict):
         return {key: _xml_value(item) for key, item in value.items()}
     if isinstance(value, list):

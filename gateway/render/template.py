@@ -102,25 +102,18 @@ class Renderer:
         """Legacy dates, always in English and UTC, whatever the process locale."""
         if value.tzinfo is not None and value.tzinfo is not timezone.utc:
             value = value.astimezone(timezone.utc)  # naive values are taken to be UTC already
+        fields = (
+            _WEEKDAYS[value.weekday()],
+            _MONTHS[value.month - 1],
+            value.day,
+            value.hour,
+            value.minute,
+            value.second,
+            value.year,
+        )  # in the order of _DATE_FIELDS
         if self._positional_date is not None:
-            return self._positional_date(
-                _WEEKDAYS[value.weekday()],
-                _MONTHS[value.month - 1],
-                value.day,
-                value.hour,
-                value.minute,
-                value.second,
-                value.year,
-            )
-        return self.date_format.format(
-            weekday=_WEEKDAYS[value.weekday()],
-            month=_MONTHS[value.month - 1],
-            day=value.day,
-            hour=value.hour,
-            minute=value.minute,
-            second=value.second,
-            year=value.year,
-        )
+            return self._positional_date(*fields)
+        return self.date_format.format(**dict(zip(_DATE_FIELDS, fields)))
 
 
 #: The fields a date format may name, in the order ``format_date`` passes them.
