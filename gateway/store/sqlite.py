@@ -285,22 +285,25 @@ class SQLiteStore:
 
     # Writes ----------------------------------------------------------------------------------------
 
-    async def _write(self, op: Callable[[sqlite3.Connection], T], *, linger: float = 0.0) -> T:
+    async def _write(self, op: Callable[[sqlite3.Connection], T], *, lingers: bool = False) -> T:
         """Queue ``op`` for the worker thread; return what it returned once the transaction holding it has
         committed, or raise what it raised (a SQLite error as ``StoreError``), its neighbours unaffected.
-        A write that may ``linger`` waits up to that many seconds for company, unless another write or the
+        A write that ``lingers`` waits up to ``deletion_linger`` for company, unless another write or the
         end of a batch sends it first."""
         if self._closed:
             raise StoreError("sqlite store is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.append((op, future, linger > 0))
+        self._queue.append((op, future, lingers))
         self._idle.clear()
-        if linger <= 0:
+        if not lingers:
             self._send_soon()
         elif not self._writing and self._linger is None:
-            self._linger = loop.call_later(linger, self._send_soon)
+            self._wait_for_company()
         return await future
+
+    def _wait_for_company(self) -> None:
+        self._linger = asyncio.get_running_loop().call_later(self.deletion_linger, self._send_soon)
 
     def _send_soon(self) -> None:
         """Send a batch once the loop has run every task ready now, so writes made together share it."""
@@ -348,7 +351,7 @@ class SQLiteStore:
             return
         self._writing = False
         if self._queue:  # only lingering writes came in meanwhile: they get their own wait
-            self._linger = asyncio.get_running_loop().call_later(self.deletion_linger, self._send_soon)
+            self._wait_for_company()
         else:
             self._idle.set()
 
@@ -404,7 +407,7 @@ class SQLiteStore:
         try:
             # Only a message still within retention takes a deletion, as only such a message is found.
             write = _writer(_MARK_DELETED, [(now, by, message_id, now - self.message_retention)])
-            await self._write(write, linger=self.deletion_linger)
+            await self._write(write, lingers=True)
         finally:
             if self._pending_deletions.get(message_id) is deletion:
                 del self._pending_deletions[message_id]
