@@ -1,6 +1,7 @@
-"""How the SQLite store spends its threads: point reads on the event loop's read-only connection (the worker
-thread only when that connection reports an error), and writes committed in batches on the worker thread.
-The contract itself is in test_store.py, which runs over every backend."""
+"""How the SQLite store spends its threads: point reads and batched writes on the event loop's connection,
+which never waits; the worker thread's connection only for what that one could not do at once (a lock held
+elsewhere, any error), for checkpoints, and for ``:memory:``. The contract itself is in test_store.py, which
+runs over every backend."""
 
 from __future__ import annotations
 
@@ -136,37 +137,40 @@ def comparable(result: object) -> object:
 # 1. Point reads stay on the event loop ----------------------------------------------------------------
 
 
-async def test_point_reads_run_on_the_event_loop_without_the_worker(
+async def test_point_reads_and_writes_run_on_the_event_loop_without_the_worker(
     store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await fill(store)
-    assert store._reader is not None
-    watched = Watched(store._reader)
-    store._reader = watched  # type: ignore[assignment]
+    assert store._loop_db is not None
+    watched = Watched(store._loop_db)
+    store._loop_db = watched  # type: ignore[assignment]
     submissions = Submissions(store, monkeypatch)
 
+    await fill(store)
     results = [comparable(await read()) for read in hot_reads(store)]
+    await store.mark_deleted("1001", "11")
+    assert await store.remember_nonce("scope", "n", 2_000_000_000) is True
 
     assert results == EXPECTED
     assert submissions.count == 0
     assert watched.threads == {threading.get_ident()}
-    await store.mark_deleted("1001", "11")  # a write does go to the worker
-    assert submissions.count == 1
+    assert "COMMIT" in watched.statements
+    assert (await store.get_deletion("1001")).by == "11"  # type: ignore[union-attr]
 
 
-async def test_the_loop_connection_is_read_only(store: SQLiteStore) -> None:
-    assert store._reader is not None
-    with pytest.raises(sqlite3.OperationalError, match="readonly|read-only|query_only"):
-        store._reader.execute("DELETE FROM messages")
-    assert store._reader.execute("PRAGMA busy_timeout").fetchone() == (0,)
-    assert store._reader.execute("PRAGMA query_only").fetchone() == (1,)
+async def test_the_loop_connection_never_waits_and_never_checkpoints(store: SQLiteStore) -> None:
+    assert store._loop_db is not None and store._conn is not None
+    pragmas = ("busy_timeout", "wal_autocheckpoint", "synchronous", "foreign_keys", "journal_mode")
+    on_loop = [store._loop_db.execute(f"PRAGMA {name}").fetchone()[0] for name in pragmas]
+    on_worker = await store._run(lambda: [store._db.execute(f"PRAGMA {name}").fetchone()[0] for name in pragmas])
+    assert on_loop == [0, 0, 1, 1, "wal"]  # synchronous 1 is NORMAL
+    assert on_worker == [5000, 1000, 1, 1, "wal"]
 
 
 async def test_a_memory_database_reads_on_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     """``:memory:`` cannot be opened by a second connection: every call goes to the one that has it."""
     store = await SQLiteStore.open(":memory:")
     try:
-        assert store._reader is None
+        assert store._loop_db is None
         await fill(store)
         submissions = Submissions(store, monkeypatch)
         results = [comparable(await read()) for read in hot_reads(store)]
@@ -192,9 +196,9 @@ async def test_a_loop_read_that_fails_is_answered_by_the_worker(
     store: SQLiteStore, monkeypatch: pytest.MonkeyPatch, error: sqlite3.Error
 ) -> None:
     await fill(store)
-    assert store._reader is not None
-    refusing = Watched(store._reader, error)
-    store._reader = refusing  # type: ignore[assignment]
+    assert store._loop_db is not None
+    refusing = Watched(store._loop_db, error)
+    store._loop_db = refusing  # type: ignore[assignment]
     submissions = Submissions(store, monkeypatch)
 
     results = [comparable(await read()) for read in hot_reads(store)]
@@ -206,49 +210,54 @@ async def test_a_loop_read_that_fails_is_answered_by_the_worker(
 
 async def test_a_read_neither_connection_can_answer_is_a_store_error(store: SQLiteStore) -> None:
     await fill(store)
-    assert store._reader is not None and store._conn is not None
-    store._reader = Watched(store._reader, sqlite3.OperationalError("database is locked"))  # type: ignore[assignment]
+    assert store._loop_db is not None and store._conn is not None
+    store._loop_db = Watched(store._loop_db, sqlite3.OperationalError("database is locked"))  # type: ignore[assignment]
     store._conn = Watched(store._conn, sqlite3.OperationalError("disk I/O error"))  # type: ignore[assignment]
     with pytest.raises(StoreError, match="disk I/O error"):
         await store.get_message_with_users("1001")
 
 
-async def test_the_loop_reads_committed_data_while_a_writer_holds_the_file(store: SQLiteStore, tmp_path: Path) -> None:
-    """A write in progress (here: one that stops halfway through its transaction) never makes a loop read
-    wait, in this store or in another one on the same file; it sees the last commit."""
+async def test_while_another_connection_holds_the_write_lock_the_loop_reads_and_the_worker_writes(
+    store: SQLiteStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write in progress elsewhere (here: another process's transaction, stopped halfway) never makes the
+    loop wait: reads see the last commit at once, and a write the loop cannot begin goes to the worker,
+    which waits for the lock and commits as soon as it is free."""
     await store.put_messages([make_message("1001")])
-    other = await SQLiteStore.open(str(tmp_path / "s.sqlite3"))
-    written, release = threading.Event(), threading.Event()
-
-    def stalled(db: sqlite3.Connection) -> None:
-        db.execute("UPDATE messages SET deleted_at = 1e12, deleted_by = 'x' WHERE id = '1001'")
-        written.set()
-        release.wait(10)
-
+    await store.put_users([make_user("11"), make_user("22")])
+    other = sqlite3.connect(tmp_path / "s.sqlite3", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("UPDATE messages SET deleted_at = 1e12, deleted_by = 'x' WHERE id = '1001'")
+    submissions = Submissions(store, monkeypatch)
     try:
-        write = asyncio.create_task(store._write(stalled))
-        assert await asyncio.to_thread(written.wait, 10)
-        for reader in (store, other):
-            assert await reader.get_deletion("1001") is None
-            assert await reader.get_message_with_users("1001") == (make_message("1001"), {})
+        write = asyncio.create_task(store.put_messages([make_message("1002")]))
+        for _ in range(20):
+            await asyncio.sleep(0.005)
+            assert await store.get_deletion("1001") is None
+            assert (await store.get_message_with_users("1001"))[0] == make_message("1001")
         assert not write.done()
-        release.set()
-        await write
-        for reader in (store, other):
-            assert await reader.get_deletion("1001") == Deletion(at=1e12, by="x")
+        assert submissions.count == 1  # the write went to the worker, where it waits
+        other.execute("COMMIT")
+        await asyncio.wait_for(write, 10)
+        assert await store.get_deletion("1001") == Deletion(at=1e12, by="x")
+        assert await store.get_message("1002") == make_message("1002")
+        await store.put_messages([make_message("1003")])  # the lock is free: the loop again
+        assert submissions.count == 1
     finally:
-        release.set()
-        await other.close()
+        if other.in_transaction:
+            other.execute("ROLLBACK")
+        other.close()
 
 
 # 2. Writes are committed in batches ---------------------------------------------------------------------
 
 
 def commits_of(store: SQLiteStore) -> list[str]:
-    """The COMMITs the store's read-write connection runs from now on."""
-    assert store._conn is not None
+    """The statements (so the COMMITs) either of the store's connections runs from now on."""
+    assert store._conn is not None and store._loop_db is not None
     statements: list[str] = []
     store._conn.set_trace_callback(statements.append)
+    store._loop_db.set_trace_callback(statements.append)
     return statements
 
 
@@ -351,9 +360,10 @@ async def test_a_batch_that_cannot_commit_answers_no_caller_and_the_next_batch_w
     store: SQLiteStore, tmp_path: Path
 ) -> None:
     await store.put_messages([make_message("0")])
-    assert store._conn is not None
-    failing = FailingCommit(store._conn, sqlite3.OperationalError("database or disk is full"))
-    store._conn = failing  # type: ignore[assignment]
+    assert store._conn is not None and store._loop_db is not None
+    error = sqlite3.OperationalError("database or disk is full")
+    failing, failing_on_loop = FailingCommit(store._conn, error), FailingCommit(store._loop_db, error)
+    store._conn, store._loop_db = failing, failing_on_loop  # type: ignore[assignment]
 
     results = await asyncio.gather(
         *(store.put_messages([make_message(str(i))]) for i in range(1, 6)),
@@ -364,8 +374,8 @@ async def test_a_batch_that_cannot_commit_answers_no_caller_and_the_next_batch_w
 
     assert all(isinstance(result, StoreError) and "disk is full" in str(result) for result in results)
     assert committed_ids(tmp_path / "s.sqlite3") == {"0"}
-    assert not failing.real.in_transaction
-    failing.error = None  # the disk has room again
+    assert not failing.real.in_transaction and not failing_on_loop.real.in_transaction
+    failing.error = failing_on_loop.error = None  # the disk has room again
     await store.put_messages([make_message("6")])
     assert await store.get_deletion("0") is None
     assert await store.remember_nonce("scope", "n", 2_000_000_000) is True
@@ -446,7 +456,7 @@ async def test_loop_reads_equal_worker_reads(store: SQLiteStore, monkeypatch: py
     """The same reads through the worker (the path ``:memory:`` and every fallback take) give the same answers."""
     await fill(store)
     on_loop = [comparable(await read()) for read in hot_reads(store)]
-    monkeypatch.setattr(store, "_reader", None)
+    monkeypatch.setattr(store, "_loop_db", None)
     on_worker = [comparable(await read()) for read in hot_reads(store)]
     assert on_loop == on_worker == EXPECTED
 
@@ -561,3 +571,144 @@ async def test_a_waiting_deletion_of_an_unknown_message_reads_as_none(store: SQL
     assert await store.get_deletion("404") is None
     await deletion
     assert await store.get_deletion("404") is None
+
+
+# Checkpoints run on the worker thread ------------------------------------------------------------------
+
+
+async def test_the_worker_checkpoints_the_log_every_so_many_loop_commits(
+    store: SQLiteStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.checkpoint_interval = 3
+    assert store._conn is not None
+    on_worker = Watched(store._conn)
+    store._conn = on_worker  # type: ignore[assignment]
+    submissions = Submissions(store, monkeypatch)
+    checkpoints = lambda: [s for s in on_worker.statements if "wal_checkpoint" in s]  # noqa: E731
+
+    for i in range(2):
+        await store.put_messages([make_message(str(i))])
+    assert checkpoints() == [] and submissions.count == 0
+    await store.put_messages([make_message("2")])  # the third commit: a checkpoint is sent
+    assert submissions.count == 1
+    assert store._checkpoint is not None
+    await store._checkpoint
+    assert checkpoints() == ["PRAGMA wal_checkpoint(PASSIVE)"]
+    assert on_worker.threads and threading.get_ident() not in on_worker.threads
+    # What the checkpoint copied is in the database file itself: a reader that ignores the log finds it.
+    copy = tmp_path / "copy.sqlite3"
+    copy.write_bytes((tmp_path / "s.sqlite3").read_bytes())
+    assert committed_ids(copy) == {"0", "1", "2"}
+    for i in range(3, 6):
+        await store.put_messages([make_message(str(i))])
+    await asyncio.sleep(0.05)
+    assert len(checkpoints()) == 2
+
+
+async def test_a_checkpoint_that_fails_is_logged_and_loses_nothing(
+    store: SQLiteStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store.checkpoint_interval = 1
+    assert store._conn is not None
+    store._conn = Watched(store._conn, sqlite3.OperationalError("disk I/O error"))  # type: ignore[assignment]
+    with caplog.at_level("WARNING", logger="gateway.store"):
+        await store.put_messages([make_message("1")])
+        assert store._checkpoint is not None
+        with pytest.raises(sqlite3.OperationalError):
+            await store._checkpoint
+        await asyncio.sleep(0)
+    assert store._checkpoint is None
+    assert "sqlite checkpoint failed: disk I/O error" in caplog.text
+    store._conn.error = None  # type: ignore[attr-defined]
+    await store.put_messages([make_message("2")])
+    assert store._checkpoint is not None
+    await store._checkpoint
+    assert committed_ids(tmp_path / "s.sqlite3") == {"1", "2"}
+
+
+# Users read on the loop are kept while nobody else writes -------------------------------------------------
+
+
+def user_reads(store: SQLiteStore) -> list[str]:
+    """The statements reading the users table that the loop's connection runs from now on."""
+    assert store._loop_db is not None
+    statements: list[str] = []
+    store._loop_db.set_trace_callback(lambda sql: statements.append(sql) if "FROM users" in sql else None)
+    return statements
+
+
+async def test_the_loop_keeps_the_users_it_read_while_only_deletions_are_written(store: SQLiteStore) -> None:
+    await store.put_messages([make_message(str(i)) for i in range(3)])
+    await store.put_users([make_user("11"), make_user("22")])
+    reads = user_reads(store)
+    both = {"11": make_user("11"), "22": make_user("22")}
+    assert await store.get_message_with_users("0") == (make_message("0"), both)
+    assert len(reads) == 1
+    await store.mark_deleted("0", "11")
+    assert await store.get_message_with_users("1") == (make_message("1"), both)
+    assert await store.get_users(["22", "11"]) == both
+    assert len(reads) == 1
+    assert await store.get_users(["11", "33"]) == {"11": make_user("11")}  # only the one not kept is asked for
+    assert len(reads) == 2 and "IN ('33')" in reads[-1]
+
+
+async def test_kept_users_give_way_to_any_other_write(store: SQLiteStore) -> None:
+    await store.put_users([make_user("11")])
+    assert await store.get_users(["11"]) == {"11": make_user("11")}
+    await store.put_users([make_user("11", name="Renamed")])
+    assert await store.get_users(["11"]) == {"11": make_user("11", name="Renamed")}
+    await store.put_messages([make_message("5")])  # may purge users: nothing kept survives it
+    assert store._users == {}
+
+
+async def test_kept_users_give_way_to_a_commit_by_another_connection(store: SQLiteStore, tmp_path: Path) -> None:
+    other = await SQLiteStore.open(str(tmp_path / "s.sqlite3"))
+    try:
+        await store.put_users([make_user("11")])
+        assert await store.get_users(["11"]) == {"11": make_user("11")}
+        await other.put_users([make_user("11", name="Elsewhere")])
+        assert await store.get_users(["11"]) == {"11": make_user("11", name="Elsewhere")}
+        await other.put_messages([make_message("7")])  # anything another connection commits
+        assert await store.get_users(["11"]) == {"11": make_user("11", name="Elsewhere")}
+    finally:
+        await other.close()
+
+
+async def test_kept_users_expire_as_stored_ones_do(tmp_path: Path) -> None:
+    now = [1_000_000.0]
+    store = await SQLiteStore.open(str(tmp_path / "s.sqlite3"), user_max_age=60, clock=lambda: now[0])
+    try:
+        await store.put_users([make_user("11")])
+        assert await store.get_users(["11"]) == {"11": make_user("11")}
+        now[0] += 61
+        assert await store.get_users(["11"]) == {}
+    finally:
+        await store.close()
+
+
+async def test_kept_users_are_bounded(store: SQLiteStore) -> None:
+    store.user_cache_size = 4
+    await store.put_users([make_user(str(i)) for i in range(10)])
+    for i in range(10):
+        assert await store.get_users([str(i)]) == {str(i): make_user(str(i))}
+        assert len(store._users) <= 4
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(versions=st.lists(st.tuples(st.sampled_from([0, 1]), USERS), min_size=1, max_size=8))
+async def test_a_user_read_on_the_loop_is_always_the_last_one_written_by_either_store(
+    versions: list[tuple[int, User]],
+) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        path = str(Path(directory) / "shared.sqlite3")
+        stores = [await SQLiteStore.open(path), await SQLiteStore.open(path)]
+        try:
+            latest: dict[str, User] = {}
+            for which, user in versions:
+                await stores[which].put_users([user])
+                latest[user.id] = user
+                for reader in stores:
+                    assert await reader.get_users(["11", "22", "33"]) == latest
+        finally:
+            for opened in stores:
+                await opened.close()

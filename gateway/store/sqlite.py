@@ -1,19 +1,24 @@
 """The embedded default store: one SQLite file in WAL mode, versioned schema, survives restarts.
 
-SQLite calls block, and handing each one to another thread costs more CPU than the call itself, so the store
-splits them by what they need:
+SQLite calls block, but the calls the gateway makes per request take microseconds, far less than handing
+each one to another thread (and back, and the thread switches and lock hand-overs that come with it). So the
+store has two connections and uses each for what it does best:
 
-- Point reads (a message with its users, users, a deletion, a consumer, a token, a Basic user) run on the event
-  loop, on a connection of their own opened read-only with ``busy_timeout`` 0. In WAL mode a reader never
-  waits for a writer: it reads the last committed state, from pages the OS normally has cached. If that
-  connection reports anything at all (busy during a recovery, a file that stopped answering), the same read
-  is asked of the worker thread, which waits out a lock and turns a real failure into ``StoreError``.
-- Writes are queued. One worker thread owns the read-write connection and runs every write queued so far in
-  one ``BEGIN IMMEDIATE`` transaction, each write in a savepoint of its own, so one that raises is undone
-  alone and its neighbours still commit. A caller is answered only after that COMMIT, so an acknowledged
-  write survives kill -9, and a burst of writes costs one thread crossing instead of one each.
-- Everything else (listing credentials, ``ping``) runs on the worker thread, as does every read of a
-  ``:memory:`` database, which a second connection could not see.
+- The event loop's connection never waits: ``busy_timeout`` is 0 and it never checkpoints. Point reads (a
+  message with its users, users, a deletion, a consumer, a token, a Basic user) run on it; in WAL mode a
+  reader never waits for a writer and reads the last committed state. Writes are queued and committed on it
+  in batches: every write queued so far in one ``BEGIN IMMEDIATE`` transaction, each in a savepoint of its
+  own, so one that raises is undone alone and its neighbours still commit. A caller is answered only after
+  that COMMIT, so an acknowledged write survives kill -9 (WAL with ``synchronous=NORMAL``: a commit is
+  written to the log, not synced; a checkpoint syncs).
+- The worker thread's connection waits (``busy_timeout`` 5 s) and does everything slow or unusual: a read
+  or a batch the loop's connection could not do at once (another process holds the write lock, or any
+  error at all) is done again there, which waits out a lock and turns a real failure into ``StoreError``;
+  the WAL checkpoints, every ``checkpoint_interval`` commits, as they sync the disk; listing credentials,
+  ``ping``; and every call on a ``:memory:`` database, which a second connection could not see.
+- Users repeat from one message to the next, so the loop keeps the users it read, for as long as the file's
+  ``data_version`` says no other connection has committed and none of its own batches wrote more than
+  deletions.
 
 Credentials (schema version 2) live in the same file. Their tables are ``consumers``, ``tokens``,
 ``basic_users`` (``users`` already holds the v2 user cache) and ``nonces``. Every check-then-write runs inside
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
@@ -52,6 +58,8 @@ from gateway.store import codec
 from gateway.store.base import Deletion, StoreError
 
 T = TypeVar("T")
+
+log = logging.getLogger("gateway.store")
 
 Op = Callable[[sqlite3.Connection], Any]
 """One write: run on the worker thread, inside the batch's transaction, with the read-write connection."""
@@ -118,6 +126,11 @@ class SQLiteStore:
     # answering a client waits for one (the service records a deletion after answering), and a commit costs
     # far more than one more row in it. Any other write sends the batch at once, deletions included.
     deletion_linger = 0.02
+    # The loop's connection never checkpoints (a checkpoint syncs the disk); the worker thread does, after
+    # this many batches committed on the loop. SQLite's own default is about a thousand pages of log.
+    checkpoint_interval = 100
+    # Users the loop keeps decoded between reads (see the module's docstring), at most.
+    user_cache_size = 4096
 
     def __init__(
         self,
@@ -136,8 +149,8 @@ class SQLiteStore:
         self._cipher = codec.cipher_for(encryption_key)
         self._clock = clock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dm-gateway-sqlite")
-        self._conn: sqlite3.Connection | None = None  # read-write; used on the worker thread only
-        self._reader: sqlite3.Connection | None = None  # read-only; used on the event loop only
+        self._conn: sqlite3.Connection | None = None  # waits for locks; used on the worker thread only
+        self._loop_db: sqlite3.Connection | None = None  # never waits; used on the event loop only
         self._closed = False
         self._nonce_calls = 0
         self._writes = 0
@@ -148,6 +161,11 @@ class SQLiteStore:
         self._idle.set()
         # Deletions queued or being written, so this process reads them at once (keyed by message id).
         self._pending_deletions: dict[str, Deletion] = {}
+        self._loop_commits = 0  # batches committed on the loop since the last checkpoint was started
+        self._checkpoint: asyncio.Future[Any] | None = None  # on the worker thread
+        # Users read on the loop: id -> (fetched_at, user), valid for one data_version of the file.
+        self._users: dict[str, tuple[float, User]] = {}
+        self._users_version: int | None = None
 
     @classmethod
     async def open(cls, path: str, **options: Any) -> SQLiteStore:
@@ -179,24 +197,27 @@ class SQLiteStore:
             conn.execute("PRAGMA busy_timeout=5000")
             conn.execute("PRAGMA foreign_keys=ON")  # per connection; removing a consumer removes its tokens
             self._migrate(conn)
-            # Only now: the reader must never see a file whose schema is still being migrated.
-            reader = self._open_reader() if shared else None
+            # Only now: the loop must never see a file whose schema is still being migrated.
+            loop_db = self._open_loop_connection() if shared else None
         except BaseException:
             conn.close()
             raise
-        self._conn, self._reader = conn, reader
+        self._conn, self._loop_db = conn, loop_db
 
-    def _open_reader(self) -> sqlite3.Connection:
-        """The event loop's connection: read-only twice over, and failing at once rather than waiting on a lock."""
-        uri = f"file:{quote(str(Path(self.path).resolve()))}?mode=ro"
-        reader = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    def _open_loop_connection(self) -> sqlite3.Connection:
+        """The event loop's connection: it fails at once rather than wait for a lock, and leaves checkpoints
+        (which sync the disk) to the worker thread."""
+        uri = f"file:{quote(str(Path(self.path).resolve()))}?mode=rw"
+        db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         try:
-            reader.execute("PRAGMA query_only=ON")
-            reader.execute("PRAGMA busy_timeout=0")
+            db.execute("PRAGMA busy_timeout=0")
+            db.execute("PRAGMA wal_autocheckpoint=0")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
         except BaseException:
-            reader.close()
+            db.close()
             raise
-        return reader
+        return db
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
@@ -226,10 +247,10 @@ class SQLiteStore:
         """``read`` on the event loop's connection, which answers without a thread crossing; if it reports
         any SQLite error, ``read`` again on the worker thread, which waits out a lock and reports a failure
         that is real as ``StoreError``. Without a loop connection (closed, or ``:memory:``) the worker only."""
-        reader = self._reader
-        if reader is not None:
+        loop_db = self._loop_db
+        if loop_db is not None:
             try:
-                return read(reader)
+                return read(loop_db)
             except sqlite3.Error:
                 pass
         return await self._run(lambda: read(self._db))
@@ -248,7 +269,7 @@ class SQLiteStore:
         if not ids:
             return {}
         cutoff = self._clock() - self.user_max_age
-        return await self._read(lambda db: _read_users(db, ids, cutoff))
+        return await self._read(lambda db: self._read_users(db, ids, cutoff))
 
     async def get_message_with_users(self, message_id: str) -> tuple[DirectMessage | None, dict[str, User]]:
         """Both reads at once, so that a fallback to the worker thread is one trip rather than two."""
@@ -262,9 +283,37 @@ class SQLiteStore:
             message = codec.read_message(codec.loads(row[0]), self._cipher)
             if message is None:
                 return None, {}
-            return message, _read_users(db, sorted({message.sender_id, message.recipient_id}), user_cutoff)
+            return message, self._read_users(db, sorted({message.sender_id, message.recipient_id}), user_cutoff)
 
         return await self._read(read)
+
+    def _read_users(self, db: sqlite3.Connection, ids: list[str], cutoff: float) -> dict[str, User]:
+        """The users ``ids`` fetched after ``cutoff``; on the loop's connection, those it read before while
+        the file's ``data_version`` is what it was then (no other connection committed since), and the
+        rest from the file."""
+        if db is not self._loop_db:
+            return {user.id: user for user, _ in _user_rows(db, ids, cutoff)}
+        (version,) = db.execute("PRAGMA data_version").fetchone()
+        kept = self._users
+        if version != self._users_version:
+            kept.clear()
+            self._users_version = version
+        found: dict[str, User] = {}
+        missing: list[str] = []
+        for user_id in ids:
+            entry = kept.get(user_id)
+            if entry is not None and entry[0] > cutoff:
+                found[user_id] = entry[1]
+            else:
+                missing.append(user_id)
+        if missing:
+            rows = _user_rows(db, missing, cutoff)
+            if len(kept) + len(rows) > self.user_cache_size:
+                kept.clear()
+            for user, fetched_at in rows:
+                kept[user.id] = (fetched_at, user)
+                found[user.id] = user
+        return found
 
     async def get_deletion(self, message_id: str) -> Deletion | None:
         cutoff = self._clock() - self.message_retention
@@ -315,15 +364,30 @@ class SQLiteStore:
             asyncio.get_running_loop().call_soon(self._send_batch)
 
     def _send_batch(self) -> None:
-        """Hand the queued writes to the worker thread as one transaction; a write whose caller is gone by
-        now is dropped, as one still waiting in an executor's queue would be."""
-        batch = [(op, future) for op, future, _ in self._queue[: self.max_batch] if not future.done()]
+        """Commit the queued writes as one transaction: on the loop's connection if it can begin one at
+        once, else on the worker thread. A write whose caller is gone by now is dropped."""
+        queued = self._queue[: self.max_batch]
         del self._queue[: self.max_batch]
+        batch = [(op, future) for op, future, _ in queued if not future.done()]
         if not batch:
             self._next_batch()
             return
+        ops = [op for op, _ in batch]
+        loop = asyncio.get_running_loop()
+        if self._loop_db is not None:
+            try:
+                outcomes = _commit(self._loop_db, ops)
+            except sqlite3.Error:
+                pass  # another process is writing, or worse: the worker waits for the lock, or reports it
+            else:
+                if not all(lingers for _, _, lingers in queued):
+                    self._users.clear()  # only deletions leave users as they were
+                _answer(batch, outcomes)
+                self._committed_on_loop()
+                loop.call_soon(self._next_batch)  # after what the loop has ready: a long queue never holds it
+                return
         try:
-            done = asyncio.get_running_loop().run_in_executor(self._executor, self._commit, [op for op, _ in batch])
+            done = loop.run_in_executor(self._executor, self._commit_on_worker, ops)
         except RuntimeError as exc:  # the executor was shut down under a close() that was cancelled
             self._settle(batch, exc)
             self._next_batch()
@@ -335,13 +399,7 @@ class SQLiteStore:
         if error is not None:
             self._settle(batch, error)
         else:
-            for (_, future), (ok, value) in zip(batch, done.result(), strict=True):
-                if future.done():
-                    continue
-                if ok:
-                    future.set_result(value)
-                else:
-                    future.set_exception(_store_error(value))
+            _answer(batch, done.result())
         self._next_batch()
 
     def _next_batch(self) -> None:
@@ -362,26 +420,31 @@ class SQLiteStore:
             if not future.done():
                 future.set_exception(_store_error(error))
 
-    def _commit(self, ops: list[Op]) -> list[Outcome]:
-        """Run ``ops`` in one write transaction, on the worker thread: other connections see all of it or
-        none of it. Several ops each get a savepoint, so one that raises is undone alone."""
-        db = self._db
-        if db.in_transaction:  # a ROLLBACK that failed along with the disk: start clean
-            db.execute("ROLLBACK")
-        db.execute("BEGIN IMMEDIATE")
+    def _commit_on_worker(self, ops: list[Op]) -> list[Outcome]:
+        return _commit(self._db, ops)
+
+    def _committed_on_loop(self) -> None:
+        """Count a batch the loop committed; every ``checkpoint_interval`` of them, have the worker thread
+        checkpoint the log (PASSIVE: it copies what no reader still needs and waits for nobody)."""
+        self._loop_commits += 1
+        if self._loop_commits < self.checkpoint_interval or self._checkpoint is not None:
+            return
+        self._loop_commits = 0
         try:
-            if len(ops) == 1:
-                outcomes = [_outcome(ops[0], db)]
-                if not outcomes[0][0]:
-                    db.execute("ROLLBACK")
-                    return outcomes
-            else:
-                outcomes = [_in_savepoint(op, db) for op in ops]
-            db.execute("COMMIT")
-        except BaseException:
-            _roll_back(db)
-            raise
-        return outcomes
+            self._checkpoint = asyncio.get_running_loop().run_in_executor(self._executor, self._checkpoint_log)
+        except RuntimeError:  # the executor was shut down under a close() that was cancelled
+            return
+        self._checkpoint.add_done_callback(self._checkpoint_done)
+
+    def _checkpoint_log(self) -> tuple[int, int, int]:
+        busy, pages, copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return busy, pages, copied
+
+    def _checkpoint_done(self, done: asyncio.Future[Any]) -> None:
+        self._checkpoint = None
+        if not done.cancelled() and done.exception() is not None:
+            # Nothing is lost: the log keeps every commit until a later checkpoint copies it.
+            log.warning("sqlite checkpoint failed: %s", done.exception())
 
     async def put_messages(self, messages: Iterable[DirectMessage]) -> None:
         now = self._clock()
@@ -522,9 +585,9 @@ class SQLiteStore:
         try:
             await self._idle.wait()
         finally:
-            reader, self._reader = self._reader, None
-            if reader is not None:
-                reader.close()
+            loop_db, self._loop_db = self._loop_db, None
+            if loop_db is not None:
+                loop_db.close()
 
             def close() -> None:
                 if self._conn is not None:
@@ -544,11 +607,44 @@ def _is_file(path: str) -> bool:
     return path not in ("", ":memory:")
 
 
-def _read_users(db: sqlite3.Connection, ids: list[str], cutoff: float) -> dict[str, User]:
+def _answer(batch: list[tuple[Op, asyncio.Future[Any]]], outcomes: list[Outcome]) -> None:
+    """Give each caller of a committed batch what its write returned or raised."""
+    for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+        if future.done():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(_store_error(value))
+
+
+def _commit(db: sqlite3.Connection, ops: list[Op]) -> list[Outcome]:
+    """Run ``ops`` in one write transaction: other connections see all of it or none of it. Several ops
+    each get a savepoint, so one that raises is undone alone. Raises only if the transaction could not be
+    begun or committed, and then nothing of it is left."""
+    if db.in_transaction:  # a ROLLBACK that failed along with the disk: start clean
+        db.execute("ROLLBACK")
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if len(ops) == 1:
+            outcomes = [_outcome(ops[0], db)]
+            if not outcomes[0][0]:
+                db.execute("ROLLBACK")
+                return outcomes
+        else:
+            outcomes = [_in_savepoint(op, db) for op in ops]
+        db.execute("COMMIT")
+    except BaseException:
+        _roll_back(db)
+        raise
+    return outcomes
+
+
+def _user_rows(db: sqlite3.Connection, ids: list[str], cutoff: float) -> list[tuple[User, float]]:
+    """The users ``ids`` fetched after ``cutoff``, each with when it was fetched."""
     marks = ",".join("?" * len(ids))
-    statement = f"SELECT record FROM users WHERE id IN ({marks}) AND fetched_at > ?"
-    users = [_user(row[0]) for row in db.execute(statement, [*ids, cutoff])]
-    return {user.id: user for user in users}
+    statement = f"SELECT record, fetched_at FROM users WHERE id IN ({marks}) AND fetched_at > ?"
+    return [(_user(row[0]), row[1]) for row in db.execute(statement, [*ids, cutoff])]
 
 
 @functools.lru_cache(maxsize=4096)
