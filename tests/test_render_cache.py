@@ -58,10 +58,16 @@ def outcome(render: Any, *args: Any, **kwargs: Any) -> Any:
 # Few names and texts, so that subtrees repeat within and across examples and the caches are hit.
 _names = st.sampled_from(["a", "b", "x", "user", "sender", "direct_message", "é", "a-b", "a:b"])
 _bad_names = st.sampled_from(["", "a b", "<a>", "?a", "a/b", "a=b", "a\tb"])
-_texts = st.sampled_from(["", " ", "1", "true", "x", "<b>&amp;</b>", "a\rb", "\r\n", "a\x00b", "\x07", "]]>", "😀", "\ud800", "'\""])
+# LONG is too long for the child cache: written each time.
+LONG = "<a&\r>" * (serialize.CHILD_CACHE_MAX_LENGTH // 5 + 1)
+_texts = st.sampled_from(
+    ["", " ", "1", "true", "None", "x", "<b>&amp;</b>", "x > y", "a\rb", "\r\n", "a\x00b", "\x07", "]]>", "😀", "\ud800",
+     "'\"", LONG]
+)  # fmt: skip
 _scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-2, 2), st.floats(allow_nan=False, width=16), _texts, st.text(max_size=8),
-)
+    st.none(), st.booleans(), st.integers(-2, 2), st.integers(), st.floats(allow_nan=False, width=16), _texts,
+    st.text(max_size=8),
+)  # fmt: skip
 _keys = st.one_of(
     _names, _names.map(lambda n: "@" + n), st.just("#text"), st.just("#comment"), _bad_names,
     _bad_names.map(lambda n: "@" + n),
@@ -92,6 +98,10 @@ USER = {"id": "1", "name": "Ann", "location": None, "protected": True, "follower
 @example(root="r", tree={"#comment": [{"a": "b"}], "x": {"#comment": {"a": "b"}}}, indent=" ")
 @example(root="r", tree={"x": None, "y": {"x": None}}, indent=" ")
 @example(root="r", tree={"u": USER, "@b": {"k": "v"}}, indent=" ")
+@example(root="r", tree={"a": 1, "b": True, "c": "1", "d": None, "e": "", "f": "a\r<&>b", "g": 1.0, "h": LONG}, indent="")
+@example(root="r", tree={"a": "1", "b": [1, True], "#comment": "c", "c": 1, "d": ["x"], "e": {"a": 1}}, indent="\t")
+@example(root="r", tree={"m": [{"a": 1, "b": [None]}, {"a": True, "b": "x"}], "a": "1"}, indent="")
+@example(root="r", tree={"a": "x", "a b": "x", "c": "y"}, indent=" ")
 def test_xml_in_pieces_is_the_document_written_in_one_go(root: str, tree: dict[str, Any], indent: str) -> None:
     expected = outcome(plain_xml, root, tree, indent)
     assert outcome(to_xml, root, tree, indent=indent) == expected
@@ -108,6 +118,17 @@ _small_objects = st.dictionaries(st.sampled_from(["a", "b"]), _alike, max_size=2
 def test_objects_equal_in_python_but_written_differently_are_not_mixed_up(trees: list[dict[str, Any]]) -> None:
     for tree in trees:
         assert to_xml("r", tree) == plain_xml("r", tree)
+
+
+@given(st.lists(st.dictionaries(st.sampled_from(["a", "b"]), _alike, max_size=2), max_size=6), _indents)
+@example([{"a": 1}, {"a": True}, {"a": "1"}, {"a": "true"}], " ")
+@example([{"a": 0}, {"a": False}, {"a": None}, {"a": ""}, {"a": "None"}], " ")
+def test_children_equal_in_python_but_written_differently_are_not_mixed_up(
+    trees: list[dict[str, Any]], indent: str
+) -> None:
+    for tree in trees:
+        assert to_xml("r", tree, indent=indent) == plain_xml("r", tree, indent)
+        assert to_xml("r", {"x": tree}, indent=indent) == plain_xml("r", {"x": tree}, indent)  # one level down
 
 
 @pytest.mark.parametrize("indent", [" ", "  "])
@@ -137,6 +158,43 @@ def test_the_fragment_cache_is_bounded() -> None:
     for number in range(serialize.FRAGMENT_CACHE_SIZE + 10):
         to_xml("r", {"u": {"id": str(number)}})
     assert serialize._cached_fragment.cache_info().currsize == serialize.FRAGMENT_CACHE_SIZE
+
+
+def test_repeated_children_are_taken_from_the_cache_and_unique_ones_written() -> None:
+    serialize._cached_child.cache_clear()
+    serialize._cached_fragment.cache_clear()
+    for number in range(5):
+        tree = {"id": number, "text": f"message {number}", "sender_id": "41", "read": True, "url": None, "sender": USER}
+        assert to_xml("direct_message", tree) == plain_xml("direct_message", tree)
+    info = serialize._cached_child.cache_info()
+    assert (info.misses, info.hits) == (5 * 2 + 3, 4 * 3)  # id and text each time, the rest once
+    assert info.maxsize == serialize.CHILD_CACHE_SIZE
+    assert serialize._cached_fragment.cache_info().currsize == 1  # the user: its children are in its own piece
+
+
+def test_the_child_cache_is_bounded() -> None:
+    serialize._cached_child.cache_clear()
+    for number in range(serialize.CHILD_CACHE_SIZE + 10):
+        to_xml("r", {"id": str(number)})
+    assert serialize._cached_child.cache_info().currsize == serialize.CHILD_CACHE_SIZE
+
+
+def test_unique_children_do_not_push_users_out() -> None:
+    serialize._cached_fragment.cache_clear()
+    for number in range(serialize.CHILD_CACHE_SIZE + 10):
+        to_xml("r", {"id": str(number), "text": str(-number), "sender": USER})
+    info = serialize._cached_fragment.cache_info()
+    assert (info.misses, info.currsize) == (1, 1)
+
+
+def test_long_strings_are_written_each_time() -> None:
+    serialize._cached_child.cache_clear()
+    limit = serialize.CHILD_CACHE_MAX_LENGTH
+    for text in ("é" * (limit + 1), "a\r<&>" * limit, "x" * limit):
+        for _ in range(2):
+            assert to_xml("r", {"text": text}) == plain_xml("r", {"text": text})
+    info = serialize._cached_child.cache_info()
+    assert (info.misses, info.hits, info.currsize) == (1, 1, 1)  # only the last, at the limit
 
 
 def test_an_odd_indent_is_written_in_one_go() -> None:

@@ -3,12 +3,15 @@
 XML 1.0 cannot carry most control characters at all (not even escaped), so they are dropped; everything
 else is escaped by the XML writer.
 
-The XML writer is costly per element, and most of a direct message body is its two user objects, which
-repeat from one body to the next. So a document is written in pieces, every one of them by the XML writer
-itself: the declaration and the root's own tags, runs of ordinary children written together, and each
-object-valued child (a user) taken from a bounded cache keyed by its content, its name and its depth. A
-piece written at depth d with the same indent is exactly the text it takes inside the whole document, so
-the pieces put together are the document the writer would have written in one go.
+The XML writer is costly per element, and most of a direct message body is its two user objects and the
+ids and screen names of its sender and recipient, which repeat from one body to the next. So a document is
+written in pieces, every one of them by the XML writer itself: the declaration and the root's own tags;
+each child with a plain value (a string, an integer, a boolean or None) taken from a bounded cache keyed by
+its name, its value as given with the value's type, and its depth (a long string is written each time
+instead); each object-valued child (a user) taken from another bounded cache keyed by its content, its
+name and its depth; and runs of the other children (lists of plain values, comments, ...) written
+together. A piece written at depth d with the same indent is exactly the text it takes inside the whole
+document, so the pieces put together are the document the writer would have written in one go.
 """
 
 from __future__ import annotations
@@ -25,6 +28,13 @@ _NOT_XML_CHAR = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010f
 
 #: Object-valued children kept written; a user's piece is about a kilobyte, its key about as much again.
 FRAGMENT_CACHE_SIZE = 1024
+#: Children with a plain value kept written, one per name, value (with its type), depth and indent: the ids,
+#: screen names and dates of a body repeat, its own id and text do not. Kept apart from the objects, so
+#: that unique values never push a user out. A piece is its value escaped plus its tags.
+CHILD_CACHE_SIZE = 4096
+#: Longer strings are written each time instead (still on their own): a long text is seldom repeated, and
+#: this bounds an entry to about 3,000 characters, key and escaped piece (ids, names, dates: under 100).
+CHILD_CACHE_MAX_LENGTH = 512
 #: Element tags kept written: one per element name, attribute set and depth.
 SHELL_CACHE_SIZE = 64
 
@@ -35,6 +45,10 @@ _COMMENT = "#comment"
 #: values have their ``<`` escaped.
 _SLOT = "x"
 _SLOT_TAG = f"<{_SLOT}/>\n"
+#: Value types whose equal values are written alike: a child or an object holding only these is cached by
+#: its values as given (with their types, since 1 and True are equal in Python), before they are made
+#: XML-ready. Exact types: a subclass may be written differently (and floats are not: 0.0 == -0.0).
+_PLAIN_TYPES = frozenset({str, int, bool, type(None)})
 
 
 def to_json(tree: Any, *, escape_slashes: bool = False) -> bytes:
@@ -85,8 +99,9 @@ def _unparse(elements: dict[Any, Any], depth: int, indent: str, *, document: boo
 
 def _element(name: str, value: dict[Any, Any], depth: int, indent: str, *, document: bool = False) -> str:
     """Element ``name`` with children and attributes ``value`` (as given, not yet XML-ready) at ``depth``,
-    exactly as the writer puts it in a document, written in pieces: its tags, runs of plain children,
-    cached objects, and list items that are objects (the messages of a list) assembled the same way."""
+    exactly as the writer puts it in a document, written in pieces: its tags, cached children with plain
+    values, cached objects, list items that are objects (the messages of a list) assembled the same way,
+    and runs of the remaining children."""
     tag_items: list[tuple[Any, Any]] = []  # attributes and text: what the element's own tags carry
     children: list[tuple[Any, Any]] = []
     for key, item in value.items():
@@ -101,6 +116,16 @@ def _element(name: str, value: dict[Any, Any], depth: int, indent: str, *, docum
     run: dict[Any, Any] = {}
     depth += 1
     for key, item in children:
+        kind = type(item)
+        if kind in _PLAIN_TYPES and type(key) is str and key != _COMMENT:
+            if run:
+                pieces.append(_unparse(run, depth, indent))
+                run = {}
+            if kind is str and len(item) > CHILD_CACHE_MAX_LENGTH:
+                pieces.append(_write_child(key, item, kind, depth, indent))
+            else:
+                pieces.append(_cached_child(key, item, kind, depth, indent))
+            continue
         if type(key) is not str or key == _COMMENT or not (isinstance(item, dict) or _has_object(item)):
             run[key] = _xml_value(item)
             continue
@@ -152,9 +177,14 @@ def _write_shell(name: str, tag_items: tuple[tuple[Any, Any], ...], depth: int, 
 
 _cached_shell = lru_cache(maxsize=SHELL_CACHE_SIZE)(_write_shell)
 
-#: Value types whose equal values are written alike: an object holding only these is cached by its values
-#: as given (with their types, since 1 and True are equal in Python), before they are made XML-ready.
-_PLAIN_TYPES = frozenset({str, int, bool, type(None)})
+
+def _write_child(name: str, value: Any, kind: type, depth: int, indent: str) -> str:
+    """Element ``name`` with the plain ``value`` of type ``kind`` (as given, not yet XML-ready) at ``depth``.
+    ``kind`` is part of the cache key only: 1 and True are equal in Python but written differently."""
+    return _unparse({name: _xml_value(value)}, depth, indent)
+
+
+_cached_child = lru_cache(maxsize=CHILD_CACHE_SIZE)(_write_child)
 
 
 def _fragment(name: str, value: dict[Any, Any], depth: int, indent: str) -> str:
