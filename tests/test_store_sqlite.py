@@ -338,6 +338,34 @@ async def test_a_write_that_raises_is_undone_alone_and_its_neighbours_commit(sto
     assert committed_ids(tmp_path / "s.sqlite3") == {"1", "2", "3"}
 
 
+async def test_savepoints_are_paid_for_only_when_a_write_raises(store: SQLiteStore) -> None:
+    await store.put_messages([make_message("1"), make_message("2")])
+    statements = commits_of(store)
+    await asyncio.gather(store.mark_deleted("1", "11"), store.put_users([make_user("11")]))
+    assert [s for s in statements if s.startswith(("BEGIN", "SAVEPOINT", "ROLLBACK", "COMMIT"))] == [
+        "BEGIN IMMEDIATE",
+        "COMMIT",
+    ]
+    statements.clear()
+    results = await asyncio.gather(
+        store.mark_deleted("2", "22"), store._write(half_written_then_failing("1")), return_exceptions=True
+    )
+    assert results[0] is None and isinstance(results[1], StoreError)
+    assert [s for s in statements if s.startswith(("BEGIN", "SAVEPOINT", "ROLLBACK", "RELEASE", "COMMIT"))] == [
+        "BEGIN IMMEDIATE",
+        "ROLLBACK",  # the first try: everything undone
+        "BEGIN IMMEDIATE",
+        "SAVEPOINT write",
+        "RELEASE write",
+        "SAVEPOINT write",
+        "ROLLBACK TO write",
+        "RELEASE write",
+        "COMMIT",
+    ]
+    assert (await store.get_deletion("2")).by == "22"  # type: ignore[union-attr]
+    assert (await store.get_deletion("1")).by == "11"  # type: ignore[union-attr]  # the half-write undone
+
+
 async def test_a_lone_write_that_raises_leaves_nothing_behind(store: SQLiteStore) -> None:
     await store.put_messages([make_message("1")])
     with pytest.raises(StoreError, match="constraint failed"):

@@ -7,8 +7,9 @@ store has two connections and uses each for what it does best:
 - The event loop's connection never waits: ``busy_timeout`` is 0 and it never checkpoints. Point reads (a
   message with its users, users, a deletion, a consumer, a token, a Basic user) run on it; in WAL mode a
   reader never waits for a writer and reads the last committed state. Writes are queued and committed on it
-  in batches: every write queued so far in one ``BEGIN IMMEDIATE`` transaction, each in a savepoint of its
-  own, so one that raises is undone alone and its neighbours still commit. A caller is answered only after
+  in batches: every write queued so far in one ``BEGIN IMMEDIATE`` transaction; if one of them raises, the
+  transaction is undone and run again with a savepoint per write, so that one is undone alone and its
+  neighbours still commit. A caller is answered only after
   that COMMIT, so an acknowledged write survives kill -9 (WAL with ``synchronous=NORMAL``: a commit is
   written to the log, not synced; a checkpoint syncs).
 - The worker thread's connection waits (``busy_timeout`` 5 s) and does everything slow or unusual: a read
@@ -619,20 +620,29 @@ def _answer(batch: list[tuple[Op, asyncio.Future[Any]]], outcomes: list[Outcome]
 
 
 def _commit(db: sqlite3.Connection, ops: list[Op]) -> list[Outcome]:
-    """Run ``ops`` in one write transaction: other connections see all of it or none of it. Several ops
-    each get a savepoint, so one that raises is undone alone. Raises only if the transaction could not be
+    """Run ``ops`` in one write transaction: other connections see all of it or none of it. The ops run as
+    they are; only if one raises is the transaction undone and run again with a savepoint per op, so that
+    the one that raised is undone alone and its neighbours still commit (an op touches nothing but the
+    database, so running it again after a ROLLBACK is safe). Raises only if a transaction could not be
     begun or committed, and then nothing of it is left."""
     if db.in_transaction:  # a ROLLBACK that failed along with the disk: start clean
         db.execute("ROLLBACK")
     db.execute("BEGIN IMMEDIATE")
     try:
-        if len(ops) == 1:
-            outcomes = [_outcome(ops[0], db)]
-            if not outcomes[0][0]:
-                db.execute("ROLLBACK")
-                return outcomes
+        outcomes: list[Outcome] = []
+        for op in ops:
+            outcome = _outcome(op, db)
+            if not outcome[0]:
+                break
+            outcomes.append(outcome)
         else:
-            outcomes = [_in_savepoint(op, db) for op in ops]
+            db.execute("COMMIT")
+            return outcomes
+        db.execute("ROLLBACK")
+        if len(ops) == 1:
+            return [outcome]
+        db.execute("BEGIN IMMEDIATE")
+        outcomes = [_in_savepoint(op, db) for op in ops]
         db.execute("COMMIT")
     except BaseException:
         _roll_back(db)
