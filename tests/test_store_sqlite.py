@@ -78,6 +78,8 @@ class Watched:
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
     opened = await SQLiteStore.open(str(tmp_path / "s.sqlite3"))
+    # The purge that follows the first write (test_store.py) would add a commit on the worker to every test.
+    opened._writes = 1
     try:
         yield opened
     finally:
@@ -740,3 +742,40 @@ async def test_a_user_read_on_the_loop_is_always_the_last_one_written_by_either_
         finally:
             for opened in stores:
                 await opened.close()
+
+
+# Purges scan, so they run on the worker thread -----------------------------------------------------------
+
+
+async def test_a_purge_runs_on_the_worker_and_its_writer_waits_for_it(tmp_path: Path) -> None:
+    now = [1_000_000.0]
+    path = tmp_path / "s.sqlite3"
+    store = await SQLiteStore.open(str(path), message_retention=60, user_max_age=60, clock=lambda: now[0])
+    store.purge_interval = 2
+    try:
+        assert store._conn is not None and store._loop_db is not None
+        on_worker, on_loop = Watched(store._conn), Watched(store._loop_db)
+        store._conn, store._loop_db = on_worker, on_loop  # type: ignore[assignment]
+        await store.put_messages([make_message("old")])  # the first write: purges (nothing yet)
+        await store.put_users([make_user("11")])
+        now[0] += 61
+        await store.put_messages([make_message("new")])  # the third: purges "old" and user 11 before it returns
+        assert committed_ids(path) == {"new"}
+        deletes = [s for s in on_worker.statements if s.startswith("DELETE")]
+        assert len(deletes) == 4 and all("learned_at <=" in s or "fetched_at <=" in s for s in deletes)
+        assert not any(s.startswith("DELETE") for s in on_loop.statements)
+        assert threading.get_ident() not in on_worker.threads
+    finally:
+        await store.close()
+
+
+async def test_a_purge_that_fails_is_logged_and_the_write_stands(
+    store: SQLiteStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store._writes = 0  # the next write purges
+    assert store._conn is not None
+    store._conn = Watched(store._conn, sqlite3.OperationalError("disk I/O error"))  # type: ignore[assignment]
+    with caplog.at_level("WARNING", logger="gateway.store"):
+        await store.put_messages([make_message("1")])
+    assert "sqlite purge failed: sqlite: disk I/O error" in caplog.text
+    assert committed_ids(tmp_path / "s.sqlite3") == {"1"}

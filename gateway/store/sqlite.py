@@ -26,8 +26,8 @@ Credentials (schema version 2) live in the same file. Their tables are ``consume
 the writer's ``BEGIN IMMEDIATE`` transaction, so processes sharing the file cannot both accept the same nonce.
 
 Retention: a message (with its deletion) learned longer than ``message_retention`` ago, or a user fetched
-longer than ``user_max_age`` ago, is a miss at once, and its row is deleted by a purge that runs with the
-first message or user write and then every ``purge_interval`` such writes. With an ``encryption_key`` the DM
+longer than ``user_max_age`` ago, is a miss at once, and its row is deleted by a purge that runs after the
+first message or user write and then every ``purge_interval`` such writes, on the worker thread (it scans). With an ``encryption_key`` the DM
 text in ``messages.record`` is a Fernet token (see codec.py).
 """
 
@@ -455,13 +455,17 @@ class SQLiteStore:
             for m in messages
         ]
         if rows:
-            await self._write(_writer(_UPSERT_MESSAGE, rows, self._purge_due(now)))
+            purge = self._purge_due(now)
+            await self._write(_writer(_UPSERT_MESSAGE, rows))
+            await self._purge(purge)
 
     async def put_users(self, users: Iterable[User]) -> None:
         now = self._clock()
         rows = [(u.id, codec.dumps(codec.user_to_record(u)), now) for u in users]
         if rows:
-            await self._write(_writer(_UPSERT_USER, rows, self._purge_due(now)))
+            purge = self._purge_due(now)
+            await self._write(_writer(_UPSERT_USER, rows))
+            await self._purge(purge)
 
     async def mark_deleted(self, message_id: str, by: str | None) -> None:
         """Lingers (``deletion_linger``) for company in its transaction; this process reads the deletion at
@@ -481,6 +485,22 @@ class SQLiteStore:
         due = self._writes % self.purge_interval == 0
         self._writes += 1
         return (now - self.message_retention, now - self.user_max_age) if due else None
+
+    async def _purge(self, cutoffs: tuple[float, float] | None) -> None:
+        """Delete the rows older than the (message, user) ``cutoffs``, if given, on the worker thread: finding
+        them scans the whole table, far too long to hold the event loop. The writer that was due waits for it,
+        as it waited for its own write; a purge that fails is only logged (the rows stay misses, and the next
+        purge takes them)."""
+        if cutoffs is None:
+            return
+        purge = _writer("DELETE FROM messages WHERE learned_at <= ?", [(cutoffs[0],)])
+        purge_users = _writer("DELETE FROM users WHERE fetched_at <= ?", [(cutoffs[1],)])
+        try:
+            [(ok, error)] = await self._run(lambda: _commit(self._db, [lambda db: (purge(db), purge_users(db))]))
+        except StoreError as exc:
+            ok, error = False, exc
+        if not ok:
+            log.warning("sqlite purge failed: %s", error)
 
     # Credentials -----------------------------------------------------------------------------------
 
@@ -664,13 +684,10 @@ def _user(record: bytes) -> User:
     return codec.user_from_record(codec.loads(record))
 
 
-def _writer(statement: str, rows: list[Any], purge: tuple[float, float] | None = None) -> Op:
-    """The write of ``rows`` with ``statement``, after purging rows older than the ``purge`` cutoffs if given."""
+def _writer(statement: str, rows: list[Any]) -> Op:
+    """The write of ``rows`` with ``statement``."""
 
     def write(db: sqlite3.Connection) -> None:
-        if purge is not None:
-            db.execute("DELETE FROM messages WHERE learned_at <= ?", (purge[0],))
-            db.execute("DELETE FROM users WHERE fetched_at <= ?", (purge[1],))
         db.executemany(statement, rows)
 
     return write
