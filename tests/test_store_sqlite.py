@@ -779,3 +779,21 @@ async def test_a_purge_that_fails_is_logged_and_the_write_stands(
         await store.put_messages([make_message("1")])
     assert "sqlite purge failed: sqlite: disk I/O error" in caplog.text
     assert committed_ids(tmp_path / "s.sqlite3") == {"1"}
+
+
+async def test_a_loop_commit_that_fails_in_any_way_is_done_by_the_worker(
+    store: SQLiteStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_commit = sqlite_module._commit
+
+    def commit(db: sqlite3.Connection, ops: list[Any]) -> Any:
+        if db is store._loop_db:
+            raise RuntimeError("something no one expected")
+        return real_commit(db, ops)
+
+    monkeypatch.setattr(sqlite_module, "_commit", commit)
+    submissions = Submissions(store, monkeypatch)
+    await asyncio.wait_for(store.put_messages([make_message("1")]), 5)
+    await asyncio.wait_for(store.mark_deleted("1", "11"), 5)
+    assert submissions.count == 2
+    assert committed_deletions(tmp_path / "s.sqlite3") == {"1"}

@@ -378,7 +378,7 @@ class SQLiteStore:
         if self._loop_db is not None:
             try:
                 outcomes = _commit(self._loop_db, ops)
-            except sqlite3.Error:
+            except Exception:  # noqa: BLE001 - nothing committed: the worker tries again and reports what is real
                 pass  # another process is writing, or worse: the worker waits for the lock, or reports it
             else:
                 if not all(lingers for _, _, lingers in queued):
