@@ -263,11 +263,11 @@ def commits_of(store: SQLiteStore) -> list[str]:
     return statements
 
 
-def committed_ids(path: Path) -> set[str]:
-    """Message ids another connection sees: what is committed."""
+def committed_ids(path: Path, where: str = "") -> set[str]:
+    """Message ids (those matching ``where``, if given) another connection sees: what is committed."""
     conn = sqlite3.connect(path)
     try:
-        return {row[0] for row in conn.execute("SELECT id FROM messages")}
+        return {row[0] for row in conn.execute(f"SELECT id FROM messages {where}")}
     finally:
         conn.close()
 
@@ -525,11 +525,7 @@ async def test_a_user_read_is_always_the_last_one_written(versions: list[User]) 
 
 def committed_deletions(path: Path) -> set[str]:
     """Ids whose deletion another connection sees: what is committed."""
-    conn = sqlite3.connect(path)
-    try:
-        return {row[0] for row in conn.execute("SELECT id FROM messages WHERE deleted_at IS NOT NULL")}
-    finally:
-        conn.close()
+    return committed_ids(path, "WHERE deleted_at IS NOT NULL")
 
 
 async def test_a_deletion_waits_for_company_but_this_process_reads_it_at_once(
