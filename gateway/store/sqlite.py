@@ -9,9 +9,8 @@ store has two connections and uses each for what it does best:
   reader never waits for a writer and reads the last committed state. Writes are queued and committed on it
   in batches: every write queued so far in one ``BEGIN IMMEDIATE`` transaction; if one of them raises, the
   transaction is undone and run again with a savepoint per write, so that one is undone alone and its
-  neighbours still commit. A caller is answered only after
-  that COMMIT, so an acknowledged write survives kill -9 (WAL with ``synchronous=NORMAL``: a commit is
-  written to the log, not synced; a checkpoint syncs).
+  neighbours still commit. A caller is answered only after that COMMIT, so an acknowledged write survives
+  kill -9 (WAL with ``synchronous=NORMAL``: a commit is written to the log, not synced; a checkpoint syncs).
 - The worker thread's connection waits (``busy_timeout`` 5 s) and does everything slow or unusual: a read
   or a batch the loop's connection could not do at once (another process holds the write lock, or any
   error at all) is done again there, which waits out a lock and turns a real failure into ``StoreError``;
@@ -27,8 +26,8 @@ the writer's ``BEGIN IMMEDIATE`` transaction, so processes sharing the file cann
 
 Retention: a message (with its deletion) learned longer than ``message_retention`` ago, or a user fetched
 longer than ``user_max_age`` ago, is a miss at once, and its row is deleted by a purge that runs after the
-first message or user write and then every ``purge_interval`` such writes, on the worker thread (it scans). With an ``encryption_key`` the DM
-text in ``messages.record`` is a Fernet token (see codec.py).
+first message or user write and then every ``purge_interval`` such writes, on the worker thread (it scans).
+With an ``encryption_key`` the DM text in ``messages.record`` is a Fernet token (see codec.py).
 """
 
 from __future__ import annotations
@@ -63,7 +62,7 @@ T = TypeVar("T")
 log = logging.getLogger("gateway.store")
 
 Op = Callable[[sqlite3.Connection], Any]
-"""One write: run on the worker thread, inside the batch's transaction, with the read-write connection."""
+"""One write: run inside its batch's transaction, on the loop's connection or on the worker thread's."""
 
 Outcome = tuple[bool, Any]
 """What one write in a batch did: (True, its result) or (False, the exception it raised)."""
@@ -156,7 +155,7 @@ class SQLiteStore:
         self._nonce_calls = 0
         self._writes = 0
         self._queue: list[tuple[Op, asyncio.Future[Any], bool]] = []  # (write, its caller, whether it lingers)
-        self._writing = False  # a batch is scheduled or on the worker thread
+        self._writing = False  # a batch is scheduled or being committed
         self._linger: asyncio.TimerHandle | None = None  # sends lingering writes when nothing else has
         self._idle = asyncio.Event()  # set while nothing is queued or being written
         self._idle.set()
@@ -336,7 +335,7 @@ class SQLiteStore:
     # Writes ----------------------------------------------------------------------------------------
 
     async def _write(self, op: Callable[[sqlite3.Connection], T], *, lingers: bool = False) -> T:
-        """Queue ``op`` for the worker thread; return what it returned once the transaction holding it has
+        """Queue ``op`` for the next batch; return what it returned once the transaction holding it has
         committed, or raise what it raised (a SQLite error as ``StoreError``), its neighbours unaffected.
         A write that ``lingers`` waits up to ``deletion_linger`` for company, unless another write or the
         end of a batch sends it first."""
