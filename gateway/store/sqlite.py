@@ -436,9 +436,8 @@ class SQLiteStore:
             return
         self._checkpoint.add_done_callback(self._checkpoint_done)
 
-    def _checkpoint_log(self) -> tuple[int, int, int]:
-        busy, pages, copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        return busy, pages, copied
+    def _checkpoint_log(self) -> None:
+        self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
     def _checkpoint_done(self, done: asyncio.Future[Any]) -> None:
         self._checkpoint = None
@@ -492,10 +491,14 @@ class SQLiteStore:
         purge takes them)."""
         if cutoffs is None:
             return
-        purge = _writer("DELETE FROM messages WHERE learned_at <= ?", [(cutoffs[0],)])
-        purge_users = _writer("DELETE FROM users WHERE fetched_at <= ?", [(cutoffs[1],)])
+        messages_before, users_before = cutoffs
+
+        def purge(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM messages WHERE learned_at <= ?", (messages_before,))
+            db.execute("DELETE FROM users WHERE fetched_at <= ?", (users_before,))
+
         try:
-            [(ok, error)] = await self._run(lambda: _commit(self._db, [lambda db: (purge(db), purge_users(db))]))
+            [(ok, error)] = await self._run(self._commit_on_worker, [purge])
         except StoreError as exc:
             ok, error = False, exc
         if not ok:
