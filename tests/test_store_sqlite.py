@@ -53,18 +53,18 @@ class Watched:
         self.threads: set[int] = set()
         self.statements: list[str] = []
 
-    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+    def _see(self, sql: str) -> None:
         self.threads.add(threading.get_ident())
         self.statements.append(sql)
         if self.error is not None:
             raise self.error
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        self._see(sql)
         return self.real.execute(sql, *args)
 
     def executemany(self, sql: str, *args: Any) -> sqlite3.Cursor:
-        self.threads.add(threading.get_ident())
-        self.statements.append(sql)
-        if self.error is not None:
-            raise self.error
+        self._see(sql)
         return self.real.executemany(sql, *args)
 
     @property
