@@ -443,7 +443,7 @@ async def test_sqlite_acknowledged_write_is_visible_to_another_connection(tmp_pa
             rows = conn.execute("SELECT id, deleted_by FROM messages ORDER BY id").fetchall()
         finally:
             conn.close()
-        assert rows == [("1", None), ("2", "11")]
+        assert rows == [(1, None), (2, "11")]  # ids are kept as integers
     finally:
         await store.close()
 
@@ -577,9 +577,73 @@ async def test_sqlite_migrates_a_version_1_file_and_keeps_its_messages(
         await store.close()
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     finally:
         conn.close()
+
+
+def write_version_2_file(path: Path, rows: list[tuple[str, bytes, float, float | None, str | None]]) -> None:
+    """A file as a schema-2 gateway left it: messages keyed by their ids as text."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        for version in (1, 2):
+            for statement in sqlite_module._MIGRATIONS[version]:
+                conn.execute(statement)
+        conn.execute("PRAGMA user_version = 2")
+        conn.executemany("INSERT INTO messages VALUES (?, ?, ?, ?, ?)", rows)
+    finally:
+        conn.close()
+
+
+async def test_sqlite_schema_3_keys_messages_by_their_ids_as_integers(tmp_path: Path) -> None:
+    path = tmp_path / "v2.sqlite3"
+    now = time.time()
+    kept = ["1", "2", "9223372036854775807"]
+    # None of these is an id a legacy call can name (gateway.ids), so none can be kept under an integer key.
+    odd = ["0", "0123", "9223372036854775808", "12345678901234567890", "abc", "12a", "", "-5", "1e3"]
+    rows = [(i, codec.dumps(codec.message_to_record(make_message(i or "x"), None)), now, None, None) for i in kept + odd]
+    rows[1] = (*rows[1][:3], now - 5, "11")  # "2" was deleted by user 11
+    write_version_2_file(path, rows)
+
+    store = await open_store(f"sqlite:///{path}")
+    try:
+        for message_id in kept:
+            assert await store.get_message(message_id) == make_message(message_id)
+        assert await store.get_deletion("2") == Deletion(at=now - 5, by="11")
+        assert await store.get_deletion("1") is None
+    finally:
+        await store.close()
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert [row[0] for row in conn.execute("SELECT id FROM messages ORDER BY id")] == [int(i) for i in kept]
+        columns = {row[1]: (row[2], row[5]) for row in conn.execute("PRAGMA table_info(messages)")}
+        assert columns["id"] == ("INTEGER", 1)  # the rowid itself: one B-tree, no separate index
+        plan = " ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sqlite_module._SELECT_MESSAGE, (1, 0.0)))
+        assert "INTEGER PRIMARY KEY" in plan, plan
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("odd", ["abc", "0", "0123", "9223372036854775808", "12a", " 5", "٣"])
+async def test_sqlite_keeps_no_message_whose_id_no_legacy_call_can_name(tmp_path: Path, odd: str) -> None:
+    path = tmp_path / "s.sqlite3"
+    store = await SQLiteStore.open(str(path))
+    try:
+        await store.put_messages([make_message(odd), make_message("5")])  # its neighbour is still kept
+        assert await store.get_message(odd) is None
+        assert await store.get_message_with_users(odd) == (None, {})
+        await store.mark_deleted(odd, "11")
+        assert await store.get_deletion(odd) is None
+        assert await store.get_message("5") == make_message("5")
+        conn = sqlite3.connect(path)
+        try:
+            assert conn.execute("SELECT id FROM messages").fetchall() == [(5,)]
+        finally:
+            conn.close()
+    finally:
+        await store.close()
 
 
 @pytest.mark.parametrize(
@@ -974,16 +1038,16 @@ async def test_sqlite_purges_expired_rows_now_and_then(tmp_path: Path, clock: Fa
     store = await SQLiteStore.open(str(path), message_retention=RETENTION, user_max_age=USER_MAX_AGE, clock=clock)
     store.purge_interval = 3
     try:
-        await store.put_messages([make_message("old")])  # the first write purges (nothing yet)
+        await store.put_messages([make_message("100")])  # the first write purges (nothing yet)
         await store.put_users([make_user("11")])
-        await store.mark_deleted("old", "11")
+        await store.mark_deleted("100", "11")
         clock.advance(RETENTION)
-        await store.put_messages([make_message("new")])  # third cached write: no purge yet
+        await store.put_messages([make_message("200")])  # third cached write: no purge yet
         conn = sqlite3.connect(path)
         try:
             assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 2
             await store.put_users([make_user("22")])  # the fourth: purges
-            assert [row[0] for row in conn.execute("SELECT id FROM messages")] == ["new"]
+            assert [row[0] for row in conn.execute("SELECT id FROM messages")] == [200]
             assert [row[0] for row in conn.execute("SELECT id FROM users")] == ["22"]
         finally:
             conn.close()

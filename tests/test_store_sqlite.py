@@ -267,7 +267,7 @@ def committed_ids(path: Path, where: str = "") -> set[str]:
     """Message ids (those matching ``where``, if given) another connection sees: what is committed."""
     conn = sqlite3.connect(path)
     try:
-        return {row[0] for row in conn.execute(f"SELECT id FROM messages {where}")}
+        return {str(row[0]) for row in conn.execute(f"SELECT id FROM messages {where}")}
     finally:
         conn.close()
 
@@ -285,19 +285,19 @@ async def test_concurrent_writes_share_transactions_and_are_answered_after_commi
         # Answered: another connection must see it already, with no await in between.
         return str(i) in committed_ids(tmp_path / "s.sqlite3")
 
-    acknowledged = await asyncio.gather(*(learn(i) for i in range(writes)))
+    acknowledged = await asyncio.gather(*(learn(i) for i in range(1, writes + 1)))
 
     assert acknowledged == [True] * writes
     assert statements.count("COMMIT") == transactions < writes
-    assert committed_ids(tmp_path / "s.sqlite3") == {str(i) for i in range(writes)}
+    assert committed_ids(tmp_path / "s.sqlite3") == {str(i) for i in range(1, writes + 1)}
 
 
 async def test_concurrent_destroys_share_a_transaction(store: SQLiteStore) -> None:
-    await store.put_messages([make_message(str(i)) for i in range(32)])
+    await store.put_messages([make_message(str(i)) for i in range(1, 33)])
     statements = commits_of(store)
-    await asyncio.gather(*(store.mark_deleted(str(i), "11") for i in range(32)))
+    await asyncio.gather(*(store.mark_deleted(str(i), "11") for i in range(1, 33)))
     assert statements.count("COMMIT") == 1
-    deletions = await asyncio.gather(*(store.get_deletion(str(i)) for i in range(32)))
+    deletions = await asyncio.gather(*(store.get_deletion(str(i)) for i in range(1, 33)))
     assert all(deletion is not None and deletion.by == "11" for deletion in deletions)
 
 
@@ -389,7 +389,7 @@ class FailingCommit(Watched):
 async def test_a_batch_that_cannot_commit_answers_no_caller_and_the_next_batch_works(
     store: SQLiteStore, tmp_path: Path
 ) -> None:
-    await store.put_messages([make_message("0")])
+    await store.put_messages([make_message("10")])
     assert store._conn is not None and store._loop_db is not None
     error = sqlite3.OperationalError("database or disk is full")
     failing, failing_on_loop = FailingCommit(store._conn, error), FailingCommit(store._loop_db, error)
@@ -397,40 +397,40 @@ async def test_a_batch_that_cannot_commit_answers_no_caller_and_the_next_batch_w
 
     results = await asyncio.gather(
         *(store.put_messages([make_message(str(i))]) for i in range(1, 6)),
-        store.mark_deleted("0", "11"),
+        store.mark_deleted("10", "11"),
         store.remember_nonce("scope", "n", 2_000_000_000),
         return_exceptions=True,
     )
 
     assert all(isinstance(result, StoreError) and "disk is full" in str(result) for result in results)
-    assert committed_ids(tmp_path / "s.sqlite3") == {"0"}
+    assert committed_ids(tmp_path / "s.sqlite3") == {"10"}
     assert not failing.real.in_transaction and not failing_on_loop.real.in_transaction
     failing.error = failing_on_loop.error = None  # the disk has room again
     await store.put_messages([make_message("6")])
-    assert await store.get_deletion("0") is None
+    assert await store.get_deletion("10") is None
     assert await store.remember_nonce("scope", "n", 2_000_000_000) is True
-    assert committed_ids(tmp_path / "s.sqlite3") == {"0", "6"}
+    assert committed_ids(tmp_path / "s.sqlite3") == {"10", "6"}
 
 
 async def test_close_commits_the_writes_already_queued(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite3"
     store = await SQLiteStore.open(str(path))
-    writes = [asyncio.create_task(store.put_messages([make_message(str(i))])) for i in range(20)]
+    writes = [asyncio.create_task(store.put_messages([make_message(str(i))])) for i in range(1, 21)]
     await asyncio.sleep(0)  # queued, not yet committed
     await store.close()
     assert [write.result() for write in writes] == [None] * 20
-    assert committed_ids(path) == {str(i) for i in range(20)}
+    assert committed_ids(path) == {str(i) for i in range(1, 21)}
     with pytest.raises(StoreError):
-        await store.put_messages([make_message("late")])
+        await store.put_messages([make_message("21")])
 
 
 async def test_a_write_whose_caller_is_gone_before_its_batch_starts_is_dropped(store: SQLiteStore, tmp_path: Path) -> None:
-    kept = asyncio.create_task(store.put_messages([make_message("kept")]))
-    dropped = asyncio.create_task(store.put_messages([make_message("dropped")]))
+    kept = asyncio.create_task(store.put_messages([make_message("1")]))
+    dropped = asyncio.create_task(store.put_messages([make_message("2")]))
     await asyncio.sleep(0)
     dropped.cancel()
     await kept
-    assert committed_ids(tmp_path / "s.sqlite3") == {"kept"}
+    assert committed_ids(tmp_path / "s.sqlite3") == {"1"}
 
 
 # 3. Read your writes, in one store and across two on one file ----------------------------------------------
@@ -563,19 +563,19 @@ async def test_any_other_write_takes_the_waiting_deletions_along_at_once(store: 
 
 
 async def test_deletions_that_arrive_during_a_batch_wait_for_company_again(store: SQLiteStore, tmp_path: Path) -> None:
-    await store.put_messages([make_message(str(i)) for i in range(3)])
+    await store.put_messages([make_message(str(i)) for i in range(1, 4)])
     store.deletion_linger = 0.2
     statements = commits_of(store)
     learning = asyncio.create_task(store.put_messages([make_message("9")]))  # sent at once
     await asyncio.sleep(0)
     await asyncio.sleep(0)
-    late = [asyncio.create_task(store.mark_deleted(str(i), "11")) for i in range(3)]  # while it is on the worker
+    late = [asyncio.create_task(store.mark_deleted(str(i), "11")) for i in range(1, 4)]  # while it is on the worker
     await learning
     await asyncio.sleep(0.05)
     assert committed_deletions(tmp_path / "s.sqlite3") == set()
     await asyncio.gather(*late)
     assert statements.count("COMMIT") == 2
-    assert committed_deletions(tmp_path / "s.sqlite3") == {"0", "1", "2"}
+    assert committed_deletions(tmp_path / "s.sqlite3") == {"1", "2", "3"}
 
 
 async def test_close_commits_waiting_deletions_at_once(tmp_path: Path) -> None:
@@ -612,10 +612,10 @@ async def test_the_worker_checkpoints_the_log_every_so_many_loop_commits(
     submissions = Submissions(store, monkeypatch)
     checkpoints = lambda: [s for s in on_worker.statements if "wal_checkpoint" in s]  # noqa: E731
 
-    for i in range(2):
+    for i in range(1, 3):
         await store.put_messages([make_message(str(i))])
     assert checkpoints() == [] and submissions.count == 0
-    await store.put_messages([make_message("2")])  # the third commit: a checkpoint is sent
+    await store.put_messages([make_message("3")])  # the third commit: a checkpoint is sent
     assert submissions.count == 1
     assert store._checkpoint is not None
     await store._checkpoint
@@ -624,8 +624,8 @@ async def test_the_worker_checkpoints_the_log_every_so_many_loop_commits(
     # What the checkpoint copied is in the database file itself: a reader that ignores the log finds it.
     copy = tmp_path / "copy.sqlite3"
     copy.write_bytes((tmp_path / "s.sqlite3").read_bytes())
-    assert committed_ids(copy) == {"0", "1", "2"}
-    for i in range(3, 6):
+    assert committed_ids(copy) == {"1", "2", "3"}
+    for i in range(4, 7):
         await store.put_messages([make_message(str(i))])
     await asyncio.sleep(0.05)
     assert len(checkpoints()) == 2
@@ -664,13 +664,13 @@ def user_reads(store: SQLiteStore) -> list[str]:
 
 
 async def test_the_loop_keeps_the_users_it_read_while_only_deletions_are_written(store: SQLiteStore) -> None:
-    await store.put_messages([make_message(str(i)) for i in range(3)])
+    await store.put_messages([make_message(str(i)) for i in range(1, 4)])
     await store.put_users([make_user("11"), make_user("22")])
     reads = user_reads(store)
     both = {"11": make_user("11"), "22": make_user("22")}
-    assert await store.get_message_with_users("0") == (make_message("0"), both)
+    assert await store.get_message_with_users("3") == (make_message("3"), both)
     assert len(reads) == 1
-    await store.mark_deleted("0", "11")
+    await store.mark_deleted("3", "11")
     assert await store.get_message_with_users("1") == (make_message("1"), both)
     assert await store.get_users(["22", "11"]) == both
     assert len(reads) == 1
@@ -752,11 +752,11 @@ async def test_a_purge_runs_on_the_worker_and_its_writer_waits_for_it(tmp_path: 
         assert store._conn is not None and store._loop_db is not None
         on_worker, on_loop = Watched(store._conn), Watched(store._loop_db)
         store._conn, store._loop_db = on_worker, on_loop  # type: ignore[assignment]
-        await store.put_messages([make_message("old")])  # the first write: purges (nothing yet)
+        await store.put_messages([make_message("100")])  # the first write: purges (nothing yet)
         await store.put_users([make_user("11")])
         now[0] += 61
-        await store.put_messages([make_message("new")])  # the third: purges "old" and user 11 before it returns
-        assert committed_ids(path) == {"new"}
+        await store.put_messages([make_message("200")])  # the third: purges message 100 and user 11 before it returns
+        assert committed_ids(path) == {"200"}
         deletes = [s for s in on_worker.statements if s.startswith("DELETE")]
         assert len(deletes) == 4 and all("learned_at <=" in s or "fetched_at <=" in s for s in deletes)
         assert not any(s.startswith("DELETE") for s in on_loop.statements)
