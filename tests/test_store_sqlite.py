@@ -631,6 +631,31 @@ async def test_the_worker_checkpoints_the_log_every_so_many_loop_commits(
     assert len(checkpoints()) == 2
 
 
+async def test_the_worker_checkpoints_sooner_after_loop_commits_that_changed_many_rows(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.checkpoint_interval, store.checkpoint_changes = 1000, 10
+    assert store._conn is not None
+    on_worker = Watched(store._conn)
+    store._conn = on_worker  # type: ignore[assignment]
+    submissions = Submissions(store, monkeypatch)
+
+    await store.put_messages([make_message(str(i)) for i in range(1, 7)])  # 6 rows
+    await store.put_users([make_user("11"), make_user("22"), make_user("33")])  # 9
+    assert submissions.count == 0
+    await store.put_messages([make_message("7")])  # the tenth row changed since the start: a checkpoint
+    assert submissions.count == 1
+    assert store._checkpoint is not None
+    await store._checkpoint
+    await store.put_messages([make_message(str(i)) for i in range(8, 17)])  # 9 more since then: not yet
+    assert submissions.count == 1
+    await store.put_messages([make_message(str(i)) for i in range(17, 40)])  # one large batch: at once
+    assert submissions.count == 2
+    assert store._checkpoint is not None
+    await store._checkpoint
+    assert [s for s in on_worker.statements if "wal_checkpoint" in s] == ["PRAGMA wal_checkpoint(PASSIVE)"] * 2
+
+
 async def test_a_checkpoint_that_fails_is_logged_and_loses_nothing(
     store: SQLiteStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -14,7 +14,8 @@ store has two connections and uses each for what it does best:
 - The worker thread's connection waits (``busy_timeout`` 5 s) and does everything slow or unusual: a read
   or a batch the loop's connection could not do at once (another process holds the write lock, or any
   error at all) is done again there, which waits out a lock and turns a real failure into ``StoreError``;
-  the WAL checkpoints, every ``checkpoint_interval`` commits, as they sync the disk; listing credentials,
+  the WAL checkpoints, every ``checkpoint_interval`` commits or sooner once they changed
+  ``checkpoint_changes`` rows, as they sync the disk; listing credentials,
   ``ping``; and every call on a ``:memory:`` database, which a second connection could not see.
 - Users repeat from one message to the next, so the loop keeps the users it read, for as long as the file's
   ``data_version`` says no other connection has committed and none of its own batches wrote more than
@@ -149,8 +150,12 @@ class SQLiteStore:
     # far more than one more row in it. Any other write sends the batch at once, deletions included.
     deletion_linger = 0.02
     # The loop's connection never checkpoints (a checkpoint syncs the disk); the worker thread does, after
-    # this many batches committed on the loop. SQLite's own default is about a thousand pages of log.
+    # this many batches committed on the loop, or sooner once they changed this many rows: a few large
+    # batches (a bulk import, pages of learned messages) must not grow the log without bound, since every
+    # page a reader looks for is first looked for among the log's frames. SQLite's own default is about a
+    # thousand pages of log; ten thousand messages are about 850.
     checkpoint_interval = 100
+    checkpoint_changes = 10_000
     # Users the loop keeps decoded between reads (see the module's docstring), at most.
     user_cache_size = 4096
 
@@ -184,6 +189,7 @@ class SQLiteStore:
         # Deletions queued or being written, so this process reads them at once (keyed by message id).
         self._pending_deletions: dict[str, Deletion] = {}
         self._loop_commits = 0  # batches committed on the loop since the last checkpoint was started
+        self._loop_changes = 0  # the loop connection's total_changes when the last checkpoint was started
         self._checkpoint: asyncio.Future[Any] | None = None  # on the worker thread
         # Users read on the loop: id -> (fetched_at, user), valid for one data_version of the file.
         self._users: dict[str, tuple[float, User]] = {}
@@ -414,7 +420,7 @@ class SQLiteStore:
                 if not all(lingers for _, _, lingers in queued):
                     self._users.clear()  # only deletions leave users as they were
                 _answer(batch, outcomes)
-                self._committed_on_loop()
+                self._committed_on_loop(self._loop_db)
                 loop.call_soon(self._next_batch)  # after what the loop has ready: a long queue never holds it
                 return
         try:
@@ -454,13 +460,17 @@ class SQLiteStore:
     def _commit_on_worker(self, ops: list[Op]) -> list[Outcome]:
         return _commit(self._db, ops)
 
-    def _committed_on_loop(self) -> None:
-        """Count a batch the loop committed; every ``checkpoint_interval`` of them, have the worker thread
-        checkpoint the log (PASSIVE: it copies what no reader still needs and waits for nobody)."""
+    def _committed_on_loop(self, db: sqlite3.Connection) -> None:
+        """Count a batch the loop committed; every ``checkpoint_interval`` of them, or once they changed
+        ``checkpoint_changes`` rows, have the worker thread checkpoint the log (PASSIVE: it copies what no
+        reader still needs and waits for nobody)."""
         self._loop_commits += 1
-        if self._loop_commits < self.checkpoint_interval or self._checkpoint is not None:
+        if self._checkpoint is not None:
             return
-        self._loop_commits = 0
+        changes = db.total_changes
+        if self._loop_commits < self.checkpoint_interval and changes - self._loop_changes < self.checkpoint_changes:
+            return
+        self._loop_commits, self._loop_changes = 0, changes
         try:
             self._checkpoint = asyncio.get_running_loop().run_in_executor(self._executor, self._checkpoint_log)
         except RuntimeError:  # the executor was shut down under a close() that was cancelled
