@@ -5,7 +5,17 @@
 
 The store is filled through its own ``put_messages`` in batches up to each size in turn; at each size it
 reports the latency of the store's real ``get_message`` for random known ids (one at a time, as the gateway
-asks), and the bytes one message costs:
+asks), its growth over the smallest size, and the bytes one message costs.
+
+Growth is measured in pairs: a second store of the same backend holds the smallest size throughout, and the
+lookups alternate between the two in rounds (each batch after a short unmeasured warm-up, so neither starts
+with the other's data in the CPU caches). A round's ratio is its p50 over the small store's p50 in the same
+round, and ``ratio_to_smallest`` is the median of the rounds' ratios: a machine whose speed drifts over
+minutes (a shared VM) moves both of a pair alike, where sizes measured one after another would each get
+the machine as it happened to be then. At the smallest size the pair is two equal stores, so its ratio
+shows the method's own noise.
+
+The bytes per message:
 
 - memory: the growth of the process's resident memory per message, and the store's own size accounting
   (``cached_bytes``, the encoded record plus key);
@@ -24,6 +34,7 @@ import asyncio
 import os
 import random
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -39,6 +50,10 @@ from bench.servers import delete_prefix
 
 FILL_BATCH = 10_000
 REDIS_SAMPLES = 200
+#: Rounds of paired lookups per size; each round looks up lookups/ROUNDS ids in each store.
+ROUNDS = 25
+#: Unmeasured lookups at the start of every batch.
+BATCH_WARMUP = 50
 
 
 def resident_bytes() -> int:
@@ -56,10 +71,10 @@ def sqlite_bytes(path: str) -> int:
 class Subject:
     """One backend under measurement: how to open it, and how to weigh it."""
 
-    def __init__(self, backend: str, capacity: int, directory: str, redis_url: str) -> None:
+    def __init__(self, backend: str, capacity: int, directory: str, redis_url: str, name: str = "store-cost") -> None:
         self.backend = backend
         self.capacity = capacity
-        self.path = str(Path(directory) / "store-cost.sqlite3")
+        self.path = str(Path(directory) / f"{name}.sqlite3")
         self.redis_url = redis_url
         self.prefix = f"dmgw-bench:{uuid.uuid4().hex}:v1:"
         self.store: Any = None
@@ -113,8 +128,11 @@ class Subject:
 
 async def measure(backend: str, sizes: list[int], lookups: int, directory: str, redis_url: str) -> list[dict[str, Any]]:
     subject = Subject(backend, max(sizes), directory, redis_url)
+    smallest = Subject(backend, sizes[0], directory, redis_url, name="smallest")
     results = []
     try:
+        await smallest.open()
+        await _fill(smallest.store, 0, sizes[0])  # before the empty weights: it is not the subject's
         empty_rss = resident_bytes()
         await subject.open()
         empty = await subject.weigh()
@@ -123,9 +141,7 @@ async def measure(backend: str, sizes: list[int], lookups: int, directory: str, 
         filled = 0
         for size in sizes:
             began = time.perf_counter()
-            for start in range(filled, size, FILL_BATCH):
-                stop = min(start + FILL_BATCH, size)
-                await subject.store.put_messages([fixtures.direct_message(i) for i in range(start, stop)])
+            await _fill(subject.store, filled, size)
             fill_seconds = time.perf_counter() - began
             filled = size
             weights = await subject.weigh()
@@ -133,7 +149,7 @@ async def measure(backend: str, sizes: list[int], lookups: int, directory: str, 
             sampled = await subject.sampled_key_bytes(size)
             if sampled is not None:
                 per_message["memory_usage_sampled"] = sampled
-            latencies = await _lookups(subject.store, size, lookups)
+            latencies, ratios = await _paired_lookups(subject.store, size, smallest.store, sizes[0], lookups)
             reference = await _reference_lookups(size, lookups) if backend == "memory" else None
             results.append(
                 {
@@ -143,6 +159,8 @@ async def measure(backend: str, sizes: list[int], lookups: int, directory: str, 
                     "lookups": len(latencies),
                     "p50_us": percentile(latencies, 0.50) * 1e6,
                     "p99_us": percentile(latencies, 0.99) * 1e6,
+                    "ratio_to_smallest": statistics.median(ratios),
+                    "round_ratios": ratios,
                     "bytes_per_message": per_message,
                     **({"plain_dict_p50_us": percentile(reference, 0.50) * 1e6} if reference else {}),
                 }
@@ -150,12 +168,37 @@ async def measure(backend: str, sizes: list[int], lookups: int, directory: str, 
             print(orjson.dumps(results[-1]).decode(), flush=True)
     finally:
         await subject.close()
+        await smallest.close()
     return results
 
 
-async def _lookups(store: Any, size: int, count: int) -> list[float]:
+async def _fill(store: Any, start: int, stop: int) -> None:
+    for first in range(start, stop, FILL_BATCH):
+        await store.put_messages([fixtures.direct_message(i) for i in range(first, min(first + FILL_BATCH, stop))])
+
+
+async def _paired_lookups(
+    store: Any, size: int, small: Any, small_size: int, count: int
+) -> tuple[list[float], list[float]]:
+    """``count`` lookups in ``store`` (sorted latencies), taken in ``ROUNDS`` batches each paired with as many
+    in ``small``; and each round's p50 ratio of the two."""
     rng = random.Random(size)
-    for _ in range(min(200, count)):  # warm the code path, not the data: these ids are drawn afresh below
+    per_round = max(1, count // ROUNDS)
+    latencies: list[float] = []
+    ratios: list[float] = []
+    for _ in range(ROUNDS):
+        mine = await _lookups(store, size, per_round, rng)
+        theirs = await _lookups(small, small_size, per_round, rng)
+        ratios.append(percentile(mine, 0.50) / percentile(theirs, 0.50))
+        latencies.extend(mine)
+    latencies.sort()
+    return latencies, ratios
+
+
+async def _lookups(store: Any, size: int, count: int, rng: random.Random) -> list[float]:
+    """Sorted latencies of ``count`` lookups of random known ids, after ``BATCH_WARMUP`` unmeasured ones (which
+    warm the code path and the caches for this store, not the data: the measured ids are drawn afresh)."""
+    for _ in range(BATCH_WARMUP):
         await store.get_message(fixtures.message_id(rng.randrange(size)))
     latencies = []
     for _ in range(count):
