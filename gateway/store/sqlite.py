@@ -420,8 +420,8 @@ class SQLiteStore:
                 if not all(lingers for _, _, lingers in queued):
                     self._users.clear()  # only deletions leave users as they were
                 _answer(batch, outcomes)
-                self._committed_on_loop(self._loop_db)
                 loop.call_soon(self._next_batch)  # after what the loop has ready: a long queue never holds it
+                self._committed_on_loop(self._loop_db)
                 return
         try:
             done = loop.run_in_executor(self._executor, self._commit_on_worker, ops)
