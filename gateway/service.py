@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
@@ -52,6 +52,8 @@ from gateway.upstream.client import UpstreamClient, V2Response
 from gateway.upstream.convert import message_from_v2, user_from_v2, users_from_includes
 
 log = logging.getLogger("gateway.service")
+#: Stands for "no deletion queued" where ``None`` is a deleter (a caller without an identity).
+_NOBODY = object()
 T = TypeVar("T")
 
 #: The largest page v2 lists (``max_results``).
@@ -85,7 +87,9 @@ class DMService:
         self._on_store_error = on_store_error
         self._on_store_lookup = on_store_lookup
         self._callers: OrderedDict[str, str] = OrderedDict()
-        self._background: set[asyncio.Task[Any]] = set()  # deletion records still being written
+        # Deletions not yet handed to the store (message id -> by), and the one task handing them over.
+        self._deletions: dict[str, str | None] = {}
+        self._recorder: asyncio.Task[None] | None = None
 
     async def run(self, op: Operation, principal: Principal, request_id: str | None = None) -> Outcome:
         """Carry out any legacy operation."""
@@ -114,22 +118,41 @@ class DMService:
             if await self._deleted_recently_by(op.id, principal):
                 return Outcome(view=view)
             raise
-        # v2 has deleted it: the caller need not wait for the record, which only serves a retry's tombstone
-        # and lets the store put many deletions in one write.
-        self._in_background(self._quietly(self.store.mark_deleted(op.id, principal.identity), "mark_deleted", None))
+        # v2 has deleted it: the caller need not wait for the record, which only serves a retry's tombstone.
+        self._record_deletion(op.id, principal.identity)
         return Outcome(view=view, rate_limit=response.rate_limit)
 
-    def _in_background(self, work: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+    def _record_deletion(self, message_id: str, by: str | None) -> None:
+        """Queue a deletion record for the store. One task hands over everything queued, in one store call,
+        then whatever was queued meanwhile, and so on: no task per destroy, and a busy gateway records many
+        deletions per call."""
+        self._deletions[message_id] = by
+        if self._recorder is None:
+            self._recorder = asyncio.get_running_loop().create_task(self._record_deletions())
+
+    async def _record_deletions(self) -> None:
+        try:
+            while self._deletions:
+                batch = list(self._deletions.items())
+                try:
+                    await self._quietly(self.store.mark_deleted_many(batch), "mark_deleted", None)
+                except Exception:  # noqa: BLE001 - a fault in the store itself: logged, later records still go
+                    log.exception("recording %d deletions failed", len(batch))
+                finally:
+                    for message_id, by in batch:  # only now can the store answer for them
+                        if self._deletions.get(message_id, _NOBODY) == by:
+                            del self._deletions[message_id]
+        finally:
+            self._recorder = None
 
     async def drain(self) -> None:
-        """Wait for the work still running after its answer (deletion records): before the store closes."""
-        while self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        """Wait for the deletion records still being written after their answers: before the store closes."""
+        while self._recorder is not None:
+            await asyncio.gather(self._recorder, return_exceptions=True)
 
     async def _deleted_recently_by(self, message_id: str, principal: Principal) -> bool:
+        if self._deletions.get(message_id, _NOBODY) == principal.identity:
+            return True  # deleted through this gateway a moment ago, its record not yet in the store
         deletion = await self._quietly(self.store.get_deletion(message_id), "get_deletion", None)
         return (
             deletion is not None

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import orjson
 import pytest
 
-from gateway.app import create_app
+from gateway.app import SERVICE_KEY, create_app
 from gateway.emulator import FaultRule
 from gateway.store.memory import MemoryStore
 from tests.conftest import (
     ENTITIES_ID,
     GROUP_ID,
     MARCOS_TOKEN,
+    MICK_TOKEN,
     PLAIN_IDS,
     SEED_002_ID,
     SEED_003_JSON_ID,
@@ -191,11 +193,13 @@ class SlowDeletionRecords(MemoryStore):
         super().__init__()
         self.release = asyncio.Event()
         self.recorded: list[str] = []
+        self.calls: list[list[str]] = []  # the message ids of every call, as it began
 
-    async def mark_deleted(self, message_id: str, by: str | None) -> None:
+    async def mark_deleted_many(self, deletions: Sequence[tuple[str, str | None]]) -> None:
+        self.calls.append([message_id for message_id, _ in deletions])
         await self.release.wait()
-        await super().mark_deleted(message_id, by)
-        self.recorded.append(message_id)
+        await super().mark_deleted_many(deletions)
+        self.recorded.extend(message_id for message_id, _ in deletions)
 
 
 async def test_the_answer_does_not_wait_for_the_deletion_record_and_shutdown_does(aiohttp_client, emulator) -> None:
@@ -212,3 +216,36 @@ async def test_the_answer_does_not_wait_for_the_deletion_record_and_shutdown_doe
     await asyncio.wait_for(closing, 10)
     assert store.recorded == [SEED_002_ID]  # ...which is then written
     assert await store.get_deletion(SEED_002_ID) is not None
+
+
+async def test_deletions_made_while_a_record_is_written_go_to_the_store_together(aiohttp_client, emulator) -> None:
+    store = SlowDeletionRecords()
+    gateway = await aiohttp_client(create_app(gateway_config(emulator), store=store))
+    for message_id in (SEED_002_ID, *PLAIN_IDS):
+        assert (await gateway.post(f"/1.1/direct_messages/destroy.json?id={message_id}")).status == 200
+    store.release.set()
+    await gateway.server.app[SERVICE_KEY].drain()
+    assert store.calls == [[SEED_002_ID], list(PLAIN_IDS)]  # one call for all that waited, none per destroy
+    assert all([await store.get_deletion(i) for i in (SEED_002_ID, *PLAIN_IDS)])
+
+
+async def test_a_retry_gets_its_tombstone_before_the_record_reaches_the_store(aiohttp_client, emulator) -> None:
+    store = SlowDeletionRecords()
+    gateway = await aiohttp_client(create_app(gateway_config(emulator), store=store))
+    path = f"/1.1/direct_messages/destroy.json?id={SEED_002_ID}"
+    mick = {"Authorization": f"Bearer {MICK_TOKEN}"}
+    try:
+        first = await gateway.post(path)
+        retry = await gateway.post(path)
+        assert (first.status, retry.status) == (200, 200)
+        assert await retry.read() == await first.read()
+        assert await store.get_deletion(SEED_002_ID) is None  # still on its way
+        # Mick, the other participant, deletes it for himself: now his is the deletion on its way, and the
+        # first caller's retry is v2's answer again.
+        assert (await gateway.post(path, headers=mick)).status == 200
+        assert (await gateway.post(path)).status == 404
+        assert (await gateway.post(path, headers=mick)).status == 200
+    finally:
+        store.release.set()
+    await gateway.server.app[SERVICE_KEY].drain()
+    assert (await store.get_deletion(SEED_002_ID)).by.startswith("bearer:")  # type: ignore[union-attr]

@@ -174,6 +174,20 @@ async def test_mark_deleted_records_who_and_when(store: MessageStore) -> None:
     assert second is not None and second.by is None
 
 
+async def test_mark_deleted_many_records_each_and_skips_unknown_ids(store: MessageStore) -> None:
+    await store.put_messages([make_message("1001"), make_message("1002"), make_message("1003")])
+    before = time.time()
+    await store.mark_deleted_many([("1001", "11"), ("404", "11"), ("1003", None)])
+    await store.mark_deleted_many([])
+    after = time.time()
+    first, second, third = [await store.get_deletion(i) for i in ("1001", "1002", "1003")]
+    assert first is not None and first.by == "11" and before - 1 <= first.at <= after + 1
+    assert second is None
+    assert third is not None and third.by is None
+    assert await store.get_deletion("404") is None and await store.get_message("404") is None
+    assert await store.get_message("1001") == make_message("1001")  # the data is kept
+
+
 async def test_deletion_keeps_the_message_data(store: MessageStore) -> None:
     message = make_message()
     await store.put_messages([message])
@@ -654,6 +668,7 @@ async def test_sqlite_keeps_no_message_whose_id_no_legacy_call_can_name(tmp_path
         lambda s: s.get_users(["11"]),
         lambda s: s.put_users([make_user()]),
         lambda s: s.mark_deleted("1", None),
+        lambda s: s.mark_deleted_many([("1", None)]),
         lambda s: s.get_deletion("1"),
         lambda s: s.put_consumer(Consumer("ck", "cs")),
         lambda s: s.get_token("tk"),
@@ -662,7 +677,7 @@ async def test_sqlite_keeps_no_message_whose_id_no_legacy_call_can_name(tmp_path
         lambda s: s.remember_nonce("s", "n", time.time() + 60),
     ],
     ids=[
-        "get_message", "put_messages", "get_users", "put_users", "mark_deleted", "get_deletion",
+        "get_message", "put_messages", "get_users", "put_users", "mark_deleted", "mark_deleted_many", "get_deletion",
         "put_consumer", "get_token", "put_grant", "list_credentials", "remember_nonce",
     ],  # fmt: skip
 )

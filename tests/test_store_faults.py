@@ -21,6 +21,7 @@ import aiohttp
 import orjson
 import pytest
 
+from gateway.app import SERVICE_KEY
 from gateway.emulator import EmulatorServer, FaultRule
 from gateway.model import DirectMessage, Entities, Hashtag, Mention, Url
 from gateway.store.base import Store, StoreError
@@ -108,6 +109,7 @@ async def test_redis_outage_destroys_from_upstream_and_the_store_returns_without
     body = orjson.loads(await second.read())
     assert (body["id_str"], body["text"], body["sender_id_str"]) == (PLAIN_IDS[0], "second message", SEAN_ID)
     assert upstream_calls(emulator) == [("DELETE", f"/2/dm_events/{PLAIN_IDS[0]}")]
+    await client.server.app[SERVICE_KEY].drain()  # the deletion is recorded after the answer
     assert await store.get_deletion(PLAIN_IDS[0]) is not None
 
 
@@ -360,6 +362,7 @@ async def test_concurrent_learning_and_destroying_never_gives_a_wrong_body(
     rng.shuffle(tasks)
     await asyncio.gather(*tasks)
 
+    await client.server.app[SERVICE_KEY].drain()  # deletions are recorded after their answers
     assert len(answered) == 2 * len(RACED)
     for message_id, body in answered:
         message = expected[message_id]

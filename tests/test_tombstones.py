@@ -36,12 +36,14 @@ async def test_a_retried_statusnet_and_events_destroy_answer_as_the_first_time(g
 
 async def test_a_tombstone_answers_only_the_caller_who_deleted(gateway, emulator) -> None:
     assert (await gateway.post(f"{CLASSIC}?id={SEED_002_ID}")).status == 200  # the sidecar, as theSeanCook
+    await gateway.server.app[SERVICE_KEY].drain()  # deletions are recorded after their answers
     deletion = await store_of(gateway).get_deletion(SEED_002_ID)
     assert deletion is not None and deletion.by == "sidecar"
     # Another participant still sees the message: v2 deletes it for them, a real delete.
     mick = {"Authorization": f"Bearer {MICK_TOKEN}"}
     assert (await gateway.post(f"{CLASSIC}?id={SEED_002_ID}", headers=mick)).status == 200
     assert emulator.state.is_deleted_for(SEED_002_ID, "776627022")
+    await gateway.server.app[SERVICE_KEY].drain()
     assert (await store_of(gateway).get_deletion(SEED_002_ID)).by.startswith("bearer:")
     assert MICK_TOKEN not in (await store_of(gateway).get_deletion(SEED_002_ID)).by
     # The sidecar's deletion record was replaced by Mick's, so its retry is now v2's answer: gone.

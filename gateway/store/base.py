@@ -7,7 +7,7 @@ gateway needs; code that only reads or writes messages keeps asking for a ``Mess
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -43,6 +43,9 @@ class MessageStore(Protocol):
 
     async def mark_deleted(self, message_id: str, by: str | None) -> None:
         """Record a successful upstream delete. The message data is kept: other participants still see it."""
+
+    async def mark_deleted_many(self, deletions: Sequence[tuple[str, str | None]]) -> None:
+        """``mark_deleted`` for each (message id, by), in one trip where the backend can."""
 
     async def get_deletion(self, message_id: str) -> Deletion | None: ...
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
@@ -164,6 +164,13 @@ class MemoryStore:
             self._cache.put(("u", user.id), _Learned(user, now), size)
 
     async def mark_deleted(self, message_id: str, by: str | None) -> None:
+        self._mark_deleted(message_id, by)
+
+    async def mark_deleted_many(self, deletions: Sequence[tuple[str, str | None]]) -> None:
+        for message_id, by in deletions:
+            self._mark_deleted(message_id, by)
+
+    def _mark_deleted(self, message_id: str, by: str | None) -> None:
         key = ("m", message_id)
         entry = self._live(key, self._message_retention)
         if entry is None:

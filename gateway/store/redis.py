@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -92,8 +92,13 @@ return 0
 """
 
 # KEYS: message, deletion. ARGV: deletion record, TTL in seconds.
+# KEYS: a message's key and its deletion's key, for each deletion; ARGV: the TTL, then each deletion's record.
 _MARK_DELETED = """
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2]) end
+for i = 1, #KEYS, 2 do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    redis.call('SET', KEYS[i + 1], ARGV[(i + 1) / 2 + 1], 'EX', ARGV[1])
+  end
+end
 return 0
 """
 
@@ -217,10 +222,21 @@ class RedisStore:
                 await pipe.execute()
 
     async def mark_deleted(self, message_id: str, by: str | None) -> None:
-        record = codec.dumps({"v": codec.RECORD_VERSION, "at": self._clock(), "by": by})
-        keys = [self._key("msg", message_id), self._key("del", message_id)]
+        await self.mark_deleted_many([(message_id, by)])
+
+    async def mark_deleted_many(self, deletions: Sequence[tuple[str, str | None]]) -> None:
+        """One script for all of them: one round trip, and each deletion lands only on a message still
+        there, as the script checks and writes with nothing in between."""
+        if not deletions:
+            return
+        at = self._clock()
+        keys: list[str] = []
+        args: list[Any] = [self.deletion_ttl]
+        for message_id, by in deletions:
+            keys += (self._key("msg", message_id), self._key("del", message_id))
+            args.append(codec.dumps({"v": codec.RECORD_VERSION, "at": at, "by": by}))
         with self._guard():
-            await self._mark_deleted(keys=keys, args=[record, self.deletion_ttl])
+            await self._mark_deleted(keys=keys, args=args)
 
     def _message_record(self, message: DirectMessage, now: float) -> dict[str, Any]:
         return {**codec.message_to_record(message, self._cipher), "learned_at": now}

@@ -43,7 +43,7 @@ import functools
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -508,20 +508,32 @@ class SQLiteStore:
             await self._purge(purge)
 
     async def mark_deleted(self, message_id: str, by: str | None) -> None:
-        """Lingers (``deletion_linger``) for company in its transaction; this process reads the deletion at
-        once, other processes sharing the file once it has committed."""
-        key = _key(message_id)
-        if key is None:
-            return  # no such message is kept, so there is none to take the deletion
+        await self.mark_deleted_many([(message_id, by)])
+
+    async def mark_deleted_many(self, deletions: Sequence[tuple[str, str | None]]) -> None:
+        """One write that lingers (``deletion_linger``) for company in its transaction; this process reads
+        the deletions at once, other processes sharing the file once it has committed."""
         now = self._clock()
-        deletion = self._pending_deletions[message_id] = Deletion(at=now, by=by)
-        try:
+        cutoff = now - self.message_retention
+        pending = self._pending_deletions
+        rows = []
+        mine = []
+        for message_id, by in deletions:
+            key = _key(message_id)
+            if key is None:
+                continue  # no such message is kept, so there is none to take the deletion
+            deletion = pending[message_id] = Deletion(at=now, by=by)
+            mine.append((message_id, deletion))
             # Only a message still within retention takes a deletion, as only such a message is found.
-            write = _writer(_MARK_DELETED, [(now, by, key, now - self.message_retention)])
-            await self._write(write, lingers=True)
+            rows.append((now, by, key, cutoff))
+        if not rows:
+            return
+        try:
+            await self._write(_writer(_MARK_DELETED, rows), lingers=True)
         finally:
-            if self._pending_deletions.get(message_id) is deletion:
-                del self._pending_deletions[message_id]
+            for message_id, deletion in mine:
+                if pending.get(message_id) is deletion:
+                    del pending[message_id]
 
     def _purge_due(self, now: float) -> tuple[float, float] | None:
         """The (message, user) cutoffs when this write should also purge expired rows, else None."""
