@@ -91,7 +91,6 @@ if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'grant', 
 return 0
 """
 
-# KEYS: message, deletion. ARGV: deletion record, TTL in seconds.
 # KEYS: a message's key and its deletion's key, for each deletion; ARGV: the TTL, then each deletion's record.
 _MARK_DELETED = """
 for i = 1, #KEYS, 2 do
