@@ -660,6 +660,18 @@ async def test_the_worker_checkpoints_sooner_after_loop_commits_that_changed_man
     assert [s for s in on_worker.statements if "wal_checkpoint" in s] == ["PRAGMA wal_checkpoint(PASSIVE)"] * 2
 
 
+async def test_a_fault_in_the_bookkeeping_after_a_loop_commit_does_not_stop_the_writer(
+    store: SQLiteStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(db: sqlite3.Connection) -> None:
+        raise RuntimeError("bookkeeping broke")
+
+    monkeypatch.setattr(store, "_committed_on_loop", broken)
+    await asyncio.wait_for(store.put_messages([make_message("1")]), 5)
+    await asyncio.wait_for(store.put_messages([make_message("2")]), 5)  # the next batch still goes
+    assert committed_ids(tmp_path / "s.sqlite3") == {"1", "2"}
+
+
 async def test_a_checkpoint_that_fails_is_logged_and_loses_nothing(
     store: SQLiteStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
