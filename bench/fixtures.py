@@ -29,6 +29,12 @@ def message_id(index: int) -> str:
     return str(BASE_ID + index)
 
 
+async def fill(store: Any, indexes: range, batch: int) -> None:
+    """Put the messages ``indexes`` into ``store`` through its own ``put_messages``, ``batch`` at a time."""
+    for first in range(indexes.start, indexes.stop, batch):
+        await store.put_messages([direct_message(i) for i in range(first, min(first + batch, indexes.stop))])
+
+
 def text_of(index: int) -> str:
     # About the length of a typical DM; varies a little so records are not all the same size.
     return f"Benchmark message number {index}: see you at the standup tomorrow, bring the numbers."

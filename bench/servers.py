@@ -109,9 +109,7 @@ async def run_gateway(upstream: str, store_url: str, prefill: list[range], oauth
     try:
         await store.put_users(fixtures.seed_users())
         for ids in prefill:
-            for start in range(ids.start, ids.stop, PREFILL_BATCH):
-                stop = min(start + PREFILL_BATCH, ids.stop)
-                await store.put_messages(fixtures.direct_message(i) for i in range(start, stop))
+            await fixtures.fill(store, ids, PREFILL_BATCH)
         if oauth1:
             await store.put_consumer(Consumer(key=fixtures.CONSUMER_KEY, secret=fixtures.CONSUMER_SECRET))
             await store.put_token(

@@ -132,7 +132,7 @@ async def measure(backend: str, sizes: list[int], lookups: int, directory: str, 
     results = []
     try:
         await smallest.open()
-        await _fill(smallest.store, 0, sizes[0])  # before the empty weights: it is not the subject's
+        await fixtures.fill(smallest.store, range(sizes[0]), FILL_BATCH)  # before the empty weights: it is not the subject's
         empty_rss = resident_bytes()
         await subject.open()
         empty = await subject.weigh()
@@ -141,7 +141,7 @@ async def measure(backend: str, sizes: list[int], lookups: int, directory: str, 
         filled = 0
         for size in sizes:
             began = time.perf_counter()
-            await _fill(subject.store, filled, size)
+            await fixtures.fill(subject.store, range(filled, size), FILL_BATCH)
             fill_seconds = time.perf_counter() - began
             filled = size
             weights = await subject.weigh()
@@ -170,11 +170,6 @@ async def measure(backend: str, sizes: list[int], lookups: int, directory: str, 
         await subject.close()
         await smallest.close()
     return results
-
-
-async def _fill(store: Any, start: int, stop: int) -> None:
-    for first in range(start, stop, FILL_BATCH):
-        await store.put_messages([fixtures.direct_message(i) for i in range(first, min(first + FILL_BATCH, stop))])
 
 
 async def _paired_lookups(
