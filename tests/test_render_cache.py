@@ -103,6 +103,7 @@ USER = {"id": "1", "name": "Ann", "location": None, "protected": True, "follower
 @example(root="r", tree={"a": "1", "b": [1, True], "#comment": "c", "c": 1, "d": ["x"], "e": {"a": 1}}, indent="\t")
 @example(root="r", tree={"m": [{"a": 1, "b": [None]}, {"a": True, "b": "x"}], "a": "1"}, indent="")
 @example(root="r", tree={"a": "x", "a b": "x", "c": "y"}, indent=" ")
+@example(root="r", tree={"t": "'\"<&>]]>", "u": {"t": "'\"<&>"}, "m": [{"t": "a\"b"}]}, indent=" ")  # text: only <&> escaped
 def test_xml_in_pieces_is_the_document_written_in_one_go(root: str, tree: dict[str, Any], indent: str) -> None:
     expected = outcome(plain_xml, root, tree, indent)
     assert outcome(to_xml, root, tree, indent=indent) == expected
@@ -196,6 +197,21 @@ def test_long_strings_are_written_each_time() -> None:
             assert to_xml("r", {"text": text}) == plain_xml("r", {"text": text})
     info = serialize._cached_child.cache_info()
     assert (info.misses, info.hits, info.currsize) == (1, 1, 1)  # only the last, at the limit
+
+
+def test_text_is_put_between_tags_written_once_per_name() -> None:
+    serialize._text_tags.cache_clear()
+    for number in range(3):
+        tree = {"text": f"<{number}> & 'so' on", "empty": "", "none": None}
+        assert to_xml("r", tree) == plain_xml("r", tree)
+    info = serialize._text_tags.cache_info()
+    assert (info.misses, info.hits) == (1, 2)  # "empty" and "none" have no text: short tags, written whole
+
+
+def test_a_name_that_holds_the_text_marker_is_written_whole() -> None:
+    name = f"a{serialize._TEXT_MARK}b"
+    tree = {name: "1 < 2", "c": {name: "x"}}
+    assert to_xml("r", tree) == plain_xml("r", tree)
 
 
 def test_an_odd_indent_is_written_in_one_go() -> None:

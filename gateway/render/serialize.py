@@ -8,7 +8,8 @@ ids and screen names of its sender and recipient, which repeat from one body to 
 written in pieces, every one of them by the XML writer itself: the declaration and the root's own tags;
 each child with a plain value (a string, an integer, a boolean or None) taken from a bounded cache keyed by
 its name, its value as given with the value's type, and its depth (a long string is written each time
-instead); each object-valued child (a user) taken from another bounded cache keyed by its content, its
+instead), and when written, its tags by the writer (once per name and depth) around its text escaped by
+the function the writer escapes text with; each object-valued child (a user) taken from another bounded cache keyed by its content, its
 name and its depth; and runs of the other children (lists of plain values, comments, ...) written
 together. A piece written at depth d with the same indent is exactly the text it takes inside the whole
 document, so the pieces put together are the document the writer would have written in one go.
@@ -20,6 +21,7 @@ import re
 from collections.abc import Hashable
 from functools import lru_cache
 from typing import Any
+from xml.sax.saxutils import escape
 
 import orjson
 import xmltodict
@@ -45,6 +47,9 @@ _COMMENT = "#comment"
 #: values have their ``<`` escaped.
 _SLOT = "x"
 _SLOT_TAG = f"<{_SLOT}/>\n"
+#: Stands for an element's text while its tags are written: nothing the writer escapes, and no character it
+#: puts in tags or layout.
+_TEXT_MARK = "\x01text\x01"
 #: Value types whose equal values are written alike: a child or an object holding only these is cached by
 #: its values as given (with their types, since 1 and True are equal in Python), before they are made
 #: XML-ready. Exact types: a subclass may be written differently (and floats are not: 0.0 == -0.0).
@@ -180,8 +185,25 @@ _cached_shell = lru_cache(maxsize=SHELL_CACHE_SIZE)(_write_shell)
 
 def _write_child(name: str, value: Any, kind: type, depth: int, indent: str) -> str:
     """Element ``name`` with the plain ``value`` of type ``kind`` (as given, not yet XML-ready) at ``depth``.
-    ``kind`` is part of the cache key only: 1 and True are equal in Python but written differently."""
-    return _unparse({name: _xml_value(value)}, depth, indent)
+    ``kind`` is part of the cache key only: 1 and True are equal in Python but written differently.
+
+    An element with text is its tags, written by the XML writer once per name, depth and indent, around the
+    text escaped by the function the writer itself escapes text with; an empty one is written whole."""
+    text = _xml_value(value)
+    if text:
+        tags = _text_tags(name, depth, indent)
+        if tags is not None:
+            return tags[0] + escape(text) + tags[1]
+    return _unparse({name: text}, depth, indent)
+
+
+@lru_cache(maxsize=SHELL_CACHE_SIZE)
+def _text_tags(name: str, depth: int, indent: str) -> tuple[str, str] | None:
+    """The text before and after the text of element ``name`` at ``depth``: the writer's own, found by
+    writing the element around a marker and cutting the marker out (None if the marker does not come out
+    exactly once, as it then cannot be told apart)."""
+    head, *tail = _unparse({name: _TEXT_MARK}, depth, indent).split(_TEXT_MARK)
+    return (head, tail[0]) if len(tail) == 1 else None
 
 
 _cached_child = lru_cache(maxsize=CHILD_CACHE_SIZE)(_write_child)
