@@ -118,6 +118,21 @@ async def test_message_without_entities_or_conversation(store: MessageStore) -> 
     assert await store.get_message("1003") == message
 
 
+@pytest.mark.parametrize(
+    "entities",
+    [
+        Entities(hashtags=(Hashtag("a", 0, 2),)),
+        Entities(urls=(Url("https://t.co/a", None, None, 0, 14),)),
+        Entities(mentions=(Mention("ann", "7", 0, 4),)),
+    ],
+    ids=["hashtags", "urls", "mentions"],
+)
+async def test_a_message_with_one_kind_of_entity_keeps_it(store: MessageStore, entities: Entities) -> None:
+    message = make_message("1004", entities=entities)
+    await store.put_messages([message])
+    assert await store.get_message("1004") == message
+
+
 async def test_several_messages_at_once(store: MessageStore) -> None:
     messages = [make_message(str(i), text=f"message {i}") for i in range(1, 6)]
     await store.put_messages(messages)

@@ -94,11 +94,21 @@ def message_from_record(record: dict[str, Any], cipher: TextCipher | None = None
         sender_id=record["sender_id"],
         recipient_id=record["recipient_id"],
         conversation_id=record["conversation_id"],
-        entities=Entities(
-            hashtags=tuple(Hashtag(*item) for item in record["hashtags"]),
-            urls=tuple(Url(*item) for item in record["urls"]),
-            mentions=tuple(Mention(*item) for item in record["mentions"]),
-        ),
+        entities=_entities(record["hashtags"], record["urls"], record["mentions"]),
+    )
+
+
+#: Most messages carry no entities; one shared (immutable) value stands for none at all.
+NO_ENTITIES = Entities()
+
+
+def _entities(hashtags: list[list[Any]], urls: list[list[Any]], mentions: list[list[Any]]) -> Entities:
+    if not (hashtags or urls or mentions):
+        return NO_ENTITIES
+    return Entities(
+        hashtags=tuple(Hashtag(*item) for item in hashtags),
+        urls=tuple(Url(*item) for item in urls),
+        mentions=tuple(Mention(*item) for item in mentions),
     )
 
 
