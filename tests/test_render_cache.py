@@ -267,20 +267,34 @@ def test_attributes_in_nested_tables_count() -> None:
     assert template.own_attributes("someone") == ()
 
 
-def test_an_object_from_the_memo_is_a_copy_no_caller_can_spoil() -> None:
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda tree: tree.__setitem__("screen_name", "spoiled"),
+        lambda tree: tree.__delitem__("id"),
+        lambda tree: tree.pop("id"),
+        lambda tree: tree.popitem(),
+        lambda tree: tree.clear(),
+        lambda tree: tree.update(id=0),
+        lambda tree: tree.setdefault("new", 1),
+        lambda tree: tree.__ior__({"id": 0}),
+    ],
+)
+def test_an_object_from_the_memo_is_shared_and_no_caller_can_spoil_it(edit: Any) -> None:
     renderer = load_mapping("twitter_v1").json
     user = User(id="7", username="ann", followers_count=3)
     first = renderer.render_object("user", user)
-    first["screen_name"] = "spoiled"
-    first.clear()
+    with pytest.raises(TypeError):
+        edit(first)
     second = renderer.render_object("user", User(id="7", username="ann", followers_count=3))
-    assert second == fresh(renderer, "user", user) and second is not first
-    second["id"] = 0
+    assert second is first and second == fresh(renderer, "user", user)
+    copy = dict(first)
+    copy["id"] = 0
     assert renderer.render_object("user", user) == fresh(renderer, "user", user)
     assert len(renderer._memo) == 1
 
 
-def test_a_dropped_key_or_an_edited_user_does_not_reach_the_next_body() -> None:
+def test_a_dropped_key_does_not_reach_the_next_body_and_a_user_cannot_be_edited() -> None:
     dialect = TwitterClassic()
     view = MessageView(
         DirectMessage("5", "hi", datetime(2020, 1, 1, tzinfo=UTC), "7", "8"), User(id="7", username="ann"), User(id="8")
@@ -288,8 +302,42 @@ def test_a_dropped_key_or_an_edited_user_does_not_reach_the_next_body() -> None:
     before = dialect.message_tree(view, "direct_message")
     edited = dialect.message_tree(view, "direct_message", drop=("entities", "sender"))
     assert "sender" not in edited and "entities" not in edited
-    edited["recipient"]["screen_name"] = "spoiled"
+    with pytest.raises(TypeError):
+        edited["recipient"]["screen_name"] = "spoiled"
     assert dialect.message_tree(view, "direct_message") == before
+
+
+def test_the_same_immutable_value_is_answered_without_reading_it_again() -> None:
+    renderer = load_mapping("twitter_v1").json
+    user = User(id="7", username="ann")
+    first = renderer.render_object("user", user)
+    renderer._memo.clear()  # only the value's identity can find it now
+    assert renderer.render_object("user", user) is first
+    equal = renderer.render_object("user", User(id="7", username="ann"))
+    assert equal is not first and equal == first  # an equal value is looked up by its attributes
+
+
+def test_a_value_that_can_change_is_read_each_time() -> None:
+    class Person:
+        def __init__(self, id: str) -> None:
+            self.id = id
+
+    renderer = _renderer({"user": {"id": "user.id"}})
+    person = Person("1")
+    assert renderer.render_object("user", person) == {"id": "1"}
+    person.id = "2"
+    assert renderer.render_object("user", person) == {"id": "2"}
+
+
+def test_a_shared_object_is_written_once_per_name_and_depth() -> None:
+    renderer = load_mapping("statusnet").xml
+    assert renderer is not None
+    user = renderer.render_object("user", User(id="7", username="ann"))
+    serialize._cached_fragment.cache_clear()
+    for _ in range(3):
+        assert to_xml("r", {"sender": user, "recipient": user}) == plain_xml("r", {"sender": user, "recipient": user})
+    assert set(user.written) == {("sender", 1, " "), ("recipient", 1, " ")}
+    assert serialize._cached_fragment.cache_info().misses + serialize._cached_fragment.cache_info().hits == 2
 
 
 def test_the_memo_is_bounded() -> None:

@@ -56,6 +56,24 @@ _TEXT_MARK = "\x01text\x01"
 _PLAIN_TYPES = frozenset({str, int, bool, type(None)})
 
 
+class SharedObject(dict):  # type: ignore[type-arg]
+    """An object (a user) that many bodies hold at once, as a renderer keeps it: it refuses every change
+    (``dict(obj)`` is a copy that does not), so what a serializer wrote for it once stays true, and the
+    serializer keeps that in ``written``."""
+
+    __slots__ = ("written",)
+
+    def __init__(self, items: dict[str, Any]) -> None:
+        super().__init__(items)
+        self.written: dict[Hashable, str] = {}
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("a shared rendered object cannot be changed; change a copy, dict(obj)")
+
+    __setitem__ = __delitem__ = __ior__ = _refuse  # type: ignore[assignment]
+    pop = popitem = clear = update = setdefault = _refuse  # type: ignore[assignment]
+
+
 def to_json(tree: Any, *, escape_slashes: bool = False) -> bytes:
     body = orjson.dumps(tree)
     # "/" only ever occurs inside JSON strings, so escaping it everywhere is exact (a PHP json_encode habit).
@@ -210,8 +228,18 @@ _cached_child = lru_cache(maxsize=CHILD_CACHE_SIZE)(_write_child)
 
 
 def _fragment(name: str, value: dict[Any, Any], depth: int, indent: str) -> str:
-    """Element ``name`` with the object ``value`` at ``depth``, from the cache when the same content was
-    written at the same depth before."""
+    """Element ``name`` with the object ``value`` at ``depth``: for a shared object, what was written for it
+    before at that name and depth; else from the cache when the same content was written there before."""
+    if type(value) is SharedObject:
+        where = (name, depth, indent)
+        text = value.written.get(where)
+        if text is None:
+            text = value.written[where] = _content_fragment(name, dict(value), depth, indent)
+        return text
+    return _content_fragment(name, value, depth, indent)
+
+
+def _content_fragment(name: str, value: dict[Any, Any], depth: int, indent: str) -> str:
     if type(value) is dict:
         values = tuple(value.values())
         types = tuple(map(type, values))

@@ -24,9 +24,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 from operator import attrgetter
 from string import Formatter
 from typing import Any
+
+from gateway.render.serialize import SharedObject
 
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -56,7 +59,9 @@ class Renderer:
 
     A template that reads nothing but attributes of its own value (a user: ``user.id``, ``user.name``, ...)
     renders the same object for the same attribute values, and the same user is in body after body; such
-    objects are kept in a bounded memo, and each caller gets a copy of its own.
+    objects are kept in a bounded memo, as ``SharedObject``s: every body holds the same one, which refuses
+    changes, and the XML writer keeps its text on it. A value that is itself immutable (a frozen dataclass,
+    as a ``User``) and is met again, the very same object, is answered without reading its attributes.
     """
 
     def __init__(self, templates: Mapping[str, Template], date_format: str) -> None:
@@ -67,7 +72,10 @@ class Renderer:
             for name, template in templates.items()
             if (attributes := template.own_attributes(name))
         }
-        self._memo: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
+        self._memo: OrderedDict[tuple[Any, ...], SharedObject] = OrderedDict()
+        #: id(value) -> (value, template name, its object), for immutable values; holding the value keeps
+        #: its id from being reused while the entry lasts.
+        self._seen: dict[int, tuple[Any, str, SharedObject]] = {}
         positional = _positional(date_format)
         self._positional_date = None if positional is None else positional.format
 
@@ -75,7 +83,10 @@ class Renderer:
         return self.templates[name].render(context, self)
 
     def render_object(self, name: str, value: Any) -> dict[str, Any]:
-        """Template ``name`` for ``value``, as ``object(name)`` renders it."""
+        """Template ``name`` for ``value``, as ``object(name)`` renders it: a ``SharedObject`` when kept."""
+        seen = self._seen.get(id(value))
+        if seen is not None and seen[0] is value and seen[1] == name:
+            return seen[2]
         reader = self._readers.get(name)
         if reader is None:
             return self.render(name, {name: value})
@@ -86,17 +97,21 @@ class Renderer:
         if key is None:
             return self.render(name, {name: value})
         memo = self._memo
-        tree = memo.get(key)
-        if tree is not None:
+        shared = memo.get(key)
+        if shared is not None:
             memo.move_to_end(key)
-            return tree.copy()
-        tree = self.render(name, {name: value})
-        if _IMMUTABLE.issuperset(map(type, tree.values())):
-            memo[key] = tree
+        else:
+            tree = self.render(name, {name: value})
+            if not _IMMUTABLE.issuperset(map(type, tree.values())):
+                return tree
+            shared = memo[key] = SharedObject(tree)
             if len(memo) > OBJECT_CACHE_SIZE:
                 memo.popitem(last=False)
-            return tree.copy()
-        return tree
+        if _is_frozen(type(value)):
+            if len(self._seen) >= OBJECT_CACHE_SIZE:
+                self._seen.clear()
+            self._seen[id(value)] = (value, name, shared)
+        return shared
 
     def format_date(self, value: datetime) -> str:
         """Legacy dates, always in English and UTC, whatever the process locale."""
@@ -138,6 +153,13 @@ def _positional(date_format: str) -> str | None:
         spec = f":{spec}" if spec else ""
         parts.append(f"{{{_DATE_FIELDS.index(field)}{conversion}{spec}}}")
     return "".join(parts)
+
+
+@lru_cache(maxsize=64)
+def _is_frozen(kind: type) -> bool:
+    """Whether values of this type cannot change: frozen dataclasses."""
+    params = getattr(kind, "__dataclass_params__", None)
+    return params is not None and bool(params.frozen) and kind.__setattr__ is not object.__setattr__
 
 
 def _reader(attributes: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
