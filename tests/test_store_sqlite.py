@@ -741,6 +741,22 @@ async def test_kept_users_give_way_to_a_commit_by_another_connection(store: SQLi
         await other.close()
 
 
+async def test_users_read_with_a_message_give_way_to_a_commit_by_another_connection(
+    store: SQLiteStore, tmp_path: Path
+) -> None:
+    other = await SQLiteStore.open(str(tmp_path / "s.sqlite3"))
+    try:
+        await store.put_messages([make_message("5")])
+        await store.put_users([make_user("11"), make_user("22")])
+        message, users = await store.get_message_with_users("5")
+        assert users["11"] == make_user("11")
+        await other.put_users([make_user("11", name="Elsewhere")])
+        message, users = await store.get_message_with_users("5")
+        assert message == make_message("5") and users["11"] == make_user("11", name="Elsewhere")
+    finally:
+        await other.close()
+
+
 async def test_kept_users_expire_as_stored_ones_do(tmp_path: Path) -> None:
     now = [1_000_000.0]
     store = await SQLiteStore.open(str(tmp_path / "s.sqlite3"), user_max_age=60, clock=lambda: now[0])
