@@ -169,6 +169,9 @@ class DMService:
         if message is None:
             response = await self.upstream.get_dm_event(message_id, principal, request_id)
             message, users = await self._learn_event(response, message_id)
+        sender, recipient = users.get(message.sender_id), users.get(message.recipient_id)
+        if sender is not None and recipient is not None:  # the store had both, as it mostly does
+            return MessageView(message, sender, recipient)
         [view] = await self._views([message], users, principal, request_id)
         return view
 
