@@ -124,53 +124,54 @@ def _element(name: str, value: dict[Any, Any], depth: int, indent: str, *, docum
     """Element ``name`` with children and attributes ``value`` (as given, not yet XML-ready) at ``depth``,
     exactly as the writer puts it in a document, written in pieces: its tags, cached children with plain
     values, cached objects, list items that are objects (the messages of a list) assembled the same way,
-    and runs of the remaining children."""
+    and runs of the remaining children. The children are written first, in one pass that also collects
+    the attributes and text its tags carry (they may come anywhere among the children)."""
     tag_items: list[tuple[Any, Any]] = []  # attributes and text: what the element's own tags carry
-    children: list[tuple[Any, Any]] = []
-    for key, item in value.items():
-        if key == _TEXT or (isinstance(key, str) and key.startswith(_ATTR)):
-            tag_items.append((key, _xml_value(item)))
-        elif not isinstance(item, list) or item:  # the writer leaves an empty list out altogether
-            children.append((key, item))
-    if not children:
-        return _unparse({name: _xml_value(value)}, depth, indent, document=document)  # one tag, perhaps short
-    head, tail = _shell(name, tuple(tag_items), depth, indent, document)
-    pieces = [head]
+    pieces: list[str] = [""]  # the head goes first, once the tags are known
     run: dict[Any, Any] = {}
-    depth += 1
-    for key, item in children:
+    inner = depth + 1
+    for key, item in value.items():
         kind = type(item)
-        if kind in _PLAIN_TYPES and type(key) is str and key != _COMMENT:
-            if run:
-                pieces.append(_unparse(run, depth, indent))
-                run = {}
-            if kind is str and len(item) > CHILD_CACHE_MAX_LENGTH:
-                pieces.append(_write_child(key, item, kind, depth, indent))
-            else:
-                pieces.append(_cached_child(key, item, kind, depth, indent))
-            continue
+        if isinstance(key, str):
+            if key == _TEXT or key.startswith(_ATTR):
+                tag_items.append((key, _xml_value(item)))
+                continue
+            if kind in _PLAIN_TYPES and type(key) is str and key != _COMMENT:
+                if run:
+                    pieces.append(_unparse(run, inner, indent))
+                    run = {}
+                if kind is str and len(item) > CHILD_CACHE_MAX_LENGTH:
+                    pieces.append(_write_child(key, item, kind, inner, indent))
+                else:
+                    pieces.append(_cached_child(key, item, kind, inner, indent))
+                continue
+        if isinstance(item, list) and not item:
+            continue  # the writer leaves an empty list out altogether
         if type(key) is not str or key == _COMMENT or not (isinstance(item, dict) or _has_object(item)):
             run[key] = _xml_value(item)
             continue
         if run:
-            pieces.append(_unparse(run, depth, indent))
+            pieces.append(_unparse(run, inner, indent))
             run = {}
         if isinstance(item, dict):
-            pieces.append(_fragment(key, item, depth, indent))
+            pieces.append(_fragment(key, item, inner, indent))
             continue
         plain: list[Any] = []
         for entry in item:
             if isinstance(entry, dict):
                 if plain:
-                    pieces.append(_unparse({key: plain}, depth, indent))
+                    pieces.append(_unparse({key: plain}, inner, indent))
                     plain = []
-                pieces.append(_element(key, entry, depth, indent))
+                pieces.append(_element(key, entry, inner, indent))
             else:
                 plain.append(_xml_value(entry))
         if plain:
-            pieces.append(_unparse({key: plain}, depth, indent))
+            pieces.append(_unparse({key: plain}, inner, indent))
     if run:
-        pieces.append(_unparse(run, depth, indent))
+        pieces.append(_unparse(run, inner, indent))
+    if len(pieces) == 1:  # no children: one tag, perhaps short
+        return _unparse({name: _xml_value(value)}, depth, indent, document=document)
+    pieces[0], tail = _shell(name, tuple(tag_items), depth, indent, document)
     pieces.append(tail)
     return "".join(pieces)
 
