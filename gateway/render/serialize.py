@@ -8,11 +8,12 @@ ids and screen names of its sender and recipient, which repeat from one body to 
 written in pieces, every one of them by the XML writer itself: the declaration and the root's own tags;
 each child with a plain value (a string, an integer, a boolean or None) taken from a bounded cache keyed by
 its name, its value as given with the value's type, and its depth (a long string is written each time
-instead), and when written, its tags by the writer (once per name and depth) around its text escaped by
-the function the writer escapes text with; each object-valued child (a user) taken from another bounded cache keyed by its content, its
-name and its depth; and runs of the other children (lists of plain values, comments, ...) written
-together. A piece written at depth d with the same indent is exactly the text it takes inside the whole
-document, so the pieces put together are the document the writer would have written in one go.
+instead), and when written, its tags written by the writer once per name and depth around its text escaped
+by the function the writer escapes text with; each object-valued child (a user) that is a ``SharedObject``
+written once and kept on the object itself, any other taken from another bounded cache keyed by its
+content, its name and its depth; and runs of the other children (lists of plain values, comments, ...)
+written together. A piece written at depth d with the same indent is exactly the text it takes inside the
+whole document, so the pieces put together are the document the writer would have written in one go.
 """
 
 from __future__ import annotations
