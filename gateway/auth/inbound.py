@@ -94,7 +94,7 @@ class Authenticator:
                 token = bearer_token(header)
                 if token is None:
                     raise BadAuthData("malformed bearer header")
-                return Principal(BearerCredential(token), "bearer", _token_identity("bearer", token))
+                return _bearer_principal(token)
             if scheme == "oauth" or _has_oauth(request.query) or _has_oauth(form):
                 return await self._oauth1(request, form, header if scheme == "oauth" else "")
             if scheme == "basic":
@@ -202,6 +202,13 @@ def _base_string(method: str, uri: str, params: Params) -> str:
     """RFC 5849 section 3.4.1, from parameters already decoded exactly once."""
     pairs = normalize_parameters([(k, v) for k, v in params if k != "oauth_signature"])
     return "&".join((escape(method.upper()), escape(normalize_base_string_uri(uri)), escape(pairs)))
+
+
+@lru_cache(maxsize=1024)
+def _bearer_principal(token: str) -> Principal:
+    """The caller a bearer token names, passing it on upstream. Both are immutable and the same few tokens
+    come back request after request, so the most recent are kept (as their identities are)."""
+    return Principal(BearerCredential(token), "bearer", _token_identity("bearer", token))
 
 
 @lru_cache(maxsize=1024)
