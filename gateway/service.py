@@ -161,9 +161,10 @@ class DMService:
         )
 
     async def _view(self, message_id: str, principal: Principal, request_id: str | None) -> MessageView:
-        message, users = await self._quietly(
-            self.store.get_message_with_users(message_id), "get_message", (None, {})
-        )
+        try:  # as _quietly does, without its coroutine: every store-hit destroy comes this way
+            message, users = await self.store.get_message_with_users(message_id)
+        except StoreError as exc:
+            message, users = self._store_failed("get_message", exc, (None, {}))
         if self._on_store_lookup is not None:
             self._on_store_lookup(message is not None)
         if message is None:
@@ -396,10 +397,13 @@ class DMService:
         try:
             return await call
         except StoreError as exc:
-            log.warning("store %s failed: %s", what, exc)
-            if self._on_store_error is not None:
-                self._on_store_error(what)
-            return fallback
+            return self._store_failed(what, exc, fallback)
+
+    def _store_failed(self, what: str, exc: StoreError, fallback: T) -> T:
+        log.warning("store %s failed: %s", what, exc)
+        if self._on_store_error is not None:
+            self._on_store_error(what)
+        return fallback
 
 
 def _next_token(response: V2Response) -> str | None:
