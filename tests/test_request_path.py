@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from gateway.app import new_request_id
-from gateway.auth.inbound import _token_identity, bearer_token
+from gateway.auth.inbound import _bearer_principal, bearer_token
 from gateway.metrics import Metrics
 from gateway.upstream.resilience import RetryPolicy, retry_budget
 
@@ -115,12 +115,15 @@ def test_a_token_with_whitespace_inside_is_refused(inside: str) -> None:
     assert bearer_token("Bearer  abcdef\t") == "abcdef"
 
 
-def test_a_token_identity_is_its_digest_however_often_it_is_asked() -> None:
-    """Identities are kept for the most recent tokens; a kept one is the same digest, and only so many are kept."""
+def test_a_bearer_callers_identity_is_its_digest_however_often_it_is_asked() -> None:
+    """Principals are kept for the most recent tokens; a kept one names the same digest, and only so many are
+    kept."""
     for token in ("token-a", "token-b", "token-a"):
         expected = "bearer:" + hashlib.sha256(token.encode()).hexdigest()[:32]
-        assert _token_identity("bearer", token) == expected
-    assert _token_identity.cache_info().maxsize == 1024
+        principal = _bearer_principal(token)
+        assert (principal.source, principal.identity) == ("bearer", expected)
+        assert principal is _bearer_principal(token)
+    assert _bearer_principal.cache_info().maxsize == 1024
 
 
 # --- request ids -----------------------------------------------------------------------------------------

@@ -206,17 +206,14 @@ def _base_string(method: str, uri: str, params: Params) -> str:
 
 @lru_cache(maxsize=1024)
 def _bearer_principal(token: str) -> Principal:
-    """The caller a bearer token names, passing it on upstream. Both are immutable and the same few tokens
-    come back request after request, so the most recent are kept (as their identities are)."""
+    """The caller a bearer token names, passing it on upstream. A Principal is immutable and the same few
+    tokens come back request after request, so the most recent are kept: a lookup costs a request less than
+    building one and hashing its token (the tokens are in memory anyway while their requests run)."""
     return Principal(BearerCredential(token), "bearer", _token_identity("bearer", token))
 
 
-@lru_cache(maxsize=1024)
 def _token_identity(kind: str, token: str) -> str:
-    """A caller named by a token it holds, without the token: a digest is enough to tell callers apart.
-
-    The same few tokens come back request after request, so the most recent identities are kept: a lookup
-    costs a request less than hashing (the tokens are in memory anyway while their requests run)."""
+    """A caller named by a token it holds, without the token: a digest is enough to tell callers apart."""
     return f"{kind}:{hashlib.sha256(token.encode()).hexdigest()[:32]}"
 
 
