@@ -367,12 +367,15 @@ async def test_the_pass_through_never_retries_a_send(make_gateway: GatewayFactor
 # --- the circuit breaker, end to end -------------------------------------------------------------------
 
 BREAKER = {"breaker_failures": 3, "breaker_reset": 0.2, "retries": 0}
+# For tests that make several calls while the breaker is open: long enough that a loaded machine does not see it
+# half-open before they are done.
+SLOW_RESET = {**BREAKER, "breaker_reset": 1.0}
 
 
 async def test_the_breaker_opens_fails_fast_and_a_probe_closes_it(
     make_gateway: GatewayFactory, emulator: EmulatorServer, aiohttp_client: Any
 ) -> None:
-    gateway = await make_gateway(upstream=BREAKER)
+    gateway = await make_gateway(upstream=SLOW_RESET)
     admin = await with_admin(aiohttp_client, gateway)
     upstream = f"127.0.0.1:{emulator.port}"
     assert await metric(admin, "dmgw_breaker_state", upstream=upstream) == 0
@@ -401,7 +404,7 @@ async def test_the_breaker_opens_fails_fast_and_a_probe_closes_it(
 
     # After the reset time one probe goes through; upstream has recovered, so the breaker closes.
     emulator.state.faults.clear()
-    await asyncio.sleep(0.25)
+    await asyncio.sleep(1.05)
     ready = await admin.get("/readyz")
     assert ready.status == 200
     assert (await ready.json())["breaker"] == "half-open"
@@ -417,12 +420,12 @@ async def test_the_breaker_opens_fails_fast_and_a_probe_closes_it(
 async def test_a_failed_probe_opens_the_breaker_again(
     make_gateway: GatewayFactory, emulator: EmulatorServer, aiohttp_client: Any
 ) -> None:
-    gateway = await make_gateway(upstream=BREAKER)
+    gateway = await make_gateway(upstream=SLOW_RESET)
     admin = await with_admin(aiohttp_client, gateway)
     emulator.state.faults.append(delete_rule(action="reset"))
     for _ in range(3):
         await send(gateway, EVENTS, MESSAGE_ID)
-    await asyncio.sleep(0.25)
+    await asyncio.sleep(1.05)
     emulator.state.requests.clear()
     assert_error(await send(gateway, EVENTS, MESSAGE_ID), EVENTS, "upstream_unavailable", MESSAGE_ID)  # the probe
     assert deletes(emulator) == 2  # one attempt, sent twice by aiohttp after the drop
