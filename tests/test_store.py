@@ -4,6 +4,7 @@ only Redis promises."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sqlite3
 import time
@@ -737,14 +738,24 @@ async def test_sqlite_many_concurrent_calls_are_consistent(tmp_path: Path) -> No
 # Memory only -------------------------------------------------------------------------------------------
 
 
-async def test_memory_evicts_the_least_recently_used_message() -> None:
+async def test_memory_evicts_the_message_learned_least_recently() -> None:
     store = MemoryStore(max_entries=3)
     await store.put_messages([make_message("1"), make_message("2"), make_message("3")])
-    assert await store.get_message("1") is not None  # "1" is now the most recently used
+    assert await store.get_message("1") is not None  # read to be destroyed: not a reason to keep it
+    await store.mark_deleted("1", "11")
     await store.put_messages([make_message("4")])
-    assert await store.get_message("2") is None
-    for kept in ("1", "3", "4"):
+    assert await store.get_message("1") is None and await store.get_deletion("1") is None
+    for kept in ("2", "3", "4"):
         assert await store.get_message(kept) is not None
+
+
+async def test_memory_keeps_a_user_that_is_read_while_messages_come_and_go() -> None:
+    store = MemoryStore(max_entries=3)
+    await store.put_users([make_user("11")])
+    for i in range(1, 10):
+        await store.put_messages([make_message(str(i))])
+        assert set(await store.get_users(["11"])) == {"11"}
+    assert [i for i in range(1, 10) if await store.get_message(str(i)) is not None] == [8, 9]
 
 
 async def test_memory_rewriting_a_message_counts_as_use() -> None:
@@ -781,6 +792,41 @@ async def test_memory_never_evicts_credentials() -> None:
     for i in range(10):
         assert await store.get_consumer(f"ck{i}") is not None
         assert await store.get_user(f"user{i}") is not None
+
+
+async def test_memory_messages_are_out_of_the_garbage_collectors_sight() -> None:
+    """Held as objects, every message was four containers the collector walks on each full collection."""
+    store = MemoryStore(max_entries=10_000)
+    await store.put_messages([make_message("0")])  # whatever a first call sets up is not what is measured
+    await store.mark_deleted("0", "11")
+    assert await store.get_message("0") is not None and await store.get_deletion("0") is not None
+    gc.collect()
+    before = len(gc.get_objects())
+    await store.put_messages(make_message(str(i)) for i in range(1, 5001))
+    await store.mark_deleted_many([(str(i), "11") for i in range(1, 2501)])
+    gc.collect()  # a tuple leaves the collector's view once it has seen the tuples inside it leave
+    gc.collect()
+    assert len(gc.get_objects()) - before < 1000  # for 5,000 messages, 2,500 of them deleted
+    assert await store.get_message("5000") == make_message("5000")
+    assert await store.get_deletion("1") is not None
+
+
+async def test_memory_hands_out_a_user_as_the_same_object_while_unchanged() -> None:
+    store = MemoryStore()
+    await store.put_users([make_user("11")])
+    first = (await store.get_users(["11"]))["11"]
+    assert (await store.get_users(["11"]))["11"] is first
+    _, users = await store.get_message_with_users("1001")
+    await store.put_messages([make_message("1001")])
+    _, users = await store.get_message_with_users("1001")
+    assert users["11"] is first
+
+
+async def test_memory_message_reads_are_copies_that_cannot_change_the_store() -> None:
+    store = MemoryStore()
+    await store.put_messages([make_message("1")])
+    got = await store.get_message("1")
+    assert got == make_message("1") and got is not await store.get_message("1")
 
 
 async def test_memory_purges_expired_nonces_now_and_then() -> None:
@@ -1157,12 +1203,12 @@ def _message_size(message: DirectMessage) -> int:
     return len(message.id) + len(codec.dumps(codec.message_to_record(message)))
 
 
-async def test_memory_evicts_the_least_recently_used_when_over_its_bytes() -> None:
+async def test_memory_evicts_the_least_recently_learned_when_over_its_bytes() -> None:
     messages = [make_message(str(i), text="x" * 1000) for i in range(1, 5)]
     size = _message_size(messages[0])
     store = MemoryStore(max_entries=100, max_bytes=3 * size + size // 2)  # room for three
     await store.put_messages(messages[:3])
-    assert await store.get_message("1") is not None  # "1" is now the most recently used
+    await store.put_messages(messages[:1])  # learned again: now the most recent
     await store.put_messages([messages[3]])
     assert await store.get_message("2") is None
     for kept in ("1", "3", "4"):
