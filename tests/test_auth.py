@@ -17,7 +17,8 @@ import orjson
 import pytest
 from authlib.oauth1 import SIGNATURE_TYPE_BODY, SIGNATURE_TYPE_QUERY, ClientAuth
 
-from gateway.app import create_app
+from gateway.app import AUTH_KEY, create_app
+from gateway.auth import inbound
 from gateway.auth.credentials import BasicUser, Consumer, OAuth2Grant, Token, hash_password
 from gateway.config import with_overrides
 from gateway.emulator import FaultRule
@@ -309,6 +310,54 @@ async def test_basic_failures_are_statusnet_401s(client, emulator, with_users, h
         "request": f"/api/direct_messages/destroy/{SEED_003_JSON_ID}.json",
     }
     assert upstream(emulator) == []
+
+
+@pytest.fixture
+def scrypt_runs(monkeypatch) -> list[str]:
+    """The stored hashes each password check was run against (scrypt, on a thread)."""
+    runs: list[str] = []
+    real = inbound.verify_password
+
+    def counted(password: str, encoded: str) -> bool:
+        runs.append(encoded)
+        return real(password, encoded)
+
+    monkeypatch.setattr(inbound, "verify_password", counted)
+    return runs
+
+
+async def test_a_basic_password_that_matched_is_not_hashed_again(client, emulator, with_users, scrypt_runs) -> None:
+    right, wrong = basic("marcos", MARCOS_PASSWORD), basic("marcos", MARCOS_PASSWORD + "!")
+    path = f"/api/direct_messages/destroy/{SEED_003_XML_ID}.xml"
+    assert [(await client.post(path, headers=right)).status for _ in range(3)] == [200, 200, 200]
+    assert len(scrypt_runs) == 1
+    assert (await client.post(path, headers=wrong)).status == 401  # a password that does not match pays in full
+    assert (await client.post(path, headers=basic("nobody", MARCOS_PASSWORD))).status == 401
+    assert len(scrypt_runs) == 3
+    assert (await client.post(path, headers=right)).status == 200
+    assert len(scrypt_runs) == 3
+
+
+async def test_a_new_password_or_a_removed_user_counts_at_once(client, emulator, with_users, scrypt_runs) -> None:
+    path = f"/api/direct_messages/destroy/{SEED_003_XML_ID}.xml"
+    assert (await client.post(path, headers=basic("marcos", MARCOS_PASSWORD))).status == 200
+    await with_users.put_user(BasicUser("marcos", hash_password("a new one"), OAuth2Grant("emulator-token-marcosgdf")))
+    assert (await client.post(path, headers=basic("marcos", MARCOS_PASSWORD))).status == 401
+    assert (await client.post(path, headers=basic("marcos", "a new one"))).status == 200
+    assert await with_users.remove_credential("user", "marcos")
+    assert (await client.post(path, headers=basic("marcos", "a new one"))).status == 401
+    assert len(scrypt_runs) == 4
+
+
+async def test_what_is_kept_of_a_basic_password_is_no_password(client, emulator, with_users, monkeypatch) -> None:
+    monkeypatch.setattr(inbound, "VERIFIED_BASIC_SIZE", 1)
+    path = f"/api/direct_messages/destroy/{SEED_003_XML_ID}.xml"
+    for user in ("marcos", "sean", "marcos"):
+        assert (await client.post(path, headers=basic(user, MARCOS_PASSWORD))).status in (200, 403)
+    kept = client.server.app[AUTH_KEY]._verified
+    assert list(kept) == ["marcos"]  # bounded: the least recently verified went
+    assert MARCOS_PASSWORD.encode() not in repr(kept).encode() and MARCOS_PASSWORD.encode() not in kept["marcos"][1]
+    assert kept["marcos"][1] != hashlib.sha256(MARCOS_PASSWORD.encode()).digest()  # keyed, not a plain digest
 
 
 def _add_events(emulator, count: int) -> list[str]:

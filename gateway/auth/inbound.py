@@ -22,7 +22,9 @@ import binascii
 import hashlib
 import hmac
 import ipaddress
+import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from functools import cache, lru_cache
 from urllib.request import parse_http_list, parse_keqv_list
@@ -32,7 +34,7 @@ from authlib.oauth1.rfc5849.signature import hmac_sha1_signature, normalize_base
 from authlib.oauth1.rfc5849.util import escape, unescape
 from multidict import MultiMapping
 
-from gateway.auth.credentials import CredentialStore, hash_password, verify_password
+from gateway.auth.credentials import BasicUser, CredentialStore, hash_password, verify_password
 from gateway.auth.upstream import BearerCredential, GrantRefresher, OAuth1Credential, OAuth2Credential
 from gateway.config import Config
 from gateway.errors import (
@@ -69,6 +71,10 @@ def _decoy_hash() -> str:
     return hash_password("decoy password, never a real one")
 
 
+#: Basic callers whose password was checked, kept so that their next requests skip scrypt, at most.
+VERIFIED_BASIC_SIZE = 1024
+
+
 class Authenticator:
     def __init__(
         self,
@@ -84,6 +90,14 @@ class Authenticator:
         self._sidecar = config.upstream.bearer_token if config.auth.sidecar else None
         self._trusted = tuple(ipaddress.ip_network(p, strict=False) for p in config.auth.trusted_proxies)
         self._public_bases = tuple(url.rstrip("/") for url in config.auth.public_base_urls)
+        # A Basic client sends its password with every request, and scrypt costs tens of milliseconds of
+        # CPU each time. Once a password matched, its user's stored hash and a keyed digest of the password
+        # (never the password; the key is this process's own and dies with it) are kept: a later request
+        # whose password has the same digest, for a user whose stored hash is still that one, matches
+        # without scrypt. The user is read from the store every time, so a changed password or a removed
+        # user takes effect at once; a password that does not match always pays the full scrypt.
+        self._verified: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
+        self._digest_key = secrets.token_bytes(32)
 
     async def authenticate(self, request: web.Request, form: MultiMapping[str]) -> Principal:
         header = request.headers.get("Authorization", "").strip()
@@ -187,15 +201,32 @@ class Authenticator:
         if not sep or not username:
             raise BadAuthData("malformed basic credentials")
         user = await self._store.get_user(username)
-        stored_hash = user.password_hash if user is not None else _decoy_hash()
-        # scrypt is deliberately slow: keep it off the event loop.
-        matches = await asyncio.to_thread(verify_password, password, stored_hash)
+        matches = await self._password_matches(user, password)
         if user is None or not matches:
             raise NotAuthenticated("wrong username or password")
         if self._refresher is None:
             return Principal(BearerCredential(user.grant.access_token), "basic", f"basic:{user.username}")
         self._refresher.remember(user.username, user.grant)
         return Principal(OAuth2Credential(user.username, self._refresher), "basic", f"basic:{user.username}")
+
+    async def _password_matches(self, user: BasicUser | None, password: str) -> bool:
+        """Whether ``password`` is ``user``'s; for a user that does not exist, checked against a decoy hash
+        all the same, so that timing does not tell who does."""
+        if user is None:
+            await asyncio.to_thread(verify_password, password, _decoy_hash())
+            return False
+        digest = hmac.digest(self._digest_key, password.encode(), "sha256")
+        if self._verified.get(user.username) == (user.password_hash, digest):
+            self._verified.move_to_end(user.username)
+            return True
+        # scrypt is deliberately slow: keep it off the event loop.
+        if not await asyncio.to_thread(verify_password, password, user.password_hash):
+            return False
+        self._verified[user.username] = (user.password_hash, digest)
+        self._verified.move_to_end(user.username)
+        while len(self._verified) > VERIFIED_BASIC_SIZE:
+            self._verified.popitem(last=False)
+        return True
 
 
 def _base_string(method: str, uri: str, params: Params) -> str:
