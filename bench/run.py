@@ -1,9 +1,22 @@
 """The benchmark, in one command: ``python -m bench`` (``--quick`` for a smoke run). See bench/README.md.
 
 Processes: the emulator, the server under test (the gateway, or the minimal proxy) and the load generator
-each run in a process of their own; this one only starts them, reads CPU counters and prints. Every destroy
-deletes a message that exists in the emulator and was not deleted before: each scenario gets its own range
-of ids, and the gateway's store is filled beforehand with the ranges of its store-hit scenarios.
+each run in a process of their own; this one only starts them, reads CPU counters and prints.
+
+Rounds: in each round the emulator alone and every gateway scenario (the v2 pass-through among them) run
+once, in ``plan`` order. Each gateway scenario that is compared with the minimal proxy (a legacy call the
+proxy also takes: the store-hit ones, the store miss, OAuth 1.0a) has a run of the proxy for the same call
+right next to it: the proxy first in even rounds (``round_index`` 0, 2, ...; printed as round 1, 3, ...),
+the gateway first in odd rounds, which run the even rounds' list backwards. A proxy scenario therefore runs once a round for each gateway scenario of its call, and
+never on its own. The throughput ratio of a round is the gateway run's req/s over the req/s of the proxy run
+next to it; the ratio reported and checked is the median of those over the rounds. Why: the speed of a
+shared VM can change by a factor of two within a minute, so two runs taken back to back share the machine's
+state where runs half a minute apart do not; and with the order swapped every other round, a machine that
+speeds up or slows down during a pair favours neither side.
+
+Ids: every destroy deletes a message that exists in the emulator and was not deleted before. Each run gets
+a range of ids of its own (``assign_ids``, ``schedule``), and the gateway's store is filled beforehand with
+the ranges of its store-hit scenarios.
 """
 
 from __future__ import annotations
@@ -60,6 +73,86 @@ def plan(stores: list[str], oauth1: bool) -> list[Scenario]:
     if oauth1:
         scenarios.append(Scenario(f"gateway [{stores[0]}]: v1.1, OAuth 1.0a signed", first, "v1.1", "oauth1"))
     return scenarios
+
+
+def counterparts(scenarios: list[Scenario]) -> dict[str, Scenario]:
+    """The proxy scenario each gateway scenario is divided by, by the gateway scenario's name: the minimal
+    proxy's for the same legacy call. The v2 pass-through has none."""
+    proxy = {s.call: s for s in scenarios if s.server == "proxy"}
+    return {
+        s.name: proxy[s.call]
+        for s in scenarios
+        if s.server.startswith("gateway:") and s.call != "v2" and s.call in proxy
+    }
+
+
+def runs_per_round(scenario: Scenario, scenarios: list[Scenario]) -> int:
+    """1, or for a proxy scenario the number of gateway scenarios it runs next to."""
+    if scenario.server != "proxy":
+        return 1
+    return sum(1 for proxy in counterparts(scenarios).values() if proxy is scenario)
+
+
+def assign_ids(scenarios: list[Scenario], per_round: int, rounds: int) -> int:
+    """Give every scenario consecutive ids of its own, ``per_round`` (warm-up plus measured destroys) for each
+    of its runs in every round; returns how many ids there are in all (the emulator's ``--events``)."""
+    start = 0
+    for scenario in scenarios:
+        size = runs_per_round(scenario, scenarios) * per_round * rounds
+        scenario.ids = range(start, start + size)
+        start += size
+    return start
+
+
+@dataclass
+class Run:
+    """One load-generator run: a scenario, the ids it destroys (warm-up first), and, for the two runs of a
+    pair, the gateway scenario's name."""
+
+    scenario: Scenario
+    ids: range
+    pair: str | None = None
+
+
+def schedule(scenarios: list[Scenario], round_index: int, per_round: int) -> list[Run]:
+    """The runs of round ``round_index`` in the order they run (``assign_ids`` first).
+
+    Scenarios run in ``plan`` order; a proxy scenario does not run on its own but once in front of each
+    gateway scenario of its call. An odd round is the even round's list reversed: the same pairs, the
+    gateway first. The k-th run in a round of a scenario that runs n times a round destroys the ids
+    ``ids.start + (round_index * n + k) * per_round`` onwards, so no two runs share an id."""
+    partners = counterparts(scenarios)
+    taken: dict[str, int] = {}  # proxy scenario -> its runs scheduled so far this round
+
+    def run_of(scenario: Scenario, pair: str | None) -> Run:
+        slot = taken.get(scenario.name, 0)
+        taken[scenario.name] = slot + 1
+        first = scenario.ids.start + (round_index * runs_per_round(scenario, scenarios) + slot) * per_round
+        return Run(scenario, range(first, first + per_round), pair)
+
+    runs: list[Run] = []
+    for scenario in scenarios:
+        if scenario.server == "proxy":
+            continue
+        proxy = partners.get(scenario.name)
+        if proxy is not None:
+            runs.append(run_of(proxy, scenario.name))
+        runs.append(run_of(scenario, scenario.name if proxy is not None else None))
+    return runs if round_index % 2 == 0 else runs[::-1]
+
+
+def adjacent_ratios(runs: list[Run], rps: list[float]) -> dict[str, float]:
+    """For each pair among a round's ``runs`` (with ``rps[i]`` the req/s of ``runs[i]``): the gateway run's req/s
+    over the req/s of the proxy run right next to it."""
+    ratios: dict[str, float] = {}
+    for i, run in enumerate(runs):
+        if run.pair is None or run.scenario.server == "proxy":
+            continue
+        j = i - 1 if i > 0 and runs[i - 1].pair == run.pair else i + 1
+        if j >= len(runs) or runs[j].pair != run.pair or runs[j].scenario.server != "proxy":
+            raise ValueError(f"no proxy run next to {run.pair}")
+        ratios[run.pair] = rps[i] / rps[j]
+    return ratios
 
 
 def cpu_seconds(pid: int) -> float:
@@ -143,13 +236,14 @@ def store_url(store: str, directory: Path) -> str:
 
 
 def http_bench(args: argparse.Namespace, log_dir: Path) -> list[Scenario]:
-    """Every scenario ``args.rounds`` times, interleaved (all servers stay up), so a disturbance of the shared
-    machine spreads over all of them instead of falling on one; odd rounds run in reverse order."""
+    """``args.rounds`` rounds of the runs ``schedule`` lists, all servers up throughout, so a disturbance of the
+    shared machine spreads over every scenario instead of falling on one. Each gateway scenario with a proxy
+    counterpart gets ``ratio_rounds``, its req/s over the adjacent proxy run's in each round, and ``ratio``,
+    their median."""
     scenarios = plan(args.stores, args.oauth1)
+    partners = counterparts(scenarios)
     per_round = args.warmup + args.requests
-    for index, scenario in enumerate(scenarios):
-        scenario.ids = range(index * per_round * args.rounds, (index + 1) * per_round * args.rounds)
-    events = len(scenarios) * per_round * args.rounds
+    events = assign_ids(scenarios, per_round, args.rounds)
     emulator = Process("emulator", ["bench.servers", "emulator", "--events", str(events)], log_dir).ready()
     servers: dict[str, Process] = {}
     try:
@@ -168,22 +262,34 @@ def http_bench(args: argparse.Namespace, log_dir: Path) -> list[Scenario]:
                 servers[server] = Process(server, command, log_dir)
         for process in servers.values():
             process.ready()
-        rounds: dict[str, list[dict[str, Any]]] = {s.name: [] for s in scenarios}
+        results: dict[str, list[dict[str, Any]]] = {s.name: [] for s in scenarios}
+        ratios: dict[str, list[float]] = {name: [] for name in partners}
         for round_index in range(args.rounds):
             print(f"round {round_index + 1} of {args.rounds}", flush=True)
-            # Every other round runs backwards, so a machine that speeds up or slows down during the run
-            # favours neither the proxy nor the gateway (their paired ratios are taken round by round).
-            for scenario in scenarios if round_index % 2 == 0 else scenarios[::-1]:
-                target = servers.get(scenario.server, emulator)
+            runs = schedule(scenarios, round_index, per_round)
+            rps: list[float] = []
+            for i, run in enumerate(runs):
+                target = servers.get(run.scenario.server, emulator)
                 watched = {"emulator": emulator.pid}
                 if target is not emulator:
                     watched["server"] = target.pid
-                start = scenario.ids.start + round_index * per_round
-                result = run_load(scenario, target.url, start, args.warmup, args.requests, args.concurrency, watched)
-                rounds[scenario.name].append(result)
-                print_scenario(scenario.name, result, indent="  ")
+                result = run_load(
+                    run.scenario, target.url, run.ids.start, args.warmup, args.requests, args.concurrency, watched
+                )
+                results[run.scenario.name].append(result)
+                rps.append(result["rps"])
+                print_scenario(run.scenario.name, result, indent="  ")
+                if run.pair is not None and i > 0 and runs[i - 1].pair == run.pair:
+                    ratio = adjacent_ratios(runs[i - 1 : i + 1], rps[i - 1 : i + 1])[run.pair]
+                    print(f"    {'gateway / minimal proxy, the two runs above':<48} {ratio:>8.2f}", flush=True)
+            for name, ratio in adjacent_ratios(runs, rps).items():
+                ratios[name].append(ratio)
         for scenario in scenarios:
-            scenario.result = combine(rounds[scenario.name])
+            scenario.result = combine(results[scenario.name], args.rounds)
+            if scenario.name in partners:
+                scenario.result["paired_with"] = partners[scenario.name].name
+                scenario.result["ratio_rounds"] = ratios[scenario.name]
+                scenario.result["ratio"] = statistics.median(ratios[scenario.name])
     finally:
         for process in servers.values():
             process.stop()
@@ -191,15 +297,18 @@ def http_bench(args: argparse.Namespace, log_dir: Path) -> list[Scenario]:
     return scenarios
 
 
-def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Medians over rounds; CPU per request over all of them; every error counted."""
+def combine(results: list[dict[str, Any]], rounds: int) -> dict[str, Any]:
+    """Medians over a scenario's runs (one a round; a proxy scenario's, one next to each gateway scenario of
+    its call in every round), ``rps_rounds`` listing them in the order they ran; CPU per request over all of
+    them; every error counted."""
     requests = sum(r["requests"] for r in results)
     errors: dict[str, int] = {}
     for r in results:
         for status, n in r["errors"].items():
             errors[status] = errors.get(status, 0) + n
     return {
-        "rounds": len(results),
+        "rounds": rounds,
+        "runs": len(results),
         "requests": requests,
         "rps": statistics.median(r["rps"] for r in results),
         "rps_rounds": [r["rps"] for r in results],
@@ -256,23 +365,25 @@ def print_store(result: dict[str, Any]) -> None:
     )
 
 
-def paired_ratio(gateway: Scenario, proxy: Scenario) -> float:
-    """Gateway req/s over the proxy's, round by round (each pair ran minutes apart at most, on the machine as
-    it was then), then the median over rounds: the machine's drift between rounds cancels out."""
-    return statistics.median(g / p for g, p in zip(gateway.result["rps_rounds"], proxy.result["rps_rounds"], strict=True))
+def paired_ratio(gateway: Scenario) -> float:
+    """The median over rounds of the gateway run's req/s over the req/s of the proxy run taken right next to it
+    (``ratio_rounds``): two runs back to back share the machine's state, and its drift between pairs cancels
+    out."""
+    return statistics.median(gateway.result["ratio_rounds"])
 
 
 def print_ratios(scenarios: list[Scenario]) -> None:
     """Gateway against the minimal proxy for the same call: throughput, and CPU per request (the server's own
-    cost, which a machine shared with the emulator and the load generator disturbs less)."""
-    proxy = {s.call: s for s in scenarios if s.server == "proxy"}
-    print("\ngateway / minimal proxy, same call (throughput: median of the rounds' ratios)")
+    cost, which a machine shared with the emulator and the load generator disturbs less; the proxy's over all
+    its runs)."""
+    partners = counterparts(scenarios)
+    print("\ngateway / minimal proxy, same call (throughput: median over rounds of the ratio to the adjacent proxy run)")
     print(f"  {'':<52} {'throughput':>10}   proxy CPU / gateway CPU per request")
     for s in scenarios:
-        floor = proxy.get(s.call)
-        if floor is None or not s.server.startswith("gateway:") or s.call == "v2":
+        floor = partners.get(s.name)
+        if floor is None:
             continue
-        throughput = paired_ratio(s, floor)
+        throughput = paired_ratio(s)
         cpu = floor.result["cpu_us_per_request"]["server"] / s.result["cpu_us_per_request"]["server"]
         print(f"  {s.name:<52} {throughput:>10.2f}   {cpu:>5.2f}")
 
@@ -280,10 +391,10 @@ def print_ratios(scenarios: list[Scenario]) -> None:
 def verdicts(scenarios: list[Scenario], stores: list[dict[str, Any]]) -> list[tuple[str, float, float, bool]]:
     """(what, measured, target, met) for every target the issue sets."""
     checks = []
-    proxy = {s.call: s for s in scenarios if s.server == "proxy"}
+    partners = counterparts(scenarios)
     for s in scenarios:
-        if s.server.startswith("gateway:") and s.store_hit and s.auth == "bearer" and s.call in proxy:
-            ratio = paired_ratio(s, proxy[s.call])
+        if s.name in partners and s.store_hit and s.auth == "bearer":
+            ratio = paired_ratio(s)
             checks.append((f"throughput {s.name} / minimal proxy", ratio, THROUGHPUT_TARGET, ratio >= THROUGHPUT_TARGET))
     for backend in dict.fromkeys(r["backend"] for r in stores):
         rows = sorted((r for r in stores if r["backend"] == backend), key=lambda r: r["messages"])
@@ -316,9 +427,12 @@ def machine() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description="Gateway and store benchmark")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of a few seconds")
-    parser.add_argument("--requests", type=int, help="measured destroys per scenario and round (default 10000; quick 300)")
-    parser.add_argument("--warmup", type=int, help="destroys before measuring, per scenario and round (default 1000; quick 50)")
-    parser.add_argument("--rounds", type=int, help="interleaved rounds of every scenario, odd ones in reverse (default 4; quick 1)")
+    parser.add_argument("--requests", type=int, help="measured destroys per run of a scenario (default 10000; quick 300)")
+    parser.add_argument("--warmup", type=int, help="destroys before measuring, per run of a scenario (default 1000; quick 50)")
+    parser.add_argument(
+        "--rounds", type=int,
+        help="rounds of every scenario, each gateway one next to a proxy run, odd rounds in reverse (default 4; quick 1)",
+    )  # fmt: skip
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight (default 32)")
     parser.add_argument("--stores", default="sqlite,memory", help="the gateway's stores for the HTTP part, the first one is the main one")
     parser.add_argument("--no-oauth1", dest="oauth1", action="store_false", help="skip the OAuth 1.0a scenario")
@@ -343,7 +457,7 @@ def main(argv: list[str] | None = None) -> None:
         f" aiohttp {info['aiohttp']}, load average {' '.join(f'{x:.2f}' for x in info['load_average'])}"
     )
     print(
-        f"{args.rounds} round(s) of {args.requests} measured destroys per scenario, each after {args.warmup} of warm-up,"
+        f"{args.rounds} round(s) of {args.requests} measured destroys per run, each after {args.warmup} of warm-up,"
         f" {args.concurrency} in flight;"
         " emulator, server and load generator each in their own process, sharing these CPUs."
     )
@@ -353,7 +467,10 @@ def main(argv: list[str] | None = None) -> None:
         if not args.skip_http:
             print("\n" + HTTP_HEADER)
             scenarios = http_bench(args, Path(scratch))
-            print(f"\nmedians over {args.rounds} round(s); CPU per request over all of them")
+            print(
+                f"\nmedians over {args.rounds} round(s) (a proxy row: over all its runs, one next to each gateway"
+                " scenario of its call); CPU per request over all of them"
+            )
             print(HTTP_HEADER)
             for scenario in scenarios:
                 print_scenario(scenario.name, scenario.result)
