@@ -8,8 +8,9 @@ once, in ``plan`` order. Each gateway scenario that is compared with the minimal
 proxy also takes: the store-hit ones, the store miss, OAuth 1.0a) has a run of the proxy for the same call
 right next to it: the proxy first in even rounds (``round_index`` 0, 2, ...; printed as round 1, 3, ...),
 the gateway first in odd rounds, which run the even rounds' list backwards. A proxy scenario therefore
-runs once a round for each gateway scenario of its call, and never on its own. The throughput ratio of a round is the gateway run's req/s over the req/s of the proxy run
-next to it; the ratio reported and checked is the median of those over the rounds. Why: the speed of a
+runs once a round for each gateway scenario of its call, and never on its own. The throughput ratio of a
+round is the gateway run's req/s over the req/s of the proxy run next to it; the ratio reported and
+checked is the median of those over the rounds. Why: the speed of a
 shared VM can change by a factor of two within a minute, so two runs taken back to back share the machine's
 state where runs half a minute apart do not; and with the order swapped every other round, a machine that
 speeds up or slows down during a pair favours neither side.
