@@ -98,7 +98,8 @@ def create_app(config: Config, *, store: Store | None = None) -> web.Application
     app[ROUTER_KEY] = router
     for prefix, dialect, spec in router.mounts:
         handler = _legacy_handler(dialect, spec)
-        for method in spec.methods:
+        # A GET route answers HEAD too, as HTTP wants of every GET: the same call, its answer without a body.
+        for method in (*spec.methods, "HEAD") if "GET" in spec.methods else spec.methods:
             app.router.add_route(method, prefix + spec.path, handler)
     app.cleanup_ctx.append(_resources(store))
     passthrough.setup(app)  # /2/... goes upstream unchanged; after the legacy routes and their resources
@@ -295,7 +296,8 @@ def _as_gateway_error(request: web.Request, exc: Exception) -> GatewayError:
     if isinstance(exc, web.HTTPNotFound):
         return RouteNotFound(request.path)
     if isinstance(exc, web.HTTPMethodNotAllowed):
-        return MethodNotAllowed(tuple(sorted(exc.allowed_methods)), request.method)
+        # HEAD goes unsaid: it comes with every GET, and legacy messages name only the methods of the call.
+        return MethodNotAllowed(tuple(sorted(exc.allowed_methods - {"HEAD"})), request.method)
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
         return PayloadTooLarge()
     if isinstance(exc, web.HTTPClientError):

@@ -93,6 +93,25 @@ async def test_list_matches_golden(gateway, golden, path, ids) -> None:
     assert_golden(golden, body)
 
 
+@pytest.mark.parametrize("path", [RECEIVED, SENT, f"/1.1/direct_messages/show.json?id={SEED_002_ID}"])
+async def test_head_is_a_get_without_its_body(gateway, path) -> None:
+    got = await gateway.get(path)
+    body = await got.read()
+    head = await gateway.head(path)
+    assert head.status == got.status == 200
+    assert await head.read() == b""
+    assert head.content_type == got.content_type and int(head.headers["Content-Length"]) == len(body)
+    assert "x-rate-limit-limit" in head.headers
+
+
+async def test_head_is_refused_where_get_is(gateway, emulator) -> None:
+    path = f"/1.1/direct_messages/destroy.json?id={SEED_002_ID}"
+    got, head = await gateway.get(path), await gateway.head(path)
+    assert head.status == got.status == 404  # v1.1's wrong-method answer, without its body
+    assert await head.read() == b"" and int(head.headers["Content-Length"]) == len(await got.read())
+    assert not [r for r in emulator.state.requests if r.method == "DELETE"]
+
+
 async def test_a_listed_message_is_the_body_its_destroy_answers(gateway) -> None:
     listed = {m["id_str"]: m for m in orjson.loads(await (await gateway.get(f"{RECEIVED}?count=200")).read())}
     listed |= {m["id_str"]: m for m in orjson.loads(await (await gateway.get(f"{SENT}?count=200")).read())}
