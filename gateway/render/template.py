@@ -19,6 +19,7 @@ Expressions are compiled once when the mapping loads, so a typo in a mapping sto
 
 from __future__ import annotations
 
+import keyword
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -187,12 +188,13 @@ def _memo_key(name: str, values: tuple[Any, ...]) -> tuple[Any, ...] | None:
 @dataclass(frozen=True, slots=True)
 class Template:
     name: str
-    fields: tuple[tuple[str, Getter], ...]
+    #: The compiled template: one function building the whole object (see ``_Source``).
+    function: Getter
     #: Every path the template reads, as (head, attribute, ...); None when it renders other templates too.
     paths: tuple[tuple[str, ...], ...] | None = None
 
     def render(self, context: Mapping[str, Any], renderer: Renderer) -> dict[str, Any]:
-        return {key: getter(context, renderer) for key, getter in self.fields}
+        return self.function(context, renderer)  # type: ignore[no-any-return]
 
     def own_attributes(self, name: str) -> tuple[str, ...]:
         """The attributes of its value the template reads when rendered as ``name``, if that is all it reads
@@ -204,9 +206,41 @@ class Template:
         return tuple(dict.fromkeys(path[1] for path in self.paths))
 
 
+class _Source:
+    """A template compiled to Python: each value becomes an expression over ``ctx`` (the render context) and
+    ``r`` (the renderer), and the template one function returning them all in a dict display, in the
+    table's order. Rendering is then one call, where calling a closure per value and per filter made an
+    object of forty keys cost forty to a hundred calls. Everything an expression refers to other than
+    ``ctx`` and ``r`` (constants, filter functions, nested templates) is passed in by name, never written
+    into the source; the only text that is, is a key or an attribute name, written by ``repr`` or checked
+    to be an identifier."""
+
+    def __init__(self) -> None:
+        self.namespace: dict[str, Any] = {}
+        self._temporaries = 0
+
+    def refer(self, value: Any) -> str:
+        """A name the source can use for ``value``."""
+        name = f"_k{len(self.namespace)}"
+        self.namespace[name] = value
+        return name
+
+    def temporary(self) -> str:
+        """A local name of its own for one intermediate value (an assignment expression's target)."""
+        self._temporaries += 1
+        return f"_t{self._temporaries}"
+
+    def function(self, body: str) -> Getter:
+        text = f"def compiled(ctx, r):\n    return {body}\n"
+        scope = dict(self.namespace)
+        exec(compile(text, "<mapping template>", "exec"), scope)  # noqa: S102 - source built here, see above
+        return scope["compiled"]  # type: ignore[no-any-return]
+
+
 def compile_template(name: str, table: Mapping[str, Any]) -> Template:
-    fields = tuple((key, compile_value(f"{name}.{key}", value)) for key, value in table.items())
-    return Template(name, fields, _paths(table))
+    source = _Source()
+    items = [f"{key!r}: {_value_code(f'{name}.{key}', value, source)}" for key, value in table.items()]
+    return Template(name, source.function("{" + ", ".join(items) + "}"), _paths(table))
 
 
 def _paths(table: Mapping[str, Any]) -> tuple[tuple[str, ...], ...] | None:
@@ -228,23 +262,29 @@ def _paths(table: Mapping[str, Any]) -> tuple[tuple[str, ...], ...] | None:
 
 
 def compile_value(where: str, value: Any) -> Getter:
+    """One value of a template on its own, as a function of the context and the renderer."""
+    source = _Source()
+    return source.function(_value_code(where, value, source))
+
+
+def _value_code(where: str, value: Any, source: _Source) -> str:
     if isinstance(value, bool | int | float):
-        return lambda _ctx, _r, constant=value: constant
+        return source.refer(value)
     if isinstance(value, dict):
         # A table is a nested object rendered from the same context (an event's message_create, say).
         nested = compile_template(where, value)
-        return lambda ctx, r: nested.render(ctx, r)
+        return f"{source.refer(nested.function)}(ctx, r)"
     if isinstance(value, list):
         if any(not isinstance(item, bool | int | float | str) for item in value):
             raise MappingError(f"{where}: a constant array holds only numbers, booleans and strings")
-        return lambda _ctx, _r, constant=tuple(value): list(constant)
+        return f"list({source.refer(tuple(value))})"  # a new list each time: never shared between bodies
     if not isinstance(value, str):
         raise MappingError(f"{where}: expected an expression string or a constant, got {value!r}")
     term, *filters = [part.strip() for part in value.split("|")]
-    getter = _compile_term(where, term)
+    code = _term_code(where, term, source)
     for text in filters:
-        getter = _compile_filter(where, text, getter)
-    return getter
+        code = _filter_code(where, text, code, source)
+    return code
 
 
 def _literal(where: str, text: str) -> tuple[bool, Any]:
@@ -259,36 +299,27 @@ def _literal(where: str, text: str) -> tuple[bool, Any]:
     return False, None
 
 
-def _compile_term(where: str, term: str) -> Getter:
+def _term_code(where: str, term: str, source: _Source) -> str:
+    """A constant, or a path: its head from the context, then each attribute in turn, None once a step is."""
     is_literal, constant = _literal(where, term)
     if is_literal:
-        return lambda _ctx, _r: constant
+        return source.refer(constant)
     if not _PATH.fullmatch(term):
         raise MappingError(f"{where}: {term!r} is neither a constant nor a path")
     head, *attrs = term.split(".")
-    if not attrs:
-        return lambda ctx, _r: ctx[head]
-    if len(attrs) == 1:  # the common case (user.name), without the loop
-        attr = attrs[0]
-
-        def get_attribute(ctx: Mapping[str, Any], _r: Renderer) -> Any:
-            value = ctx[head]
-            return None if value is None else getattr(value, attr)
-
-        return get_attribute
-
-    def get(ctx: Mapping[str, Any], _r: Renderer) -> Any:
-        value = ctx[head]
-        for attr in attrs:
-            if value is None:
-                return None
-            value = getattr(value, attr)
-        return value
-
-    return get
+    code = f"ctx[{head!r}]"
+    for attr in attrs:
+        value = source.temporary()
+        code = f"(None if ({value} := {code}) is None else {_attribute(value, attr)})"
+    return code
 
 
-def _compile_filter(where: str, text: str, inner: Getter) -> Getter:
+def _attribute(value: str, attr: str) -> str:
+    # A path's names are lower-case letters and underscores, which may still spell a keyword ("class").
+    return f"{value}.{attr}" if not keyword.iskeyword(attr) else f"getattr({value}, {attr!r})"
+
+
+def _filter_code(where: str, text: str, inner: str, source: _Source) -> str:
     match = _FILTER.fullmatch(text)
     if not match:
         raise MappingError(f"{where}: cannot read filter {text!r}")
@@ -299,32 +330,39 @@ def _compile_filter(where: str, text: str, inner: Getter) -> Getter:
     if wants is None:
         if raw is not None:
             raise MappingError(f"{where}: filter {name!r} takes no argument")
-        return factory(where, inner, None)
+        return factory(inner, None, source)
     if raw is None:
         raise MappingError(f"{where}: filter {name!r} needs an argument")
     raw = raw.strip()
     if wants == "name":
         if not re.fullmatch(r"[a-z_]+", raw):
             raise MappingError(f"{where}: filter {name!r} needs a template name, got {raw!r}")
-        return factory(where, inner, raw)
+        return factory(inner, raw, source)
     is_literal, constant = _literal(where, raw)
     if not is_literal or (wants == "string" and not isinstance(constant, str)):
         kind = "a quoted string" if wants == "string" else "a constant"
         raise MappingError(f"{where}: filter {name!r} needs {kind}, got {raw!r}")
-    return factory(where, inner, constant)
+    return factory(inner, constant, source)
 
 
-def _plain(fn: Callable[[Any], Any]) -> Callable[[str, Getter, Any], Getter]:
-    """A filter that maps a non-null value and passes null through."""
+#: A filter's code: from the code of the value it filters, its argument and the source it goes into.
+FilterCode = Callable[[str, Any, _Source], str]
 
-    def factory(where: str, inner: Getter, arg: Any) -> Getter:
-        def get(ctx: Mapping[str, Any], r: Renderer) -> Any:
-            value = inner(ctx, r)
-            return None if value is None else fn(value)
 
-        return get
+def _unless_null(apply: Callable[[str, Any, _Source], str]) -> FilterCode:
+    """A filter that maps a non-null value (``apply`` writes how, given the name it is held in) and passes
+    null through."""
 
-    return factory
+    def code(inner: str, arg: Any, source: _Source) -> str:
+        value = source.temporary()
+        return f"(None if ({value} := {inner}) is None else {apply(value, arg, source)})"
+
+    return code
+
+
+def _plain(fn: Callable[[Any], Any]) -> FilterCode:
+    """A filter that maps a non-null value through ``fn`` and passes null through."""
+    return _unless_null(lambda value, _arg, source: f"{source.refer(fn)}({value})")
 
 
 def _scheme(scheme: str) -> Callable[[str], str]:
@@ -333,14 +371,6 @@ def _scheme(scheme: str) -> Callable[[str], str]:
         return f"{scheme}://{rest[1]}" if len(rest) == 2 else url
 
     return convert
-
-
-def _date(where: str, inner: Getter, arg: Any) -> Getter:
-    def get(ctx: Mapping[str, Any], r: Renderer) -> Any:
-        value = inner(ctx, r)
-        return None if value is None else r.format_date(value)
-
-    return get
 
 
 def _millis(value: datetime) -> int:
@@ -354,49 +384,38 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MILLISECOND = timedelta(milliseconds=1)
 
 
-def _default(where: str, inner: Getter, arg: Any) -> Getter:
-    def get(ctx: Mapping[str, Any], r: Renderer) -> Any:
-        value = inner(ctx, r)
-        return arg if value is None else value
-
-    return get
+def _default(inner: str, arg: Any, source: _Source) -> str:
+    value = source.temporary()
+    return f"({source.refer(arg)} if ({value} := {inner}) is None else {value})"
 
 
-def _contains(where: str, inner: Getter, arg: Any) -> Getter:
-    def get(ctx: Mapping[str, Any], r: Renderer) -> Any:
-        value = inner(ctx, r)
-        return isinstance(value, str) and arg in value
-
-    return get
+def _contains(inner: str, arg: Any, source: _Source) -> str:
+    value = source.temporary()
+    return f"(isinstance(({value} := {inner}), str) and {source.refer(arg)} in {value})"
 
 
-def _nested(many: bool) -> Callable[[str, Getter, Any], Getter]:
-    def factory(where: str, inner: Getter, arg: Any) -> Getter:
-        def get(ctx: Mapping[str, Any], r: Renderer) -> Any:
-            value = inner(ctx, r)
-            if many:
-                return [r.render(arg, {arg: item}) for item in value or ()]
-            return None if value is None else r.render_object(arg, value)
+def _each(inner: str, arg: Any, source: _Source) -> str:
+    return f"{source.refer(_render_each)}(r, {arg!r}, {inner})"
 
-        return get
 
-    return factory
+def _render_each(r: Renderer, name: str, values: Any) -> list[dict[str, Any]]:
+    return [r.render(name, {name: item}) for item in values or ()]
 
 
 # Each filter with the argument it takes: None (no argument), "constant", "string" (quoted) or "name"
 # (a template of the same mapping and format).
-_FILTERS: dict[str, tuple[Callable[[str, Getter, Any], Getter], str | None]] = {
+_FILTERS: dict[str, tuple[FilterCode, str | None]] = {
     "int": (_plain(int), None),
     "str": (_plain(str), None),
     "http": (_plain(_scheme("http")), None),
     "https": (_plain(_scheme("https")), None),
     "span": (_plain(lambda entity: [entity.start, entity.end]), None),
-    "date": (_date, None),
+    "date": (_unless_null(lambda value, _arg, _source: f"r.format_date({value})"), None),
     "millis": (_plain(_millis), None),
     "default": (_default, "constant"),
     "contains": (_contains, "string"),
-    "object": (_nested(many=False), "name"),
-    "each": (_nested(many=True), "name"),
+    "object": (_unless_null(lambda value, name, _source: f"r.render_object({name!r}, {value})"), "name"),
+    "each": (_each, "name"),
 }
 
 
