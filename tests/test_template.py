@@ -106,6 +106,18 @@ def test_a_path_through_none_is_none() -> None:
     assert value("missing.anything.deeper", missing=None) is None
 
 
+def test_keys_and_constants_are_data_whatever_they_spell() -> None:
+    """A template compiles to Python; no key, constant or argument is ever read as code."""
+    hostile = "x'}; import os; {'y"
+    tables = {"t": {hostile: f"'{hostile}'", 'q"\\\n': "missing|default('} or 1 #')"}}
+    assert renderer(tables).render("t", {"missing": None}) == {hostile: hostile, 'q"\\\n': "} or 1 #"}
+
+
+def test_a_path_may_name_an_attribute_spelled_like_a_keyword() -> None:
+    assert value("thing.class|str", thing=SimpleNamespace(**{"class": 5})) == "5"
+    assert value("thing.class.if", thing=SimpleNamespace(**{"class": None})) is None
+
+
 def test_output_keeps_template_key_order() -> None:
     r = renderer({"t": {"z": "'1'", "a": "'2'", "m": "'3'"}})
     assert list(r.render("t", {})) == ["z", "a", "m"]
