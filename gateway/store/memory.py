@@ -163,7 +163,9 @@ class MemoryStore:
         for message in messages:
             previous = self._message(message.id)
             # Learning a message again refreshes it but never forgets a recorded deletion.
-            deletion = None if previous is None or "deleted_at" not in previous else (previous["deleted_at"], previous["deleted_by"])
+            deletion = None
+            if previous is not None and "deleted_at" in previous:
+                deletion = (previous["deleted_at"], previous["deleted_by"])
             record = codec.message_to_record(message)
             size = len(message.id) + len(codec.dumps(record)) + (_DELETION_BYTES if deletion is not None else 0)
             self._cache.put(message.id, _message_entry(record, now, deletion), size)
