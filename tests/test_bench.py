@@ -119,3 +119,10 @@ def test_adjacent_ratios_divide_each_gateway_run_by_the_proxy_run_next_to_it() -
     apart = [runs[1], runs[0], runs[2]]  # the proxy run and its gateway run with another between them
     with pytest.raises(ValueError, match="no proxy run next to"):
         adjacent_ratios(apart, [1.0, 1.0, 1.0])
+
+
+def test_the_readme_gives_the_store_parts_rounds_and_warm_up_as_the_code_has_them() -> None:
+    from bench.store_cost import BATCH_WARMUP, ROUNDS
+
+    readme = " ".join((Path(__file__).resolve().parent.parent / "bench" / "README.md").read_text().split())
+    assert f"in {ROUNDS} rounds (each batch after {BATCH_WARMUP} unmeasured lookups" in readme
