@@ -205,10 +205,11 @@ async def _stop_workers(workers: list[_Worker], shutdown_timeout: float) -> None
 
 def worker_main(config: Config, index: int, conn: Connection) -> None:
     """A worker process: the gateway application on the shared port, until SIGTERM or the supervisor's end."""
-    from gateway.cli import AccessLogger, runner_options, server_tls_context, stop_on_signals
+    from gateway.cli import AccessLogger, runner_options, server_tls_context, stop_on_signals, tune_collector
     from gateway.store.base import StoreError
 
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    tune_collector()
     # Ctrl-C reaches the whole process group; the supervisor turns it into one SIGTERM per worker, and a
     # second signal would end the drain early.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
