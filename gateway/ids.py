@@ -11,6 +11,7 @@ import re
 from gateway.errors import InvalidId, MissingId
 
 MAX_ID = 2**63 - 1
+_MAX_ID_TEXT = str(MAX_ID)  # 19 digits
 _ID = re.compile(r"[1-9][0-9]{0,18}", re.ASCII)
 
 
@@ -32,4 +33,6 @@ def parse_id(values: list[str]) -> str:
 
 def is_id(value: str) -> bool:
     """Whether ``value`` is an id as ``parse_id`` accepts one."""
-    return _ID.fullmatch(value) is not None and int(value) <= MAX_ID
+    # Digit strings of one length without leading zeros compare as their numbers do: no int() needed (a
+    # destroy checks its id three times, and int() of 19 digits costs more than the match).
+    return _ID.fullmatch(value) is not None and (len(value) < len(_MAX_ID_TEXT) or value <= _MAX_ID_TEXT)
