@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import locale
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta, timezone
@@ -459,6 +460,23 @@ def test_xml_keeps_tab_newline_and_astral_characters() -> None:
     body = to_xml("r", {"t": text})
     assert "😀".encode() in body and "\t".encode() in body
     assert xml_text(text) == text
+
+
+# Not printable to Python, yet XML carries them: a string holding one takes the slow path and keeps it.
+NONPRINTABLE_XML_CHARS = ["\x7f", "\x85", "\x9f", "\xa0", "\xad", "\u200b", "\u2028", "\u2029", "\u3000", "\ue000", "\U000e0001"]
+
+
+@pytest.mark.parametrize("char", NONPRINTABLE_XML_CHARS, ids=[f"U+{ord(c):04X}" for c in NONPRINTABLE_XML_CHARS])
+def test_xml_keeps_characters_python_calls_unprintable(char: str) -> None:
+    assert not char.isprintable()
+    assert xml_text(f"a{char}b") == f"a{char}b"
+
+
+def test_no_character_xml_cannot_carry_is_printable() -> None:
+    """The serializer passes printable strings through unsearched: sound only while this holds, for every
+    code point of the running Python's Unicode tables."""
+    not_xml = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+    assert [hex(code) for code in range(0x110000) if not_xml.match(chr(code)) and chr(code).isprintable()] == []
 
 
 def test_xml_keeps_carriage_return_in_the_document() -> None:
