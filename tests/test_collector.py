@@ -43,6 +43,7 @@ def test_serve_tunes_the_collector_before_it_serves(collector: None, monkeypatch
         seen.append(gc.get_threshold())
 
     monkeypatch.setattr(cli, "_serve_until_signalled", serve)
+    monkeypatch.setattr(cli.logging, "basicConfig", lambda **kwargs: None)  # the test process keeps its own
     assert cli.main(["serve", "--upstream", "http://127.0.0.1:9", "--store", "memory"]) == 0
     assert seen == [(cli.COLLECTOR_THRESHOLD, 10, 10)]
 
