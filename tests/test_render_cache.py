@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
 import pytest
 import xmltodict
 from hypothesis import HealthCheck, example, given, settings
@@ -17,7 +18,7 @@ from gateway.dialects import StatusNet, TwitterClassic
 from gateway.model import DirectMessage, MessageView, User
 from gateway.render import serialize
 from gateway.render.mapping import load_mapping
-from gateway.render.serialize import to_xml
+from gateway.render.serialize import to_json, to_xml
 from gateway.render.template import OBJECT_CACHE_SIZE, Renderer, compile_template
 
 # XML documents in pieces ---------------------------------------------------------------------------------
@@ -455,6 +456,83 @@ def test_bodies_are_unchanged_by_the_memo() -> None:
             assert cold.render_message(MessageView(message, sender, recipient), fmt, None).body == body
 
 
+# JSON with shared objects written once ----------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """The tree with every shared object and every subclass of a JSON type made the plain type again."""
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int(value)
+    return value
+
+
+class _Text(str):
+    pass
+
+
+class _Number(int):
+    pass
+
+
+class _Items(list):  # type: ignore[type-arg]
+    pass
+
+
+class _Object(dict):  # type: ignore[type-arg]
+    pass
+
+
+_json_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(allow_nan=False, allow_infinity=False),
+    _texts.filter(lambda text: "\ud800" not in text), st.text(max_size=8).map(_Text), st.integers(-2, 2).map(_Number),
+    st.just("a/b </script>"),
+)  # fmt: skip
+_shared = st.dictionaries(st.sampled_from(["id", "name", "url"]), _json_scalars, max_size=3).map(
+    serialize.SharedObject
+)
+
+
+def _json_containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    lists = st.lists(inner, max_size=4)
+    objects = st.dictionaries(st.text(max_size=3), inner, max_size=4)
+    return st.one_of(lists, lists.map(_Items), objects, objects.map(_Object))
+
+
+_json_values = st.recursive(st.one_of(_json_scalars, _shared), _json_containers, max_leaves=20)
+
+
+@given(st.lists(_json_values, max_size=3), st.booleans())
+@example([{"sender": serialize.SharedObject({"url": "http://a/b"}), "n": _Number(3), "t": _Text("x")}], True)
+def test_json_with_shared_objects_is_the_plain_tree_written(trees: list[Any], escape_slashes: bool) -> None:
+    for tree in trees + trees:  # twice: the second time from what the shared objects kept
+        expected = orjson.dumps(_plain(tree))
+        if escape_slashes:
+            expected = expected.replace(b"/", b"\\/")
+        assert to_json(tree, escape_slashes=escape_slashes) == expected
+
+
+def test_a_shared_object_is_written_to_json_once() -> None:
+    renderer = load_mapping("twitter_v1").json
+    user = renderer.render_object("user", User(id="7", username="ann", url="https://t.co/x"))
+    assert type(user) is serialize.SharedObject
+    body = to_json({"sender": user, "recipient": user, "id": 1})
+    assert body == orjson.dumps({"sender": dict(user), "recipient": dict(user), "id": 1})
+    kept = user.written[serialize._JSON]
+    assert to_json([{"sender": user}], escape_slashes=True) == orjson.dumps([{"sender": dict(user)}]).replace(b"/", b"\\/")
+    assert user.written[serialize._JSON] is kept  # taken from the object, not written again
+
+
+def test_json_refuses_what_it_cannot_write() -> None:
+    with pytest.raises(TypeError):
+        to_json({"when": object()})
+
+
 # Dates by position -----------------------------------------------------------------------------------------
 
 _date_fields = st.sampled_from(["weekday", "month", "day", "hour", "minute", "second", "year"])
@@ -491,3 +569,4 @@ def test_dates_by_position_are_dates_by_name(date_format: str, moment: datetime)
 def test_date_formats_that_cannot_be_rewritten_work_or_fail_as_written(date_format: str) -> None:
     moment = datetime(2012, 9, 7, 5, 4, 3)
     assert _outcome(Renderer({}, date_format).format_date, moment) == _outcome(_by_name, date_format, moment)
+

@@ -14,6 +14,9 @@ written once and kept on the object itself, any other taken from another bounded
 content, its name and its depth; and runs of the other children (lists of plain values, comments, ...)
 written together. A piece written at depth d with the same indent is exactly the text it takes inside the
 whole document, so the pieces put together are the document the writer would have written in one go.
+
+JSON is written by orjson in one call; a ``SharedObject`` in it (a user) is written by orjson once, and its
+text then goes into every body that holds the object as it stands (an ``orjson.Fragment``).
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ class SharedObject(dict):  # type: ignore[type-arg]
 
     def __init__(self, items: dict[str, Any]) -> None:
         super().__init__(items)
-        self.written: dict[Hashable, str] = {}
+        self.written: dict[Hashable, Any] = {}
 
     def _refuse(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError("a shared rendered object cannot be changed; change a copy, dict(obj)")
@@ -76,9 +79,32 @@ class SharedObject(dict):  # type: ignore[type-arg]
 
 
 def to_json(tree: Any, *, escape_slashes: bool = False) -> bytes:
-    body = orjson.dumps(tree)
+    body = orjson.dumps(tree, default=_json_default, option=orjson.OPT_PASSTHROUGH_SUBCLASS)
     # "/" only ever occurs inside JSON strings, so escaping it everywhere is exact (a PHP json_encode habit).
     return body.replace(b"/", b"\\/") if escape_slashes else body
+
+
+#: Where a ``SharedObject`` keeps its JSON text: never a key the XML writer uses (those are tuples).
+_JSON = "json"
+#: The types orjson hands a subclass of to ``default`` when passing subclasses through, each made again as
+#: the type itself; a ``SharedObject`` is caught before, and ``bool`` (an int) never comes.
+_JSON_BASES = (dict, list, str, int)
+
+
+def _json_default(value: Any) -> Any:
+    """What orjson writes for a value it passes through: a ``SharedObject`` (a user) as its JSON text, written
+    once and then copied into every body as it stands (``orjson.Fragment``); any other subclass of a JSON type
+    as that type, as orjson writes it by default."""
+    if type(value) is SharedObject:
+        fragment = value.written.get(_JSON)
+        if fragment is None:
+            text = orjson.dumps(dict(value), default=_json_default, option=orjson.OPT_PASSTHROUGH_SUBCLASS)
+            fragment = value.written[_JSON] = orjson.Fragment(text)
+        return fragment
+    for base in _JSON_BASES:
+        if isinstance(value, base):
+            return base(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def _xml_value(value: Any) -> Any:
