@@ -570,3 +570,33 @@ def test_date_formats_that_cannot_be_rewritten_work_or_fail_as_written(date_form
     moment = datetime(2012, 9, 7, 5, 4, 3)
     assert _outcome(Renderer({}, date_format).format_date, moment) == _outcome(_by_name, date_format, moment)
 
+
+_name_specs = st.sampled_from(["", ">4", "<3", "s", "d"])
+_number_specs = st.sampled_from(["", "d", "02d", "2", "0", "03", "010d", "1d", "0999", ">2", "+d", ",", "x", " d", "02s"])
+_date_literals = st.sampled_from(["", " ", ":", "%", "%%", "%d", "{{", "}}", " +0000 ", "T"])
+
+
+@st.composite
+def _formats_of_every_field_in_order(draw: st.DrawFn) -> str:
+    parts = []
+    for field in ("weekday", "month", "day", "hour", "minute", "second", "year"):
+        spec = draw(_name_specs if field in ("weekday", "month") else _number_specs)
+        parts.append(draw(_date_literals) + "{" + field + (":" + spec if spec else "") + "}")
+    return "".join(parts) + draw(_date_literals)
+
+
+@settings(max_examples=300)
+@given(_formats_of_every_field_in_order(), _any_moment)
+@example("{weekday} {month} {day:2} {hour:3}:{minute:02}:{second:1d} {year:5}", datetime(2012, 9, 7, 5, 4, 3))
+@example("%{weekday} {month}%d {day:0999} {hour:1d}:{minute:0}:{second:010d} {year}", datetime(2012, 9, 7, 5, 4, 3))
+@example("{weekday:s} {month} {day:+d} {hour}:{minute}:{second} {year:,}", datetime(2012, 9, 7, 5, 4, 3))
+def test_dates_printf_style_are_dates_by_name(date_format: str, moment: datetime) -> None:
+    assert _outcome(Renderer({}, date_format).format_date, moment) == _outcome(_by_name, date_format, moment)
+
+
+@pytest.mark.parametrize("name", ["statusnet", "twitter_v1"])
+def test_the_mappings_dates_are_written_printf_style(name: str) -> None:
+    mapping = load_mapping(name)
+    for renderer in (mapping.json, mapping.xml):
+        assert renderer is not None
+        assert renderer._printf_date is not None  # the cheaper way, not str.format

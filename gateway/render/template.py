@@ -79,6 +79,7 @@ class Renderer:
         self._seen: dict[int, tuple[Any, str, SharedObject]] = {}
         positional = _positional(date_format)
         self._positional_date = None if positional is None else positional.format
+        self._printf_date = _printf(date_format)
 
     def render(self, name: str, context: Mapping[str, Any]) -> dict[str, Any]:
         return self.templates[name].render(context, self)
@@ -127,6 +128,8 @@ class Renderer:
             value.second,
             value.year,
         )  # in the order of _DATE_FIELDS
+        if self._printf_date is not None:
+            return self._printf_date % fields
         if self._positional_date is not None:
             return self._positional_date(*fields)
         return self.date_format.format(**dict(zip(_DATE_FIELDS, fields)))
@@ -154,6 +157,41 @@ def _positional(date_format: str) -> str | None:
         spec = f":{spec}" if spec else ""
         parts.append(f"{{{_DATE_FIELDS.index(field)}{conversion}{spec}}}")
     return "".join(parts)
+
+
+#: A number's format spec that printf-style formatting writes alike: a width of up to three digits, perhaps
+#: zero-padded, perhaps with the ``d`` that is the default anyway.
+_PRINTF_NUMBER_SPEC = re.compile(r"(0?[0-9]{0,3})d?")
+
+
+def _printf(date_format: str) -> str | None:
+    """The date format as a printf-style format that takes the fields in ``format_date``'s order, which writes
+    a date for about two thirds of what ``str.format`` costs (no format spec to parse per field); None for a
+    format that does not name every field once and in that order, or that asks for more than a width on a
+    number (that one is formatted by ``str.format``)."""
+    try:
+        parsed = list(Formatter().parse(date_format))
+    except ValueError:
+        return None
+    parts: list[str] = []
+    named: list[str] = []
+    for literal, field, spec, conversion in parsed:
+        parts.append(literal.replace("%", "%%"))
+        if field is None:
+            continue
+        if conversion or field not in _DATE_FIELDS:
+            return None
+        if field in ("weekday", "month"):  # the two names; every other field is a number
+            if spec:
+                return None
+            parts.append("%s")
+        else:
+            number = _PRINTF_NUMBER_SPEC.fullmatch(spec or "")
+            if number is None:
+                return None
+            parts.append(f"%{number[1]}d")
+        named.append(field)
+    return "".join(parts) if tuple(named) == _DATE_FIELDS else None
 
 
 @lru_cache(maxsize=64)
