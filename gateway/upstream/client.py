@@ -275,7 +275,6 @@ class UpstreamClient:
     ) -> tuple[_Answer, bool]:
         """The last attempt's answer (or its error), and whether an earlier attempt may have reached v2
         without its answer reaching the gateway."""
-        loop = asyncio.get_running_loop()
         policy = self._retry
         deadline = policy.deadline() if policy.retries else 0.0
         unsure = False
@@ -289,7 +288,7 @@ class UpstreamClient:
                 if not policy.may_retry(method, attempt):
                     raise
                 wait = policy.backoff_delay(attempt)
-                if loop.time() + wait >= deadline:
+                if time.monotonic() + wait >= deadline:
                     raise
                 unsure = True
             else:
@@ -303,14 +302,14 @@ class UpstreamClient:
                 else:
                     return answer, unsure
                 reason = str(answer.status)
-                if wait is None or not policy.may_retry(method, attempt) or loop.time() + wait >= deadline:
+                if wait is None or not policy.may_retry(method, attempt) or time.monotonic() + wait >= deadline:
                     return answer, unsure
                 unsure = unsure or answer.status != RATE_LIMITED
             self._observer.upstream_retry(endpoint, reason)
             log.info("%s: retrying after %s in %.3fs (attempt %d)", endpoint, reason, wait, attempt + 2)
             await asyncio.sleep(wait)
             attempt += 1
-            limit = max(deadline - loop.time(), 0.001)  # the sleep may have overrun the deadline a little
+            limit = max(deadline - time.monotonic(), 0.001)  # the sleep may have overrun the deadline a little
 
     async def _authorized(
         self,

@@ -18,7 +18,6 @@ Everything observable goes to an ``UpstreamObserver`` (``gateway.metrics.Metrics
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -96,7 +95,9 @@ class NullObserver:
 
 # --- retries -------------------------------------------------------------------------------------------
 
-# The monotonic time (loop clock) by which retries of the current legacy call must be done.
+# The time by which retries of the current legacy call must be done, on the monotonic clock (the clock
+# asyncio's event loop keeps; read straight from ``time``, since asking for the running loop costs a
+# ``getpid`` system call on every call).
 _DEADLINE: ContextVar[float | None] = ContextVar("dmgw_retry_deadline", default=None)
 
 
@@ -115,7 +116,7 @@ class retry_budget:  # noqa: N801 - a context manager used as a function call: `
 
     def __enter__(self) -> None:
         if _DEADLINE.get() is None:
-            self._token = _DEADLINE.set(asyncio.get_running_loop().time() + self._seconds)
+            self._token = _DEADLINE.set(time.monotonic() + self._seconds)
 
     def __exit__(self, *exc_info: object) -> None:
         if self._token is not None:
@@ -132,7 +133,7 @@ class RetryPolicy:
     def deadline(self) -> float:
         """The deadline of the enclosing legacy call, or one starting now for a call made outside one."""
         deadline = _DEADLINE.get()
-        return deadline if deadline is not None else asyncio.get_running_loop().time() + self.budget
+        return deadline if deadline is not None else time.monotonic() + self.budget
 
     def may_retry(self, method: str, attempt: int) -> bool:
         """Whether attempt number ``attempt`` (0 for the first) may be followed by another."""
