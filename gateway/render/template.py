@@ -437,7 +437,9 @@ def _each(inner: str, arg: Any, source: _Source) -> str:
 
 
 def _render_each(r: Renderer, name: str, values: Any) -> list[dict[str, Any]]:
-    return [r.render(name, {name: item}) for item in values or ()]
+    if not values:  # most messages' entities: no comprehension (a call of its own) for nothing
+        return []
+    return [r.render(name, {name: item}) for item in values]
 
 
 # Each filter with the argument it takes: None (no argument), "constant", "string" (quoted) or "name"
