@@ -62,7 +62,7 @@ _bad_names = st.sampled_from(["", "a b", "<a>", "?a", "a/b", "a=b", "a\tb"])
 # LONG is too long for the child cache: written each time.
 LONG = "<a&\r>" * (serialize.CHILD_CACHE_MAX_LENGTH // 5 + 1)
 _texts = st.sampled_from(
-    ["", " ", "1", "true", "None", "x", "<b>&amp;</b>", "x > y", "a\rb", "\r\n", "a\x00b", "\x07", "]]>", "😀", "\ud800",
+    ["", " ", "1", "true", "None", "x", "<b>&amp;</b>", "x > y", "AT&T", "a\rb", "\r\n", "a\x00b", "\x07", "]]>", "😀", "\ud800",
      "'\"", LONG]
 )  # fmt: skip
 _scalars = st.one_of(
@@ -105,6 +105,7 @@ USER = {"id": "1", "name": "Ann", "location": None, "protected": True, "follower
 @example(root="r", tree={"m": [{"a": 1, "b": [None]}, {"a": True, "b": "x"}], "a": "1"}, indent="")
 @example(root="r", tree={"a": "x", "a b": "x", "c": "y"}, indent=" ")
 @example(root="r", tree={"t": "'\"<&>]]>", "u": {"t": "'\"<&>"}, "m": [{"t": "a\"b"}]}, indent=" ")  # text: only <&> escaped
+@example(root="r", tree={"a": "AT&T", "b": "x > y", "c": "<", "d": "&amp;", "e": "a&b"}, indent=" ")  # each alone
 def test_xml_in_pieces_is_the_document_written_in_one_go(root: str, tree: dict[str, Any], indent: str) -> None:
     expected = outcome(plain_xml, root, tree, indent)
     assert outcome(to_xml, root, tree, indent=indent) == expected

@@ -240,11 +240,13 @@ def _write_child(name: str, value: Any, kind: type, depth: int, indent: str) -> 
 
     An element with text is its tags, written by the XML writer once per name, depth and indent, around the
     text escaped by the function the writer itself escapes text with; an empty one is written whole."""
-    text = _xml_value(value)
+    text = value if kind is str and value.isprintable() else _xml_value(value)
     if text:
         tags = _text_tags(name, depth, indent)
         if tags is not None:
-            return tags[0] + escape(text) + tags[1]
+            if "&" in text or "<" in text or ">" in text:  # all that escape() changes: most text has none
+                text = escape(text)
+            return tags[0] + text + tags[1]
     return _unparse({name: text}, depth, indent)
 
 
