@@ -79,7 +79,7 @@ class SharedObject(dict):  # type: ignore[type-arg]
 
 
 def to_json(tree: Any, *, escape_slashes: bool = False) -> bytes:
-    body = orjson.dumps(tree, default=_json_default, option=orjson.OPT_PASSTHROUGH_SUBCLASS)
+    body = _dumps(tree)
     # "/" only ever occurs inside JSON strings, so escaping it everywhere is exact (a PHP json_encode habit).
     return body.replace(b"/", b"\\/") if escape_slashes else body
 
@@ -91,6 +91,11 @@ _JSON = "json"
 _JSON_BASES = (dict, list, str, int)
 
 
+def _dumps(tree: Any) -> bytes:
+    """The tree as orjson writes it, subclasses of JSON types and shared objects through ``_json_default``."""
+    return orjson.dumps(tree, default=_json_default, option=orjson.OPT_PASSTHROUGH_SUBCLASS)
+
+
 def _json_default(value: Any) -> Any:
     """What orjson writes for a value it passes through: a ``SharedObject`` (a user) as its JSON text, written
     once and then copied into every body as it stands (``orjson.Fragment``); any other subclass of a JSON type
@@ -98,8 +103,7 @@ def _json_default(value: Any) -> Any:
     if type(value) is SharedObject:
         fragment = value.written.get(_JSON)
         if fragment is None:
-            text = orjson.dumps(dict(value), default=_json_default, option=orjson.OPT_PASSTHROUGH_SUBCLASS)
-            fragment = value.written[_JSON] = orjson.Fragment(text)
+            fragment = value.written[_JSON] = orjson.Fragment(_dumps(dict(value)))
         return fragment
     for base in _JSON_BASES:
         if isinstance(value, base):
@@ -240,7 +244,7 @@ def _write_child(name: str, value: Any, kind: type, depth: int, indent: str) -> 
 
     An element with text is its tags, written by the XML writer once per name, depth and indent, around the
     text escaped by the function the writer itself escapes text with; an empty one is written whole."""
-    text = value if kind is str and value.isprintable() else _xml_value(value)
+    text = _xml_value(value)
     if text:
         tags = _text_tags(name, depth, indent)
         if tags is not None:
