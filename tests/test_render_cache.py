@@ -183,6 +183,17 @@ def test_the_child_cache_is_bounded() -> None:
     assert serialize._cached_child.cache_info().currsize == serialize.CHILD_CACHE_SIZE
 
 
+def test_child_names_are_remembered_within_a_bound() -> None:
+    serialize._ELEMENT_NAMES.clear()
+    tree = {"id": "1", "#text": "t", "@kind": "k", "#comment": "c", "text": "x"}
+    assert to_xml("r", tree) == plain_xml("r", tree)
+    assert list(serialize._ELEMENT_NAMES) == ["id", "text"]  # only element names, never text, attributes or comments
+    for number in range(serialize.ELEMENT_NAMES_SIZE + 10):
+        to_xml("r", {f"n{number}": "1"})
+    assert 0 < len(serialize._ELEMENT_NAMES) <= serialize.ELEMENT_NAMES_SIZE
+    assert to_xml("r", tree) == plain_xml("r", tree)
+
+
 def test_unique_children_do_not_push_users_out() -> None:
     serialize._cached_fragment.cache_clear()
     for number in range(serialize.CHILD_CACHE_SIZE + 10):

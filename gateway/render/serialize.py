@@ -14,6 +14,8 @@ written once and kept on the object itself, any other taken from another bounded
 content, its name and its depth; and runs of the other children (lists of plain values, comments, ...)
 written together. A piece written at depth d with the same indent is exactly the text it takes inside the
 whole document, so the pieces put together are the document the writer would have written in one go.
+The names of children seen to be elements (not text, attributes or comments) are remembered, so that a
+plain child of a known name is told apart with one lookup.
 
 JSON is written by orjson in one call; a ``SharedObject`` in it (a user) is written by orjson once, and its
 text then goes into every body that holds the object as it stands (an ``orjson.Fragment``).
@@ -166,21 +168,21 @@ def _element(name: str, value: dict[Any, Any], depth: int, indent: str, *, docum
     pieces: list[str] = [""]  # the head goes first, once the tags are known
     run: dict[Any, Any] = {}
     inner = depth + 1
+    names = _ELEMENT_NAMES
     for key, item in value.items():
         kind = type(item)
-        if isinstance(key, str):
-            if key == _TEXT or key.startswith(_ATTR):
-                tag_items.append((key, _xml_value(item)))
-                continue
-            if kind in _PLAIN_TYPES and type(key) is str and key != _COMMENT:
-                if run:
-                    pieces.append(_unparse(run, inner, indent))
-                    run = {}
-                if kind is str and len(item) > CHILD_CACHE_MAX_LENGTH:
-                    pieces.append(_write_child(key, item, kind, inner, indent))
-                else:
-                    pieces.append(_cached_child(key, item, kind, inner, indent))
-                continue
+        if kind in _PLAIN_TYPES and (key in names and type(key) is str or _element_name(key)):
+            if run:
+                pieces.append(_unparse(run, inner, indent))
+                run = {}
+            if kind is str and len(item) > CHILD_CACHE_MAX_LENGTH:
+                pieces.append(_write_child(key, item, kind, inner, indent))
+            else:
+                pieces.append(_cached_child(key, item, kind, inner, indent))
+            continue
+        if isinstance(key, str) and (key == _TEXT or key.startswith(_ATTR)):
+            tag_items.append((key, _xml_value(item)))
+            continue
         if isinstance(item, list) and not item:
             continue  # the writer leaves an empty list out altogether
         if type(key) is not str or key == _COMMENT or not (isinstance(item, dict) or _has_object(item)):
@@ -210,6 +212,22 @@ def _element(name: str, value: dict[Any, Any], depth: int, indent: str, *, docum
     pieces[0], tail = _shell(name, tuple(tag_items), depth, indent, document)
     pieces.append(tail)
     return "".join(pieces)
+
+
+#: Names already seen to be those of child elements (see ``_element_name``), at most this many.
+ELEMENT_NAMES_SIZE = 1024
+_ELEMENT_NAMES: dict[str, None] = {}
+
+
+def _element_name(key: Any) -> bool:
+    """Whether a child named ``key`` is an element (not text, an attribute or a comment); kept in
+    ``_ELEMENT_NAMES`` once seen, so that the next body's children with plain values skip the checks."""
+    if type(key) is not str or key == _TEXT or key == _COMMENT or key.startswith(_ATTR):
+        return False
+    if len(_ELEMENT_NAMES) >= ELEMENT_NAMES_SIZE:
+        _ELEMENT_NAMES.clear()
+    _ELEMENT_NAMES[key] = None
+    return True
 
 
 def _has_object(item: Any) -> bool:
