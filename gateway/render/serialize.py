@@ -6,16 +6,16 @@ else is escaped by the XML writer.
 The XML writer is costly per element, and most of a direct message body is its two user objects and the
 ids and screen names of its sender and recipient, which repeat from one body to the next. So a document is
 written in pieces, every one of them by the XML writer itself: the declaration and the root's own tags;
-each child with a plain value (a string, an integer, a boolean or None) taken from a bounded cache keyed by
-its name, its value as given with the value's type, and its depth (a long string is written each time
-instead), and when written, its tags written by the writer once per name and depth around its text escaped
-by the function the writer escapes text with; each object-valued child (a user) that is a ``SharedObject``
-written once and kept on the object itself, any other taken from another bounded cache keyed by its
-content, its name and its depth; and runs of the other children (lists of plain values, comments, ...)
-written together. A piece written at depth d with the same indent is exactly the text it takes inside the
-whole document, so the pieces put together are the document the writer would have written in one go.
-The names of children seen to be elements (not text, attributes or comments) are remembered, so that a
-plain child of a known name is told apart with one lookup.
+each child element with printable text (the ids, dates, names and text of a body) as its tags, written by the
+writer once per name and depth and kept with the names of elements seen at that depth, around its text
+escaped by the function the writer escapes text with; each other child with a plain value (an integer, a
+boolean, None, an empty or unprintable string) taken from a bounded cache keyed by its name, its value as
+given with the value's type, and its depth (a long string is written each time instead), and written the
+same way; each object-valued child (a user) that is a ``SharedObject`` written once and kept on the object
+itself, any other taken from another bounded cache keyed by its content, its name and its depth; and runs of
+the other children (lists of plain values, comments, ...) written together. A piece written at depth d with
+the same indent is exactly the text it takes inside the whole document, so the pieces put together are the
+document the writer would have written in one go.
 
 JSON is written by orjson in one call; a ``SharedObject`` in it (a user) is written by orjson once, and its
 text then goes into every body that holds the object as it stands (an ``orjson.Fragment``).
@@ -36,9 +36,9 @@ _NOT_XML_CHAR = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010f
 
 #: Object-valued children kept written; a user's piece is about a kilobyte, its key about as much again.
 FRAGMENT_CACHE_SIZE = 1024
-#: Children with a plain value kept written, one per name, value (with its type), depth and indent: the ids,
-#: screen names and dates of a body repeat, its own id and text do not. Kept apart from the objects, so
-#: that unique values never push a user out. A piece is its value escaped plus its tags.
+#: Children with a plain value other than printable text kept written, one per name, value (with its type),
+#: depth and indent. Kept apart from the objects, so that unique values never push a user out. A piece is
+#: its value escaped plus its tags.
 CHILD_CACHE_SIZE = 4096
 #: Longer strings are written each time instead (still on their own): a long text is seldom repeated, and
 #: this bounds an entry to about 3,000 characters, key and escaped piece (ids, names, dates: under 100).
@@ -168,10 +168,19 @@ def _element(name: str, value: dict[Any, Any], depth: int, indent: str, *, docum
     pieces: list[str] = [""]  # the head goes first, once the tags are known
     run: dict[Any, Any] = {}
     inner = depth + 1
-    names = _ELEMENT_NAMES
+    names = _names_at(inner, indent)
     for key, item in value.items():
         kind = type(item)
-        if kind in _PLAIN_TYPES and (key in names and type(key) is str or _element_name(key)):
+        if kind is str and item and type(key) is str and (tags := names.get(key)) is not None and item.isprintable():
+            # Printable text of a known element: its tags around it, escaped as _write_child escapes it.
+            if run:
+                pieces.append(_unparse(run, inner, indent))
+                run = {}
+            if "&" in item or "<" in item or ">" in item:
+                item = escape(item)
+            pieces.append(tags[0] + item + tags[1])
+            continue
+        if kind in _PLAIN_TYPES and (key in names and type(key) is str or _element_name(key, names, inner, indent)):
             if run:
                 pieces.append(_unparse(run, inner, indent))
                 run = {}
@@ -214,19 +223,31 @@ def _element(name: str, value: dict[Any, Any], depth: int, indent: str, *, docum
     return "".join(pieces)
 
 
-#: Names already seen to be those of child elements (see ``_element_name``), at most this many.
+#: Per depth and indent, the names of child elements seen there, each with the tags around its text (None
+#: when they cannot be cut out): at most this many names per depth and indent (and SHELL_CACHE_SIZE of those).
 ELEMENT_NAMES_SIZE = 1024
-_ELEMENT_NAMES: dict[str, None] = {}
+_ELEMENT_NAMES: dict[tuple[int, str], dict[str, tuple[str, str] | None]] = {}
 
 
-def _element_name(key: Any) -> bool:
-    """Whether a child named ``key`` is an element (not text, an attribute or a comment); kept in
-    ``_ELEMENT_NAMES`` once seen, so that the next body's children with plain values skip the checks."""
+def _names_at(depth: int, indent: str) -> dict[str, tuple[str, str] | None]:
+    names = _ELEMENT_NAMES.get((depth, indent))
+    if names is None:
+        if len(_ELEMENT_NAMES) >= SHELL_CACHE_SIZE:
+            _ELEMENT_NAMES.clear()
+        names = _ELEMENT_NAMES[(depth, indent)] = {}
+    return names
+
+
+def _element_name(key: Any, names: dict[str, tuple[str, str] | None], depth: int, indent: str) -> bool:
+    """Whether a child named ``key`` is an element (not text, an attribute or a comment); if so, kept in
+    ``names`` with its text's tags, so that the next body's children of that name skip the checks and,
+    with printable text, the cache of children. A name XML cannot carry raises ValueError, as writing it does."""
     if type(key) is not str or key == _TEXT or key == _COMMENT or key.startswith(_ATTR):
         return False
-    if len(_ELEMENT_NAMES) >= ELEMENT_NAMES_SIZE:
-        _ELEMENT_NAMES.clear()
-    _ELEMENT_NAMES[key] = None
+    tags = _text_tags(key, depth, indent)
+    if len(names) >= ELEMENT_NAMES_SIZE:
+        names.clear()
+    names[key] = tags
     return True
 
 
