@@ -166,8 +166,10 @@ def _legacy_handler(dialect: Dialect, spec: RouteSpec) -> Handler:
         if spec.body == "json":
             form = _EMPTY_FORM
             document = await _read_json(request)
-        else:
+        elif request.body_exists:
             form = await _read_form(request)
+        else:
+            form = _EMPTY_FORM
         request[FORM] = form
         app = request.app
         principal = await app[AUTH_KEY].authenticate(request, form)
@@ -194,7 +196,8 @@ def _reading_body(what: str) -> Iterator[None]:
 
 
 async def _read_form(request: web.Request) -> MultiDictProxy[str]:
-    if not request.body_exists or request.content_type not in (
+    """The text fields of a form body; an empty form for a body of any other type."""
+    if request.content_type not in (
         "application/x-www-form-urlencoded",
         "multipart/form-data",
     ):

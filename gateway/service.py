@@ -91,19 +91,20 @@ class DMService:
         self._deletions: dict[str, str | None] = {}
         self._recorder: asyncio.Task[None] | None = None
 
-    async def run(self, op: Operation, principal: Principal, request_id: str | None = None) -> Outcome:
-        """Carry out any legacy operation."""
+    def run(self, op: Operation, principal: Principal, request_id: str | None = None) -> Awaitable[Outcome]:
+        """Carry out any legacy operation: the call of the method for its kind, to await. (A plain function,
+        so that a request runs one coroutine fewer.)"""
         match op:
             case DestroyDM():
-                return await self.destroy(op, principal, request_id)
+                return self.destroy(op, principal, request_id)
             case ShowDM():
-                return await self.show(op, principal, request_id)
+                return self.show(op, principal, request_id)
             case ListDMs():
-                return await self.list_messages(op, principal, request_id)
+                return self.list_messages(op, principal, request_id)
             case ListEvents():
-                return await self.list_events(op, principal, request_id)
+                return self.list_events(op, principal, request_id)
             case SendDM():
-                return await self.send(op, principal, request_id)
+                return self.send(op, principal, request_id)
         raise TypeError(f"not an operation: {op!r}")
 
     # Destroy -------------------------------------------------------------------------------------------

@@ -361,7 +361,11 @@ class UpstreamClient:
             async with self._session.request(method, url, headers=headers, data=body, timeout=timeout) as resp:
                 outcome, ok = _outcome(resp.status)
                 try:
-                    raw = await self._read_bounded(resp)
+                    length = resp.content_length
+                    if length is not None and length <= self._max_bytes and hdrs.CONTENT_ENCODING not in resp.headers:
+                        raw = await resp.content.read()  # what is read is what was declared: within the bound
+                    else:
+                        raw = await self._read_bounded(resp)
                 except UpstreamFailure:
                     outcome = "too_large"
                     raise
@@ -381,11 +385,8 @@ class UpstreamClient:
                 self._observer.upstream_request(endpoint, outcome, time.perf_counter() - started)
 
     async def _read_bounded(self, resp: aiohttp.ClientResponse) -> bytes:
-        """The body, refused once it passes ``max_response_bytes``. A body whose Content-Length is within the
-        bound and that is not compressed (so what is read is what was declared) is read in one go."""
-        length = resp.content_length
-        if length is not None and length <= self._max_bytes and hdrs.CONTENT_ENCODING not in resp.headers:
-            return await resp.content.read()
+        """The body, refused once it passes ``max_response_bytes``, read in chunks. (``_send`` reads a body whose
+        Content-Length is within the bound and that is not compressed in one go instead.)"""
         chunks: list[bytes] = []
         size = 0
         async for chunk in resp.content.iter_chunked(_READ_CHUNK):
