@@ -166,11 +166,14 @@ class Process:
     """A child ``python -m ...`` that prints ``READY <url>`` once it serves; ``ready()`` waits for that line,
     so several can start side by side."""
 
-    def __init__(self, name: str, args: list[str], log_dir: Path) -> None:
+    def __init__(self, name: str, args: list[str], log_dir: Path, *, cwd: Path | None = None) -> None:
+        """``cwd``: the directory whose ``bench`` and ``gateway`` the module runs from (another checkout)."""
         self.name = name
         self.log_path = log_dir / f"{name.replace(':', '-')}.log"
         self._log: IO[bytes] = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.PIPE, stderr=self._log)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", *args], stdout=subprocess.PIPE, stderr=self._log, cwd=cwd
+        )
         self.url = ""
 
     def ready(self) -> Process:

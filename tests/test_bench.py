@@ -126,3 +126,41 @@ def test_the_readme_gives_the_store_parts_rounds_and_warm_up_as_the_code_has_the
 
     readme = " ".join((Path(__file__).resolve().parent.parent / "bench" / "README.md").read_text().split())
     assert f"in {ROUNDS} rounds (each batch after {BATCH_WARMUP} unmeasured lookups" in readme
+
+
+def test_compare_runs_both_orders_in_interleaved_slices(tmp_path: Path) -> None:
+    report_path = tmp_path / "compare.json"
+    command = [
+        sys.executable, "-m", "bench.compare", "mem=memory", f"again=memory@{ROOT}", "--slices", "2", "--count", "60",
+        "--warmup", "5", "--concurrency", "4", "--json", str(report_path),
+    ]  # fmt: skip
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=90)
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = orjson.loads(report_path.read_bytes())
+    assert [r["order"] for r in report["runs"]] == [["mem", "again"], ["again", "mem"]]
+    for result, ratio in zip(report["runs"], report["ratios"], strict=True):
+        assert all(len(result[what][name]) == 2 for what in ("cpu_us", "rps") for name in ("mem", "again"))
+        assert all(v > 0 for name in ("mem", "again") for v in result["rps"][name])
+        # Each slice pair's ratio is the second side's CPU over the first's, whichever was started first.
+        expected = [b / a for a, b in zip(result["cpu_us"]["mem"], result["cpu_us"]["again"], strict=True)]
+        assert ratio == pytest.approx(sum(expected) / 2)
+    assert report["ratio"] == pytest.approx(sum(report["ratios"]) / 2)
+    assert "CPU again / mem" in run.stdout
+
+
+def test_compare_runs_a_side_from_the_checkout_it_names(tmp_path: Path) -> None:
+    # An empty directory holds no bench or gateway to run: that side's server cannot start.
+    command = [
+        sys.executable, "-m", "bench.compare", "mem=memory", f"other=memory@{tmp_path}", "--one-order", "--slices", "1",
+        "--count", "20", "--warmup", "2",
+    ]  # fmt: skip
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0 and "other did not start" in run.stderr
+
+
+@pytest.mark.parametrize("spec", ["memory", "a=redis", "=memory", "a="])
+def test_compare_refuses_a_side_it_cannot_run(spec: str) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.compare", spec, "b=memory"], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert run.returncode == 2 and "expected NAME=SERVER[@CHECKOUT]" in run.stderr

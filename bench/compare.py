@@ -1,0 +1,136 @@
+"""CPU per destroy of two servers, compared in interleaved slices:
+
+    python -m bench.compare NAME=SERVER[@CHECKOUT] NAME=SERVER[@CHECKOUT] [--call statusnet] [--slices 8]
+                            [--count 3000] [--warmup 200] [--concurrency 32] [--one-order] [--json PATH]
+
+SERVER is ``memory`` or ``sqlite`` (a gateway with that store, filled beforehand with every message the
+comparison destroys) or ``proxy`` (the minimal proxy); CHECKOUT is a directory holding another version of the
+project (a ``git worktree``), whose code that server then runs; without it, this one's. Both servers are up at
+once against one emulator, and the load alternates between them in slices of ``--count`` destroys (A B, then
+B A, ...), each slice's CPU (user and system, all threads of the server's process) read from /proc. A slice
+pair's ratio is B's CPU per destroy over A's; the median over the pairs is printed, with each server's
+median CPU per destroy and req/s.
+
+Why slices: on a shared virtual machine the CPU a request costs drifts by half within a minute, far more than
+most changes a comparison looks for; two slices a few seconds apart share that drift. The server started
+second can still differ from the first by several per cent, so the comparison is run again with the start
+order swapped (unless ``--one-order``), and both orders' ratios are printed with their mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.run import Process, Scenario, run_load
+
+SERVERS = ("memory", "sqlite", "proxy")
+
+
+@dataclass(frozen=True)
+class Side:
+    name: str
+    server: str
+    checkout: Path | None
+
+    @classmethod
+    def parse(cls, text: str) -> Side:
+        name, sep, rest = text.partition("=")
+        server, _, checkout = rest.partition("@")
+        if not sep or not name or server not in SERVERS:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=SERVER[@CHECKOUT], SERVER one of {SERVERS}")
+        return cls(name, server, Path(checkout).resolve() if checkout else None)
+
+
+def slice_ratios(first: list[float], second: list[float]) -> list[float]:
+    """Slice i of the second server over slice i of the first: the two ran next to each other."""
+    return [b / a for a, b in zip(first, second, strict=True)]
+
+
+def compare(sides: tuple[Side, Side], args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
+    """One comparison, the servers started in the order given; CPU µs per destroy and req/s of every slice."""
+    per_slice = args.warmup + args.count
+    total = per_slice * args.slices * 2
+    emulator = Process("emulator", ["bench.servers", "emulator", "--events", str(total)], log_dir).ready()
+    processes: list[Process] = []
+    try:
+        for index, side in enumerate(sides):
+            ids = range(index * total // 2, (index + 1) * total // 2)
+            if side.server == "proxy":
+                command = ["bench.servers", "proxy", "--upstream", emulator.url]
+            else:
+                store = "memory" if side.server == "memory" else f"sqlite:///{log_dir}/{side.name}.sqlite3"
+                command = ["bench.servers", "gateway", "--upstream", emulator.url, "--store", store,
+                           "--prefill", f"{ids.start}:{len(ids)}"]  # fmt: skip
+            processes.append(Process(side.name, command, log_dir, cwd=side.checkout))
+        for process in processes:
+            process.ready()
+        cpu: list[list[float]] = [[], []]
+        rps: list[list[float]] = [[], []]
+        scenario = Scenario("compare", "gateway", args.call)
+        for number in range(args.slices):
+            for index in (0, 1) if number % 2 == 0 else (1, 0):
+                process = processes[index]
+                start = index * total // 2 + number * per_slice
+                result = run_load(
+                    scenario, process.url, start, args.warmup, args.count, args.concurrency, {"server": process.pid}
+                )
+                cpu[index].append(result["cpu_us_per_request"]["server"])
+                rps[index].append(result["rps"])
+    finally:
+        for process in processes:
+            process.stop()
+        emulator.stop()
+    return {
+        "order": [side.name for side in sides],
+        "cpu_us": {side.name: cpu[i] for i, side in enumerate(sides)},
+        "rps": {side.name: rps[i] for i, side in enumerate(sides)},
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__.splitlines()[0])
+    parser.add_argument("a", type=Side.parse, metavar="NAME=SERVER[@CHECKOUT]")
+    parser.add_argument("b", type=Side.parse, metavar="NAME=SERVER[@CHECKOUT]")
+    parser.add_argument("--call", choices=("v1.1", "statusnet"), default="statusnet")
+    parser.add_argument("--slices", type=int, default=8, help="slices per server and order (default 8)")
+    parser.add_argument("--count", type=int, default=3000, help="measured destroys per slice (default 3000)")
+    parser.add_argument("--warmup", type=int, default=200, help="destroys before each slice's measuring (default 200)")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--one-order", action="store_true", help="only the order given, not swapped as well")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write every slice's numbers to PATH")
+    args = parser.parse_args(argv)
+    if args.a.name == args.b.name:
+        parser.error("the two sides need names of their own")
+    orders = [(args.a, args.b)] if args.one_order else [(args.a, args.b), (args.b, args.a)]
+    runs = []
+    ratios = []
+    with tempfile.TemporaryDirectory(prefix="dmgw-compare-") as scratch:
+        for sides in orders:
+            run = compare(sides, args, Path(scratch))
+            runs.append(run)
+            cpu = run["cpu_us"]
+            ratio = statistics.median(slice_ratios(cpu[args.a.name], cpu[args.b.name]))
+            ratios.append(ratio)
+            print(f"started {' then '.join(run['order'])}:")
+            for side in (args.a, args.b):
+                print(
+                    f"  {side.name:<12} CPU µs/destroy median {statistics.median(cpu[side.name]):7.1f}"
+                    f"  req/s median {statistics.median(run['rps'][side.name]):8.1f}"
+                    f"  slices {' '.join(f'{v:.0f}' for v in cpu[side.name])}"
+                )
+            print(f"  CPU {args.b.name} / {args.a.name}, median over slice pairs: {ratio:.3f}")
+    summary = statistics.mean(ratios)
+    print(f"CPU {args.b.name} / {args.a.name}: {summary:.3f} (mean of the orders' medians)")
+    if args.json:
+        args.json.write_bytes(orjson.dumps({"runs": runs, "ratios": ratios, "ratio": summary}, option=orjson.OPT_INDENT_2))
+
+
+if __name__ == "__main__":
+    main()
