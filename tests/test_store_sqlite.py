@@ -255,6 +255,74 @@ async def test_while_another_connection_holds_the_write_lock_the_loop_reads_and_
         other.close()
 
 
+async def test_messages_asked_for_in_one_turn_of_the_loop_are_read_together(store: SQLiteStore) -> None:
+    await fill(store)
+    await store.put_messages([make_message("1003", sender_id="22", recipient_id="33")])
+    await store.put_users([make_user("33")])
+    assert store._loop_db is not None
+    watched = Watched(store._loop_db)
+    store._loop_db = watched  # type: ignore[assignment]
+
+    results = await asyncio.gather(*(store.get_message_with_users(i) for i in ("1001", "404", "1003", "1001")))
+
+    both = {"11": make_user("11"), "22": make_user("22")}
+    assert results == [
+        (make_message("1001"), both),
+        (None, {}),
+        (make_message("1003", sender_id="22", recipient_id="33"), {"22": make_user("22"), "33": make_user("33")}),
+        (make_message("1001"), both),
+    ]
+    # One message read each, then the users of all of them: one look at the file's version, one read.
+    assert [s.split()[0] for s in watched.statements] == ["SELECT"] * 4 + ["PRAGMA", "SELECT"]
+    # A later turn reads again, on its own (its users now kept).
+    assert await store.get_message_with_users("1003") == results[2]
+    assert [s.split()[0] for s in watched.statements[6:]] == ["SELECT", "PRAGMA"]
+
+
+async def test_a_record_that_cannot_be_read_fails_its_own_caller_only(store: SQLiteStore, tmp_path: Path) -> None:
+    await fill(store)
+    with sqlite3.connect(tmp_path / "s.sqlite3") as other:
+        other.execute("UPDATE messages SET record = x'00' WHERE id = 1002")
+    good, bad = await asyncio.gather(
+        store.get_message_with_users("1001"), store.get_message_with_users("1002"), return_exceptions=True
+    )
+    assert good == (make_message("1001"), {"11": make_user("11"), "22": make_user("22")})
+    assert isinstance(bad, ValueError) and not isinstance(bad, StoreError)  # as reading it alone raised
+
+
+async def test_a_caller_gone_before_the_read_is_not_read_for(store: SQLiteStore) -> None:
+    await fill(store)
+    assert store._loop_db is not None
+    watched = Watched(store._loop_db)
+    store._loop_db = watched  # type: ignore[assignment]
+    gone = asyncio.ensure_future(store.get_message_with_users("1002"))
+    stays = asyncio.ensure_future(store.get_message_with_users("1001"))
+    await asyncio.sleep(0)  # both are waiting for the read at the end of this turn
+    gone.cancel()
+    assert (await stays)[0] == make_message("1001")
+    assert gone.cancelled()
+    assert [s.split()[0] for s in watched.statements] == ["SELECT", "PRAGMA", "SELECT"]  # 1001 and its users
+
+
+async def test_reads_the_loop_cannot_do_cross_to_the_worker_together(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await fill(store)
+    assert store._loop_db is not None
+    store._loop_db = Watched(store._loop_db, sqlite3.OperationalError("database is locked"))  # type: ignore[assignment]
+    submissions = Submissions(store, monkeypatch)
+    results = await asyncio.gather(*(store.get_message_with_users(i) for i in ("1001", "404", "1001")))
+    assert [comparable(r) for r in results] == [EXPECTED[2], EXPECTED[3], EXPECTED[2]]
+    assert submissions.count == 1
+
+
+async def test_a_closed_store_refuses_the_read_of_a_message_with_its_users(tmp_path: Path) -> None:
+    closed = await SQLiteStore.open(str(tmp_path / "c.sqlite3"))
+    await closed.close()
+    with pytest.raises(StoreError, match="closed"):
+        await closed.get_message_with_users("1001")
+
+
 # 2. Writes are committed in batches ---------------------------------------------------------------------
 
 

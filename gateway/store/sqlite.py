@@ -11,6 +11,10 @@ store has two connections and uses each for what it does best:
   transaction is undone and run again with a savepoint per write, so that one is undone alone and its
   neighbours still commit. A caller is answered only after that COMMIT, so an acknowledged write survives
   kill -9 (WAL with ``synchronous=NORMAL``: a commit is written to the log, not synced; a checkpoint syncs).
+- Every destroy reads its message with the users, and after the rest of a request's work SQLite's code and
+  data are cold: the first statement pays for that, the ones right after it far less. So the calls of
+  ``get_message_with_users`` made in one turn of the event loop are answered together at its end: their
+  messages read one after the other, then the users of all of them at once.
 - The worker thread's connection waits (``busy_timeout`` 5 s) and does everything slow or unusual: a read
   or a batch the loop's connection could not do at once (another process holds the write lock, or any
   error at all) is done again there, which waits out a lock and turns a real failure into ``StoreError``;
@@ -194,6 +198,8 @@ class SQLiteStore:
         # Users read on the loop: id -> (fetched_at, user), valid for one data_version of the file.
         self._users: dict[str, tuple[float, User]] = {}
         self._users_version: int | None = None
+        # Messages asked for with their users in this turn of the event loop, read together at its end.
+        self._wanted: list[tuple[int, asyncio.Future[tuple[DirectMessage | None, dict[str, User]]]]] = []
 
     @classmethod
     async def open(cls, path: str, **options: Any) -> SQLiteStore:
@@ -303,23 +309,68 @@ class SQLiteStore:
         return await self._read(lambda db: self._read_users(db, ids, cutoff))
 
     async def get_message_with_users(self, message_id: str) -> tuple[DirectMessage | None, dict[str, User]]:
-        """Both reads at once, so that a fallback to the worker thread is one trip rather than two."""
+        """The message and its users (every destroy's read). The calls made in one turn of the event loop are
+        answered together at its end, by one read of all their messages and then of all their users: the
+        first statement after the rest of a request's work finds SQLite's code and data cold and pays for it,
+        the ones right after it far less (docs/PERFORMANCE.md). A fallback to the worker thread is then one
+        trip for all of them."""
         key = _key(message_id)
         if key is None:
             return None, {}
+        if self._closed:
+            raise StoreError("sqlite store is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[DirectMessage | None, dict[str, User]]] = loop.create_future()
+        self._wanted.append((key, future))
+        if len(self._wanted) == 1:
+            loop.call_soon(self._read_wanted)
+        return await future
+
+    def _read_wanted(self) -> None:
+        """Answer every caller of ``get_message_with_users`` still waiting: on the loop's connection, or if it
+        reports any SQLite error, on the worker thread (as ``_read`` does)."""
+        wanted, self._wanted = self._wanted, []
+        callers = [(key, future) for key, future in wanted if not future.done()]
+        if not callers:
+            return
+        keys = [key for key, _ in callers]
         now = self._clock()
         message_cutoff, user_cutoff = now - self.message_retention, now - self.user_max_age
+        loop_db = self._loop_db
+        if loop_db is not None:
+            try:
+                outcomes = self._messages_with_users(loop_db, keys, message_cutoff, user_cutoff)
+            except sqlite3.Error:
+                pass  # the worker reads them again: it waits out a lock, and reports a failure that is real
+            except Exception as exc:  # noqa: BLE001 - whatever else went wrong is every waiting caller's answer
+                _answer(callers, [(False, exc)] * len(callers))
+                return
+            else:
+                _answer(callers, outcomes)
+                return
+        read = self._run(lambda: self._messages_with_users(self._db, keys, message_cutoff, user_cutoff))
+        asyncio.ensure_future(read).add_done_callback(functools.partial(_answer_from, callers))
 
-        def read(db: sqlite3.Connection) -> tuple[DirectMessage | None, dict[str, User]]:
-            row = db.execute(_SELECT_MESSAGE, (key, message_cutoff)).fetchone()
-            if row is None:
-                return None, {}
-            message = codec.read_message(codec.loads(row[0]), self._cipher)
-            if message is None:
-                return None, {}
-            return message, self._read_users(db, sorted({message.sender_id, message.recipient_id}), user_cutoff)
-
-        return await self._read(read)
+    def _messages_with_users(
+        self, db: sqlite3.Connection, keys: list[int], message_cutoff: float, user_cutoff: float
+    ) -> list[Outcome]:
+        """For each key, (True, (message or None, its users)), or (False, the error) when its record cannot be
+        read; a SQLite error is raised for all."""
+        rows = [db.execute(_SELECT_MESSAGE, (key, message_cutoff)).fetchone() for key in keys]
+        messages: list[Outcome] = []
+        for row in rows:
+            try:
+                messages.append((True, codec.read_message(codec.loads(row[0]), self._cipher) if row else None))
+            except Exception as exc:  # noqa: BLE001 - a record that cannot be read fails its own caller only
+                messages.append((False, exc))
+        ids = sorted({i for ok, m in messages if ok and m is not None for i in (m.sender_id, m.recipient_id)})
+        users = self._read_users(db, ids, user_cutoff) if ids else {}
+        return [
+            (ok, (m, {i: users[i] for i in (m.sender_id, m.recipient_id) if i in users}) if m is not None else (None, {}))
+            if ok
+            else (ok, m)
+            for ok, m in messages
+        ]
 
     def _read_users(self, db: sqlite3.Connection, ids: list[str], cutoff: float) -> dict[str, User]:
         """The users ``ids`` fetched after ``cutoff``; on the loop's connection, those it read before while
@@ -689,7 +740,13 @@ def _is_file(path: str) -> bool:
     return path not in ("", ":memory:")
 
 
-def _answer(batch: list[tuple[Op, asyncio.Future[Any]]], outcomes: list[Outcome]) -> None:
+def _answer_from(callers: list[tuple[Any, asyncio.Future[Any]]], done: asyncio.Future[list[Outcome]]) -> None:
+    """``_answer`` with what a read on the worker thread gave, or its error for every caller."""
+    error = StoreError("sqlite read cancelled") if done.cancelled() else done.exception()
+    _answer(callers, [(False, error)] * len(callers) if error is not None else done.result())
+
+
+def _answer(batch: list[tuple[Any, asyncio.Future[Any]]], outcomes: list[Outcome]) -> None:
     """Give each caller of a committed batch what its write returned or raised."""
     for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
         if future.done():
