@@ -365,12 +365,16 @@ class SQLiteStore:
                 messages.append((False, exc))
         ids = sorted({i for ok, m in messages if ok and m is not None for i in (m.sender_id, m.recipient_id)})
         users = self._read_users(db, ids, user_cutoff) if ids else {}
-        return [
-            (ok, (m, {i: users[i] for i in (m.sender_id, m.recipient_id) if i in users}) if m is not None else (None, {}))
-            if ok
-            else (ok, m)
-            for ok, m in messages
-        ]
+        answers: list[Outcome] = []
+        for ok, message in messages:
+            if not ok:
+                answers.append((False, message))
+            elif message is None:
+                answers.append((True, (None, {})))
+            else:
+                pair = (message.sender_id, message.recipient_id)
+                answers.append((True, (message, {i: users[i] for i in pair if i in users})))
+        return answers
 
     def _read_users(self, db: sqlite3.Connection, ids: list[str], cutoff: float) -> dict[str, User]:
         """The users ``ids`` fetched after ``cutoff``; on the loop's connection, those it read before while
@@ -747,7 +751,7 @@ def _answer_from(callers: list[tuple[Any, asyncio.Future[Any]]], done: asyncio.F
 
 
 def _answer(batch: list[tuple[Any, asyncio.Future[Any]]], outcomes: list[Outcome]) -> None:
-    """Give each caller of a committed batch what its write returned or raised."""
+    """Give each caller of a batch (writes committed, or reads done) what its part returned or raised."""
     for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
         if future.done():
             continue
