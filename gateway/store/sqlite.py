@@ -489,11 +489,7 @@ class SQLiteStore:
         done.add_done_callback(functools.partial(self._batch_done, batch))
 
     def _batch_done(self, batch: list[tuple[Op, asyncio.Future[Any]]], done: asyncio.Future[list[Outcome]]) -> None:
-        error = done.exception()
-        if error is not None:
-            self._settle(batch, error)
-        else:
-            _answer(batch, done.result())
+        _answer_from(batch, done)
         self._next_batch()
 
     def _next_batch(self) -> None:
@@ -745,8 +741,9 @@ def _is_file(path: str) -> bool:
 
 
 def _answer_from(callers: list[tuple[Any, asyncio.Future[Any]]], done: asyncio.Future[list[Outcome]]) -> None:
-    """``_answer`` with what a read on the worker thread gave, or its error for every caller."""
-    error = StoreError("sqlite read cancelled") if done.cancelled() else done.exception()
+    """``_answer`` with what a batch run on the worker thread (writes or reads) gave, or its error for every
+    caller."""
+    error = StoreError("sqlite call on the worker cancelled") if done.cancelled() else done.exception()
     _answer(callers, [(False, error)] * len(callers) if error is not None else done.result())
 
 
