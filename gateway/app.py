@@ -17,7 +17,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDict, MultiDictProxy
 
 from gateway import passthrough
-from gateway.auth.inbound import Authenticator
+from gateway.auth.inbound import Authenticator, oauth1_signed
 from gateway.auth.upstream import GrantRefresher
 from gateway.config import DIALECT_FAMILIES, Config
 from gateway.dialects import FAMILIES, Dialect, LegacyRequest, LegacyResponse, RouteSpec
@@ -151,6 +151,7 @@ def _resources(
         finally:
             await app[SERVICE_KEY].drain()  # deletion records still being written go to the store first
             await session.close()
+            app[AUTH_KEY].close()
             if given_store is None:
                 await store.close()
 
@@ -196,12 +197,16 @@ def _reading_body(what: str) -> Iterator[None]:
 
 
 async def _read_form(request: web.Request) -> MultiDictProxy[str]:
-    """The text fields of a form body; an empty form for a body of any other type."""
+    """The text fields of a form body; an empty form for a body of any other type. An OAuth 1.0a signature
+    covers a form-encoded body but never a multipart one, so a signed call may not send one: its fields
+    would be parameters the caller never signed (a recipient, say)."""
     if request.content_type not in (
         "application/x-www-form-urlencoded",
         "multipart/form-data",
     ):
         return _EMPTY_FORM
+    if request.content_type == "multipart/form-data" and oauth1_signed(request):
+        raise BadRequest("a multipart body on an OAuth 1.0a-signed call: its fields are not signed")
     try:
         with _reading_body("form body"):
             form = await request.post()

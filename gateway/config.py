@@ -105,6 +105,8 @@ class AuthConfig:
     timestamp_window: int = 300
     trusted_proxies: tuple[str, ...] = ()
     public_base_urls: tuple[str, ...] = ()
+    max_failed_logins: int = 10
+    failed_login_window: int = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +365,12 @@ def _validate_auth(config: Config) -> None:
             raise ConfigError(f"auth.trusted_proxies: {proxy!r} is not an IP address or network") from None
     for url in auth.public_base_urls:
         _check_url("auth.public_base_urls", url, path_allowed=False)
+    if not 1 <= auth.max_failed_logins <= 1000:
+        raise ConfigError(f"auth.max_failed_logins must be between 1 and 1000, got {auth.max_failed_logins}")
+    if not 1 <= auth.failed_login_window <= 86400:
+        raise ConfigError(
+            f"auth.failed_login_window must be between 1 and 86400 seconds, got {auth.failed_login_window}"
+        )
 
 
 def store_location(url: str) -> tuple[str, str]:

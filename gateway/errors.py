@@ -113,6 +113,13 @@ class TimestampOutOfBounds(GatewayError):
     kind = "timestamp_out_of_bounds"
 
 
+class LoginsThrottled(GatewayError):
+    """Too many failed logins from the caller's address or for the username: refused without checking,
+    in the dialect's rate-limit words (the gateway's own limit, not the upstream's)."""
+
+    kind = "rate_limited"
+
+
 class PayloadTooLarge(GatewayError):
     kind = "payload_too_large"
 

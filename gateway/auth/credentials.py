@@ -85,8 +85,12 @@ class CredentialStore(Protocol):
 
     async def list_credentials(self) -> list[CredentialEntry]: ...
 
-    async def remember_nonce(self, scope: str, nonce: str, expires_at: float) -> bool:
-        """True the first time (scope, nonce) is seen before ``expires_at``; False for a replay."""
+    async def remember_nonce(self, scope: str, nonce: str, expires_at: float, *, now: float | None = None) -> bool:
+        """True the first time (scope, nonce) is seen before ``expires_at``; False for a replay.
+
+        ``now`` and ``expires_at`` are on the caller's clock (epoch seconds; ``now`` defaults to this host's):
+        a nonce is live while ``now < expires_at`` and a live one is never replaced. A backend's own clock
+        (Redis's) decides nothing, except when to drop a nonce long dead."""
 
 
 # Passwords ---------------------------------------------------------------------------------------------

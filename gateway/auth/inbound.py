@@ -8,10 +8,12 @@ Tried in order, by what the request carries:
    verified against the consumer and token in the credential store, timestamp within the window, nonce
    never seen before for that token. Upstream, the same consumer and token are re-signed for v2.
 3. ``Authorization: Basic`` — a StatusNet-style user whose password hash is in the store; upstream, the
-   user's stored v2 grant, refreshed when it expires.
+   user's stored v2 grant, refreshed when it expires. Failed sign-ins are limited per client address and
+   per username (``LoginThrottle``), and scrypt runs on a small executor of its own.
 4. Nothing at all — the sidecar credential, only where ``[auth] sidecar = true`` (loopback-bound gateways).
 
-Every refusal is raised before anything reaches upstream.
+Every refusal is raised before anything reaches upstream. An ``Authorization`` header is ASCII or it is
+refused: every scheme's credentials are (base64, a bearer token, percent-encoded OAuth parameters).
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ import binascii
 import hashlib
 import hmac
 import ipaddress
+import logging
 import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache, lru_cache
-from urllib.request import parse_http_list, parse_keqv_list
+from urllib.request import parse_http_list
 
 from aiohttp import web
 from authlib.oauth1.rfc5849.signature import hmac_sha1_signature, normalize_base_string_uri, normalize_parameters
@@ -35,22 +39,35 @@ from authlib.oauth1.rfc5849.util import escape, unescape
 from multidict import MultiMapping
 
 from gateway.auth.credentials import BasicUser, CredentialStore, hash_password, verify_password
+from gateway.auth.throttle import LoginThrottle, address_key
 from gateway.auth.upstream import BearerCredential, GrantRefresher, OAuth1Credential, OAuth2Credential
 from gateway.config import Config
 from gateway.errors import (
     BadAuthData,
     InvalidToken,
+    LoginsThrottled,
     NotAuthenticated,
     TimestampOutOfBounds,
     UpstreamUnavailable,
 )
-from gateway.model import Principal
+from gateway.model import Principal, RateLimit
 from gateway.store.base import StoreError
 
 _REQUIRED_OAUTH = ("oauth_consumer_key", "oauth_token", "oauth_signature_method", "oauth_signature",
                    "oauth_timestamp", "oauth_nonce")  # fmt: skip
 
 Params = list[tuple[str, str]]
+
+log = logging.getLogger("gateway")
+
+#: The longest ``oauth_nonce`` taken; a longer one is refused and never stored.
+MAX_NONCE_CHARS = 64
+#: Seconds a nonce is kept beyond the last instant its timestamp is accepted (``timestamp_window`` after
+#: it): covers the time between the timestamp check and the store's write, and clocks of replicas sharing a
+#: store that differ by up to this much.
+NONCE_MARGIN = 60
+#: Password checks (scrypt) run at once, on the Authenticator's own threads; more wait their turn.
+SCRYPT_WORKERS = 2
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -98,11 +115,24 @@ class Authenticator:
         # user takes effect at once; a password that does not match always pays the full scrypt.
         self._verified: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
         self._digest_key = secrets.token_bytes(32)
+        self._throttle = LoginThrottle(config.auth.max_failed_logins, config.auth.failed_login_window)
+        # scrypt never runs on the loop's default executor: aiohttp resolves upstream host names there, and a
+        # flood of passwords to check must not keep it from doing so.
+        self._scrypt = ThreadPoolExecutor(SCRYPT_WORKERS, thread_name_prefix="dmgw-scrypt")
+        # A password check under way, by (username, stored hash, digest of the password): the same check
+        # asked for again meanwhile (a client's concurrent requests) waits for it instead of hashing again.
+        self._checking: dict[tuple[str, str | None, bytes], asyncio.Future[bool]] = {}
+
+    def close(self) -> None:
+        """Stop the password-checking threads (checks under way finish; none start)."""
+        self._scrypt.shutdown(wait=False, cancel_futures=True)
 
     async def authenticate(self, request: web.Request, form: MultiMapping[str]) -> Principal:
         header = request.headers.get("Authorization", "").strip()
         scheme, _, rest = header.partition(" ")
         scheme = scheme.lower()
+        if not header.isascii():
+            raise BadAuthData("authorization header is not ASCII")
         try:
             if scheme == "bearer":
                 token = bearer_token(header)
@@ -112,7 +142,7 @@ class Authenticator:
             if scheme == "oauth" or _has_oauth(request.query) or _has_oauth(form):
                 return await self._oauth1(request, form, header if scheme == "oauth" else "")
             if scheme == "basic":
-                return await self._basic(rest.strip())
+                return await self._basic(rest.strip(), self._client_address(request))
         except StoreError as exc:
             raise UpstreamUnavailable(f"credential store unavailable: {exc}") from exc
         if header:
@@ -140,6 +170,8 @@ class Authenticator:
         missing = [key for key in _REQUIRED_OAUTH if not oauth.get(key)]
         if missing:
             raise BadAuthData(f"missing {', '.join(missing)}")
+        if len(oauth["oauth_nonce"]) > MAX_NONCE_CHARS:
+            raise NotAuthenticated(f"oauth_nonce over {MAX_NONCE_CHARS} characters")
         if oauth["oauth_signature_method"] != "HMAC-SHA1" or oauth.get("oauth_version", "1.0") != "1.0":
             raise BadAuthData("only HMAC-SHA1, OAuth 1.0")
         timestamp = oauth["oauth_timestamp"]
@@ -156,18 +188,22 @@ class Authenticator:
             raise InvalidToken("unknown token, or a token of another consumer")
 
         params = [(k, v) for k, v in header_params if k != "realm"] + query_params + body_params
-        signature = oauth["oauth_signature"]
+        # Compared as bytes: compare_digest refuses a str with anything but ASCII in it, and a percent-encoded
+        # signature may decode to anything.
+        signature = oauth["oauth_signature"].encode()
         if not any(
             hmac.compare_digest(
-                hmac_sha1_signature(_base_string(request.method, uri, params), consumer.secret, token.secret),
+                hmac_sha1_signature(_base_string(request.method, uri, params), consumer.secret, token.secret).encode(),
                 signature,
             )
             for uri in self._signed_uris(request)
         ):
             raise NotAuthenticated("signature does not match")
-        # Only a verified request may spend a nonce, so a forger cannot block a real client's next call.
+        # Only a verified request may spend a nonce, so a forger cannot block a real client's next call. The
+        # nonce is kept, on this gateway's clock, past the last instant its timestamp could be accepted.
         scope = f"oauth1:{consumer.key}:{token.token}"
-        if not await self._store.remember_nonce(scope, oauth["oauth_nonce"], int(timestamp) + self._window):
+        expires_at = int(timestamp) + self._window + NONCE_MARGIN
+        if not await self._store.remember_nonce(scope, oauth["oauth_nonce"], expires_at, now=self._clock()):
             raise NotAuthenticated("nonce replayed")
         credential = OAuth1Credential(consumer.key, consumer.secret, token.token, token.secret)
         return Principal(credential, "oauth1", f"oauth1:{consumer.key}:{token.token}")
@@ -182,26 +218,43 @@ class Authenticator:
         return [f"{scheme}://{host}{path}", *(f"{base}{path}" for base in self._public_bases)]
 
     def _from_trusted_proxy(self, request: web.Request) -> bool:
-        if not self._trusted or request.remote is None:
+        return self._trusted_address(request.remote)
+
+    def _trusted_address(self, remote: str | None) -> bool:
+        if not self._trusted or remote is None:
             return False
         try:
-            address = ipaddress.ip_address(request.remote)
+            address = ipaddress.ip_address(remote)
         except ValueError:
             return False
         return any(address in network for network in self._trusted)
 
+    def _client_address(self, request: web.Request) -> str:
+        """Who failed logins are counted against: the peer, or behind ``trusted_proxies`` the last address
+        in ``X-Forwarded-For`` that is not one of them (the ones before it are the client's to write)."""
+        address = request.remote
+        if self._trusted_address(address):
+            for hop in reversed(",".join(request.headers.getall("X-Forwarded-For", [])).split(",")):
+                hop = hop.strip()
+                if hop:
+                    address = hop
+                    if not self._trusted_address(hop):
+                        break
+        return address_key(address)
+
     # HTTP Basic --------------------------------------------------------------------------------------
 
-    async def _basic(self, encoded: str) -> Principal:
+    async def _basic(self, encoded: str, address: str) -> Principal:
         try:
             decoded = base64.b64decode(encoded, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except (ValueError, binascii.Error):  # UnicodeDecodeError, and non-ASCII input, are ValueErrors
             raise BadAuthData("malformed basic credentials") from None
         username, sep, password = decoded.partition(":")
         if not sep or not username:
             raise BadAuthData("malformed basic credentials")
+        self._refuse_if_throttled(address, username)  # before anything costs: no store read, no scrypt
         user = await self._store.get_user(username)
-        matches = await self._password_matches(user, password)
+        matches = await self._password_matches(user, username, password, address)
         if user is None or not matches:
             raise NotAuthenticated("wrong username or password")
         if self._refresher is None:
@@ -209,24 +262,59 @@ class Authenticator:
         self._refresher.remember(user.username, user.grant)
         return Principal(OAuth2Credential(user.username, self._refresher), "basic", f"basic:{user.username}")
 
-    async def _password_matches(self, user: BasicUser | None, password: str) -> bool:
+    def _refuse_if_throttled(self, address: str, username: str) -> None:
+        wait = self._throttle.refused_for(address, username)
+        if wait > 0:
+            reset = int(time.time() + wait) + 1
+            raise LoginsThrottled(
+                f"too many failed logins from {address} or for this username; refused for {wait:.0f}s",
+                rate_limit=RateLimit(self._throttle.limit, 0, reset),
+            )
+
+    async def _password_matches(self, user: BasicUser | None, username: str, password: str, address: str) -> bool:
         """Whether ``password`` is ``user``'s; for a user that does not exist, checked against a decoy hash
-        all the same, so that timing does not tell who does."""
-        if user is None:
-            await asyncio.to_thread(verify_password, password, _decoy_hash())
-            return False
+        all the same, so that timing does not tell who does. Each check that hashes is charged to the
+        throttle first and forgiven if the password was right."""
         digest = hmac.digest(self._digest_key, password.encode(), "sha256")
-        if self._verified.get(user.username) == (user.password_hash, digest):
+        if user is not None and self._verified.get(user.username) == (user.password_hash, digest):
             self._verified.move_to_end(user.username)
             return True
-        # scrypt is deliberately slow: keep it off the event loop.
-        if not await asyncio.to_thread(verify_password, password, user.password_hash):
+        stored = user.password_hash if user is not None else None
+        check = (username, stored, digest)
+        pending = self._checking.get(check)
+        if pending is not None:
+            matches = await asyncio.shield(pending)  # the same check is under way: its answer is ours
+        else:
+            # Checked again with no await since: concurrent attempts are each counted before the next.
+            self._refuse_if_throttled(address, username)
+            if self._throttle.charge(address, username):
+                log.warning(
+                    "%d failed logins from %s within %ss: its logins are refused until that window has passed",
+                    self._throttle.limit, address, self._throttle.window,
+                )  # fmt: skip
+            # scrypt is deliberately slow: keep it off the event loop, on threads of its own.
+            loop = asyncio.get_running_loop()
+            pending = loop.run_in_executor(self._scrypt, _check_password, password, stored)
+            self._checking[check] = pending
+            try:
+                matches = await asyncio.shield(pending)
+            finally:
+                if self._checking.get(check) is pending:
+                    del self._checking[check]
+            if matches and user is not None:
+                self._throttle.forgive(address, username)
+        if user is None or not matches:
             return False
         self._verified[user.username] = (user.password_hash, digest)
         self._verified.move_to_end(user.username)
         while len(self._verified) > VERIFIED_BASIC_SIZE:
             self._verified.popitem(last=False)
         return True
+
+
+def _check_password(password: str, stored: str | None) -> bool:
+    """On a password-checking thread: ``password`` against the stored hash, or the decoy hash."""
+    return verify_password(password, stored if stored is not None else _decoy_hash())
 
 
 def _base_string(method: str, uri: str, params: Params) -> str:
@@ -248,13 +336,37 @@ def _token_identity(kind: str, token: str) -> str:
     return f"{kind}:{hashlib.sha256(token.encode()).hexdigest()[:32]}"
 
 
+def oauth1_signed(request: web.BaseRequest) -> bool:
+    """Whether the request says it is signed with OAuth 1.0a, by its header or its query string (a
+    form-encoded body may say so too, but only once it has been read)."""
+    scheme = request.headers.get("Authorization", "").strip().partition(" ")[0]
+    return scheme.lower() == "oauth" or _has_oauth(request.query)
+
+
 def _has_oauth(params: MultiMapping[str]) -> bool:
     return any(key.startswith("oauth_") for key in params)
 
 
 def _parse_oauth_header(header: str) -> Params:
-    try:
-        items = parse_keqv_list(parse_http_list(header.partition(" ")[2]))
-    except (ValueError, IndexError):
-        raise BadAuthData("malformed OAuth header") from None
-    return [(unescape(key), unescape(value)) for key, value in items.items()]
+    """The parameters of ``Authorization: OAuth k="v", ...`` (RFC 5849 section 3.5.1), percent-decoded.
+
+    Each item is a key, ``=`` and a quoted value (an unquoted one is taken too, as many clients send
+    them); an item without ``=``, a key that is empty or holds a space or a quote, a value with a quote left
+    unbalanced, or a key given twice is a malformed header."""
+    params: Params = []
+    seen: set[str] = set()
+    for item in parse_http_list(header.partition(" ")[2]):
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or any(ch in key for ch in '" \t'):
+            raise BadAuthData("malformed OAuth header")
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        if '"' in value:
+            raise BadAuthData("malformed OAuth header: unbalanced quotes")
+        key, value = unescape(key), unescape(value)
+        if key in seen:
+            raise BadAuthData(f"OAuth header gives {key[:40]!r} twice")
+        seen.add(key)
+        params.append((key, value))
+    return params

@@ -261,8 +261,9 @@ class MemoryStore:
             ((u.username, u.grant) for u in self._basic_users.values()),
         )
 
-    async def remember_nonce(self, scope: str, nonce: str, expires_at: float) -> bool:
-        now = time.time()  # nonces expire on the wall clock their expires_at was computed from
+    async def remember_nonce(self, scope: str, nonce: str, expires_at: float, *, now: float | None = None) -> bool:
+        if now is None:
+            now = time.time()  # nonces expire on the wall clock their expires_at was computed from
         if self._nonce_calls % self.nonce_purge_interval == 0:
             self._nonces = {key: until for key, until in self._nonces.items() if until > now}
         self._nonce_calls += 1

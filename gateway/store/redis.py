@@ -9,7 +9,7 @@ Every key starts with a namespaced, versioned prefix (``dmgw:v1:`` unless told o
     token:{token}             hash: consumer, secret                            (no TTL)
     consumer_tokens:{key}     set of the consumer's token names                 (no TTL)
     basic:{username}          hash: password_hash, grant (JSON)                 (no TTL)
-    nonce:{scope}:{nonce}     expires when the nonce does; ``:`` and ``%`` in the nonce are %-escaped
+    nonce:{scope}:{nonce}     when it expires on the gateway's clock; ``:`` and ``%`` in the nonce are %-escaped
 
 Cached data expires on its own, so Redis needs no cleanup job; credentials never expire. The TTLs come from
 ``[store]``: ``message_retention`` for messages and deletions, ``user_max_age`` for users. Message and user
@@ -25,6 +25,7 @@ Any Redis failure becomes ``StoreError``, which the service treats as a miss.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -101,6 +102,21 @@ end
 return 0
 """
 
+# KEYS: a nonce. ARGV: when it expires and now, both on the gateway's clock (epoch seconds), and the Redis TTL
+# in milliseconds (0: already expired, store nothing). A live nonce is never replaced. A value of 1 was written
+# by earlier versions, which left the expiry to Redis: live for as long as Redis keeps it.
+_REMEMBER_NONCE = """
+local seen = redis.call('GET', KEYS[1])
+if seen then
+  local expires = tonumber(seen)
+  if seen == '1' or expires == nil or expires > tonumber(ARGV[2]) then return 0 end
+end
+if tonumber(ARGV[3]) > 0 then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3]) end
+return 1
+"""
+#: How long past its expiry Redis may keep a nonce: its TTL is only for cleanup, so it errs long.
+_NONCE_TTL_SLACK_MS = 60_000
+
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 
 
@@ -144,6 +160,7 @@ class RedisStore:
         self._remove_token = self._client.register_script(_REMOVE_TOKEN)
         self._put_grant = self._client.register_script(_PUT_GRANT)
         self._mark_deleted = self._client.register_script(_MARK_DELETED)
+        self._remember_nonce = self._client.register_script(_REMEMBER_NONCE)
 
     @classmethod
     async def open(cls, url: str, **options: Any) -> RedisStore:
@@ -351,12 +368,18 @@ class RedisStore:
             names.add(_text(key)[len(start) :])
         return sorted(names)
 
-    async def remember_nonce(self, scope: str, nonce: str, expires_at: float) -> bool:
+    async def remember_nonce(self, scope: str, nonce: str, expires_at: float, *, now: float | None = None) -> bool:
         key = self._key("nonce", f"{scope}:{nonce.replace('%', '%25').replace(':', '%3A')}")
-        # SET NX is atomic across replicas. An expiry already past stores nothing but still refuses a live
-        # nonce: Redis checks NX first.
+        if now is None:
+            now = time.time()
+        # The check and the write are one script, so replicas cannot interleave. Whether the nonce is live is
+        # decided by the gateway's clock (the expiry is the value, compared with ``now``); Redis's TTL, the
+        # nonce's remaining life plus a minute, only lets Redis drop it some time after it died.
+        life_ms = max(0, math.ceil((expires_at - now) * 1000))
+        ttl_ms = life_ms + _NONCE_TTL_SLACK_MS if life_ms else 0
         with self._guard():
-            return bool(await self._client.set(key, b"1", nx=True, pxat=max(1, int(expires_at * 1000))))
+            accepted = await self._remember_nonce(keys=[key], args=[repr(float(expires_at)), repr(float(now)), ttl_ms])
+        return bool(accepted)
 
     async def ping(self) -> None:
         with self._guard():

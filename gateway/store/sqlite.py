@@ -685,10 +685,11 @@ class SQLiteStore:
 
         return await self._run(read)
 
-    async def remember_nonce(self, scope: str, nonce: str, expires_at: float) -> bool:
+    async def remember_nonce(self, scope: str, nonce: str, expires_at: float, *, now: float | None = None) -> bool:
         purge = self._nonce_calls % self.nonce_purge_interval == 0
         self._nonce_calls += 1
-        now = time.time()
+        if now is None:
+            now = time.time()
 
         def write(db: sqlite3.Connection) -> bool:
             if purge:
