@@ -204,6 +204,7 @@ def test_configuration_errors_exit_2(args: list[str], message: str) -> None:
 def test_a_store_that_cannot_be_opened_exits_1(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.sqlite3"
     garbage.write_bytes(b"not a database" * 100)
+    garbage.chmod(0o600)  # a looser mode would add its warning line
     result = run("--store", f"sqlite:///{garbage}", "list")
     assert result.returncode == 1
     assert "dm-gateway credentials:" in one_line(result.stderr)

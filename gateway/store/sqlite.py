@@ -790,6 +790,33 @@ def _create_private(path: str) -> None:
     warn_if_open_to_others(path)
 
 
+def check_file(path: str) -> None:
+    """Raise ``StoreError`` if opening the store at ``path`` would fail, creating nothing: the file must open
+    read-write as a SQLite database whose schema is not newer than this gateway's, or not exist yet in a
+    directory where it can be created. Warns, as opening does, about files open to others."""
+    if not _is_file(path):
+        return
+    directory = Path(path).parent
+    if not directory.is_dir():
+        raise StoreError(f"sqlite: the directory {str(directory)!r} of the store file does not exist")
+    if not os.path.exists(path):
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise StoreError(f"sqlite: cannot create {path!r}: its directory is not writable")
+        return
+    warn_if_open_to_others(path)
+    try:
+        db = sqlite3.connect(f"file:{quote(str(Path(path).resolve()))}?mode=rw", uri=True, isolation_level=None)
+        try:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            (version,) = db.execute("PRAGMA user_version").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"sqlite: {path}: {exc}") from None
+    if version > SCHEMA_VERSION:
+        raise StoreError(f"sqlite schema version {version} is newer than this gateway's ({SCHEMA_VERSION})")
+
+
 def warn_if_open_to_others(path: str) -> None:
     """One warning for each of the store's files (the database and its companions) that others than its owner
     may read or write."""
