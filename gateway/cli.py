@@ -464,6 +464,7 @@ def server_tls_context(config: Config) -> ssl.SSLContext | None:
 def _check_pem(cert_path: str, key_path: str) -> None:
     """Each file of the pair holds what it should, so a wrong one is named (OpenSSL only says "PEM lib"), and an
     encrypted key is refused before OpenSSL would ask a terminal for its passphrase."""
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
     from cryptography.x509 import load_pem_x509_certificates
 
@@ -476,7 +477,7 @@ def _check_pem(cert_path: str, key_path: str) -> None:
         load_pem_private_key(key, password=None)
     except TypeError:  # the key is encrypted
         raise ConfigError(f"server.tls_key: {key_path!r} is encrypted; give the gateway an unencrypted key") from None
-    except Exception:  # ValueError, UnsupportedAlgorithm: anything that is not a private key it can use
+    except (ValueError, UnsupportedAlgorithm):
         raise ConfigError(f"server.tls_key: {key_path!r} is not a PEM private key") from None
 
 
