@@ -160,6 +160,8 @@ async def test_a_new_sqlite_store_and_its_log_files_are_owner_only(make_gateway,
     directory = tmp_path / "store"
     directory.mkdir()
     client = await make_gateway(store_url=f"sqlite:///{directory}/gateway.sqlite3")
+    opened = modes(directory)
+    assert "gateway.sqlite3" in opened and set(opened.values()) == {0o600}, opened
     # Traffic that writes: a destroy learns its message and records the deletion.
     response = await client.post(f"{CLASSIC}?id={SEED_002_ID}")
     assert response.status == 200, await response.text()
@@ -286,6 +288,16 @@ def test_secrets_read_from_stdin_are_sealed_with_the_configured_key(tmp_path) ->
     consumer, token, user = asyncio.run(read())
     assert (consumer, token) == (CONSUMER, SEAN)
     assert (user.grant.access_token, user.grant.refresh_token) == (SEAN_GRANT.access_token, SEAN_GRANT.refresh_token)
+
+    # Listing needs no secret in clear but reads the grants: without the key it says why it cannot.
+    result = run_credentials(*store, "list", stdin="", env={})
+    assert result.returncode == 1 and result.stdout == ""
+    assert one_line(result.stderr) == (
+        "dm-gateway credentials: sqlite: the upstream grant of user 'sean' cannot be read: "
+        "it is encrypted and no store.encryption_key is configured"
+    )
+    result = run_credentials(*store, "list", stdin="", env=env)
+    assert result.returncode == 0 and "user     sean" in result.stdout, result.stderr
 
 
 # --- 4. check-config fails as serve would ---------------------------------------------------------------
