@@ -146,8 +146,8 @@ async def authenticate_every_way(client: Any, emulator: Any) -> None:
 
 @pytest.fixture
 def open_umask() -> Any:
-    """The usual umask, under which a file created with SQLite's default mode is readable by everyone."""
-    previous = os.umask(0o022)
+    """The most permissive umask: only the mode a file is created with keeps others out."""
+    previous = os.umask(0o000)
     yield
     os.umask(previous)
 
@@ -227,12 +227,17 @@ async def test_secrets_stored_in_clear_before_the_key_still_work_and_are_sealed_
         assert await store.get_token(SEAN.token) == SEAN
 
 
-async def test_an_encrypted_secret_without_the_key_is_a_clear_error_and_nothing_goes_upstream(
-    aiohttp_client, emulator, location, caplog
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [(None, "it is encrypted and no store.encryption_key is configured"), (Fernet.generate_key().decode(), "it does not open with the configured key")],
+    ids=["no key", "another key"],
+)
+async def test_an_encrypted_secret_without_its_key_is_a_clear_error_and_nothing_goes_upstream(
+    aiohttp_client, emulator, location, caplog, key, reason
 ) -> None:
     async with store_at(location, KEY) as store:
         await register(store)
-    async with store_at(location, None) as store:
+    async with store_at(location, key) as store:
         client = await aiohttp_client(create_app(auth_config(emulator), store=store))
         response = await send(client, signed(client, "POST", f"{CLASSIC}?id={SEED_002_ID}"))
         assert response.status == 503
@@ -244,7 +249,7 @@ async def test_an_encrypted_secret_without_the_key_is_a_clear_error_and_nothing_
     said = caplog.text
     assert "the secret of consumer 'emulator-consumer' cannot be read" in said
     assert "the upstream grant of user 'marcos' cannot be read" in said
-    assert "no store.encryption_key is configured" in said
+    assert f"cannot be read: {reason}" in said
     assert "Traceback" not in said
     assert in_clear(said.encode(), SECRETS) == []
 
