@@ -1,7 +1,10 @@
 """The ``dm-gateway`` command: serve, demo, emulator, check-config, credentials.
 
 Configuration problems end the process with one line on stderr and exit status 2; nothing half-starts.
-``credentials`` edits the store ``serve`` would open; its other failures are one line and exit status 1.
+``check-config`` checks what ``serve`` checks before it listens (the TLS pair, the store) and fails as it would.
+``credentials`` edits the store ``serve`` would open; its other failures are one line and exit status 1. Every
+secret it takes can be ``-`` instead, which reads it from stdin (see ``_Secret``), so that no secret need
+appear in ``ps`` or a shell's history.
 """
 
 from __future__ import annotations
@@ -16,16 +19,17 @@ import ssl
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from aiohttp import web, web_response
 
 from gateway import __version__
 from gateway.accesslog import AccessLogger  # one JSON line per request
 from gateway.auth.credentials import BasicUser, Consumer, OAuth2Grant, Token, hash_password
 from gateway.config import Config, ConfigError, StoreConfig, is_loopback, load_config, store_location
 from gateway.render.template import MappingError
-from gateway.store.base import Store, StoreError, open_store_from_config
+from gateway.store.base import Store, StoreError, check_store, open_store_from_config
 from gateway.workers import WorkerFailed, run_workers
 
 EXIT_CONFIG = 2
@@ -38,7 +42,15 @@ EXIT_RUNTIME = 1
 COLLECTOR_THRESHOLD = 10_000
 
 
+#: The Server header of every answer of the gateway's listeners, the errors aiohttp answers itself included:
+#: the product's name, never its version or the versions of Python and aiohttp (aiohttp's default).
+SERVER_HEADER = "legacy-dm-gateway"
+web_response.SERVER_SOFTWARE = SERVER_HEADER  # aiohttp's responses set it with setdefault when prepared
+
 _STORE_URL_HELP = "sqlite:///PATH or redis://HOST:PORT/DB, overriding store.url"
+
+#: A secret argument with this value is read from stdin instead.
+FROM_STDIN = "-"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -93,22 +105,37 @@ def _add_credentials_parser(commands: Any) -> None:
     credentials.add_argument("--store", metavar="URL", help=_STORE_URL_HELP)
     actions = credentials.add_subparsers(dest="action", required=True, metavar="COMMAND")
 
-    consumer = actions.add_parser("add-consumer", parents=[store_options], help="add or replace an OAuth consumer")
+    stdin_note = (
+        "Any secret given as - is read from stdin instead, one line each, in the order the arguments appear "
+        "on the command line."
+    )
+    consumer = actions.add_parser(
+        "add-consumer", parents=[store_options], help="add or replace an OAuth consumer", description=stdin_note
+    )
     consumer.add_argument("key", metavar="KEY")
-    consumer.add_argument("secret", metavar="SECRET")
+    consumer.add_argument("secret", metavar="SECRET", action=_Secret, help="the consumer secret, or - for stdin")
 
-    token = actions.add_parser("add-token", parents=[store_options], help="add or replace an OAuth access token")
+    token = actions.add_parser(
+        "add-token", parents=[store_options], help="add or replace an OAuth access token", description=stdin_note
+    )
     token.add_argument("consumer_key", metavar="CONSUMER_KEY")
     token.add_argument("token", metavar="TOKEN")
-    token.add_argument("token_secret", metavar="TOKEN_SECRET")
+    token.add_argument("token_secret", metavar="TOKEN_SECRET", action=_Secret, help="the token secret, or - for stdin")
 
-    user = actions.add_parser("add-user", parents=[store_options], help="add or replace an HTTP Basic user")
+    user = actions.add_parser(
+        "add-user", parents=[store_options], help="add or replace an HTTP Basic user", description=stdin_note
+    )
     user.add_argument("username", metavar="USERNAME")
     user.add_argument(
-        "--password-stdin", action="store_true", required=True, help="read the password from one line of stdin"
+        "--password-stdin", action=_PasswordStdin, required=True, help="read the password from one line of stdin"
     )
-    user.add_argument("--upstream-bearer", metavar="TOKEN", required=True, help="the user's v2 OAuth 2.0 token")
-    user.add_argument("--upstream-refresh-token", metavar="TOKEN", help="refresh token for that v2 token")
+    user.add_argument(
+        "--upstream-bearer", metavar="TOKEN", action=_Secret, required=True,
+        help="the user's v2 OAuth 2.0 token, or - for stdin",
+    )  # fmt: skip
+    user.add_argument(
+        "--upstream-refresh-token", metavar="TOKEN", action=_Secret, help="refresh token for that v2 token, or - for stdin"
+    )
     user.add_argument(
         "--upstream-expires-in", metavar="SECONDS", type=_seconds, help="seconds until the v2 token expires"
     )
@@ -118,6 +145,33 @@ def _add_credentials_parser(commands: Any) -> None:
     remove = actions.add_parser("remove", parents=[store_options], help="remove one credential")
     remove.add_argument("kind", choices=("consumer", "token", "user"), help="a consumer takes its tokens with it")
     remove.add_argument("key", metavar="KEY")
+
+
+class _Secret(argparse.Action):
+    """Keeps a secret argument's value; for ``-``, notes that its value is a line of stdin. argparse calls the
+    actions in the order their arguments appear on the command line, so ``from_stdin`` lists the arguments
+    whose lines are read in that order: several ``-`` read one line each, the first line for the leftmost."""
+
+    def __call__(self, parser: Any, namespace: argparse.Namespace, values: Any, option_string: Any = None) -> None:
+        setattr(namespace, self.dest, values)
+        _note_stdin(namespace, self.dest, values == FROM_STDIN)
+
+
+class _PasswordStdin(argparse.Action):
+    """``--password-stdin``: like ``store_true``, and the password takes its line of stdin in argument order."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
+
+    def __call__(self, parser: Any, namespace: argparse.Namespace, values: Any, option_string: Any = None) -> None:
+        setattr(namespace, self.dest, True)
+        _note_stdin(namespace, "password", True)
+
+
+def _note_stdin(namespace: argparse.Namespace, dest: str, reads: bool) -> None:
+    """Record whether ``dest`` reads a line of stdin; an argument given again counts where it last appears."""
+    order = [name for name in getattr(namespace, "from_stdin", ()) if name != dest]
+    namespace.from_stdin = [*order, dest] if reads else order
 
 
 def _seconds(text: str) -> float:
@@ -138,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "check-config":
             config = _load(args.config, {})
+            _check_before_serving(config)
+            asyncio.run(check_store(config.store))
             print(f"{args.config or 'built-in defaults'}: ok (upstream {config.upstream.base_url}, store {config.store.url})")
             return 0
         if args.command == "demo":
@@ -169,6 +225,33 @@ def _load(path: str | None, server_flags: dict[str, Any], **flags: dict[str, Any
     return load_config(path, overrides={"server": server_flags, **flags})
 
 
+def _check_before_serving(config: Config) -> ssl.SSLContext | None:
+    """What ``serve`` (and ``check-config``) refuses as a configuration error before anything opens: a TLS pair
+    that cannot be used, a SQLite store in a directory that does not exist. Returns the TLS context."""
+    tls = server_tls_context(config)
+    require_store_directory(config.store)
+    return tls
+
+
+def require_store_directory(store: StoreConfig) -> None:
+    """A SQLite store's directory must exist: the gateway never creates one (an empty store somewhere new
+    would hide a mistyped path)."""
+    backend, location = store_location(store.url)
+    if backend == "sqlite" and location != ":memory:":
+        directory = Path(location).parent
+        if not directory.is_dir():
+            raise ConfigError(f"store.url: the directory {str(directory)!r} does not exist (the gateway never creates it)")
+
+
+# Arguments read from stdin when given as -: name in the namespace -> what to call it.
+_STDIN_LABELS = {
+    "password": "the password",
+    "secret": "SECRET",
+    "token_secret": "TOKEN_SECRET",
+    "upstream_bearer": "--upstream-bearer",
+    "upstream_refresh_token": "--upstream-refresh-token",
+}
+
 # Arguments that argparse accepts as "" but a credential cannot be: name in the namespace -> what to call it.
 _REQUIRED_TEXT = {
     "key": "KEY",
@@ -190,8 +273,9 @@ def _credentials(args: argparse.Namespace) -> int:
     backend, _ = store_location(config.store.url)
     if backend == "memory":
         raise ConfigError("store.url is 'memory': credentials would be lost when this command exits")
+    require_store_directory(config.store)
     try:
-        password = _read_password() if args.action == "add-user" else None
+        password = _read_stdin(args)
         print(asyncio.run(_credentials_action(args, config.store, password)))
     except (_Refused, StoreError, OSError) as exc:
         print(f"dm-gateway credentials: {exc}", file=sys.stderr)
@@ -199,13 +283,25 @@ def _credentials(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_password() -> str:
-    """One line of stdin, without its line ending. Read as bytes so the locale cannot change the password."""
-    line = sys.stdin.buffer.readline().removesuffix(b"\n").removesuffix(b"\r")
-    try:
-        return line.decode("utf-8")
-    except UnicodeDecodeError:
-        raise _Refused("the password on stdin is not valid UTF-8") from None
+def _read_stdin(args: argparse.Namespace) -> str | None:
+    """Read the lines of stdin the arguments asked for, in the order they appear on the command line (see
+    ``_Secret``), and put each in its argument's place; return the password, if ``--password-stdin`` asked
+    for one. Each line is taken without its line ending, read as bytes so the locale cannot change it."""
+    password = None
+    for dest in getattr(args, "from_stdin", ()):
+        label = _STDIN_LABELS[dest]
+        line = sys.stdin.buffer.readline().removesuffix(b"\n").removesuffix(b"\r")
+        try:
+            value = line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _Refused(f"{label} on stdin is not valid UTF-8") from None
+        if not value:
+            raise _Refused(f"{label} on stdin is empty" + ("; a Basic user needs one" if dest == "password" else ""))
+        if dest == "password":
+            password = value
+        else:
+            setattr(args, dest, value)
+    return password
 
 
 async def _credentials_action(args: argparse.Namespace, settings: StoreConfig, password: str | None) -> str:
@@ -213,8 +309,6 @@ async def _credentials_action(args: argparse.Namespace, settings: StoreConfig, p
     for name, label in _REQUIRED_TEXT.items():
         if getattr(args, name, None) == "":
             raise _Refused(f"{label} must not be empty")
-    if password == "":
-        raise _Refused("the password on stdin is empty; a Basic user needs one")
     store = await open_store_from_config(settings)
     try:
         return await _apply(store, args, password)
@@ -265,7 +359,7 @@ def _serve(args: argparse.Namespace) -> int:
         upstream={"base_url": args.upstream},
         store={"url": args.store},
     )
-    tls = server_tls_context(config)
+    tls = _check_before_serving(config)
     if config.server.workers > 1:
         return run_workers(config)  # the supervisor serves no requests; each worker tunes its own collector
     tune_collector()
@@ -355,10 +449,40 @@ def server_tls_context(config: Config) -> ssl.SSLContext | None:
     """The TLS context for [server] tls_cert / tls_key, or None to serve plain HTTP."""
     if config.server.tls_cert is None or config.server.tls_key is None:
         return None
+    _check_pem(config.server.tls_cert, config.server.tls_key)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
         context.load_cert_chain(config.server.tls_cert, config.server.tls_key)
     except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise ConfigError("server.tls_key is not the key of the certificate in server.tls_cert") from None
         raise ConfigError(f"server.tls_cert / server.tls_key cannot be used: {exc.reason or exc}") from None
     return context
+
+
+def _check_pem(cert_path: str, key_path: str) -> None:
+    """Each file of the pair holds what it should, so a wrong one is named (OpenSSL only says "PEM lib"), and an
+    encrypted key is refused before OpenSSL would ask a terminal for its passphrase."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    from cryptography.x509 import load_pem_x509_certificates
+
+    cert, key = _read_tls_file("tls_cert", cert_path), _read_tls_file("tls_key", key_path)
+    try:
+        load_pem_x509_certificates(cert)
+    except ValueError:
+        raise ConfigError(f"server.tls_cert: {cert_path!r} is not a PEM certificate") from None
+    try:
+        load_pem_private_key(key, password=None)
+    except TypeError:  # the key is encrypted
+        raise ConfigError(f"server.tls_key: {key_path!r} is encrypted; give the gateway an unencrypted key") from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise ConfigError(f"server.tls_key: {key_path!r} is not a PEM private key") from None
+
+
+def _read_tls_file(key: str, path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"server.{key}: cannot read {path!r} ({exc.strerror})") from None

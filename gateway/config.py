@@ -80,7 +80,8 @@ class StoreConfig:
     message_retention: int = 30 * 24 * 3600
     # Seconds a learned v2 user is trusted before it is fetched again.
     user_max_age: int = 7 * 24 * 3600
-    # A Fernet key (urlsafe base64 of 32 bytes): DM text is encrypted at rest in SQLite and Redis.
+    # A Fernet key (urlsafe base64 of 32 bytes): DM text and credential secrets are encrypted at rest in SQLite
+    # and Redis.
     encryption_key: str | None = field(default=None, repr=False)
     # Bounds of the "memory" backend: cached entries, and their approximate encoded size in bytes.
     memory_max_entries: int = 100_000

@@ -204,6 +204,81 @@ def test_configuration_errors_exit_2(args: list[str], message: str) -> None:
 def test_a_store_that_cannot_be_opened_exits_1(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.sqlite3"
     garbage.write_bytes(b"not a database" * 100)
+    garbage.chmod(0o600)  # a looser mode would add its warning line
     result = run("--store", f"sqlite:///{garbage}", "list")
     assert result.returncode == 1
     assert "dm-gateway credentials:" in one_line(result.stderr)
+
+
+def test_secrets_given_as_a_dash_are_read_from_stdin(db: Path, store_flag: list[str]) -> None:
+    result = run(*store_flag, "add-consumer", "ck", "-", stdin=f"consumer-{MARK}\n")
+    assert result.returncode == 0, result.stderr
+    result = run(*store_flag, "add-token", "ck", "tk", "-", stdin=f"token-{MARK}\r\n")
+    assert result.returncode == 0 and one_line(result.stdout) == "added token tk for consumer ck", result.stderr
+    assert read_back(db, token="tk") == Token("tk", "ck", f"token-{MARK}")
+
+    async def consumer_secret() -> str | None:
+        store = await SQLiteStore.open(str(db))
+        try:
+            consumer = await store.get_consumer("ck")
+            return consumer.secret if consumer else None
+        finally:
+            await store.close()
+
+    assert asyncio.run(consumer_secret()) == f"consumer-{MARK}"
+
+
+def test_several_dashes_read_one_line_each_in_command_line_order(db: Path, store_flag: list[str]) -> None:
+    # --password-stdin takes its line in the same order as the dashes.
+    result = run(
+        *store_flag, "add-user", "erin", "--upstream-refresh-token", "-", "--password-stdin", "--upstream-bearer", "-",
+        stdin=f"refresh-{MARK}\npw-{MARK}\nbearer-{MARK}\nnot read\n",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    user = read_back(db, user="erin")
+    assert isinstance(user, BasicUser)
+    assert (user.grant.access_token, user.grant.refresh_token) == (f"bearer-{MARK}", f"refresh-{MARK}")
+    assert verify_password(f"pw-{MARK}", user.password_hash)
+
+    result = run(
+        *store_flag, "add-user", "erin", "--password-stdin", "--upstream-bearer", "-", "--upstream-refresh-token", "-",
+        stdin=f"pw2-{MARK}\nbearer2-{MARK}\nrefresh2-{MARK}\n",
+    )  # fmt: skip
+    assert result.returncode == 0 and one_line(result.stdout) == "replaced user erin", result.stderr
+    user = read_back(db, user="erin")
+    assert isinstance(user, BasicUser)
+    assert (user.grant.access_token, user.grant.refresh_token) == (f"bearer2-{MARK}", f"refresh2-{MARK}")
+    assert verify_password(f"pw2-{MARK}", user.password_hash)
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (["add-consumer", "ck", "-"], "", "SECRET on stdin is empty"),
+        (["add-consumer", "ck", "-"], "\n", "SECRET on stdin is empty"),
+        (["add-consumer", "ck", "-"], b"\xff\n", "SECRET on stdin is not valid UTF-8"),
+        (["add-user", "f", "--password-stdin", "--upstream-bearer", "-"], f"pw-{MARK}\n", "--upstream-bearer on stdin is empty"),
+        (
+            ["add-user", "f", "--upstream-bearer", "b", "--upstream-refresh-token", "-", "--password-stdin"],
+            f"r-{MARK}\n",
+            "the password on stdin is empty",
+        ),
+    ],
+    ids=["no-input", "empty-line", "not-utf8", "too-few-lines", "password-after-a-dash"],
+)
+def test_a_missing_or_bad_stdin_line_is_refused(
+    db: Path, store_flag: list[str], args: list[str], stdin: str | bytes, message: str
+) -> None:
+    result = run(*store_flag, *args, stdin=stdin)
+    assert result.returncode == 1
+    assert message in one_line(result.stderr)
+    assert result.stdout == ""
+    assert one_line(run(*store_flag, "list").stdout) == "no credentials"
+
+
+def test_help_says_how_to_read_secrets_from_stdin() -> None:
+    for action in ("add-consumer", "add-token", "add-user"):
+        result = run(action, "--help")
+        assert result.returncode == 0
+        text = " ".join(result.stdout.split())
+        assert "Any secret given as - is read from stdin instead, one line each, in the order the arguments" in text

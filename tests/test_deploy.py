@@ -34,16 +34,22 @@ def sidecar_config_toml() -> str:
     return "".join(line[indent:] + "\n" for line in match.group(2).splitlines())
 
 
-def check_config(path: Path, env: dict[str, str]) -> None:
+def check_config(path: Path, env: dict[str, str], tmp_path: Path) -> None:
+    """check-config on the file at ``path``, its store's directory (on the image's volume) moved to ``tmp_path``:
+    check-config opens the store, whose directory the gateway never creates."""
     import os
 
-    result = run_cli("check-config", "--config", str(path), env={**os.environ, **env})
+    text = path.read_text("utf-8")
+    assert "sqlite:////var/lib/dm-gateway/" in text
+    local = tmp_path / "local.toml"
+    local.write_text(text.replace("sqlite:////var/lib/dm-gateway/", f"sqlite:///{tmp_path}/"), "utf-8")
+    result = run_cli("check-config", "--config", str(local), env={**os.environ, **env})
     assert result.returncode == 0, result.stderr
     assert "ok" in result.stdout
 
 
-def test_the_container_config_passes_check_config() -> None:
-    check_config(DEPLOY / "config.toml", {})
+def test_the_container_config_passes_check_config(tmp_path: Path) -> None:
+    check_config(DEPLOY / "config.toml", {}, tmp_path)
     server = load_config(DEPLOY / "config.toml", env={}).server
     assert server.host == "0.0.0.0" and server.admin_host == "127.0.0.1"
 
@@ -78,7 +84,7 @@ def _json_list(text: str) -> list[str]:
 def test_the_sidecar_config_passes_check_config(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text(sidecar_config_toml())
-    check_config(path, SECRETS)
+    check_config(path, SECRETS, tmp_path)
     config = load_config(path, env=SECRETS)
     # Loopback for the application beside it; the Pod's interfaces for the kubelet's probes.
     assert config.server.host == "127.0.0.1" and config.server.admin_host == "0.0.0.0"

@@ -439,11 +439,11 @@ async def test_sqlite_data_survives_close_and_reopen(tmp_path: Path) -> None:
         await second.close()
 
 
-async def test_sqlite_creates_missing_parent_directories(tmp_path: Path) -> None:
+async def test_sqlite_refuses_a_missing_directory_and_creates_nothing(tmp_path: Path) -> None:
     path = tmp_path / "a" / "b" / "s.sqlite3"
-    store = await open_store(f"sqlite:///{path}")
-    await store.close()
-    assert path.is_file()
+    with pytest.raises(StoreError, match="does not exist"):
+        await open_store(f"sqlite:///{path}")
+    assert list(tmp_path.iterdir()) == []
 
 
 async def test_sqlite_file_uses_wal_and_the_schema_version(tmp_path: Path) -> None:

@@ -101,6 +101,20 @@ async def open_store(url: str, *, settings: StoreConfig | None = None, clock: Cl
     )
 
 
+async def check_store(settings: StoreConfig) -> None:
+    """Raise ``StoreError`` if the store ``settings`` describe could not be opened, creating and changing
+    nothing (what ``check-config`` asks): Redis must answer a PING; a SQLite file must open as a store this
+    gateway can use, or else not exist yet in a directory where it can be created, as ``serve`` would."""
+    backend, location = store_location(settings.url)
+    if backend == "redis":
+        store = await open_store(settings.url, settings=settings)
+        await store.close()
+    elif backend == "sqlite":
+        from gateway.store.sqlite import check_file
+
+        check_file(location)
+
+
 async def open_store_from_config(config: StoreConfig, *, clock: Clock = time.time) -> Store:
     """The store a ``[store]`` section describes: its URL, with its retention, key and bounds."""
     return await open_store(config.url, settings=config, clock=clock)

@@ -4,6 +4,13 @@ DM text may be encrypted at rest: given a ``TextCipher``, a message record carri
 token, from the ``cryptography`` package) instead of ``text``. Records written before encryption was turned
 on keep ``text`` and stay readable. A ``text_enc`` that the configured key cannot open (another key, or no key
 at all) is never returned as text: ``read_message`` logs it and answers a miss, so the gateway asks v2 again.
+
+Credential secrets are encrypted with the same key. A v2 grant's record carries ``access_token_enc`` and
+``refresh_token_enc`` instead of ``access_token`` and ``refresh_token``. A consumer's or a token's secret,
+stored on its own, is *sealed*: the byte 0xFF and then the Fernet token, bytes that no clear secret can be
+(a clear secret is stored as UTF-8 text, in which 0xFF never occurs). Secrets written in clear before the key
+was set stay readable, and are sealed when they are written again. A secret the key cannot open is an
+``UndecryptableText`` error for the store to report: a credential is never treated as missing.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ log = logging.getLogger("gateway.store")
 
 
 class UndecryptableText(Exception):
-    """A message record's ``text_enc`` cannot be opened with the configured key (or there is no key)."""
+    """Stored text or a stored secret cannot be opened with the configured key (or there is no key)."""
 
 
 class TextCipher:
@@ -45,11 +52,36 @@ class TextCipher:
         try:
             return self._fernet.decrypt(token).decode("utf-8")
         except (InvalidToken, UnicodeDecodeError, TypeError, ValueError):
-            raise UndecryptableText("the stored text does not open with the configured key") from None
+            raise UndecryptableText("it does not open with the configured key") from None
 
 
 def cipher_for(key: str | None) -> TextCipher | None:
     return TextCipher(key) if key else None
+
+
+_NO_KEY = "it is encrypted and no store.encryption_key is configured"
+
+#: The first byte of a sealed secret: never the first byte of a secret stored in clear (UTF-8 text).
+SEALED = b"\xff"
+
+
+def seal(secret: str, cipher: TextCipher | None) -> str | bytes:
+    """What to store for ``secret``: the secret itself without a cipher, else 0xFF and its Fernet token."""
+    return secret if cipher is None else SEALED + cipher.encrypt(secret).encode("ascii")
+
+
+def unseal(stored: str | bytes, cipher: TextCipher | None) -> str:
+    """The secret a stored value holds, sealed or in clear (as text, or its UTF-8 bytes as Redis gives it)."""
+    if isinstance(stored, str):
+        return stored
+    if not stored.startswith(SEALED):
+        try:
+            return stored.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UndecryptableText("it is neither text nor sealed") from None
+    if cipher is None:
+        raise UndecryptableText(_NO_KEY)
+    return cipher.decrypt(stored[len(SEALED) :])
 
 
 def _date(value: datetime | None) -> str | None:
@@ -83,7 +115,7 @@ def message_from_record(record: dict[str, Any], cipher: TextCipher | None = None
     assert created_at is not None
     if "text_enc" in record:
         if cipher is None:
-            raise UndecryptableText("the stored text is encrypted and no store.encryption_key is configured")
+            raise UndecryptableText(_NO_KEY)
         text = cipher.decrypt(record["text_enc"])
     else:
         text = record["text"]
@@ -139,21 +171,29 @@ def user_from_record(record: dict[str, Any]) -> User:
     return User(created_at=_parse_date(record["created_at"]), **values)
 
 
-def grant_to_record(grant: OAuth2Grant) -> dict[str, Any]:
-    return {
-        "v": RECORD_VERSION,
-        "access_token": grant.access_token,
-        "refresh_token": grant.refresh_token,
-        "expires_at": grant.expires_at,
-    }
+def grant_to_record(grant: OAuth2Grant, cipher: TextCipher | None = None) -> dict[str, Any]:
+    if cipher is None:
+        tokens = {"access_token": grant.access_token, "refresh_token": grant.refresh_token}
+    else:
+        refresh = grant.refresh_token
+        tokens = {
+            "access_token_enc": cipher.encrypt(grant.access_token),
+            "refresh_token_enc": cipher.encrypt(refresh) if refresh is not None else None,
+        }
+    return {"v": RECORD_VERSION, **tokens, "expires_at": grant.expires_at}
 
 
-def grant_from_record(record: dict[str, Any]) -> OAuth2Grant:
-    return OAuth2Grant(
-        access_token=record["access_token"],
-        refresh_token=record["refresh_token"],
-        expires_at=record["expires_at"],
-    )
+def grant_from_record(record: dict[str, Any], cipher: TextCipher | None = None) -> OAuth2Grant:
+    """Raises ``UndecryptableText`` for encrypted tokens the cipher cannot open."""
+    if "access_token_enc" not in record:
+        access, refresh = record["access_token"], record["refresh_token"]
+    elif cipher is None:
+        raise UndecryptableText(_NO_KEY)
+    else:
+        access = cipher.decrypt(record["access_token_enc"])
+        sealed_refresh = record["refresh_token_enc"]
+        refresh = cipher.decrypt(sealed_refresh) if sealed_refresh is not None else None
+    return OAuth2Grant(access_token=access, refresh_token=refresh, expires_at=record["expires_at"])
 
 
 def dumps(record: dict[str, Any]) -> bytes:

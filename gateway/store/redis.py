@@ -5,17 +5,18 @@ Every key starts with a namespaced, versioned prefix (``dmgw:v1:`` unless told o
     msg:{id}                  a message record (JSON), with a TTL
     del:{id}                  its deletion record (JSON: at, by), with a TTL
     user:{id}                 a v2 user record (JSON), with a TTL
-    consumer:{key}            an OAuth 1.0a consumer's secret                  (no TTL)
-    token:{token}             hash: consumer, secret                            (no TTL)
+    consumer:{key}            an OAuth 1.0a consumer's secret (maybe sealed)   (no TTL)
+    token:{token}             hash: consumer, secret (maybe sealed)             (no TTL)
     consumer_tokens:{key}     set of the consumer's token names                 (no TTL)
-    basic:{username}          hash: password_hash, grant (JSON)                 (no TTL)
+    basic:{username}          hash: password_hash (scrypt), grant (JSON)        (no TTL)
     nonce:{scope}:{nonce}     when it expires on the gateway's clock; ``:`` and ``%`` in the nonce are %-escaped
 
 Cached data expires on its own, so Redis needs no cleanup job; credentials never expire. The TTLs come from
 ``[store]``: ``message_retention`` for messages and deletions, ``user_max_age`` for users. Message and user
 records also carry when they were learned (``learned_at``, ``fetched_at``), and a read past the TTL's age is a
 miss even before Redis expires the key (after the TTL was shortened, or with another clock in tests). With an
-``encryption_key`` a message record holds ``text_enc``, a Fernet token, instead of ``text`` (see codec.py). Every
+``encryption_key`` a message record holds ``text_enc``, a Fernet token, instead of ``text``, a grant holds its v2
+tokens as Fernet tokens, and a consumer's or token's secret is sealed, 0xFF and a Fernet token (see codec.py). Every
 check-then-write (a token's consumer must exist, removing a consumer removes its tokens, a deletion only for
 a known message, a nonce accepted once) is one Lua script or one ``SET NX``, so replicas cannot interleave.
 The scripts touch keys they derive from their arguments: a single Redis server (or primary), not a cluster.
@@ -271,12 +272,12 @@ class RedisStore:
 
     async def put_consumer(self, consumer: Consumer) -> None:
         with self._guard():
-            await self._client.set(self._key("consumer", consumer.key), consumer.secret)
+            await self._client.set(self._key("consumer", consumer.key), codec.seal(consumer.secret, self._cipher))
 
     async def get_consumer(self, key: str) -> Consumer | None:
         with self._guard():
             secret = await self._client.get(self._key("consumer", key))
-        return None if secret is None else Consumer(key=key, secret=_text(secret))
+        return None if secret is None else Consumer(key=key, secret=self._secret(secret, f"consumer {key!r}"))
 
     async def put_token(self, token: Token) -> None:
         keys = [
@@ -286,7 +287,7 @@ class RedisStore:
         ]
         with self._guard():
             stored = await self._put_token(
-                keys=keys, args=[token.token, token.consumer_key, token.secret, self.prefix]
+                keys=keys, args=[token.token, token.consumer_key, codec.seal(token.secret, self._cipher), self.prefix]
             )
         if not stored:
             raise ValueError(f"no consumer {token.consumer_key!r}")
@@ -297,12 +298,13 @@ class RedisStore:
         if not fields:
             return None
         try:
-            return Token(token=token, consumer_key=_text(fields[b"consumer"]), secret=_text(fields[b"secret"]))
+            consumer_key, secret = _text(fields[b"consumer"]), fields[b"secret"]
         except KeyError as exc:
             raise StoreError(f"redis: token record without {exc}") from None
+        return Token(token=token, consumer_key=consumer_key, secret=self._secret(secret, f"token {token!r}"))
 
     async def put_user(self, user: BasicUser) -> None:
-        mapping = {"password_hash": user.password_hash, "grant": codec.dumps(codec.grant_to_record(user.grant))}
+        mapping = {"password_hash": user.password_hash, "grant": self._grant_record(user.grant)}
         key = self._key("basic", user.username)
         with self._guard():
             async with self._client.pipeline(transaction=True) as pipe:  # replaced whole, never merged
@@ -320,10 +322,10 @@ class RedisStore:
             grant = fields[b"grant"]
         except KeyError as exc:
             raise StoreError(f"redis: basic user record without {exc}") from None
-        return BasicUser(username=username, password_hash=password_hash, grant=_decode(codec.grant_from_record, grant))
+        return BasicUser(username=username, password_hash=password_hash, grant=self._grant(grant, username))
 
     async def put_grant(self, username: str, grant: OAuth2Grant) -> None:
-        record = codec.dumps(codec.grant_to_record(grant))
+        record = self._grant_record(grant)
         with self._guard():
             await self._put_grant(keys=[self._key("basic", username)], args=[record])
 
@@ -352,12 +354,25 @@ class RedisStore:
         # A key removed between the scan and the reads is simply left out.
         owners, grants = values[: len(token_names)], values[len(token_names) :]
         tokens = [(name, _text(owner)) for name, owner in zip(token_names, owners) if owner is not None]
-        users = [
-            (name, _decode(codec.grant_from_record, grant))
-            for name, grant in zip(usernames, grants)
-            if grant is not None
-        ]
+        users = [(name, self._grant(grant, name)) for name, grant in zip(usernames, grants) if grant is not None]
         return credential_entries(consumers, tokens, users)
+
+    def _secret(self, stored: bytes, what: str) -> str:
+        """The secret a consumer's or token's value holds; one that cannot be read is a ``StoreError`` naming
+        ``what`` (never the secret), not a missing credential."""
+        try:
+            return codec.unseal(stored, self._cipher)
+        except codec.UndecryptableText as exc:
+            raise StoreError(f"redis: the secret of {what} cannot be read: {exc}") from None
+
+    def _grant_record(self, grant: OAuth2Grant) -> bytes:
+        return codec.dumps(codec.grant_to_record(grant, self._cipher))
+
+    def _grant(self, data: bytes, username: str) -> OAuth2Grant:
+        try:
+            return _decode(lambda record: codec.grant_from_record(record, self._cipher), data)
+        except codec.UndecryptableText as exc:
+            raise StoreError(f"redis: the upstream grant of user {username!r} cannot be read: {exc}") from None
 
     async def _names(self, kind: str) -> list[str]:
         """The names after ``{prefix}{kind}:`` of every such key, found with SCAN (never KEYS)."""

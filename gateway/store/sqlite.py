@@ -37,7 +37,12 @@ the writer's ``BEGIN IMMEDIATE`` transaction, so processes sharing the file cann
 Retention: a message (with its deletion) learned longer than ``message_retention`` ago, or a user fetched
 longer than ``user_max_age`` ago, is a miss at once, and its row is deleted by a purge that runs after the
 first message or user write and then every ``purge_interval`` such writes, on the worker thread (it scans).
-With an ``encryption_key`` the DM text in ``messages.record`` is a Fernet token (see codec.py).
+With an ``encryption_key`` the DM text in ``messages.record`` is a Fernet token, and so are the v2 tokens in
+``basic_users.grant_record``; ``consumers.secret`` and ``tokens.secret`` then hold a sealed secret, a BLOB
+(see codec.py). Password hashes are scrypt hashes either way.
+
+The file is created readable and writable by its owner only (0600) before SQLite opens it, and SQLite gives
+its ``-wal`` and ``-shm`` files the database file's mode; a file already open to others is warned about.
 """
 
 from __future__ import annotations
@@ -45,7 +50,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import sqlite3
+import stat
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -223,7 +230,7 @@ class SQLiteStore:
     def _connect(self) -> None:
         shared = _is_file(self.path)
         if shared:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            _create_private(self.path)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
@@ -618,32 +625,37 @@ class SQLiteStore:
 
     async def put_consumer(self, consumer: Consumer) -> None:
         # An upsert, not INSERT OR REPLACE: replacing the row would cascade and delete the consumer's tokens.
-        await self._write(_writer(_UPSERT_CONSUMER, [(consumer.key, consumer.secret)]))
+        secret = codec.seal(consumer.secret, self._cipher)
+        await self._write(_writer(_UPSERT_CONSUMER, [(consumer.key, secret)]))
 
     async def get_consumer(self, key: str) -> Consumer | None:
         def read(db: sqlite3.Connection) -> Consumer | None:
             row = db.execute("SELECT key, secret FROM consumers WHERE key = ?", (key,)).fetchone()
-            return Consumer(key=row[0], secret=row[1]) if row else None
+            return Consumer(key=row[0], secret=self._secret(row[1], f"consumer {key!r}")) if row else None
 
         return await self._read(read)
 
     async def put_token(self, token: Token) -> None:
+        secret = codec.seal(token.secret, self._cipher)
+
         def write(db: sqlite3.Connection) -> None:
             if db.execute("SELECT 1 FROM consumers WHERE key = ?", (token.consumer_key,)).fetchone() is None:
                 raise ValueError(f"no consumer {token.consumer_key!r}")
-            db.execute(_UPSERT_TOKEN, (token.token, token.consumer_key, token.secret))
+            db.execute(_UPSERT_TOKEN, (token.token, token.consumer_key, secret))
 
         await self._write(write)
 
     async def get_token(self, token: str) -> Token | None:
         def read(db: sqlite3.Connection) -> Token | None:
             row = db.execute("SELECT token, consumer_key, secret FROM tokens WHERE token = ?", (token,)).fetchone()
-            return Token(token=row[0], consumer_key=row[1], secret=row[2]) if row else None
+            if row is None:
+                return None
+            return Token(token=row[0], consumer_key=row[1], secret=self._secret(row[2], f"token {token!r}"))
 
         return await self._read(read)
 
     async def put_user(self, user: BasicUser) -> None:
-        row = (user.username, user.password_hash, _grant_text(user.grant))
+        row = (user.username, user.password_hash, self._grant_text(user.grant))
         await self._write(_writer(_UPSERT_BASIC_USER, [row]))
 
     async def get_user(self, username: str) -> BasicUser | None:
@@ -653,13 +665,13 @@ class SQLiteStore:
             ).fetchone()
             if row is None:
                 return None
-            return BasicUser(username=row[0], password_hash=row[1], grant=_grant(row[2]))
+            return BasicUser(username=row[0], password_hash=row[1], grant=self._grant(row[2], username))
 
         return await self._read(read)
 
     async def put_grant(self, username: str, grant: OAuth2Grant) -> None:
         statement = "UPDATE basic_users SET grant_record = ? WHERE username = ?"
-        await self._write(_writer(statement, [(_grant_text(grant), username)]))
+        await self._write(_writer(statement, [(self._grant_text(grant), username)]))
 
     async def remove_credential(self, kind: CredentialKind, key: str) -> bool:
         table_and_column = _CREDENTIAL_TABLES.get(kind)
@@ -678,12 +690,29 @@ class SQLiteStore:
                 consumers = [row[0] for row in db.execute("SELECT key FROM consumers")]
                 tokens = [(row[0], row[1]) for row in db.execute("SELECT token, consumer_key FROM tokens")]
                 rows = db.execute("SELECT username, grant_record FROM basic_users")
-                users = [(row[0], _grant(row[1])) for row in rows]
+                users = [(row[0], self._grant(row[1], row[0])) for row in rows]
             finally:
                 db.execute("COMMIT")
             return credential_entries(consumers, tokens, users)
 
         return await self._run(read)
+
+    def _secret(self, stored: str | bytes, what: str) -> str:
+        """The secret a consumer's or token's row holds; one that cannot be read is a ``StoreError`` naming
+        ``what`` (never the secret), not a missing credential."""
+        try:
+            return codec.unseal(stored, self._cipher)
+        except codec.UndecryptableText as exc:
+            raise StoreError(f"sqlite: the secret of {what} cannot be read: {exc}") from None
+
+    def _grant_text(self, grant: OAuth2Grant) -> str:
+        return codec.dumps(codec.grant_to_record(grant, self._cipher)).decode("utf-8")
+
+    def _grant(self, text: str, username: str) -> OAuth2Grant:
+        try:
+            return codec.grant_from_record(codec.loads(text), self._cipher)
+        except codec.UndecryptableText as exc:
+            raise StoreError(f"sqlite: the upstream grant of user {username!r} cannot be read: {exc}") from None
 
     async def remember_nonce(self, scope: str, nonce: str, expires_at: float, *, now: float | None = None) -> bool:
         purge = self._nonce_calls % self.nonce_purge_interval == 0
@@ -739,6 +768,66 @@ class SQLiteStore:
 def _is_file(path: str) -> bool:
     """Whether ``path`` names a file that a second connection can open (not a private in-memory database)."""
     return path not in ("", ":memory:")
+
+
+#: The files SQLite keeps beside a database, by the suffix of their names.
+COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+def _create_private(path: str) -> None:
+    """Create the database file at ``path``, if it is not there, with mode 0600 (whatever the umask, which
+    can only take permissions away), so that SQLite, which gives its ``-wal``, ``-shm`` and ``-journal``
+    files the mode of the database file, creates those 0600 too. Then warn about any of them already
+    readable or writable by others. The directory must exist: a store is never created somewhere new."""
+    directory = Path(path).parent
+    if not directory.is_dir():
+        raise StoreError(f"sqlite: the directory {str(directory)!r} of the store file does not exist")
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise StoreError(f"sqlite: cannot create {path!r}: {exc.strerror}") from None
+    warn_if_open_to_others(path)
+
+
+def check_file(path: str) -> None:
+    """Raise ``StoreError`` if opening the store at ``path`` would fail, creating nothing: the file must open
+    read-write as a SQLite database whose schema is not newer than this gateway's, or not exist yet in a
+    directory where it can be created. Warns, as opening does, about files open to others."""
+    if not _is_file(path):
+        return
+    directory = Path(path).parent
+    if not directory.is_dir():
+        raise StoreError(f"sqlite: the directory {str(directory)!r} of the store file does not exist")
+    if not os.path.exists(path):
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise StoreError(f"sqlite: cannot create {path!r}: its directory is not writable")
+        return
+    warn_if_open_to_others(path)
+    try:
+        db = sqlite3.connect(f"file:{quote(str(Path(path).resolve()))}?mode=rw", uri=True, isolation_level=None)
+        try:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            (version,) = db.execute("PRAGMA user_version").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"sqlite: {path}: {exc}") from None
+    if version > SCHEMA_VERSION:
+        raise StoreError(f"sqlite schema version {version} is newer than this gateway's ({SCHEMA_VERSION})")
+
+
+def warn_if_open_to_others(path: str) -> None:
+    """One warning for each of the store's files (the database and its companions) that others than its owner
+    may read or write."""
+    for name in (path, *(path + suffix for suffix in COMPANIONS)):
+        try:
+            mode = stat.S_IMODE(os.stat(name).st_mode)
+        except OSError:
+            continue
+        if mode & 0o077:
+            log.warning("store file %s has mode %04o: others than its owner may read it; chmod 600 it", name, mode)
 
 
 def _answer_from(callers: list[tuple[Any, asyncio.Future[Any]]], done: asyncio.Future[list[Outcome]]) -> None:
@@ -898,10 +987,3 @@ _CREDENTIAL_TABLES: dict[str, tuple[str, str]] = {
     "user": ("basic_users", "username"),
 }
 
-
-def _grant_text(grant: OAuth2Grant) -> str:
-    return codec.dumps(codec.grant_to_record(grant)).decode("utf-8")
-
-
-def _grant(text: str) -> OAuth2Grant:
-    return codec.grant_from_record(codec.loads(text))
