@@ -5,13 +5,20 @@ plain HTTP proxy here: method, raw path and query, end-to-end headers and the bo
 streamed, never buffered); status, end-to-end headers and the body come back, streamed in chunks and still
 in the content coding upstream chose. The client's Authorization is v2's to judge.
 
+Upstream is always ``upstream.base_url``'s host: the URL is that scheme and authority with the request's
+path and query, never a string the client wrote. An absolute-form target (``GET http://elsewhere/2/...``)
+counts for its path and query only; its scheme and authority are ignored. (aiohttp never routes a CONNECT
+request, whose target is only an authority, so it does not get here.)
+
 On the way, DM and user bodies are read to learn from (``gateway.learn``): a copy of the bytes, capped at
 ``upstream.max_response_bytes``, decoded if compressed. A message sent through the pass-through is answered
 by v2 with ids only, so the gateway then looks that event up itself, in the background, with the sender's
-own bearer token (an OAuth 1.0a signature covers only the request it signed), and learns it. Failures of the proxy itself answer in v2's own
-problem+json, never in a legacy dialect's shape. The pass-through shares the upstream host's circuit breaker
-with the legacy calls (its 5xx, timeouts and connection errors count; while the breaker is open it answers
-503 with ``Retry-After`` without sending anything). It never retries: a proxied request may be a send.
+own bearer token (an OAuth 1.0a signature covers only the request it signed), and learns it. Failures of the
+proxy itself answer in v2's own problem+json, never in a legacy dialect's shape.
+
+The pass-through shares the upstream host's circuit breaker with the legacy calls (its 5xx, timeouts and
+connection errors count; while the breaker is open it answers 503 with ``Retry-After`` without sending
+anything). It never retries: a proxied request may be a send.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ log = logging.getLogger("gateway.passthrough")
 
 SESSION_KEY = web.AppKey("passthrough_session", aiohttp.ClientSession)
 FOLLOW_UPS_KEY = web.AppKey("passthrough_follow_ups", set)
+UPSTREAM_KEY = web.AppKey("passthrough_upstream", URL)  # upstream.base_url, parsed once
 
 # v2's send endpoints: to a participant, to a conversation, or creating a conversation with a message.
 _SEND_PATH = re.compile(r"/2/dm_conversations(?:/with/[^/]+/messages|/[^/]+/messages)?")
@@ -83,6 +91,7 @@ async def _session(app: web.Application) -> AsyncIterator[None]:
         cookie_jar=aiohttp.DummyCookieJar(),
     )
     follow_ups: set[asyncio.Task[None]] = set()
+    app[UPSTREAM_KEY] = URL(upstream.base_url)
     app[SESSION_KEY] = session
     app[FOLLOW_UPS_KEY] = follow_ups
     try:
@@ -128,10 +137,28 @@ def problem(status: int, title: str, detail: str, request_id: str | None) -> web
     return response
 
 
+def upstream_url(base: URL, request: web.Request) -> URL:
+    """Where a request goes upstream: the scheme and authority of ``base``, the request's path and query.
+
+    The path and query are those the request was routed by (``rel_url``): an origin-form target's own, an
+    absolute-form target's without its scheme and authority. Nothing the client wrote can name the host."""
+    target = request.rel_url
+    return URL.build(
+        scheme=base.scheme,
+        authority=base.raw_authority,
+        path=target.raw_path,
+        query_string=target.raw_query_string,
+        encoded=True,
+    )
+
+
 async def handle(request: web.Request) -> web.StreamResponse:
     config = request.app[gateway_app.CONFIG_KEY].upstream
     request_id = request[gateway_app.REQUEST_ID]
-    url = config.base_url.rstrip("/") + request.raw_path
+    if any(segment in (".", "..") for segment in request.path.split("/")):
+        # /2/../elsewhere is no v2 call: upstream might resolve it to a path outside /2/.
+        return problem(400, "Bad Request", "The path must not contain . or .. segments.", request_id)
+    url = upstream_url(request.app[UPSTREAM_KEY], request)
     session = request.app[SESSION_KEY]
     # The legacy calls' breaker for this host: while it is open, fail fast here too.
     breaker = request.app[gateway_app.BREAKERS_KEY].for_url(config.base_url)
@@ -145,7 +172,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     try:
         upstream = await session.request(
             request.method,
-            URL(url, encoded=True),
+            url,
             headers=_outgoing_headers(request),
             data=request.content if request.body_exists else None,
             allow_redirects=False,
@@ -166,15 +193,18 @@ async def handle(request: web.Request) -> web.StreamResponse:
     finally:
         breaker.record(answered, probe)
     async with upstream:
-        return await _relay(request, upstream, request_id)
+        return await _relay(request, upstream, request_id, url.raw_path_qs)
 
 
-async def _relay(request: web.Request, upstream: aiohttp.ClientResponse, request_id: str) -> web.StreamResponse:
+async def _relay(
+    request: web.Request, upstream: aiohttp.ClientResponse, request_id: str, target: str
+) -> web.StreamResponse:
+    """Upstream's answer to the client; ``target`` is the path and query it answered."""
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
     response.headers.extend(end_to_end(upstream.headers))
     response.headers["X-Request-Id"] = request_id
     limit = request.app[gateway_app.CONFIG_KEY].upstream.max_response_bytes
-    tee: list[bytes] | None = [] if _should_learn(request, upstream) else None
+    tee: list[bytes] | None = [] if _should_learn(request.method, target, upstream) else None
     teed = 0
     held: bytes | None = None  # while learning, the last chunk waits until the body has been learned
     try:
@@ -201,34 +231,36 @@ async def _relay(request: web.Request, upstream: aiohttp.ClientResponse, request
             request.transport.close()
         return response
     if tee is not None:
-        await _learn(request, upstream, b"".join(tee), limit)
+        await _learn(request, target, upstream, b"".join(tee), limit)
     if held is not None:
         await response.write(held)
     await response.write_eof()
     return response
 
 
-def _is_send(request: web.Request) -> bool:
-    return request.method == "POST" and bool(_SEND_PATH.fullmatch(urlsplit(request.raw_path).path))
+def _is_send(method: str, target: str) -> bool:
+    return method == "POST" and bool(_SEND_PATH.fullmatch(urlsplit(target).path))
 
 
-def _should_learn(request: web.Request, upstream: aiohttp.ClientResponse) -> bool:
+def _should_learn(method: str, target: str, upstream: aiohttp.ClientResponse) -> bool:
     if upstream.content_type != "application/json":
         return False
-    if _is_send(request):
+    if _is_send(method, target):
         return upstream.status in (200, 201)
-    return upstream.status == 200 and learnable(request.method, request.raw_path)
+    return upstream.status == 200 and learnable(method, target)
 
 
-async def _learn(request: web.Request, upstream: aiohttp.ClientResponse, raw: bytes, limit: int) -> None:
+async def _learn(
+    request: web.Request, target: str, upstream: aiohttp.ClientResponse, raw: bytes, limit: int
+) -> None:
     try:
         body = BoundedDecoder(limit).decode(upstream.headers.get(hdrs.CONTENT_ENCODING, ""), raw)
         if body is None:
             return
-        if _is_send(request):
+        if _is_send(request.method, target):
             _follow_up_send(request, body)
         else:
-            await learn_from_v2(request.app[gateway_app.STORE_KEY], request.method, request.raw_path, body)
+            await learn_from_v2(request.app[gateway_app.STORE_KEY], request.method, target, body)
     except Exception:  # noqa: BLE001 - the client's response never fails because learning did
         log.warning("learning from pass-through %s failed", request.path, exc_info=True)
 
