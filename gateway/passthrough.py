@@ -16,19 +16,23 @@ by v2 with ids only, so the gateway then looks that event up itself, in the back
 own bearer token (an OAuth 1.0a signature covers only the request it signed), and learns it. Failures of the
 proxy itself answer in v2's own problem+json, never in a legacy dialect's shape.
 
-The pass-through shares the upstream host's circuit breaker with the legacy calls (its 5xx, timeouts and
-connection errors count; while the breaker is open it answers 503 with ``Retry-After`` without sending
-anything). It never retries: a proxied request may be a send.
+The pass-through shares the upstream host's circuit breaker with the legacy calls: its 5xx, timeouts and
+connection errors count, under the caller's name (``caller``), against the breaker's per-caller limit; while
+the breaker is open it answers 503 with ``Retry-After`` without sending anything. A failure while the gateway
+was still waiting for the client's own body (a body that trickles, stops or is cut off) is the client's
+doing: it answers 408 and closes the connection, and the breaker does not hear of it. It never retries: a
+proxied request may be a send.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import re
 from collections.abc import AsyncIterator
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
 import aiohttp
 import orjson
@@ -38,7 +42,7 @@ from yarl import URL
 
 from gateway import app as gateway_app
 from gateway.learn import BoundedDecoder, learn_from_v2, learnable
-from gateway.slow_clients import timed_out
+from gateway.slow_clients import ClientTooSlow
 from gateway.upstream.client import DM_EVENT_LOOKUP
 from gateway.upstream.resilience import BreakerOpen
 
@@ -72,6 +76,8 @@ HOP_BY_HOP = frozenset(
 _NOT_FORWARDED = HOP_BY_HOP | {"host"}
 # aiohttp's client would otherwise add these when the caller did not send them.
 _NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+# The parameters of an OAuth 1.0a Authorization header that name its signer.
+_OAUTH_SIGNER = re.compile(r'\b(oauth_consumer_key|oauth_token)\s*=\s*"([^"]*)"')
 
 
 def setup(app: web.Application) -> None:
@@ -152,6 +158,53 @@ def upstream_url(base: URL, request: web.Request) -> URL:
     )
 
 
+def caller(request: web.Request) -> str:
+    """Who a pass-through request comes from, as the breaker's per-caller limit knows callers: by the
+    credential it carries, never the credential itself (a bearer token by its digest, named as the legacy
+    side names it; an OAuth 1.0a header by its consumer and token; any other by its digest), or by the
+    client's address when it carries none."""
+    authorization = request.headers.get(hdrs.AUTHORIZATION, "").strip()
+    if not authorization:
+        return f"address:{request.remote}"
+    scheme, _, credentials = authorization.partition(" ")
+    scheme, credentials = scheme.lower(), credentials.strip()
+    if scheme == "bearer" and credentials:
+        return f"bearer:{_digest(credentials)}"
+    if scheme == "oauth":
+        signer = dict(_OAUTH_SIGNER.findall(credentials))
+        if "oauth_token" in signer:
+            return f"oauth1:{unquote(signer.get('oauth_consumer_key', ''))}:{unquote(signer['oauth_token'])}"
+    return f"authorization:{_digest(authorization)}"
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+
+class _Body:
+    """The client's request body on its way upstream, a chunk at a time as it arrives.
+
+    ``waiting`` is True while the gateway waits for the client's next bytes, and stays True when they never
+    come (the body missed ``server.client_timeout``, or the client went away): a request that fails then
+    failed because of the client, not because of upstream."""
+
+    __slots__ = ("_content", "waiting")
+
+    def __init__(self, content: aiohttp.StreamReader) -> None:
+        self._content = content
+        self.waiting = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        content = self._content
+        while True:
+            self.waiting = True
+            chunk = await content.readany()  # b"" once the body is complete
+            self.waiting = False
+            if not chunk:
+                return
+            yield chunk
+
+
 async def handle(request: web.Request) -> web.StreamResponse:
     config = request.app[gateway_app.CONFIG_KEY].upstream
     request_id = request[gateway_app.REQUEST_ID]
@@ -168,13 +221,14 @@ async def handle(request: web.Request) -> web.StreamResponse:
         response = problem(503, "Service Unavailable", "The upstream server is failing; try again later.", request_id)
         response.headers["Retry-After"] = str(math.ceil(breaker.retry_after()) or 1)
         return response
-    answered: bool | None = None  # for the breaker: None when the client went away first
+    body = _Body(request.content) if request.body_exists else None
+    answered: bool | None = None  # for the breaker: None when neither upstream answered nor it failed
     try:
         upstream = await session.request(
             request.method,
             url,
             headers=_outgoing_headers(request),
-            data=request.content if request.body_exists else None,
+            data=body.chunks() if body is not None else None,
             allow_redirects=False,
             skip_auto_headers=_NO_AUTO_HEADERS,
         )
@@ -182,8 +236,20 @@ async def handle(request: web.Request) -> web.StreamResponse:
     except asyncio.CancelledError:
         raise
     except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
-        if timed_out(request):  # the client's body stalled on its way upstream (gateway.slow_clients)
-            return problem(408, "Request Timeout", "The request body was not received in time.", request_id)
+        if body is not None and body.waiting:
+            # Upstream was still being sent the client's body, which stalled or broke off: the client's
+            # doing, not upstream's. The rest of the body is not waited for (as in gateway.slow_clients):
+            # the connection closes once the answer is sent.
+            log.info(
+                "pass-through %s %s: the client's body did not arrive (request %s)",
+                request.method,
+                request.path,
+                request_id,
+            )
+            request.content.set_exception(ClientTooSlow("request body not received before upstream gave up"))
+            response = problem(408, "Request Timeout", "The request body was not received in time.", request_id)
+            response.force_close()
+            return response
         answered = False
         if isinstance(exc, asyncio.TimeoutError):
             log.warning("pass-through %s %s: upstream timed out (request %s)", request.method, request.path, request_id)
@@ -191,7 +257,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         log.warning("pass-through %s %s: %s (request %s)", request.method, request.path, exc, request_id)
         return problem(502, "Bad Gateway", f"The upstream server could not be reached ({type(exc).__name__}).", request_id)
     finally:
-        breaker.record(answered, probe)
+        breaker.record(answered, probe, caller(request) if answered is False else None)
     async with upstream:
         return await _relay(request, upstream, request_id, url.raw_path_qs)
 

@@ -328,3 +328,188 @@ async def test_a_legacy_absolute_form_target_reaches_only_the_upstream(
     assert set(names.asked) == {UPSTREAM_NAME}
     assert calls(emulator)[0] == ("GET", f"/2/dm_events/{MESSAGE_ID}")
     assert calls(emulator)[-1] == ("DELETE", f"/2/dm_events/{MESSAGE_ID}")
+
+
+# --- 2. only upstream trouble counts toward the breaker --------------------------------------------------
+
+SLOW = {"timeout": 0.3, "retries": 0}
+
+
+async def test_slow_pass_through_bodies_do_not_open_the_breaker(
+    make_gateway: GatewayFactory, emulator: EmulatorServer
+) -> None:
+    """Six sends whose bodies stop after 9 of 1000 bytes: upstream times out waiting for them. That is the
+    client's doing: 408 to the client, and the breaker is untouched."""
+    client = await make_gateway(upstream=SLOW, server={"client_timeout": 30.0})
+
+    async def stalled_send() -> tuple[int, dict[str, str], bytes]:
+        return await raw(
+            client,
+            f"POST {SEND_PATH} HTTP/1.1",
+            bearer(MICK_TOKEN),
+            "Content-Type: application/json",
+            "Content-Length: 1000",
+            body=b'{"text":"',
+        )
+
+    events = len(emulator.state.events)
+    for status, headers, body in await asyncio.gather(*(stalled_send() for _ in range(6))):
+        assert status == 408
+        assert headers["connection"] == "close"
+        problem_of(status, headers, body)
+    assert calls(emulator) == [("POST", SEND_PATH)] * 6
+    assert len(emulator.state.events) == events  # nothing was sent
+    assert breaker_of(client).state is BreakerState.CLOSED
+    await victim_destroys(client, emulator)
+
+
+async def test_pass_through_bodies_the_client_abandons_do_not_open_the_breaker(emulator: EmulatorServer) -> None:
+    config = gateway_config(emulator, upstream={"retries": 0}, server={"client_timeout": 30.0})
+    async with served(config) as gateway:
+        for _ in range(6):
+            _, writer = await asyncio.open_connection(gateway.host, gateway.port)
+            writer.write(
+                (
+                    f"POST {SEND_PATH} HTTP/1.1\r\nHost: gw\r\n{bearer(MICK_TOKEN)}\r\n"
+                    "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+                ).encode()
+                + b'{"text":"'
+            )
+            await writer.drain()
+            await eventually(lambda: len(emulator.state.requests) == 1)
+            writer.transport.abort()  # gone, with 991 bytes of the body never sent
+            emulator.state.requests.clear()
+        await eventually(lambda: answered(gateway.app, "/2/{tail}") == 6)  # every handler has run to its end
+        assert breaker_of(gateway).state is BreakerState.CLOSED
+        await victim_destroys(gateway, emulator)
+
+
+async def test_upstream_4xx_answers_never_open_the_breaker(
+    make_gateway: GatewayFactory, emulator: EmulatorServer
+) -> None:
+    client = await make_gateway(upstream={"retries": 0})
+    emulator.state.faults.append(FaultRule(method="GET", path="/2/users/me", status=429))
+    for token in ("nobody", MICK_TOKEN):
+        for _ in range(6):
+            status, _, _ = await raw(client, "GET /2/users/me HTTP/1.1", bearer(token))
+            assert status == 429
+    emulator.state.faults.clear()
+    for _ in range(6):
+        status, _, _ = await raw(client, f"GET /2/dm_events/{MESSAGE_ID}x HTTP/1.1", bearer("nobody"))
+        assert status in (400, 401, 404)
+    assert breaker_of(client).state is BreakerState.CLOSED
+    await victim_destroys(client, emulator)
+
+
+async def test_a_slow_upstream_after_the_whole_body_still_counts(
+    make_gateway: GatewayFactory, emulator: EmulatorServer
+) -> None:
+    """The other side of the slow-body rule: a body sent whole, then no answer, is upstream trouble."""
+    client = await make_gateway(upstream={**SLOW, "breaker_failures_per_caller": 0})
+    emulator.state.faults.append(FaultRule(method="POST", path=SEND_PATH, action="delay", delay=2.0))
+    for _ in range(5):
+        status, headers, body = await raw(
+            client, f"POST {SEND_PATH} HTTP/1.1", bearer(MICK_TOKEN), "Content-Type: application/json",
+            "Content-Length: 10", body=b'{"text":1}',
+        )
+        assert status == 504
+        problem_of(status, headers, body)
+    assert breaker_of(client).state is BreakerState.OPEN
+
+
+# --- 3. one caller cannot open the breaker for the others ------------------------------------------------
+
+
+async def test_one_legacy_caller_cannot_open_the_breaker_for_another(
+    make_gateway: GatewayFactory, emulator: EmulatorServer
+) -> None:
+    client = await make_gateway(upstream={"retries": 0})
+    emulator.state.faults.append(FaultRule(method="DELETE", path="/2/dm_events/*", status=503, times=6))
+    for _ in range(6):
+        status, _, body = await raw(client, ATTACKER_DESTROY, bearer(MICK_TOKEN))
+        assert status == 503, body
+    assert calls(emulator) == [("DELETE", f"/2/dm_events/{PLAIN_IDS[1]}")] * 6
+    assert breaker_of(client).state is BreakerState.CLOSED
+    await victim_destroys(client, emulator)
+
+
+@pytest.mark.parametrize("authorization", [bearer(MICK_TOKEN), None])
+async def test_one_pass_through_caller_cannot_open_the_breaker_for_another(
+    make_gateway: GatewayFactory, emulator: EmulatorServer, authorization: str | None
+) -> None:
+    """With a credential, or without one (then the client's address is the caller)."""
+    client = await make_gateway(upstream={"retries": 0})
+    emulator.state.faults.append(FaultRule(method="GET", path="/2/users/me", status=503, times=6))
+    for _ in range(6):
+        credentials = [authorization] if authorization else []
+        status, headers, body = await raw(client, "GET /2/users/me HTTP/1.1", *credentials)
+        assert status == 503, body
+    assert calls(emulator) == [("GET", "/2/users/me")] * 6
+    assert breaker_of(client).state is BreakerState.CLOSED
+    await victim_destroys(client, emulator)
+
+
+async def test_failures_from_several_callers_still_open_the_breaker(
+    make_gateway: GatewayFactory, emulator: EmulatorServer
+) -> None:
+    """Two failures from each of three callers (legacy and pass-through alike): upstream is in trouble."""
+    client = await make_gateway(upstream={"retries": 0})
+    emulator.state.faults.append(FaultRule(path="/2/*", status=503))
+    for token in (MICK_TOKEN, MARCOS_TOKEN):
+        for _ in range(2):
+            status, _, _ = await raw(client, ATTACKER_DESTROY, bearer(token))
+            assert status == 503
+    status, _, _ = await raw(client, "GET /2/users/me HTTP/1.1", bearer(XDEV_TOKEN))
+    assert status == 503
+    assert breaker_of(client).state is BreakerState.OPEN  # the fifth failure, from a third caller
+    emulator.state.faults.clear()
+    emulator.state.requests.clear()
+    status, _, body = await raw(client, f"DELETE {VICTIM_DESTROY} HTTP/1.1", bearer(SEAN_TOKEN))
+    assert status == 503, body
+    assert orjson.loads(body)["errors"][0]["code"] == 130  # over capacity
+    assert emulator.state.requests == []
+
+
+async def test_a_pass_through_bearer_and_the_same_legacy_bearer_share_one_budget(
+    make_gateway: GatewayFactory, emulator: EmulatorServer
+) -> None:
+    """Three failures on each side from one bearer token are one caller's: two count, short of three."""
+    client = await make_gateway(upstream={"retries": 0, "breaker_failures": 3})
+    emulator.state.faults.append(FaultRule(path="/2/*", status=503))
+    for _ in range(3):
+        await raw(client, "GET /2/users/me HTTP/1.1", bearer(MICK_TOKEN))
+        await raw(client, ATTACKER_DESTROY, bearer(MICK_TOKEN))
+    assert breaker_of(client).state is BreakerState.CLOSED
+    emulator.state.faults.clear()
+    await victim_destroys(client, emulator)
+
+
+async def test_a_budget_of_zero_counts_every_failure(make_gateway: GatewayFactory, emulator: EmulatorServer) -> None:
+    client = await make_gateway(upstream={"retries": 0, "breaker_failures_per_caller": 0})
+    emulator.state.faults.append(FaultRule(method="GET", path="/2/users/me", status=503))
+    for _ in range(5):
+        await raw(client, "GET /2/users/me HTTP/1.1", bearer(MICK_TOKEN))
+    assert breaker_of(client).state is BreakerState.OPEN
+
+
+# --- the per-caller limit on its own ---------------------------------------------------------------------
+
+
+def test_a_callers_share_is_forgotten_with_the_run_of_failures() -> None:
+    breaker = CircuitBreaker("h:1", failures=3, reset=10, per_caller=2, clock=lambda: 0.0)
+    for _ in range(5):
+        breaker.record(False, probe=False, caller="a")
+    assert breaker.state is BreakerState.CLOSED  # two of a's five counted
+    breaker.record(True, probe=False, caller="b")  # a success ends the run...
+    breaker.record(False, probe=False, caller="a")
+    breaker.record(False, probe=False, caller="a")  # ...so a's next two count afresh
+    assert breaker.state is BreakerState.CLOSED
+    breaker.record(False, probe=False, caller="c")
+    assert breaker.state is BreakerState.OPEN
+
+
+def test_failures_without_a_caller_always_count() -> None:
+    breaker = CircuitBreaker("h:1", failures=3, reset=10, per_caller=1, clock=lambda: 0.0)
+    for _ in range(3):
+        breaker.record(False, probe=False)
+    assert breaker.state is BreakerState.OPEN
