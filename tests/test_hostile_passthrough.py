@@ -16,7 +16,6 @@ default resolver asks, and record every name asked.
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -255,14 +254,11 @@ async def test_an_absolute_form_target_naming_a_listening_host_never_reaches_it(
     assert learned is not None and learned.text != PLANTED_TEXT
 
 
-async def test_the_default_base_url_is_the_only_host_asked_for(
-    make_gateway: GatewayFactory, names: Names, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_the_default_base_url_is_the_only_host_asked_for(make_gateway: GatewayFactory, names: Names) -> None:
     """``https://api.x.com`` plus ``pany://evil/...`` was a request to ``api.x.company``. No name resolves
     here, so the pass-through answers 502; what matters is the one name it asked for."""
     client = await make_gateway(upstream={"base_url": "https://api.x.com"})
-    with caplog.at_level(logging.WARNING, logger="gateway.passthrough"):
-        status, headers, body = await raw(client, "GET pany://evil/2/users/me HTTP/1.1", bearer(SEAN_TOKEN))
+    status, headers, body = await raw(client, "GET pany://evil/2/users/me HTTP/1.1", bearer(SEAN_TOKEN))
     assert status == 502
     problem_of(status, headers, body)
     assert names.asked == ["api.x.com"]
