@@ -91,7 +91,10 @@ def create_app(config: Config, *, store: Store | None = None) -> web.Application
     # One breaker per upstream host, shared by the legacy client and the pass-through; made here so that
     # /readyz and /metrics show the upstream's breaker from the start.
     app[BREAKERS_KEY] = Breakers(
-        config.upstream.breaker_failures, config.upstream.breaker_reset, observer=metrics
+        config.upstream.breaker_failures,
+        config.upstream.breaker_reset,
+        per_caller=config.upstream.breaker_failures_per_caller,
+        observer=metrics,
     )
     app[BREAKERS_KEY].for_url(config.upstream.base_url)
     router = DialectRouter(config)

@@ -67,6 +67,9 @@ class UpstreamConfig:
     # one probe through; 0 failures turns the breaker off.
     breaker_failures: int = 5
     breaker_reset: float = 30.0
+    # The most of those failures taken from any one caller (credential, or client address without one),
+    # so that one caller cannot open the breaker for everyone; 0 takes every failure from anyone.
+    breaker_failures_per_caller: int = 2
 
     @property
     def oauth2_token_url(self) -> str:
@@ -292,6 +295,11 @@ def _validate_resilience(upstream: UpstreamConfig) -> None:
         raise ConfigError(f"upstream.breaker_failures must be 0 (off) or more, got {upstream.breaker_failures}")
     if not 0 < upstream.breaker_reset <= 3600:
         raise ConfigError(f"upstream.breaker_reset must be more than 0 and at most 3600 seconds, got {upstream.breaker_reset}")
+    if upstream.breaker_failures_per_caller < 0:
+        raise ConfigError(
+            "upstream.breaker_failures_per_caller must be 0 (no limit) or more, "
+            f"got {upstream.breaker_failures_per_caller}"
+        )
 
 
 def _validate_store(store: StoreConfig) -> None:

@@ -5,23 +5,34 @@ plain HTTP proxy here: method, raw path and query, end-to-end headers and the bo
 streamed, never buffered); status, end-to-end headers and the body come back, streamed in chunks and still
 in the content coding upstream chose. The client's Authorization is v2's to judge.
 
+Upstream is always ``upstream.base_url``'s host: the URL is that scheme and authority with the request's
+path and query, never a string the client wrote. An absolute-form target (``GET http://elsewhere/2/...``)
+counts for its path and query only; its scheme and authority are ignored. (aiohttp never routes a CONNECT
+request, whose target is only an authority, so it does not get here.)
+
 On the way, DM and user bodies are read to learn from (``gateway.learn``): a copy of the bytes, capped at
 ``upstream.max_response_bytes``, decoded if compressed. A message sent through the pass-through is answered
 by v2 with ids only, so the gateway then looks that event up itself, in the background, with the sender's
-own bearer token (an OAuth 1.0a signature covers only the request it signed), and learns it. Failures of the proxy itself answer in v2's own
-problem+json, never in a legacy dialect's shape. The pass-through shares the upstream host's circuit breaker
-with the legacy calls (its 5xx, timeouts and connection errors count; while the breaker is open it answers
-503 with ``Retry-After`` without sending anything). It never retries: a proxied request may be a send.
+own bearer token (an OAuth 1.0a signature covers only the request it signed), and learns it. Failures of the
+proxy itself answer in v2's own problem+json, never in a legacy dialect's shape.
+
+The pass-through shares the upstream host's circuit breaker with the legacy calls: its 5xx, timeouts and
+connection errors count, under the caller's name (``caller``), against the breaker's per-caller limit; while
+the breaker is open it answers 503 with ``Retry-After`` without sending anything. A failure while the gateway
+was still waiting for the client's own body (a body that trickles, stops or is cut off) is the client's
+doing: it answers 408 and closes the connection, and the breaker does not hear of it. It never retries: a
+proxied request may be a send.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import re
 from collections.abc import AsyncIterator
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
 import aiohttp
 import orjson
@@ -31,7 +42,7 @@ from yarl import URL
 
 from gateway import app as gateway_app
 from gateway.learn import BoundedDecoder, learn_from_v2, learnable
-from gateway.slow_clients import timed_out
+from gateway.slow_clients import ClientTooSlow
 from gateway.upstream.client import DM_EVENT_LOOKUP
 from gateway.upstream.resilience import BreakerOpen
 
@@ -39,6 +50,7 @@ log = logging.getLogger("gateway.passthrough")
 
 SESSION_KEY = web.AppKey("passthrough_session", aiohttp.ClientSession)
 FOLLOW_UPS_KEY = web.AppKey("passthrough_follow_ups", set)
+UPSTREAM_KEY = web.AppKey("passthrough_upstream", URL)  # upstream.base_url, parsed once
 
 # v2's send endpoints: to a participant, to a conversation, or creating a conversation with a message.
 _SEND_PATH = re.compile(r"/2/dm_conversations(?:/with/[^/]+/messages|/[^/]+/messages)?")
@@ -64,6 +76,8 @@ HOP_BY_HOP = frozenset(
 _NOT_FORWARDED = HOP_BY_HOP | {"host"}
 # aiohttp's client would otherwise add these when the caller did not send them.
 _NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+# The parameters of an OAuth 1.0a Authorization header that name its signer.
+_OAUTH_SIGNER = re.compile(r'\b(oauth_consumer_key|oauth_token)\s*=\s*"([^"]*)"')
 
 
 def setup(app: web.Application) -> None:
@@ -83,6 +97,7 @@ async def _session(app: web.Application) -> AsyncIterator[None]:
         cookie_jar=aiohttp.DummyCookieJar(),
     )
     follow_ups: set[asyncio.Task[None]] = set()
+    app[UPSTREAM_KEY] = URL(upstream.base_url)
     app[SESSION_KEY] = session
     app[FOLLOW_UPS_KEY] = follow_ups
     try:
@@ -128,10 +143,75 @@ def problem(status: int, title: str, detail: str, request_id: str | None) -> web
     return response
 
 
+def upstream_url(base: URL, request: web.Request) -> URL:
+    """Where a request goes upstream: the scheme and authority of ``base``, the request's path and query.
+
+    The path and query are those the request was routed by (``rel_url``): an origin-form target's own, an
+    absolute-form target's without its scheme and authority. Nothing the client wrote can name the host."""
+    target = request.rel_url
+    return URL.build(
+        scheme=base.scheme,
+        authority=base.raw_authority,
+        path=target.raw_path,
+        query_string=target.raw_query_string,
+        encoded=True,
+    )
+
+
+def caller(request: web.Request) -> str:
+    """Who a pass-through request comes from, as the breaker's per-caller limit knows callers: by the
+    credential it carries, never the credential itself (a bearer token by its digest, named as the legacy
+    side names it; an OAuth 1.0a header by its consumer and token; any other by its digest), or by the
+    client's address when it carries none."""
+    authorization = request.headers.get(hdrs.AUTHORIZATION, "").strip()
+    if not authorization:
+        return f"address:{request.remote}"
+    scheme, _, credentials = authorization.partition(" ")
+    scheme, credentials = scheme.lower(), credentials.strip()
+    if scheme == "bearer" and credentials:
+        return f"bearer:{_digest(credentials)}"
+    if scheme == "oauth":
+        signer = dict(_OAUTH_SIGNER.findall(credentials))
+        if "oauth_token" in signer:
+            return f"oauth1:{unquote(signer.get('oauth_consumer_key', ''))}:{unquote(signer['oauth_token'])}"
+    return f"authorization:{_digest(authorization)}"
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+
+class _Body:
+    """The client's request body on its way upstream, a chunk at a time as it arrives.
+
+    ``waiting`` is True while the gateway waits for the client's next bytes, and stays True when they never
+    come (the body missed ``server.client_timeout``, or the client went away): a request that fails then
+    failed because of the client, not because of upstream."""
+
+    __slots__ = ("_content", "waiting")
+
+    def __init__(self, content: aiohttp.StreamReader) -> None:
+        self._content = content
+        self.waiting = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        content = self._content
+        while True:
+            self.waiting = True
+            chunk = await content.readany()  # b"" once the body is complete
+            self.waiting = False
+            if not chunk:
+                return
+            yield chunk
+
+
 async def handle(request: web.Request) -> web.StreamResponse:
     config = request.app[gateway_app.CONFIG_KEY].upstream
     request_id = request[gateway_app.REQUEST_ID]
-    url = config.base_url.rstrip("/") + request.raw_path
+    if any(segment in (".", "..") for segment in request.path.split("/")):
+        # /2/../elsewhere is no v2 call: upstream might resolve it to a path outside /2/.
+        return problem(400, "Bad Request", "The path must not contain . or .. segments.", request_id)
+    url = upstream_url(request.app[UPSTREAM_KEY], request)
     session = request.app[SESSION_KEY]
     # The legacy calls' breaker for this host: while it is open, fail fast here too.
     breaker = request.app[gateway_app.BREAKERS_KEY].for_url(config.base_url)
@@ -141,13 +221,14 @@ async def handle(request: web.Request) -> web.StreamResponse:
         response = problem(503, "Service Unavailable", "The upstream server is failing; try again later.", request_id)
         response.headers["Retry-After"] = str(math.ceil(breaker.retry_after()) or 1)
         return response
-    answered: bool | None = None  # for the breaker: None when the client went away first
+    body = _Body(request.content) if request.body_exists else None
+    answered: bool | None = None  # for the breaker: None when neither upstream answered nor it failed
     try:
         upstream = await session.request(
             request.method,
-            URL(url, encoded=True),
+            url,
             headers=_outgoing_headers(request),
-            data=request.content if request.body_exists else None,
+            data=body.chunks() if body is not None else None,
             allow_redirects=False,
             skip_auto_headers=_NO_AUTO_HEADERS,
         )
@@ -155,8 +236,20 @@ async def handle(request: web.Request) -> web.StreamResponse:
     except asyncio.CancelledError:
         raise
     except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
-        if timed_out(request):  # the client's body stalled on its way upstream (gateway.slow_clients)
-            return problem(408, "Request Timeout", "The request body was not received in time.", request_id)
+        if body is not None and body.waiting:
+            # Upstream was still being sent the client's body, which stalled or broke off: the client's
+            # doing, not upstream's. The rest of the body is not waited for (as in gateway.slow_clients):
+            # the connection closes once the answer is sent.
+            log.info(
+                "pass-through %s %s: the client's body did not arrive (request %s)",
+                request.method,
+                request.path,
+                request_id,
+            )
+            request.content.set_exception(ClientTooSlow("request body not received before upstream gave up"))
+            response = problem(408, "Request Timeout", "The request body was not received in time.", request_id)
+            response.force_close()
+            return response
         answered = False
         if isinstance(exc, asyncio.TimeoutError):
             log.warning("pass-through %s %s: upstream timed out (request %s)", request.method, request.path, request_id)
@@ -164,17 +257,20 @@ async def handle(request: web.Request) -> web.StreamResponse:
         log.warning("pass-through %s %s: %s (request %s)", request.method, request.path, exc, request_id)
         return problem(502, "Bad Gateway", f"The upstream server could not be reached ({type(exc).__name__}).", request_id)
     finally:
-        breaker.record(answered, probe)
+        breaker.record(answered, probe, caller(request) if answered is False else None)
     async with upstream:
-        return await _relay(request, upstream, request_id)
+        return await _relay(request, upstream, request_id, url.raw_path_qs)
 
 
-async def _relay(request: web.Request, upstream: aiohttp.ClientResponse, request_id: str) -> web.StreamResponse:
+async def _relay(
+    request: web.Request, upstream: aiohttp.ClientResponse, request_id: str, target: str
+) -> web.StreamResponse:
+    """Upstream's answer to the client; ``target`` is the path and query it answered."""
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
     response.headers.extend(end_to_end(upstream.headers))
     response.headers["X-Request-Id"] = request_id
     limit = request.app[gateway_app.CONFIG_KEY].upstream.max_response_bytes
-    tee: list[bytes] | None = [] if _should_learn(request, upstream) else None
+    tee: list[bytes] | None = [] if _should_learn(request.method, target, upstream) else None
     teed = 0
     held: bytes | None = None  # while learning, the last chunk waits until the body has been learned
     try:
@@ -201,34 +297,36 @@ async def _relay(request: web.Request, upstream: aiohttp.ClientResponse, request
             request.transport.close()
         return response
     if tee is not None:
-        await _learn(request, upstream, b"".join(tee), limit)
+        await _learn(request, target, upstream, b"".join(tee), limit)
     if held is not None:
         await response.write(held)
     await response.write_eof()
     return response
 
 
-def _is_send(request: web.Request) -> bool:
-    return request.method == "POST" and bool(_SEND_PATH.fullmatch(urlsplit(request.raw_path).path))
+def _is_send(method: str, target: str) -> bool:
+    return method == "POST" and bool(_SEND_PATH.fullmatch(urlsplit(target).path))
 
 
-def _should_learn(request: web.Request, upstream: aiohttp.ClientResponse) -> bool:
+def _should_learn(method: str, target: str, upstream: aiohttp.ClientResponse) -> bool:
     if upstream.content_type != "application/json":
         return False
-    if _is_send(request):
+    if _is_send(method, target):
         return upstream.status in (200, 201)
-    return upstream.status == 200 and learnable(request.method, request.raw_path)
+    return upstream.status == 200 and learnable(method, target)
 
 
-async def _learn(request: web.Request, upstream: aiohttp.ClientResponse, raw: bytes, limit: int) -> None:
+async def _learn(
+    request: web.Request, target: str, upstream: aiohttp.ClientResponse, raw: bytes, limit: int
+) -> None:
     try:
         body = BoundedDecoder(limit).decode(upstream.headers.get(hdrs.CONTENT_ENCODING, ""), raw)
         if body is None:
             return
-        if _is_send(request):
+        if _is_send(request.method, target):
             _follow_up_send(request, body)
         else:
-            await learn_from_v2(request.app[gateway_app.STORE_KEY], request.method, request.raw_path, body)
+            await learn_from_v2(request.app[gateway_app.STORE_KEY], request.method, target, body)
     except Exception:  # noqa: BLE001 - the client's response never fails because learning did
         log.warning("learning from pass-through %s failed", request.path, exc_info=True)
 

@@ -366,7 +366,8 @@ async def test_the_pass_through_never_retries_a_send(make_gateway: GatewayFactor
 
 # --- the circuit breaker, end to end -------------------------------------------------------------------
 
-BREAKER = {"breaker_failures": 3, "breaker_reset": 0.2, "retries": 0}
+# One caller makes every call here: the per-caller limit (tests/test_hostile_passthrough.py) is off.
+BREAKER = {"breaker_failures": 3, "breaker_reset": 0.2, "retries": 0, "breaker_failures_per_caller": 0}
 # For tests that make several calls while the breaker is open: long enough that a loaded machine does not see it
 # half-open before they are done.
 SLOW_RESET = {**BREAKER, "breaker_reset": 1.0}
@@ -587,6 +588,8 @@ async def test_a_nested_budget_keeps_the_outer_deadline() -> None:
         ("breaker_failures", -1, "upstream.breaker_failures must be 0 (off) or more"),
         ("breaker_reset", 0, "upstream.breaker_reset must be more than 0"),
         ("breaker_reset", float("inf"), "upstream.breaker_reset must be more than 0"),
+        ("breaker_failures_per_caller", -1, "upstream.breaker_failures_per_caller must be 0 (no limit) or more"),
+        ("breaker_failures_per_caller", 1.5, "upstream.breaker_failures_per_caller must be an integer"),
     ],
 )
 def test_bad_resilience_settings_are_refused(emulator: EmulatorServer, key: str, value: Any, words: str) -> None:
@@ -611,4 +614,4 @@ def test_resilience_defaults() -> None:
 
     upstream = UpstreamConfig()
     assert (upstream.retries, upstream.retry_budget, upstream.retry_backoff) == (2, 10.0, 0.1)
-    assert (upstream.breaker_failures, upstream.breaker_reset) == (5, 30.0)
+    assert (upstream.breaker_failures, upstream.breaker_reset, upstream.breaker_failures_per_caller) == (5, 30.0, 2)

@@ -5,9 +5,9 @@ session. Every failure becomes one of the gateway's own errors, so the service n
 timeouts and resets are ``UpstreamUnavailable``, v2's statuses become their neutral kinds, and a body that is
 too large or not JSON is ``UpstreamFailure``.
 
-Each call goes through the host's circuit breaker and, for GET and DELETE, the retry policy
-(``gateway.upstream.resilience``); every attempt is timed for ``dmgw_upstream_request_duration_seconds``
-under the call's endpoint template, never its real path.
+Each call goes through the host's circuit breaker (as its caller's, ``Principal.identity``) and, for GET and
+DELETE, the retry policy (``gateway.upstream.resilience``); every attempt is timed for
+``dmgw_upstream_request_duration_seconds`` under the call's endpoint template, never its real path.
 """
 
 from __future__ import annotations
@@ -328,7 +328,7 @@ class UpstreamClient:
         renewed = False
         while True:
             headers["Authorization"] = authorization = await credential.authorization(method, target)
-            answer = await self._send(method, url, headers, body, endpoint, limit)
+            answer = await self._send(method, url, headers, body, endpoint, limit, principal.identity)
             if answer.status != 401 or renewed or not await credential.renew(authorization):
                 return answer
             renewed = True
@@ -341,9 +341,11 @@ class UpstreamClient:
         body: bytes | None,
         endpoint: str,
         limit: float | None = None,
+        caller: str | None = None,
     ) -> _Answer:
         """One HTTP request through the host's breaker. ``limit`` caps the session's timeouts (a retry may
-        only use what is left of the budget)."""
+        only use what is left of the budget); ``caller`` is whose call it is, for the breaker's per-caller
+        limit."""
         try:
             probe = self._breaker.allow()
         except UpstreamUnavailable:
@@ -380,7 +382,7 @@ class UpstreamClient:
             outcome, ok = "server_error", False
             raise UpstreamFailure(f"{method} {url.path}: {exc.status} {exc.message}") from exc
         finally:
-            self._breaker.record(ok, probe)
+            self._breaker.record(ok, probe, caller)
             if outcome is not None:
                 self._observer.upstream_request(endpoint, outcome, time.perf_counter() - started)
 

@@ -13,6 +13,12 @@ through as the one probe (half-open; others still fail fast meanwhile): its succ
 failure opens it for another ``reset``. ``Breakers`` holds one breaker per host, shared by the legacy
 client and the v2 pass-through.
 
+The breaker is shared by every caller, so no one caller may open it for the others: of a run of consecutive
+failures it takes at most ``per_caller`` from any one caller (a ``Principal.identity``, or the pass-through's
+name for its caller); a caller's failures past that are its own and go uncounted. Upstream in trouble fails
+many callers, and their failures still open the breaker. The count per caller lives only as long as the run
+of failures: a success, or the breaker opening, forgets it, so it never holds more than ``failures`` names.
+
 Everything observable goes to an ``UpstreamObserver`` (``gateway.metrics.Metrics`` in the app).
 """
 
@@ -165,16 +171,20 @@ class CircuitBreaker:
         failures: int,
         reset: float,
         *,
+        per_caller: int = 0,
         clock: Callable[[], float] = time.monotonic,
         observer: UpstreamObserver | None = None,
     ) -> None:
         self.name = name
         self.failures = failures
         self.reset = reset
+        #: The most failures of one run the breaker takes from any one caller; 0 for no limit.
+        self.per_caller = per_caller
         self._clock = clock
         self._observer = observer or NullObserver()
         self._state = BreakerState.CLOSED
         self._consecutive = 0
+        self._by_caller: dict[str, int] = {}  # failures counted in the current run, by caller
         self._opened_at = 0.0
         self._probing = False
         self._observer.breaker_changed(name, self._state, initial=True)
@@ -209,15 +219,16 @@ class CircuitBreaker:
             return True
         raise BreakerOpen(f"circuit breaker for {self.name} is {self.state.label}")
 
-    def record(self, ok: bool | None, probe: bool) -> None:
+    def record(self, ok: bool | None, probe: bool, caller: str | None = None) -> None:
         """The end of an admitted call: ``ok`` True (an answer), False (a failure), None (neither, e.g. the
-        caller went away before upstream answered)."""
+        caller went away before upstream answered). ``caller`` names who made the call, for the per-caller
+        limit; None counts without one."""
         if not self.enabled:
             return
         if probe:
             self._probing = False
             if ok is True:
-                self._consecutive = 0
+                self._forget()
                 self._move(BreakerState.CLOSED)
             elif ok is False:
                 self._open()
@@ -225,13 +236,24 @@ class CircuitBreaker:
         if self._state is not _CLOSED:
             return  # a call admitted before the breaker opened: only the probe decides from here
         if ok is True:
-            self._consecutive = 0
+            if self._consecutive:
+                self._forget()
         elif ok is False:
+            if caller is not None and self.per_caller:
+                taken = self._by_caller.get(caller, 0)
+                if taken >= self.per_caller:
+                    return  # this caller has had its share of the run; the rest is its own trouble
+                self._by_caller[caller] = taken + 1
             self._consecutive += 1
             if self._consecutive >= self.failures:
                 self._open()
 
+    def _forget(self) -> None:
+        self._consecutive = 0
+        self._by_caller.clear()
+
     def _open(self) -> None:
+        self._forget()
         self._opened_at = self._clock()
         self._move(BreakerState.OPEN)
 
@@ -256,11 +278,13 @@ class Breakers:
         failures: int,
         reset: float,
         *,
+        per_caller: int = 0,
         observer: UpstreamObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._failures = failures
         self._reset = reset
+        self._per_caller = per_caller
         self._observer = observer
         self._clock = clock
         self._by_host: dict[str, CircuitBreaker] = {}
@@ -269,7 +293,14 @@ class Breakers:
         key = host_key(url)
         breaker = self._by_host.get(key)
         if breaker is None:
-            breaker = CircuitBreaker(key, self._failures, self._reset, clock=self._clock, observer=self._observer)
+            breaker = CircuitBreaker(
+                key,
+                self._failures,
+                self._reset,
+                per_caller=self._per_caller,
+                clock=self._clock,
+                observer=self._observer,
+            )
             self._by_host[key] = breaker
         return breaker
 
