@@ -480,6 +480,18 @@ async def test_a_pass_through_bearer_and_the_same_legacy_bearer_share_one_budget
     await victim_destroys(client, emulator)
 
 
+async def test_the_sidecars_failures_open_the_breaker_with_the_default_budget(
+    make_gateway: GatewayFactory, emulator: EmulatorServer
+) -> None:
+    """The sidecar's calls all come from the one application behind it: its failures are upstream's."""
+    client = await make_gateway(upstream={"retries": 0})
+    emulator.state.faults.append(FaultRule(method="DELETE", path="/2/dm_events/*", status=503))
+    for _ in range(5):
+        status, _, body = await raw(client, ATTACKER_DESTROY)  # no credentials: the sidecar's token
+        assert status == 503, body
+    assert breaker_of(client).state is BreakerState.OPEN
+
+
 async def test_a_budget_of_zero_counts_every_failure(make_gateway: GatewayFactory, emulator: EmulatorServer) -> None:
     client = await make_gateway(upstream={"retries": 0, "breaker_failures_per_caller": 0})
     emulator.state.faults.append(FaultRule(method="GET", path="/2/users/me", status=503))

@@ -328,7 +328,7 @@ class UpstreamClient:
         renewed = False
         while True:
             headers["Authorization"] = authorization = await credential.authorization(method, target)
-            answer = await self._send(method, url, headers, body, endpoint, limit, principal.identity)
+            answer = await self._send(method, url, headers, body, endpoint, limit, _breaker_caller(principal))
             if answer.status != 401 or renewed or not await credential.renew(authorization):
                 return answer
             renewed = True
@@ -421,3 +421,9 @@ def _outcome(status: int) -> tuple[str, bool]:
         return "client_error", True
     return "ok", True
 
+
+def _breaker_caller(principal: Principal) -> str | None:
+    """Whose failures the breaker caps per caller: anyone's but the sidecar's. The sidecar acts for the one
+    application behind a loopback-only gateway with the operator's own token: when its calls fail, upstream
+    is in trouble, and there is nobody else whose failures could open the breaker."""
+    return None if principal.source == "sidecar" else principal.identity
