@@ -33,6 +33,7 @@ from gateway.errors import (
     UpstreamBadRequest,
     UpstreamFailure,
 )
+from gateway.ids import is_id
 from gateway.model import (
     MAX_TEXT,
     DestroyDM,
@@ -289,7 +290,7 @@ class DMService:
         response = await self.upstream.send_dm(recipient.id, op.text, principal, request_id)
         data = response.body.get("data")
         event_id = data.get("dm_event_id") if isinstance(data, dict) else None
-        if not isinstance(event_id, str) or not event_id.isdigit():
+        if not isinstance(event_id, str) or not is_id(event_id):
             raise UpstreamFailure("v2 answered the send without data.dm_event_id")
         message, users = await self._read_back(event_id, op, me, recipient, data, principal, request_id)
         [view] = await self._views([message], users, principal, request_id)
@@ -326,13 +327,14 @@ class DMService:
             return await self._learn_event(response, event_id)
         except GatewayError as exc:
             log.warning("sent message %s could not be read back: %s", event_id, exc.detail or exc.kind)
+        conversation = sent.get("dm_conversation_id")
         message = DirectMessage(
             id=event_id,
             text=op.text,
             created_at=datetime.fromtimestamp(self._clock(), timezone.utc),
             sender_id=me,
             recipient_id=recipient.id,
-            conversation_id=sent.get("dm_conversation_id"),
+            conversation_id=conversation if isinstance(conversation, str) else None,
         )
         return message, {recipient.id: recipient}
 
@@ -370,7 +372,11 @@ class DMService:
     async def _learn_event(self, response: V2Response, message_id: str) -> tuple[DirectMessage, dict[str, User]]:
         """The one-to-one message in a v2 event lookup, learned with its users."""
         event = response.body.get("data")
-        message = message_from_v2(event) if isinstance(event, dict) else None
+        if event is None:  # v2 answers errors alone for an event it does not show
+            raise MessageNotFound(f"v2 answered the lookup of event {message_id} without data")
+        if not isinstance(event, dict):
+            raise UpstreamFailure(f"v2 answered the lookup of event {message_id} with data that is no event")
+        message = message_from_v2(event)
         if message is None:
             raise MessageNotFound(f"event {message_id} is not a one-to-one message")
         users = users_from_includes(response.body)
@@ -427,7 +433,10 @@ class DMService:
         self, user_ids: Iterable[str], principal: Principal, request_id: str | None
     ) -> dict[str, User]:
         response = await self.upstream.get_users(user_ids, principal, request_id)
-        users = [user_from_v2(u) for u in response.body.get("data") or () if isinstance(u, dict) and "id" in u]
+        data = response.body.get("data", [])  # v2 leaves data out when it knows none of them
+        if not isinstance(data, list):
+            raise UpstreamFailure("v2 listed users as something other than an array")
+        users = [user_from_v2(u) for u in data if isinstance(u, dict) and "id" in u]
         await self._learn([], users)
         return {u.id: u for u in users}
 

@@ -387,4 +387,4 @@ async def test_a_failing_users_lookup_does_not_fail_an_events_answer(gateway, em
     assert orjson.loads(await shown.read())["event"]["message_create"]["sender_id"] == "999999999"
     assert [r for r in emulator.state.requests if r.path == "/2/users"]  # it was tried, and failed
     classic = await gateway.get(f"/1.1/direct_messages/show.json?id={VANISHED_SENDER_ID}")
-    assert classic.status == 500  # a classic answer shows the users: there the failure is the caller's
+    assert classic.status == 502  # a classic answer shows the users: there the failure is the caller's

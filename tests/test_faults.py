@@ -79,8 +79,8 @@ BODY_ROUTES = [pytest.param(r, id=r.name) for r in (CLASSIC, SN_XML, SN_JSON)]
 # mappings/, so a mapping edit that changes what legacy clients see makes these tests fail.
 ERRORS: dict[str, dict[str, tuple[int, int | None, str]]] = {
     "upstream_failure": {
-        "v1": (500, 131, "Internal error"),
-        "statusnet": (500, None, "Internal server error."),
+        "v1": (502, 131, "Internal error"),
+        "statusnet": (502, None, "Internal server error."),
     },
     "upstream_unavailable": {
         "v1": (503, 130, "Over capacity"),

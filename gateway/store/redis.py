@@ -277,7 +277,8 @@ class RedisStore:
         with self._guard():
             flat = await self._get_deletions(keys=[self._key("del", message_id)])
         try:
-            found = [Deletion(at=float(at), by=_text(by) or None) for by, at in zip(flat[::2], flat[1::2], strict=True)]
+            pairs = zip(flat[::2], flat[1::2], strict=True)
+            found = [Deletion(at=float(at), by=_text(by) or None) for by, at in pairs]
         except (ValueError, TypeError) as exc:
             raise StoreError(f"redis: unreadable deletions ({exc.__class__.__name__})") from None
         return tuple(sorted(found, key=lambda deletion: deletion.at))
