@@ -342,7 +342,7 @@ class DMService:
         """The remembered v2 user id of a caller whose credential always acts for the same user (not a Basic
         user, whose grant may change): ``_caller_id`` without a coroutine, for every store-hit destroy."""
         known = self._callers.get(principal.identity)
-        if known is None or known[0] is not None or principal.source == "basic":
+        if known is None or principal.source == "basic":
             return None
         self._callers.move_to_end(principal.identity)
         return known[1]
@@ -433,7 +433,9 @@ class DMService:
         self, user_ids: Iterable[str], principal: Principal, request_id: str | None
     ) -> dict[str, User]:
         response = await self.upstream.get_users(user_ids, principal, request_id)
-        data = response.body.get("data", [])  # v2 leaves data out when it knows none of them
+        data = response.body.get("data")
+        if data is None:  # v2 leaves data out when it knows none of them
+            data = []
         if not isinstance(data, list):
             raise UpstreamFailure("v2 listed users as something other than an array")
         users = [user_from_v2(u) for u in data if isinstance(u, dict) and "id" in u]

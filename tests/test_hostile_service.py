@@ -351,3 +351,21 @@ async def test_every_v2_answer_that_cannot_be_used_is_a_502(
     if call.startswith("show") or call == "list":
         assert await store_of(client).get_message(MESSAGE_ID) is None  # nothing of it was learned
 
+
+
+async def test_a_pass_through_body_with_an_unusable_user_is_learned_without_it(
+    make_gateway: GatewayFactory, emulator: EmulatorServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The pass-through hands v2's bytes on as they came; learning from them leaves out what it cannot read
+    (here the users, one of whose ids is no id), keeps the message, and logs no traceback."""
+    from gateway.upstream.client import DM_EVENT_FIELDS, USER_FIELDS
+
+    client = await make_gateway()
+    body = {"data": EVENT, "includes": {"users": [{**USER, "id": "../me"}, {**USER, "id": SEAN_ID}]}}
+    emulator.state.faults[:] = [FaultRule(method="GET", path=f"/2/dm_events/{MESSAGE_ID}", status=200, body=body)]
+    query = f"dm_event.fields={DM_EVENT_FIELDS}&expansions=sender_id,participant_ids&user.fields={USER_FIELDS}"
+    caplog.clear()
+    async with client.get(f"/2/dm_events/{MESSAGE_ID}?{query}", headers={"Authorization": f"Bearer {SEAN_TOKEN}"}) as r:
+        assert r.status == 200 and json.loads(await r.read()) == body
+    assert await store_of(client).get_message(MESSAGE_ID) is not None
+    assert not [r for r in caplog.records if r.exc_info] and "Traceback" not in caplog.text
