@@ -305,6 +305,10 @@ OTHER_ANSWERS = {
         "GET", f"/2/dm_events/{MESSAGE_ID}", {"body": {"data": EVENT, "includes": {"users": [{"id": {"a": 1}}]}}},
         "show",
     ),
+    "show-time-past-the-calendar": (
+        "GET", f"/2/dm_events/{MESSAGE_ID}", {"body": {"data": {**EVENT, "created_at": "0001-01-01T00:00:00+14:00"}}},
+        "show",
+    ),
     "show-not-json": ("GET", f"/2/dm_events/{MESSAGE_ID}", {"text": "{\"data\": "}, "show"),
     "list-data-object": ("GET", "/2/dm_events", {"body": {"data": {"id": MESSAGE_ID}}}, "list"),
     "list-sender-array": ("GET", "/2/dm_events", {"body": {"data": [{**EVENT, "sender_id": [SEAN_ID]}]}}, "list"),

@@ -7,7 +7,7 @@ an ``UpstreamFailure`` (an answer the gateway cannot use), never an exception of
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from gateway.errors import UpstreamFailure
@@ -16,12 +16,17 @@ from gateway.model import DirectMessage, Entities, Hashtag, Mention, Url, User
 
 
 def parse_time(value: Any) -> datetime | None:
+    """A v2 time, or None: also for one that cannot be told in UTC (the first or last hours of the calendar
+    with an offset that takes them past it)."""
     if not isinstance(value, str):
         return None
     try:
-        return datetime.fromisoformat(value)
-    except ValueError:
+        parsed = datetime.fromisoformat(value)
+        if parsed.tzinfo is not None:
+            parsed.astimezone(timezone.utc)
+    except (ValueError, OverflowError):
         return None
+    return parsed
 
 
 def v2_id(value: Any, what: str) -> str:
