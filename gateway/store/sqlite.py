@@ -39,7 +39,7 @@ Credentials (schema version 2) live in the same file. Their tables are ``consume
 ``basic_users`` (``users`` already holds the v2 user cache) and ``nonces``. Every check-then-write runs inside
 the writer's ``BEGIN IMMEDIATE`` transaction, so processes sharing the file cannot both accept the same nonce.
 
-Retention: a message (with its deletion) learned longer than ``message_retention`` ago, or a user fetched
+Retention: a message (with its deletions) learned longer than ``message_retention`` ago, or a user fetched
 longer than ``user_max_age`` ago, is a miss at once, and its row is deleted by a purge that runs after the
 first message or user write and then every ``purge_interval`` such writes, on the worker thread (it scans).
 With an ``encryption_key`` the DM text in ``messages.record`` is a Fernet token (see codec.py).
