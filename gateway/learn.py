@@ -68,7 +68,7 @@ async def learn_from_v2(store: MessageStore, method: str, path: str, body: bytes
     if _NEEDED_USER_FIELDS <= query.get("user.fields", frozenset()):
         try:
             users.extend(users_from_includes(document))
-        except (KeyError, TypeError, AttributeError, ValueError):
+        except (UpstreamFailure, KeyError, TypeError, AttributeError, ValueError):
             pass
     else:
         users = []  # sparse users would overwrite complete ones
@@ -108,7 +108,7 @@ def _users(data: Any) -> list[User]:
         if isinstance(item, dict) and "id" in item and "username" in item and "text" not in item:
             try:
                 users.append(user_from_v2(item))
-            except (KeyError, TypeError, AttributeError, ValueError):
+            except (UpstreamFailure, KeyError, TypeError, AttributeError, ValueError):
                 continue
     return users
 

@@ -13,6 +13,7 @@ later destroy can answer its full body without asking v2.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections import OrderedDict
@@ -32,6 +33,7 @@ from gateway.errors import (
     UpstreamBadRequest,
     UpstreamFailure,
 )
+from gateway.ids import is_id
 from gateway.model import (
     MAX_TEXT,
     DestroyDM,
@@ -48,12 +50,10 @@ from gateway.model import (
     User,
 )
 from gateway.store.base import MessageStore, StoreError
-from gateway.upstream.client import UpstreamClient, V2Response
+from gateway.upstream.client import NotFoundAfterLostAttempt, UpstreamClient, V2Response
 from gateway.upstream.convert import message_from_v2, user_from_v2, users_from_includes
 
 log = logging.getLogger("gateway.service")
-#: Stands for "no deletion queued" where ``None`` is a deleter (a caller without an identity).
-_NOBODY = object()
 T = TypeVar("T")
 
 #: The largest page v2 lists (``max_results``).
@@ -61,7 +61,8 @@ V2_PAGE_SIZE = 100
 #: How many v2 pages one classic list call may read to find its page: 5,000 events, far past the 800
 #: messages the classic APIs ever returned.
 MAX_SCAN_PAGES = 50
-#: How many callers' own user ids are remembered (a credential never changes whom it acts for).
+#: How many callers' own user ids are remembered (a credential never changes whom it acts for; a Basic
+#: user's is remembered with the grant it was asked with, since the user may be given another).
 CALLER_CACHE_SIZE = 10_000
 #: How many user ids one ``GET /2/users`` may name.
 V2_USERS_PER_LOOKUP = 100
@@ -86,9 +87,10 @@ class DMService:
         self._clock = clock
         self._on_store_error = on_store_error
         self._on_store_lookup = on_store_lookup
-        self._callers: OrderedDict[str, str] = OrderedDict()
-        # Deletions not yet handed to the store (message id -> by), and the one task handing them over.
-        self._deletions: dict[str, str | None] = {}
+        # Principal.identity -> (a digest of a Basic user's grant, else None; the v2 user id it acts for).
+        self._callers: OrderedDict[str, tuple[str | None, str]] = OrderedDict()
+        # Deletions not yet handed to the store, (message id, by) in order, and the one task handing them over.
+        self._deletions: dict[tuple[str, str | None], None] = {}
         self._recorder: asyncio.Task[None] | None = None
 
     def run(self, op: Operation, principal: Principal, request_id: str | None = None) -> Awaitable[Outcome]:
@@ -113,10 +115,21 @@ class DMService:
         view = await self._view(op.id, principal, request_id) if op.want_body else None
         try:
             response = await self.upstream.delete_dm_event(op.id, principal, request_id)
+        except NotFoundAfterLostAttempt as exc:
+            # An attempt of this very call, whose answer was lost, is the likeliest reason v2 no longer shows
+            # the message to the caller: taken as deleted, for a participant of the message only.
+            if not await self._is_participant(op.id, view, principal, request_id):
+                raise
+            log.info("destroy of %s: v2's 404 after a lost attempt taken as the deletion", op.id)
+            self._record_deletion(op.id, principal.identity)
+            return Outcome(view=view, rate_limit=exc.rate_limit)
         except MessageNotFound:
             # v2 no longer shows the message to this caller. If this very caller deleted it through the
-            # gateway a moment ago, this is a retry after a lost response: answer as the first time.
-            if await self._deleted_recently_by(op.id, principal):
+            # gateway a moment ago, this is a retry after a lost response: answer as the first time, if the
+            # caller (the user its credential acts for now) is still a participant of the message.
+            if await self._deleted_recently_by(op.id, principal) and await self._is_participant(
+                op.id, view, principal, request_id
+            ):
                 return Outcome(view=view)
             raise
         # v2 has deleted it: the caller need not wait for the record, which only serves a retry's tombstone.
@@ -127,22 +140,21 @@ class DMService:
         """Queue a deletion record for the store. One task hands over everything queued, in one store call,
         then whatever was queued meanwhile, and so on: no task per destroy, and a busy gateway records many
         deletions per call."""
-        self._deletions[message_id] = by
+        self._deletions[message_id, by] = None
         if self._recorder is None:
             self._recorder = asyncio.get_running_loop().create_task(self._record_deletions())
 
     async def _record_deletions(self) -> None:
         try:
             while self._deletions:
-                batch = list(self._deletions.items())
+                batch = list(self._deletions)
                 try:
                     await self._quietly(self.store.mark_deleted_many(batch), "mark_deleted", None)
                 except Exception:  # noqa: BLE001 - a fault in the store itself: logged, later records still go
                     log.exception("recording %d deletions failed", len(batch))
                 finally:
-                    for message_id, by in batch:  # only now can the store answer for them
-                        if self._deletions.get(message_id, _NOBODY) == by:
-                            del self._deletions[message_id]
+                    for deletion in batch:  # only now can the store answer for them
+                        self._deletions.pop(deletion, None)
         finally:
             self._recorder = None
 
@@ -152,20 +164,41 @@ class DMService:
             await asyncio.gather(self._recorder, return_exceptions=True)
 
     async def _deleted_recently_by(self, message_id: str, principal: Principal) -> bool:
-        if self._deletions.get(message_id, _NOBODY) == principal.identity:
+        """Whether this caller deleted the message through the gateway within the tombstone window (each
+        deleter has a record of its own)."""
+        if (message_id, principal.identity) in self._deletions:
             return True  # deleted through this gateway a moment ago, its record not yet in the store
-        deletion = await self._quietly(self.store.get_deletion(message_id), "get_deletion", None)
-        return (
-            deletion is not None
-            and deletion.by == principal.identity
-            and self._clock() - deletion.at <= self.tombstone_window
-        )
+        deletions = await self._quietly(self.store.get_deletions(message_id), "get_deletion", ())
+        now = self._clock()
+        return any(d.by == principal.identity and now - d.at <= self.tombstone_window for d in deletions)
+
+    async def _is_participant(
+        self, message_id: str, view: MessageView | None, principal: Principal, request_id: str | None
+    ) -> bool:
+        """Whether the caller sends or receives the message: the one in this destroy's view (from the store,
+        checked as it was read, or as v2 showed it to the caller), else the store's. A message known to
+        neither is not taken to be the caller's."""
+        if view is not None:
+            message: DirectMessage | None = view.message
+        else:
+            message = await self._quietly(self.store.get_message(message_id), "get_message", None)
+        if message is None:
+            return False
+        me = await self._caller_id(principal, request_id)
+        return me == message.sender_id or me == message.recipient_id
 
     async def _view(self, message_id: str, principal: Principal, request_id: str | None) -> MessageView:
         try:  # as _quietly does, without its coroutine: every store-hit destroy comes this way
             message, users = await self.store.get_message_with_users(message_id)
         except StoreError as exc:
             message, users = self._store_failed("get_message", exc, (None, {}))
+        if message is not None:
+            # The store answers only a participant of the message. For anyone else it is as though it had
+            # never seen the message: v2 answers them (it does not show them the message), and how that
+            # answer looks cannot tell them whether the gateway had it.
+            me = self._known_caller(principal) or await self._caller_id(principal, request_id)
+            if me != message.sender_id and me != message.recipient_id:
+                message, users = None, {}
         if self._on_store_lookup is not None:
             self._on_store_lookup(message is not None)
         if message is None:
@@ -257,7 +290,7 @@ class DMService:
         response = await self.upstream.send_dm(recipient.id, op.text, principal, request_id)
         data = response.body.get("data")
         event_id = data.get("dm_event_id") if isinstance(data, dict) else None
-        if not isinstance(event_id, str) or not event_id.isdigit():
+        if not isinstance(event_id, str) or not is_id(event_id):
             raise UpstreamFailure("v2 answered the send without data.dm_event_id")
         message, users = await self._read_back(event_id, op, me, recipient, data, principal, request_id)
         [view] = await self._views([message], users, principal, request_id)
@@ -294,29 +327,42 @@ class DMService:
             return await self._learn_event(response, event_id)
         except GatewayError as exc:
             log.warning("sent message %s could not be read back: %s", event_id, exc.detail or exc.kind)
+        conversation = sent.get("dm_conversation_id")
         message = DirectMessage(
             id=event_id,
             text=op.text,
             created_at=datetime.fromtimestamp(self._clock(), timezone.utc),
             sender_id=me,
             recipient_id=recipient.id,
-            conversation_id=sent.get("dm_conversation_id"),
+            conversation_id=conversation if isinstance(conversation, str) else None,
         )
         return message, {recipient.id: recipient}
 
-    async def _caller_id(self, principal: Principal, request_id: str | None) -> str:
-        """The v2 user id the principal acts for, asked of v2 once per credential."""
+    def _known_caller(self, principal: Principal) -> str | None:
+        """The remembered v2 user id of a caller whose credential always acts for the same user (not a Basic
+        user, whose grant may change): ``_caller_id`` without a coroutine, for every store-hit destroy."""
         known = self._callers.get(principal.identity)
-        if known is not None:
+        if known is None or principal.source == "basic":
+            return None
+        self._callers.move_to_end(principal.identity)
+        return known[1]
+
+    async def _caller_id(self, principal: Principal, request_id: str | None) -> str:
+        """The v2 user id the principal acts for, asked of v2 once per credential; for a Basic user, once per
+        grant (an operator may give the user a grant for another account, and a refresh replaces it)."""
+        grant = await _grant_digest(principal)
+        known = self._callers.get(principal.identity)
+        if known is not None and known[0] == grant:
             self._callers.move_to_end(principal.identity)
-            return known
+            return known[1]
         response = await self.upstream.get_me(principal, request_id)
         data = response.body.get("data")
         if not isinstance(data, dict) or not isinstance(data.get("id"), str):
             raise UpstreamFailure("v2 answered /2/users/me without a user")
         me = user_from_v2(data)
         await self._learn([], [me])
-        self._callers[principal.identity] = me.id
+        self._callers[principal.identity] = (grant, me.id)
+        self._callers.move_to_end(principal.identity)
         if len(self._callers) > CALLER_CACHE_SIZE:
             self._callers.popitem(last=False)
         return me.id
@@ -326,7 +372,11 @@ class DMService:
     async def _learn_event(self, response: V2Response, message_id: str) -> tuple[DirectMessage, dict[str, User]]:
         """The one-to-one message in a v2 event lookup, learned with its users."""
         event = response.body.get("data")
-        message = message_from_v2(event) if isinstance(event, dict) else None
+        if event is None:  # v2 answers errors alone for an event it does not show
+            raise MessageNotFound(f"v2 answered the lookup of event {message_id} without data")
+        if not isinstance(event, dict):
+            raise UpstreamFailure(f"v2 answered the lookup of event {message_id} with data that is no event")
+        message = message_from_v2(event)
         if message is None:
             raise MessageNotFound(f"event {message_id} is not a one-to-one message")
         users = users_from_includes(response.body)
@@ -383,7 +433,12 @@ class DMService:
         self, user_ids: Iterable[str], principal: Principal, request_id: str | None
     ) -> dict[str, User]:
         response = await self.upstream.get_users(user_ids, principal, request_id)
-        users = [user_from_v2(u) for u in response.body.get("data") or () if isinstance(u, dict) and "id" in u]
+        data = response.body.get("data")
+        if data is None:  # v2 leaves data out when it knows none of them
+            data = []
+        if not isinstance(data, list):
+            raise UpstreamFailure("v2 listed users as something other than an array")
+        users = [user_from_v2(u) for u in data if isinstance(u, dict) and "id" in u]
         await self._learn([], users)
         return {u.id: u for u in users}
 
@@ -405,6 +460,15 @@ class DMService:
         if self._on_store_error is not None:
             self._on_store_error(what)
         return fallback
+
+
+async def _grant_digest(principal: Principal) -> str | None:
+    """For a Basic user, a digest of the v2 grant their credential presents now (a bearer token, whose
+    header names no URL); None for every other caller, whose credential always acts for the same user."""
+    if principal.source != "basic":
+        return None
+    authorization = await principal.credential.authorization("GET", "")
+    return hashlib.sha256(authorization.encode()).hexdigest()[:32]
 
 
 def _next_token(response: V2Response) -> str | None:

@@ -169,7 +169,7 @@ async def test_a_new_sqlite_store_and_its_log_files_are_owner_only(make_gateway,
     assert modes(directory) == {"gateway.sqlite3": 0o600, "gateway.sqlite3-shm": 0o600, "gateway.sqlite3-wal": 0o600}
     await client.close()  # the deletion record is written after the answer; closing waits for it
     with sqlite3.connect(directory / "gateway.sqlite3") as db:
-        assert db.execute("SELECT count(*) FROM messages WHERE deleted_at IS NOT NULL").fetchone() == (1,)
+        assert db.execute("SELECT count(*) FROM messages WHERE deletions IS NOT NULL").fetchone() == (1,)
 
 
 async def test_a_store_file_open_to_others_is_warned_about_once_at_start(tmp_path, caplog) -> None:

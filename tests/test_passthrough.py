@@ -153,7 +153,8 @@ async def test_a_learned_message_spares_the_legacy_destroy_its_lookup(make_gatew
     response = await client.post(f"/1.1/direct_messages/destroy.json?id={SEED_002_ID}")
     assert response.status == 200, await response.text()
     assert orjson.loads(await response.read())["id_str"] == SEED_002_ID
-    assert upstream_calls(emulator) == [("DELETE", f"/2/dm_events/{SEED_002_ID}")]
+    # No lookup of the message: only whom the caller acts for (the store answers a participant only).
+    assert upstream_calls(emulator) == [("GET", "/2/users/me"), ("DELETE", f"/2/dm_events/{SEED_002_ID}")]
 
 
 async def test_a_sparse_answer_is_not_learned(make_gateway, emulator) -> None:

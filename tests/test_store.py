@@ -229,6 +229,26 @@ async def test_relearning_updates_data_but_keeps_the_deletion(store: MessageStor
     assert await store.get_deletion("1001") == deletion
 
 
+async def test_each_deleter_keeps_its_own_deletion(store: MessageStore) -> None:
+    await store.put_messages([make_message("1001")])
+    await store.mark_deleted("1001", "basic:alice")
+    first = await store.get_deletion("1001")
+    await asyncio.sleep(0.01)
+    await store.mark_deleted_many([("1001", "bearer:mick"), ("1001", None)])
+    deletions = await store.get_deletions("1001")
+    assert [d.by for d in deletions][0] == "basic:alice" and deletions[0] == first
+    assert {d.by for d in deletions} == {"basic:alice", "bearer:mick", None}
+    # A deleter's second deletion replaces its own record only.
+    await asyncio.sleep(0.01)
+    await store.mark_deleted("1001", "basic:alice")
+    again = await store.get_deletions("1001")
+    assert len(again) == 3 and again[-1].by == "basic:alice" and again[-1].at > first.at  # type: ignore[union-attr]
+    assert await store.get_deletion("1001") == again[-1]
+    await store.put_messages([make_message("1001", text="learned again")])
+    assert await store.get_deletions("1001") == again
+    assert await store.get_deletions("404") == ()
+
+
 async def test_mark_deleted_on_unknown_id_is_a_no_op(store: MessageStore) -> None:
     await store.mark_deleted("404", "11")
     assert await store.get_deletion("404") is None
@@ -470,10 +490,10 @@ async def test_sqlite_acknowledged_write_is_visible_to_another_connection(tmp_pa
         await store.mark_deleted("2", "11")
         conn = sqlite3.connect(path)
         try:
-            rows = conn.execute("SELECT id, deleted_by FROM messages ORDER BY id").fetchall()
+            rows = conn.execute("SELECT id, json_extract(deletions, '$.11') FROM messages ORDER BY id").fetchall()
         finally:
             conn.close()
-        assert rows == [(1, None), (2, "11")]  # ids are kept as integers
+        assert rows[0] == (1, None) and rows[1][0] == 2 and isinstance(rows[1][1], float)  # ids kept as integers
     finally:
         await store.close()
 
@@ -575,18 +595,29 @@ async def test_sqlite_purges_expired_nonces_now_and_then(tmp_path: Path) -> None
         await store.close()
 
 
-async def test_sqlite_migrates_a_version_1_file_and_keeps_its_messages(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_sqlite_migrates_a_version_1_file_and_keeps_its_messages(tmp_path: Path) -> None:
     path = tmp_path / "v1.sqlite3"
-    with monkeypatch.context() as patch:  # write the file as a version-1 gateway did
-        patch.setattr(sqlite_module, "SCHEMA_VERSION", 1)
-        old = await SQLiteStore.open(str(path))
-        await old.put_messages([make_message("1"), make_message("2", text="deleted later")])
-        await old.put_users([make_user("11")])
-        await old.mark_deleted("2", "11")
-        deletion = await old.get_deletion("2")
-        await old.close()
+    now = time.time()
+    deletion = Deletion(at=now - 1, by="11")
+    conn = sqlite3.connect(path, isolation_level=None)  # the file as a version-1 gateway left it
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        for statement in sqlite_module._MIGRATIONS[1]:
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version = 1")
+        conn.executemany(
+            "INSERT INTO messages VALUES (?, ?, ?, ?, ?)",
+            [
+                ("1", codec.dumps(codec.message_to_record(make_message("1"), None)), now, None, None),
+                ("2", codec.dumps(codec.message_to_record(make_message("2", text="deleted later"), None)), now,
+                 deletion.at, deletion.by),
+            ],
+        )
+        conn.execute(
+            "INSERT INTO users VALUES (?, ?, ?)", ("11", codec.dumps(codec.user_to_record(make_user("11"))), now)
+        )
+    finally:
+        conn.close()
     conn = sqlite3.connect(path)
     try:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
@@ -607,7 +638,7 @@ async def test_sqlite_migrates_a_version_1_file_and_keeps_its_messages(
         await store.close()
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     finally:
         conn.close()
 
@@ -646,7 +677,7 @@ async def test_sqlite_schema_3_keys_messages_by_their_ids_as_integers(tmp_path: 
         await store.close()
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         assert [row[0] for row in conn.execute("SELECT id FROM messages ORDER BY id")] == [int(i) for i in kept]
         columns = {row[1]: (row[2], row[5]) for row in conn.execute("PRAGMA table_info(messages)")}
         assert columns["id"] == ("INTEGER", 1)  # the rowid itself: one B-tree, no separate index
@@ -840,6 +871,33 @@ async def test_memory_purges_expired_nonces_now_and_then() -> None:
     assert await store.remember_nonce("s", "live", now + 300) is False
 
 
+async def test_sqlite_schema_4_keeps_the_one_deletion_of_a_schema_3_file(tmp_path: Path) -> None:
+    path = tmp_path / "v3.sqlite3"
+    now = time.time()
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        for version in (1, 2, 3):
+            for statement in sqlite_module._MIGRATIONS[version]:
+                conn.execute(statement)
+        conn.execute("PRAGMA user_version = 3")
+        record = codec.dumps(codec.message_to_record(make_message("1"), None))
+        conn.executemany(
+            "INSERT INTO messages VALUES (?, ?, ?, ?, ?)",
+            [(1, record, now, None, None), (2, record, now, now - 5, "basic:o'\"x"), (3, record, now, now - 7, None)],
+        )
+    finally:
+        conn.close()
+    store = await open_store(f"sqlite:///{path}")
+    try:
+        assert await store.get_deletions("1") == ()
+        assert await store.get_deletions("2") == (Deletion(at=now - 5, by="basic:o'\"x"),)
+        assert await store.get_deletions("3") == (Deletion(at=now - 7, by=None),)
+        await store.mark_deleted("2", "bearer:b")
+        assert [d.by for d in await store.get_deletions("2")] == ["basic:o'\"x", "bearer:b"]
+    finally:
+        await store.close()
+
+
 # Redis only --------------------------------------------------------------------------------------------
 
 
@@ -857,6 +915,26 @@ async def test_redis_store_url_opens_a_redis_store_with_the_default_prefix(redis
         assert await store.get_message("dmgw-test-never-written") is None  # a read only: nothing is left behind
     finally:
         await store.close()
+
+
+async def test_redis_reads_and_keeps_a_deletion_recorded_before_deleters_were_kept_apart(
+    redis_store: RedisStore, redis_url: str
+) -> None:
+    await redis_store.put_messages([make_message("1001"), make_message("1002")])
+    raw = await _raw_redis(redis_url)
+    try:  # one deletion per message, as a JSON string
+        await raw.set(f"{redis_store.prefix}del:1001", codec.dumps({"v": 1, "at": 1796584446.7013452, "by": "11"}))
+        await raw.set(f"{redis_store.prefix}del:1002", codec.dumps({"v": 1, "at": 1796584446.5, "by": None}))
+        assert await redis_store.get_deletions("1001") == (Deletion(at=1796584446.7013452, by="11"),)
+        assert await redis_store.get_deletions("1002") == (Deletion(at=1796584446.5, by=None),)
+        await redis_store.mark_deleted_many([("1001", "22"), ("1002", "22")])
+        assert (await raw.type(f"{redis_store.prefix}del:1001")) == b"hash"
+        assert 0 < await raw.ttl(f"{redis_store.prefix}del:1001") <= redis_store.deletion_ttl
+    finally:
+        await raw.aclose()
+    first, second = await redis_store.get_deletions("1001"), await redis_store.get_deletions("1002")
+    assert [d.by for d in first] == ["11", "22"] and first[0].at == 1796584446.7013452
+    assert [d.by for d in second] == [None, "22"] and second[0].at == 1796584446.5
 
 
 async def test_redis_keys_carry_the_prefix_and_only_cached_data_expires(

@@ -108,7 +108,8 @@ async def test_redis_outage_destroys_from_upstream_and_the_store_returns_without
     assert second.status == 200, await second.text()
     body = orjson.loads(await second.read())
     assert (body["id_str"], body["text"], body["sender_id_str"]) == (PLAIN_IDS[0], "second message", SEAN_ID)
-    assert upstream_calls(emulator) == [("DELETE", f"/2/dm_events/{PLAIN_IDS[0]}")]
+    # From the store, for a participant: whom the caller acts for is asked once.
+    assert upstream_calls(emulator) == [("GET", "/2/users/me"), ("DELETE", f"/2/dm_events/{PLAIN_IDS[0]}")]
     await client.server.app[SERVICE_KEY].drain()  # the deletion is recorded after the answer
     assert await store.get_deletion(PLAIN_IDS[0]) is not None
 
@@ -205,7 +206,8 @@ async def test_sqlite_file_failing_mid_run_destroys_from_upstream_and_recovers(
     response = await client.post(f"/1.1/direct_messages/destroy.json?id={PLAIN_IDS[1]}")
     assert response.status == 200, await response.text()
     assert orjson.loads(await response.read())["text"] == "third message"
-    assert upstream_calls(emulator) == [("DELETE", f"/2/dm_events/{PLAIN_IDS[1]}")]
+    # From the store, for a participant: whom the caller acts for is asked once.
+    assert upstream_calls(emulator) == [("GET", "/2/users/me"), ("DELETE", f"/2/dm_events/{PLAIN_IDS[1]}")]
     assert await store.get_deletion(PLAIN_IDS[1]) is not None
 
     with sqlite3.connect(path) as check:

@@ -233,7 +233,7 @@ async def test_while_another_connection_holds_the_write_lock_the_loop_reads_and_
     await store.put_users([make_user("11"), make_user("22")])
     other = sqlite3.connect(tmp_path / "s.sqlite3", isolation_level=None, check_same_thread=False)
     other.execute("BEGIN IMMEDIATE")
-    other.execute("UPDATE messages SET deleted_at = 1e12, deleted_by = 'x' WHERE id = '1001'")
+    other.execute("""UPDATE messages SET deletions = '{"x": 1e12}' WHERE id = '1001'""")
     submissions = Submissions(store, monkeypatch)
     try:
         write = asyncio.create_task(store.put_messages([make_message("1002")]))
@@ -377,7 +377,7 @@ def half_written_then_failing(message_id: str) -> Callable[[sqlite3.Connection],
     """A write that changes a row and then fails as a constraint would."""
 
     def write(db: sqlite3.Connection) -> None:
-        db.execute("UPDATE messages SET deleted_at = 1e12, deleted_by = 'half' WHERE id = ?", (message_id,))
+        db.execute("""UPDATE messages SET deletions = '{"half": 1e12}' WHERE id = ?""", (message_id,))
         raise sqlite3.IntegrityError("constraint failed")
 
     return write
@@ -526,14 +526,14 @@ async def test_every_acknowledged_write_is_read_at_once_from_either_store(
         try:
             await stores[0].put_users([make_user("11"), make_user("22")])
             messages: dict[str, str] = {}  # id -> text, the model
-            deleted_by: dict[str, str] = {}
+            deleted_by: dict[str, set[str]] = {}  # id -> its deleters
             for writes in rounds:
                 calls = []
                 for message_id, (which, action, who) in writes.items():
                     if action == "delete":
                         calls.append(stores[which].mark_deleted(message_id, who))
                         if message_id in messages:
-                            deleted_by[message_id] = who
+                            deleted_by.setdefault(message_id, set()).add(who)
                     else:
                         text = f"{action} by {which}"
                         calls.append(stores[which].put_messages([make_message(message_id, text=text)]))
@@ -542,13 +542,13 @@ async def test_every_acknowledged_write_is_read_at_once_from_either_store(
                 for reader in stores:
                     for message_id in ["1", "2", "3", "4"]:
                         message, users = await reader.get_message_with_users(message_id)
-                        deletion = await reader.get_deletion(message_id)
+                        deletions = await reader.get_deletions(message_id)
                         if message_id in messages:
                             assert message == make_message(message_id, text=messages[message_id])
                             assert set(users) == {"11", "22"}
                         else:
                             assert (message, users) == (None, {})
-                        assert (deletion.by if deletion else None) == deleted_by.get(message_id)
+                        assert {d.by for d in deletions} == deleted_by.get(message_id, set())
         finally:
             for opened in stores:
                 await opened.close()
@@ -597,7 +597,7 @@ async def test_a_user_read_is_always_the_last_one_written(versions: list[User]) 
 
 def committed_deletions(path: Path) -> set[str]:
     """Ids whose deletion another connection sees: what is committed."""
-    return committed_ids(path, "WHERE deleted_at IS NOT NULL")
+    return committed_ids(path, "WHERE deletions IS NOT NULL")
 
 
 async def test_a_deletion_waits_for_company_but_this_process_reads_it_at_once(

@@ -25,7 +25,8 @@ Action = Literal["status", "reset", "delay"]
 class FaultRule:
     """What to do to requests whose method and path (an fnmatch glob) match.
 
-    ``status`` answers ``status`` with a problem+json body (or ``body``); ``reset`` drops the connection
+    ``status`` answers ``status`` with a problem+json body (or ``body``, or ``text`` as it is, which need not
+    be JSON at all, under the JSON content type); ``reset`` drops the connection
     without any answer; ``delay`` waits ``delay`` seconds and then answers normally. A ``status`` or
     ``reset`` rule waits ``delay`` seconds first, too. ``times=None`` means the rule never wears out.
     """
@@ -38,6 +39,7 @@ class FaultRule:
     times: int | None = None
     body: dict[str, Any] | None = None
     headers: dict[str, str] | None = None
+    text: str | None = None
 
     def __post_init__(self) -> None:
         if self.action not in get_args(Action):
@@ -52,6 +54,8 @@ class FaultRule:
             raise ValueError("times must be a non-negative integer or null")
         if self.body is not None and not isinstance(self.body, dict):
             raise ValueError("body must be a JSON object")
+        if self.text is not None and (not isinstance(self.text, str) or self.body is not None):
+            raise ValueError("text must be a string, and not given with body")
         if self.headers is not None and not _is_str_map(self.headers):
             raise ValueError("headers must map strings to strings")
 
@@ -118,7 +122,9 @@ def _drop_connection(request: web.Request) -> web.Response:
 
 
 def _status_response(rule: FaultRule) -> web.Response:
-    if rule.body is None:
+    if rule.text is not None:
+        response = web.Response(status=rule.status, text=rule.text, content_type=JSON)
+    elif rule.body is None:
         response = plain(rule.status).response() if rule.status >= 400 else web.Response(status=rule.status)
     else:
         content_type = PROBLEM_JSON if rule.status >= 400 else JSON

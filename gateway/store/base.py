@@ -18,10 +18,16 @@ from gateway.model import DirectMessage, User
 
 @dataclass(frozen=True, slots=True)
 class Deletion:
-    """A successful upstream delete: when, and for whom (None when the caller's id was not known)."""
+    """A successful upstream delete: when, and by whom (the caller's ``Principal.identity``; None when not
+    known). A message keeps one per deleter, as each participant deletes it for themselves."""
 
     at: float
     by: str | None
+
+
+def latest(deletions: Iterable[Deletion]) -> Deletion | None:
+    """The most recent of ``deletions``, or None."""
+    return max(deletions, key=lambda deletion: deletion.at, default=None)
 
 
 class StoreError(Exception):
@@ -42,12 +48,18 @@ class MessageStore(Protocol):
     async def put_users(self, users: Iterable[User]) -> None: ...
 
     async def mark_deleted(self, message_id: str, by: str | None) -> None:
-        """Record a successful upstream delete. The message data is kept: other participants still see it."""
+        """Record a successful upstream delete by ``by``, beside the other deleters' (``by``'s own earlier one
+        is replaced). Only a message the store holds takes it, and the message data is kept: other
+        participants still see it."""
 
     async def mark_deleted_many(self, deletions: Sequence[tuple[str, str | None]]) -> None:
         """``mark_deleted`` for each (message id, by), in one trip where the backend can."""
 
-    async def get_deletion(self, message_id: str) -> Deletion | None: ...
+    async def get_deletions(self, message_id: str) -> tuple[Deletion, ...]:
+        """Every deleter's record of the message, oldest first; none for a message the store does not hold."""
+
+    async def get_deletion(self, message_id: str) -> Deletion | None:
+        """The most recent of ``get_deletions``, or None."""
 
     async def ping(self) -> None:
         """Return when the backend answers a trivial request; raise ``StoreError`` when it cannot.

@@ -5,13 +5,13 @@ Messages and users share one LRU: an entry's size is the length of its encoded r
 approximation of what it costs. Whenever the entries or their bytes exceed a bound, the least recently used
 go first (an entry larger than the whole byte budget is not kept at all). A user is used when it is learned
 or read; a message when it is learned: the gateway reads a stored message to destroy it, which is no reason
-to keep it longer, and a read that leaves the order alone touches less memory. A deletion lives inside its
-message's entry, so it is evicted and expires with it, as in SQLite. Expired entries (older than the message
-retention or the user max age) are misses and are dropped when read. Text is kept in the clear: memory is not
-at rest, so no encryption here.
+to keep it longer, and a read that leaves the order alone touches less memory. A message's deletions (one per
+deleter) live inside its entry, so they are evicted and expire with it, as in SQLite. Expired entries (older
+than the message retention or the user max age) are misses and are dropped when read. Text is kept in the
+clear: memory is not at rest, so no encryption here.
 
 A message is kept as one bytes object, its encoded record (the one SQLite and Redis keep) with when it was
-learned and its deletion, and decoded when read. Bytes are not containers, so the cyclic garbage collector
+learned and its deletions, and decoded when read. Bytes are not containers, so the cyclic garbage collector
 never visits them: held as objects, a million messages were four million tracked objects, and a full
 collection walked them all (half a second with the event loop stopped). Users stay objects, handed out as
 the same object while unchanged (the renderer answers a user it has seen by identity): there are few of them,
@@ -40,13 +40,17 @@ from gateway.auth.credentials import (
 from gateway.config import StoreConfig
 from gateway.model import DirectMessage, User
 from gateway.store import codec
-from gateway.store.base import Deletion
+from gateway.store.base import Deletion, latest
 
 K = TypeVar("K")
 V = TypeVar("V")
 
 _DEFAULTS = StoreConfig()
-_DELETION_BYTES = 64  # a timestamp and a user id, roughly
+_DELETION_BYTES = 64  # a timestamp and a deleter, roughly
+
+
+def _when(deletion: Deletion) -> float:
+    return deletion.at
 
 
 class _Lru(Generic[K, V]):
@@ -101,13 +105,14 @@ def _user_key(user_id: str) -> tuple[str, str]:
     return ("u", user_id)
 
 
-def _message_entry(record: dict[str, Any], learned_at: float, deletion: tuple[float, str | None] | None) -> bytes:
-    """What the store keeps for a message: its record, when it was learned and its deletion, encoded together,
-    so that a read touches one object. A copy of exactly its length: the bytes orjson returns keep the
-    footprint of its 4 KB buffer (about 4.1 KB of resident memory each when kept, against 341 for a copy)."""
+def _message_entry(record: dict[str, Any], learned_at: float, deletions: list[list[Any]] | None) -> bytes:
+    """What the store keeps for a message: its record, when it was learned and its deletions (a [by, at] pair
+    per deleter), encoded together, so that a read touches one object. A copy of exactly its length: the bytes
+    orjson returns keep the footprint of its 4 KB buffer (about 4.1 KB of resident memory each when kept,
+    against 341 for a copy)."""
     entry = {**record, "learned_at": learned_at}
-    if deletion is not None:
-        entry["deleted_at"], entry["deleted_by"] = deletion
+    if deletions:
+        entry["deletions"] = deletions
     return bytes(memoryview(codec.dumps(entry)))
 
 
@@ -163,12 +168,10 @@ class MemoryStore:
         for message in messages:
             previous = self._message(message.id)
             # Learning a message again refreshes it but never forgets a recorded deletion.
-            deletion = None
-            if previous is not None and "deleted_at" in previous:
-                deletion = (previous["deleted_at"], previous["deleted_by"])
+            deletions = previous.get("deletions") if previous is not None else None
             record = codec.message_to_record(message)
-            size = len(message.id) + len(codec.dumps(record)) + (_DELETION_BYTES if deletion is not None else 0)
-            self._cache.put(message.id, _message_entry(record, now, deletion), size)
+            size = len(message.id) + len(codec.dumps(record)) + _DELETION_BYTES * len(deletions or ())
+            self._cache.put(message.id, _message_entry(record, now, deletions), size)
 
     async def get_message_with_users(self, message_id: str) -> tuple[DirectMessage | None, dict[str, User]]:
         message = await self.get_message(message_id)
@@ -206,13 +209,18 @@ class MemoryStore:
     def _mark_deleted(self, message_id: str, by: str | None) -> None:
         entry = self._message(message_id)
         if entry is not None:
-            self._cache.replace(message_id, _message_entry(entry, entry["learned_at"], (self._clock(), by)))
+            deletions = [pair for pair in entry.pop("deletions", ()) if pair[0] != by]
+            deletions.append([by, self._clock()])
+            self._cache.replace(message_id, _message_entry(entry, entry["learned_at"], deletions))
+
+    async def get_deletions(self, message_id: str) -> tuple[Deletion, ...]:
+        entry = self._message(message_id)
+        if entry is None:
+            return ()
+        return tuple(sorted((Deletion(at=at, by=by) for by, at in entry.get("deletions", ())), key=_when))
 
     async def get_deletion(self, message_id: str) -> Deletion | None:
-        entry = self._message(message_id)
-        if entry is None or "deleted_at" not in entry:
-            return None
-        return Deletion(at=entry["deleted_at"], by=entry["deleted_by"])
+        return latest(await self.get_deletions(message_id))
 
     # Credentials. No method awaits between reading and writing, so each is atomic on the event loop. ----
 

@@ -3,7 +3,7 @@
 Every key starts with a namespaced, versioned prefix (``dmgw:v1:`` unless told otherwise):
 
     msg:{id}                  a message record (JSON), with a TTL
-    del:{id}                  its deletion record (JSON: at, by), with a TTL
+    del:{id}                  hash: its deletions, deleter -> when, with a TTL
     user:{id}                 a v2 user record (JSON), with a TTL
     consumer:{key}            an OAuth 1.0a consumer's secret (maybe sealed)   (no TTL)
     token:{token}             hash: consumer, secret (maybe sealed)             (no TTL)
@@ -50,7 +50,7 @@ from gateway.auth.credentials import (
 )
 from gateway.model import DirectMessage, User
 from gateway.store import codec
-from gateway.store.base import Deletion, StoreError
+from gateway.store.base import Deletion, StoreError, latest
 
 DEFAULT_PREFIX = "dmgw:v1:"
 DAY = 24 * 3600
@@ -93,11 +93,24 @@ if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'grant', 
 return 0
 """
 
-# KEYS: a message's key and its deletion's key, for each deletion; ARGV: the TTL, then each deletion's record.
+# A message's deletions are a hash of each deleter ("" for none known) and when it deleted the message. Before,
+# a message had one deletion, a JSON string (v, at, by) under the same key: the scripts take it as that hash.
+
+# KEYS: a message's key and its deletions' key, for each deletion; ARGV: the TTL, then each deletion's
+# deleter and time.
 _MARK_DELETED = """
 for i = 1, #KEYS, 2 do
   if redis.call('EXISTS', KEYS[i]) == 1 then
-    redis.call('SET', KEYS[i + 1], ARGV[(i + 1) / 2 + 1], 'EX', ARGV[1])
+    local key = KEYS[i + 1]
+    if redis.call('TYPE', key).ok == 'string' then
+      local old = cjson.decode(redis.call('GET', key))
+      redis.call('DEL', key)
+      local by = old.by
+      if by == cjson.null then by = '' end
+      redis.call('HSET', key, by, string.format('%.17g', old.at))
+    end
+    redis.call('HSET', key, ARGV[i + 1], ARGV[i + 2])
+    redis.call('EXPIRE', key, ARGV[1])
   end
 end
 return 0
@@ -117,6 +130,18 @@ return 1
 """
 #: How long past its expiry Redis may keep a nonce: its TTL is only for cleanup, so it errs long.
 _NONCE_TTL_SLACK_MS = 60_000
+# KEYS: a message's deletions' key. Returns them as deleter, time, deleter, time...
+_GET_DELETIONS = """
+local kind = redis.call('TYPE', KEYS[1]).ok
+if kind == 'hash' then return redis.call('HGETALL', KEYS[1]) end
+if kind == 'string' then
+  local old = cjson.decode(redis.call('GET', KEYS[1]))
+  local by = old.by
+  if by == cjson.null then by = '' end
+  return {by, string.format('%.17g', old.at)}
+end
+return {}
+"""
 
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 
@@ -162,6 +187,7 @@ class RedisStore:
         self._put_grant = self._client.register_script(_PUT_GRANT)
         self._mark_deleted = self._client.register_script(_MARK_DELETED)
         self._remember_nonce = self._client.register_script(_REMEMBER_NONCE)
+        self._get_deletions = self._client.register_script(_GET_DELETIONS)
 
     @classmethod
     async def open(cls, url: str, **options: Any) -> RedisStore:
@@ -243,15 +269,16 @@ class RedisStore:
 
     async def mark_deleted_many(self, deletions: Sequence[tuple[str, str | None]]) -> None:
         """One script for all of them: one round trip, and each deletion lands only on a message still
-        there, as the script checks and writes with nothing in between."""
+        there, as the script checks and writes with nothing in between. A message's deletions share one
+        TTL, renewed by each new one."""
         if not deletions:
             return
-        at = self._clock()
+        at = repr(float(self._clock()))
         keys: list[str] = []
         args: list[Any] = [self.deletion_ttl]
         for message_id, by in deletions:
             keys += (self._key("msg", message_id), self._key("del", message_id))
-            args.append(codec.dumps({"v": codec.RECORD_VERSION, "at": at, "by": by}))
+            args += (by or "", at)
         with self._guard():
             await self._mark_deleted(keys=keys, args=args)
 
@@ -263,10 +290,18 @@ class RedisStore:
             return None
         return codec.user_from_record(record)
 
-    async def get_deletion(self, message_id: str) -> Deletion | None:
+    async def get_deletions(self, message_id: str) -> tuple[Deletion, ...]:
         with self._guard():
-            data = await self._client.get(self._key("del", message_id))
-        return None if data is None else _decode(_deletion, data)
+            flat = await self._get_deletions(keys=[self._key("del", message_id)])
+        try:
+            pairs = zip(flat[::2], flat[1::2], strict=True)
+            found = [Deletion(at=float(at), by=_text(by) or None) for by, at in pairs]
+        except (ValueError, TypeError) as exc:
+            raise StoreError(f"redis: unreadable deletions ({exc.__class__.__name__})") from None
+        return tuple(sorted(found, key=lambda deletion: deletion.at))
+
+    async def get_deletion(self, message_id: str) -> Deletion | None:
+        return latest(await self.get_deletions(message_id))
 
     # Credentials -----------------------------------------------------------------------------------
 
@@ -417,10 +452,6 @@ def _text(value: bytes | str) -> str:
 def _older_than(stamp: Any, max_age: int, now: float) -> bool:
     """True when ``stamp`` (a learned-at time; None in records from before it was kept) is ``max_age`` old."""
     return isinstance(stamp, int | float) and stamp + max_age <= now
-
-
-def _deletion(record: dict[str, Any]) -> Deletion:
-    return Deletion(at=float(record["at"]), by=record["by"])
 
 
 def _decode(build: Any, data: bytes) -> Any:

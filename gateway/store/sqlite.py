@@ -30,11 +30,16 @@ a lookup walks one tree instead of a text key's index and then the table, and at
 one page that may not be in the connection's cache instead of two. Every id a legacy call can name is such
 an integer (``gateway.ids``); a message whose id is not (which v2 never sends) is not kept.
 
+A message's deletions (schema version 4) are a JSON object in its row, one entry per deleter (a caller's
+``Principal.identity``) with when it deleted the message: each participant deletes a message for themselves,
+and each one's retry is answered from its own entry. Recording one is a ``json_patch`` of that entry into
+the object, in one UPDATE as before.
+
 Credentials (schema version 2) live in the same file. Their tables are ``consumers``, ``tokens``,
 ``basic_users`` (``users`` already holds the v2 user cache) and ``nonces``. Every check-then-write runs inside
 the writer's ``BEGIN IMMEDIATE`` transaction, so processes sharing the file cannot both accept the same nonce.
 
-Retention: a message (with its deletion) learned longer than ``message_retention`` ago, or a user fetched
+Retention: a message (with its deletions) learned longer than ``message_retention`` ago, or a user fetched
 longer than ``user_max_age`` ago, is a miss at once, and its row is deleted by a purge that runs after the
 first message or user write and then every ``purge_interval`` such writes, on the worker thread (it scans).
 With an ``encryption_key`` the DM text in ``messages.record`` is a Fernet token, and so are the v2 tokens in
@@ -73,7 +78,7 @@ from gateway.config import StoreConfig
 from gateway.ids import is_id
 from gateway.model import DirectMessage, User
 from gateway.store import codec
-from gateway.store.base import Deletion, StoreError
+from gateway.store.base import Deletion, StoreError, latest
 
 T = TypeVar("T")
 
@@ -85,7 +90,7 @@ Op = Callable[[sqlite3.Connection], Any]
 Outcome = tuple[bool, Any]
 """What one write in a batch did: (True, its result) or (False, the exception it raised)."""
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _DEFAULTS = StoreConfig()
 
@@ -144,6 +149,23 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "DROP TABLE messages",
         "ALTER TABLE messages_by_number RENAME TO messages",
     ),
+    # A deletion per deleter: a JSON object of each deleter (its Principal.identity, "" for none known) and
+    # when it deleted the message, in place of the one deleted_at and deleted_by. Each time is written with
+    # the 17 significant digits that give the same number back.
+    4: (
+        """CREATE TABLE messages_with_deletions (
+               id INTEGER PRIMARY KEY,
+               record BLOB NOT NULL,
+               learned_at REAL NOT NULL,
+               deletions TEXT
+           )""",
+        """INSERT INTO messages_with_deletions (id, record, learned_at, deletions)
+           SELECT id, record, learned_at, CASE WHEN deleted_at IS NOT NULL
+               THEN json_object(coalesce(deleted_by, ''), json(printf('%!.17g', deleted_at))) END
+           FROM messages""",
+        "DROP TABLE messages",
+        "ALTER TABLE messages_with_deletions RENAME TO messages",
+    ),
 }
 
 
@@ -197,8 +219,8 @@ class SQLiteStore:
         self._linger: asyncio.TimerHandle | None = None  # sends lingering writes when nothing else has
         self._idle = asyncio.Event()  # set while nothing is queued or being written
         self._idle.set()
-        # Deletions queued or being written, so this process reads them at once (keyed by message id).
-        self._pending_deletions: dict[str, Deletion] = {}
+        # Deletions queued or being written, so this process reads them at once: message id -> deleter -> it.
+        self._pending_deletions: dict[str, dict[str | None, Deletion]] = {}
         self._loop_commits = 0  # batches committed on the loop since the last checkpoint was started
         self._loop_changes = 0  # the loop connection's total_changes when the last checkpoint was started
         self._checkpoint: asyncio.Future[Any] | None = None  # on the worker thread
@@ -413,25 +435,25 @@ class SQLiteStore:
                 found[user.id] = user
         return found
 
-    async def get_deletion(self, message_id: str) -> Deletion | None:
+    async def get_deletions(self, message_id: str) -> tuple[Deletion, ...]:
         key = _key(message_id)
         if key is None:
-            return None
+            return ()
         cutoff = self._clock() - self.message_retention
-        pending = self._pending_deletions.get(message_id)
+        pending = dict(self._pending_deletions.get(message_id, {}))
 
-        def read(db: sqlite3.Connection) -> Deletion | None:
-            if pending is not None:  # not committed yet: it holds if its message is there to take it
-                found = db.execute("SELECT 1 FROM messages WHERE id = ? AND learned_at > ?", (key, cutoff))
-                return pending if found.fetchone() else None
-            row = db.execute(
-                "SELECT deleted_at, deleted_by FROM messages"
-                " WHERE id = ? AND deleted_at IS NOT NULL AND learned_at > ?",
-                (key, cutoff),
-            ).fetchone()
-            return Deletion(at=row[0], by=row[1]) if row else None
+        def read(db: sqlite3.Connection) -> tuple[Deletion, ...]:
+            row = db.execute(_SELECT_DELETIONS, (key, cutoff)).fetchone()
+            if row is None:
+                return ()  # pending ones too: a deletion holds only while its message is there to take it
+            found = _deletions(row[0])
+            found.update(pending)  # not committed yet, and newer than what is
+            return tuple(sorted(found.values(), key=lambda deletion: deletion.at))
 
         return await self._read(read)
+
+    async def get_deletion(self, message_id: str) -> Deletion | None:
+        return latest(await self.get_deletions(message_id))
 
     # Writes ----------------------------------------------------------------------------------------
 
@@ -582,18 +604,21 @@ class SQLiteStore:
             key = _key(message_id)
             if key is None:
                 continue  # no such message is kept, so there is none to take the deletion
-            deletion = pending[message_id] = Deletion(at=now, by=by)
+            deletion = pending.setdefault(message_id, {})[by] = Deletion(at=now, by=by)
             mine.append((message_id, deletion))
             # Only a message still within retention takes a deletion, as only such a message is found.
-            rows.append((now, by, key, cutoff))
+            rows.append((codec.dumps({by or "": now}).decode(), key, cutoff))
         if not rows:
             return
         try:
             await self._write(_writer(_MARK_DELETED, rows), lingers=True)
         finally:
             for message_id, deletion in mine:
-                if pending.get(message_id) is deletion:
-                    del pending[message_id]
+                mine_pending = pending.get(message_id)
+                if mine_pending is not None and mine_pending.get(deletion.by) is deletion:
+                    del mine_pending[deletion.by]
+                    if not mine_pending:
+                        del pending[message_id]
 
     def _purge_due(self, now: float) -> tuple[float, float] | None:
         """The (message, user) cutoffs when this write should also purge expired rows, else None."""
@@ -947,6 +972,7 @@ def _store_error(error: BaseException) -> BaseException:
 
 
 _SELECT_MESSAGE = "SELECT record FROM messages WHERE id = ? AND learned_at > ?"
+_SELECT_DELETIONS = "SELECT deletions FROM messages WHERE id = ? AND learned_at > ?"
 
 
 # Learning a message again refreshes its data but never clears a recorded deletion, unless the old row was
@@ -956,14 +982,16 @@ INSERT INTO messages (id, record, learned_at) VALUES (:id, :record, :now)
 ON CONFLICT(id) DO UPDATE SET
     record = excluded.record,
     learned_at = excluded.learned_at,
-    deleted_at = CASE WHEN messages.learned_at > :cutoff THEN messages.deleted_at END,
-    deleted_by = CASE WHEN messages.learned_at > :cutoff THEN messages.deleted_by END
+    deletions = CASE WHEN messages.learned_at > :cutoff THEN messages.deletions END
 """
 _UPSERT_USER = """
 INSERT INTO users (id, record, fetched_at) VALUES (?, ?, ?)
 ON CONFLICT(id) DO UPDATE SET record = excluded.record, fetched_at = excluded.fetched_at
 """
-_MARK_DELETED = "UPDATE messages SET deleted_at = ?, deleted_by = ? WHERE id = ? AND learned_at > ?"
+# Adds (or renews) one deleter's entry in the message's JSON object of deletions, the others' left as they are.
+_MARK_DELETED = """
+UPDATE messages SET deletions = json_patch(coalesce(deletions, '{}'), ?) WHERE id = ? AND learned_at > ?
+"""
 
 _UPSERT_CONSUMER = """
 INSERT INTO consumers (key, secret) VALUES (?, ?)
@@ -986,4 +1014,15 @@ _CREDENTIAL_TABLES: dict[str, tuple[str, str]] = {
     "token": ("tokens", "token"),
     "user": ("basic_users", "username"),
 }
+
+
+def _deletions(text: str | None) -> dict[str | None, Deletion]:
+    """A message's deletions column (a JSON object of each deleter, "" for none known, and when it deleted the
+    message), by deleter."""
+    if not text:
+        return {}
+    try:
+        return {by or None: Deletion(at=float(at), by=by or None) for by, at in codec.loads(text).items()}
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise StoreError(f"sqlite: unreadable deletions ({exc.__class__.__name__})") from None
 

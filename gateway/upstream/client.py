@@ -82,6 +82,12 @@ _STATUS_ERRORS: dict[int, type[UpstreamError]] = {
 }
 
 
+class NotFoundAfterLostAttempt(MessageNotFound):
+    """v2 answered 404 to a DELETE tried again after an attempt whose answer was lost (a timeout, a reset,
+    502/503/504): that attempt may well have deleted the event, which v2 then no longer shows to the caller.
+    The service decides whether to take it as deleted: only for a participant of the message."""
+
+
 class V2Response:
     __slots__ = ("status", "body", "rate_limit")
 
@@ -137,7 +143,8 @@ class UpstreamClient:
         response = await self._request(
             "DELETE", f"/2/dm_events/{event_id}", principal, request_id=request_id, endpoint="DELETE /2/dm_events/:id"
         )
-        if response.body.get("data", {}).get("deleted") is not True:
+        data = response.body.get("data")
+        if not isinstance(data, dict) or data.get("deleted") is not True:
             raise UpstreamFailure("v2 answered the delete without data.deleted=true")
         return response
 
@@ -233,10 +240,9 @@ class UpstreamClient:
         answer, unsure = await self._with_retries(method, url, target, headers, body, principal, endpoint)
         status, raw, rate_limit = answer.status, answer.raw, answer.rate_limit
         if status == 404 and method == "DELETE" and unsure:
-            # An earlier attempt may have deleted the event before its answer was lost: v2 now no longer
-            # shows it to this caller, which is what the delete was for.
-            log.info("%s: 404 after an attempt whose outcome is unknown; taken as deleted", endpoint)
-            return V2Response(200, {"data": {"deleted": True}}, rate_limit)
+            raise NotFoundAfterLostAttempt(
+                f"{method} {path}: v2 answered 404 after an attempt whose outcome is unknown", rate_limit=rate_limit
+            )
         if status >= 400:
             error = not_found if status == 404 else _STATUS_ERRORS.get(status, UpstreamFailure)
             raise error(f"{method} {path}: v2 answered {status}", rate_limit=rate_limit)

@@ -1,46 +1,82 @@
-"""v2 JSON to the neutral model. The only place that knows what v2 bodies look like."""
+"""v2 JSON to the neutral model. The only place that knows what v2 bodies look like.
+
+v2's answers are taken as they come, so every value is checked for the type it must have: an optional field
+of another type counts as absent, and an id that is not one, or a message or entity that cannot be read, is
+an ``UpstreamFailure`` (an answer the gateway cannot use), never an exception of Python's own.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from gateway.errors import UpstreamFailure
+from gateway.ids import is_id
 from gateway.model import DirectMessage, Entities, Hashtag, Mention, Url, User
 
 
 def parse_time(value: Any) -> datetime | None:
+    """A v2 time, or None: also for one that cannot be told in UTC (the first or last hours of the calendar
+    with an offset that takes them past it)."""
     if not isinstance(value, str):
         return None
     try:
-        return datetime.fromisoformat(value)
-    except ValueError:
+        parsed = datetime.fromisoformat(value)
+        if parsed.tzinfo is not None:
+            parsed.astimezone(timezone.utc)
+    except (ValueError, OverflowError):
         return None
+    return parsed
+
+
+def v2_id(value: Any, what: str) -> str:
+    """An id in a v2 answer (a user's or an event's): digits, as v2 sends ids, or a number."""
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if not isinstance(text, str) or not is_id(text):
+        raise UpstreamFailure(f"v2 named {what} by {str(value)[:40]!r}, not an id")
+    return text
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _array(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def user_from_v2(data: dict[str, Any]) -> User:
-    metrics = data.get("public_metrics") or {}
+    metrics = _object(data.get("public_metrics"))
     return User(
-        id=str(data["id"]),
-        username=data.get("username"),
-        name=data.get("name"),
-        description=data.get("description"),
-        location=data.get("location") or None,
-        url=data.get("url") or None,
-        protected=bool(data.get("protected", False)),
-        verified=bool(data.get("verified", False)),
+        id=v2_id(data.get("id"), "a user"),
+        username=_text(data.get("username")),
+        name=_text(data.get("name")),
+        description=_text(data.get("description")),
+        location=_text(data.get("location")) or None,
+        url=_text(data.get("url")) or None,
+        protected=data.get("protected") is True,
+        verified=data.get("verified") is True,
         created_at=parse_time(data.get("created_at")),
-        profile_image_url=data.get("profile_image_url") or None,
-        followers_count=metrics.get("followers_count"),
-        following_count=metrics.get("following_count"),
-        tweet_count=metrics.get("tweet_count"),
-        listed_count=metrics.get("listed_count"),
-        like_count=metrics.get("like_count"),
+        profile_image_url=_text(data.get("profile_image_url")) or None,
+        followers_count=_count(metrics.get("followers_count")),
+        following_count=_count(metrics.get("following_count")),
+        tweet_count=_count(metrics.get("tweet_count")),
+        listed_count=_count(metrics.get("listed_count")),
+        like_count=_count(metrics.get("like_count")),
     )
 
 
 def users_from_includes(body: dict[str, Any]) -> list[User]:
-    return [user_from_v2(u) for u in (body.get("includes") or {}).get("users") or () if "id" in u]
+    users = _object(body.get("includes")).get("users")
+    return [user_from_v2(u) for u in _array(users) if isinstance(u, dict) and "id" in u]
 
 
 def recipient_of(event: dict[str, Any]) -> str | None:
@@ -49,44 +85,68 @@ def recipient_of(event: dict[str, Any]) -> str | None:
     One-to-one conversation ids are ``{smaller}-{larger}``; a note to self has both halves equal. Without
     such an id, ``participant_ids`` naming exactly one other user also makes a one-to-one message.
     """
-    sender = str(event["sender_id"])
-    conversation = str(event.get("dm_conversation_id") or "")
+    sender = v2_id(event.get("sender_id"), "a sender")
+    conversation = _text(event.get("dm_conversation_id")) or ""
     halves = conversation.split("-")
     if len(halves) == 2 and all(h.isascii() and h.isdigit() for h in halves):
         if sender not in halves:
-            raise UpstreamFailure(f"sender of event {event.get('id')} is not in conversation {conversation}")
-        return halves[1] if halves[0] == sender else halves[0]
-    participants = {str(p) for p in event.get("participant_ids") or ()}
+            event_id = str(event.get("id"))[:40]
+            raise UpstreamFailure(f"sender of event {event_id} is not in conversation {conversation[:80]}")
+        other = halves[1] if halves[0] == sender else halves[0]
+        return v2_id(other, "a participant")
+    participants = {str(p) for p in _array(event.get("participant_ids")) if isinstance(p, str | int)}
     if participants == {sender}:
         return sender  # a note to self
     others = participants - {sender}
     if len(others) != 1:
         return None
     (other,) = others
-    if not (other.isascii() and other.isdigit()):
-        raise UpstreamFailure(f"event {event.get('id')} names participant {other!r}, not a user id")
-    return other
+    return v2_id(other, "a participant")
+
+
+def _span(entity: Any) -> tuple[dict[str, Any], int, int]:
+    """An entity with its start and end, which must be numbers."""
+    if not isinstance(entity, dict):
+        raise UpstreamFailure(f"an entity that is not an object: {str(entity)[:40]!r}")
+    start, end = _count(entity.get("start")), _count(entity.get("end"))
+    if start is None or end is None:
+        raise UpstreamFailure("an entity without a numeric start and end")
+    return entity, start, end
+
+
+def _required(entity: dict[str, Any], name: str) -> str:
+    value = entity.get(name)
+    if not isinstance(value, str):
+        raise UpstreamFailure(f"an entity without {name}")
+    return value
 
 
 def entities_from_v2(event: dict[str, Any]) -> Entities:
-    source = event.get("entities") or event
+    nested = event.get("entities")
+    source = nested if isinstance(nested, dict) and nested else event
+    hashtags = [_span(h) for h in _array(source.get("hashtags"))]
+    urls = [_span(u) for u in _array(source.get("urls"))]
+    mentions = [_span(m) for m in _array(source.get("mentions"))]
     return Entities(
-        hashtags=tuple(
-            Hashtag(text=h["tag"], start=h["start"], end=h["end"]) for h in source.get("hashtags") or ()
-        ),
+        hashtags=tuple(Hashtag(text=_required(h, "tag"), start=start, end=end) for h, start, end in hashtags),
         urls=tuple(
             Url(
-                url=u["url"],
-                expanded_url=u.get("expanded_url"),
-                display_url=u.get("display_url"),
-                start=u["start"],
-                end=u["end"],
+                url=_required(u, "url"),
+                expanded_url=_text(u.get("expanded_url")),
+                display_url=_text(u.get("display_url")),
+                start=start,
+                end=end,
             )
-            for u in source.get("urls") or ()
+            for u, start, end in urls
         ),
         mentions=tuple(
-            Mention(username=m["username"], user_id=m.get("id"), start=m["start"], end=m["end"])
-            for m in source.get("mentions") or ()
+            Mention(
+                username=_required(m, "username"),
+                user_id=v2_id(m["id"], "a mentioned user") if m.get("id") is not None else None,
+                start=start,
+                end=end,
+            )
+            for m, start, end in mentions
         ),
     )
 
@@ -96,21 +156,18 @@ def message_from_v2(event: dict[str, Any]) -> DirectMessage | None:
     are not messages (joins, leaves) and messages to a group."""
     if event.get("event_type", "MessageCreate") != "MessageCreate":
         return None
-    try:
-        recipient_id = recipient_of(event)
-        if recipient_id is None:
-            return None
-        created_at = parse_time(event.get("created_at"))
-        if created_at is None:
-            raise UpstreamFailure(f"event {event.get('id')} has no usable created_at")
-        return DirectMessage(
-            id=str(event["id"]),
-            text=event.get("text") or "",
-            created_at=created_at,
-            sender_id=str(event["sender_id"]),
-            recipient_id=recipient_id,
-            conversation_id=event.get("dm_conversation_id"),
-            entities=entities_from_v2(event),
-        )
-    except (KeyError, TypeError) as exc:
-        raise UpstreamFailure(f"malformed v2 event: missing {exc}") from exc
+    recipient_id = recipient_of(event)
+    if recipient_id is None:
+        return None
+    created_at = parse_time(event.get("created_at"))
+    if created_at is None:
+        raise UpstreamFailure(f"event {str(event.get('id'))[:40]} has no usable created_at")
+    return DirectMessage(
+        id=v2_id(event.get("id"), "an event"),
+        text=_text(event.get("text")) or "",
+        created_at=created_at,
+        sender_id=v2_id(event.get("sender_id"), "a sender"),
+        recipient_id=recipient_id,
+        conversation_id=_text(event.get("dm_conversation_id")),
+        entities=entities_from_v2(event),
+    )
