@@ -1,0 +1,306 @@
+"""The HTTP edge under attack: the sidecar reached from a web browser, requests aiohttp's parser refuses,
+clients that hang up mid-body, and bytes no client library would send.
+
+The raw-socket tests run the gateway as ``dm-gateway serve`` does (``GatewayRunner`` with
+``runner_options``, aiohttp's handler cancellation off), not on the test client's server, whose defaults
+differ exactly where these attacks land.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from gateway.accesslog import AccessLogger
+from gateway.app import create_app
+from gateway.cli import runner_options
+from gateway.config import ConfigError
+from gateway.edge import GatewayRunner
+from gateway.emulator import EmulatorServer
+from tests.conftest import PLAIN_IDS, SEAN_TOKEN, GatewayFactory, gateway_config, store_of
+from tests.test_hostile import Reply, assert_legacy_error, send
+
+FORM = "application/x-www-form-urlencoded"
+MICK = "s0c1alm3dia"
+MESSAGE_ID = PLAIN_IDS[0]  # theSeanCook -> s0c1alm3dia
+# A credential no log line and no answer may ever show.
+SECRET = "edge-secret-3f9c2a71d4"
+
+
+# --- serving as `dm-gateway serve` does, and talking to it over a raw socket -----------------------------
+
+
+@asynccontextmanager
+async def served(emulator: EmulatorServer, **sections: Any) -> AsyncIterator[GatewayRunner]:
+    config = gateway_config(emulator, **sections)
+    runner = GatewayRunner(create_app(config), access_log_class=AccessLogger, handle_signals=False, **runner_options(config))
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        yield runner
+    finally:
+        await runner.cleanup()
+
+
+def port_of(runner: GatewayRunner) -> int:
+    return runner.addresses[0][1]
+
+
+async def exchange(runner: GatewayRunner, raw: bytes) -> Reply:
+    """Send ``raw`` as it is and read the answer up to the server's close."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(runner))
+    try:
+        writer.write(raw)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    return parse_reply(answer)
+
+
+def parse_reply(raw: bytes) -> Reply:
+    from multidict import CIMultiDict, CIMultiDictProxy
+
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = CIMultiDict((name.strip(), value.strip()) for name, _, value in (line.partition(":") for line in lines[1:]))
+    return Reply(int(lines[0].split()[1]), CIMultiDictProxy(headers), body)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait (up to 10 s) for ``condition``, which the server makes true once it is done with a connection."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the server never got there")
+
+
+def logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """Every log record as it would be written, tracebacks included."""
+    formatter = logging.Formatter("%(levelname)s %(name)s %(message)s")
+    return [formatter.format(record) for record in caplog.records]
+
+
+def assert_quiet(caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing logged at ERROR or above, no traceback, and no credential anywhere in the log."""
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []
+    assert not [line for line in logged(caplog) if SECRET in line]
+
+
+# --- the sidecar, reached from a web browser ------------------------------------------------------------
+
+SEND_FORM = f"text=pwned&screen_name={MICK}"
+# (method, path, form body, dialect style, format); style "v2" is the pass-through's problem+json.
+SIDECAR_ROUTES = [
+    pytest.param("GET", "/1.1/direct_messages.json", None, "v1", "json", id="v1.1-list"),
+    pytest.param("POST", "/1.1/direct_messages/new.json", SEND_FORM, "v1", "json", id="v1.1-new"),
+    pytest.param("POST", "/api/direct_messages/new.xml", SEND_FORM, "statusnet", "xml", id="statusnet-new"),
+    pytest.param("POST", f"/1/direct_messages/destroy/{MESSAGE_ID}.json", None, "statusnet", "json", id="v1-destroy"),
+    pytest.param("GET", "/2/users/me", None, "v2", "json", id="v2"),
+]
+
+
+async def sidecar_call(client: Any, method: str, path: str, form: str | None, headers: dict[str, str]) -> Reply:
+    if form is not None:
+        headers = {**headers, "Content-Type": FORM}
+    return await send(client, method, path, data=form.encode() if form else None, headers=headers)
+
+
+def assert_refused(reply: Reply, style: str, fmt: str, path: str) -> None:
+    if style == "v2":
+        assert reply.status == 403, reply.body
+        assert reply.headers["Content-Type"].startswith("application/problem+json")
+        assert json.loads(reply.body)["status"] == 403
+        return
+    assert_legacy_error(reply, style, fmt, "forbidden", path)
+
+
+async def nothing_happened(client: Any, emulator: EmulatorServer, events_before: int) -> None:
+    assert emulator.state.requests == []
+    assert len(emulator.state.events) == events_before  # no DM was sent
+    assert not emulator.state.is_deleted_for(MESSAGE_ID, "38895958")
+    assert await store_of(client).get_message(MESSAGE_ID) is None  # nothing was learned either
+
+
+# DNS rebinding: the attacker's own name, resolved to 127.0.0.1, is what the browser sends as Host.
+REFUSED_HOSTS = [
+    "evil.example",
+    "evil.example:{port}",
+    "127.0.0.1.evil.example",
+    "localhost.evil.example:{port}",
+    "localhost.",
+    "10.0.0.1:{port}",
+    "[::2]:{port}",
+    "[::ffff:7f00:1]:{port}",
+    "evil.example@127.0.0.1:{port}",
+    "127.0.0.1:{port}/",
+    "127.0.0.1:port",
+    "caf\u00e9",
+    "dm-gateway:{port}",  # not configured here
+    "",
+]
+
+
+@pytest.mark.parametrize(("method", "path", "form", "style", "fmt"), SIDECAR_ROUTES)
+@pytest.mark.parametrize("host", REFUSED_HOSTS)
+async def test_dns_rebinding_to_the_sidecar_is_refused(
+    make_gateway: GatewayFactory, emulator: EmulatorServer, host: str, method: str, path: str, form: str | None,
+    style: str, fmt: str,
+) -> None:
+    client = await make_gateway()
+    events = len(emulator.state.events)
+    reply = await sidecar_call(client, method, path, form, {"Host": host.format(port=client.port)})
+    assert_refused(reply, style, fmt, path)
+    await nothing_happened(client, emulator, events)
+
+
+CROSS_SITE = [
+    pytest.param({"Origin": "http://evil.example"}, id="origin-evil"),
+    pytest.param({"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}, id="origin-and-fetch-metadata"),
+    pytest.param({"Origin": "null"}, id="origin-null"),
+    pytest.param({"Origin": "http://127.0.0.1:1"}, id="origin-other-port"),
+    pytest.param({"Origin": "https://127.0.0.1:{port}"}, id="origin-other-scheme"),
+    pytest.param({"Origin": "http://localhost:{port}"}, id="origin-other-host-name"),
+    pytest.param({"Origin": "http://127.0.0.1:{port}/page"}, id="origin-not-an-origin"),
+    pytest.param({"Sec-Fetch-Site": "cross-site"}, id="fetch-cross-site"),
+    pytest.param({"Sec-Fetch-Site": "same-site"}, id="fetch-same-site"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "form", "style", "fmt"), SIDECAR_ROUTES)
+@pytest.mark.parametrize("headers", CROSS_SITE)
+async def test_a_cross_site_browser_request_to_the_sidecar_is_refused(
+    make_gateway: GatewayFactory, emulator: EmulatorServer, headers: dict[str, str], method: str, path: str,
+    form: str | None, style: str, fmt: str,
+) -> None:
+    """A form on evil.example posting to http://127.0.0.1:PORT/1.1/direct_messages/new.json sends no DM."""
+    client = await make_gateway()
+    events = len(emulator.state.events)
+    headers = {name: value.format(port=client.port) for name, value in headers.items()}
+    reply = await sidecar_call(client, method, path, form, headers)
+    assert_refused(reply, style, fmt, path)
+    await nothing_happened(client, emulator, events)
+
+
+ALLOWED = [
+    pytest.param({}, id="test-client-default"),
+    pytest.param({"Host": "127.0.0.1"}, id="ipv4-no-port"),
+    pytest.param({"Host": "127.9.8.7:{port}"}, id="ipv4-loopback-net"),
+    pytest.param({"Host": "localhost"}, id="localhost"),
+    pytest.param({"Host": "LocalHost:{port}"}, id="localhost-any-case"),
+    pytest.param({"Host": "[::1]"}, id="ipv6"),
+    pytest.param({"Host": "[::1]:{port}"}, id="ipv6-port"),
+    pytest.param({"Origin": "http://127.0.0.1:{port}"}, id="same-origin"),
+    pytest.param({"Host": "localhost", "Origin": "http://localhost:80"}, id="same-origin-default-port"),
+    pytest.param({"Sec-Fetch-Site": "same-origin"}, id="fetch-same-origin"),
+    pytest.param({"Sec-Fetch-Site": "none"}, id="fetch-none"),
+]
+
+
+@pytest.mark.parametrize("headers", ALLOWED)
+async def test_the_sidecars_own_application_is_served(
+    make_gateway: GatewayFactory, emulator: EmulatorServer, headers: dict[str, str]
+) -> None:
+    client = await make_gateway()
+    headers = {name: value.format(port=client.port) for name, value in headers.items()}
+    reply = await send(client, "GET", "/1.1/direct_messages.json", headers=headers)
+    assert reply.status == 200, reply.body
+    assert "/2/dm_events" in {r.path for r in emulator.state.requests}
+
+
+@pytest.mark.parametrize("host", ["dm-gateway", "dm-gateway:{port}", "DM-Gateway:{port}", "gw.pod.local"])
+async def test_a_name_in_sidecar_hosts_is_served(
+    make_gateway: GatewayFactory, emulator: EmulatorServer, host: str
+) -> None:
+    client = await make_gateway(auth={"sidecar_hosts": ["dm-gateway", "gw.pod.local"]})
+    host = host.format(port=client.port)
+    reply = await send(client, "GET", "/1.1/direct_messages.json", headers={"Host": host, "Origin": f"http://{host}"})
+    assert reply.status == 200, reply.body
+    refused = await send(client, "GET", "/1.1/direct_messages.json", headers={"Host": "evil.example"})
+    assert_legacy_error(refused, "v1", "json", "forbidden")
+
+
+async def test_a_request_without_host_is_served(emulator: EmulatorServer, caplog: pytest.LogCaptureFixture) -> None:
+    """HTTP/1.0 needs no Host, and a browser always sends one: an old client of the sidecar is served."""
+    async with served(emulator) as runner:
+        reply = await exchange(runner, b"GET /1.1/direct_messages.json HTTP/1.0\r\n\r\n")
+    assert reply.status == 200, reply.body
+    assert "/2/dm_events" in {r.path for r in emulator.state.requests}
+
+
+async def test_a_gateway_that_is_no_sidecar_serves_any_host(make_gateway: GatewayFactory) -> None:
+    """Without the sidecar every call carries its own credentials, and clients whose DNS points at the gateway
+    send the host name they think they reach (auth.public_base_urls)."""
+    client = await make_gateway(upstream={"bearer_token": None}, auth={"sidecar": False})
+    headers = {"Host": "api.twitter.com", "Origin": "https://evil.example", "Authorization": f"Bearer {SEAN_TOKEN}"}
+    reply = await send(client, "GET", "/1.1/direct_messages.json", headers=headers)
+    assert reply.status == 200, reply.body
+
+
+# --- requests aiohttp's parser refuses: no credential in the log, none echoed ---------------------------
+
+_BODY = f"text=hi&screen_name={MICK}".encode()
+_AUTH = f"Authorization: Bearer {SECRET}".encode()
+
+
+def _post(*lines: bytes, body: bytes = _BODY, eol: bytes = b"\r\n") -> bytes:
+    head = [b"POST /1.1/direct_messages/new.json HTTP/1.1", b"Host: 127.0.0.1", *lines]
+    return eol.join(head) + eol * 2 + body
+
+
+UNPARSABLE = {
+    "bare-lf": _post(_AUTH, b"Content-Type: " + FORM.encode(), b"Content-Length: %d" % len(_BODY), eol=b"\n"),
+    "bare-lf-after-authorization": _post(_AUTH + b"\nContent-Length: %d" % len(_BODY)),
+    "over-long-authorization": _post(_AUTH + b"x" * 9000, b"Content-Length: %d" % len(_BODY)),
+    "over-long-header-after-authorization": _post(_AUTH, b"X-Pad: " + b"a" * 9000, b"Content-Length: %d" % len(_BODY)),
+    "over-long-request-line": b"GET /1.1/direct_messages.json?" + b"a=b&" * 3000 + b" HTTP/1.1\r\n" + _AUTH + b"\r\n\r\n",
+    "duplicate-content-length": _post(_AUTH, b"Content-Length: %d" % len(_BODY), b"Content-Length: 1"),
+    "content-length-and-chunked": _post(_AUTH, b"Content-Length: 3", b"Transfer-Encoding: chunked"),
+    "bad-chunk-size": _post(_AUTH, b"Content-Type: " + FORM.encode(), b"Transfer-Encoding: chunked", body=b"zz\r\n" + _BODY + b"\r\n0\r\n\r\n"),
+    "nul-in-a-header": _post(_AUTH, b"X-Thing: a\x00b", b"Content-Length: %d" % len(_BODY)),
+    "raw-utf8-in-the-target": b"GET /1.1/direct_messages.json?x=\xff\xfe HTTP/1.1\r\nHost: 127.0.0.1\r\n" + _AUTH + b"\r\n\r\n",
+    "nul-in-the-target": b"GET /1.1/direct_messages.json?x=\x00 HTTP/1.1\r\nHost: 127.0.0.1\r\n" + _AUTH + b"\r\n\r\n",
+    "header-without-colon": _post(_AUTH, b"Content-Length", body=b""),
+}
+
+
+@pytest.mark.parametrize("raw", [pytest.param(v, id=k) for k, v in UNPARSABLE.items()])
+async def test_an_unparsable_request_is_a_short_400_that_names_no_credential(
+    emulator: EmulatorServer, caplog: pytest.LogCaptureFixture, raw: bytes
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with served(emulator) as runner:
+        reply = await exchange(runner, raw)
+    assert reply.status == 400
+    assert reply.headers["Content-Type"].startswith("text/plain")
+    assert reply.body == b"400 Bad Request: the request could not be read.\n"
+    assert_quiet(caplog)
+    [line] = [line for line in logged(caplog) if "unreadable request" in line]
+    assert line.startswith("INFO gateway unreadable request from 127.0.0.1: ")
+    assert emulator.state.requests == []
+
+
+@pytest.mark.parametrize(
+    ("auth", "message"),
+    [
+        ({"sidecar_hosts": ["dm-gateway:8080"]}, "auth.sidecar_hosts: 'dm-gateway:8080' is not a host name"),
+        ({"sidecar_hosts": ["http://dm-gateway"]}, "auth.sidecar_hosts: 'http://dm-gateway' is not a host name"),
+        ({"sidecar_hosts": ["*.pod.local"]}, "auth.sidecar_hosts: '*.pod.local' is not a host name"),
+        ({"sidecar_hosts": [""]}, "auth.sidecar_hosts: '' is not a host name"),
+        ({"sidecar": False, "sidecar_hosts": ["dm-gateway"]}, "auth.sidecar_hosts is set but auth.sidecar is false"),
+    ],
+)
+def test_sidecar_hosts_are_host_names_for_the_sidecar_only(emulator: EmulatorServer, auth: dict[str, Any], message: str) -> None:
+    upstream = {"bearer_token": None} if auth.get("sidecar") is False else {}
+    with pytest.raises(ConfigError) as refused:
+        gateway_config(emulator, upstream=upstream, auth=auth)
+    assert str(refused.value).startswith(message)
