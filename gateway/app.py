@@ -23,6 +23,7 @@ from gateway.auth.upstream import GrantRefresher
 from gateway.config import DIALECT_FAMILIES, Config
 from gateway.dialects import FAMILIES, Dialect, LegacyRequest, LegacyResponse, RouteSpec
 from gateway.dialects.base import TRUE_VALUES
+from gateway.edge import ClientGone, client_gone
 from gateway.errors import (
     BadRequest,
     GatewayError,
@@ -311,6 +312,9 @@ def _as_gateway_error(request: web.Request, exc: Exception) -> GatewayError:
         return PayloadTooLarge()
     if isinstance(exc, web.HTTPClientError):
         return BadRequest(exc.reason)
+    if client_gone(request, exc):
+        log.debug("request %s: the client closed the connection mid-body", request.get(REQUEST_ID))
+        return ClientGone("client closed the connection before its body was complete")
     log.exception("unexpected error, request id %s", request.get(REQUEST_ID))
     return Internal()
 

@@ -24,6 +24,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
+from gateway.errors import BadRequest
+
 log = logging.getLogger("gateway")
 
 _PARSER_ERROR_BODY = "400 Bad Request: the request could not be read.\n"
@@ -67,3 +69,17 @@ class GatewayRunner(web.AppRunner):
             loop=asyncio.get_running_loop(),
             **made._kwargs,  # the protocol's settings, as the runner and the application gave them
         )
+
+
+class ClientGone(BadRequest):
+    """The client closed the connection before its request body was complete. Nobody reads the answer;
+    the access log and the metrics count it as the bad request it was."""
+
+
+def client_gone(request: web.Request, exc: Exception) -> bool:
+    """Whether ``exc`` out of a handler is only the client having closed the connection (reading the body
+    of a request whose connection was lost raises ``ConnectionResetError``)."""
+    if not isinstance(exc, ConnectionResetError):
+        return False
+    transport = request.transport
+    return transport is None or transport.is_closing()

@@ -289,6 +289,45 @@ async def test_an_unparsable_request_is_a_short_400_that_names_no_credential(
     assert emulator.state.requests == []
 
 
+# --- a client that hangs up mid-body --------------------------------------------------------------------
+
+
+def _multipart_id() -> bytes:
+    return f'--xx\r\nContent-Disposition: form-data; name="id"\r\n\r\n{MESSAGE_ID}'.encode()
+
+
+# (path, Content-Type, the first bytes of a 1000-byte body)
+CUT_SHORT = {
+    "v1.1-form": ("/1.1/direct_messages/destroy.json", FORM, f"id={MESSAGE_ID}".encode()),
+    "statusnet-form": ("/api/direct_messages/new.xml", FORM, f"screen_name={MICK}&text=hi".encode()),
+    "v1-multipart": ("/1/direct_messages/destroy.json", "multipart/form-data; boundary=xx", _multipart_id()),
+    "events-json": ("/1.1/direct_messages/events/new.json", "application/json", b'{"event": {"type"'),
+}
+
+
+@pytest.mark.parametrize(("path", "content_type", "start"), [pytest.param(*v, id=k) for k, v in CUT_SHORT.items()])
+async def test_a_client_closing_mid_body_is_no_error(
+    emulator: EmulatorServer, caplog: pytest.LogCaptureFixture, path: str, content_type: str, start: bytes
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with served(emulator) as runner:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(runner))
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\nContent-Length: 1000\r\n"
+            # The server says "100 Continue" when the request reaches the application, so the body is
+            # being waited for when the connection goes.
+            "Expect: 100-continue\r\n\r\n"
+        )
+        writer.write(head.encode())
+        assert await asyncio.wait_for(reader.readline(), 10) == b"HTTP/1.1 100 Continue\r\n"
+        writer.write(start[:10])
+        await writer.drain()
+        writer.close()
+        await until(lambda: not runner.server.connections)
+    assert_quiet(caplog)
+    assert emulator.state.requests == []
+
+
 @pytest.mark.parametrize(
     ("auth", "message"),
     [
