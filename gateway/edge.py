@@ -8,8 +8,11 @@ listener runs on ``GatewayRunner``, an ``AppRunner`` whose connections are serve
 ``GatewayRequestHandler``: a parser error there is logged as one line naming the kind of error and the
 peer, never the bytes received, and answered with a short plain 400 that closes the connection. The path is
 not known at that point (aiohttp does not pass on what it parsed), so the answer cannot be in a dialect's
-shape; errors in a body (a broken chunk, a body cut short) come later, from reading it, and are answered by
-the error boundary in the caller's dialect like any other bad request.
+shape. A chunked body whose framing breaks once its request is being handled (a bad chunk size arriving
+after the head) is a parser error too, which aiohttp only queues as the next "request", leaving the
+handler waiting for the rest of the body until ``server.client_timeout``; ``GatewayRequestHandler`` fails
+that body's stream at once with ``BodyUnreadable`` instead, which the error boundary answers as a bad
+request in the caller's dialect, and the connection is closed after the answer.
 
 Everything else (a 504 on a handler timeout, a 500 from a handler that escaped the error boundary) is left
 to aiohttp as it is.
@@ -19,10 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
 from gateway.errors import BadRequest
 
@@ -31,8 +35,37 @@ log = logging.getLogger("gateway")
 _PARSER_ERROR_BODY = "400 Bad Request: the request could not be read.\n"
 
 
+class BodyUnreadable(BadRequest, TimeoutError):
+    """The framing of a request body broke while it was being read (a bad chunk).
+
+    Also a TimeoutError, like ``gateway.slow_clients.ClientTooSlow``: aiohttp reads what is left of an
+    unread body after the answer, and treats a read that fails so as the end of the connection, quietly."""
+
+
 class GatewayRequestHandler(RequestHandler):
     """aiohttp's protocol for one connection, answering requests that do not parse as the module says."""
+
+    __slots__ = ("_failed_body",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._failed_body: StreamReader | None = None
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # aiohttp queues a parser error as one more message (its private _ErrInfo); when the request being
+        # handled is still waiting for its body, that error is this body's, and ends it.
+        request = self._current_request
+        if request is None or not self._messages:
+            return
+        error, body = self._messages[-1][0], request.content
+        if isinstance(error, _ErrInfo) and not body.is_eof() and body is not self._failed_body:
+            self._failed_body = body
+            what = type(error.exc).__name__
+            log.info("unreadable request body from %s: %s; answered 400", request.remote, what)
+            # Soon rather than now: body bytes parsed before the error may just have woken the reader, which
+            # would miss an exception set before it waits again.
+            self._loop.call_soon(body.set_exception, BodyUnreadable(f"request body unreadable: {what}"))
 
     def handle_error(
         self,

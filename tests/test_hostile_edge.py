@@ -328,6 +328,40 @@ async def test_a_client_closing_mid_body_is_no_error(
     assert emulator.state.requests == []
 
 
+# (path, Content-Type, dialect style, format)
+CHUNKED_ROUTES = [
+    pytest.param("/1.1/direct_messages/new.json", FORM, "v1", "json", id="v1.1-form"),
+    pytest.param("/api/direct_messages/destroy.xml", FORM, "statusnet", "xml", id="statusnet-form"),
+    pytest.param("/1/direct_messages/destroy.json", "multipart/form-data; boundary=xx", "statusnet", "json", id="v1-multipart"),
+    pytest.param("/1.1/direct_messages/events/new.json", "application/json", "v1", "json", id="events-json"),
+]
+
+
+@pytest.mark.parametrize(("path", "content_type", "style", "fmt"), CHUNKED_ROUTES)
+@pytest.mark.parametrize("chunk", [b"zz\r\nid=1\r\n", b"4\r\nid=123456\r\n", b"-1\r\n", b"4;\x00\r\nid=1\r\n"])
+async def test_a_bad_chunk_after_the_head_is_a_400_at_once(
+    emulator: EmulatorServer, caplog: pytest.LogCaptureFixture, path: str, content_type: str, style: str, fmt: str,
+    chunk: bytes,
+) -> None:
+    """aiohttp queues a broken chunk as one more request and leaves the handler waiting for the body (here
+    for a minute, server.client_timeout); the gateway answers the request at once and closes."""
+    caplog.set_level(logging.DEBUG)
+    async with served(emulator, server={"client_timeout": 60}) as runner:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(runner))
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{_AUTH.decode()}\r\nContent-Type: {content_type}\r\n"
+            "Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n"
+        )
+        writer.write(head.encode())
+        assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(chunk)
+        reply = parse_reply(await asyncio.wait_for(reader.read(), 10))  # the answer, then the close
+        writer.close()
+    assert_legacy_error(reply, style, fmt, "bad_request", path)
+    assert_quiet(caplog)
+    assert emulator.state.requests == []
+
+
 @pytest.mark.parametrize(
     ("auth", "message"),
     [
