@@ -362,6 +362,82 @@ async def test_a_bad_chunk_after_the_head_is_a_400_at_once(
     assert emulator.state.requests == []
 
 
+# --- bytes that do parse as HTTP but mean nothing good: the dialect's 4xx, never a 500 -----------------
+
+
+def _raw(method: str, target: bytes, *headers: bytes, body: bytes = b"") -> bytes:
+    lines = [method.encode() + b" " + target + b" HTTP/1.1", b"Host: 127.0.0.1", b"Connection: close", *headers]
+    if body:
+        lines.append(b"Content-Length: %d" % len(body))
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+_FORM_TYPE = b"Content-Type: " + FORM.encode()
+_JSON_TYPE = b"Content-Type: application/json"
+# name: (raw request, dialect style, format, what)
+HOSTILE = {
+    "bad-percent-escape-in-path": (_raw("GET", b"/1.1/direct_messages/show/%zz.json"), "v1", "json", "invalid_id"),
+    "bad-percent-escape-in-statusnet-path": (_raw("POST", b"/api/direct_messages/destroy/%zz.xml"), "statusnet", "xml", "invalid_id"),
+    "invalid-utf8-in-path": (_raw("POST", b"/api/direct_messages/destroy/%E9%FF.xml"), "statusnet", "xml", "invalid_id"),
+    "nul-in-path": (_raw("DELETE", b"/1/direct_messages/destroy/%00.xml"), "statusnet", "xml", "invalid_id"),
+    "bad-percent-escape-in-query": (_raw("GET", b"/1.1/direct_messages/show.json?id=%zz%"), "v1", "json", "invalid_id"),
+    "invalid-utf8-in-query": (_raw("POST", b"/1.1/direct_messages/destroy.json?id=%FF%FE"), "v1", "json", "invalid_id"),
+    "nul-in-query": (_raw("POST", b"/api/direct_messages/destroy.json?id=1%00"), "statusnet", "json", "invalid_id"),
+    "invalid-utf8-in-form": (
+        _raw("POST", b"/1.1/direct_messages/new.json", _FORM_TYPE, body=b"text=\xff\xfe&screen_name=" + MICK.encode()),
+        "v1", "json", "bad_request",
+    ),
+    "nul-in-form-id": (_raw("POST", b"/1/direct_messages/destroy.xml", _FORM_TYPE, body=b"id=1%00"), "statusnet", "xml", "invalid_id"),
+    "invalid-utf8-in-json": (
+        _raw("POST", b"/1.1/direct_messages/events/new.json", _JSON_TYPE, body=b'{"event": "\xff"}'), "v1", "json", "bad_request",
+    ),
+    "non-ascii-charset": (
+        _raw("POST", b"/1.1/direct_messages/destroy.json", _FORM_TYPE + b"; charset=caf\xc3\xa9", body=b"id=1"),
+        "v1", "json", "bad_request",
+    ),
+    "non-ascii-boundary": (
+        _raw("POST", b"/api/direct_messages/destroy.xml", b"Content-Type: multipart/form-data; boundary=\xc3\xa9", body=b"id=1"),
+        "statusnet", "xml", "bad_request",
+    ),
+}
+
+
+@pytest.mark.parametrize(("raw", "style", "fmt", "what"), [pytest.param(*v, id=k) for k, v in HOSTILE.items()])
+async def test_hostile_bytes_get_the_dialects_4xx(
+    emulator: EmulatorServer, caplog: pytest.LogCaptureFixture, raw: bytes, style: str, fmt: str, what: str
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with served(emulator) as runner:
+        reply = await exchange(runner, raw)
+    assert_legacy_error(reply, style, fmt, what)
+    assert_quiet(caplog)
+    assert emulator.state.requests == []
+
+
+SERVED_ANYWAY = {
+    "utf8-header-value": b"X-Thing: caf\xc3\xa9",
+    "latin1-header-value": b"X-Thing: caf\xe9",
+    "non-ascii-request-id": b"X-Request-Id: caf\xc3\xa9",
+    "non-ascii-accept-encoding": b"Accept-Encoding: caf\xc3\xa9",
+    "only-the-query": b"X-Pad: 1",
+}
+
+
+@pytest.mark.parametrize("header", [pytest.param(v, id=k) for k, v in SERVED_ANYWAY.items()])
+async def test_odd_but_harmless_bytes_are_served(
+    emulator: EmulatorServer, caplog: pytest.LogCaptureFixture, header: bytes
+) -> None:
+    """Headers the gateway does not read, whatever their bytes, and a long query (4000 parameters) within
+    aiohttp's line limit, with a suppress_response_codes that is not UTF-8."""
+    caplog.set_level(logging.DEBUG)
+    target = b"/api/direct_messages.xml?suppress_response_codes=%FF&" + b"a&" * 4000
+    async with served(emulator) as runner:
+        reply = await exchange(runner, _raw("GET", target, header))
+    assert reply.status == 200, reply.body
+    assert reply.body.startswith(b'<?xml version="1.0" encoding="UTF-8"?>\n<direct-messages type="array">')
+    assert_quiet(caplog)
+
+
 @pytest.mark.parametrize(
     ("auth", "message"),
     [
