@@ -6,13 +6,17 @@ logs the exception at ERROR, with a traceback and the request head it quotes (``
 and echoes that text to the client in a ``text/plain`` 400. aiohttp has no setting for that, so the public
 listener runs on ``GatewayRunner``, an ``AppRunner`` whose connections are served by
 ``GatewayRequestHandler``: a parser error there is logged as one line naming the kind of error and the
-peer, never the bytes received, and answered with a short plain 400 that closes the connection. The path is
-not known at that point (aiohttp does not pass on what it parsed), so the answer cannot be in a dialect's
-shape. A chunked body whose framing breaks once its request is being handled (a bad chunk size arriving
-after the head) is a parser error too, which aiohttp only queues as the next "request", leaving the
-handler waiting for the rest of the body until ``server.client_timeout``; ``GatewayRequestHandler`` fails
-that body's stream at once with ``BodyUnreadable`` instead, which the error boundary answers as a bad
-request in the caller's dialect, and the connection is closed after the answer.
+peer, never the bytes received, and answered with a 400 that closes the connection. aiohttp does not pass
+on what it parsed before the error, so the handler keeps the opening bytes of each connection until its
+first request is parsed: when that first request fails and its request line reads as one, the answer is
+the bad request of the dialect its path belongs to (problem+json on ``/2/...``); otherwise it is a short
+plain-text 400.
+
+A chunked body whose framing breaks once its request is being handled (a bad chunk size arriving after the
+head) is a parser error too, which aiohttp only queues as the next "request", leaving the handler waiting
+for the rest of the body until ``server.client_timeout``; ``GatewayRequestHandler`` fails that body's
+stream at once with ``BodyUnreadable`` instead, which the error boundary answers as a bad request in the
+caller's dialect, and the connection is closed after the answer.
 
 Everything else (a 504 on a handler timeout, a 500 from a handler that escaped the error boundary) is left
 to aiohttp as it is.
@@ -22,6 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import StreamReader, web
@@ -33,6 +39,12 @@ from gateway.errors import BadRequest
 log = logging.getLogger("gateway")
 
 _PARSER_ERROR_BODY = "400 Bad Request: the request could not be read.\n"
+# How much of a connection's opening bytes is kept for the request line of a first request that fails.
+_OPENING = 2048
+# An origin-form request line: method, path (only characters a path may hold), optional query, version.
+_REQUEST_LINE = re.compile(rb"[A-Z]{1,20} (/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)(?:\?[^ ]*)? HTTP/1\.[01]\r?")
+
+Answer = Callable[[str], web.Response]
 
 
 class BodyUnreadable(BadRequest, TimeoutError):
@@ -45,13 +57,17 @@ class BodyUnreadable(BadRequest, TimeoutError):
 class GatewayRequestHandler(RequestHandler):
     """aiohttp's protocol for one connection, answering requests that do not parse as the module says."""
 
-    __slots__ = ("_failed_body",)
+    __slots__ = ("_answer", "_failed_body", "_opening")
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, manager: _Server, *args: Any, **kwargs: Any) -> None:
+        super().__init__(manager, *args, **kwargs)
+        self._answer = manager.answer
         self._failed_body: StreamReader | None = None
+        self._opening = b""
 
     def data_received(self, data: bytes) -> None:
+        if not self._request_count and len(self._opening) < _OPENING:
+            self._opening += data[:_OPENING]
         super().data_received(data)
         # aiohttp queues a parser error as one more message (its private _ErrInfo); when the request being
         # handled is still waiting for its body, that error is this body's, and ends it.
@@ -78,13 +94,25 @@ class GatewayRequestHandler(RequestHandler):
             return super().handle_error(request, status, exc, message)
         # The exception's text quotes the bytes received, which may hold credentials: name its kind only.
         log.info("unreadable request from %s: %s; answered 400", request.remote, type(exc).__name__)
-        response = web.Response(status=400, text=_PARSER_ERROR_BODY)
+        path = self._first_path() if self._request_count == 1 else None
+        response = web.Response(status=400, text=_PARSER_ERROR_BODY) if path is None else self._answer(path)
         response.force_close()
         return response
 
+    def _first_path(self) -> str | None:
+        """The path in the request line the connection opened with, if it reads as one."""
+        line = self._opening.split(b"\n", 1)[0]
+        match = _REQUEST_LINE.fullmatch(line)
+        return match[1].decode("ascii") if match else None
+
 
 class _Server(web.Server):
-    """aiohttp's server, serving each connection with ``GatewayRequestHandler``."""
+    """aiohttp's server, serving each connection with ``GatewayRequestHandler``; ``answer`` renders the
+    bad request for a path."""
+
+    def __init__(self, answer: Answer, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.answer = answer
 
     def __call__(self) -> RequestHandler:
         return GatewayRequestHandler(self, loop=self._loop, **self._kwargs)
@@ -95,13 +123,27 @@ class GatewayRunner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         made = await super()._make_server()  # starts the application and builds aiohttp's server for it
+        app = self.app
         return _Server(
+            lambda path: bad_request_for(app, path),
             made.request_handler,
             request_factory=made.request_factory,
             handler_cancellation=made.handler_cancellation,
             loop=asyncio.get_running_loop(),
             **made._kwargs,  # the protocol's settings, as the runner and the application gave them
         )
+
+
+def bad_request_for(app: web.Application, path: str) -> web.Response:
+    """The gateway's answer to an unreadable request for ``path``: the bad request of the dialect the path
+    belongs to, or v2's problem+json on ``/2/...``."""
+    from gateway.app import ROUTER_KEY, to_web  # not at the top: the app imports this module
+    from gateway.passthrough import problem
+
+    if path.startswith("/2/"):
+        return problem(400, "Bad Request", "The request could not be read.", None)
+    dialect = app[ROUTER_KEY].for_path(path)
+    return to_web(dialect.render_error(BadRequest("unreadable request"), dialect.error_format(path), path))
 
 
 class ClientGone(BadRequest):

@@ -257,36 +257,94 @@ def _post(*lines: bytes, body: bytes = _BODY, eol: bytes = b"\r\n") -> bytes:
     return eol.join(head) + eol * 2 + body
 
 
+# name: (raw request, the answer's shape: dialect style and format, "v2", or "plain" when no path is known)
 UNPARSABLE = {
-    "bare-lf": _post(_AUTH, b"Content-Type: " + FORM.encode(), b"Content-Length: %d" % len(_BODY), eol=b"\n"),
-    "bare-lf-after-authorization": _post(_AUTH + b"\nContent-Length: %d" % len(_BODY)),
-    "over-long-authorization": _post(_AUTH + b"x" * 9000, b"Content-Length: %d" % len(_BODY)),
-    "over-long-header-after-authorization": _post(_AUTH, b"X-Pad: " + b"a" * 9000, b"Content-Length: %d" % len(_BODY)),
-    "over-long-request-line": b"GET /1.1/direct_messages.json?" + b"a=b&" * 3000 + b" HTTP/1.1\r\n" + _AUTH + b"\r\n\r\n",
-    "duplicate-content-length": _post(_AUTH, b"Content-Length: %d" % len(_BODY), b"Content-Length: 1"),
-    "content-length-and-chunked": _post(_AUTH, b"Content-Length: 3", b"Transfer-Encoding: chunked"),
-    "bad-chunk-size": _post(_AUTH, b"Content-Type: " + FORM.encode(), b"Transfer-Encoding: chunked", body=b"zz\r\n" + _BODY + b"\r\n0\r\n\r\n"),
-    "nul-in-a-header": _post(_AUTH, b"X-Thing: a\x00b", b"Content-Length: %d" % len(_BODY)),
-    "raw-utf8-in-the-target": b"GET /1.1/direct_messages.json?x=\xff\xfe HTTP/1.1\r\nHost: 127.0.0.1\r\n" + _AUTH + b"\r\n\r\n",
-    "nul-in-the-target": b"GET /1.1/direct_messages.json?x=\x00 HTTP/1.1\r\nHost: 127.0.0.1\r\n" + _AUTH + b"\r\n\r\n",
-    "header-without-colon": _post(_AUTH, b"Content-Length", body=b""),
+    "bare-lf": (_post(_AUTH, b"Content-Type: " + FORM.encode(), b"Content-Length: %d" % len(_BODY), eol=b"\n"), "v1", "json"),
+    "bare-lf-after-authorization": (_post(_AUTH + b"\nContent-Length: %d" % len(_BODY)), "v1", "json"),
+    "over-long-authorization": (_post(_AUTH + b"x" * 9000, b"Content-Length: %d" % len(_BODY)), "v1", "json"),
+    "over-long-header-after-authorization": (
+        _post(_AUTH, b"X-Pad: " + b"a" * 9000, b"Content-Length: %d" % len(_BODY)), "v1", "json",
+    ),
+    "duplicate-content-length": (_post(_AUTH, b"Content-Length: %d" % len(_BODY), b"Content-Length: 1"), "v1", "json"),
+    "content-length-and-chunked": (_post(_AUTH, b"Content-Length: 3", b"Transfer-Encoding: chunked"), "v1", "json"),
+    "bad-chunk-size": (
+        _post(_AUTH, b"Content-Type: " + FORM.encode(), b"Transfer-Encoding: chunked", body=b"zz\r\n" + _BODY + b"\r\n0\r\n\r\n"),
+        "v1", "json",
+    ),
+    "nul-in-a-header": (_post(_AUTH, b"X-Thing: a\x00b", b"Content-Length: %d" % len(_BODY)), "v1", "json"),
+    "header-without-colon": (_post(_AUTH, b"Content-Length", body=b""), "v1", "json"),
+    "statusnet-bare-lf": (
+        b"POST /api/direct_messages/new.xml HTTP/1.1\nHost: 127.0.0.1\n" + _AUTH + b"\n\n", "statusnet", "xml",
+    ),
+    "v2-bare-lf": (b"GET /2/users/me HTTP/1.1\nHost: 127.0.0.1\n" + _AUTH + b"\n\n", "v2", ""),
+    "raw-utf8-in-the-query": (
+        b"GET /1.1/direct_messages.json?x=\xff\xfe HTTP/1.1\r\nHost: 127.0.0.1\r\n" + _AUTH + b"\r\n\r\n", "v1", "json",
+    ),
+    "raw-utf8-in-the-path": (
+        b"GET /api/direct_messages/\xff.xml HTTP/1.1\r\nHost: 127.0.0.1\r\n" + _AUTH + b"\r\n\r\n", "plain", "",
+    ),
+    "nul-in-the-query": (
+        b"GET /1.1/direct_messages.json?x=\x00 HTTP/1.1\r\nHost: 127.0.0.1\r\n" + _AUTH + b"\r\n\r\n", "v1", "json",
+    ),
+    "nul-in-the-path": (
+        b"GET /1.1/direct_messages\x00.json HTTP/1.1\r\nHost: 127.0.0.1\r\n" + _AUTH + b"\r\n\r\n", "plain", "",
+    ),
+    "over-long-request-line": (
+        b"GET /1.1/direct_messages.json?" + b"a=b&" * 3000 + b" HTTP/1.1\r\n" + _AUTH + b"\r\n\r\n", "plain", "",
+    ),
+    "absolute-form-target": (b"GET http://evil.example/1.1/x.json HTTP/1.1\n" + _AUTH + b"\n\n", "plain", ""),
 }
 
 
-@pytest.mark.parametrize("raw", [pytest.param(v, id=k) for k, v in UNPARSABLE.items()])
-async def test_an_unparsable_request_is_a_short_400_that_names_no_credential(
-    emulator: EmulatorServer, caplog: pytest.LogCaptureFixture, raw: bytes
+def assert_unreadable(reply: Reply, style: str, fmt: str, path: str) -> None:
+    assert reply.status == 400, reply.body
+    if style == "plain":
+        assert reply.headers["Content-Type"].startswith("text/plain")
+        assert reply.body == b"400 Bad Request: the request could not be read.\n"
+    elif style == "v2":
+        assert reply.headers["Content-Type"].startswith("application/problem+json")
+        assert json.loads(reply.body) == {
+            "title": "Bad Request", "detail": "The request could not be read.", "type": "about:blank", "status": 400,
+        }
+    else:
+        assert_legacy_error(reply, style, fmt, "bad_request", path)
+    assert SECRET.encode() not in reply.body
+
+
+@pytest.mark.parametrize(("raw", "style", "fmt"), [pytest.param(*v, id=k) for k, v in UNPARSABLE.items()])
+async def test_an_unparsable_request_is_a_400_that_names_no_credential(
+    emulator: EmulatorServer, caplog: pytest.LogCaptureFixture, raw: bytes, style: str, fmt: str
 ) -> None:
+    """In the dialect of the path when the connection opened with that request and its request line reads;
+    a short plain 400 otherwise. Either way the connection is closed after it."""
     caplog.set_level(logging.DEBUG)
+    path = raw.split(b" ", 2)[1].partition(b"?")[0].decode("latin-1")
     async with served(emulator) as runner:
         reply = await exchange(runner, raw)
-    assert reply.status == 400
-    assert reply.headers["Content-Type"].startswith("text/plain")
-    assert reply.body == b"400 Bad Request: the request could not be read.\n"
+    assert_unreadable(reply, style, fmt, path)
     assert_quiet(caplog)
     [line] = [line for line in logged(caplog) if "unreadable request" in line]
     assert line.startswith("INFO gateway unreadable request from 127.0.0.1: ")
     assert emulator.state.requests == []
+
+
+async def test_an_unparsable_request_after_the_first_on_a_connection_is_a_plain_400(
+    emulator: EmulatorServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only a connection's opening bytes are kept: a later request that does not parse has no known path."""
+    caplog.set_level(logging.DEBUG)
+    async with served(emulator) as runner:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(runner))
+        writer.write(b"GET /1.1/direct_messages.json HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert first.startswith(b"HTTP/1.1 200 OK\r\n")
+        length = int(parse_reply(first).headers["Content-Length"])
+        await reader.readexactly(length)
+        writer.write(_post(_AUTH, eol=b"\n"))
+        reply = parse_reply(await asyncio.wait_for(reader.read(), 10))
+        writer.close()
+    assert_unreadable(reply, "plain", "", "")
+    assert_quiet(caplog)
 
 
 # --- a client that hangs up mid-body --------------------------------------------------------------------
