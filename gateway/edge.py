@@ -7,8 +7,8 @@ and echoes that text to the client in a ``text/plain`` 400. aiohttp has no setti
 listener runs on ``GatewayRunner``, an ``AppRunner`` whose connections are served by
 ``GatewayRequestHandler``: a parser error there is logged as one line naming the kind of error and the
 peer, never the bytes received, and answered with a 400 that closes the connection. aiohttp does not pass
-on what it parsed before the error, so the handler keeps the opening bytes of each connection until its
-first request is parsed: when that first request fails and its request line reads as one, the answer is
+on what it parsed before the error, so the handler keeps the request line each connection opens with (at
+most 2 KiB): when that first request fails and its request line reads as one, the answer is
 the bad request of the dialect its path belongs to (problem+json on ``/2/...``); otherwise it is a short
 plain-text 400.
 
@@ -39,7 +39,7 @@ from gateway.errors import BadRequest
 log = logging.getLogger("gateway")
 
 _PARSER_ERROR_BODY = "400 Bad Request: the request could not be read.\n"
-# How much of a connection's opening bytes is kept for the request line of a first request that fails.
+# The longest request line kept from a connection's opening bytes, for a first request that fails.
 _OPENING = 2048
 # An origin-form request line: method, path (only characters a path may hold), optional query, version.
 _REQUEST_LINE = re.compile(rb"[A-Z]{1,20} (/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)(?:\?[^ ]*)? HTTP/1\.[01]\r?")
@@ -66,8 +66,9 @@ class GatewayRequestHandler(RequestHandler):
         self._opening = b""
 
     def data_received(self, data: bytes) -> None:
-        if not self._request_count and len(self._opening) < _OPENING:
-            self._opening += data[:_OPENING]
+        if not self._request_count and len(self._opening) < _OPENING and not self._opening.endswith(b"\n"):
+            line, newline, _ = (self._opening + data[:_OPENING]).partition(b"\n")
+            self._opening = line + newline  # the request line is all that is needed
         super().data_received(data)
         # aiohttp queues a parser error as one more message (its private _ErrInfo); when the request being
         # handled is still waiting for its body, that error is this body's, and ends it.
@@ -101,8 +102,7 @@ class GatewayRequestHandler(RequestHandler):
 
     def _first_path(self) -> str | None:
         """The path in the request line the connection opened with, if it reads as one."""
-        line = self._opening.split(b"\n", 1)[0]
-        match = _REQUEST_LINE.fullmatch(line)
+        match = _REQUEST_LINE.fullmatch(self._opening.removesuffix(b"\n"))
         return match[1].decode("ascii") if match else None
 
 
