@@ -312,6 +312,8 @@ def _as_gateway_error(request: web.Request, exc: Exception) -> GatewayError:
         return PayloadTooLarge()
     if isinstance(exc, web.HTTPClientError):
         return BadRequest(exc.reason)
+    if isinstance(exc, web.RequestPayloadError):  # a body aiohttp could not decode (gzip, deflate)
+        return BadRequest(f"unreadable body: {type(exc.__cause__ or exc).__name__}")
     if client_gone(request, exc):
         log.debug("request %s: the client closed the connection mid-body", request.get(REQUEST_ID))
         return ClientGone("client closed the connection before its body was complete")

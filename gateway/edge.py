@@ -48,7 +48,7 @@ Answer = Callable[[str], web.Response]
 
 
 class BodyUnreadable(BadRequest, TimeoutError):
-    """The framing of a request body broke while it was being read (a bad chunk).
+    """A request body that broke while it was being read: a bad chunk, a content coding that does not decode.
 
     Also a TimeoutError, like ``gateway.slow_clients.ClientTooSlow``: aiohttp reads what is left of an
     unread body after the answer, and treats a read that fails so as the end of the connection, quietly."""
@@ -83,6 +83,18 @@ class GatewayRequestHandler(RequestHandler):
             # Soon rather than now: body bytes parsed before the error may just have woken the reader, which
             # would miss an exception set before it waits again.
             self._loop.call_soon(body.set_exception, BodyUnreadable(f"request body unreadable: {what}"))
+
+    async def finish_response(
+        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        # A body aiohttp could not decode (a gzip or deflate stream that is not one) fails its stream with
+        # RequestPayloadError. After the answer aiohttp drains what is left of an unread body, and logs any
+        # failure of that but a timeout at ERROR with a traceback: make it a BodyUnreadable, which is one.
+        body = request.content
+        failed = body.exception()
+        if failed is not None and not isinstance(failed, TimeoutError | ConnectionError):
+            body.set_exception(BodyUnreadable(f"request body unreadable: {type(failed.__cause__ or failed).__name__}"))
+        return await super().finish_response(request, resp, start_time)
 
     def handle_error(
         self,

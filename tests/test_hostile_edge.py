@@ -449,6 +449,18 @@ HOSTILE = {
     "invalid-utf8-in-json": (
         _raw("POST", b"/1.1/direct_messages/events/new.json", _JSON_TYPE, body=b'{"event": "\xff"}'), "v1", "json", "bad_request",
     ),
+    "gzip-that-is-not-in-a-form": (
+        _raw("POST", b"/1.1/direct_messages/destroy.json", _FORM_TYPE, b"Content-Encoding: gzip", body=b"id=1"),
+        "v1", "json", "bad_request",
+    ),
+    "gzip-that-is-not-in-json": (
+        _raw("POST", b"/1.1/direct_messages/events/new.json", _JSON_TYPE, b"Content-Encoding: gzip", body=b"{}"),
+        "v1", "json", "bad_request",
+    ),
+    "deflate-that-is-not-in-a-statusnet-form": (
+        _raw("POST", b"/api/direct_messages/destroy.xml", _FORM_TYPE, b"Content-Encoding: deflate", body=b"id=1"),
+        "statusnet", "xml", "bad_request",
+    ),
     "non-ascii-charset": (
         _raw("POST", b"/1.1/direct_messages/destroy.json", _FORM_TYPE + b"; charset=caf\xc3\xa9", body=b"id=1"),
         "v1", "json", "bad_request",
@@ -493,6 +505,19 @@ async def test_odd_but_harmless_bytes_are_served(
         reply = await exchange(runner, _raw("GET", target, header))
     assert reply.status == 200, reply.body
     assert reply.body.startswith(b'<?xml version="1.0" encoding="UTF-8"?>\n<direct-messages type="array">')
+    assert_quiet(caplog)
+
+
+async def test_an_unread_body_that_does_not_decode_is_no_error(
+    emulator: EmulatorServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A body the route does not read is drained by aiohttp after the answer; that it is not gzip at all is
+    no error of the gateway's."""
+    caplog.set_level(logging.DEBUG)
+    raw = _raw("GET", b"/1.1/direct_messages.json", b"Content-Type: text/plain", b"Content-Encoding: gzip", body=b"x" * 100)
+    async with served(emulator) as runner:
+        reply = await exchange(runner, raw)
+    assert reply.status == 200, reply.body
     assert_quiet(caplog)
 
 
