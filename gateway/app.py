@@ -14,6 +14,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.typedefs import Middleware
 from multidict import MultiDict, MultiDictProxy
 
 from gateway import passthrough
@@ -22,6 +23,7 @@ from gateway.auth.upstream import GrantRefresher
 from gateway.config import DIALECT_FAMILIES, Config
 from gateway.dialects import FAMILIES, Dialect, LegacyRequest, LegacyResponse, RouteSpec
 from gateway.dialects.base import TRUE_VALUES
+from gateway.edge import ClientGone, client_gone
 from gateway.errors import (
     BadRequest,
     GatewayError,
@@ -33,6 +35,7 @@ from gateway.errors import (
 )
 from gateway.metrics import METRICS_KEY, Metrics, route_label
 from gateway.service import DMService
+from gateway.sidecar import sidecar_guard
 from gateway.slow_clients import CLIENT_TIMEOUT_KEY, ClientTooSlow, timed_out, watch_body
 from gateway.store.base import Store, open_store_from_config
 from gateway.upstream.client import UpstreamClient
@@ -81,8 +84,12 @@ class DialectRouter:
 
 def create_app(config: Config, *, store: Store | None = None) -> web.Application:
     """Build the gateway. ``store`` lets tests share one store between app instances."""
+    middlewares: list[Middleware] = [gateway_middleware]
+    if config.auth.sidecar:
+        # Inside the error boundary, so a refusal is answered in the caller's dialect; before any handler.
+        middlewares.append(sidecar_guard(config.auth.sidecar_hosts))
     app = web.Application(
-        middlewares=[gateway_middleware],
+        middlewares=middlewares,
         client_max_size=config.server.max_body_bytes,
     )
     app[CONFIG_KEY] = config
@@ -313,6 +320,11 @@ def _as_gateway_error(request: web.Request, exc: Exception) -> GatewayError:
         return PayloadTooLarge()
     if isinstance(exc, web.HTTPClientError):
         return BadRequest(exc.reason)
+    if isinstance(exc, web.RequestPayloadError):  # a body aiohttp could not decode (gzip, deflate)
+        return BadRequest(f"unreadable body: {type(exc.__cause__ or exc).__name__}")
+    if client_gone(request, exc):
+        log.debug("request %s: the client closed the connection mid-body", request.get(REQUEST_ID))
+        return ClientGone("client closed the connection before its body was complete")
     log.exception("unexpected error, request id %s", request.get(REQUEST_ID))
     return Internal()
 

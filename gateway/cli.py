@@ -28,6 +28,7 @@ from gateway import __version__
 from gateway.accesslog import AccessLogger  # one JSON line per request
 from gateway.auth.credentials import BasicUser, Consumer, OAuth2Grant, Token, hash_password
 from gateway.config import Config, ConfigError, StoreConfig, is_loopback, load_config, store_location
+from gateway.edge import GatewayRunner  # the public listener's runner: unreadable requests answered without echo
 from gateway.render.template import MappingError
 from gateway.store.base import Store, StoreError, check_store, open_store_from_config
 from gateway.workers import WorkerFailed, run_workers
@@ -408,7 +409,7 @@ async def _serve_until_signalled(config: Config, tls: ssl.SSLContext | None) -> 
 
     log = logging.getLogger("gateway")
     app = create_app(config)
-    runner = web.AppRunner(app, access_log_class=AccessLogger, handle_signals=False, **runner_options(config))
+    runner = GatewayRunner(app, access_log_class=AccessLogger, handle_signals=False, **runner_options(config))
     admin_runner = web.AppRunner(create_admin_app(app), access_log=None, handle_signals=False)
     stop, remove_signal_handlers = stop_on_signals(asyncio.get_running_loop())
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import ipaddress
 import os
+import re
 import socket
 import tomllib
 from collections.abc import Mapping
@@ -106,6 +107,7 @@ class AuthConfig:
     """How legacy callers are authenticated (see gateway/auth/inbound.py)."""
 
     sidecar: bool = False
+    sidecar_hosts: tuple[str, ...] = ()
     timestamp_window: int = 300
     trusted_proxies: tuple[str, ...] = ()
     public_base_urls: tuple[str, ...] = ()
@@ -342,6 +344,10 @@ def _check_url(key: str, url: str, *, path_allowed: bool) -> None:
         raise ConfigError(f"{key} must not have a {'query' if path_allowed else 'path or query'}, got {url!r}")
 
 
+# A DNS name: dot-separated labels of letters, digits and inner hyphens.
+_HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*")
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -365,6 +371,11 @@ def _validate_auth(config: Config) -> None:
             "upstream.bearer_token is set but auth.sidecar is false: set [auth] sidecar = true to use it "
             "for unauthenticated callers on a loopback-bound gateway, or remove it"
         )
+    elif auth.sidecar_hosts:
+        raise ConfigError("auth.sidecar_hosts is set but auth.sidecar is false: it only applies to the sidecar")
+    for name in auth.sidecar_hosts:
+        if not _HOST_NAME.fullmatch(name):
+            raise ConfigError(f"auth.sidecar_hosts: {name!r} is not a host name (no scheme, port or wildcard)")
     if not 1 <= auth.timestamp_window <= 3600:
         raise ConfigError(f"auth.timestamp_window must be between 1 and 3600 seconds, got {auth.timestamp_window}")
     for proxy in auth.trusted_proxies:

@@ -206,6 +206,7 @@ async def _stop_workers(workers: list[_Worker], shutdown_timeout: float) -> None
 def worker_main(config: Config, index: int, conn: Connection) -> None:
     """A worker process: the gateway application on the shared port, until SIGTERM or the supervisor's end."""
     from gateway.cli import AccessLogger, runner_options, server_tls_context, stop_on_signals, tune_collector
+    from gateway.edge import GatewayRunner
     from gateway.store.base import StoreError
 
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
@@ -221,7 +222,7 @@ def worker_main(config: Config, index: int, conn: Connection) -> None:
         stop, remove_signal_handlers = stop_on_signals(loop)
         # Readable only at EOF: the supervisor is gone, so no one would ever stop this worker.
         loop.add_reader(conn.fileno(), stop.set)
-        runner = web.AppRunner(
+        runner = GatewayRunner(
             create_app(config), access_log_class=AccessLogger, handle_signals=False, **runner_options(config)
         )
         try:

@@ -134,7 +134,7 @@ async def raw(
     """Send one request exactly as written over a socket of its own; the status, headers and body."""
     server = client.server if isinstance(client, TestClient) else client
     reader, writer = await asyncio.open_connection(server.host, server.port)
-    head = "\r\n".join([request_line, "Host: gw", "Connection: close", *headers]) + "\r\n\r\n"
+    head = "\r\n".join([request_line, "Host: 127.0.0.1", "Connection: close", *headers]) + "\r\n\r\n"
     writer.write(head.encode() + body)
     await writer.drain()
     answer = await asyncio.wait_for(reader.read(), 10)
@@ -366,7 +366,7 @@ async def test_pass_through_bodies_the_client_abandons_do_not_open_the_breaker(e
             _, writer = await asyncio.open_connection(gateway.host, gateway.port)
             writer.write(
                 (
-                    f"POST {SEND_PATH} HTTP/1.1\r\nHost: gw\r\n{bearer(MICK_TOKEN)}\r\n"
+                    f"POST {SEND_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\n{bearer(MICK_TOKEN)}\r\n"
                     "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
                 ).encode()
                 + b'{"text":"'

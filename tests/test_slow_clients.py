@@ -80,7 +80,7 @@ def split_response(raw: bytes) -> tuple[int, dict[str, str], bytes]:
 async def test_a_client_trickling_its_headers_is_disconnected(aiohttp_server: Any, emulator: EmulatorServer) -> None:
     client = await served_gateway(aiohttp_server, emulator, keepalive_timeout=0.5)
     reader, writer = await connect(client)
-    head = f"POST /1.1/direct_messages/destroy.json?id={MESSAGE_ID} HTTP/1.1\r\nHost: gw\r\n" + "X-Pad: a\r\n" * 40
+    head = f"POST /1.1/direct_messages/destroy.json?id={MESSAGE_ID} HTTP/1.1\r\nHost: 127.0.0.1\r\n" + "X-Pad: a\r\n" * 40
     started = time.monotonic()
     sending = asyncio.create_task(trickle(writer, head.encode(), 0.02))  # about 10 s for the whole head
     closed = await read_until_closed(reader, 5)
@@ -95,7 +95,7 @@ async def test_a_client_trickling_its_headers_is_disconnected(aiohttp_server: An
 async def test_an_idle_keep_alive_connection_is_closed(aiohttp_server: Any, emulator: EmulatorServer) -> None:
     client = await served_gateway(aiohttp_server, emulator, keepalive_timeout=0.5)
     reader, writer = await connect(client)
-    writer.write(f"POST /1.1/direct_messages/destroy.json?id={MESSAGE_ID} HTTP/1.1\r\nHost: gw\r\n\r\n".encode())
+    writer.write(f"POST /1.1/direct_messages/destroy.json?id={MESSAGE_ID} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
     await writer.drain()
     status_line = await asyncio.wait_for(reader.readline(), 5)
     assert status_line.startswith(b"HTTP/1.1 200"), status_line
@@ -117,7 +117,7 @@ async def test_a_slow_form_body_gets_408_in_the_dialects_shape_and_the_connectio
 ) -> None:
     client = await served_gateway(aiohttp_server, emulator, client_timeout=0.5)
     body = f"id={MESSAGE_ID}&pad={'x' * 200}".encode()
-    head = f"POST {path} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
     raw, elapsed = await post_body_slowly(client, head, body)
     assert elapsed < 3
     status, headers, answer = split_response(raw)
@@ -134,7 +134,7 @@ async def test_a_slow_json_body_of_an_events_send_gets_408_and_nothing_is_sent(
     client = await served_gateway(aiohttp_server, emulator, client_timeout=0.5)
     body = b'{"event": {"type": "message_create", "message_create": {"target": {"recipient_id": "776627022"}, ' \
         b'"message_data": {"text": "slow"}}}}'
-    head = "POST /1.1/direct_messages/events/new.json HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+    head = "POST /1.1/direct_messages/events/new.json HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
     raw, _ = await post_body_slowly(client, head, body)
     status, headers, answer = split_response(raw)
     assert status == 408, raw
@@ -146,7 +146,7 @@ async def test_a_slow_pass_through_body_gets_408_problem_json(aiohttp_server: An
     client = await served_gateway(aiohttp_server, emulator, client_timeout=0.5)
     body = orjson.dumps({"text": "hello " * 50})
     head = (
-        "POST /2/dm_conversations/with/776627022/messages HTTP/1.1\r\nHost: gw\r\n"
+        "POST /2/dm_conversations/with/776627022/messages HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         f"Authorization: Bearer {SEAN_TOKEN}\r\nContent-Type: application/json\r\n"
     )
     events = len(emulator.state.events)
@@ -165,7 +165,7 @@ async def test_a_body_in_pieces_within_the_limit_is_served(aiohttp_server: Any, 
     reader, writer = await connect(client)
     body = f"id={MESSAGE_ID}".encode()
     head = (
-        "POST /1.1/direct_messages/destroy.json HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n"
+        "POST /1.1/direct_messages/destroy.json HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
         f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     writer.write(head.encode() + body[:3])
