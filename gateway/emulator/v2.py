@@ -180,8 +180,7 @@ async def user_by_username(request: web.Request) -> web.Response:
     username = request.match_info["username"]
     if not _USERNAME.fullmatch(username):
         raise plain(400, f"The `username` query parameter value [{username}] does not match ^[A-Za-z0-9_]{{1,15}}$")
-    wanted = username.lower()
-    user = next((u for u in state.users.values() if str(u.get("username", "")).lower() == wanted), None)
+    user = state.user_named(username)
     if user is None:
         return json_response(document(None, errors=[resource_not_found("user", "username", username, "user")]))
     return json_response({"data": user_view(user, fields)})
