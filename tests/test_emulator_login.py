@@ -114,8 +114,8 @@ async def callback_login(client: Any, screen_name: str = "theSeanCook") -> tuple
     return request, query["oauth_verifier"][0]
 
 
-async def me_as(client: Any, token: str, secret: str) -> Any:
-    headers = signed(client, "GET", "/2/users/me", token=token, token_secret=secret)
+async def me_as(client: Any, token: str, token_secret: str) -> Any:
+    headers = signed(client, "GET", "/2/users/me", token=token, token_secret=token_secret)
     return await client.get("/2/users/me", headers=headers)
 
 
@@ -363,3 +363,108 @@ async def test_reset_forgets_sign_ins_and_issued_tokens(client: Any, state: Emul
     state.reset()
     assert (await me_as(client, access["oauth_token"], access["oauth_token_secret"])).status == 401
     assert (await approve(client, pending["oauth_token"])).status == 401
+
+
+# --- invalidation ---------------------------------------------------------------------------------------
+
+
+async def test_invalidate_token_forgets_the_token(client: Any, state: EmulatorState) -> None:
+    request, verifier = await callback_login(client)
+    access = dict(parse_qsl(await (await exchange(client, request, verifier)).text()))
+    keys = {"token": access["oauth_token"], "token_secret": access["oauth_token_secret"]}
+    assert (await me_as(client, **keys)).status == 200
+
+    path = "/1.1/oauth/invalidate_token"
+    forged = signed(client, "POST", path, token=access["oauth_token"], token_secret="guess")
+    refused = await client.post(path, headers=forged)
+    assert refused.status == 401
+    assert await refused.json() == {"errors": [{"code": 89, "message": "Invalid or expired token."}]}
+    assert (await me_as(client, **keys)).status == 200
+
+    response = await client.post(path, headers=signed(client, "POST", path, **keys))
+    assert response.status == 200
+    assert await response.json() == {"access_token": access["oauth_token"]}
+    assert access["oauth_token"] not in state.oauth1.tokens
+    assert (await me_as(client, **keys)).status == 401
+    assert (await client.post(path, headers=signed(client, "POST", path, **keys))).status == 401
+    assert [r.path for r in state.requests].count(path) == 3
+
+
+async def test_invalidate_token_works_on_seeded_tokens_too(client: Any, state: EmulatorState) -> None:
+    path = "/1.1/oauth/invalidate_token"
+    keys = {"token": "1-emulatortoken", "token_secret": "emulator-token-secret-marcos"}
+    assert (await client.post(path, headers=signed(client, "POST", path, **keys))).status == 200
+    assert (await me_as(client, **keys)).status == 401
+    state.reset()
+    assert (await me_as(client, **keys)).status == 200
+
+
+# --- GET /2/users/by ------------------------------------------------------------------------------------
+
+
+def bearer() -> dict[str, str]:
+    return {"Authorization": "Bearer emulator-token-theSeanCook"}
+
+
+async def test_users_by_usernames_in_the_order_asked(client: Any, state: EmulatorState) -> None:
+    query = {"usernames": "S0C1ALM3DIA,theSeanCook", "user.fields": "location"}
+    response = await client.get("/2/users/by", params=query, headers=bearer())
+    assert response.status == 200, await response.text()
+    body = await response.json()
+    found = [(u["id"], u["username"]) for u in body["data"]]
+    assert found == [(MICK_ID, "s0c1alm3dia"), (SEAN_ID, "theSeanCook")]
+    assert body["data"][0]["location"] == "San Francisco, CA"
+    assert "errors" not in body
+    assert "x-rate-limit-limit" in response.headers
+    assert state.requests[-1].query == query
+
+
+async def test_users_by_reports_unknown_names_as_errors(client: Any) -> None:
+    query = {"usernames": "nobody_here,marcosgdf"}
+    response = await client.get("/2/users/by", params=query, headers=bearer())
+    assert response.status == 200
+    body = await response.json()
+    assert [u["username"] for u in body["data"]] == ["marcosgdf"]
+    assert body["errors"] == [
+        {
+            "value": "nobody_here",
+            "detail": "Could not find user with usernames: [nobody_here].",
+            "title": "Not Found Error",
+            "resource_type": "user",
+            "parameter": "usernames",
+            "resource_id": "nobody_here",
+            "type": "https://api.twitter.com/2/problems/resource-not-found",
+        }
+    ]
+    only_unknown = await (await client.get("/2/users/by?usernames=ghost", headers=bearer())).json()
+    assert "data" not in only_unknown and only_unknown["errors"][0]["value"] == "ghost"
+
+
+@pytest.mark.parametrize(
+    ("query", "parameter"),
+    [
+        ("", "usernames"),
+        ("usernames=", "usernames"),
+        ("usernames=bad-name", "usernames"),
+        ("usernames=" + ",".join(f"u{i}" for i in range(101)), "usernames"),
+        ("usernames=a&user.fields=password", "user.fields"),
+        ("usernames=a&ids=1", "ids"),
+    ],
+)
+async def test_users_by_refuses_bad_queries(client: Any, query: str, parameter: str) -> None:
+    response = await client.get(f"/2/users/by?{query}", headers=bearer())
+    assert response.status == 400
+    body = await response.json()
+    assert body["title"] == "Invalid Request"
+    assert parameter in body["errors"][0]["parameters"]
+
+
+async def test_users_by_needs_a_caller_and_takes_an_oauth1_one(client: Any) -> None:
+    path = "/2/users/by?usernames=marcosgdf"
+    assert (await client.get(path)).status == 401
+    request, verifier = await callback_login(client)
+    access = dict(parse_qsl(await (await exchange(client, request, verifier)).text()))
+    keys = {"token": access["oauth_token"], "token_secret": access["oauth_token_secret"]}
+    response = await client.get(path, headers=signed(client, "GET", path, **keys))
+    assert response.status == 200
+    assert (await response.json())["data"][0]["id"] == "1"
