@@ -196,6 +196,13 @@ async def test_verifier_may_come_in_the_query_or_the_form(client: Any, place: st
         APP_CONSUMER_KEY, APP_CONSUMER_SECRET, request["oauth_token"], request["oauth_token_secret"]
     )
     if place == "query":
+        twice = f"/oauth/access_token?oauth_verifier={verifier}&oauth_verifier={verifier}"
+        _, headers, _ = signer.sign(str(client.make_url(twice)), "POST")
+        assert (await client.post(twice, headers=headers)).status == 401  # and the token is spent
+        request, verifier = await callback_login(client)
+        signer = oauthlib.oauth1.Client(
+            APP_CONSUMER_KEY, APP_CONSUMER_SECRET, request["oauth_token"], request["oauth_token_secret"]
+        )
         path = f"/oauth/access_token?oauth_verifier={verifier}"
         _, headers, _ = signer.sign(str(client.make_url(path)), "POST")
         response = await client.post(path, headers=headers)
@@ -239,13 +246,22 @@ async def test_request_token_refuses_unknown_consumer_and_bad_signature(
         signed(client, "POST", "/oauth/request_token", consumer="stranger", redirect_uri="oob"),
         signed(client, "POST", "/oauth/request_token", consumer_secret="wrong", redirect_uri="oob"),
         signed(client, "POST", "/oauth/request_token/x", redirect_uri="oob"),  # signed for another URL
+        # An access token has no business here: a request token is asked for by the app alone.
+        signed(
+            client,
+            "POST",
+            "/oauth/request_token",
+            token="1-emulatortoken",
+            token_secret="emulator-token-secret-marcos",
+            redirect_uri="oob",
+        ),
         {},
     ):
         response = await client.post("/oauth/request_token", headers=headers)
         assert response.status == 401
         assert await response.json() == {"errors": [{"code": 32, "message": "Could not authenticate you."}]}
     assert state.logins.pending == {}
-    assert len(state.requests) == 4
+    assert len(state.requests) == 5
     await get_request_token(client, "oob")
     assert len(state.logins.pending) == 1
 
@@ -258,6 +274,20 @@ async def test_request_token_needs_a_usable_callback(client: Any, callback: str)
     response = await client.post("/oauth/request_token", headers=headers)
     assert response.status == 400
     assert (await response.json())["errors"][0]["code"] == 417
+
+
+async def test_request_token_refuses_a_callback_given_twice(client: Any) -> None:
+    query = "/oauth/request_token?oauth_callback=oob&oauth_callback=https%3A%2F%2Fclient.example%2F"
+    signer = oauthlib.oauth1.Client(APP_CONSUMER_KEY, APP_CONSUMER_SECRET)
+    _, headers, _ = signer.sign(str(client.make_url(query)), "POST")
+    assert (await client.post(query, headers=headers)).status == 400
+    query = "/oauth/request_token?oauth_callback=https%3A%2F%2Fclient.example%2F"
+    _, headers, _ = signer.sign(str(client.make_url(query)), "POST")
+    assert (await client.post(query, headers=headers)).status == 200
+
+
+def test_the_exported_app_consumer_is_the_default_seeds() -> None:
+    assert default_seed()["oauth1"]["consumers"][APP_CONSUMER_KEY] == APP_CONSUMER_SECRET
 
 
 async def test_request_token_replayed_nonce_is_refused(client: Any) -> None:

@@ -69,8 +69,9 @@ async def request_token(request: web.Request) -> web.Response:
     if signed is None or not state.oauth1.check_signature(signed, state.now(), None):
         return _could_not_authenticate()
     # An app that names no callback gets the PIN, as X did for apps that registered none.
-    callback = _parameter(signed, "oauth_callback") or OOB
-    if not _acceptable_callback(callback):
+    callbacks = _parameter(signed, "oauth_callback") or [OOB]
+    callback = callbacks[0]
+    if len(callbacks) > 1 or not _acceptable_callback(callback):
         return _v1_error(400, 417, "Callback URL not approved for this client application.")
     token, login = state.logins.issue(signed.protocol["oauth_consumer_key"], callback, state.now())
     return _form_response(
@@ -92,10 +93,10 @@ async def access_token(request: web.Request) -> web.Response:
     if not state.oauth1.check_signature(signed, state.now(), login.secret):
         return _could_not_authenticate()
     state.logins.spend(token)
-    verifier = _parameter(signed, "oauth_verifier")
-    if login.verifier is None or login.user_id is None or verifier is None:
-        return _v1_error(401, 89, "Invalid or expired token.")
-    if not secrets.compare_digest(verifier.encode(), login.verifier.encode()):
+    verifiers = _parameter(signed, "oauth_verifier")
+    if login.verifier is None or login.user_id is None:
+        return _invalid_token()
+    if len(verifiers) != 1 or not secrets.compare_digest(verifiers[0].encode(), login.verifier.encode()):
         return _v1_error(401, 32, "Invalid oauth_verifier parameter.")
     user = state.users.get(login.user_id)
     if user is None:
@@ -195,12 +196,11 @@ def _login_to_approve(state: EmulatorState, token: str) -> PendingLogin | web.Re
 # --- helpers ------------------------------------------------------------------------------------------
 
 
-def _parameter(signed: SignedRequest, name: str) -> str | None:
-    """A protocol parameter from the ``Authorization`` header, else from the query or form (once)."""
+def _parameter(signed: SignedRequest, name: str) -> list[str]:
+    """A protocol parameter's values: from the ``Authorization`` header, else from the query and form."""
     if name in signed.protocol:
-        return signed.protocol[name]
-    values = [value for key, value in signed.params if key == name]
-    return values[0] if len(values) == 1 else None
+        return [signed.protocol[name]]
+    return [value for key, value in signed.params if key == name]
 
 
 def _acceptable_callback(callback: str) -> bool:
