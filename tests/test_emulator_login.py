@@ -215,6 +215,24 @@ async def test_verifier_may_come_in_the_query_or_the_form(client: Any, place: st
     assert dict(parse_qsl(await response.text()))["user_id"] == SEAN_ID
 
 
+async def test_old_clients_may_ask_with_get(client: Any) -> None:
+    headers = signed(client, "GET", "/oauth/request_token", redirect_uri="oob")
+    response = await client.get("/oauth/request_token", headers=headers)
+    assert response.status == 200, await response.text()
+    request = dict(parse_qsl(await response.text()))
+    pin = PIN.search(await (await approve(client, request["oauth_token"])).text())
+    assert pin is not None
+    keys = {"token": request["oauth_token"], "token_secret": request["oauth_token_secret"]}
+    as_post = signed(client, "POST", "/oauth/access_token", verifier=pin.group(1), **keys)
+    assert (await client.get("/oauth/access_token", headers=as_post)).status == 401  # the method is signed
+    request, verifier = await callback_login(client)
+    keys = {"token": request["oauth_token"], "token_secret": request["oauth_token_secret"]}
+    headers = signed(client, "GET", "/oauth/access_token", verifier=verifier, **keys)
+    response = await client.get("/oauth/access_token", headers=headers)
+    assert response.status == 200, await response.text()
+    assert dict(parse_qsl(await response.text()))["user_id"] == SEAN_ID
+
+
 async def test_tweepy_3_logs_in_with_a_pin() -> None:
     """tweepy 3.x's ``OAuthHandler`` (requests-oauthlib underneath), pointed at the emulator."""
     async with EmulatorServer() as server:

@@ -52,6 +52,9 @@ _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 def add_login_routes(router: web.UrlDispatcher) -> None:
+    # X takes the token requests as GET too, which some old clients send; the signature covers the method.
+    router.add_route("GET", REQUEST_TOKEN_PATH, request_token)
+    router.add_route("GET", ACCESS_TOKEN_PATH, access_token)
     router.add_post(REQUEST_TOKEN_PATH, request_token)
     router.add_get(AUTHORIZE_PATH, authorization_page, allow_head=False)
     router.add_get(AUTHENTICATE_PATH, authorization_page, allow_head=False)
