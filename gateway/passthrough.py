@@ -2,8 +2,9 @@
 
 Integrators moving from legacy calls to v2 bit by bit keep one endpoint for both. The gateway acts as a
 plain HTTP proxy here: method, raw path and query, end-to-end headers and the body go upstream (the body
-streamed, never buffered); status, end-to-end headers and the body come back, streamed in chunks and still
-in the content coding upstream chose. The client's Authorization is v2's to judge.
+streamed, never buffered; one aiohttp's server has decompressed goes decoded, without its
+``Content-Encoding`` and ``Content-Length``); status, end-to-end headers and the body come back, streamed in
+chunks and still in the content coding upstream chose. The client's Authorization is v2's to judge.
 
 Upstream is always ``upstream.base_url``'s host: the URL is that scheme and authority with the request's
 path and query, never a string the client wrote. An absolute-form target (``GET http://elsewhere/2/...``)
@@ -20,8 +21,9 @@ The pass-through shares the upstream host's circuit breaker with the legacy call
 connection errors count, under the caller's name (``caller``), against the breaker's per-caller limit; while
 the breaker is open it answers 503 with ``Retry-After`` without sending anything. A failure while the gateway
 was still waiting for the client's own body (a body that trickles, stops or is cut off) is the client's
-doing: it answers 408 and closes the connection, and the breaker does not hear of it. It never retries: a
-proxied request may be a send.
+doing: it answers 408 (400 for a body that cannot be read: a bad chunk, a coding that does not decode) and
+closes the connection, and the breaker does not hear of it. It never retries: a proxied request may be a
+send.
 """
 
 from __future__ import annotations
