@@ -168,6 +168,23 @@ async def test_v1_1_users_lookup_by_ids(gateway, emulator) -> None:
     assert await learned(gateway, XDEV_ID, MICK_ID) == {XDEV_ID: "XDevelopers", MICK_ID: "s0c1alm3dia"}
 
 
+async def test_v1_1_users_lookup_by_ids_and_names(gateway, emulator) -> None:
+    query = f"user_id={XDEV_ID}&screen_name=@S0C1ALM3DIA,xdevelopers,s0c1alm3dia,nobody_here"
+    body = await get(gateway, f"/1.1/users/lookup.json?{query}")
+    assert [user["screen_name"] for user in orjson.loads(body)] == ["XDevelopers", "s0c1alm3dia"]
+    by_id, by_name = emulator.state.requests
+    assert (by_id.path, by_id.query["ids"]) == ("/2/users", XDEV_ID)
+    assert (by_name.path, by_name.query["usernames"]) == ("/2/users/by", "S0C1ALM3DIA,xdevelopers,nobody_here")
+    assert await learned(gateway, XDEV_ID, MICK_ID) == {XDEV_ID: "XDevelopers", MICK_ID: "s0c1alm3dia"}
+
+
+async def test_v1_1_users_lookup_by_names_only(gateway, emulator) -> None:
+    body = await get(gateway, "/1.1/users/lookup.json?screen_name=marcosgdf,theSeanCook")
+    assert_golden("v1_1/users_lookup_by_names.json", body)
+    assert [user["id_str"] for user in orjson.loads(body)] == [MARCOS_ID, SEAN_ID]
+    assert upstream(emulator) == [("GET", "/2/users/by")]
+
+
 async def test_v1_1_users_lookup_by_post_form(gateway, emulator) -> None:
     response = await gateway.post("/1.1/users/lookup.json", data={"user_id": f"{MICK_ID}, {XDEV_ID}"})
     body = await response.read()
