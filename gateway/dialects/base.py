@@ -221,24 +221,26 @@ class Dialect:
         return request.host if _HOST.fullmatch(request.host) else ""
 
     @staticmethod
-    def show_user_op(request: LegacyRequest, *, by_id: str | None = None) -> ShowUser:
-        """One user: ``by_id`` (StatusNet's ``id``: an id when all digits, else a screen name), else
-        ``user_id``, else ``screen_name``. A malformed ``user_id`` is refused; a screen name X would not allow,
-        or no user named at all, is a user not found, all before v2 is asked."""
+    def show_user_op(request: LegacyRequest, *, statusnet_id: bool = False) -> ShowUser:
+        """One user: StatusNet's ``id`` (when ``statusnet_id``; in the path or the query: an id when all
+        digits, else a screen name), else ``user_id``, else ``screen_name``. A malformed ``user_id`` is
+        refused; a screen name X would not allow, or no user named at all, is a user not found, all before
+        v2 is asked."""
+        by_id = request.first("id") if statusnet_id else None
+        user_id, screen_name = request.first("user_id"), request.first("screen_name")
+        unknown = UserNotFound("not a user X could have")
         if by_id:
             if by_id.isascii() and by_id.isdigit():
                 if not is_id(by_id):
-                    raise UserNotFound("id is not an id")
+                    raise unknown
                 return ShowUser(user_id=by_id)
-            return ShowUser(screen_name=_screen_name(by_id, UserNotFound("not a screen name X allows")))
-        user_id = request.first("user_id")
+            return ShowUser(screen_name=_screen_name(by_id, unknown))
         if user_id:
             if not is_id(user_id):
                 raise InvalidParameter("user_id")
             return ShowUser(user_id=user_id)
-        screen_name = request.first("screen_name")
         if screen_name:
-            return ShowUser(screen_name=_screen_name(screen_name, UserNotFound("not a screen name X allows")))
+            return ShowUser(screen_name=_screen_name(screen_name, unknown))
         raise UserNotFound("no user named")
 
     @staticmethod

@@ -46,7 +46,7 @@ class StatusNet(Dialect):
             return VerifyCredentials()
         if operation == "users_show":
             # StatusNet's id (in the path or the query) names a user by id or nickname; then user_id, screen_name.
-            return self.show_user_op(request, by_id=request.first("id"))
+            return self.show_user_op(request, statusnet_id=True)
         if operation == "config":
             return ServiceInfo("config", server=self.server(request), path=_site_path(request.path))
         return ServiceInfo(operation)  # test, version
