@@ -278,7 +278,8 @@ async def test_rate_limit_status_is_what_v2_last_reported_to_the_caller(gateway,
     assert status["resources"]["account"]["/account/verify_credentials"]["remaining"] == 898
 
     # Another caller has used none of it: the whole of v2's limit, for a window that starts now.
-    other = orjson.loads(await get(gateway, "/1.1/application/rate_limit_status.json?resources=direct_messages", headers=MICK))
+    path = "/1.1/application/rate_limit_status.json?resources=direct_messages"
+    other = orjson.loads(await get(gateway, path, headers=MICK))
     assert list(other["resources"]) == ["direct_messages"]
     quota = other["resources"]["direct_messages"]["/direct_messages"]
     assert (quota["limit"], quota["remaining"]) == (300, 300)
@@ -317,7 +318,12 @@ REFUSED = [
     ("/1.1/users/lookup.json", 404, 17, "No user matches for specified terms."),
     ("/1.1/users/lookup.json?screen_name=%2F..%2F,a%26b", 404, 17, "No user matches for specified terms."),
     ("/1.1/users/lookup.json?user_id=1,%2Fx", 400, 44, "user_id parameter is invalid."),
-    ("/1.1/users/lookup.json?user_id=" + ",".join(str(n) for n in range(1, 102)), 400, 44, "user_id parameter is invalid."),
+    (
+        "/1.1/users/lookup.json?user_id=" + ",".join(str(n) for n in range(1, 102)),
+        400,
+        44,
+        "user_id parameter is invalid.",
+    ),
     (
         "/1.1/users/lookup.json?user_id=" + ",".join(str(n) for n in range(1, 51))
         + "&screen_name=" + ",".join(f"n{n}" for n in range(51)),
@@ -372,3 +378,4 @@ async def test_start_up_calls_need_credentials(make_gateway, emulator) -> None:
     body = await get(gateway, "/api/statusnet/config.xml", status=401, fmt="xml")
     assert ET.fromstring(body).findtext("error") == "Could not authenticate you."
     assert upstream(emulator) == []
+

@@ -196,7 +196,12 @@ class UpstreamClient:
         return await self._user(principal, user_id, username, f"{USER_FIELDS},receives_your_dm", request_id)
 
     async def get_user(
-        self, principal: Principal, *, user_id: str | None = None, username: str | None = None, request_id: str | None = None
+        self,
+        principal: Principal,
+        *,
+        user_id: str | None = None,
+        username: str | None = None,
+        request_id: str | None = None,
     ) -> V2Response:
         """One user by id or by username; v2 answers an unknown user with a 200 that carries only ``errors``."""
         return await self._user(principal, user_id, username, USER_FIELDS, request_id)
