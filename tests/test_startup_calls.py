@@ -286,6 +286,18 @@ async def test_rate_limit_status_is_what_v2_last_reported_to_the_caller(gateway,
     assert quota["reset"] < NOW  # the gateway's clock, not the emulator's far-off one
 
 
+async def test_rate_limit_status_shows_an_exhausted_quota(gateway, emulator) -> None:
+    """A refusal's headers count too: after v2's 429 the caller is told none is left, until the reset."""
+    emulator.state.set_rate_limit("GET /2/users/me", 1)
+    assert (await gateway.get("/1.1/account/verify_credentials.json")).status == 200
+    response = await gateway.get("/1.1/account/verify_credentials.json?suppress_response_codes=false")
+    assert response.status == 429
+    assert orjson.loads(await response.read())["errors"][0]["code"] == 88
+    body = await get(gateway, "/1.1/application/rate_limit_status.json?resources=account")
+    quota = orjson.loads(body)["resources"]["account"]["/account/verify_credentials"]
+    assert quota == {"limit": 1, "remaining": 0, "reset": WINDOW_END}
+
+
 async def test_rate_limit_status_resources_filter(gateway, emulator) -> None:
     body = await get(gateway, "/1.1/application/rate_limit_status.json?resources=users,statuses,,account")
     assert list(orjson.loads(body)["resources"]) == ["account", "users"]
