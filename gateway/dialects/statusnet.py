@@ -59,7 +59,7 @@ class StatusNet(Dialect):
                 return self.render_document("config", "config", {"site": op}, fmt)
             if op.topic == "version":
                 return self.render_scalar("version", STATUSNET_VERSION, fmt)
-            return self.render_scalar("ok", "true", fmt) if fmt == "xml" else self.render_scalar("ok", "ok", fmt)
+            return self.render_scalar("ok", "true" if fmt == "xml" else "ok", fmt)  # <ok>true</ok>, "ok"
         if outcome.view is None:
             return self.render_messages(outcome.views, fmt, outcome.rate_limit)
         return self.render_message(outcome.view, fmt, outcome.rate_limit)
