@@ -184,7 +184,9 @@ def _legacy_handler(dialect: Dialect, spec: RouteSpec) -> Handler:
         request[FORM] = form
         app = request.app
         principal = await app[AUTH_KEY].authenticate(request, form)
-        legacy = LegacyRequest(request.method, request.path, request.match_info, request.query, form, document)
+        legacy = LegacyRequest(
+            request.method, request.path, request.match_info, request.query, form, document, host=request.host
+        )
         op = dialect.parse(spec.operation, legacy)
         # Every v2 call this legacy call makes shares one retry budget.
         with retry_budget(app[CONFIG_KEY].upstream.retry_budget):
