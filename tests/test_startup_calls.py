@@ -227,6 +227,15 @@ async def public_gateway(make_gateway):
     return await make_gateway(upstream={"bearer_token": None}, auth={"sidecar": False})
 
 
+@pytest.mark.parametrize("call", ["help/test", "statusnet/config", "statusnet/version"])
+async def test_statusnet_answers_about_itself_to_anyone(public_gateway, emulator, call) -> None:
+    """As StatusNet did: a client asks these before it logs in. No credentials are read, even wrong ones."""
+    for headers in ({}, {"Authorization": "Basic bm9ib2R5Ondyb25n"}):
+        response = await public_gateway.get(f"/api/{call}.json", headers=headers)
+        assert response.status == 200, await response.text()
+    assert upstream(emulator) == []
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 async def test_statusnet_config(public_gateway, emulator, fmt) -> None:
     headers = {**MICK, "Host": "social.example:8443"}
@@ -387,7 +396,7 @@ async def test_start_up_calls_need_credentials(make_gateway, emulator) -> None:
     gateway = await make_gateway(upstream={"bearer_token": None}, auth={"sidecar": False})
     body = await get(gateway, "/1.1/account/verify_credentials.json", status=401)
     assert orjson.loads(body)["errors"][0]["code"] == 32
-    body = await get(gateway, "/api/statusnet/config.xml", status=401, fmt="xml")
+    body = await get(gateway, "/api/account/verify_credentials.xml", status=401, fmt="xml")
     assert ET.fromstring(body).findtext("error") == "Could not authenticate you."
     assert upstream(emulator) == []
 

@@ -131,6 +131,9 @@ class RouteSpec:
     operation: str
     fmt: str | None = None  # fixed format, or None to take the route's {fmt}
     body: str = "form"  # what the request body carries: "form" parameters or one "json" document
+    # Answered to anyone, as the historic API did: an answer about the service itself, the same for every
+    # caller, that reads no credentials and asks v2 nothing.
+    public: bool = False
 
 
 class Dialect:

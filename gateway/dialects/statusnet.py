@@ -29,9 +29,9 @@ class StatusNet(Dialect):
         RouteSpec(("GET",), f"/account/verify_credentials.{_FMT}", "verify_credentials"),
         RouteSpec(("GET",), f"/users/show.{_FMT}", "users_show"),
         RouteSpec(("GET",), f"/users/show/{{id}}.{_FMT}", "users_show"),
-        RouteSpec(("GET",), f"/help/test.{_FMT}", "test"),
-        RouteSpec(("GET",), f"/statusnet/config.{_FMT}", "config"),
-        RouteSpec(("GET",), f"/statusnet/version.{_FMT}", "version"),
+        RouteSpec(("GET",), f"/help/test.{_FMT}", "test", public=True),
+        RouteSpec(("GET",), f"/statusnet/config.{_FMT}", "config", public=True),
+        RouteSpec(("GET",), f"/statusnet/version.{_FMT}", "version", public=True),
     )
 
     def parse(self, operation: str, request: LegacyRequest) -> Operation:
