@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDict, MultiDictProxy
 
@@ -100,10 +100,20 @@ def create_app(config: Config, *, store: Store | None = None) -> web.Application
         handler = _legacy_handler(dialect, spec)
         # A GET route answers HEAD too, as HTTP wants of every GET: the same call, its answer without a body.
         for method in (*spec.methods, "HEAD") if "GET" in spec.methods else spec.methods:
-            app.router.add_route(method, prefix + spec.path, handler)
+            app.router.add_route(method, prefix + spec.path, handler, expect_handler=expect_continue)
     app.cleanup_ctx.append(_resources(store))
     passthrough.setup(app)  # /2/... goes upstream unchanged; after the legacy routes and their resources
     return app
+
+
+async def expect_continue(request: web.Request) -> None:
+    """The ``Expect`` header of a routed request: ``100-continue`` is answered with the interim 100 at once,
+    as aiohttp does; any other expectation is ignored (RFC 9110, section 10.1.1), so that the call gets its
+    own answer, in its dialect's shape and with its request id, rather than aiohttp's plain-text 417."""
+    expect = request.headers.get(hdrs.EXPECT, "")
+    if request.version >= aiohttp.HttpVersion11 and expect.strip().lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the interim answer is not part of the response's size
 
 
 def _resources(

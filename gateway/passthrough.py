@@ -68,7 +68,7 @@ _NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 
 def setup(app: web.Application) -> None:
     """Mount the pass-through for every method under ``/2/`` and give it an HTTP session of its own."""
-    app.router.add_route("*", "/2/{tail:.*}", handle)
+    app.router.add_route("*", "/2/{tail:.*}", handle, expect_handler=gateway_app.expect_continue)
     app.cleanup_ctx.append(_session)
 
 

@@ -780,8 +780,8 @@ GOOD_CALLS = [
     Call("POST", "/1.1/direct_messages/destroy.json", (("id", PLAIN_IDS[0]),), Body(), Credential()),
     Call("DELETE", "/1.1/direct_messages/events/destroy.json", (("id", PLAIN_IDS[1]),), Body(), Credential()),
     Call("POST", "/1/direct_messages/destroy/%s.xml" % PLAIN_IDS[0], (), Body(), Credential()),
-    Call("POST", "/1.1/direct_messages/new.json", (), Body().with_form([("text", "hi"), ("screen_name", "s0c1alm3dia")]),
-         Credential()),
+    Call("POST", "/1.1/direct_messages/new.json", (),
+         Body().with_form([("text", "hi"), ("screen_name", "s0c1alm3dia")]), Credential()),
     Call("POST", "/api/direct_messages/new.xml", (), Body().with_form([("text", "hi"), ("user", "776627022")]),
          Credential()),
     Call(
@@ -867,3 +867,76 @@ async def test_the_harness_gets_well_formed_calls_through(fuzzed: Fuzzed, creden
         reply = await run_call(fuzzed, replace(call, body=body, credential=credential))
         assert reply is not None and reply.status in (200, 204), (call, reply)
         assert fuzzed.emulator.state.requests
+
+# --- what the fuzz tests above found ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        pytest.param("POST", "/1.1/direct_messages/destroy.json?id=abc",
+                     b'{"errors":[{"code":214,"message":"id parameter is invalid."}]}', id="v1.1"),
+        pytest.param("DELETE", "/1.1/direct_messages/events/destroy.json",
+                     b'{"errors":[{"code":38,"message":"id parameter is missing."}]}', id="events"),
+        pytest.param("POST", "/api/direct_messages/destroy/abc.json",
+                     b'{"error":"Invalid direct message ID.",'
+                     b'"request":"\\/api\\/direct_messages\\/destroy\\/abc.json"}',
+                     id="statusnet"),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("expect", ["0", "something-else", "100-continue, foo"])
+async def test_an_unknown_expectation_on_a_legacy_route_gets_the_calls_own_answer(
+    fuzzed: Fuzzed, method: str, path: str, body: bytes, expect: str
+) -> None:
+    """aiohttp answered any Expect but 100-continue with its own plain-text 417, before the gateway saw the
+    request: no dialect shape, no request id. RFC 9110 lets a server ignore an expectation it does not know."""
+    head = f"{method} {path} HTTP/1.1\r\nHost: {fuzzed.host}\r\nConnection: close\r\nExpect: {expect}\r\n\r\n"
+    reply = await exchange(fuzzed.port, head.encode(), method)
+    assert reply is not None
+    assert (reply.status, reply.body) == (400, body)
+    assert reply.headers["content-type"] == "application/json; charset=utf-8"
+    assert reply.headers.get("x-request-id")
+    assert fuzzed.emulator.state.requests == []
+
+
+async def test_an_unknown_expectation_on_the_pass_through_is_upstreams_to_judge(fuzzed: Fuzzed) -> None:
+    """The pass-through forwards the header unchanged, and upstream's answer to it comes back relayed (the
+    emulator, an aiohttp server, refuses it as aiohttp does), with the request id of every relayed answer."""
+    head = (
+        f"GET /2/users/me HTTP/1.1\r\nHost: {fuzzed.host}\r\nConnection: close\r\nExpect: 0\r\n"
+        f"Authorization: Bearer {MICK_TOKEN}\r\n\r\n"
+    )
+    reply = await exchange(fuzzed.port, head.encode(), "GET")
+    assert reply is not None and (reply.status, reply.body) == (417, b"Unknown Expect: 0"), reply
+    assert reply.headers.get("x-request-id")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "upstream"),
+    [
+        ("POST", "/1.1/direct_messages/destroy.json", f"id={PLAIN_IDS[0]}".encode(), 200,
+         ("DELETE", f"/2/dm_events/{PLAIN_IDS[0]}")),
+        ("POST", "/2/dm_conversations/with/776627022/messages", b'{"text": "hello"}', 201,
+         ("POST", "/2/dm_conversations/with/776627022/messages")),
+    ],
+)  # fmt: skip
+async def test_expect_100_continue_is_still_answered_before_the_body(
+    fuzzed: Fuzzed, method: str, path: str, body: bytes, status: int, upstream: tuple[str, str]
+) -> None:
+    content_type = FORM if path.startswith("/1.1") else "application/json"
+    head = (
+        f"{method} {path} HTTP/1.1\r\nHost: {fuzzed.host}\r\nConnection: close\r\nExpect: 100-continue\r\n"
+        f"Authorization: Bearer {SEAN_TOKEN}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", fuzzed.port)
+    try:
+        writer.write(head.encode())
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(body)
+        reply = parse_reply(await asyncio.wait_for(reader.read(), timeout=10), method)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert reply is not None and reply.status == status, reply
+    assert upstream in [(r.method, r.path) for r in fuzzed.emulator.state.requests]
