@@ -940,3 +940,15 @@ async def test_expect_100_continue_is_still_answered_before_the_body(
         await writer.wait_closed()
     assert reply is not None and reply.status == status, reply
     assert upstream in [(r.method, r.path) for r in fuzzed.emulator.state.requests]
+
+@pytest.mark.parametrize("path", ["/2/dm_events/%0A", "/2/users/by/username/x%0Ay", "/2/%0A/users/me"])
+async def test_a_pass_through_path_with_an_encoded_newline_still_goes_upstream(fuzzed: Fuzzed, path: str) -> None:
+    """``/2/{tail:.*}`` did not match a path whose decoded form holds a newline: such a request got the v1.1
+    dialect's 404 instead of going upstream like every other /2/ path."""
+    head = f"GET {path} HTTP/1.1\r\nHost: {fuzzed.host}\r\nConnection: close\r\nAuthorization: Bearer {MICK_TOKEN}\r\n"
+    reply = await exchange(fuzzed.port, head.encode() + b"\r\n", "GET")
+    assert reply is not None
+    assert [(r.method, r.path) for r in fuzzed.emulator.state.requests] == [("GET", unquote(path))]
+    assert reply.status in (400, 404), reply  # v2's own refusal, relayed as it came
+    assert reply.headers["content-type"].startswith(("application/problem+json", "application/json")), reply
+    check_error_shape(reply, "v2")  # in no legacy dialect's shape
