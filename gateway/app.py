@@ -203,6 +203,8 @@ def _reading_body(what: str) -> Iterator[None]:
         raise PayloadTooLarge(f"{what} over the configured limit") from None
     except ClientTooSlow as exc:
         raise RequestTimeout(str(exc)) from None
+    except web.RequestPayloadError as exc:  # aiohttp decodes a gzip or deflate body as it arrives
+        raise BadRequest(f"{what} unreadable: {exc}") from None
 
 
 async def _read_form(request: web.Request) -> MultiDictProxy[str]:
@@ -275,6 +277,12 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
         if timer is not None:
             timer.cancel()
     if timer is not None and timed_out(request):
+        response.force_close()
+    elif request.content.exception() is not None:
+        # A body aiohttp can no longer read (it did not decode as its Content-Encoding said): the connection
+        # cannot carry another request, and the body is over for this one, or aiohttp would try to drain
+        # the rest of it after the answer, fail again, and log that with a traceback.
+        request.content.feed_eof()
         response.force_close()
     return response
 

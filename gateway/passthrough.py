@@ -2,8 +2,9 @@
 
 Integrators moving from legacy calls to v2 bit by bit keep one endpoint for both. The gateway acts as a
 plain HTTP proxy here: method, raw path and query, end-to-end headers and the body go upstream (the body
-streamed, never buffered); status, end-to-end headers and the body come back, streamed in chunks and still
-in the content coding upstream chose. The client's Authorization is v2's to judge.
+streamed, never buffered; decoded if the client compressed it, as aiohttp reads it); status, end-to-end
+headers and the body come back, streamed in chunks and still in the content coding upstream chose. The
+client's Authorization is v2's to judge.
 
 On the way, DM and user bodies are read to learn from (``gateway.learn``): a copy of the bytes, capped at
 ``upstream.max_response_bytes``, decoded if compressed. A message sent through the pass-through is answered
@@ -62,6 +63,9 @@ HOP_BY_HOP = frozenset(
 )
 # Set by the gateway's own HTTP client for the upstream connection.
 _NOT_FORWARDED = HOP_BY_HOP | {"host"}
+# The content codings aiohttp's server decodes a request body from, as it arrives: the handler reads the
+# decoded bytes.
+_DECODED_BY_AIOHTTP = frozenset({"gzip", "deflate", "br", "zstd"})
 # aiohttp's client would otherwise add these when the caller did not send them.
 _NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 
@@ -111,6 +115,11 @@ def _outgoing_headers(request: web.Request) -> CIMultiDict[str]:
     headers = CIMultiDict((k, v) for k, v in end_to_end(request.headers).items() if k.lower() not in _NOT_FORWARDED)
     if not request.body_exists:
         headers.popall(hdrs.CONTENT_LENGTH, None)
+    coding = request.headers.get(hdrs.CONTENT_ENCODING, "")
+    if coding.isascii() and coding.lower() in _DECODED_BY_AIOHTTP:
+        # The body goes upstream as the handler reads it, decoded: without its old coding and length.
+        headers.popall(hdrs.CONTENT_ENCODING, None)
+        headers.popall(hdrs.CONTENT_LENGTH, None)
     forwarded_for = headers.popall("X-Forwarded-For", [])
     if request.remote:
         forwarded_for.append(request.remote)
@@ -158,6 +167,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
     except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
         if timed_out(request):  # the client's body stalled on its way upstream (gateway.slow_clients)
             return problem(408, "Request Timeout", "The request body was not received in time.", request_id)
+        if request.content.exception() is not None:  # it did not decode as its Content-Encoding said
+            return problem(400, "Bad Request", "The request body could not be read.", request_id)
         answered = False
         if isinstance(exc, asyncio.TimeoutError):
             log.warning("pass-through %s %s: upstream timed out (request %s)", request.method, request.path, request_id)

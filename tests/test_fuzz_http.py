@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import hashlib
 import hmac
 import json
@@ -29,6 +30,7 @@ import secrets
 import string
 import time
 import xml.etree.ElementTree as ET
+import zlib
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -173,6 +175,8 @@ def _dechunk(data: bytes) -> bytes:
 
 def parse_reply(raw: bytes, method: str) -> Reply | None:
     """The answer on a connection the server closed after it, or None when there was none."""
+    while raw.startswith(b"HTTP/1.1 1"):  # an interim answer (100 Continue) before the final one
+        raw = raw.partition(b"\r\n\r\n")[2]
     if not raw:
         return None
     head, sep, rest = raw.partition(b"\r\n\r\n")
@@ -411,6 +415,7 @@ bodies = st.one_of(
 )
 
 _HEADER_VALUE = st.one_of(
+    st.sampled_from(["gzip", "deflate", "br", "identity", "100-continue", "close"]),
     st.text(string.ascii_letters + string.digits + string.punctuation + " \t", max_size=40),
     st.binary(max_size=20).filter(lambda b: b"\r" not in b and b"\n" not in b and b"\x00" not in b),
 )
@@ -952,3 +957,100 @@ async def test_a_pass_through_path_with_an_encoded_newline_still_goes_upstream(f
     assert reply.status in (400, 404), reply  # v2's own refusal, relayed as it came
     assert reply.headers["content-type"].startswith(("application/problem+json", "application/json")), reply
     check_error_shape(reply, "v2")  # in no legacy dialect's shape
+
+
+def _problems(fuzzed: Fuzzed) -> list[str]:
+    records = fuzzed.records
+    return [f"{r.name} {r.levelname}: {r.getMessage()}" for r in records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+@pytest.mark.parametrize(
+    ("method", "path", "content_type", "status", "body"),
+    [
+        pytest.param("POST", "/1.1/direct_messages/destroy.json", FORM, 400,
+                     b'{"errors":[{"code":214,"message":"Bad request."}]}', id="v1.1-form"),
+        pytest.param("POST", "/1.1/direct_messages/events/new.json", "application/json", 400,
+                     b'{"errors":[{"code":214,"message":"Bad request."}]}', id="events-json"),
+        pytest.param("POST", "/api/direct_messages/destroy.xml", "multipart/form-data; boundary=xx", 400,
+                     b'<?xml version="1.0" encoding="UTF-8"?>\n<hash>\n <error>Bad request.</error>\n'
+                     b' <request>/api/direct_messages/destroy.xml</request>\n</hash>\n', id="statusnet-multipart"),
+        pytest.param("GET", "/1.1/direct_messages.json", None, 200, None, id="v1.1-unread-body"),
+    ],
+)  # fmt: skip
+async def test_a_body_that_does_not_decode_as_its_content_encoding_is_400_without_traceback(
+    fuzzed: Fuzzed, method: str, path: str, content_type: str | None, status: int, body: bytes | None, encoding: str
+) -> None:
+    """aiohttp decodes a gzip or deflate request body as it arrives; one that does not decode made reading
+    the form or JSON fail with an error the gateway did not expect (500 and a traceback), and a body left
+    unread made aiohttp log a traceback at ERROR when it drained it after the answer."""
+    await start_example(fuzzed)
+    garbage = b"id=1583890000000000003&text=not compressed at all"
+    head = f"{method} {path} HTTP/1.1\r\nHost: {fuzzed.host}\r\nConnection: close\r\nContent-Encoding: {encoding}\r\n"
+    head += f"Content-Type: {content_type}\r\n" if content_type else ""
+    head += f"Content-Length: {len(garbage)}\r\n\r\n"
+    reply = await exchange(fuzzed.port, head.encode() + garbage, method)
+    await fuzzed.settle()
+    await asyncio.sleep(0.05)  # what aiohttp logs once the answer is sent
+    assert reply is not None and reply.status == status, reply
+    if body is not None:
+        assert reply.body == body
+        assert fuzzed.emulator.state.requests == []
+    assert reply.headers.get("x-request-id")
+    assert not _problems(fuzzed)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_compressed_body_still_reads_on_a_legacy_route(fuzzed: Fuzzed, encoding: str) -> None:
+    await start_example(fuzzed)
+    form = f"id={PLAIN_IDS[1]}".encode()
+    data = gzip.compress(form) if encoding == "gzip" else zlib.compress(form)
+    head = (
+        f"POST /1.1/direct_messages/destroy.json HTTP/1.1\r\nHost: {fuzzed.host}\r\nConnection: close\r\n"
+        f"Content-Encoding: {encoding}\r\nContent-Type: {FORM}\r\nContent-Length: {len(data)}\r\n\r\n"
+    )
+    reply = await exchange(fuzzed.port, head.encode() + data, "POST")
+    assert reply is not None and reply.status == 200, reply
+    assert json.loads(reply.body)["id_str"] == PLAIN_IDS[1]
+    assert not _problems(fuzzed)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_compressed_pass_through_body_reaches_upstream_whole(fuzzed: Fuzzed, encoding: str) -> None:
+    """aiohttp hands the handler the decoded body, which the pass-through forwarded under the client's
+    Content-Encoding and Content-Length: upstream got plain bytes labelled compressed, of the wrong length."""
+    await start_example(fuzzed)
+    text = "a compressed hello " * 20
+    document = json.dumps({"text": text}).encode()
+    data = gzip.compress(document) if encoding == "gzip" else zlib.compress(document)
+    head = (
+        f"POST /2/dm_conversations/with/776627022/messages HTTP/1.1\r\nHost: {fuzzed.host}\r\nConnection: close\r\n"
+        f"Authorization: Bearer {SEAN_TOKEN}\r\nContent-Encoding: {encoding}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\n\r\n"
+    )
+    reply = await exchange(fuzzed.port, head.encode() + data, "POST")
+    await fuzzed.settle()
+    assert reply is not None and reply.status == 201, reply
+    event_id = json.loads(reply.body)["data"]["dm_event_id"]
+    assert fuzzed.emulator.state.events[event_id]["text"] == text
+    assert not _problems(fuzzed)
+
+
+async def test_a_pass_through_body_that_does_not_decode_is_400_and_no_upstream_failure(fuzzed: Fuzzed) -> None:
+    """Its decoding failed while the body streamed upstream: that was answered 502, as if upstream could not
+    be reached, and counted against the breaker that every caller shares."""
+    await start_example(fuzzed)
+    garbage = b'{"text": "not compressed at all"}'
+    head = (
+        f"POST /2/dm_conversations/with/776627022/messages HTTP/1.1\r\nHost: {fuzzed.host}\r\nConnection: close\r\n"
+        f"Authorization: Bearer {SEAN_TOKEN}\r\nContent-Encoding: gzip\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(garbage)}\r\n\r\n"
+    )
+    reply = await exchange(fuzzed.port, head.encode() + garbage, "POST")
+    await fuzzed.settle()
+    assert reply is not None and reply.status == 400, reply
+    assert reply.headers["content-type"] == "application/problem+json"
+    assert json.loads(reply.body)["status"] == 400
+    breaker = fuzzed.client.server.app[BREAKERS_KEY].for_url(fuzzed.emulator.url)
+    assert breaker.state is BreakerState.CLOSED
+    assert not _problems(fuzzed)
