@@ -446,6 +446,7 @@ class Call:
     headers: tuple[tuple[str, str | bytes], ...] = ()
     hang_up: bool = False  # announce 10 bytes more than the body has, and close our side after it
     absolute: str | None = None  # a scheme and authority to put in front of the path (absolute-form target)
+    raw_query: str = ""  # appended to the target as it is
 
     def wire(self, host: str) -> bytes:
         query = list(self.query)
@@ -473,7 +474,8 @@ class Call:
                 query.append(("oauth_signature", signature))
             else:
                 body = body.with_form([("oauth_signature", signature)])
-        target = self.path + ("?" + _encode_pairs(query) if query else "")
+        query_string = "&".join(part for part in (_encode_pairs(query), self.raw_query) if part)
+        target = self.path + ("?" + query_string if query_string else "")
         if self.absolute is not None:
             target = self.absolute + target
         if body.content_type is not None:
@@ -592,7 +594,19 @@ METHODS = ["GET", "POST", "DELETE", "PUT", "HEAD", "PATCH"]
 MOUNTS = DialectRouter(load_config(env={})).mounts
 ROUTES = sorted({(prefix + spec.path, spec.methods) for prefix, _, spec in MOUNTS})
 
-id_segments = st.one_of(st.sampled_from(SEEDED_IDS), values.map(lambda v: quote(v, safe="")))
+# Sent as they are: escapes that decode to no UTF-8 or are no escapes at all.
+RAW_ESCAPES = ["%ff", "%FF%FE", "%C3", "%zz", "%", "%00", "%2", "%E2%82", "+", ";", "%3B", "%25"]
+id_segments = st.one_of(
+    st.sampled_from(SEEDED_IDS), values.map(lambda v: quote(v, safe="")), st.sampled_from(RAW_ESCAPES)
+)
+
+
+raw_queries = st.one_of(
+    st.just(""),
+    st.lists(st.sampled_from([*RAW_ESCAPES, "id=", "&", "=", "id", "count=%ff", "id=39&id", "?"]), max_size=4).map(
+        "".join
+    ),
+)
 
 
 @st.composite
@@ -617,6 +631,7 @@ def legacy_calls(draw: st.DrawFn) -> Call:
         body=draw(bodies),
         credential=draw(credentials),
         headers=tuple(draw(extra_headers if routed else headers_for_any_path)),
+        raw_query=draw(raw_queries),
         hang_up=draw(st.integers(0, 9)) == 9,
     )
 
@@ -628,6 +643,7 @@ _SEGMENT = st.one_of(
          "%2F", "_emulator", "reset", "1.1", "api", "2"]
     ),
     st.sampled_from(SEEDED_IDS),
+    st.sampled_from(RAW_ESCAPES),
     st.text(max_size=12).map(lambda t: quote(t, safe="")),
 )
 
@@ -646,6 +662,7 @@ def calls_to_any_path(draw: st.DrawFn) -> Call:
         method=draw(st.sampled_from(METHODS)),
         path=draw(any_paths()),
         query=tuple(draw(params)),
+        raw_query=draw(raw_queries),
         body=draw(st.just(Body()) | bodies),
         credential=draw(st.just(Credential()) | credentials),
         headers=tuple(draw(headers_for_any_path)),
@@ -688,6 +705,7 @@ def passthrough_calls(draw: st.DrawFn) -> Call:
         method=method,
         path=path,
         query=tuple(query),
+        raw_query=draw(raw_queries),
         body=body,
         credential=draw(credentials),
         headers=tuple(draw(extra_headers)),
