@@ -112,7 +112,10 @@ async def expect_continue(request: web.Request) -> None:
     own answer, in its dialect's shape and with its request id, rather than aiohttp's plain-text 417."""
     expect = request.headers.get(hdrs.EXPECT, "")
     if request.version >= aiohttp.HttpVersion11 and expect.strip().lower() == "100-continue":
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        try:
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        except ConnectionResetError:
+            return  # the client is gone already: the call finds that out as it reads the body
         request.writer.output_size = 0  # the interim answer is not part of the response's size
 
 

@@ -964,6 +964,23 @@ async def test_expect_100_continue_is_still_answered_before_the_body(
     assert reply is not None and reply.status == status, reply
     assert upstream in [(r.method, r.path) for r in fuzzed.emulator.state.requests]
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/1.1/direct_messages/destroy.json"), ("GET", "/api/direct_messages.xml"), ("POST", "/2/users/me")],
+)
+async def test_a_client_gone_before_its_100_continue_leaves_no_traceback(
+    fuzzed: Fuzzed, method: str, path: str
+) -> None:
+    """Writing the interim 100 to a connection the client had closed failed outside any handler, and aiohttp
+    logged that with a traceback at ERROR."""
+    await start_example(fuzzed)
+    head = f"{method} {path} HTTP/1.1\r\nHost: {fuzzed.host}\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n"
+    assert await exchange(fuzzed.port, head.encode(), method, hang_up=True) is None
+    await fuzzed.settle()
+    await asyncio.sleep(0.05)
+    assert not _problems(fuzzed)
+
+
 @pytest.mark.parametrize("path", ["/2/dm_events/%0A", "/2/users/by/username/x%0Ay", "/2/%0A/users/me"])
 async def test_a_pass_through_path_with_an_encoded_newline_still_goes_upstream(fuzzed: Fuzzed, path: str) -> None:
     """``/2/{tail:.*}`` did not match a path whose decoded form holds a newline: such a request got the v1.1
