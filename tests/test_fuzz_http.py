@@ -11,7 +11,8 @@ cases; here the whole stack answers. Whatever arrives, the gateway must:
 - ask upstream for nothing but ``/2/...`` paths, and count nothing against the upstream's circuit breaker.
 
 Each test builds one gateway (on SQLite, with the sidecar on, Basic users and an OAuth 1.0a consumer and
-token in its store) and drives every example through it over a fresh connection. Request heads aiohttp's
+token in its store) and drives every example through it over a fresh connection; calls that once reached a
+500 or a traceback are explicit examples, tried on every run. Request heads aiohttp's
 parser refuses have a test of their own. The last fuzz test has the emulator answer any JSON document with
 any status: a v2 answer the gateway cannot use is a 502 (or 503, 504) in the dialect's shape, never a 500,
 and the pass-through relays it as it came.
@@ -39,7 +40,7 @@ from urllib.parse import quote, unquote
 
 import pytest
 from aiohttp.test_utils import TestClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gateway.app import BREAKERS_KEY, SERVICE_KEY, DialectRouter
@@ -717,7 +718,42 @@ def passthrough_calls(draw: st.DrawFn) -> Call:
 # --- the tests ---------------------------------------------------------------------------------------------
 
 
+# Hostile calls that have reached a 500 or a traceback, tried on every run whatever hypothesis draws.
+_DESTROY = "/1.1/direct_messages/destroy.json"
+_DESTROY_FORM = Body().with_form([("id", PLAIN_IDS[0])])
+_MULTIPART = Body(_multipart([("id", PLAIN_IDS[0]), ("user_id", "1")], "xx"), "multipart/form-data; boundary=xx")
+LEGACY_EXAMPLES = [
+    Call("POST", _DESTROY, (), _DESTROY_FORM, Credential(b"Basic caf\xc3\xa9")),
+    Call("POST", _DESTROY, (), _DESTROY_FORM, Credential(b"Basic " + base64.b64encode(b"\xff:\xfe"))),
+    Call("POST", _DESTROY, (), _DESTROY_FORM, Credential(b"Bearer t\xe9")),
+    Call("POST", _DESTROY, (), _DESTROY_FORM, Credential(oauth=OAuthPlan("header", "\u00e9"))),
+    Call("POST", _DESTROY, (), _MULTIPART, Credential(oauth=OAuthPlan("header", None))),
+    Call("POST", _DESTROY, (), _DESTROY_FORM,
+         Credential(oauth=OAuthPlan("form", None, (("oauth_nonce", "n" * 60_000),)))),
+    Call("POST", _DESTROY, (), _DESTROY_FORM, Credential(), hang_up=True),
+    Call("POST", "/1.1/direct_messages/events/new.json", (), Body(b'{"event": {', "application/json"), Credential(),
+         hang_up=True),
+]  # fmt: skip
+PASSTHROUGH_EXAMPLES = [
+    Call("GET", "/2/users/me", (), Body(), Credential(), absolute="x://h"),
+    Call("GET", "/2/users/me", (), Body(), Credential(), absolute="http://127.0.0.1"),
+    Call("GET", "/2/users/me", (), Body(), Credential(), absolute="pany://evil"),
+    Call("POST", "/2/dm_conversations/with/776627022/messages", (), Body(b'{"text": "hi"}', "application/json"),
+         Credential(b"Bearer " + SEAN_TOKEN.encode()), hang_up=True),
+]  # fmt: skip
+
+
+def with_examples(calls: list[Call]) -> Any:
+    def decorate(test: Any) -> Any:
+        for call in reversed(calls):
+            test = example(call=call)(test)
+        return test
+
+    return decorate
+
+
 @SETTINGS
+@with_examples(LEGACY_EXAMPLES)
 @given(call=legacy_calls())
 async def test_any_call_to_a_legacy_route(fuzzed: Fuzzed, call: Call) -> None:
     await run_call(fuzzed, call)
@@ -730,6 +766,7 @@ async def test_any_path_under_any_prefix(fuzzed: Fuzzed, call: Call) -> None:
 
 
 @SETTINGS
+@with_examples(PASSTHROUGH_EXAMPLES)
 @given(call=passthrough_calls())
 async def test_any_call_through_the_v2_pass_through(fuzzed: Fuzzed, call: Call) -> None:
     await run_call(fuzzed, call)
@@ -794,13 +831,14 @@ V2_ENDPOINTS = [
     ("GET", "/2/users/me"), ("GET", "/2/users/by/username/*"), ("GET", "/2/users/*"),
     ("POST", "/2/dm_conversations/with/*/messages"), ("*", "*"),
 ]  # fmt: skip
+V1_DESTROY = Call("POST", "/1.1/direct_messages/destroy.json", (("id", PLAIN_IDS[0]),), Body(), Credential())
 GOOD_CALLS = [
     Call("GET", "/1.1/direct_messages/events/show.json", (("id", ENTITIES_ID),), Body(), Credential()),
     Call("GET", "/1.1/direct_messages/show/%s.json" % PLAIN_IDS[0], (), Body(), Credential()),
     Call("GET", "/1.1/direct_messages.json", (("count", "3"),), Body(), Credential()),
     Call("GET", "/1.1/direct_messages/events/list.json", (), Body(), Credential()),
     Call("GET", "/api/direct_messages/sent.xml", (("since_id", "1"),), Body(), Credential()),
-    Call("POST", "/1.1/direct_messages/destroy.json", (("id", PLAIN_IDS[0]),), Body(), Credential()),
+    V1_DESTROY,
     Call("DELETE", "/1.1/direct_messages/events/destroy.json", (("id", PLAIN_IDS[1]),), Body(), Credential()),
     Call("POST", "/1/direct_messages/destroy/%s.xml" % PLAIN_IDS[0], (), Body(), Credential()),
     Call("POST", "/1.1/direct_messages/new.json", (),
@@ -851,6 +889,7 @@ async def fuzzed_upstream(
 
 
 @SETTINGS
+@example(V1_DESTROY, ("DELETE", "/2/dm_events/*"), 200, {"data": None}, None)
 @given(
     call=st.sampled_from(GOOD_CALLS),
     endpoint=st.sampled_from(V2_ENDPOINTS),
@@ -985,8 +1024,8 @@ async def test_a_client_gone_before_its_100_continue_leaves_no_traceback(
 async def test_a_pass_through_path_with_an_encoded_newline_still_goes_upstream(fuzzed: Fuzzed, path: str) -> None:
     """``/2/{tail:.*}`` did not match a path whose decoded form holds a newline: such a request got the v1.1
     dialect's 404 instead of going upstream like every other /2/ path."""
-    head = f"GET {path} HTTP/1.1\r\nHost: {fuzzed.host}\r\nConnection: close\r\nAuthorization: Bearer {MICK_TOKEN}\r\n"
-    reply = await exchange(fuzzed.port, head.encode() + b"\r\n", "GET")
+    head = f"GET {path} HTTP/1.1\r\nHost: {fuzzed.host}\r\nConnection: close\r\n"
+    reply = await exchange(fuzzed.port, head.encode() + f"Authorization: Bearer {MICK_TOKEN}\r\n\r\n".encode(), "GET")
     assert reply is not None
     assert [(r.method, r.path) for r in fuzzed.emulator.state.requests] == [("GET", unquote(path))]
     assert reply.status in (400, 404), reply  # v2's own refusal, relayed as it came
