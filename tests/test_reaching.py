@@ -525,3 +525,32 @@ async def _wait_until_serving(port: int, process: Any) -> None:
             except aiohttp.ClientConnectorError:
                 await asyncio.sleep(0.1)
     pytest.fail("dm-gateway serve never answered")
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
+async def test_workers_serve_port_and_tls_port_at_once(emulator: EmulatorServer, tmp_path: Path, capsys: Any) -> None:
+    """Under --workers every worker listens on both; an old TLS minimum is warned about once, at start."""
+    from tests.test_workers import start_workers
+
+    tls_init(tmp_path / "tls", "localhost", capsys=capsys)
+    tls_port = _free_port()
+    extra = (
+        f'[server]\ntls_cert = "{tmp_path}/tls/cert.pem"\ntls_key = "{tmp_path}/tls/key.pem"\n'
+        f'tls_port = {tls_port}\ntls_min_version = "1.1"\n'
+    )
+    process, port, _ = await start_workers(emulator, tmp_path, 2, extra)
+    try:
+        context = ssl.create_default_context(cafile=str(tmp_path / "tls/ca.pem"))
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+            for _ in range(6):
+                async with session.get(f"https://localhost:{tls_port}/1.1/no-such-call.json", ssl=context) as response:
+                    assert response.status == 404
+                async with session.get(f"http://127.0.0.1:{port}/1.1/no-such-call.json") as response:
+                    assert response.status == 404
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    log = stderr.decode()
+    assert process.returncode == 0, log
+    assert log.count(f"listening on http://127.0.0.1:{port} and https://127.0.0.1:{tls_port}") == 2
+    assert log.count("server.tls_min_version 1.1") == 1 and "WARNING" in log
