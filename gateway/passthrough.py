@@ -3,7 +3,11 @@
 Integrators moving from legacy calls to v2 bit by bit keep one endpoint for both. The gateway acts as a
 plain HTTP proxy here: method, raw path and query, end-to-end headers and the body go upstream (the body
 streamed, never buffered); status, end-to-end headers and the body come back, streamed in chunks and still
-in the content coding upstream chose. The client's Authorization is v2's to judge.
+in the content coding upstream chose. The client's Authorization is v2's to judge, with one exception: a
+request signed with OAuth 1.0a for the gateway by a consumer and token registered here is verified like a
+legacy call (``Authenticator.oauth1_for_v2``) and signed again for the upstream URL by the principal's own
+credential; a stale or replayed one is refused with 401. A signature the gateway cannot verify (an unknown
+consumer, a signature over another URL) goes upstream untouched.
 
 Upstream is always ``upstream.base_url``'s host: the URL is that scheme and authority with the request's
 path and query, never a string the client wrote. An absolute-form target (``GET http://elsewhere/2/...``)
@@ -13,7 +17,8 @@ request, whose target is only an authority, so it does not get here.)
 On the way, DM and user bodies are read to learn from (``gateway.learn``): a copy of the bytes, capped at
 ``upstream.max_response_bytes``, decoded if compressed. A message sent through the pass-through is answered
 by v2 with ids only, so the gateway then looks that event up itself, in the background, with the sender's
-own bearer token (an OAuth 1.0a signature covers only the request it signed), and learns it. Failures of the
+own bearer token or verified OAuth 1.0a identity (an unverified signature covers only the request it
+signed), and learns it. Failures of the
 proxy itself answer in v2's own problem+json, never in a legacy dialect's shape.
 
 The pass-through shares the upstream host's circuit breaker with the legacy calls: its 5xx, timeouts and

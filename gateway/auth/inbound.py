@@ -6,7 +6,10 @@ Tried in order, by what the request carries:
 1. ``Authorization: Bearer`` — an integrator's own v2 user token, forwarded untouched; v2 judges it.
 2. OAuth 1.0a (``Authorization: OAuth``, or ``oauth_*`` parameters in the query or a form body) — HMAC-SHA1
    verified against the consumer and token in the credential store, timestamp within the window, nonce
-   never seen before for that token. Upstream, the same consumer and token are re-signed for v2.
+   never seen before for that token. Upstream, the same consumer and token are re-signed for v2. The URL
+   signed may be the one the request reached, an absolute-form target's (a client whose HTTP proxy is the
+   gateway), a public base URL or a name of the gateway's certificate; it never decides where the gateway
+   connects. ``oauth1_for_v2`` verifies ``/2/...`` pass-through requests the same way.
 3. ``Authorization: Basic`` — a StatusNet-style user whose password hash is in the store; upstream, the
    user's stored v2 grant, refreshed when it expires. Failed sign-ins are limited per client address and
    per username (``LoginThrottle``), and scrypt runs on a small executor of its own.
