@@ -225,16 +225,17 @@ async def handle(request: web.Request) -> web.StreamResponse:
     if any(segment in (".", "..") for segment in request.path.split("/")):
         # /2/../elsewhere is no v2 call: upstream might resolve it to a path outside /2/.
         return problem(400, "Bad Request", "The path must not contain . or .. segments.", request_id)
+    url = upstream_url(request.app[UPSTREAM_KEY], request)
+    headers = _outgoing_headers(request)
     try:
         principal = await request.app[gateway_app.AUTH_KEY].oauth1_for_v2(request)
+        if principal is not None:
+            # Signed for the gateway by a consumer and token it knows: signed again, for upstream, as the
+            # identity they stand for.
+            url = upstream_url(request.app[UPSTREAM_KEY], request, signed_query=True)
+            headers[hdrs.AUTHORIZATION] = await principal.credential.authorization(request.method, str(url))
     except GatewayError as error:
         return _refusal(error, request_id)
-    url = upstream_url(request.app[UPSTREAM_KEY], request, signed_query=principal is not None)
-    headers = _outgoing_headers(request)
-    if principal is not None:
-        # Signed for the gateway by a consumer and token it knows: signed again, for upstream, as the
-        # identity they stand for.
-        headers[hdrs.AUTHORIZATION] = await principal.credential.authorization(request.method, str(url))
     session = request.app[SESSION_KEY]
     # The legacy calls' breaker for this host: while it is open, fail fast here too.
     breaker = request.app[gateway_app.BREAKERS_KEY].for_url(config.base_url)
@@ -286,11 +287,12 @@ async def handle(request: web.Request) -> web.StreamResponse:
 
 
 def _refusal(error: GatewayError, request_id: str) -> web.Response:
-    """A pass-through request the gateway verified but will not forward (a stale timestamp, a spent nonce),
-    or whose credentials the store could not be asked about."""
+    """A pass-through request the gateway verified but will not forward (a stale timestamp, a spent nonce, an
+    identity upstream no longer takes), or whose credentials the store could not be asked about."""
     if error.kind.startswith("upstream"):
         return problem(503, "Service Unavailable", "The gateway cannot check credentials now.", request_id)
-    response = problem(401, "Unauthorized", "The OAuth 1.0a signature is stale or was already used.", request_id)
+    detail = "The OAuth 1.0a request is stale, was already used, or its identity cannot act upstream."
+    response = problem(401, "Unauthorized", detail, request_id)
     response.headers["WWW-Authenticate"] = 'OAuth realm="X API"'
     return response
 

@@ -35,7 +35,7 @@ from gateway.auth.credentials import Consumer, Token
 from gateway.cli import main
 from gateway.config import ConfigError, load_config, with_overrides
 from gateway.emulator import EmulatorServer
-from gateway.store.base import open_store
+from gateway.store.base import StoreError, open_store
 from gateway.tls import server_tls_context
 from tests.conftest import PLAIN_IDS, SEED_002_ID, store_of
 from tests.test_auth import CONSUMER, SEAN, add_credentials, auth_config
@@ -250,6 +250,20 @@ async def test_a_stale_v2_call_is_refused_without_going_upstream(client: Any, em
     assert emulator.state.requests == []
 
 
+async def test_a_v2_call_while_the_credential_store_fails_is_a_v2_503(
+    client: Any, emulator: EmulatorServer, store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def unavailable(key: str) -> None:
+        raise StoreError("database is locked")
+
+    monkeypatch.setattr(store, "get_consumer", unavailable)
+    url = str(client.make_url("/2/users/me"))
+    response = await client.get("/2/users/me", headers={"Authorization": oauth_header("GET", url)})
+    assert response.status == 503
+    problem_of(503, {k.lower(): v for k, v in response.headers.items()}, await response.read())
+    assert emulator.state.requests == []
+
+
 async def test_a_v2_send_signed_with_oauth1_is_learned(client: Any, emulator: EmulatorServer) -> None:
     path = "/2/dm_conversations/with/776627022/messages"
     url = str(client.make_url(path))
@@ -294,6 +308,15 @@ def test_tls_init_prints_the_config_and_reuses_its_ca(tmp_path: Path, capsys: An
     context = ssl.create_default_context(cafile=str(tmp_path / "tls/ca.pem"))
     assert context.get_ca_certs()  # and cert.pem verifies against it (below, in a real handshake)
     assert "PRIVATE KEY" not in printed + again
+
+
+def test_tls_init_refuses_a_ca_without_its_key(tmp_path: Path, capsys: Any) -> None:
+    tls_init(tmp_path / "tls", "localhost", capsys=capsys)
+    (tmp_path / "tls/ca-key.pem").unlink()
+    (tmp_path / "tls/key.pem").unlink()
+    assert main(["tls", "init", "--host", "localhost", "--out", str(tmp_path / "tls")]) == 1
+    assert "holds a CA that cannot be read" in capsys.readouterr().err
+    assert not (tmp_path / "tls/key.pem").exists()
 
 
 @pytest.mark.parametrize("host", ["bad host", "*.twitter.com", "api.twitter.com:443", "-x.com", ""])
