@@ -194,7 +194,7 @@ class Authenticator:
             signed = _signed_parameters(request, _NO_FORM, header if is_oauth_header else "")
             consumer = await self._store.get_consumer(signed.oauth["oauth_consumer_key"])
             token = await self._store.get_token(signed.oauth["oauth_token"])
-        except BadAuthData:
+        except (BadAuthData, NotAuthenticated):  # malformed, or a nonce too long to be one of ours
             return None
         except StoreError as exc:
             raise UpstreamUnavailable(f"credential store unavailable: {exc}") from exc
