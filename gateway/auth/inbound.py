@@ -6,7 +6,10 @@ Tried in order, by what the request carries:
 1. ``Authorization: Bearer`` — an integrator's own v2 user token, forwarded untouched; v2 judges it.
 2. OAuth 1.0a (``Authorization: OAuth``, or ``oauth_*`` parameters in the query or a form body) — HMAC-SHA1
    verified against the consumer and token in the credential store, timestamp within the window, nonce
-   never seen before for that token. Upstream, the same consumer and token are re-signed for v2.
+   never seen before for that token. Upstream, the same consumer and token are re-signed for v2. The URL
+   signed may be the one the request reached, an absolute-form target's (a client whose HTTP proxy is the
+   gateway), a public base URL or a name of the gateway's certificate; it never decides where the gateway
+   connects. ``oauth1_for_v2`` verifies ``/2/...`` pass-through requests the same way.
 3. ``Authorization: Basic`` — a StatusNet-style user whose password hash is in the store; upstream, the
    user's stored v2 grant, refreshed when it expires. Failed sign-ins are limited per client address and
    per username (``LoginThrottle``), and scrypt runs on a small executor of its own.
@@ -30,15 +33,17 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import cache, lru_cache
+from urllib.parse import urlsplit
 from urllib.request import parse_http_list
 
 from aiohttp import web
 from authlib.oauth1.rfc5849.signature import hmac_sha1_signature, normalize_base_string_uri, normalize_parameters
 from authlib.oauth1.rfc5849.util import escape, unescape
-from multidict import MultiMapping
+from multidict import MultiDict, MultiDictProxy, MultiMapping
 
-from gateway.auth.credentials import BasicUser, CredentialStore, hash_password, verify_password
+from gateway.auth.credentials import BasicUser, Consumer, CredentialStore, Token, hash_password, verify_password
 from gateway.auth.throttle import LoginThrottle, address_key
 from gateway.auth.upstream import BearerCredential, GrantRefresher, OAuth1Credential, OAuth2Credential
 from gateway.config import Config
@@ -52,11 +57,13 @@ from gateway.errors import (
 )
 from gateway.model import Principal, RateLimit
 from gateway.store.base import StoreError
+from gateway.tls import certificate_bases
 
 _REQUIRED_OAUTH = ("oauth_consumer_key", "oauth_token", "oauth_signature_method", "oauth_signature",
                    "oauth_timestamp", "oauth_nonce")  # fmt: skip
 
 Params = list[tuple[str, str]]
+_NO_FORM: MultiDictProxy[str] = MultiDictProxy(MultiDict())
 
 log = logging.getLogger("gateway")
 
@@ -106,7 +113,10 @@ class Authenticator:
         self._window = config.auth.timestamp_window
         self._sidecar = config.upstream.bearer_token if config.auth.sidecar else None
         self._trusted = tuple(ipaddress.ip_network(p, strict=False) for p in config.auth.trusted_proxies)
-        self._public_bases = tuple(url.rstrip("/") for url in config.auth.public_base_urls)
+        # Base URLs a signature may name besides the one a request arrived at: the configured ones, and
+        # https://NAME for each name of the gateway's own serving certificate (gateway.tls).
+        bases = (*(url.rstrip("/") for url in config.auth.public_base_urls), *certificate_bases(config))
+        self._public_bases = tuple(dict.fromkeys(bases))
         # A Basic client sends its password with every request, and scrypt costs tens of milliseconds of
         # CPU each time. Once a password matched, its user's stored hash and a keyed digest of the password
         # (never the password; the key is this process's own and dies with it) are kept: a later request
@@ -154,68 +164,102 @@ class Authenticator:
     # OAuth 1.0a --------------------------------------------------------------------------------------
 
     async def _oauth1(self, request: web.Request, form: MultiMapping[str], header: str) -> Principal:
-        header_params = _parse_oauth_header(header) if header else []
-        query_params: Params = list(request.query.items())
-        # Only form-encoded bodies take part in the signature (RFC 5849, 3.4.1.3.1).
-        body_params: Params = list(form.items()) if request.content_type == "application/x-www-form-urlencoded" else []
-        sources = [p for p in (header_params, query_params, body_params) if any(k.startswith("oauth_") for k, _ in p)]
-        if len(sources) != 1:
-            raise BadAuthData("oauth_ parameters must come from exactly one place")
-        oauth: dict[str, str] = {}
-        for key, value in sources[0]:
-            if key.startswith("oauth_"):
-                if key in oauth:
-                    raise BadAuthData(f"{key} given twice")
-                oauth[key] = value
-        missing = [key for key in _REQUIRED_OAUTH if not oauth.get(key)]
-        if missing:
-            raise BadAuthData(f"missing {', '.join(missing)}")
-        if len(oauth["oauth_nonce"]) > MAX_NONCE_CHARS:
-            raise NotAuthenticated(f"oauth_nonce over {MAX_NONCE_CHARS} characters")
-        if oauth["oauth_signature_method"] != "HMAC-SHA1" or oauth.get("oauth_version", "1.0") != "1.0":
-            raise BadAuthData("only HMAC-SHA1, OAuth 1.0")
-        timestamp = oauth["oauth_timestamp"]
-        if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
-            raise BadAuthData("malformed oauth_timestamp")
-        if abs(self._clock() - int(timestamp)) > self._window:
-            raise TimestampOutOfBounds(f"timestamp {timestamp} outside ±{self._window}s")
-
-        consumer = await self._store.get_consumer(oauth["oauth_consumer_key"])
+        signed = _signed_parameters(request, form, header)
+        self._check_timestamp(signed.oauth["oauth_timestamp"])
+        consumer = await self._store.get_consumer(signed.oauth["oauth_consumer_key"])
         if consumer is None:
             raise NotAuthenticated("unknown consumer")
-        token = await self._store.get_token(oauth["oauth_token"])
+        token = await self._store.get_token(signed.oauth["oauth_token"])
         if token is None or token.consumer_key != consumer.key:
             raise InvalidToken("unknown token, or a token of another consumer")
-
-        params = [(k, v) for k, v in header_params if k != "realm"] + query_params + body_params
-        # Compared as bytes: compare_digest refuses a str with anything but ASCII in it, and a percent-encoded
-        # signature may decode to anything.
-        signature = oauth["oauth_signature"].encode()
-        if not any(
-            hmac.compare_digest(
-                hmac_sha1_signature(_base_string(request.method, uri, params), consumer.secret, token.secret).encode(),
-                signature,
-            )
-            for uri in self._signed_uris(request)
-        ):
+        if not self._signature_matches(request, signed, consumer, token):
             raise NotAuthenticated("signature does not match")
-        # Only a verified request may spend a nonce, so a forger cannot block a real client's next call. The
-        # nonce is kept, on this gateway's clock, past the last instant its timestamp could be accepted.
-        scope = f"oauth1:{consumer.key}:{token.token}"
-        expires_at = int(timestamp) + self._window + NONCE_MARGIN
-        if not await self._store.remember_nonce(scope, oauth["oauth_nonce"], expires_at, now=self._clock()):
-            raise NotAuthenticated("nonce replayed")
+        await self._spend_nonce(signed, consumer, token)
+        return self._oauth1_principal(consumer, token)
+
+    async def oauth1_for_v2(self, request: web.Request) -> Principal | None:
+        """The caller of a ``/2/...`` request signed with OAuth 1.0a for the gateway, or None when the gateway
+        cannot verify the signature (it is then X's to judge, and goes upstream untouched).
+
+        "Cannot verify" is anything that may be a signature for another server: malformed or missing
+        parameters, an unknown consumer or token, a signature over a URL that is not one of the gateway's.
+        A request whose signature the gateway did verify is its own: a stale timestamp or a spent nonce is
+        then refused here (raised), never forwarded. Only the header and the query take part: the body of a
+        pass-through request is streamed upstream unread, so a signed form body is never verified."""
+        header = request.headers.get("Authorization", "").strip()
+        is_oauth_header = header.partition(" ")[0].lower() == "oauth"
+        if not header.isascii() or not (is_oauth_header or _has_oauth(request.query)):
+            return None
+        try:
+            signed = _signed_parameters(request, _NO_FORM, header if is_oauth_header else "")
+            consumer = await self._store.get_consumer(signed.oauth["oauth_consumer_key"])
+            token = await self._store.get_token(signed.oauth["oauth_token"])
+        except (BadAuthData, NotAuthenticated):  # malformed, or a nonce too long to be one of ours
+            return None
+        except StoreError as exc:
+            raise UpstreamUnavailable(f"credential store unavailable: {exc}") from exc
+        if consumer is None or token is None or token.consumer_key != consumer.key:
+            return None
+        if not self._signature_matches(request, signed, consumer, token):
+            return None
+        self._check_timestamp(signed.oauth["oauth_timestamp"])
+        try:
+            await self._spend_nonce(signed, consumer, token)
+        except StoreError as exc:
+            raise UpstreamUnavailable(f"credential store unavailable: {exc}") from exc
+        return self._oauth1_principal(consumer, token)
+
+    def _oauth1_principal(self, consumer: Consumer, token: Token) -> Principal:
+        """Who a verified consumer and token act as upstream: the same consumer and token, re-signed."""
         credential = OAuth1Credential(consumer.key, consumer.secret, token.token, token.secret)
         return Principal(credential, "oauth1", f"oauth1:{consumer.key}:{token.token}")
 
+    def _check_timestamp(self, timestamp: str) -> None:
+        if abs(self._clock() - int(timestamp)) > self._window:
+            raise TimestampOutOfBounds(f"timestamp {timestamp} outside ±{self._window}s")
+
+    def _signature_matches(self, request: web.Request, signed: _Signed, consumer: Consumer, token: Token) -> bool:
+        # Compared as bytes: compare_digest refuses a str with anything but ASCII in it, and a percent-encoded
+        # signature may decode to anything.
+        signature = signed.oauth["oauth_signature"].encode()
+        for uri in self._signed_uris(request):
+            try:
+                base = _base_string(request.method, uri, signed.params)
+            except ValueError:  # a Host header or target that makes no URI
+                continue
+            if hmac.compare_digest(hmac_sha1_signature(base, consumer.secret, token.secret).encode(), signature):
+                return True
+        return False
+
+    async def _spend_nonce(self, signed: _Signed, consumer: Consumer, token: Token) -> None:
+        # Only a verified request may spend a nonce, so a forger cannot block a real client's next call. The
+        # nonce is kept, on this gateway's clock, past the last instant its timestamp could be accepted.
+        scope = f"oauth1:{consumer.key}:{token.token}"
+        expires_at = int(signed.oauth["oauth_timestamp"]) + self._window + NONCE_MARGIN
+        if not await self._store.remember_nonce(scope, signed.oauth["oauth_nonce"], expires_at, now=self._clock()):
+            raise NotAuthenticated("nonce replayed")
+
     def _signed_uris(self, request: web.Request) -> list[str]:
-        """The URLs a client may have signed: as it reached us (or our trusted proxy), then public bases."""
+        """The URLs a client may have signed: an absolute-form target as written (what a client that uses
+        the gateway as its HTTP proxy signed), the URL as it reached us (or our trusted proxy), then the
+        public bases, and ``https://NAME`` for each DNS name of the gateway's own serving certificate.
+        Which host a signature names decides nothing but the signature: the request goes to the upstream."""
         scheme, host = request.scheme, request.host
         if self._from_trusted_proxy(request):
             scheme = request.headers.get("X-Forwarded-Proto", scheme).split(",")[0].strip() or scheme
             host = request.headers.get("X-Forwarded-Host", host).split(",")[0].strip() or host
-        path = request.raw_path.split("?", 1)[0]
-        return [f"{scheme}://{host}{path}", *(f"{base}{path}" for base in self._public_bases)]
+        target = request.raw_path.split("?", 1)[0]
+        uris = []
+        if target.startswith("/"):
+            path = target
+        else:  # absolute form: the scheme and authority the client signed, then its path
+            absolute = _absolute_uri(target)
+            path = request.rel_url.raw_path
+            if absolute is not None:
+                uris.append(absolute)
+        uris.append(f"{scheme}://{host}{path}")
+        uris += (f"{base}{path}" for base in self._public_bases)
+        return uris
 
     def _from_trusted_proxy(self, request: web.Request) -> bool:
         return self._trusted_address(request.remote)
@@ -315,6 +359,56 @@ class Authenticator:
 def _check_password(password: str, stored: str | None) -> bool:
     """On a password-checking thread: ``password`` against the stored hash, or the decoy hash."""
     return verify_password(password, stored if stored is not None else _decoy_hash())
+
+
+@dataclass(frozen=True, slots=True)
+class _Signed:
+    """The OAuth 1.0a parameters of a request (``oauth``) and every parameter its signature covers."""
+
+    oauth: dict[str, str]
+    params: Params
+
+
+def _signed_parameters(request: web.Request, form: MultiMapping[str], header: str) -> _Signed:
+    """The signature's parameters, checked for form (one place, nothing twice, nothing missing, HMAC-SHA1,
+    a sane nonce and timestamp), from the header, the query and a form-encoded ``form`` body."""
+    header_params = _parse_oauth_header(header) if header else []
+    query_params: Params = list(request.query.items())
+    # Only form-encoded bodies take part in the signature (RFC 5849, 3.4.1.3.1).
+    body_params: Params = list(form.items()) if request.content_type == "application/x-www-form-urlencoded" else []
+    sources = [p for p in (header_params, query_params, body_params) if any(k.startswith("oauth_") for k, _ in p)]
+    if len(sources) != 1:
+        raise BadAuthData("oauth_ parameters must come from exactly one place")
+    oauth: dict[str, str] = {}
+    for key, value in sources[0]:
+        if key.startswith("oauth_"):
+            if key in oauth:
+                raise BadAuthData(f"{key} given twice")
+            oauth[key] = value
+    missing = [key for key in _REQUIRED_OAUTH if not oauth.get(key)]
+    if missing:
+        raise BadAuthData(f"missing {', '.join(missing)}")
+    if len(oauth["oauth_nonce"]) > MAX_NONCE_CHARS:
+        raise NotAuthenticated(f"oauth_nonce over {MAX_NONCE_CHARS} characters")
+    if oauth["oauth_signature_method"] != "HMAC-SHA1" or oauth.get("oauth_version", "1.0") != "1.0":
+        raise BadAuthData("only HMAC-SHA1, OAuth 1.0")
+    timestamp = oauth["oauth_timestamp"]
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
+        raise BadAuthData("malformed oauth_timestamp")
+    params = [(k, v) for k, v in header_params if k != "realm"] + query_params + body_params
+    return _Signed(oauth, params)
+
+
+def _absolute_uri(target: str) -> str | None:
+    """An absolute-form request target's ``scheme://authority/path`` (RFC 9112, 3.2.2), or None when it is
+    not an http(s) URI with a host and no user information."""
+    try:
+        parts = urlsplit(target)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc or "@" in parts.netloc:
+        return None
+    return f"{parts.scheme}://{parts.netloc}{parts.path or '/'}"
 
 
 def _base_string(method: str, uri: str, params: Params) -> str:
