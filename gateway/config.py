@@ -120,6 +120,19 @@ class AuthConfig:
     failed_login_window: int = 60
 
 
+#: The avatar Twitter showed, and its API named, for a user who never set one.
+DEFAULT_PROFILE_IMAGE_URL = "https://abs.twimg.com/sticky/default_profile_images/default_profile_normal.png"
+
+
+@dataclass(frozen=True, slots=True)
+class RenderConfig:
+    """What the legacy bodies say where v2 says nothing."""
+
+    # The profile_image_url of a user without one (no image, or a deleted or suspended account): the
+    # historic APIs always sent an avatar URL, never null.
+    default_profile_image_url: str = DEFAULT_PROFILE_IMAGE_URL
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -127,6 +140,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     routes: RoutesConfig = field(default_factory=RoutesConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
 
 
 _SECTIONS: dict[str, type] = {
@@ -135,6 +149,7 @@ _SECTIONS: dict[str, type] = {
     "store": StoreConfig,
     "routes": RoutesConfig,
     "auth": AuthConfig,
+    "render": RenderConfig,
 }
 
 
@@ -261,6 +276,15 @@ def _validate(config: Config) -> None:
     _validate_store(config.store)
     _validate_routes(config.routes)
     _validate_auth(config)
+    _validate_render(config.render)
+
+
+def _validate_render(render: RenderConfig) -> None:
+    url = render.default_profile_image_url
+    # Written into every body as is: printable ASCII, no space, so that XML and JSON carry it unchanged.
+    if not (url.isascii() and url.isprintable()) or " " in url or len(url) > 1024:
+        raise ConfigError("render.default_profile_image_url must be a URL of at most 1024 printable ASCII characters")
+    _check_url("render.default_profile_image_url", url, path_allowed=True)
 
 
 TLS_MIN_VERSIONS = ("1.0", "1.1", "1.2", "1.3")
