@@ -6,7 +6,6 @@ JSONP (``callback=NAME``) on the /1 and /api JSON answers, errors included; neve
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import shutil
 import xml.etree.ElementTree as ET
@@ -25,6 +24,7 @@ from tests.conftest import (
     PLAIN_IDS,
     SEED_002_ID,
     VANISHED_SENDER_ID,
+    _in_ci,
 )
 from tests.golden_files import assert_golden
 from tests.test_auth import auth_config, basic
@@ -39,17 +39,13 @@ def upstream(emulator: Any) -> list[tuple[str, str]]:
     return [(r.method, r.path) for r in emulator.state.requests]
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() == "true"
-
-
 # --- Ids a JavaScript client can hold -----------------------------------------------------------------
 
 
 async def test_a_node_client_lists_reads_id_str_and_destroys_through_1_json(gateway, emulator) -> None:
     node = shutil.which("node")
     if node is None:
-        if in_ci():
+        if _in_ci():
             pytest.fail("node is not installed: CI must install it")
         pytest.skip("node is not installed")
     base = str(gateway.make_url("/1"))
