@@ -6,7 +6,10 @@ Tried in order, by what the request carries:
 1. ``Authorization: Bearer`` — an integrator's own v2 user token, forwarded untouched; v2 judges it.
 2. OAuth 1.0a (``Authorization: OAuth``, or ``oauth_*`` parameters in the query or a form body) — HMAC-SHA1
    verified against the consumer and token in the credential store, timestamp within the window, nonce
-   never seen before for that token. Upstream, the same consumer and token are re-signed for v2.
+   never seen before for that token. Upstream, the same consumer and token are re-signed for v2; a token
+   of a consumer registered ``--via-upstream-app`` acts as what it is mapped to instead (an X token of the
+   operator's app, or a Basic user's v2 grant). ``read_oauth``, ``check_signature``, ``spend_nonce`` and
+   ``check_login`` serve the login endpoints too (gateway/oauth_provider.py).
 3. ``Authorization: Basic`` — a StatusNet-style user whose password hash is in the store; upstream, the
    user's stored v2 grant, refreshed when it expires. Failed sign-ins are limited per client address and
    per username (``LoginThrottle``), and scrypt runs on a small executor of its own.
@@ -38,9 +41,15 @@ from authlib.oauth1.rfc5849.signature import hmac_sha1_signature, normalize_base
 from authlib.oauth1.rfc5849.util import escape, unescape
 from multidict import MultiMapping
 
-from gateway.auth.credentials import BasicUser, CredentialStore, hash_password, verify_password
+from gateway.auth.credentials import BasicUser, Consumer, CredentialStore, Token, hash_password, verify_password
 from gateway.auth.throttle import LoginThrottle, address_key
-from gateway.auth.upstream import BearerCredential, GrantRefresher, OAuth1Credential, OAuth2Credential
+from gateway.auth.upstream import (
+    BearerCredential,
+    GrantRefresher,
+    OAuth1Credential,
+    OAuth2Credential,
+    UpstreamCredential,
+)
 from gateway.config import Config
 from gateway.errors import (
     BadAuthData,
@@ -107,6 +116,12 @@ class Authenticator:
         self._sidecar = config.upstream.bearer_token if config.auth.sidecar else None
         self._trusted = tuple(ipaddress.ip_network(p, strict=False) for p in config.auth.trusted_proxies)
         self._public_bases = tuple(url.rstrip("/") for url in config.auth.public_base_urls)
+        upstream = config.upstream
+        self._upstream_app = (
+            (upstream.oauth1_consumer_key, upstream.oauth1_consumer_secret)
+            if upstream.oauth1_consumer_key and upstream.oauth1_consumer_secret
+            else None
+        )
         # A Basic client sends its password with every request, and scrypt costs tens of milliseconds of
         # CPU each time. Once a password matched, its user's stored hash and a keyed digest of the password
         # (never the password; the key is this process's own and dies with it) are kept: a later request
@@ -154,20 +169,48 @@ class Authenticator:
     # OAuth 1.0a --------------------------------------------------------------------------------------
 
     async def _oauth1(self, request: web.Request, form: MultiMapping[str], header: str) -> Principal:
+        oauth, params = self.read_oauth(request, form, header)
+        consumer = await self._store.get_consumer(oauth["oauth_consumer_key"])
+        if consumer is None:
+            raise NotAuthenticated("unknown consumer")
+        token = await self._store.get_token(oauth["oauth_token"])
+        if token is None or token.consumer_key != consumer.key:
+            raise InvalidToken("unknown token, or a token of another consumer")
+        self.check_signature(request, params, oauth, consumer.secret, token.secret)
+        await self.spend_nonce(oauth, consumer.key, token.token)
+        credential = await self.acting_for(consumer, token)
+        return Principal(credential, "oauth1", f"oauth1:{consumer.key}:{token.token}")
+
+    def read_oauth(
+        self,
+        request: web.Request,
+        form: MultiMapping[str],
+        header: str,
+        *,
+        token_required: bool = True,
+        loose: tuple[str, ...] = (),
+    ) -> tuple[dict[str, str], Params]:
+        """The ``oauth_*`` parameters of a signed request and every parameter the signature covers, checked
+        for form (one source, none twice, HMAC-SHA1, a timestamp within the window). The ``loose`` ones
+        (``oauth_verifier`` on an access-token request) may come from any source, as clients send them."""
         header_params = _parse_oauth_header(header) if header else []
         query_params: Params = list(request.query.items())
         # Only form-encoded bodies take part in the signature (RFC 5849, 3.4.1.3.1).
         body_params: Params = list(form.items()) if request.content_type == "application/x-www-form-urlencoded" else []
-        sources = [p for p in (header_params, query_params, body_params) if any(k.startswith("oauth_") for k, _ in p)]
+        sources = [
+            p for p in (header_params, query_params, body_params) if any(_is_oauth(k) and k not in loose for k, _ in p)
+        ]
         if len(sources) != 1:
             raise BadAuthData("oauth_ parameters must come from exactly one place")
         oauth: dict[str, str] = {}
-        for key, value in sources[0]:
-            if key.startswith("oauth_"):
-                if key in oauth:
-                    raise BadAuthData(f"{key} given twice")
-                oauth[key] = value
-        missing = [key for key in _REQUIRED_OAUTH if not oauth.get(key)]
+        for source in (header_params, query_params, body_params):
+            for key, value in source:
+                if _is_oauth(key) and (source is sources[0] or key in loose):
+                    if key in oauth:
+                        raise BadAuthData(f"{key} given twice")
+                    oauth[key] = value
+        required = _REQUIRED_OAUTH if token_required else tuple(k for k in _REQUIRED_OAUTH if k != "oauth_token")
+        missing = [key for key in required if not oauth.get(key)]
         if missing:
             raise BadAuthData(f"missing {', '.join(missing)}")
         if len(oauth["oauth_nonce"]) > MAX_NONCE_CHARS:
@@ -179,43 +222,85 @@ class Authenticator:
             raise BadAuthData("malformed oauth_timestamp")
         if abs(self._clock() - int(timestamp)) > self._window:
             raise TimestampOutOfBounds(f"timestamp {timestamp} outside ±{self._window}s")
-
-        consumer = await self._store.get_consumer(oauth["oauth_consumer_key"])
-        if consumer is None:
-            raise NotAuthenticated("unknown consumer")
-        token = await self._store.get_token(oauth["oauth_token"])
-        if token is None or token.consumer_key != consumer.key:
-            raise InvalidToken("unknown token, or a token of another consumer")
-
         params = [(k, v) for k, v in header_params if k != "realm"] + query_params + body_params
+        return oauth, params
+
+    def check_signature(
+        self, request: web.Request, params: Params, oauth: dict[str, str], consumer_secret: str, token_secret: str
+    ) -> None:
+        """Refuse the request unless its HMAC-SHA1 signature is right for one of the URLs it may have signed."""
         # Compared as bytes: compare_digest refuses a str with anything but ASCII in it, and a percent-encoded
         # signature may decode to anything.
         signature = oauth["oauth_signature"].encode()
         if not any(
             hmac.compare_digest(
-                hmac_sha1_signature(_base_string(request.method, uri, params), consumer.secret, token.secret).encode(),
+                hmac_sha1_signature(_base_string(request.method, uri, params), consumer_secret, token_secret).encode(),
                 signature,
             )
             for uri in self._signed_uris(request)
         ):
             raise NotAuthenticated("signature does not match")
-        # Only a verified request may spend a nonce, so a forger cannot block a real client's next call. The
-        # nonce is kept, on this gateway's clock, past the last instant its timestamp could be accepted.
-        scope = f"oauth1:{consumer.key}:{token.token}"
-        expires_at = int(timestamp) + self._window + NONCE_MARGIN
+
+    async def spend_nonce(self, oauth: dict[str, str], consumer_key: str, token: str) -> None:
+        """Refuse a replayed nonce. Only a verified request may spend one, so a forger cannot block a real
+        client's next call. It is kept, on this gateway's clock, past the last instant its timestamp could be
+        accepted."""
+        scope = f"oauth1:{consumer_key}:{token}"
+        expires_at = int(oauth["oauth_timestamp"]) + self._window + NONCE_MARGIN
         if not await self._store.remember_nonce(scope, oauth["oauth_nonce"], expires_at, now=self._clock()):
             raise NotAuthenticated("nonce replayed")
-        credential = OAuth1Credential(consumer.key, consumer.secret, token.token, token.secret)
-        return Principal(credential, "oauth1", f"oauth1:{consumer.key}:{token.token}")
+
+    async def acting_for(self, consumer: Consumer, token: Token) -> UpstreamCredential:
+        """The upstream credential a verified consumer and token act with: the same consumer and token
+        re-signed (a live X app), or what the token is mapped to (a consumer that acts through the
+        operator's app): an X token of that app, or a Basic user's v2 grant."""
+        if token.upstream_user is not None:
+            user = await self._store.get_user(token.upstream_user)
+            if user is None:
+                raise InvalidToken(f"the token's user {token.upstream_user!r} is no longer registered")
+            return self.grant_credential(user)
+        if token.upstream_token is not None and token.upstream_secret is not None:
+            if self._upstream_app is None:
+                raise UpstreamUnavailable("a mapped token, but no [upstream] oauth1_consumer_key to act with")
+            key, secret = self._upstream_app
+            return OAuth1Credential(key, secret, token.upstream_token, token.upstream_secret)
+        if consumer.via_upstream_app:
+            raise InvalidToken("a token of a consumer that acts through the upstream app, mapped to nothing")
+        return OAuth1Credential(consumer.key, consumer.secret, token.token, token.secret)
+
+    def grant_credential(self, user: BasicUser) -> UpstreamCredential:
+        if self._refresher is None:
+            return BearerCredential(user.grant.access_token)
+        self._refresher.remember(user.username, user.grant)
+        return OAuth2Credential(user.username, self._refresher)
+
+    async def check_login(self, request: web.Request, username: str, password: str) -> BasicUser:
+        """The Basic user ``username`` if ``password`` is theirs, counted by the failed-login throttle like a
+        Basic sign-in (xAuth is a login): ``NotAuthenticated`` or ``LoginsThrottled`` otherwise."""
+        address = self._client_address(request)
+        self._refuse_if_throttled(address, username)
+        user = await self._store.get_user(username)
+        if not await self._password_matches(user, username, password, address) or user is None:
+            raise NotAuthenticated("wrong username or password")
+        return user
 
     def _signed_uris(self, request: web.Request) -> list[str]:
         """The URLs a client may have signed: as it reached us (or our trusted proxy), then public bases."""
+        path = request.raw_path.split("?", 1)[0]
+        return [f"{self._reached_as(request)}{path}", *(f"{base}{path}" for base in self._public_bases)]
+
+    def _reached_as(self, request: web.Request) -> str:
+        """``scheme://host`` as the client reached us, or our trusted proxy says it reached it."""
         scheme, host = request.scheme, request.host
         if self._from_trusted_proxy(request):
             scheme = request.headers.get("X-Forwarded-Proto", scheme).split(",")[0].strip() or scheme
             host = request.headers.get("X-Forwarded-Host", host).split(",")[0].strip() or host
-        path = request.raw_path.split("?", 1)[0]
-        return [f"{scheme}://{host}{path}", *(f"{base}{path}" for base in self._public_bases)]
+        return f"{scheme}://{host}"
+
+    def own_base_url(self, request: web.Request) -> str:
+        """Where browsers reach this gateway: the first of ``[auth] public_base_urls``, else as this request
+        reached it."""
+        return self._public_bases[0] if self._public_bases else self._reached_as(request)
 
     def _from_trusted_proxy(self, request: web.Request) -> bool:
         return self._trusted_address(request.remote)
@@ -257,10 +342,7 @@ class Authenticator:
         matches = await self._password_matches(user, username, password, address)
         if user is None or not matches:
             raise NotAuthenticated("wrong username or password")
-        if self._refresher is None:
-            return Principal(BearerCredential(user.grant.access_token), "basic", f"basic:{user.username}")
-        self._refresher.remember(user.username, user.grant)
-        return Principal(OAuth2Credential(user.username, self._refresher), "basic", f"basic:{user.username}")
+        return Principal(self.grant_credential(user), "basic", f"basic:{user.username}")
 
     def _refuse_if_throttled(self, address: str, username: str) -> None:
         wait = self._throttle.refused_for(address, username)
@@ -345,6 +427,10 @@ def oauth1_signed(request: web.BaseRequest) -> bool:
 
 def _has_oauth(params: MultiMapping[str]) -> bool:
     return any(key.startswith("oauth_") for key in params)
+
+
+def _is_oauth(key: str) -> bool:
+    return key.startswith("oauth_")
 
 
 def _parse_oauth_header(header: str) -> Params:
