@@ -7,12 +7,15 @@ seeded data, per-caller deletions, rate limits and injectable faults. Tests driv
 
 from gateway.emulator.app import create_app
 from gateway.emulator.faults import FaultRule
+from gateway.emulator.login import APP_CONSUMER_KEY, APP_CONSUMER_SECRET
 from gateway.emulator.seed import default_seed, load_seed
 from gateway.emulator.server import EmulatorServer, run, serve
 from gateway.emulator.state import STATE_KEY, EmulatorState, RecordedRequest
 from gateway.emulator.token_endpoint import TOKEN_PATH
 
 __all__ = [
+    "APP_CONSUMER_KEY",
+    "APP_CONSUMER_SECRET",
     "STATE_KEY",
     "TOKEN_PATH",
     "EmulatorServer",

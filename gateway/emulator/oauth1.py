@@ -38,6 +38,7 @@ _REQUIRED = (
     "oauth_nonce",
     "oauth_signature",
 )
+_CONSUMER_REQUIRED = tuple(name for name in _REQUIRED if name != "oauth_token")
 _TOKEN_KEYS = ("secret", "consumer", "user_id")
 
 
@@ -78,27 +79,39 @@ class OAuth1Keys:
 
     consumers: dict[str, str]
     tokens: dict[str, AccessToken]
+    # The name each app shows its users on the authorization page, by consumer key (the key if absent).
+    app_names: dict[str, str]
 
-    def __init__(self, consumers: Mapping[str, str], tokens: Mapping[str, AccessToken]) -> None:
+    def __init__(
+        self,
+        consumers: Mapping[str, str],
+        tokens: Mapping[str, AccessToken],
+        app_names: Mapping[str, str] | None = None,
+    ) -> None:
         self.consumers = dict(consumers)
         self.tokens = dict(tokens)
-        # (token, nonce) pairs still inside the timestamp window, plus a heap to forget them in time order.
-        self._nonces: set[tuple[str, str]] = set()
-        self._expiry: list[tuple[int, str, str]] = []
+        self.app_names = dict(app_names or {})
+        # ((consumer, token), nonce) pairs still inside the timestamp window, and a heap to forget them in
+        # time order.
+        self._nonces: set[tuple[tuple[str, str], str]] = set()
+        self._expiry: list[tuple[int, tuple[str, str], str]] = []
 
     @classmethod
     def from_seed(cls, section: Any) -> OAuth1Keys:
         """Keys from a seed's ``"oauth1"`` object; ``ValueError`` names what is malformed.
 
-        Shape: ``{"consumers": {KEY: SECRET}, "tokens": {TOKEN: {"secret": S, "consumer": KEY,
-        "user_id": ID}}}``, all strings. A token's consumer must be listed; its user need not exist
-        (such a token is refused like one of a deleted account).
+        Shape: ``{"consumers": {KEY: SECRET}, "app_names": {KEY: NAME}, "tokens": {TOKEN: {"secret": S,
+        "consumer": KEY, "user_id": ID}}}``, all strings, ``app_names`` optional. A token's consumer must
+        be listed; its user need not exist (such a token is refused like one of a deleted account).
         """
         if not isinstance(section, dict):
             raise ValueError('seed "oauth1" must be an object')
         consumers = section.get("consumers", {})
         if not _is_str_map(consumers):
             raise ValueError('seed "oauth1.consumers" must map consumer keys to secrets')
+        app_names = section.get("app_names", {})
+        if not _is_str_map(app_names):
+            raise ValueError('seed "oauth1.app_names" must map consumer keys to names')
         raw_tokens = section.get("tokens", {})
         if not isinstance(raw_tokens, dict):
             raise ValueError('seed "oauth1.tokens" must be an object')
@@ -112,55 +125,69 @@ class OAuth1Keys:
             if entry["consumer"] not in consumers:
                 raise ValueError(f"seed oauth1 token {token!r} names unknown consumer {entry['consumer']!r}")
             tokens[token] = AccessToken(entry["secret"], entry["consumer"], entry["user_id"])
-        return cls(consumers, tokens)
+        return cls(consumers, tokens, app_names)
 
     def verify(self, signed: SignedRequest, now: float) -> AccessToken | None:
-        """The token that validly signed this request, or None; a valid nonce is spent on success only.
+        """The access token that validly signed this request, or None; a valid nonce is spent on success.
 
         Spending the nonce only after the signature checks out keeps a forger from burning a real
         client's nonces.
         """
+        token_key = signed.protocol.get("oauth_token")
+        token = self.tokens.get(token_key) if token_key else None
+        if token is None or token.consumer != signed.protocol.get("oauth_consumer_key"):
+            return None
+        return token if self.check_signature(signed, now, token.secret) else None
+
+    def check_signature(self, signed: SignedRequest, now: float, token_secret: str | None) -> bool:
+        """Whether a known consumer signed this request with ``token_secret``; spends the nonce if so.
+
+        ``token_secret`` None is a request signed by the consumer alone (a request-token request):
+        it carries no token, or an empty one as some old clients send. Which token the request names,
+        and whether it belongs to the consumer, is the caller's to check.
+        """
         protocol = signed.protocol
-        if any(name not in protocol for name in _REQUIRED):
-            return None
+        required = _REQUIRED if token_secret is not None else _CONSUMER_REQUIRED
+        if any(name not in protocol for name in required):
+            return False
+        if token_secret is None and protocol.get("oauth_token"):
+            return False
         if protocol["oauth_signature_method"] != SIGNATURE_METHOD:
-            return None
+            return False
         if protocol.get("oauth_version", "1.0") != "1.0":
-            return None
+            return False
         raw_timestamp = protocol["oauth_timestamp"]
         if not (raw_timestamp.isascii() and raw_timestamp.isdigit()):
-            return None
+            return False
         timestamp = int(raw_timestamp)
         if abs(now - timestamp) > TIMESTAMP_TOLERANCE:
-            return None
-        consumer_key, token_key = protocol["oauth_consumer_key"], protocol["oauth_token"]
+            return False
+        consumer_key = protocol["oauth_consumer_key"]
         consumer_secret = self.consumers.get(consumer_key)
-        token = self.tokens.get(token_key)
-        if consumer_secret is None or token is None or token.consumer != consumer_key:
-            return None
+        if consumer_secret is None:
+            return False
         try:
             base_string = signed.base_string()
         except ValueError:  # a Host header no URL can hold, such as "["
-            return None
-        expected = hmac_sha1_signature(base_string, consumer_secret, token.secret)
+            return False
+        expected = hmac_sha1_signature(base_string, consumer_secret, token_secret or "")
         if not hmac.compare_digest(expected.encode(), protocol["oauth_signature"].encode()):
-            return None
-        if not self._spend_nonce(token_key, protocol["oauth_nonce"], timestamp, now):
-            return None
-        return token
+            return False
+        credential = (consumer_key, protocol.get("oauth_token", ""))
+        return self._spend_nonce(credential, protocol["oauth_nonce"], timestamp, now)
 
-    def _spend_nonce(self, token: str, nonce: str, timestamp: int, now: float) -> bool:
-        """False for a nonce this token already used; forgets nonces whose timestamps went stale.
+    def _spend_nonce(self, credential: tuple[str, str], nonce: str, timestamp: int, now: float) -> bool:
+        """False for a nonce this (consumer, token) pair already used; forgets nonces gone stale.
 
         A forgotten nonce cannot be replayed: its signed timestamp now fails the tolerance check.
         """
         while self._expiry and self._expiry[0][0] < now - TIMESTAMP_TOLERANCE:
-            _, old_token, old_nonce = heapq.heappop(self._expiry)
-            self._nonces.discard((old_token, old_nonce))
-        if (token, nonce) in self._nonces:
+            _, old_credential, old_nonce = heapq.heappop(self._expiry)
+            self._nonces.discard((old_credential, old_nonce))
+        if (credential, nonce) in self._nonces:
             return False
-        self._nonces.add((token, nonce))
-        heapq.heappush(self._expiry, (timestamp, token, nonce))
+        self._nonces.add((credential, nonce))
+        heapq.heappush(self._expiry, (timestamp, credential, nonce))
         return True
 
 

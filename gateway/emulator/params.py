@@ -15,6 +15,7 @@ from gateway.emulator.pagination import Cursor, decode_token
 from gateway.emulator.problems import invalid_request, parameter_error
 
 _ID = re.compile("[0-9]{1,19}", re.ASCII)
+USERNAME = re.compile("[A-Za-z0-9_]{1,15}", re.ASCII)
 
 
 class QueryCheck:
@@ -76,6 +77,13 @@ class QueryCheck:
 
     def ids(self, name: str, most: int) -> tuple[str, ...]:
         """A required comma-separated list of 1 to ``most`` numeric ids, duplicates dropped."""
+        return self._list(name, most, _ID)
+
+    def usernames(self, name: str, most: int) -> tuple[str, ...]:
+        """A required comma-separated list of 1 to ``most`` usernames, duplicates dropped."""
+        return self._list(name, most, USERNAME)
+
+    def _list(self, name: str, most: int, pattern: re.Pattern[str]) -> tuple[str, ...]:
         raw = self._query.get(name, "")
         if not raw:
             self._fail(name, raw, f"The `{name}` query parameter can not be empty")
@@ -89,15 +97,17 @@ class QueryCheck:
                 f"is not between 1 and {most}",
             )
         for value in values:
-            self.identifier(name, value)
+            self._match(name, value, pattern)
         return values
 
     def identifier(self, name: str, value: str) -> str:
         """An id from the path or the query: 1 to 19 ASCII digits."""
-        if not _ID.fullmatch(value):
-            self._fail(
-                name, value, f"The `{name}` query parameter value [{value}] does not match ^{_ID.pattern}$"
-            )
+        return self._match(name, value, _ID)
+
+    def _match(self, name: str, value: str, pattern: re.Pattern[str]) -> str:
+        if not pattern.fullmatch(value):
+            message = f"The `{name}` query parameter value [{value}] does not match ^{pattern.pattern}$"
+            self._fail(name, value, message)
         return value
 
     def _fail(self, name: str, value: str, message: str) -> None:

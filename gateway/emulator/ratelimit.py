@@ -46,6 +46,7 @@ DEFAULT_LIMITS = {
     "GET /2/users": Limit(900),
     "GET /2/users/me": Limit(900),
     "GET /2/users/:id": Limit(900),
+    "GET /2/users/by": Limit(900),
     "GET /2/users/by/username/:username": Limit(900),
     "POST /2/dm_conversations/with/:participant_id/messages": Limit(1000, 86_400),
 }

@@ -19,6 +19,7 @@ from aiohttp import web
 from gateway.emulator.faults import FaultRule
 from gateway.emulator.grants import GrantBook
 from gateway.emulator.oauth1 import OAuth1Keys
+from gateway.emulator.request_tokens import RequestTokenBook
 from gateway.emulator.ratelimit import DEFAULT_LIMITS, FIFTEEN_MINUTES, Limit, RateLimiter
 
 Event = dict[str, Any]
@@ -67,6 +68,8 @@ class EmulatorState:
     tokens: dict[str, str]
     oauth1: OAuth1Keys
     oauth2: GrantBook
+    # Request tokens of OAuth 1.0a sign-ins under way (``/oauth/request_token`` to ``/oauth/access_token``).
+    logins: RequestTokenBook
     conversations: dict[str, frozenset[str]]
     limiter: RateLimiter
     # When on, JSON answers are gzip-compressed for a request whose Accept-Encoding names gzip, as X's do.
@@ -87,7 +90,8 @@ class EmulatorState:
         return cls(seed, clock=clock)
 
     def reset(self) -> None:
-        """Back to the seed: its data, limits and grants; no deletions, faults, requests, nonces or counters.
+        """Back to the seed: its data, limits and grants; no deletions, faults, requests, nonces, counters
+        or sign-ins under way; access tokens issued by sign-ins are gone.
 
         Refreshed OAuth 2.0 tokens vanish and the seed's refresh tokens work again.
         """
@@ -97,6 +101,7 @@ class EmulatorState:
         self.tokens = dict(seed.get("tokens", {}))
         self.oauth1 = OAuth1Keys.from_seed(seed.get("oauth1", {}))
         self.oauth2 = GrantBook.from_seed(seed.get("oauth2", {}))
+        self.logins = RequestTokenBook()
         self.conversations = {
             conversation_id: frozenset(member_ids)
             for conversation_id, member_ids in seed.get("conversations", {}).items()
@@ -141,6 +146,11 @@ class EmulatorState:
 
     def record(self, request: web.BaseRequest) -> None:
         self.requests.append(RecordedRequest.of(request))
+
+    def user_named(self, username: str) -> User | None:
+        """The user with this username, matched without regard to case as on X; None for no one."""
+        wanted = username.lower()
+        return next((u for u in self.users.values() if str(u["username"]).lower() == wanted), None)
 
     def participants(self, conversation_id: str) -> frozenset[str]:
         """Members of a conversation: the seed's list for a group, else the two ids in a one-to-one id."""

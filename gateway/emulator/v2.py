@@ -1,4 +1,4 @@
-"""The X API v2 endpoints the gateway calls: DM events (read, list, delete, send) and user lookup.
+"""The X API v2 endpoints the gateway calls: DM events (read, list, delete, send) and user lookups.
 
 The middleware has already authenticated the caller and counted the request against its quota, so a
 handler only validates its query, looks the data up and shapes the answer.
@@ -6,7 +6,6 @@ handler only validates its query, looks the data up and shapes the answer.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -15,7 +14,7 @@ from aiohttp import web
 
 from gateway.emulator.auth import CALLER_KEY, Caller
 from gateway.emulator.pagination import paginate
-from gateway.emulator.params import QueryCheck
+from gateway.emulator.params import USERNAME, QueryCheck
 from gateway.emulator.problems import dm_event_not_found, forbidden, plain, resource_not_found
 from gateway.emulator.state import STATE_KEY, EmulatorState, Event, newest_first
 from gateway.emulator.views import (
@@ -33,7 +32,6 @@ EVENT_TYPES = ("MessageCreate", "ParticipantsJoin", "ParticipantsLeave")
 MAX_RESULTS = 100
 MAX_USER_IDS = 100
 MAX_DM_TEXT = 10_000
-_USERNAME = re.compile(r"[A-Za-z0-9_]{1,15}", re.ASCII)
 
 _SHAPE_PARAMS = ("dm_event.fields", "expansions", "user.fields")
 _LIST_PARAMS = (*_SHAPE_PARAMS, "event_types", "max_results", "pagination_token")
@@ -45,6 +43,7 @@ def add_v2_routes(router: web.UrlDispatcher) -> None:
     router.add_delete("/2/dm_events/{id}", delete_event)
     router.add_get("/2/users", lookup_users, allow_head=False)
     router.add_get("/2/users/me", me, allow_head=False)
+    router.add_get("/2/users/by", users_by_usernames, allow_head=False)
     router.add_get("/2/users/by/username/{username}", user_by_username, allow_head=False)
     router.add_get("/2/users/{id}", user_by_id, allow_head=False)
     router.add_post("/2/dm_conversations/with/{participant_id}/messages", send_to_participant)
@@ -159,6 +158,21 @@ async def lookup_users(request: web.Request) -> web.Response:
     return json_response(document(data, errors=errors))
 
 
+async def users_by_usernames(request: web.Request) -> web.Response:
+    """Up to 100 users by username, in the order asked; names that match no one come back as errors."""
+    state, _ = _context(request)
+    check = QueryCheck(request.query, ("usernames", "user.fields"))
+    usernames = check.usernames("usernames", MAX_USER_IDS)
+    fields = check.choices("user.fields", USER_FIELDS, ())
+    check.done()
+    found = {name: state.user_named(name) for name in usernames}
+    data = [user_view(user, fields) for user in found.values() if user is not None]
+    errors = [
+        resource_not_found("user", "usernames", name, "user") for name, user in found.items() if user is None
+    ]
+    return json_response(document(data, errors=errors))
+
+
 async def user_by_id(request: web.Request) -> web.Response:
     state, _ = _context(request)
     check = QueryCheck(request.query, ("user.fields",))
@@ -178,10 +192,10 @@ async def user_by_username(request: web.Request) -> web.Response:
     fields = check.choices("user.fields", USER_FIELDS, ())
     check.done()
     username = request.match_info["username"]
-    if not _USERNAME.fullmatch(username):
-        raise plain(400, f"The `username` query parameter value [{username}] does not match ^[A-Za-z0-9_]{{1,15}}$")
-    wanted = username.lower()
-    user = next((u for u in state.users.values() if str(u.get("username", "")).lower() == wanted), None)
+    if not USERNAME.fullmatch(username):
+        message = f"The `username` query parameter value [{username}] does not match ^{USERNAME.pattern}$"
+        raise plain(400, message)
+    user = state.user_named(username)
     if user is None:
         return json_response(document(None, errors=[resource_not_found("user", "username", username, "user")]))
     return json_response({"data": user_view(user, fields)})
