@@ -9,19 +9,23 @@ reached X (and that a legacy consumer's key never did).
 from __future__ import annotations
 
 import re
+import sqlite3
 import time
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
 from authlib.oauth1 import ClientAuth
+from cryptography.fernet import Fernet
 
 from gateway.app import STORE_KEY, create_app
 from gateway.auth.credentials import BasicUser, Consumer, OAuth2Grant, RequestToken, Token, hash_password
-from gateway.config import with_overrides
+from gateway.config import StoreConfig, with_overrides
 from gateway.emulator import APP_CONSUMER_KEY, APP_CONSUMER_SECRET
 from gateway.store.base import open_store
-from tests.conftest import PLAIN_IDS, SEAN_TOKEN, gateway_config
+from gateway.store.sqlite import _MIGRATIONS
+from tests.conftest import PLAIN_IDS, SEAN_TOKEN, gateway_config, opened_store
+from tests.test_credentials_cli import MARK, one_line, read_back, run
 from tests.test_auth import rfc5849_header
 
 FORM = "application/x-www-form-urlencoded"
@@ -407,3 +411,109 @@ async def test_via_upstream_app_consumer_without_an_operator_app(aiohttp_client,
     assert response.status == 503
     assert emulator.state.requests == []
     assert gateway.app[STORE_KEY] is store
+
+
+# --- the store: every backend keeps the new credentials, secrets sealed ---------------------------------
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite", "redis"])
+async def test_every_store_keeps_mapped_tokens_and_request_tokens(backend, request, tmp_path) -> None:
+    now = [1_000_000.0]
+    settings = StoreConfig(encryption_key=Fernet.generate_key().decode())
+    async with opened_store(backend, request, tmp_path, settings=settings, clock=lambda: now[0]) as store:
+        await store.put_consumer(LEGACY)
+        assert await store.get_consumer(LEGACY.key) == LEGACY
+        mapped = Token("gw-token", LEGACY.key, "gw-SECRET", upstream_token="x-token", upstream_secret="x-SECRET")
+        by_user = Token("gw-user-token", LEGACY.key, "gw-SECRET-2", upstream_user="sean")
+        await store.put_token(mapped)
+        await store.put_token(by_user)
+        assert await store.get_token("gw-token") == mapped
+        assert await store.get_token("gw-user-token") == by_user
+        await store.put_token(Token("gw-token", LEGACY.key, "plain"))  # replaced whole: no mapping left
+        assert await store.get_token("gw-token") == Token("gw-token", LEGACY.key, "plain")
+        await store.put_token(mapped)
+        assert [(e.kind, e.key, e.detail) for e in await store.list_credentials()] == [
+            ("consumer", LEGACY.key, "2 tokens, via upstream app"),
+            ("token", "gw-token", f"consumer {LEGACY.key}, mapped to an X token of the upstream app"),
+            ("token", "gw-user-token", f"consumer {LEGACY.key}, acts as user sean"),
+        ]
+
+        pending = RequestToken("rt", LEGACY.key, "rt-SECRET", CALLBACK, now[0] + 60, "x-rt", "x-rt-SECRET")
+        await store.put_request_token(pending)
+        assert await store.get_request_token("rt") == pending
+        assert await store.take_request_token("rt") == pending
+        assert await store.take_request_token("rt") is None  # single use
+        assert await store.get_request_token("rt") is None
+        await store.put_request_token(pending)
+        now[0] += 61
+        assert await store.get_request_token("rt") is None  # expired
+        assert await store.take_request_token("rt") is None
+
+        if backend == "sqlite":  # at rest: the keys in clear, every secret sealed
+            raw = b"".join(p.read_bytes() for p in tmp_path.glob("sqlite.sqlite3*"))
+            assert b"x-token" in raw and b"x-rt" not in raw and b"SECRET" not in raw
+        await store.put_consumer(Consumer(LEGACY.key, "new", via_upstream_app=False))
+        assert (await store.get_consumer(LEGACY.key)).via_upstream_app is False
+        assert await store.remove_credential("consumer", LEGACY.key)
+        assert await store.get_token("gw-token") is None
+        await store.put_consumer(Consumer(LEGACY.key, "again"))
+        assert (await store.get_consumer(LEGACY.key)).via_upstream_app is False
+
+
+async def test_sqlite_version_4_file_migrates_to_the_provider_schema(tmp_path) -> None:
+    path = tmp_path / "v4.sqlite3"
+    conn = sqlite3.connect(path)
+    for version in range(1, 5):
+        for statement in _MIGRATIONS[version]:
+            conn.execute(statement)
+    conn.execute("INSERT INTO consumers (key, secret) VALUES ('ck', 'cs')")
+    conn.execute("INSERT INTO tokens (token, consumer_key, secret) VALUES ('tk', 'ck', 'ts')")
+    conn.execute("PRAGMA user_version = 4")
+    conn.commit()
+    conn.close()
+    store = await open_store(f"sqlite:///{path}")
+    try:
+        assert await store.get_consumer("ck") == Consumer("ck", "cs")
+        assert await store.get_token("tk") == Token("tk", "ck", "ts")
+    finally:
+        await store.close()
+
+
+# --- the CLI --------------------------------------------------------------------------------------------
+
+
+def test_cli_registers_a_legacy_consumer_and_maps_tokens(tmp_path) -> None:
+    flag = ["--store", f"sqlite:///{tmp_path}/creds.sqlite3"]
+    result = run(*flag, "add-consumer", "legacy", "-", "--via-upstream-app", stdin=f"c-{MARK}\n")
+    assert one_line(result.stdout) == "added consumer legacy (via the upstream app)", result.stderr
+    result = run(
+        *flag, "add-token", "legacy", "gw-1", "-", "--upstream-token", "x-1", "--upstream-token-secret", "-",
+        stdin=f"t-{MARK}\nx-{MARK}\n",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert one_line(result.stdout) == "added token gw-1 for consumer legacy, mapped to an X token of the upstream app"
+    assert read_back(tmp_path / "creds.sqlite3", token="gw-1") == Token("gw-1", "legacy", f"t-{MARK}", "x-1", f"x-{MARK}")
+
+    result = run(*flag, "add-token", "legacy", "gw-2", f"t-{MARK}", "--upstream-user", "erin")
+    assert result.returncode == 1 and "no user 'erin'; add it first with add-user" in result.stderr
+    run(*flag, "add-user", "erin", "--password-stdin", "--upstream-bearer", f"b-{MARK}", stdin=f"pw-{MARK}\n")
+    result = run(*flag, "add-token", "legacy", "gw-2", f"t-{MARK}", "--upstream-user", "erin")
+    assert one_line(result.stdout) == "added token gw-2 for consumer legacy, acts as user erin", result.stderr
+
+    for args, message in [
+        (["gw-3", f"t-{MARK}"], "give --upstream-token and --upstream-token-secret, or --upstream-user"),
+        (["gw-3", f"t-{MARK}", "--upstream-token", "x"], "--upstream-token and --upstream-token-secret go together"),
+        (["gw-3", f"t-{MARK}", "--upstream-user", "erin", "--upstream-token", "x", "--upstream-token-secret", f"s-{MARK}"],
+         "one of the two"),
+    ]:  # fmt: skip
+        result = run(*flag, "add-token", "legacy", *args)
+        assert result.returncode == 1 and message in result.stderr, result.stderr
+    run(*flag, "add-consumer", "live", f"c-{MARK}")
+    result = run(*flag, "add-token", "live", "tk", f"t-{MARK}", "--upstream-user", "erin")
+    assert result.returncode == 1 and "is a live X app" in result.stderr
+
+    listing = run(*flag, "list").stdout
+    assert "consumer legacy" in listing and "2 tokens, via upstream app" in listing
+    assert "gw-1" in listing and "x-1" not in listing  # keys only; the X token is not shown
+    assert one_line(run(*flag, "remove", "token", "gw-1").stdout) == "removed token gw-1"
+    assert read_back(tmp_path / "creds.sqlite3", token="gw-1") is None
