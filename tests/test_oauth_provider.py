@@ -20,7 +20,7 @@ from cryptography.fernet import Fernet
 
 from gateway.app import STORE_KEY, create_app
 from gateway.auth.credentials import BasicUser, Consumer, OAuth2Grant, RequestToken, Token, hash_password
-from gateway.config import StoreConfig, with_overrides
+from gateway.config import ConfigError, StoreConfig, load_config, with_overrides
 from gateway.emulator import APP_CONSUMER_KEY, APP_CONSUMER_SECRET
 from gateway.store.base import open_store
 from gateway.store.sqlite import _MIGRATIONS
@@ -517,3 +517,20 @@ def test_cli_registers_a_legacy_consumer_and_maps_tokens(tmp_path) -> None:
     assert "gw-1" in listing and "x-1" not in listing  # keys only; the X token is not shown
     assert one_line(run(*flag, "remove", "token", "gw-1").stdout) == "removed token gw-1"
     assert read_back(tmp_path / "creds.sqlite3", token="gw-1") is None
+
+
+# --- configuration --------------------------------------------------------------------------------------
+
+
+def test_the_upstream_app_is_configured_whole() -> None:
+    config = load_config(env={"DMGW_UPSTREAM_OAUTH1_CONSUMER_SECRET": "from-env"}, overrides={"upstream": {"oauth1_consumer_key": "app"}})
+    assert (config.upstream.oauth1_consumer_key, config.upstream.oauth1_consumer_secret) == ("app", "from-env")
+    assert "from-env" not in repr(config)
+    for upstream, message in [
+        ({"oauth1_consumer_key": "app"}, "upstream.oauth1_consumer_key and upstream.oauth1_consumer_secret (or "
+         "DMGW_UPSTREAM_OAUTH1_CONSUMER_SECRET) go together: set both or neither"),
+        ({"oauth1_consumer_secret": "s"}, "go together"),
+        ({"oauth1_consumer_key": " ", "oauth1_consumer_secret": "s"}, "upstream.oauth1_consumer_key must not be blank"),
+    ]:  # fmt: skip
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config(env={}, overrides={"upstream": upstream})
