@@ -14,6 +14,7 @@ import time
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import orjson
 import pytest
 from authlib.oauth1 import ClientAuth
 from cryptography.fernet import Fernet
@@ -27,6 +28,7 @@ from gateway.store.sqlite import _MIGRATIONS
 from tests.conftest import PLAIN_IDS, SEAN_TOKEN, gateway_config, opened_store
 from tests.test_credentials_cli import MARK, one_line, read_back, run
 from tests.test_auth import rfc5849_header
+from tests.test_hostile_auth import raw_request
 
 FORM = "application/x-www-form-urlencoded"
 LIVE = Consumer(APP_CONSUMER_KEY, APP_CONSUMER_SECRET)
@@ -534,3 +536,57 @@ def test_the_upstream_app_is_configured_whole() -> None:
     ]:  # fmt: skip
         with pytest.raises(ConfigError, match=re.escape(message)):
             load_config(env={}, overrides={"upstream": upstream})
+
+
+# --- hostile input on the login endpoints ---------------------------------------------------------------
+
+
+async def test_a_header_that_is_not_ascii_is_bad_auth_data(gateway, emulator) -> None:
+    header = 'OAuth oauth_consumer_key="legacy-client-key-1997", oauth_callback="h\xe9"'.encode("latin-1")
+    reply = await raw_request(gateway, "POST", "/oauth/request_token", [("Authorization", header)])
+    assert reply.status == 400
+    assert orjson.loads(reply.body) == {"errors": [{"code": 215, "message": "Bad Authentication data."}]}
+    reply = await raw_request(gateway, "POST", "/api/oauth/access_token", [("Authorization", b"Basic c2Vhbjpw")])
+    assert reply.status == 401 and orjson.loads(reply.body)["error"] == "Could not authenticate you."
+    assert emulator.state.requests == []
+
+
+async def test_oauth_parameters_twice_or_split_are_bad_auth_data(gateway, emulator) -> None:
+    # oauth_callback in the query as well as the header: only oauth_verifier may stand apart.
+    oauth = {
+        "oauth_consumer_key": LEGACY.key,
+        "oauth_signature_method": "HMAC-SHA1",
+        "oauth_timestamp": str(int(time.time())),
+        "oauth_nonce": "split",
+        "oauth_callback": "oob",
+    }
+    url = str(gateway.make_url("/oauth/request_token"))
+    query = [("oauth_callback", "oob")]
+    header = rfc5849_header("POST", url, query, oauth, (LEGACY.secret, ""))
+    response = await gateway.post("/oauth/request_token", params=query, headers={"Authorization": header})
+    assert response.status == 400 and (await response.json())["errors"][0]["code"] == 215
+    assert emulator.state.requests == []
+
+
+async def test_oversized_xauth_fields_are_refused_before_any_password_check(gateway, emulator, store) -> None:
+    form = {"x_auth_mode": "client_auth", "x_auth_username": "sean", "x_auth_password": "p" * 5000}
+    response = await call(gateway, "POST", "/oauth/access_token", LEGACY, form=form)
+    assert response.status == 400 and (await response.json())["errors"][0]["code"] == 214
+    form = {"x_auth_mode": "client_auth", "x_auth_username": "sean"}
+    response = await call(gateway, "POST", "/oauth/access_token", LEGACY, form=form)
+    assert response.status == 400 and (await response.json())["errors"][0]["code"] == 215
+    assert emulator.state.requests == []
+
+
+async def test_a_user_who_says_no_at_x_is_sent_back_denied(gateway, emulator, store) -> None:
+    response = await call(gateway, "POST", "/oauth/request_token", LEGACY, redirect_uri=CALLBACK)
+    request = answer_of(await response.text())
+    response = await gateway.get("/oauth/authorize", params={"oauth_token": request["oauth_token"]}, allow_redirects=False)
+    location = urlsplit(response.headers["Location"])
+    x_token = dict(parse_qsl(location.query))["oauth_token"]
+    approve = location._replace(query="").geturl()
+    x_answer = await gateway.session.post(approve, data={"oauth_token": x_token, "cancel": "Cancel"}, allow_redirects=False)
+    response = await gateway.session.get(x_answer.headers["Location"], allow_redirects=False)
+    assert response.status == 302
+    assert response.headers["Location"] == f"{CALLBACK}&denied={request['oauth_token']}"
+    assert await store.get_request_token(request["oauth_token"]) is None
