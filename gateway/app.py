@@ -184,12 +184,17 @@ def _legacy_handler(dialect: Dialect, spec: RouteSpec) -> Handler:
             form = _EMPTY_FORM
         request[FORM] = form
         app = request.app
-        principal = await app[AUTH_KEY].authenticate(request, form)
-        legacy = LegacyRequest(request.method, request.path, request.match_info, request.query, form, document)
+        principal = None if spec.public else await app[AUTH_KEY].authenticate(request, form)
+        legacy = LegacyRequest(
+            request.method, request.path, request.match_info, request.query, form, document, host=request.host
+        )
         op = dialect.parse(spec.operation, legacy)
-        # Every v2 call this legacy call makes shares one retry budget.
-        with retry_budget(app[CONFIG_KEY].upstream.retry_budget):
-            outcome = await app[SERVICE_KEY].run(op, principal, request[REQUEST_ID])
+        if principal is None:
+            outcome = await app[SERVICE_KEY].info()
+        else:
+            # Every v2 call this legacy call makes shares one retry budget.
+            with retry_budget(app[CONFIG_KEY].upstream.retry_budget):
+                outcome = await app[SERVICE_KEY].run(op, principal, request[REQUEST_ID])
         return to_web(dialect.render(op, outcome, fmt))
 
     return handle

@@ -79,6 +79,18 @@ class RecipientNotFound(GatewayError):
     kind = "recipient_not_found"
 
 
+class UserNotFound(GatewayError):
+    """No user with the id or screen name a user lookup named."""
+
+    kind = "user_not_found"
+
+
+class NoUserMatches(GatewayError):
+    """None of the users a lookup of several named exists (or it named none)."""
+
+    kind = "no_user_matches"
+
+
 class MessageToSelf(GatewayError):
     kind = "message_to_self"
 

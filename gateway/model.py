@@ -174,15 +174,75 @@ class SendDM:
     include_entities: bool = True
 
 
-Operation = DestroyDM | ShowDM | ListDMs | ListEvents | SendDM
+@dataclass(frozen=True, slots=True)
+class VerifyCredentials:
+    """The user the caller's credential acts for, as v2 describes them now."""
+
+
+@dataclass(frozen=True, slots=True)
+class ShowUser:
+    """One user, by id or by screen name (exactly one of them)."""
+
+    user_id: str | None = None
+    screen_name: str | None = None
+
+
+#: How many users one lookup may name, ids and screen names together.
+MAX_LOOKUP = 100
+
+
+@dataclass(frozen=True, slots=True)
+class LookupUsers:
+    """Users by ids and screen names (at most ``MAX_LOOKUP`` in all), each named once."""
+
+    user_ids: tuple[str, ...] = ()
+    screen_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitStatus:
+    """The caller's quota on each of ``endpoints`` (v2 endpoint templates, ``GET /2/dm_events``), as v2
+    last reported it."""
+
+    endpoints: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceInfo:
+    """What a client asks of the service itself and is answered without upstream: ``topic`` is ``test``,
+    ``configuration``, ``config`` or ``version``. ``server`` and ``path`` say where the client reached the
+    API (the host it named, the API's path below it), for answers that tell it."""
+
+    topic: str
+    server: str = ""
+    path: str = ""
+
+
+Operation = (
+    DestroyDM
+    | ShowDM
+    | ListDMs
+    | ListEvents
+    | SendDM
+    | VerifyCredentials
+    | ShowUser
+    | LookupUsers
+    | RateLimitStatus
+    | ServiceInfo
+)
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What the service hands back to a dialect: the message (if one is to be shown), or the messages of a
-    list with the cursor of the next page, and the rate-limit state."""
+    list with the cursor of the next page, and the rate-limit state. A user call answers ``users``; a quota
+    call answers ``quotas``, each v2 endpoint with the caller's quota there, and ``caller``, a name for the
+    caller that is never a secret."""
 
     view: MessageView | None = None
     rate_limit: RateLimit | None = None
     views: tuple[MessageView, ...] = ()
     next_cursor: str | None = None
+    users: tuple[User, ...] = ()
+    quotas: tuple[tuple[str, RateLimit], ...] = ()
+    caller: str | None = None

@@ -2,8 +2,9 @@
 
 Integrators moving from legacy calls to v2 bit by bit keep one endpoint for both. The gateway acts as a
 plain HTTP proxy here: method, raw path and query, end-to-end headers and the body go upstream (the body
-streamed, never buffered); status, end-to-end headers and the body come back, streamed in chunks and still
-in the content coding upstream chose. The client's Authorization is v2's to judge.
+streamed, never buffered; one aiohttp's server has decompressed goes decoded, without its
+``Content-Encoding`` and ``Content-Length``); status, end-to-end headers and the body come back, streamed in
+chunks and still in the content coding upstream chose. The client's Authorization is v2's to judge.
 
 Upstream is always ``upstream.base_url``'s host: the URL is that scheme and authority with the request's
 path and query, never a string the client wrote. An absolute-form target (``GET http://elsewhere/2/...``)
@@ -20,8 +21,9 @@ The pass-through shares the upstream host's circuit breaker with the legacy call
 connection errors count, under the caller's name (``caller``), against the breaker's per-caller limit; while
 the breaker is open it answers 503 with ``Retry-After`` without sending anything. A failure while the gateway
 was still waiting for the client's own body (a body that trickles, stops or is cut off) is the client's
-doing: it answers 408 and closes the connection, and the breaker does not hear of it. It never retries: a
-proxied request may be a send.
+doing: it answers 408 (400 for a body that cannot be read: a bad chunk, a coding that does not decode) and
+closes the connection, and the breaker does not hear of it. It never retries: a proxied request may be a
+send.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from gateway import app as gateway_app
+from gateway.edge import BodyUnreadable
 from gateway.learn import BoundedDecoder, learn_from_v2, learnable
 from gateway.slow_clients import ClientTooSlow
 from gateway.upstream.client import DM_EVENT_LOOKUP
@@ -76,6 +79,8 @@ HOP_BY_HOP = frozenset(
 _NOT_FORWARDED = HOP_BY_HOP | {"host"}
 # aiohttp's client would otherwise add these when the caller did not send them.
 _NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+# The request content codings aiohttp's HTTP parser decodes (with the web server's default auto_decompress).
+_DECODED_BY_SERVER = frozenset({"gzip", "deflate", "br", "zstd"})
 # The parameters of an OAuth 1.0a Authorization header that name its signer.
 _OAUTH_SIGNER = re.compile(r'\b(oauth_consumer_key|oauth_token)\s*=\s*"([^"]*)"')
 
@@ -125,6 +130,11 @@ def _outgoing_headers(request: web.Request) -> CIMultiDict[str]:
     headers = CIMultiDict((k, v) for k, v in end_to_end(request.headers).items() if k.lower() not in _NOT_FORWARDED)
     if not request.body_exists:
         headers.popall(hdrs.CONTENT_LENGTH, None)
+    elif decoded_by_server(headers.get(hdrs.CONTENT_ENCODING, "")):
+        # The body goes upstream as the handler reads it: decoded, so longer than the client's
+        # Content-Length said, and streamed in chunks.
+        headers.popall(hdrs.CONTENT_ENCODING)
+        headers.popall(hdrs.CONTENT_LENGTH, None)
     forwarded_for = headers.popall("X-Forwarded-For", [])
     if request.remote:
         forwarded_for.append(request.remote)
@@ -133,6 +143,12 @@ def _outgoing_headers(request: web.Request) -> CIMultiDict[str]:
     headers["X-Forwarded-Proto"] = request.scheme
     headers["X-Request-Id"] = request[gateway_app.REQUEST_ID]
     return headers
+
+
+def decoded_by_server(content_encoding: str) -> bool:
+    """Whether aiohttp's server takes this content coding off a request body before the handler reads it:
+    one of the codings its parser knows, named alone (a list of codings is left as it came)."""
+    return content_encoding.isascii() and content_encoding.lower() in _DECODED_BY_SERVER
 
 
 def problem(status: int, title: str, detail: str, request_id: str | None) -> web.Response:
@@ -237,19 +253,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         raise
     except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
         if body is not None and body.waiting:
-            # Upstream was still being sent the client's body, which stalled or broke off: the client's
-            # doing, not upstream's. The rest of the body is not waited for (as in gateway.slow_clients):
-            # the connection closes once the answer is sent.
-            log.info(
-                "pass-through %s %s: the client's body did not arrive (request %s)",
-                request.method,
-                request.path,
-                request_id,
-            )
-            request.content.set_exception(ClientTooSlow("request body not received before upstream gave up"))
-            response = problem(408, "Request Timeout", "The request body was not received in time.", request_id)
-            response.force_close()
-            return response
+            return _body_failed(request, request_id)
         answered = False
         if isinstance(exc, asyncio.TimeoutError):
             log.warning("pass-through %s %s: upstream timed out (request %s)", request.method, request.path, request_id)
@@ -260,6 +264,36 @@ async def handle(request: web.Request) -> web.StreamResponse:
         breaker.record(answered, probe, caller(request) if answered is False else None)
     async with upstream:
         return await _relay(request, upstream, request_id, url.raw_path_qs)
+
+
+def _body_failed(request: web.Request, request_id: str) -> web.Response:
+    """The answer when upstream was still being sent the client's body and the body failed: it stalled,
+    broke off, or did not read (a bad chunk, a content coding that does not decode). The client's doing,
+    not upstream's. The rest of the body is not waited for (as in ``gateway.slow_clients``): the connection
+    closes once the answer is sent, if the client is still there to get it."""
+    broken = request.content.exception()
+    if isinstance(broken, BodyUnreadable | web.RequestPayloadError):
+        what = type(broken.__cause__ or broken).__name__
+        log.info(
+            "pass-through %s %s: the client's body is unreadable: %s (request %s)",
+            request.method,
+            request.path,
+            what,
+            request_id,
+        )
+        response = problem(400, "Bad Request", "The request body could not be read.", request_id)
+    else:
+        log.info(
+            "pass-through %s %s: the client's body did not arrive (request %s)",
+            request.method,
+            request.path,
+            request_id,
+        )
+        if broken is None:
+            request.content.set_exception(ClientTooSlow("request body not received before upstream gave up"))
+        response = problem(408, "Request Timeout", "The request body was not received in time.", request_id)
+    response.force_close()
+    return response
 
 
 async def _relay(

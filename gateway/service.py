@@ -27,11 +27,13 @@ from gateway.errors import (
     InvalidParameter,
     MessageNotFound,
     MessageToSelf,
+    NoUserMatches,
     RecipientNotFound,
     RecipientRefuses,
     TextTooLong,
     UpstreamBadRequest,
     UpstreamFailure,
+    UserNotFound,
 )
 from gateway.ids import is_id
 from gateway.model import (
@@ -40,18 +42,29 @@ from gateway.model import (
     DirectMessage,
     ListDMs,
     ListEvents,
+    LookupUsers,
     MessageView,
     Operation,
     Outcome,
     Principal,
     RateLimit,
+    RateLimitStatus,
     SendDM,
+    ServiceInfo,
     ShowDM,
+    ShowUser,
     User,
+    VerifyCredentials,
 )
 from gateway.store.base import MessageStore, StoreError
 from gateway.upstream.client import NotFoundAfterLostAttempt, UpstreamClient, V2Response
-from gateway.upstream.convert import message_from_v2, user_from_v2, users_from_includes
+from gateway.upstream.convert import (
+    message_from_v2,
+    user_from_answer,
+    user_from_v2,
+    users_from_answer,
+    users_from_includes,
+)
 
 log = logging.getLogger("gateway.service")
 T = TypeVar("T")
@@ -107,6 +120,16 @@ class DMService:
                 return self.list_events(op, principal, request_id)
             case SendDM():
                 return self.send(op, principal, request_id)
+            case VerifyCredentials():
+                return self.verify_credentials(principal, request_id)
+            case ShowUser():
+                return self.show_user(op, principal, request_id)
+            case LookupUsers():
+                return self.lookup_users(op, principal, request_id)
+            case RateLimitStatus():
+                return self.rate_limit_status(op, principal)
+            case ServiceInfo():
+                return self.info()
         raise TypeError(f"not an operation: {op!r}")
 
     # Destroy -------------------------------------------------------------------------------------------
@@ -355,6 +378,11 @@ class DMService:
         if known is not None and known[0] == grant:
             self._callers.move_to_end(principal.identity)
             return known[1]
+        me, _ = await self._ask_me(principal, grant, request_id)
+        return me.id
+
+    async def _ask_me(self, principal: Principal, grant: str | None, request_id: str | None) -> tuple[User, V2Response]:
+        """The user the principal acts for, asked of v2, learned and remembered as the caller's id."""
         response = await self.upstream.get_me(principal, request_id)
         data = response.body.get("data")
         if not isinstance(data, dict) or not isinstance(data.get("id"), str):
@@ -365,7 +393,57 @@ class DMService:
         self._callers.move_to_end(principal.identity)
         if len(self._callers) > CALLER_CACHE_SIZE:
             self._callers.popitem(last=False)
-        return me.id
+        return me, response
+
+    # Users and the service itself ------------------------------------------------------------------------
+
+    async def verify_credentials(self, principal: Principal, request_id: str | None = None) -> Outcome:
+        """The user the caller's credential acts for, always as v2 describes them now (and learned)."""
+        me, response = await self._ask_me(principal, await _grant_digest(principal), request_id)
+        return Outcome(users=(me,), rate_limit=response.rate_limit)
+
+    async def show_user(self, op: ShowUser, principal: Principal, request_id: str | None = None) -> Outcome:
+        response = await self.upstream.get_user(
+            principal, user_id=op.user_id, username=op.screen_name, request_id=request_id
+        )
+        user = user_from_answer(response.body)
+        if user is None:
+            raise UserNotFound("v2 knows no such user", rate_limit=response.rate_limit)
+        await self._learn([], [user])
+        return Outcome(users=(user,), rate_limit=response.rate_limit)
+
+    async def lookup_users(self, op: LookupUsers, principal: Principal, request_id: str | None = None) -> Outcome:
+        """The users named by id (one ``GET /2/users``) and by screen name (one ``GET /2/users/by``), those
+        by id first, each once; v2 leaves out the ones it does not know. None at all is a not-found."""
+        users: list[User] = []
+        rate_limit: RateLimit | None = None
+        if op.user_ids:
+            response = await self.upstream.get_users(op.user_ids, principal, request_id)
+            users += users_from_answer(response.body)
+            rate_limit = response.rate_limit
+        if op.screen_names:
+            response = await self.upstream.get_users_by_usernames(op.screen_names, principal, request_id)
+            users += users_from_answer(response.body)
+            rate_limit = response.rate_limit or rate_limit
+        seen: dict[str, User] = {}
+        for user in users:  # one id named both ways is one user
+            seen.setdefault(user.id, user)
+        unique = list(seen.values())
+        if not unique:
+            raise NoUserMatches("v2 knows none of the users named", rate_limit=rate_limit)
+        await self._learn([], unique)
+        return Outcome(users=tuple(unique), rate_limit=rate_limit)
+
+    async def rate_limit_status(self, op: RateLimitStatus, principal: Principal) -> Outcome:
+        """The caller's quota on each endpoint, from what v2 last reported to them: no v2 call."""
+        now = self._clock()
+        current = self.upstream.quotas.current
+        quotas = tuple((endpoint, current(principal.identity, endpoint, now)) for endpoint in op.endpoints)
+        return Outcome(quotas=quotas, caller=principal.identity)
+
+    async def info(self) -> Outcome:
+        """Answers about the service itself are the dialect's own: nothing to ask anyone."""
+        return Outcome()
 
     # Shared --------------------------------------------------------------------------------------------
 
@@ -433,12 +511,7 @@ class DMService:
         self, user_ids: Iterable[str], principal: Principal, request_id: str | None
     ) -> dict[str, User]:
         response = await self.upstream.get_users(user_ids, principal, request_id)
-        data = response.body.get("data")
-        if data is None:  # v2 leaves data out when it knows none of them
-            data = []
-        if not isinstance(data, list):
-            raise UpstreamFailure("v2 listed users as something other than an array")
-        users = [user_from_v2(u) for u in data if isinstance(u, dict) and "id" in u]
+        users = users_from_answer(response.body)
         await self._learn([], users)
         return {u.id: u for u in users}
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import warnings
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import aiohttp
 import oauthlib.oauth1
 import pytest
-import tweepy
 from authlib.oauth1 import ClientAuth
 from authlib.oauth1.rfc5849 import client_auth
 
@@ -235,6 +235,9 @@ async def test_old_clients_may_ask_with_get(client: Any) -> None:
 
 async def test_tweepy_3_logs_in_with_a_pin() -> None:
     """tweepy 3.x's ``OAuthHandler`` (requests-oauthlib underneath), pointed at the emulator."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # tweepy 3 imports imghdr, deprecated in 3.11
+        import tweepy
     async with EmulatorServer() as server:
 
         class Handler(tweepy.OAuthHandler):

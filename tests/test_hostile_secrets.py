@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from gateway.app import create_app
-from gateway.auth.credentials import BasicUser, Consumer, OAuth2Grant, Token, hash_password
+from gateway.auth.credentials import BasicUser, OAuth2Grant, hash_password
 from gateway.store.redis import RedisStore
 from gateway.store.sqlite import SQLiteStore
 from tests.conftest import PLAIN_IDS, REDIS_URL, SEED_002_ID, SEED_003_XML_ID, redis_namespace

@@ -3,6 +3,7 @@ gateway's own errors: never another exception (a 500), and never a value v2 coul
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from hypothesis import given, settings
@@ -14,10 +15,14 @@ from gateway.config import load_config
 from gateway.dialects.base import LegacyRequest
 from gateway.errors import GatewayError
 from gateway.ids import is_id
-from gateway.model import MAX_TEXT, ListDMs, ListEvents, SendDM, ShowDM
+from gateway.model import MAX_LOOKUP, MAX_TEXT, ListDMs, ListEvents, LookupUsers, SendDM, ShowDM, ShowUser
 
 MOUNTS = [(prefix, dialect, spec) for prefix, dialect, spec in DialectRouter(load_config(env={})).mounts]
-NAMES = ("id", "count", "page", "since_id", "max_id", "text", "user_id", "screen_name", "user", "cursor", "include_entities")
+NAMES = (
+    "id", "count", "page", "since_id", "max_id", "text", "user_id", "screen_name", "user", "cursor", "include_entities",
+    "resources",
+)  # fmt: skip
+SCREEN_NAME = re.compile(r"[A-Za-z0-9_]{1,15}", re.ASCII)
 
 hostile_text = st.one_of(
     st.text(max_size=40),
@@ -46,6 +51,13 @@ def _check(op: Any) -> None:
             assert op.screen_name.replace("_", "").isalnum()
     elif isinstance(op, ShowDM):
         assert is_id(op.id)
+    elif isinstance(op, ShowUser):
+        assert (op.user_id is None) != (op.screen_name is None)
+        assert is_id(op.user_id) if op.user_id is not None else SCREEN_NAME.fullmatch(op.screen_name or "")
+    elif isinstance(op, LookupUsers):
+        assert 1 <= len(op.user_ids) + len(op.screen_names) <= MAX_LOOKUP
+        assert all(is_id(user_id) for user_id in op.user_ids)
+        assert all(SCREEN_NAME.fullmatch(name) for name in op.screen_names)
 
 
 @settings(max_examples=200, deadline=None)

@@ -14,11 +14,25 @@ from gateway.errors import (
     GatewayError,
     InvalidParameter,
     MissingParameter,
+    NoUserMatches,
     RecipientNotFound,
     TextTooLong,
+    UserNotFound,
 )
 from gateway.ids import is_id, parse_id
-from gateway.model import MAX_TEXT, ListDMs, MessageView, Operation, Outcome, RateLimit, SendDM
+from gateway.model import (
+    MAX_LOOKUP,
+    MAX_TEXT,
+    ListDMs,
+    LookupUsers,
+    MessageView,
+    Operation,
+    Outcome,
+    RateLimit,
+    SendDM,
+    ShowUser,
+    User,
+)
 from gateway.render.mapping import DialectMapping, load_mapping
 from gateway.render.serialize import to_json, to_xml
 
@@ -32,6 +46,8 @@ FALSE_VALUES = frozenset({"false", "f", "0"})
 
 #: Screen names as X allows them; anything else names nobody and never reaches v2.
 _SCREEN_NAME = re.compile(r"@?([A-Za-z0-9_]{1,15})", re.ASCII)
+#: A Host header as the site's server may be told it: a name or address, perhaps with a port.
+_HOST = re.compile(r"(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?", re.ASCII)
 #: Methods in the order a "requires a POST or DELETE" message names them.
 _METHOD_ORDER = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
@@ -53,6 +69,8 @@ class LegacyRequest:
     json: Any = None
     #: The names of the parameters the dialect asked for: what a call reads, for its documentation's test.
     asked: set[str] = field(default_factory=set)
+    #: The host the client named (its ``Host``), for answers that tell a client where it reached the API.
+    host: str = ""
 
     def all_values(self, name: str) -> list[str]:
         """A parameter from the path, the query string and the form body together."""
@@ -113,6 +131,9 @@ class RouteSpec:
     operation: str
     fmt: str | None = None  # fixed format, or None to take the route's {fmt}
     body: str = "form"  # what the request body carries: "form" parameters or one "json" document
+    # Answered to anyone, as the historic API did: an answer about the service itself, the same for every
+    # caller, that reads no credentials and asks v2 nothing.
+    public: bool = False
 
 
 class Dialect:
@@ -197,7 +218,94 @@ class Dialect:
             return SendDM(text=text, screen_name=match[1], include_entities=include_entities)
         raise missing_recipient or MissingParameter("user_id")
 
+    @staticmethod
+    def server(request: LegacyRequest) -> str:
+        """The host the client reached the API at, when it is one a client could name; else empty."""
+        return request.host if _HOST.fullmatch(request.host) else ""
+
+    @staticmethod
+    def show_user_op(request: LegacyRequest, *, statusnet_id: bool = False) -> ShowUser:
+        """One user: StatusNet's ``id`` (when ``statusnet_id``; in the path or the query: an id when all
+        digits, else a screen name), else ``user_id``, else ``screen_name``. A malformed ``user_id`` is
+        refused; a screen name X would not allow, or no user named at all, is a user not found, all before
+        v2 is asked."""
+        by_id = request.first("id") if statusnet_id else None
+        user_id, screen_name = request.first("user_id"), request.first("screen_name")
+        unknown = UserNotFound("not a user X could have")
+        if by_id:
+            if by_id.isascii() and by_id.isdigit():
+                if not is_id(by_id):
+                    raise unknown
+                return ShowUser(user_id=by_id)
+            return ShowUser(screen_name=_screen_name(by_id, unknown))
+        if user_id:
+            if not is_id(user_id):
+                raise InvalidParameter("user_id")
+            return ShowUser(user_id=user_id)
+        if screen_name:
+            return ShowUser(screen_name=_screen_name(screen_name, unknown))
+        raise UserNotFound("no user named")
+
+    @staticmethod
+    def lookup_op(request: LegacyRequest) -> LookupUsers:
+        """Users by ``user_id`` and ``screen_name``, each a comma-separated list (and either given more than
+        once), ``MAX_LOOKUP`` in all. A malformed id is refused; a screen name X would not allow names
+        nobody and is left out; nobody named at all is no match, before v2 is asked."""
+        ids: dict[str, None] = {}
+        for value in request.all_values("user_id"):
+            for item in value.split(","):
+                item = item.strip()
+                if not item:
+                    continue
+                if not is_id(item):
+                    raise InvalidParameter("user_id")
+                ids[item] = None
+                if len(ids) > MAX_LOOKUP:
+                    raise InvalidParameter("user_id", f"more than {MAX_LOOKUP} users")
+        names: dict[str, str] = {}
+        for value in request.all_values("screen_name"):
+            for item in value.split(","):
+                match = _SCREEN_NAME.fullmatch(item.strip())
+                if match is not None:
+                    names.setdefault(match[1].lower(), match[1])
+                    if len(ids) + len(names) > MAX_LOOKUP:
+                        raise InvalidParameter("screen_name", f"more than {MAX_LOOKUP} users")
+        if not ids and not names:
+            raise NoUserMatches("no user named")
+        return LookupUsers(user_ids=tuple(ids), screen_names=tuple(names.values()))
+
     # Rendering -----------------------------------------------------------------------------------------
+
+    def render_user(self, user: User, fmt: str, rate_limit: RateLimit | None) -> LegacyResponse:
+        """One user, in the shape this dialect gives a message's sender: ``<user>`` in XML."""
+        if fmt == "xml" and self.mapping.xml is not None:
+            tree = self.mapping.xml.render("user", {"user": user})
+            body, content_type = to_xml("user", tree, indent=self.mapping.xml_indent), XML_TYPE
+        else:
+            tree = self.mapping.json.render("user", {"user": user})
+            body, content_type = to_json(tree, escape_slashes=self.mapping.json_escape_slashes), JSON_TYPE
+        return LegacyResponse(200, body, content_type, self.rate_limit_headers(rate_limit))
+
+    def render_users(self, users: tuple[User, ...], rate_limit: RateLimit | None) -> LegacyResponse:
+        """Users as a JSON array."""
+        trees = [self.mapping.json.render("user", {"user": user}) for user in users]
+        body = to_json(trees, escape_slashes=self.mapping.json_escape_slashes)
+        return LegacyResponse(200, body, JSON_TYPE, self.rate_limit_headers(rate_limit))
+
+    def render_document(self, template: str, root: str, context: dict[str, Any], fmt: str) -> LegacyResponse:
+        """A template of this dialect's mapping on its own: ``<root>`` in XML."""
+        if fmt == "xml" and self.mapping.xml is not None:
+            tree = self.mapping.xml.render(template, context)
+            return LegacyResponse(200, to_xml(root, tree, indent=self.mapping.xml_indent), XML_TYPE)
+        tree = self.mapping.json.render(template, context)
+        return LegacyResponse(200, to_json(tree, escape_slashes=self.mapping.json_escape_slashes), JSON_TYPE)
+
+    def render_scalar(self, root: str, value: str, fmt: str) -> LegacyResponse:
+        """One value: a JSON string, or ``<root>value</root>``."""
+        if fmt == "xml" and self.mapping.xml is not None:
+            return LegacyResponse(200, to_xml(root, {"#text": value}, indent=self.mapping.xml_indent), XML_TYPE)
+        return LegacyResponse(200, to_json(value), JSON_TYPE)
+
 
     def render(self, op: Operation, outcome: Outcome, fmt: str) -> LegacyResponse:
         raise NotImplementedError
@@ -272,6 +380,14 @@ class Dialect:
     def error_format(self, path: str) -> str:
         """The format an error is rendered in when no route matched: the path's extension decides."""
         return "xml" if path.endswith(".xml") and self.mapping.xml is not None else "json"
+
+
+def _screen_name(value: str, unknown: GatewayError) -> str:
+    """A screen name as X allows them (an ``@`` before it is dropped), or ``unknown`` raised."""
+    match = _SCREEN_NAME.fullmatch(value.strip())
+    if match is None:
+        raise unknown
+    return match[1]
 
 
 def _context(view: MessageView) -> dict[str, Any]:

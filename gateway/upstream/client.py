@@ -37,6 +37,7 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.model import Principal, RateLimit
+from gateway.upstream.quotas import Quotas
 from gateway.upstream.resilience import (
     RATE_LIMITED,
     RETRY_STATUSES,
@@ -138,6 +139,8 @@ class UpstreamClient:
         self._retry = retry or RetryPolicy(retries=0)
         self._breaker = (breakers or Breakers(0, 1.0)).for_url(self._base)
         self._observer = observer or NullObserver()
+        #: The quota v2 last reported per caller and endpoint.
+        self.quotas = Quotas()
 
     async def delete_dm_event(self, event_id: str, principal: Principal, request_id: str | None = None) -> V2Response:
         response = await self._request(
@@ -190,15 +193,39 @@ class UpstreamClient:
     ) -> V2Response:
         """A would-be recipient by id or by username, with ``receives_your_dm`` (whether they accept the
         caller's messages). v2 answers an unknown user with a 200 that carries only ``errors``."""
+        return await self._user(principal, user_id, username, f"{USER_FIELDS},receives_your_dm", request_id)
+
+    async def get_user(
+        self,
+        principal: Principal,
+        *,
+        user_id: str | None = None,
+        username: str | None = None,
+        request_id: str | None = None,
+    ) -> V2Response:
+        """One user by id or by username; v2 answers an unknown user with a 200 that carries only ``errors``."""
+        return await self._user(principal, user_id, username, USER_FIELDS, request_id)
+
+    async def _user(
+        self, principal: Principal, user_id: str | None, username: str | None, fields: str, request_id: str | None
+    ) -> V2Response:
         if user_id is not None:
             path, endpoint = f"/2/users/{user_id}", "GET /2/users/:id"
         elif username is not None:
             path, endpoint = f"/2/users/by/username/{quote(username, safe='')}", "GET /2/users/by/username/:username"
         else:
-            raise ValueError("a recipient needs an id or a username")
-        params = {"user.fields": f"{USER_FIELDS},receives_your_dm"}
+            raise ValueError("a user needs an id or a username")
         return await self._request(
-            "GET", path, principal, params, request_id, not_found=UpstreamFailure, endpoint=endpoint
+            "GET", path, principal, {"user.fields": fields}, request_id, not_found=UpstreamFailure, endpoint=endpoint
+        )
+
+    async def get_users_by_usernames(
+        self, usernames: Iterable[str], principal: Principal, request_id: str | None = None
+    ) -> V2Response:
+        """Users by username (at most 100); v2 reports the unknown ones inside a 200."""
+        params = {"usernames": ",".join(usernames), "user.fields": USER_FIELDS}
+        return await self._request(
+            "GET", "/2/users/by", principal, params, request_id, not_found=UpstreamFailure, endpoint="GET /2/users/by"
         )
 
     async def send_dm(
@@ -239,6 +266,8 @@ class UpstreamClient:
             headers["X-Request-Id"] = request_id  # the same on every attempt
         answer, unsure = await self._with_retries(method, url, target, headers, body, principal, endpoint)
         status, raw, rate_limit = answer.status, answer.raw, answer.rate_limit
+        if rate_limit is not None:
+            self.quotas.record(principal.identity, endpoint, rate_limit)
         if status == 404 and method == "DELETE" and unsure:
             raise NotFoundAfterLostAttempt(
                 f"{method} {path}: v2 answered 404 after an attempt whose outcome is unknown", rate_limit=rate_limit

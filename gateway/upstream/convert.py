@@ -74,6 +74,28 @@ def user_from_v2(data: dict[str, Any]) -> User:
     )
 
 
+def user_from_answer(body: dict[str, Any]) -> User | None:
+    """The user of a v2 lookup of one (by id, by username, ``/2/users/me``), or None when v2 answered
+    ``errors`` alone: it knows no such user."""
+    data = body.get("data")
+    if data is None:
+        return None
+    if not isinstance(data, dict) or "id" not in data:
+        raise UpstreamFailure("v2 answered a user lookup with data that is no user")
+    return user_from_v2(data)
+
+
+def users_from_answer(body: dict[str, Any]) -> list[User]:
+    """The users of a v2 lookup of several (``/2/users``, ``/2/users/by``), in v2's order; v2 leaves
+    ``data`` out when it knows none of them."""
+    data = body.get("data")
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        raise UpstreamFailure("v2 listed users as something other than an array")
+    return [user_from_v2(u) for u in data if isinstance(u, dict) and "id" in u]
+
+
 def users_from_includes(body: dict[str, Any]) -> list[User]:
     users = _object(body.get("includes")).get("users")
     return [user_from_v2(u) for u in _array(users) if isinstance(u, dict) and "id" in u]
