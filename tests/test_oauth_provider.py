@@ -590,3 +590,49 @@ async def test_a_user_who_says_no_at_x_is_sent_back_denied(gateway, emulator, st
     assert response.status == 302
     assert response.headers["Location"] == f"{CALLBACK}&denied={request['oauth_token']}"
     assert await store.get_request_token(request["oauth_token"]) is None
+
+
+# --- tokens mapped by hand (the sidecar case) -----------------------------------------------------------
+
+
+async def test_tokens_mapped_by_hand_act_as_what_they_map_to(gateway, emulator, store) -> None:
+    x_token = "38895958-emulatortoken"  # seeded: theSeanCook's token for the emulator's app
+    by_x_token = Token("baked-in-1", LEGACY.key, "baked-secret-1", x_token, emulator.state.oauth1.tokens[x_token].secret)
+    by_user = Token("baked-in-2", LEGACY.key, "baked-secret-2", upstream_user="sean")
+    unmapped = Token("baked-in-3", LEGACY.key, "baked-secret-3")
+    for token in (by_x_token, by_user, unmapped):
+        await store.put_token(token)
+    for token, authorization in [(by_x_token, f'oauth_token="{x_token}"'), (by_user, f"Bearer {SEAN_TOKEN}")]:
+        emulator.state.requests.clear()
+        response = await call(gateway, "GET", "/1.1/account/verify_credentials.json", LEGACY, token=token.token, secret=token.secret)
+        assert response.status == 200, await response.text()
+        assert (await response.json())["screen_name"] == "theSeanCook"
+        [me] = emulator.state.requests
+        assert me.path == "/2/users/me" and authorization in me.headers["Authorization"]
+        assert not legacy_key_reached_x(emulator)
+    # A legacy consumer's token mapped to nothing cannot act: it is never re-signed with the legacy key.
+    emulator.state.requests.clear()
+    response = await destroy(gateway, LEGACY, unmapped.token, unmapped.secret, PLAIN_IDS[0])
+    assert response.status == 401 and await response.json() == INVALID_TOKEN
+    assert emulator.state.requests == []
+
+
+async def test_a_replayed_or_stale_request_token_call_is_refused_before_upstream(gateway, emulator) -> None:
+    auth = ClientAuth(LIVE.key, LIVE.secret, redirect_uri="oob")
+    url = str(gateway.make_url("/oauth/request_token"))
+    _, headers, _ = auth.sign("POST", url, {}, "")
+    assert (await gateway.post("/oauth/request_token", headers=headers)).status == 200
+    emulator.state.requests.clear()
+    response = await gateway.post("/oauth/request_token", headers=headers)  # the same nonce again
+    assert response.status == 401 and await response.json() == COULD_NOT_AUTHENTICATE
+    oauth = {
+        "oauth_consumer_key": LIVE.key,
+        "oauth_signature_method": "HMAC-SHA1",
+        "oauth_timestamp": str(int(time.time()) - 3600),
+        "oauth_nonce": "stale",
+        "oauth_callback": "oob",
+    }
+    header = rfc5849_header("POST", url, [], oauth, (LIVE.secret, ""))
+    response = await gateway.post("/oauth/request_token", headers={"Authorization": header})
+    assert response.status == 401 and (await response.json())["errors"][0]["code"] == 135
+    assert emulator.state.requests == []

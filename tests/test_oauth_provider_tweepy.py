@@ -1,5 +1,5 @@
 """An unmodified tweepy 3.10 ``OAuthHandler`` logs a user in through ``dm-gateway serve`` over HTTPS, then
-destroys a DM with the token it got: for a consumer that is a live X app, and for one X does not know that
+asks who it is (``verify_credentials``) and destroys a DM with the token it got: for a consumer that is a live X app, and for one X does not know that
 acts through the operator's app (whose secret comes from ``DMGW_UPSTREAM_OAUTH1_CONSUMER_SECRET``).
 
 tweepy builds its login URLs from ``OAuthHandler.OAUTH_HOST`` (``api.twitter.com`` unless told), the one
@@ -95,9 +95,11 @@ else:
 
 token, secret = auth.get_access_token(verifier)
 api = tweepy.API(auth, host=host, api_root="/1.1")
+me = api.verify_credentials()
 api.destroy_direct_message(message_id)
 print(json.dumps({
     "token": token, "secret_given": bool(secret), "status": api.last_response.status_code,
+    "me": [me.id_str, me.screen_name],
     "authorization_url": authorization_url, "hops": hops, "request_token": auth.request_token["oauth_token"],
 }))
 """
@@ -106,6 +108,7 @@ print(json.dumps({
 @pytest.mark.parametrize("consumer", [LIVE, LEGACY], ids=["live-app", "via-upstream-app"])
 async def test_tweepy_logs_in_by_pin_and_destroys_a_dm(served, emulator, consumer) -> None:
     result = await run_client(served, LOGIN_SCRIPT, consumer.key, consumer.secret, "oob", PLAIN_IDS[0])
+    assert result["me"] == [SEAN_ID, "theSeanCook"]  # who it is, asked as a client does right after
     assert result["status"] == 204
     assert result["authorization_url"].startswith(f"https://{served.host}/oauth/authorize?oauth_token=")
     assert emulator.state.is_deleted_for(PLAIN_IDS[0], SEAN_ID)
@@ -123,6 +126,7 @@ async def test_tweepy_callback_login_through_the_gateway_callback(served, emulat
     callback = "https://client.example/logged-in"
     result = await run_client(served, LOGIN_SCRIPT, LEGACY.key, LEGACY.secret, callback, PLAIN_IDS[1])
     assert result["hops"] == ["/oauth/callback"]  # X -> the gateway -> the client
+    assert result["me"] == [SEAN_ID, "theSeanCook"]
     assert result["status"] == 204
     assert emulator.state.is_deleted_for(PLAIN_IDS[1], SEAN_ID)
     assert not any(LEGACY.key in f"{r.path}{r.query}{r.headers}" for r in emulator.state.requests)
