@@ -138,16 +138,17 @@ async def request_token(request: web.Request, form: MultiMapping[str]) -> web.St
     if not consumer.via_upstream_app:
         signer = ClientAuth(consumer.key, consumer.secret, redirect_uri=client_callback)
         answer = await _ask_x(request, "/oauth/request_token", signer, refusal=NotAuthenticated)
-        token = RequestToken(answer["oauth_token"], consumer.key, answer["oauth_token_secret"], client_callback, expires_at)
+        token = RequestToken(
+            answer["oauth_token"], consumer.key, answer["oauth_token_secret"], client_callback, expires_at
+        )
         await store.put_request_token(token)
         return _form_answer(answer.items())
     app_key, app_secret = _upstream_app(request)
     own = secrets.token_urlsafe(24)
     # X sends the browser back to this gateway, which knows its request by this token of its own.
     x_callback = "oob" if client_callback == "oob" else _with_query(_own_url(request, "/oauth/callback"), request=own)
-    answer = await _ask_x(
-        request, "/oauth/request_token", ClientAuth(app_key, app_secret, redirect_uri=x_callback), refusal=UpstreamFailure
-    )
+    signer = ClientAuth(app_key, app_secret, redirect_uri=x_callback)
+    answer = await _ask_x(request, "/oauth/request_token", signer, refusal=UpstreamFailure)
     token = RequestToken(
         own,
         consumer.key,
@@ -249,7 +250,8 @@ async def _xauth(
     """xAuth: a username and password of the gateway's Basic users, for a consumer that acts through the
     operator's app. A login like any other: failed ones are counted by the same throttle."""
     auth = request.app[gateway_app.AUTH_KEY]
-    fields = {name: [v for k, v in params if k == name] for name in ("x_auth_mode", "x_auth_username", "x_auth_password")}
+    names = ("x_auth_mode", "x_auth_username", "x_auth_password")
+    fields = {name: [v for k, v in params if k == name] for name in names}
     if fields["x_auth_mode"] != ["client_auth"]:
         raise BadAuthData("an access-token call without a request token must be xAuth (x_auth_mode=client_auth)")
     auth.check_signature(request, params, oauth, consumer.secret, "")
@@ -320,7 +322,7 @@ async def _consumer(request: web.Request, key: str) -> Consumer:
 def _upstream_app(request: web.Request) -> tuple[str, str]:
     upstream = request.app[gateway_app.CONFIG_KEY].upstream
     if not upstream.oauth1_consumer_key or not upstream.oauth1_consumer_secret:
-        raise UpstreamUnavailable("a consumer acts through the upstream app, but [upstream] oauth1_consumer_key is unset")
+        raise UpstreamUnavailable("a consumer acts through the upstream app; [upstream] oauth1_consumer_key is unset")
     return upstream.oauth1_consumer_key, upstream.oauth1_consumer_secret
 
 

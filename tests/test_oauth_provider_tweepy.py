@@ -1,6 +1,7 @@
 """An unmodified tweepy 3.10 ``OAuthHandler`` logs a user in through ``dm-gateway serve`` over HTTPS, then
-asks who it is (``verify_credentials``) and destroys a DM with the token it got: for a consumer that is a live X app, and for one X does not know that
-acts through the operator's app (whose secret comes from ``DMGW_UPSTREAM_OAUTH1_CONSUMER_SECRET``).
+asks who it is (``verify_credentials``) and destroys a DM with the token it got: for a consumer that is a
+live X app, and for one X does not know that acts through the operator's app (whose secret comes from
+``DMGW_UPSTREAM_OAUTH1_CONSUMER_SECRET``).
 
 tweepy builds its login URLs from ``OAuthHandler.OAUTH_HOST`` (``api.twitter.com`` unless told), the one
 setting a client has for where it logs in. The browser's part (X's approval page) is played with requests,

@@ -242,10 +242,10 @@ def credential_entries(
     for _, consumer_key, _ in token_rows:
         issued[consumer_key] = issued.get(consumer_key, 0) + 1
     via = dict((c, False) if isinstance(c, str) else c for c in consumers)
-    entries = [
-        CredentialEntry("consumer", key, _count(issued.get(key, 0), "token") + (", via upstream app" if via[key] else ""))
-        for key in sorted(via)
-    ]
+    entries = []
+    for key in sorted(via):
+        detail = _count(issued.get(key, 0), "token") + (", via upstream app" if via[key] else "")
+        entries.append(CredentialEntry("consumer", key, detail))
     entries += [
         CredentialEntry("token", token, f"consumer {consumer_key}" + (f", {mapping}" if mapping else ""))
         for token, consumer_key, mapping in token_rows

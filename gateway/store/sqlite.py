@@ -677,7 +677,8 @@ class SQLiteStore:
             row = db.execute("SELECT key, secret, via_upstream_app FROM consumers WHERE key = ?", (key,)).fetchone()
             if row is None:
                 return None
-            return Consumer(key=row[0], secret=self._secret(row[1], f"consumer {key!r}"), via_upstream_app=bool(row[2]))
+            secret = self._secret(row[1], f"consumer {key!r}")
+            return Consumer(key=row[0], secret=secret, via_upstream_app=bool(row[2]))
 
         return await self._read(read)
 
@@ -785,7 +786,8 @@ class SQLiteStore:
             db = self._db
             db.execute("BEGIN")  # one snapshot for all three tables
             try:
-                consumers = [(row[0], bool(row[1])) for row in db.execute("SELECT key, via_upstream_app FROM consumers")]
+                rows = db.execute("SELECT key, via_upstream_app FROM consumers")
+                consumers = [(row[0], bool(row[1])) for row in rows]
                 rows = db.execute("SELECT token, consumer_key, upstream_token, upstream_user FROM tokens")
                 tokens = [(r[0], r[1], Token(r[0], r[1], "", r[2], None, r[3]).mapping) for r in rows]
                 rows = db.execute("SELECT username, grant_record FROM basic_users")
