@@ -8,6 +8,7 @@ reached X (and that a legacy consumer's key never did).
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sqlite3
 import time
@@ -446,6 +447,9 @@ async def test_every_store_keeps_mapped_tokens_and_request_tokens(backend, reque
         assert await store.take_request_token("rt") == pending
         assert await store.take_request_token("rt") is None  # single use
         assert await store.get_request_token("rt") is None
+        await store.put_request_token(pending)
+        taken = await asyncio.gather(*(store.take_request_token("rt") for _ in range(5)))
+        assert taken.count(pending) == 1 and taken.count(None) == 4  # concurrent takers: one gets it
         await store.put_request_token(pending)
         now[0] += 61
         assert await store.get_request_token("rt") is None  # expired

@@ -95,6 +95,14 @@ redis.call('SREM', ARGV[2] .. 'consumer_tokens:' .. consumer, ARGV[1])
 return 1
 """
 
+# KEYS: a pending request token. Read and deleted at once, so that of concurrent takers only one gets it (the
+# script rather than GETDEL, which older servers lack).
+_TAKE = """
+local value = redis.call('GET', KEYS[1])
+if value then redis.call('DEL', KEYS[1]) end
+return value
+"""
+
 # KEYS: basic user. ARGV: grant record.
 _PUT_GRANT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'grant', ARGV[1]) end
@@ -192,6 +200,7 @@ class RedisStore:
         self._put_token = self._client.register_script(_PUT_TOKEN)
         self._remove_consumer = self._client.register_script(_REMOVE_CONSUMER)
         self._remove_token = self._client.register_script(_REMOVE_TOKEN)
+        self._take = self._client.register_script(_TAKE)
         self._put_grant = self._client.register_script(_PUT_GRANT)
         self._mark_deleted = self._client.register_script(_MARK_DELETED)
         self._remember_nonce = self._client.register_script(_REMEMBER_NONCE)
@@ -382,7 +391,7 @@ class RedisStore:
 
     async def take_request_token(self, token: str) -> RequestToken | None:
         with self._guard():
-            stored = await self._client.getdel(self._key("request_token", token))  # one command: one taker
+            stored = await self._take(keys=[self._key("request_token", token)])
         return self._request_token(stored, token)
 
     def _request_token(self, stored: bytes | None, token: str) -> RequestToken | None:
