@@ -137,7 +137,8 @@ async def request_token(request: web.Request, form: MultiMapping[str]) -> web.St
     expires_at = time.time() + REQUEST_TOKEN_LIFETIME
     if not consumer.via_upstream_app:
         signer = ClientAuth(consumer.key, consumer.secret, redirect_uri=client_callback)
-        answer = await _ask_x(request, "/oauth/request_token", signer, refusal=NotAuthenticated)
+        path = _with_access_type(request, "/oauth/request_token")
+        answer = await _ask_x(request, path, signer, refusal=NotAuthenticated)
         token = RequestToken(
             answer["oauth_token"], consumer.key, answer["oauth_token_secret"], client_callback, expires_at
         )
@@ -148,7 +149,7 @@ async def request_token(request: web.Request, form: MultiMapping[str]) -> web.St
     # X sends the browser back to this gateway, which knows its request by this token of its own.
     x_callback = "oob" if client_callback == "oob" else _with_query(_own_url(request, "/oauth/callback"), request=own)
     signer = ClientAuth(app_key, app_secret, redirect_uri=x_callback)
-    answer = await _ask_x(request, "/oauth/request_token", signer, refusal=UpstreamFailure)
+    answer = await _ask_x(request, _with_access_type(request, "/oauth/request_token"), signer, refusal=UpstreamFailure)
     token = RequestToken(
         own,
         consumer.key,
@@ -352,6 +353,16 @@ def _with_query(url: str, **params: str) -> str:
     base, hash_mark, fragment = url.partition("#")
     joined = base + ("&" if "?" in base else "?") + urlencode(params)
     return joined + hash_mark + fragment
+
+
+def _with_access_type(request: web.Request, path: str) -> str:
+    """X's request-token path, with the ``x_auth_access_type`` (``read``, ``write``) the client asked for."""
+    access_type = request.query.get("x_auth_access_type")
+    if access_type is None:
+        return path
+    if access_type not in ("read", "write"):
+        raise BadRequest("x_auth_access_type must be read or write")
+    return f"{path}?x_auth_access_type={access_type}"
 
 
 def _own_url(request: web.Request, path: str) -> str:

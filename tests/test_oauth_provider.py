@@ -640,3 +640,25 @@ async def test_a_replayed_or_stale_request_token_call_is_refused_before_upstream
     response = await gateway.post("/oauth/request_token", headers={"Authorization": header})
     assert response.status == 401 and (await response.json())["errors"][0]["code"] == 135
     assert emulator.state.requests == []
+
+
+async def test_the_access_type_asked_for_goes_on_to_x(gateway, emulator) -> None:
+    for consumer in (LIVE, LEGACY):
+        response = await call(gateway, "POST", "/oauth/request_token", consumer, query={"x_auth_access_type": "read"})
+        assert response.status == 200, await response.text()
+    assert [r.query for r in emulator.state.requests] == [{"x_auth_access_type": "read"}] * 2
+    emulator.state.requests.clear()
+    response = await call(gateway, "POST", "/oauth/request_token", LIVE, query={"x_auth_access_type": "admin"})
+    assert response.status == 400 and emulator.state.requests == []
+
+
+async def test_x_refusing_a_pin_is_the_dialects_401_without_xs_words(gateway, emulator, store) -> None:
+    response = await call(gateway, "POST", "/oauth/request_token", LIVE, redirect_uri="oob")
+    request = answer_of(await response.text())
+    await approve_at_x(gateway.session, gateway, request["oauth_token"])
+    keys = {"token": request["oauth_token"], "secret": request["oauth_token_secret"]}
+    response = await call(gateway, "POST", "/oauth/access_token", LIVE, verifier="0000000", **keys)
+    # Only X can judge a live app's PIN: it is asked, and its refusal is answered as the gateway's own.
+    assert response.status == 401 and await response.json() == INVALID_TOKEN
+    assert [r.path for r in emulator.state.requests][-1] == "/oauth/access_token"
+    assert [e for e in await store.list_credentials() if e.kind == "token"] == []
