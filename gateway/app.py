@@ -7,12 +7,11 @@ import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from random import getrandbits
 from typing import Any
 
 import aiohttp
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Middleware
 from multidict import MultiDict, MultiDictProxy
@@ -23,7 +22,7 @@ from gateway.auth.upstream import GrantRefresher
 from gateway.config import DIALECT_FAMILIES, Config
 from gateway.dialects import FAMILIES, Dialect, LegacyRequest, LegacyResponse, RouteSpec
 from gateway.dialects.base import TRUE_VALUES
-from gateway.edge import ClientGone, client_gone
+from gateway.edge import ClientGone, client_gone, new_request_id
 from gateway.errors import (
     BadRequest,
     GatewayError,
@@ -110,11 +109,24 @@ def create_app(config: Config, *, store: Store | None = None) -> web.Application
         handler = _legacy_handler(dialect, spec)
         # A GET route answers HEAD too, as HTTP wants of every GET: the same call, its answer without a body.
         for method in (*spec.methods, "HEAD") if "GET" in spec.methods else spec.methods:
-            app.router.add_route(method, prefix + spec.path, handler)
+            app.router.add_route(method, prefix + spec.path, handler, expect_handler=expect_continue)
     app.cleanup_ctx.append(_resources(store))
     oauth_provider.setup(app)  # /oauth/... : the gateway as legacy clients' OAuth 1.0a provider
     passthrough.setup(app)  # /2/... goes upstream unchanged; after the legacy routes and their resources
     return app
+
+
+async def expect_continue(request: web.Request) -> None:
+    """The ``Expect`` header of a routed request: ``100-continue`` is answered with the interim 100 at once,
+    as aiohttp does; any other expectation is ignored (RFC 9110, section 10.1.1), so that the call gets its
+    own answer, in its dialect's shape and with its request id, rather than aiohttp's plain-text 417."""
+    expect = request.headers.get(hdrs.EXPECT, "")
+    if request.version >= aiohttp.HttpVersion11 and expect.strip().lower() == "100-continue":
+        try:
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        except ConnectionResetError:
+            return  # the client is gone already: the call finds that out as it reads the body
+        request.writer.output_size = 0  # the interim answer is not part of the response's size
 
 
 def _resources(
@@ -210,6 +222,8 @@ def _reading_body(what: str) -> Iterator[None]:
         raise PayloadTooLarge(f"{what} over the configured limit") from None
     except ClientTooSlow as exc:
         raise RequestTimeout(str(exc)) from None
+    except web.RequestPayloadError as exc:  # aiohttp decodes a gzip or deflate body as it arrives
+        raise BadRequest(f"{what} unreadable: {exc}") from None
 
 
 async def _read_form(request: web.Request) -> MultiDictProxy[str]:
@@ -287,17 +301,13 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
             timer.cancel()
     if timer is not None and timed_out(request):
         response.force_close()
+    elif request.content.exception() is not None:
+        # A body aiohttp can no longer read (it did not decode as its Content-Encoding said): the connection
+        # cannot carry another request, and the body is over for this one, or aiohttp would try to drain
+        # the rest of it after the answer, fail again, and log that with a traceback.
+        request.content.feed_eof()
+        response.force_close()
     return response
-
-
-def new_request_id() -> str:
-    """A fresh request id: 128 random bits as 32 lowercase hex digits (the form of a UUID's hex).
-
-    An id names a request in the logs, it guards nothing, so it comes from the process's pseudo-random
-    generator rather than from the operating system: no system call on every request. The generator is
-    seeded from the system at start and again in a forked child, so workers do not share ids.
-    """
-    return getrandbits(128).to_bytes(16, "big").hex()
 
 
 def _count(request: web.Request, response: web.StreamResponse) -> None:

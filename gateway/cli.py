@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web, web_response
+from aiohttp import web
 
 from gateway import __version__
 from gateway.accesslog import AccessLogger  # one JSON line per request
@@ -43,10 +43,6 @@ EXIT_RUNTIME = 1
 COLLECTOR_THRESHOLD = 10_000
 
 
-#: The Server header of every answer of the gateway's listeners, the errors aiohttp answers itself included:
-#: the product's name, never its version or the versions of Python and aiohttp (aiohttp's default).
-SERVER_HEADER = "legacy-dm-gateway"
-web_response.SERVER_SOFTWARE = SERVER_HEADER  # aiohttp's responses set it with setdefault when prepared
 
 _STORE_URL_HELP = "sqlite:///PATH or redis://HOST:PORT/DB, overriding store.url"
 

@@ -27,10 +27,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from random import getrandbits
 from collections.abc import Callable
 from typing import Any
 
-from aiohttp import StreamReader, web
+from aiohttp import StreamReader, web, web_response
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
@@ -38,13 +39,32 @@ from gateway.errors import BadRequest
 
 log = logging.getLogger("gateway")
 
+#: The Server header of every answer of the gateway's listeners, the errors aiohttp answers itself included:
+#: the product's name, never its version or the versions of Python and aiohttp (aiohttp's default). aiohttp
+#: reads it from this module variable when it prepares any response, so it is set where the gateway's HTTP
+#: server is defined, and holds for every application this process serves.
+SERVER_HEADER = "legacy-dm-gateway"
+web_response.SERVER_SOFTWARE = SERVER_HEADER
+
 _PARSER_ERROR_BODY = "400 Bad Request: the request could not be read.\n"
 # The longest request line kept from a connection's opening bytes, for a first request that fails.
 _OPENING = 2048
-# An origin-form request line: method, path (only characters a path may hold), optional query, version.
+# An origin-form request line: method, path (only characters a path may hold), optional query, version; or,
+# when the line was longer than what is kept of it, its start up to the end of the path.
 _REQUEST_LINE = re.compile(rb"[A-Z]{1,20} (/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)(?:\?[^ ]*)? HTTP/1\.[01]\r?")
+_LONG_REQUEST_LINE = re.compile(rb"[A-Z]{1,20} (/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)\?")
 
 Answer = Callable[[str], web.Response]
+
+
+def new_request_id() -> str:
+    """A fresh request id: 128 random bits as 32 lowercase hex digits (the form of a UUID's hex).
+
+    An id names a request in the logs, it guards nothing, so it comes from the process's pseudo-random
+    generator rather than from the operating system: no system call on every request. The generator is
+    seeded from the system at start and again in a forked child, so workers do not share ids.
+    """
+    return getrandbits(128).to_bytes(16, "big").hex()
 
 
 class BodyUnreadable(BadRequest, TimeoutError):
@@ -109,12 +129,17 @@ class GatewayRequestHandler(RequestHandler):
         log.info("unreadable request from %s: %s; answered 400", request.remote, type(exc).__name__)
         path = self._first_path() if self._request_count == 1 else None
         response = web.Response(status=400, text=_PARSER_ERROR_BODY) if path is None else self._answer(path)
+        response.headers["X-Request-Id"] = new_request_id()  # like every answer: one id to name it by
         response.force_close()
         return response
 
     def _first_path(self) -> str | None:
         """The path in the request line the connection opened with, if it reads as one."""
-        match = _REQUEST_LINE.fullmatch(self._opening.removesuffix(b"\n"))
+        opening = self._opening
+        if opening.endswith(b"\n"):
+            match = _REQUEST_LINE.fullmatch(opening.removesuffix(b"\n"))
+        else:  # a request line too long to keep whole: its path, if the query is what made it long
+            match = _LONG_REQUEST_LINE.match(opening)
         return match[1].decode("ascii") if match else None
 
 

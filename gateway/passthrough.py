@@ -87,7 +87,8 @@ _OAUTH_SIGNER = re.compile(r'\b(oauth_consumer_key|oauth_token)\s*=\s*"([^"]*)"'
 
 def setup(app: web.Application) -> None:
     """Mount the pass-through for every method under ``/2/`` and give it an HTTP session of its own."""
-    app.router.add_route("*", "/2/{tail:.*}", handle)
+    # Any tail at all: "." alone would miss a path whose decoded form holds a newline (sent as %0A).
+    app.router.add_route("*", r"/2/{tail:[\s\S]*}", handle, expect_handler=gateway_app.expect_continue)
     app.cleanup_ctx.append(_session)
 
 

@@ -11,10 +11,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import STORE_KEY, create_app
 from gateway.config import Config, StoreConfig, load_config
+from gateway.edge import GatewayRunner
 from gateway.emulator import EmulatorServer
 from gateway.store.base import MessageStore, Store, open_store
 
@@ -55,13 +56,21 @@ def gateway_config(emulator: EmulatorServer, *, store_url: str = "memory", **sec
     return load_config(env={}, overrides=overrides)
 
 
+class GatewayTestServer(TestServer):
+    """aiohttp's test server on the runner ``dm-gateway serve`` uses, so that tests meet the gateway's own
+    answers to requests that do not parse."""
+
+    async def _make_runner(self, **kwargs: Any) -> GatewayRunner:
+        return GatewayRunner(self.app, **kwargs)
+
+
 @pytest.fixture
 def make_gateway(aiohttp_client: Any, emulator: EmulatorServer) -> GatewayFactory:
     """Build a gateway in front of the emulator: ``await make_gateway(store=..., upstream={...})``."""
 
     async def make(*, store: MessageStore | None = None, store_url: str = "memory", **sections: Any) -> TestClient:
         config = gateway_config(emulator, store_url=store_url, **sections)
-        return await aiohttp_client(create_app(config, store=store))
+        return await aiohttp_client(GatewayTestServer(create_app(config, store=store)))
 
     return make
 

@@ -290,7 +290,10 @@ UNPARSABLE = {
         b"GET /1.1/direct_messages\x00.json HTTP/1.1\r\nHost: 127.0.0.1\r\n" + _AUTH + b"\r\n\r\n", "plain", "",
     ),
     "over-long-request-line": (
-        b"GET /1.1/direct_messages.json?" + b"a=b&" * 3000 + b" HTTP/1.1\r\n" + _AUTH + b"\r\n\r\n", "plain", "",
+        b"GET /1.1/direct_messages.json?" + b"a=b&" * 3000 + b" HTTP/1.1\r\n" + _AUTH + b"\r\n\r\n", "v1", "json",
+    ),
+    "over-long-request-path": (
+        b"GET /1.1/" + b"a" * 9000 + b".json HTTP/1.1\r\n" + _AUTH + b"\r\n\r\n", "plain", "",
     ),
     "absolute-form-target": (b"GET http://evil.example/1.1/x.json HTTP/1.1\n" + _AUTH + b"\n\n", "plain", ""),
 }
