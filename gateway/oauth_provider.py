@@ -79,11 +79,12 @@ def setup(app: web.Application) -> None:
     def add(method: str, path: str, dialect: Dialect, handler: Handler) -> None:
         if (method, path) not in mounted:  # a family mounted at the root shares the root's paths
             mounted.add((method, path))
-            app.router.add_route(method, path, _handle(dialect, handler))
+            app.router.add_route(method, path, _handle(dialect, handler), expect_handler=gateway_app.expect_continue)
 
     for prefix, dialect in [("", v1_1), *((p, statusnet) for p in config.routes.statusnet)]:
         for method in ("POST", "GET"):
             add(method, f"{prefix}/oauth/request_token", dialect, request_token)
+        for method in ("POST", "GET"):
             add(method, f"{prefix}/oauth/access_token", dialect, access_token)
         add("GET", f"{prefix}/oauth/authorize", dialect, authorize)
         add("GET", f"{prefix}/oauth/authenticate", dialect, authorize)
