@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from gateway.auth.credentials import Consumer
@@ -111,6 +111,7 @@ def _signed_right(call: Call) -> bool:
 
 
 @SETTINGS
+@example(call=Call("POST", "/oauth/request_token", (), Body(), Credential(), headers=(("Expect", "gzip"),)))
 @given(call=login_calls())
 async def test_any_call_to_a_login_endpoint(fuzzed: Fuzzed, call: Call) -> None:
     await start_example(fuzzed)
