@@ -1,4 +1,4 @@
-"""The ``dm-gateway`` command: serve, demo, emulator, check-config, credentials.
+"""The ``dm-gateway`` command: serve, demo, emulator, check-config, credentials, tls init.
 
 Configuration problems end the process with one line on stderr and exit status 2; nothing half-starts.
 ``check-config`` checks what ``serve`` checks before it listens (the TLS pair, the store) and fails as it would.
@@ -31,6 +31,7 @@ from gateway.config import Config, ConfigError, StoreConfig, is_loopback, load_c
 from gateway.edge import GatewayRunner  # the public listener's runner: unreadable requests answered without echo
 from gateway.render.template import MappingError
 from gateway.store.base import Store, StoreError, check_store, open_store_from_config
+from gateway.tls import TlsInitError, server_tls_context, warn_about_old_tls
 from gateway.workers import WorkerFailed, run_workers
 
 EXIT_CONFIG = 2
@@ -84,6 +85,17 @@ def _parser() -> argparse.ArgumentParser:
     emulator.add_argument("--seed", metavar="FILE", help="JSON seed replacing the built-in users and messages")
 
     _add_credentials_parser(commands)
+
+    tls = commands.add_parser("tls", help="TLS for clients that hard-code https://api.twitter.com")
+    tls_actions = tls.add_subparsers(dest="action", required=True, metavar="COMMAND")
+    init = tls_actions.add_parser(
+        "init",
+        help="make a local CA and a serving certificate for the given names",
+        description="Write ca.pem, ca-key.pem, cert.pem and key.pem into DIR (a CA already there is reused), "
+        "then print the configuration lines and how to make clients trust the CA.",
+    )
+    init.add_argument("--host", action="append", required=True, metavar="NAME", help="a DNS name or IP; repeat")
+    init.add_argument("--out", required=True, metavar="DIR", help="directory for the CA and the serving pair")
     return parser
 
 
@@ -216,6 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "credentials":
             return _credentials(args)
+        if args.command == "tls":
+            return _tls_init(args)
     except (ConfigError, MappingError) as exc:
         print(f"dm-gateway: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -393,6 +407,34 @@ async def _token_to_add(store: Store, args: argparse.Namespace) -> Token:
     return Token(args.token, consumer.key, args.token_secret, x_token, x_secret, user)
 
 
+def _tls_init(args: argparse.Namespace) -> int:
+    from gateway.tls import init, instructions
+
+    hosts = list(dict.fromkeys(args.host))  # in order, each once
+    try:
+        files = init(hosts, Path(args.out))
+    except TlsInitError as exc:
+        print(f"dm-gateway tls init: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    print(instructions(files, hosts))
+    return 0
+
+
+def public_sites(
+    runner: web.BaseRunner, config: Config, tls: ssl.SSLContext | None, *, reuse_port: bool = False
+) -> list[web.TCPSite]:
+    """The public listener's sites: server.port (HTTPS when a TLS pair is set and no server.tls_port), and
+    server.tls_port (HTTPS) beside it."""
+    server = config.server
+    options: dict[str, Any] = {"reuse_port": True} if reuse_port else {}
+    if tls is not None and server.tls_port is not None:
+        return [
+            web.TCPSite(runner, server.host, server.port, **options),
+            web.TCPSite(runner, server.host, server.tls_port, ssl_context=tls, **options),
+        ]
+    return [web.TCPSite(runner, server.host, server.port, ssl_context=tls, **options)]
+
+
 def _serve(args: argparse.Namespace) -> int:
     config = _load(
         args.config,
@@ -401,6 +443,7 @@ def _serve(args: argparse.Namespace) -> int:
         store={"url": args.store},
     )
     tls = _check_before_serving(config)
+    warn_about_old_tls(config)
     if config.server.workers > 1:
         return run_workers(config)  # the supervisor serves no requests; each worker tunes its own collector
     tune_collector()
@@ -455,14 +498,14 @@ async def _serve_until_signalled(config: Config, tls: ssl.SSLContext | None) -> 
     try:
         await runner.setup()  # opens the store: a store that cannot open fails here, before listening
         await admin_runner.setup()
-        await web.TCPSite(runner, config.server.host, config.server.port, ssl_context=tls).start()
+        sites = public_sites(runner, config, tls)
+        for site in sites:
+            await site.start()
         await web.TCPSite(admin_runner, config.server.admin_host, config.server.admin_port).start()
         log.info(
-            "dm-gateway %s on %s://%s:%d, upstream %s, store %s",
+            "dm-gateway %s on %s, upstream %s, store %s",
             __version__,
-            "https" if tls else "http",
-            config.server.host,
-            config.server.port,
+            " and ".join(site.name for site in sites),
             config.upstream.base_url,
             config.store.url,
         )
@@ -484,46 +527,3 @@ def log_admin_listener(config: Config, admin_runner: web.AppRunner) -> None:
             "server.admin_host %r is not loopback: /metrics and /readyz are reachable from the network",
             config.server.admin_host,
         )
-
-
-def server_tls_context(config: Config) -> ssl.SSLContext | None:
-    """The TLS context for [server] tls_cert / tls_key, or None to serve plain HTTP."""
-    if config.server.tls_cert is None or config.server.tls_key is None:
-        return None
-    _check_pem(config.server.tls_cert, config.server.tls_key)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        context.load_cert_chain(config.server.tls_cert, config.server.tls_key)
-    except ssl.SSLError as exc:
-        if exc.reason == "KEY_VALUES_MISMATCH":
-            raise ConfigError("server.tls_key is not the key of the certificate in server.tls_cert") from None
-        raise ConfigError(f"server.tls_cert / server.tls_key cannot be used: {exc.reason or exc}") from None
-    return context
-
-
-def _check_pem(cert_path: str, key_path: str) -> None:
-    """Each file of the pair holds what it should, so a wrong one is named (OpenSSL only says "PEM lib"), and an
-    encrypted key is refused before OpenSSL would ask a terminal for its passphrase."""
-    from cryptography.exceptions import UnsupportedAlgorithm
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
-    from cryptography.x509 import load_pem_x509_certificates
-
-    cert, key = _read_tls_file("tls_cert", cert_path), _read_tls_file("tls_key", key_path)
-    try:
-        load_pem_x509_certificates(cert)
-    except ValueError:
-        raise ConfigError(f"server.tls_cert: {cert_path!r} is not a PEM certificate") from None
-    try:
-        load_pem_private_key(key, password=None)
-    except TypeError:  # the key is encrypted
-        raise ConfigError(f"server.tls_key: {key_path!r} is encrypted; give the gateway an unencrypted key") from None
-    except (ValueError, UnsupportedAlgorithm):
-        raise ConfigError(f"server.tls_key: {key_path!r} is not a PEM private key") from None
-
-
-def _read_tls_file(key: str, path: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"server.{key}: cannot read {path!r} ({exc.strerror})") from None

@@ -37,6 +37,11 @@ class ServerConfig:
     max_body_bytes: int = 64 * 1024
     tls_cert: str | None = None
     tls_key: str | None = None
+    # With tls_cert/tls_key: the port that serves HTTPS while server.port keeps serving plain HTTP; unset,
+    # server.port itself serves HTTPS.
+    tls_port: int | None = None
+    # The oldest TLS version accepted: "1.2" (default) or "1.3"; "1.0" and "1.1" for old clients, with a warning.
+    tls_min_version: str = "1.2"
     # The admin listener (/healthz, /readyz, /metrics): plain HTTP, loopback by default; port 0 = any free port.
     admin_host: str = "127.0.0.1"
     admin_port: int = 8081
@@ -205,7 +210,7 @@ def _convert(key: str, annotation: Any, value: Any) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(f"{key} must be true or false, got {value!r}")
         return value
-    if kind == "int":
+    if kind in ("int", "int | None"):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key} must be an integer, got {value!r}")
         return value
@@ -268,9 +273,30 @@ def _validate(config: Config) -> None:
         value = getattr(server, key)
         if value is not None and not Path(value).is_file():
             raise ConfigError(f"server.{key}: no such file {value!r}")
+    _validate_tls_listener(server)
     _validate_store(config.store)
     _validate_routes(config.routes)
     _validate_auth(config)
+
+
+TLS_MIN_VERSIONS = ("1.0", "1.1", "1.2", "1.3")
+
+
+def _validate_tls_listener(server: ServerConfig) -> None:
+    if server.tls_min_version not in TLS_MIN_VERSIONS:
+        raise ConfigError(
+            f"server.tls_min_version must be one of {', '.join(TLS_MIN_VERSIONS)}, got {server.tls_min_version!r}"
+        )
+    if server.tls_port is None:
+        return
+    if not 0 <= server.tls_port <= 65535:
+        raise ConfigError(f"server.tls_port must be between 0 and 65535, got {server.tls_port}")
+    if server.tls_cert is None:
+        raise ConfigError("server.tls_port needs server.tls_cert and server.tls_key")
+    if server.tls_port != 0 and server.tls_port in (server.port, server.admin_port):
+        raise ConfigError(f"server.tls_port must differ from server.port and server.admin_port, got {server.tls_port}")
+    if server.workers > 1 and server.tls_port == 0:
+        raise ConfigError("server.workers above 1 needs a fixed server.tls_port: with 0 each worker would pick its own")
 
 
 MAX_WORKERS = 64
@@ -362,6 +388,11 @@ def _check_url(key: str, url: str, *, path_allowed: bool) -> None:
 
 # A DNS name: dot-separated labels of letters, digits and inner hyphens.
 _HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*")
+
+
+def is_host_name(name: str) -> bool:
+    """A DNS name: dot-separated labels of letters, digits and inner hyphens (no wildcard, no port)."""
+    return bool(_HOST_NAME.fullmatch(name))
 
 
 def is_loopback(host: str) -> bool:

@@ -4,7 +4,11 @@ Integrators moving from legacy calls to v2 bit by bit keep one endpoint for both
 plain HTTP proxy here: method, raw path and query, end-to-end headers and the body go upstream (the body
 streamed, never buffered; one aiohttp's server has decompressed goes decoded, without its
 ``Content-Encoding`` and ``Content-Length``); status, end-to-end headers and the body come back, streamed in
-chunks and still in the content coding upstream chose. The client's Authorization is v2's to judge.
+chunks and still in the content coding upstream chose. The client's Authorization is v2's to judge, with
+one exception: a request signed with OAuth 1.0a for the gateway by a consumer and token registered here is
+verified like a legacy call (``Authenticator.oauth1_for_v2``) and signed again for the upstream URL by the
+principal's own credential; a stale or replayed one is refused with 401. A signature the gateway cannot
+verify (an unknown consumer, a signature over another URL) goes upstream untouched.
 
 Upstream is always ``upstream.base_url``'s host: the URL is that scheme and authority with the request's
 path and query, never a string the client wrote. An absolute-form target (``GET http://elsewhere/2/...``)
@@ -14,7 +18,8 @@ request, whose target is only an authority, so it does not get here.)
 On the way, DM and user bodies are read to learn from (``gateway.learn``): a copy of the bytes, capped at
 ``upstream.max_response_bytes``, decoded if compressed. A message sent through the pass-through is answered
 by v2 with ids only, so the gateway then looks that event up itself, in the background, with the sender's
-own bearer token (an OAuth 1.0a signature covers only the request it signed), and learns it. Failures of the
+own bearer token or verified OAuth 1.0a identity (an unverified signature covers only the request it
+signed), and learns it. Failures of the
 proxy itself answer in v2's own problem+json, never in a legacy dialect's shape.
 
 The pass-through shares the upstream host's circuit breaker with the legacy calls: its 5xx, timeouts and
@@ -43,8 +48,12 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from gateway import app as gateway_app
+from gateway.auth.inbound import bearer_token
+from gateway.auth.upstream import BearerCredential, UpstreamCredential
 from gateway.edge import BodyUnreadable
+from gateway.errors import GatewayError
 from gateway.learn import BoundedDecoder, learn_from_v2, learnable
+from gateway.model import Principal
 from gateway.slow_clients import ClientTooSlow
 from gateway.upstream.client import DM_EVENT_LOOKUP
 from gateway.upstream.resilience import BreakerOpen
@@ -160,17 +169,22 @@ def problem(status: int, title: str, detail: str, request_id: str | None) -> web
     return response
 
 
-def upstream_url(base: URL, request: web.Request) -> URL:
+def upstream_url(base: URL, request: web.Request, *, signed_query: bool = False) -> URL:
     """Where a request goes upstream: the scheme and authority of ``base``, the request's path and query.
 
     The path and query are those the request was routed by (``rel_url``): an origin-form target's own, an
-    absolute-form target's without its scheme and authority. Nothing the client wrote can name the host."""
+    absolute-form target's without its scheme and authority. Nothing the client wrote can name the host.
+    ``signed_query``: the gateway verified the request's signature and signs it again, so any ``oauth_``
+    parameters of the query (the client's signature) are left out."""
     target = request.rel_url
+    query = target.raw_query_string
+    if signed_query and query:
+        query = "&".join(item for item in query.split("&") if not unquote(item).startswith("oauth_"))
     return URL.build(
         scheme=base.scheme,
         authority=base.raw_authority,
         path=target.raw_path,
-        query_string=target.raw_query_string,
+        query_string=query,
         encoded=True,
     )
 
@@ -229,6 +243,16 @@ async def handle(request: web.Request) -> web.StreamResponse:
         # /2/../elsewhere is no v2 call: upstream might resolve it to a path outside /2/.
         return problem(400, "Bad Request", "The path must not contain . or .. segments.", request_id)
     url = upstream_url(request.app[UPSTREAM_KEY], request)
+    headers = _outgoing_headers(request)
+    try:
+        principal = await request.app[gateway_app.AUTH_KEY].oauth1_for_v2(request)
+        if principal is not None:
+            # Signed for the gateway by a consumer and token it knows: signed again, for upstream, as the
+            # identity they stand for.
+            url = upstream_url(request.app[UPSTREAM_KEY], request, signed_query=True)
+            headers[hdrs.AUTHORIZATION] = await principal.credential.authorization(request.method, str(url))
+    except GatewayError as error:
+        return _refusal(error, request_id)
     session = request.app[SESSION_KEY]
     # The legacy calls' breaker for this host: while it is open, fail fast here too.
     breaker = request.app[gateway_app.BREAKERS_KEY].for_url(config.base_url)
@@ -244,7 +268,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         upstream = await session.request(
             request.method,
             url,
-            headers=_outgoing_headers(request),
+            headers=headers,
             data=body.chunks() if body is not None else None,
             allow_redirects=False,
             skip_auto_headers=_NO_AUTO_HEADERS,
@@ -264,7 +288,18 @@ async def handle(request: web.Request) -> web.StreamResponse:
     finally:
         breaker.record(answered, probe, caller(request) if answered is False else None)
     async with upstream:
-        return await _relay(request, upstream, request_id, url.raw_path_qs)
+        return await _relay(request, upstream, request_id, url.raw_path_qs, principal)
+
+
+def _refusal(error: GatewayError, request_id: str) -> web.Response:
+    """A pass-through request the gateway verified but will not forward (a stale timestamp, a spent nonce, an
+    identity upstream no longer takes), or whose credentials the store could not be asked about."""
+    if error.kind.startswith("upstream"):
+        return problem(503, "Service Unavailable", "The gateway cannot check credentials now.", request_id)
+    detail = "The OAuth 1.0a request is stale, was already used, or its identity cannot act upstream."
+    response = problem(401, "Unauthorized", detail, request_id)
+    response.headers["WWW-Authenticate"] = 'OAuth realm="X API"'
+    return response
 
 
 def _body_failed(request: web.Request, request_id: str) -> web.Response:
@@ -298,7 +333,11 @@ def _body_failed(request: web.Request, request_id: str) -> web.Response:
 
 
 async def _relay(
-    request: web.Request, upstream: aiohttp.ClientResponse, request_id: str, target: str
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    request_id: str,
+    target: str,
+    principal: Principal | None = None,
 ) -> web.StreamResponse:
     """Upstream's answer to the client; ``target`` is the path and query it answered."""
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
@@ -332,7 +371,7 @@ async def _relay(
             request.transport.close()
         return response
     if tee is not None:
-        await _learn(request, target, upstream, b"".join(tee), limit)
+        await _learn(request, target, upstream, b"".join(tee), limit, principal)
     if held is not None:
         await response.write(held)
     await response.write_eof()
@@ -352,42 +391,54 @@ def _should_learn(method: str, target: str, upstream: aiohttp.ClientResponse) ->
 
 
 async def _learn(
-    request: web.Request, target: str, upstream: aiohttp.ClientResponse, raw: bytes, limit: int
+    request: web.Request,
+    target: str,
+    upstream: aiohttp.ClientResponse,
+    raw: bytes,
+    limit: int,
+    principal: Principal | None,
 ) -> None:
     try:
         body = BoundedDecoder(limit).decode(upstream.headers.get(hdrs.CONTENT_ENCODING, ""), raw)
         if body is None:
             return
         if _is_send(request.method, target):
-            _follow_up_send(request, body)
+            _follow_up_send(request, body, principal)
         else:
             await learn_from_v2(request.app[gateway_app.STORE_KEY], request.method, target, body)
     except Exception:  # noqa: BLE001 - the client's response never fails because learning did
         log.warning("learning from pass-through %s failed", request.path, exc_info=True)
 
 
-def _follow_up_send(request: web.Request, body: bytes) -> None:
-    """Learn a message just sent: v2 answered with its id, so look the event up, in the background."""
+def _follow_up_send(request: web.Request, body: bytes, principal: Principal | None) -> None:
+    """Learn a message just sent: v2 answered with its id, so look the event up, in the background, as the
+    sender: with their bearer token, or signed as the verified OAuth 1.0a caller."""
     data = orjson.loads(body).get("data") or {}
     event_id = data.get("dm_event_id") if isinstance(data, dict) else None
-    authorization = request.headers.get(hdrs.AUTHORIZATION, "")
     if not isinstance(event_id, str) or not event_id.isascii() or not event_id.isdigit():
         return
-    if not authorization.lower().startswith("bearer "):
-        return  # an OAuth 1.0a signature covers only the request it signed; nothing else to ask v2 with
+    credential: UpstreamCredential
+    if principal is not None:
+        credential = principal.credential
+    else:
+        token = bearer_token(request.headers.get(hdrs.AUTHORIZATION))
+        if token is None:
+            return  # a signature the gateway did not verify covers only the request it signed
+        credential = BearerCredential(token)
     follow_ups = request.app[FOLLOW_UPS_KEY]
-    task = asyncio.create_task(_learn_sent(request.app, event_id, authorization))
+    task = asyncio.create_task(_learn_sent(request.app, event_id, credential))
     follow_ups.add(task)
     task.add_done_callback(follow_ups.discard)
 
 
-async def _learn_sent(app: web.Application, event_id: str, authorization: str) -> None:
+async def _learn_sent(app: web.Application, event_id: str, credential: UpstreamCredential) -> None:
     upstream = app[gateway_app.CONFIG_KEY].upstream
     path = f"/2/dm_events/{event_id}?{urlencode(DM_EVENT_LOOKUP)}"
-    headers = {"Authorization": authorization, "Accept": "application/json"}
+    url = URL(upstream.base_url.rstrip("/") + path, encoded=True)
     try:
+        headers = {"Authorization": await credential.authorization("GET", str(url)), "Accept": "application/json"}
         async with app[SESSION_KEY].get(
-            URL(upstream.base_url.rstrip("/") + path, encoded=True),
+            url,
             headers=headers,
             skip_auto_headers=("Accept-Encoding",),  # identity: this session does not decompress
         ) as resp:

@@ -110,13 +110,15 @@ async def _supervise(config: Config) -> int:
         if failure is None:
             await admin_runner.setup()
             await web.TCPSite(admin_runner, config.server.admin_host, config.server.admin_port).start()
+            tls_port = config.server.tls_port
             log.info(
-                "dm-gateway %s: %d workers on http%s://%s:%d, upstream %s, store %s",
+                "dm-gateway %s: %d workers on http%s://%s:%d%s, upstream %s, store %s",
                 __version__,
                 len(workers),
-                "s" if config.server.tls_cert else "",
+                "s" if config.server.tls_cert and tls_port is None else "",
                 config.server.host,
                 config.server.port,
+                f" and https://{config.server.host}:{tls_port}" if config.server.tls_cert and tls_port else "",
                 config.upstream.base_url,
                 config.store.url,
             )
@@ -205,7 +207,8 @@ async def _stop_workers(workers: list[_Worker], shutdown_timeout: float) -> None
 
 def worker_main(config: Config, index: int, conn: Connection) -> None:
     """A worker process: the gateway application on the shared port, until SIGTERM or the supervisor's end."""
-    from gateway.cli import AccessLogger, runner_options, server_tls_context, stop_on_signals, tune_collector
+    from gateway.cli import AccessLogger, public_sites, runner_options, stop_on_signals, tune_collector
+    from gateway.tls import server_tls_context
     from gateway.edge import GatewayRunner
     from gateway.store.base import StoreError
 
@@ -227,11 +230,10 @@ def worker_main(config: Config, index: int, conn: Connection) -> None:
         )
         try:
             await runner.setup()
-            site = web.TCPSite(
-                runner, config.server.host, config.server.port, ssl_context=server_tls_context(config), reuse_port=True
-            )
-            await site.start()
-            log.info("worker %d listening on %s", index, site.name)
+            sites = public_sites(runner, config, server_tls_context(config), reuse_port=True)
+            for site in sites:
+                await site.start()
+            log.info("worker %d listening on %s", index, " and ".join(site.name for site in sites))
             conn.send(("ready", os.getpid()))
             await stop.wait()
             log.info("worker %d stopping: finishing requests in flight", index)

@@ -43,6 +43,7 @@ BODIES = [
         {},
     ),
     ("v1_1/destroy_hostile_text.json", "POST", f"/1.1/direct_messages/destroy.json?id={HOSTILE_TEXT_ID}", None, {}),
+    ("v1_1/destroy_path_form.json", "DELETE", f"/1.1/direct_messages/destroy/{SEED_002_ID}.json", None, {}),
     ("v1_1/destroy_vanished_sender.json", "POST", f"/1.1/direct_messages/destroy.json?id={VANISHED_SENDER_ID}", None, {}),
     ("statusnet/destroy_seed_003.xml", "POST", f"/api/direct_messages/destroy/{SEED_003_XML_ID}.xml", None, MARCOS),
     ("statusnet/destroy_seed_003.json", "POST", f"/api/direct_messages/destroy/{SEED_003_JSON_ID}.json", None, MARCOS),

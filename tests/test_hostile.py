@@ -286,7 +286,7 @@ UNKNOWN_PATHS = [
     ("/1.1/foo.json", "v1", "json"),
     ("/1.1/foo.xml", "v1", "xml"),
     ("/1.1/direct_messages/destroy.xml", "v1", "xml"),
-    ("/1.1/direct_messages/destroy/39.json", "v1", "json"),
+    ("/1.1/direct_messages/destroy/39.xml", "v1", "xml"),  # the path form is JSON only in v1.1
     ("/api/foo.xml", "statusnet", "xml"),
     ("/api/foo.json", "statusnet", "json"),
     ("/1/foo.xml", "statusnet", "xml"),

@@ -6,8 +6,11 @@ Tried in order, by what the request carries:
 1. ``Authorization: Bearer`` — an integrator's own v2 user token, forwarded untouched; v2 judges it.
 2. OAuth 1.0a (``Authorization: OAuth``, or ``oauth_*`` parameters in the query or a form body) — HMAC-SHA1
    verified against the consumer and token in the credential store, timestamp within the window, nonce
-   never seen before for that token. Upstream, the same consumer and token are re-signed for v2; a token
-   of a consumer registered ``--via-upstream-app`` acts as what it is mapped to instead (an X token of the
+   never seen before for that token. Upstream, the same consumer and token are re-signed for v2. The URL
+   signed may be the one the request reached, an absolute-form target's (a client whose HTTP proxy is the
+   gateway), a public base URL or a name of the gateway's certificate; it never decides where the gateway
+   connects. ``oauth1_for_v2`` verifies ``/2/...`` pass-through requests the same way. A token of a
+   consumer registered ``--via-upstream-app`` acts as what it is mapped to instead (an X token of the
    operator's app, or a Basic user's v2 grant). ``read_oauth``, ``check_signature``, ``spend_nonce`` and
    ``check_login`` serve the login endpoints too (gateway/oauth_provider.py).
 3. ``Authorization: Basic`` — a StatusNet-style user whose password hash is in the store; upstream, the
@@ -33,13 +36,15 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import cache, lru_cache
+from urllib.parse import urlsplit
 from urllib.request import parse_http_list
 
 from aiohttp import web
 from authlib.oauth1.rfc5849.signature import hmac_sha1_signature, normalize_base_string_uri, normalize_parameters
 from authlib.oauth1.rfc5849.util import escape, unescape
-from multidict import MultiMapping
+from multidict import MultiDict, MultiDictProxy, MultiMapping
 
 from gateway.auth.credentials import BasicUser, Consumer, CredentialStore, Token, hash_password, verify_password
 from gateway.auth.throttle import LoginThrottle, address_key
@@ -61,11 +66,13 @@ from gateway.errors import (
 )
 from gateway.model import Principal, RateLimit
 from gateway.store.base import StoreError
+from gateway.tls import certificate_bases
 
 _REQUIRED_OAUTH = ("oauth_consumer_key", "oauth_token", "oauth_signature_method", "oauth_signature",
                    "oauth_timestamp", "oauth_nonce")  # fmt: skip
 
 Params = list[tuple[str, str]]
+_NO_FORM: MultiDictProxy[str] = MultiDictProxy(MultiDict())
 
 log = logging.getLogger("gateway")
 
@@ -115,7 +122,11 @@ class Authenticator:
         self._window = config.auth.timestamp_window
         self._sidecar = config.upstream.bearer_token if config.auth.sidecar else None
         self._trusted = tuple(ipaddress.ip_network(p, strict=False) for p in config.auth.trusted_proxies)
-        self._public_bases = tuple(url.rstrip("/") for url in config.auth.public_base_urls)
+        # Base URLs a signature may name besides the one a request arrived at: the configured ones, and
+        # https://NAME for each name of the gateway's own serving certificate (gateway.tls).
+        configured = tuple(url.rstrip("/") for url in config.auth.public_base_urls)
+        self._configured_bases = configured
+        self._public_bases = tuple(dict.fromkeys((*configured, *certificate_bases(config))))
         upstream = config.upstream
         self._upstream_app = (
             (upstream.oauth1_consumer_key, upstream.oauth1_consumer_secret)
@@ -169,86 +180,55 @@ class Authenticator:
     # OAuth 1.0a --------------------------------------------------------------------------------------
 
     async def _oauth1(self, request: web.Request, form: MultiMapping[str], header: str) -> Principal:
-        oauth, params = self.read_oauth(request, form, header)
-        consumer = await self._store.get_consumer(oauth["oauth_consumer_key"])
+        signed = _signed_parameters(request, form, header)
+        self._check_timestamp(signed.oauth["oauth_timestamp"])
+        consumer = await self._store.get_consumer(signed.oauth["oauth_consumer_key"])
         if consumer is None:
             raise NotAuthenticated("unknown consumer")
-        token = await self._store.get_token(oauth["oauth_token"])
+        token = await self._store.get_token(signed.oauth["oauth_token"])
         if token is None or token.consumer_key != consumer.key:
             raise InvalidToken("unknown token, or a token of another consumer")
-        self.check_signature(request, params, oauth, consumer.secret, token.secret)
-        await self.spend_nonce(oauth, consumer.key, token.token)
+        if not self._signature_matches(request, signed, consumer.secret, token.secret):
+            raise NotAuthenticated("signature does not match")
+        await self.spend_nonce(signed.oauth, consumer.key, token.token)
+        return await self._oauth1_principal(consumer, token)
+
+    async def oauth1_for_v2(self, request: web.Request) -> Principal | None:
+        """The caller of a ``/2/...`` request signed with OAuth 1.0a for the gateway, or None when the gateway
+        cannot verify the signature (it is then X's to judge, and goes upstream untouched).
+
+        "Cannot verify" is anything that may be a signature for another server: malformed or missing
+        parameters, an unknown consumer or token, a signature over a URL that is not one of the gateway's.
+        A request whose signature the gateway did verify is its own: a stale timestamp or a spent nonce is
+        then refused here (raised), never forwarded. Only the header and the query take part: the body of a
+        pass-through request is streamed upstream unread, so a signed form body is never verified."""
+        header = request.headers.get("Authorization", "").strip()
+        is_oauth_header = header.partition(" ")[0].lower() == "oauth"
+        if not header.isascii() or not (is_oauth_header or _has_oauth(request.query)):
+            return None
+        try:
+            signed = _signed_parameters(request, _NO_FORM, header if is_oauth_header else "")
+            consumer = await self._store.get_consumer(signed.oauth["oauth_consumer_key"])
+            token = await self._store.get_token(signed.oauth["oauth_token"])
+        except (BadAuthData, NotAuthenticated):  # malformed, or a nonce too long to be one of ours
+            return None
+        except StoreError as exc:
+            raise UpstreamUnavailable(f"credential store unavailable: {exc}") from exc
+        if consumer is None or token is None or token.consumer_key != consumer.key:
+            return None
+        if not self._signature_matches(request, signed, consumer.secret, token.secret):
+            return None
+        self._check_timestamp(signed.oauth["oauth_timestamp"])
+        try:
+            await self.spend_nonce(signed.oauth, consumer.key, token.token)
+            return await self._oauth1_principal(consumer, token)
+        except StoreError as exc:
+            raise UpstreamUnavailable(f"credential store unavailable: {exc}") from exc
+
+    async def _oauth1_principal(self, consumer: Consumer, token: Token) -> Principal:
+        """Who a verified consumer and token act as upstream (see ``acting_for``)."""
         credential = await self.acting_for(consumer, token)
         return Principal(credential, "oauth1", f"oauth1:{consumer.key}:{token.token}")
-
-    def read_oauth(
-        self,
-        request: web.Request,
-        form: MultiMapping[str],
-        header: str,
-        *,
-        token_required: bool = True,
-        loose: tuple[str, ...] = (),
-    ) -> tuple[dict[str, str], Params]:
-        """The ``oauth_*`` parameters of a signed request and every parameter the signature covers, checked
-        for form (one source, none twice, HMAC-SHA1, a timestamp within the window). The ``loose`` ones
-        (``oauth_verifier`` on an access-token request) may come from any source, as clients send them."""
-        header_params = _parse_oauth_header(header) if header else []
-        query_params: Params = list(request.query.items())
-        # Only form-encoded bodies take part in the signature (RFC 5849, 3.4.1.3.1).
-        body_params: Params = list(form.items()) if request.content_type == "application/x-www-form-urlencoded" else []
-        sources = [
-            p for p in (header_params, query_params, body_params) if any(_is_oauth(k) and k not in loose for k, _ in p)
-        ]
-        if len(sources) != 1:
-            raise BadAuthData("oauth_ parameters must come from exactly one place")
-        oauth: dict[str, str] = {}
-        for source in (header_params, query_params, body_params):
-            for key, value in source:
-                if _is_oauth(key) and (source is sources[0] or key in loose):
-                    if key in oauth:
-                        raise BadAuthData(f"{key} given twice")
-                    oauth[key] = value
-        required = _REQUIRED_OAUTH if token_required else tuple(k for k in _REQUIRED_OAUTH if k != "oauth_token")
-        missing = [key for key in required if not oauth.get(key)]
-        if missing:
-            raise BadAuthData(f"missing {', '.join(missing)}")
-        if len(oauth["oauth_nonce"]) > MAX_NONCE_CHARS:
-            raise NotAuthenticated(f"oauth_nonce over {MAX_NONCE_CHARS} characters")
-        if oauth["oauth_signature_method"] != "HMAC-SHA1" or oauth.get("oauth_version", "1.0") != "1.0":
-            raise BadAuthData("only HMAC-SHA1, OAuth 1.0")
-        timestamp = oauth["oauth_timestamp"]
-        if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
-            raise BadAuthData("malformed oauth_timestamp")
-        if abs(self._clock() - int(timestamp)) > self._window:
-            raise TimestampOutOfBounds(f"timestamp {timestamp} outside ±{self._window}s")
-        params = [(k, v) for k, v in header_params if k != "realm"] + query_params + body_params
-        return oauth, params
-
-    def check_signature(
-        self, request: web.Request, params: Params, oauth: dict[str, str], consumer_secret: str, token_secret: str
-    ) -> None:
-        """Refuse the request unless its HMAC-SHA1 signature is right for one of the URLs it may have signed."""
-        # Compared as bytes: compare_digest refuses a str with anything but ASCII in it, and a percent-encoded
-        # signature may decode to anything.
-        signature = oauth["oauth_signature"].encode()
-        if not any(
-            hmac.compare_digest(
-                hmac_sha1_signature(_base_string(request.method, uri, params), consumer_secret, token_secret).encode(),
-                signature,
-            )
-            for uri in self._signed_uris(request)
-        ):
-            raise NotAuthenticated("signature does not match")
-
-    async def spend_nonce(self, oauth: dict[str, str], consumer_key: str, token: str) -> None:
-        """Refuse a replayed nonce. Only a verified request may spend one, so a forger cannot block a real
-        client's next call. It is kept, on this gateway's clock, past the last instant its timestamp could be
-        accepted."""
-        scope = f"oauth1:{consumer_key}:{token}"
-        expires_at = int(oauth["oauth_timestamp"]) + self._window + NONCE_MARGIN
-        if not await self._store.remember_nonce(scope, oauth["oauth_nonce"], expires_at, now=self._clock()):
-            raise NotAuthenticated("nonce replayed")
 
     async def acting_for(self, consumer: Consumer, token: Token) -> UpstreamCredential:
         """The upstream credential a verified consumer and token act with: the same consumer and token
@@ -269,10 +249,37 @@ class Authenticator:
         return OAuth1Credential(consumer.key, consumer.secret, token.token, token.secret)
 
     def grant_credential(self, user: BasicUser) -> UpstreamCredential:
+        """What acts upstream for a Basic user: their stored v2 grant, refreshed when it expires."""
         if self._refresher is None:
             return BearerCredential(user.grant.access_token)
         self._refresher.remember(user.username, user.grant)
         return OAuth2Credential(user.username, self._refresher)
+
+    # For the login endpoints (gateway/oauth_provider.py) ------------------------------------------------
+
+    def read_oauth(
+        self,
+        request: web.Request,
+        form: MultiMapping[str],
+        header: str,
+        *,
+        token_required: bool = True,
+        loose: tuple[str, ...] = (),
+    ) -> tuple[dict[str, str], Params]:
+        """The ``oauth_*`` parameters of a signed request and every parameter its signature covers, checked
+        as for a DM call, the timestamp included. Without ``token_required`` the call may carry no token
+        (a request-token or xAuth call); the ``loose`` parameters (``oauth_verifier`` on an access-token
+        call) may stand apart from the others, as clients send them."""
+        signed = _signed_parameters(request, form, header, token_required=token_required, loose=loose)
+        self._check_timestamp(signed.oauth["oauth_timestamp"])
+        return signed.oauth, signed.params
+
+    def check_signature(
+        self, request: web.Request, params: Params, oauth: dict[str, str], consumer_secret: str, token_secret: str
+    ) -> None:
+        """Refuse the request unless its signature is right for one of the URLs it may have signed."""
+        if not self._signature_matches(request, _Signed(oauth, params), consumer_secret, token_secret):
+            raise NotAuthenticated("signature does not match")
 
     async def check_login(self, request: web.Request, username: str, password: str) -> BasicUser:
         """The Basic user ``username`` if ``password`` is theirs, counted by the failed-login throttle like a
@@ -284,23 +291,64 @@ class Authenticator:
             raise NotAuthenticated("wrong username or password")
         return user
 
+    def own_base_url(self, request: web.Request) -> str:
+        """Where browsers reach this gateway: the first of ``[auth] public_base_urls``, else as this request
+        reached it."""
+        return self._configured_bases[0] if self._configured_bases else self._reached_as(request)
+
+    def _check_timestamp(self, timestamp: str) -> None:
+        if abs(self._clock() - int(timestamp)) > self._window:
+            raise TimestampOutOfBounds(f"timestamp {timestamp} outside ±{self._window}s")
+
+    def _signature_matches(
+        self, request: web.Request, signed: _Signed, consumer_secret: str, token_secret: str
+    ) -> bool:
+        # Compared as bytes: compare_digest refuses a str with anything but ASCII in it, and a percent-encoded
+        # signature may decode to anything.
+        signature = signed.oauth["oauth_signature"].encode()
+        for uri in self._signed_uris(request):
+            try:
+                base = _base_string(request.method, uri, signed.params)
+            except ValueError:  # a Host header or target that makes no URI
+                continue
+            if hmac.compare_digest(hmac_sha1_signature(base, consumer_secret, token_secret).encode(), signature):
+                return True
+        return False
+
+    async def spend_nonce(self, oauth: dict[str, str], consumer_key: str, token: str) -> None:
+        """Refuse a replayed nonce. Only a verified request may spend one, so a forger cannot block a real
+        client's next call; it is kept, on this gateway's clock, past the last instant its timestamp could be
+        accepted. ``token`` is "" for a call without one (a request token, xAuth)."""
+        scope = f"oauth1:{consumer_key}:{token}"
+        expires_at = int(oauth["oauth_timestamp"]) + self._window + NONCE_MARGIN
+        if not await self._store.remember_nonce(scope, oauth["oauth_nonce"], expires_at, now=self._clock()):
+            raise NotAuthenticated("nonce replayed")
+
     def _signed_uris(self, request: web.Request) -> list[str]:
-        """The URLs a client may have signed: as it reached us (or our trusted proxy), then public bases."""
-        path = request.raw_path.split("?", 1)[0]
-        return [f"{self._reached_as(request)}{path}", *(f"{base}{path}" for base in self._public_bases)]
+        """The URLs a client may have signed: an absolute-form target as written (what a client that uses
+        the gateway as its HTTP proxy signed), the URL as it reached us (or our trusted proxy), then the
+        public bases, and ``https://NAME`` for each DNS name of the gateway's own serving certificate.
+        Which host a signature names decides nothing but the signature: the request goes to the upstream."""
+        target = request.raw_path.split("?", 1)[0]
+        uris = []
+        if target.startswith("/"):
+            path = target
+        else:  # absolute form: the scheme and authority the client signed, then its path
+            absolute = _absolute_uri(target)
+            path = request.rel_url.raw_path
+            if absolute is not None:
+                uris.append(absolute)
+        uris.append(f"{self._reached_as(request)}{path}")
+        uris += (f"{base}{path}" for base in self._public_bases)
+        return uris
 
     def _reached_as(self, request: web.Request) -> str:
-        """``scheme://host`` as the client reached us, or our trusted proxy says it reached it."""
+        """``scheme://host`` as the client reached us, or as our trusted proxy says it reached it."""
         scheme, host = request.scheme, request.host
         if self._from_trusted_proxy(request):
             scheme = request.headers.get("X-Forwarded-Proto", scheme).split(",")[0].strip() or scheme
             host = request.headers.get("X-Forwarded-Host", host).split(",")[0].strip() or host
         return f"{scheme}://{host}"
-
-    def own_base_url(self, request: web.Request) -> str:
-        """Where browsers reach this gateway: the first of ``[auth] public_base_urls``, else as this request
-        reached it."""
-        return self._public_bases[0] if self._public_bases else self._reached_as(request)
 
     def _from_trusted_proxy(self, request: web.Request) -> bool:
         return self._trusted_address(request.remote)
@@ -399,6 +447,67 @@ def _check_password(password: str, stored: str | None) -> bool:
     return verify_password(password, stored if stored is not None else _decoy_hash())
 
 
+@dataclass(frozen=True, slots=True)
+class _Signed:
+    """The OAuth 1.0a parameters of a request (``oauth``) and every parameter its signature covers."""
+
+    oauth: dict[str, str]
+    params: Params
+
+
+def _signed_parameters(
+    request: web.Request,
+    form: MultiMapping[str],
+    header: str,
+    *,
+    token_required: bool = True,
+    loose: tuple[str, ...] = (),
+) -> _Signed:
+    """The signature's parameters, checked for form (one place, nothing twice, nothing missing, HMAC-SHA1,
+    a sane nonce and timestamp), from the header, the query and a form-encoded ``form`` body. The ``loose``
+    ``oauth_*`` parameters may come from any of them, apart from the others."""
+    header_params = _parse_oauth_header(header) if header else []
+    query_params: Params = list(request.query.items())
+    # Only form-encoded bodies take part in the signature (RFC 5849, 3.4.1.3.1).
+    body_params: Params = list(form.items()) if request.content_type == "application/x-www-form-urlencoded" else []
+    everywhere = (header_params, query_params, body_params)
+    sources = [p for p in everywhere if any(k.startswith("oauth_") and k not in loose for k, _ in p)]
+    if len(sources) != 1:
+        raise BadAuthData("oauth_ parameters must come from exactly one place")
+    oauth: dict[str, str] = {}
+    for source in everywhere:
+        for key, value in source:
+            if key.startswith("oauth_") and (source is sources[0] or key in loose):
+                if key in oauth:
+                    raise BadAuthData(f"{key} given twice")
+                oauth[key] = value
+    required = _REQUIRED_OAUTH if token_required else tuple(k for k in _REQUIRED_OAUTH if k != "oauth_token")
+    missing = [key for key in required if not oauth.get(key)]
+    if missing:
+        raise BadAuthData(f"missing {', '.join(missing)}")
+    if len(oauth["oauth_nonce"]) > MAX_NONCE_CHARS:
+        raise NotAuthenticated(f"oauth_nonce over {MAX_NONCE_CHARS} characters")
+    if oauth["oauth_signature_method"] != "HMAC-SHA1" or oauth.get("oauth_version", "1.0") != "1.0":
+        raise BadAuthData("only HMAC-SHA1, OAuth 1.0")
+    timestamp = oauth["oauth_timestamp"]
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
+        raise BadAuthData("malformed oauth_timestamp")
+    params = [(k, v) for k, v in header_params if k != "realm"] + query_params + body_params
+    return _Signed(oauth, params)
+
+
+def _absolute_uri(target: str) -> str | None:
+    """An absolute-form request target's ``scheme://authority/path`` (RFC 9112, 3.2.2), or None when it is
+    not an http(s) URI with a host and no user information."""
+    try:
+        parts = urlsplit(target)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc or "@" in parts.netloc:
+        return None
+    return f"{parts.scheme}://{parts.netloc}{parts.path or '/'}"
+
+
 def _base_string(method: str, uri: str, params: Params) -> str:
     """RFC 5849 section 3.4.1, from parameters already decoded exactly once."""
     pairs = normalize_parameters([(k, v) for k, v in params if k != "oauth_signature"])
@@ -427,10 +536,6 @@ def oauth1_signed(request: web.BaseRequest) -> bool:
 
 def _has_oauth(params: MultiMapping[str]) -> bool:
     return any(key.startswith("oauth_") for key in params)
-
-
-def _is_oauth(key: str) -> bool:
-    return key.startswith("oauth_")
 
 
 def _parse_oauth_header(header: str) -> Params:

@@ -46,6 +46,8 @@ class TwitterClassic(Dialect):
         RouteSpec(("GET",), "/direct_messages/show/{id}.json", "show", "json"),  # as v1 and tweepy 3.x call it
         RouteSpec(("POST",), "/direct_messages/new.json", "new", "json"),
         RouteSpec(("POST",), "/direct_messages/destroy.json", "destroy", "json"),
+        # The path form of the twitter_oauth Ruby gem and Python twitter's ``_id`` style.
+        RouteSpec(("POST", "DELETE"), "/direct_messages/destroy/{id}.json", "destroy", "json"),
         RouteSpec(("GET",), "/account/verify_credentials.json", "verify_credentials", "json"),
         RouteSpec(("GET",), "/users/show.json", "users_show", "json"),
         RouteSpec(("GET", "POST"), "/users/lookup.json", "users_lookup", "json"),
