@@ -662,3 +662,15 @@ async def test_x_refusing_a_pin_is_the_dialects_401_without_xs_words(gateway, em
     assert response.status == 401 and await response.json() == INVALID_TOKEN
     assert [r.path for r in emulator.state.requests][-1] == "/oauth/access_token"
     assert [e for e in await store.list_credentials() if e.kind == "token"] == []
+
+
+async def test_a_mapped_token_on_the_v2_pass_through_acts_as_its_x_identity(gateway, emulator, store) -> None:
+    x_token = "38895958-emulatortoken"
+    token = Token("baked-in-v2", LEGACY.key, "baked-secret", x_token, emulator.state.oauth1.tokens[x_token].secret)
+    await store.put_token(token)
+    response = await call(gateway, "GET", "/2/users/me", LEGACY, token=token.token, secret=token.secret)
+    assert response.status == 200, await response.text()
+    assert (await response.json())["data"]["username"] == "theSeanCook"
+    [me] = emulator.state.requests
+    assert f'oauth_consumer_key="{APP_CONSUMER_KEY}"' in me.headers["Authorization"]
+    assert not legacy_key_reached_x(emulator)
