@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 ENV_UPSTREAM_BEARER = "DMGW_UPSTREAM_BEARER"
 ENV_STORE_ENCRYPTION_KEY = "DMGW_STORE_ENCRYPTION_KEY"
+ENV_UPSTREAM_OAUTH1_CONSUMER_SECRET = "DMGW_UPSTREAM_OAUTH1_CONSUMER_SECRET"
 
 DIALECT_FAMILIES = ("v1_1", "statusnet")
 
@@ -64,6 +65,9 @@ class UpstreamConfig:
     oauth2_client_id: str | None = None
     oauth2_client_secret: str | None = field(default=None, repr=False)
     token_url: str | None = None
+    # The operator's own X app (OAuth 1.0a): what consumers registered --via-upstream-app log in and act through.
+    oauth1_consumer_key: str | None = None
+    oauth1_consumer_secret: str | None = field(default=None, repr=False)
     # Retries of idempotent calls (GET, DELETE) after the first attempt, and the seconds they may take in
     # all, counted from the start of the legacy call; the jittered backoff doubles from retry_backoff.
     retries: int = 2
@@ -152,6 +156,9 @@ def load_config(
     bearer = env.get(ENV_UPSTREAM_BEARER)
     if bearer:
         raw.setdefault("upstream", {})["bearer_token"] = bearer
+    oauth1_secret = env.get(ENV_UPSTREAM_OAUTH1_CONSUMER_SECRET)
+    if oauth1_secret:
+        raw.setdefault("upstream", {})["oauth1_consumer_secret"] = oauth1_secret
     encryption_key = env.get(ENV_STORE_ENCRYPTION_KEY)
     if encryption_key:
         raw.setdefault("store", {})["encryption_key"] = encryption_key
@@ -251,6 +258,15 @@ def _validate(config: Config) -> None:
         raise ConfigError("upstream.max_response_bytes must be at least 1024")
     if upstream.bearer_token is not None and not upstream.bearer_token.strip():
         raise ConfigError("upstream.bearer_token must not be blank")
+    for key in ("oauth1_consumer_key", "oauth1_consumer_secret"):
+        value = getattr(upstream, key)
+        if value is not None and not value.strip():
+            raise ConfigError(f"upstream.{key} must not be blank")
+    if (upstream.oauth1_consumer_key is None) != (upstream.oauth1_consumer_secret is None):
+        raise ConfigError(
+            "upstream.oauth1_consumer_key and upstream.oauth1_consumer_secret (or "
+            f"{ENV_UPSTREAM_OAUTH1_CONSUMER_SECRET}) go together: set both or neither"
+        )
     if (server.tls_cert is None) != (server.tls_key is None):
         raise ConfigError("server.tls_cert and server.tls_key go together: set both or neither")
     for key in ("tls_cert", "tls_key"):

@@ -7,6 +7,10 @@ application and access token and one HTTP Basic user are registered in that stor
 ``dm-gateway credentials`` would register them. Each call prints the request and the response as they are
 on the wire, except that credentials are shortened or redacted: no secret is ever printed. The exit status
 is non-zero if any answer differs from what a legacy client expects.
+
+Last, a legacy client that has nothing but its own consumer key and secret (one X does not know, registered
+``--via-upstream-app``) logs a user in through the gateway with a PIN, X's login run with the emulator's app
+as the operator's own, and deletes a DM with the token it got; its consumer key never reaches X.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
 import orjson
@@ -27,7 +32,7 @@ from authlib.oauth1 import ClientAuth
 from gateway.app import create_app
 from gateway.auth.credentials import BasicUser, Consumer, OAuth2Grant, Token, hash_password
 from gateway.config import load_config
-from gateway.emulator import EmulatorServer
+from gateway.emulator import APP_CONSUMER_KEY, APP_CONSUMER_SECRET, EmulatorServer
 from gateway.emulator.state import EmulatorState
 from gateway.store.base import open_store
 
@@ -41,6 +46,12 @@ SEAN_OAUTH_TOKEN = Token("38895958-emulatortoken", CONSUMER.key, "emulator-token
 # A StatusNet user who signs in with HTTP Basic; the gateway acts for them with their v2 grant.
 BASIC_USERNAME = "marcos"
 BASIC_PASSWORD = "demo password for marcos"
+# A legacy client's own consumer, which X does not know: its users log in and act through the operator's X
+# app (the emulator's seeded one). The user who logs in, and a message of theirs to delete.
+LEGACY_CONSUMER = Consumer("legacy-client-2009", "legacy client secret, baked into the app", via_upstream_app=True)
+LOGIN_SCREEN_NAME = "s0c1alm3dia"
+LOGIN_DELETES = "240251665733795841"
+_PIN = re.compile(r'<code id="oauth_pin">([0-9]+)</code>')
 # What a forger signs with instead of the consumer secret.
 FORGED_CONSUMER_SECRET = "a guess at the consumer secret"
 
@@ -140,7 +151,12 @@ async def run_demo(*, port: int = 0, keep_running: bool = False) -> int:
                 env={},
                 overrides={
                     "server": {"port": port},
-                    "upstream": {"base_url": emulator.url, "bearer_token": SIDECAR_TOKEN},
+                    "upstream": {
+                        "base_url": emulator.url,
+                        "bearer_token": SIDECAR_TOKEN,
+                        "oauth1_consumer_key": APP_CONSUMER_KEY,
+                        "oauth1_consumer_secret": APP_CONSUMER_SECRET,
+                    },
                     "store": {"url": f"sqlite:///{workdir}/demo.sqlite3"},
                     "auth": {"sidecar": True},
                 },
@@ -154,10 +170,17 @@ async def run_demo(*, port: int = 0, keep_running: bool = False) -> int:
                 print(f"X API v2 emulator on {emulator.url}; gateway on {base} (SQLite store in {workdir})")
                 print(
                     f"Registered in the store: OAuth 1.0a consumer {CONSUMER.key} with token "
-                    f"{SEAN_OAUTH_TOKEN.token}, Basic user {BASIC_USERNAME}\n"
+                    f"{SEAN_OAUTH_TOKEN.token}, Basic user {BASIC_USERNAME}, and legacy consumer "
+                    f"{LEGACY_CONSUMER.key} (--via-upstream-app, through the app {APP_CONSUMER_KEY})\n"
                 )
                 failures = await _run_calls(base, emulator.state)
-                print(f"{len(CALLS) - failures} of {len(CALLS)} calls answered as a legacy client expects.")
+                print(f"{len(CALLS) - failures} of {len(CALLS)} calls answered as a legacy client expects.\n")
+                login_problems = await _run_login(base, emulator.state)
+                if login_problems:
+                    failures += 1
+                    print(f"!! {'; '.join(login_problems)}")
+                else:
+                    print("A client with only its consumer key logged in and deleted a DM.")
                 if keep_running:
                     await _serve_until_interrupted(base)
             finally:
@@ -171,6 +194,7 @@ async def _register_credentials(store_url: str) -> None:
     store = await open_store(store_url)
     try:
         await store.put_consumer(CONSUMER)
+        await store.put_consumer(LEGACY_CONSUMER)
         await store.put_token(SEAN_OAUTH_TOKEN)
         grant = OAuth2Grant(MARCOS_TOKEN)
         await store.put_user(BasicUser(BASIC_USERNAME, hash_password(BASIC_PASSWORD), grant))
@@ -219,6 +243,89 @@ async def _run_calls(base: str, upstream: EmulatorState) -> int:
                 print(f"!! {'; '.join(problems)}")
             print()
     return failures
+
+
+async def _run_login(base: str, upstream: EmulatorState) -> list[str]:
+    """A legacy client logs a user in through the gateway by PIN, then deletes a DM with its new token.
+    Returns what went wrong (nothing when all is well)."""
+    print("== Log in through the gateway: a client with only its own consumer key, one X does not know")
+    consumer = LEGACY_CONSUMER
+    async with aiohttp.ClientSession() as session:
+        # 1. A request token, with oob: the user will be shown a PIN.
+        signer = _LegacyClientAuth(consumer.key, consumer.secret, redirect_uri="oob")
+        request_token = await _signed_post(session, base, "/oauth/request_token", signer)
+        if "oauth_token" not in request_token:
+            return ["expected a request token"]
+        # 2. The user's browser: the gateway sends it to X's page, where the user approves and gets a PIN.
+        authorize = f"{base}/oauth/authorize?oauth_token={request_token['oauth_token']}"
+        print(f"> GET /oauth/authorize?oauth_token={_short(request_token['oauth_token'])}")
+        async with session.get(authorize, allow_redirects=False) as resp:
+            location = resp.headers.get("Location", "")
+            print(f"< {resp.status} {resp.reason}  Location: {location.split('?')[0]}?oauth_token=…")
+        x_page = urlsplit(location)
+        x_token = dict(parse_qsl(x_page.query)).get("oauth_token", "")
+        approve = x_page._replace(path="/oauth/authorize", query="").geturl()
+        async with session.post(approve, data={"oauth_token": x_token, "screen_name": LOGIN_SCREEN_NAME}) as resp:
+            pin = _PIN.search(await resp.text())
+        if pin is None:
+            return ["expected X's page to show a PIN"]
+        print(f"(on X's page {LOGIN_SCREEN_NAME} approves the app and is shown the PIN {pin.group(1)})")
+        # 3. The PIN for an access token: the gateway's own, mapped to the X token of the operator's app.
+        signer = _LegacyClientAuth(
+            consumer.key, consumer.secret, request_token["oauth_token"], request_token["oauth_token_secret"],
+            verifier=pin.group(1),
+        )  # fmt: skip
+        access = await _signed_post(session, base, "/oauth/access_token", signer)
+        if access.get("screen_name") != LOGIN_SCREEN_NAME:
+            return [f"expected an access token for {LOGIN_SCREEN_NAME}"]
+        # 4. A DM call signed with the legacy consumer and that token.
+        path = f"/1.1/direct_messages/destroy.json?id={LOGIN_DELETES}"
+        signer = _LegacyClientAuth(consumer.key, consumer.secret, access["oauth_token"], access["oauth_token_secret"])
+        _, headers, _ = signer.sign("POST", base + path, {}, b"")
+        print(f"> POST {path}\n> Authorization: {_shorten_oauth(headers['Authorization'])}")
+        before = len(upstream.requests)
+        async with session.post(base + path, headers=headers) as resp:
+            print(f"< {resp.status} {resp.reason}  {resp.headers.get('Content-Type', '')}")
+            print((await resp.read()).decode("utf-8").rstrip("\n"))
+            status = resp.status
+    problems = [] if status == 200 else ["expected the destroy to answer 200"]
+    deletes = [r for r in upstream.requests[before:] if r.method == "DELETE"]
+    if deletes:
+        shown = _shorten_oauth(deletes[0].headers.get("Authorization", ""))
+        print(f"(X API v2 got DELETE {deletes[0].path}, signed by the operator's app: {shown})")
+    else:
+        problems.append("expected X API v2 to get the delete")
+    if any(consumer.key in f"{r.path}{r.query}{r.headers}" for r in upstream.requests):
+        problems.append("the legacy consumer key reached X")
+    else:
+        print(f"(the consumer key {consumer.key} never reached X)")
+    print()
+    return problems
+
+
+async def _signed_post(session: aiohttp.ClientSession, base: str, path: str, signer: ClientAuth) -> dict[str, str]:
+    """POST a login call signed by ``signer``, printed with its secrets redacted; its form-encoded answer."""
+    _, headers, _ = signer.sign("POST", base + path, {}, b"")
+    print(f"> POST {path}\n> Authorization: {_shorten_oauth(headers['Authorization'])}")
+    async with session.post(base + path, headers=headers) as resp:
+        text = await resp.text()
+        answer = dict(parse_qsl(text)) if resp.status == 200 else {}
+        shown = "&".join(f"{k}={_redacted(k, v)}" for k, v in answer.items())
+        print(f"< {resp.status} {resp.reason}  {resp.headers.get('Content-Type', '')}")
+        print(shown or text)
+    return answer
+
+
+def _redacted(key: str, value: str) -> str:
+    """A value of a login answer as printed: a secret never, a token cut short."""
+    if "secret" in key:
+        return "…"
+    return _short(value) if key.endswith("token") else value
+
+
+def _short(token: str) -> str:
+    """A token name cut short: it changes on every run."""
+    return token[:10] + "…"
 
 
 def _credentials(call: DemoCall, url: str) -> tuple[dict[str, str], list[str]]:

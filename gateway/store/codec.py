@@ -15,6 +15,7 @@ was set stay readable, and are sealed when they are written again. A secret the 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import datetime
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 import orjson
 from cryptography.fernet import Fernet, InvalidToken
 
-from gateway.auth.credentials import OAuth2Grant
+from gateway.auth.credentials import OAuth2Grant, RequestToken
 from gateway.model import DirectMessage, Entities, Hashtag, Mention, Url, User
 
 RECORD_VERSION = 1
@@ -82,6 +83,19 @@ def unseal(stored: str | bytes, cipher: TextCipher | None) -> str:
     if cipher is None:
         raise UndecryptableText(_NO_KEY)
     return cipher.decrypt(stored[len(SEALED) :])
+
+
+def seal_request_token(token: RequestToken, cipher: TextCipher | None) -> str | bytes:
+    """A pending request token as one stored value: all of it, secrets and verifiers included, sealed."""
+    return seal(dumps(dataclasses.asdict(token)).decode("utf-8"), cipher)
+
+
+def unseal_request_token(stored: str | bytes, cipher: TextCipher | None) -> RequestToken:
+    """The request token ``seal_request_token`` stored; ``UndecryptableText`` if it cannot be read."""
+    try:
+        return RequestToken(**loads(unseal(stored, cipher)))
+    except (TypeError, ValueError) as exc:
+        raise UndecryptableText(f"not a request token record ({type(exc).__name__})") from None
 
 
 def _date(value: datetime | None) -> str | None:

@@ -34,6 +34,7 @@ from gateway.auth.credentials import (
     CredentialEntry,
     CredentialKind,
     OAuth2Grant,
+    RequestToken,
     Token,
     credential_entries,
 )
@@ -138,6 +139,7 @@ class MemoryStore:
         self._clock = clock
         self._consumers: dict[str, Consumer] = {}
         self._tokens: dict[str, Token] = {}
+        self._request_tokens: dict[str, RequestToken] = {}
         self._basic_users: dict[str, BasicUser] = {}
         self._nonces: dict[tuple[str, str], float] = {}
         self._nonce_calls = 0
@@ -238,6 +240,19 @@ class MemoryStore:
     async def get_token(self, token: str) -> Token | None:
         return self._tokens.get(token)
 
+    async def put_request_token(self, token: RequestToken) -> None:
+        now = self._clock()
+        self._request_tokens = {k: t for k, t in self._request_tokens.items() if t.expires_at > now}
+        self._request_tokens[token.token] = token
+
+    async def get_request_token(self, token: str) -> RequestToken | None:
+        found = self._request_tokens.get(token)
+        return found if found is not None and found.expires_at > self._clock() else None
+
+    async def take_request_token(self, token: str) -> RequestToken | None:
+        found = self._request_tokens.pop(token, None)
+        return found if found is not None and found.expires_at > self._clock() else None
+
     async def put_user(self, user: BasicUser) -> None:
         self._basic_users[user.username] = user
 
@@ -264,8 +279,8 @@ class MemoryStore:
 
     async def list_credentials(self) -> list[CredentialEntry]:
         return credential_entries(
-            self._consumers,
-            ((t.token, t.consumer_key) for t in self._tokens.values()),
+            ((c.key, c.via_upstream_app) for c in self._consumers.values()),
+            ((t.token, t.consumer_key, t.mapping) for t in self._tokens.values()),
             ((u.username, u.grant) for u in self._basic_users.values()),
         )
 

@@ -6,8 +6,11 @@ Every key starts with a namespaced, versioned prefix (``dmgw:v1:`` unless told o
     del:{id}                  hash: its deletions, deleter -> when, with a TTL
     user:{id}                 a v2 user record (JSON), with a TTL
     consumer:{key}            an OAuth 1.0a consumer's secret (maybe sealed)   (no TTL)
-    token:{token}             hash: consumer, secret (maybe sealed)             (no TTL)
+    consumer_via:{key}        present when the consumer acts through the upstream app (no TTL)
+    token:{token}             hash: consumer, secret (maybe sealed), and a mapped one's
+                              upstream_token, upstream_secret (maybe sealed) or upstream_user (no TTL)
     consumer_tokens:{key}     set of the consumer's token names                 (no TTL)
+    request_token:{token}     a pending request token, one record (maybe sealed), until it expires
     basic:{username}          hash: password_hash (scrypt), grant (JSON)        (no TTL)
     nonce:{scope}:{nonce}     when it expires on the gateway's clock; ``:`` and ``%`` in the nonce are %-escaped
 
@@ -45,6 +48,7 @@ from gateway.auth.credentials import (
     CredentialEntry,
     CredentialKind,
     OAuth2Grant,
+    RequestToken,
     Token,
     credential_entries,
 )
@@ -55,21 +59,25 @@ from gateway.store.base import Deletion, StoreError, latest
 DEFAULT_PREFIX = "dmgw:v1:"
 DAY = 24 * 3600
 
-# KEYS: consumer, token, the consumer's token set. ARGV: token, consumer key, secret, prefix.
+# KEYS: consumer, token, the consumer's token set. ARGV: token, consumer key, secret, prefix, then the token's
+# mapping as field and value pairs (none for an unmapped token).
 _PUT_TOKEN = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local previous = redis.call('HGET', KEYS[2], 'consumer')
 if previous and previous ~= ARGV[2] then
     redis.call('SREM', ARGV[4] .. 'consumer_tokens:' .. previous, ARGV[1])
 end
+redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[2], 'consumer', ARGV[2], 'secret', ARGV[3])
+for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
 redis.call('SADD', KEYS[3], ARGV[1])
 return 1
 """
 
-# KEYS: consumer, its token set. ARGV: consumer key, prefix.
+# KEYS: consumer, its token set, its via-upstream-app flag. ARGV: consumer key, prefix.
 _REMOVE_CONSUMER = """
 if redis.call('DEL', KEYS[1]) == 0 then return 0 end
+redis.call('DEL', KEYS[3])
 for _, token in ipairs(redis.call('SMEMBERS', KEYS[2])) do
     local key = ARGV[2] .. 'token:' .. token
     if redis.call('HGET', key, 'consumer') == ARGV[1] then redis.call('DEL', key) end
@@ -85,6 +93,14 @@ if not consumer then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('SREM', ARGV[2] .. 'consumer_tokens:' .. consumer, ARGV[1])
 return 1
+"""
+
+# KEYS: a pending request token. Read and deleted at once, so that of concurrent takers only one gets it (the
+# script rather than GETDEL, which older servers lack).
+_TAKE = """
+local value = redis.call('GET', KEYS[1])
+if value then redis.call('DEL', KEYS[1]) end
+return value
 """
 
 # KEYS: basic user. ARGV: grant record.
@@ -184,6 +200,7 @@ class RedisStore:
         self._put_token = self._client.register_script(_PUT_TOKEN)
         self._remove_consumer = self._client.register_script(_REMOVE_CONSUMER)
         self._remove_token = self._client.register_script(_REMOVE_TOKEN)
+        self._take = self._client.register_script(_TAKE)
         self._put_grant = self._client.register_script(_PUT_GRANT)
         self._mark_deleted = self._client.register_script(_MARK_DELETED)
         self._remember_nonce = self._client.register_script(_REMEMBER_NONCE)
@@ -306,13 +323,22 @@ class RedisStore:
     # Credentials -----------------------------------------------------------------------------------
 
     async def put_consumer(self, consumer: Consumer) -> None:
+        via = self._key("consumer_via", consumer.key)
         with self._guard():
-            await self._client.set(self._key("consumer", consumer.key), codec.seal(consumer.secret, self._cipher))
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.set(self._key("consumer", consumer.key), codec.seal(consumer.secret, self._cipher))
+                if consumer.via_upstream_app:
+                    pipe.set(via, b"1")
+                else:
+                    pipe.delete(via)
+                await pipe.execute()
 
     async def get_consumer(self, key: str) -> Consumer | None:
         with self._guard():
-            secret = await self._client.get(self._key("consumer", key))
-        return None if secret is None else Consumer(key=key, secret=self._secret(secret, f"consumer {key!r}"))
+            secret, via = await self._client.mget(self._key("consumer", key), self._key("consumer_via", key))
+        if secret is None:
+            return None
+        return Consumer(key=key, secret=self._secret(secret, f"consumer {key!r}"), via_upstream_app=via is not None)
 
     async def put_token(self, token: Token) -> None:
         keys = [
@@ -320,10 +346,14 @@ class RedisStore:
             self._key("token", token.token),
             self._key("consumer_tokens", token.consumer_key),
         ]
+        args = [token.token, token.consumer_key, codec.seal(token.secret, self._cipher), self.prefix]
+        if token.upstream_token is not None and token.upstream_secret is not None:
+            args += ["upstream_token", token.upstream_token]
+            args += ["upstream_secret", codec.seal(token.upstream_secret, self._cipher)]
+        if token.upstream_user is not None:
+            args += ["upstream_user", token.upstream_user]
         with self._guard():
-            stored = await self._put_token(
-                keys=keys, args=[token.token, token.consumer_key, codec.seal(token.secret, self._cipher), self.prefix]
-            )
+            stored = await self._put_token(keys=keys, args=args)
         if not stored:
             raise ValueError(f"no consumer {token.consumer_key!r}")
 
@@ -336,7 +366,42 @@ class RedisStore:
             consumer_key, secret = _text(fields[b"consumer"]), fields[b"secret"]
         except KeyError as exc:
             raise StoreError(f"redis: token record without {exc}") from None
-        return Token(token=token, consumer_key=consumer_key, secret=self._secret(secret, f"token {token!r}"))
+        upstream_token, upstream_secret = fields.get(b"upstream_token"), fields.get(b"upstream_secret")
+        upstream_user = fields.get(b"upstream_user")
+        return Token(
+            token=token,
+            consumer_key=consumer_key,
+            secret=self._secret(secret, f"token {token!r}"),
+            upstream_token=None if upstream_token is None else _text(upstream_token),
+            upstream_secret=None if upstream_secret is None else self._secret(upstream_secret, f"token {token!r}"),
+            upstream_user=None if upstream_user is None else _text(upstream_user),
+        )
+
+    async def put_request_token(self, token: RequestToken) -> None:
+        ttl_ms = max(1, int((token.expires_at - self._clock()) * 1000))
+        with self._guard():
+            await self._client.set(
+                self._key("request_token", token.token), codec.seal_request_token(token, self._cipher), px=ttl_ms
+            )
+
+    async def get_request_token(self, token: str) -> RequestToken | None:
+        with self._guard():
+            stored = await self._client.get(self._key("request_token", token))
+        return self._request_token(stored, token)
+
+    async def take_request_token(self, token: str) -> RequestToken | None:
+        with self._guard():
+            stored = await self._take(keys=[self._key("request_token", token)])
+        return self._request_token(stored, token)
+
+    def _request_token(self, stored: bytes | None, token: str) -> RequestToken | None:
+        if stored is None:
+            return None
+        try:
+            found = codec.unseal_request_token(stored, self._cipher)
+        except codec.UndecryptableText as exc:
+            raise StoreError(f"redis: request token {token!r} cannot be read: {exc}") from None
+        return found if found.expires_at > self._clock() else None
 
     async def put_user(self, user: BasicUser) -> None:
         mapping = {"password_hash": user.password_hash, "grant": self._grant_record(user.grant)}
@@ -367,7 +432,7 @@ class RedisStore:
     async def remove_credential(self, kind: CredentialKind, key: str) -> bool:
         with self._guard():
             if kind == "consumer":
-                keys = [self._key("consumer", key), self._key("consumer_tokens", key)]
+                keys = [self._key("consumer", key), self._key("consumer_tokens", key), self._key("consumer_via", key)]
                 return bool(await self._remove_consumer(keys=keys, args=[key, self.prefix]))
             if kind == "token":
                 return bool(await self._remove_token(keys=[self._key("token", key)], args=[key, self.prefix]))
@@ -381,16 +446,23 @@ class RedisStore:
             token_names = await self._names("token")
             usernames = await self._names("basic")
             async with self._client.pipeline(transaction=False) as pipe:
+                for name in consumers:
+                    pipe.exists(self._key("consumer_via", name))
                 for name in token_names:
-                    pipe.hget(self._key("token", name), "consumer")
+                    pipe.hmget(self._key("token", name), "consumer", "upstream_token", "upstream_user")
                 for name in usernames:
                     pipe.hget(self._key("basic", name), "grant")
                 values = await pipe.execute()
         # A key removed between the scan and the reads is simply left out.
+        via, values = values[: len(consumers)], values[len(consumers) :]
         owners, grants = values[: len(token_names)], values[len(token_names) :]
-        tokens = [(name, _text(owner)) for name, owner in zip(token_names, owners) if owner is not None]
+        tokens = [
+            (name, _text(owner), _mapping(name, owner, mapped_to, user))
+            for name, (owner, mapped_to, user) in zip(token_names, owners)
+            if owner is not None
+        ]
         users = [(name, self._grant(grant, name)) for name, grant in zip(usernames, grants) if grant is not None]
-        return credential_entries(consumers, tokens, users)
+        return credential_entries(zip(consumers, map(bool, via)), tokens, users)
 
     def _secret(self, stored: bytes, what: str) -> str:
         """The secret a consumer's or token's value holds; one that cannot be read is a ``StoreError`` naming
@@ -443,6 +515,11 @@ class RedisStore:
             await self._client.aclose()
         except (RedisError, OSError):
             pass  # closing a client whose server vanished has nothing left to release
+
+
+def _mapping(name: str, owner: bytes, upstream_token: bytes | None, upstream_user: bytes | None) -> str:
+    user = None if upstream_user is None else _text(upstream_user)
+    return Token(name, _text(owner), "", None if upstream_token is None else _text(upstream_token), None, user).mapping
 
 
 def _text(value: bytes | str) -> str:
