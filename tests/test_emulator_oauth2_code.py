@@ -89,7 +89,9 @@ async def approve(client: Any, query: dict[str, str], screen_name: str = "theSea
     )
 
 
-async def code_for(client: Any, verifier: str, client_id: str = EMULATOR_OAUTH2_CLIENT_ID, **overrides: str) -> str:
+async def code_for(
+    client: Any, verifier: str, client_id: str = EMULATOR_OAUTH2_CLIENT_ID, **overrides: str
+) -> str:
     query = authorization(verifier, client_id, **overrides)
     back = answer(await approve(client, query))
     assert back["state"] == [query["state"]]
@@ -149,7 +151,8 @@ async def test_confidential_client_flow_issues_a_grant_that_acts_as_the_user(
         headers={**FORM, "Authorization": BASIC},
     )
     assert renewed.status == 200 and state.token_refreshes == 1
-    me = await client.get("/2/users/me", headers={"Authorization": f"Bearer {(await renewed.json())['access_token']}"})
+    renewed_bearer = {"Authorization": f"Bearer {(await renewed.json())['access_token']}"}
+    me = await client.get("/2/users/me", headers=renewed_bearer)
     assert (await me.json())["data"]["id"] == SEAN_ID
 
     seen = [(request.method, request.path) for request in state.requests]
@@ -221,7 +224,7 @@ async def test_a_code_is_bound_to_its_client(client: Any) -> None:
     ("headers", "form"),
     [
         ({}, {"client_id": EMULATOR_OAUTH2_CLIENT_ID}),  # a confidential client must present its secret
-        ({"Authorization": "Basic " + base64.b64encode(f"{EMULATOR_OAUTH2_CLIENT_ID}:wrong".encode()).decode()}, {}),
+        ({"Authorization": "Basic " + base64.b64encode(b"emulator-oauth2-client:wrong").decode()}, {}),
         ({}, {"client_id": "nobody"}),
     ],
 )

@@ -62,7 +62,9 @@ SCOPES = {
     "media.write": "Upload media for you.",
 }
 
-_FIELDS = ("response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method")
+_FIELDS = (
+    "response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method"
+)
 _FORM_FIELDS = (*_FIELDS, "screen_name", "cancel", "approve")
 # RFC 7636 section 4.2: a challenge (and a verifier) is 43 to 128 unreserved characters.
 PKCE_VALUE = re.compile(r"[A-Za-z0-9._~-]{43,128}", re.ASCII)
