@@ -62,6 +62,9 @@ class CredentialEntry:
     kind: CredentialKind
     key: str
     detail: str
+    # A user's grant: when it expires (epoch seconds), None when unknown. Not printed (``detail`` says it);
+    # the admin status page counts the grants expiring soon from it.
+    expires_at: float | None = field(default=None, compare=False)
 
 
 class CredentialStore(Protocol):
@@ -192,7 +195,8 @@ def credential_entries(
     entries = [CredentialEntry("consumer", key, _count(issued.get(key, 0), "token")) for key in sorted(consumers)]
     entries += [CredentialEntry("token", token, f"consumer {consumer_key}") for token, consumer_key in token_pairs]
     entries += [
-        CredentialEntry("user", name, grant_summary(grant)) for name, grant in sorted(users, key=lambda u: u[0])
+        CredentialEntry("user", name, grant_summary(grant), grant.expires_at)
+        for name, grant in sorted(users, key=lambda u: u[0])
     ]
     return entries
 
