@@ -10,7 +10,7 @@ Every key starts with a namespaced, versioned prefix (``dmgw:v1:`` unless told o
     consumer_tokens:{key}     set of the consumer's token names                 (no TTL)
     basic:{username}          hash: password_hash (scrypt), grant (JSON)        (no TTL)
     nonce:{scope}:{nonce}     when it expires on the gateway's clock; ``:`` and ``%`` in the nonce are %-escaped
-    index:msg, index:user     sorted sets: each live message's (user's) id, scored by when it expires  (no TTL)
+    index:msg, index:user     sorted sets: each live message's (user's) id, scored by when it expires, with a TTL
 
 Cached data expires on its own, so Redis needs no cleanup job; credentials never expire. The TTLs come from
 ``[store]``: ``message_retention`` for messages and deletions, ``user_max_age`` for users. Message and user
@@ -242,7 +242,7 @@ class RedisStore:
                     pipe.set(self._key("msg", message_id), record, ex=self.message_ttl)
                     # A recorded deletion lives on while the message is remembered (EXPIRE skips a missing key).
                     pipe.expire(self._key("del", message_id), max(self.deletion_ttl, self.message_ttl))
-                self._index(pipe, "msg", [message_id for message_id, _ in records], now + self.message_ttl, now)
+                self._index(pipe, "msg", [message_id for message_id, _ in records], self.message_ttl, now)
                 await pipe.execute()
 
     async def get_message_with_users(self, message_id: str) -> tuple[DirectMessage | None, dict[str, User]]:
@@ -269,14 +269,16 @@ class RedisStore:
             async with self._client.pipeline(transaction=False) as pipe:
                 for user_id, record in records:
                     pipe.set(self._key("user", user_id), record, ex=self.user_ttl)
-                self._index(pipe, "user", [user_id for user_id, _ in records], now + self.user_ttl, now)
+                self._index(pipe, "user", [user_id for user_id, _ in records], self.user_ttl, now)
                 await pipe.execute()
 
-    def _index(self, pipe: Any, kind: str, ids: list[str], expires_at: float, now: float) -> None:
-        """Queue on ``pipe``: ``ids`` live in ``kind``'s index until ``expires_at``; expired ids leave it."""
+    def _index(self, pipe: Any, kind: str, ids: list[str], ttl: int, now: float) -> None:
+        """Queue on ``pipe``: ``ids`` live in ``kind``'s index for ``ttl`` seconds; expired ids leave it. The
+        set itself expires with the last record written, so an idle store keeps no stale index."""
         key = self._key("index", kind)
-        pipe.zadd(key, dict.fromkeys(ids, expires_at))
+        pipe.zadd(key, dict.fromkeys(ids, now + ttl))
         pipe.zremrangebyscore(key, "-inf", now)
+        pipe.expire(key, ttl)
 
     async def size(self) -> StoreSize:
         """Two ZCOUNTs of the index sets from now on: O(log n), in one round trip."""
