@@ -14,6 +14,9 @@ from tests.browser import browser, screenshot  # noqa: F401  (browser is a fixtu
 from tests.test_status_page import DESTROY, gateway_and_admin, send_traffic
 
 
+ALL_UPSTREAM = '#upstream tr[data-endpoint="all"]'
+
+
 def cell(driver: Any, css: str) -> str:
     from selenium.webdriver.common.by import By
 
@@ -41,7 +44,7 @@ async def test_the_status_page_shows_the_traffic_just_sent(
             "destroy since start": counts(browser, DESTROY, "since_start"),
             "unknown": counts(browser, "unmatched", "since_start"),
             "readiness": cell(browser, "#readiness"),
-            "attempts": cell(browser, '#upstream tr[data-endpoint="all"] td[data-span="since_start"][data-field="attempts"]'),
+            "attempts": cell(browser, f"{ALL_UPSTREAM} td[data-span=since_start][data-field=attempts]"),
             "messages": cell(browser, "#store-messages"),
             "workers": cell(browser, "#workers"),
         }

@@ -136,7 +136,8 @@ async def test_the_page_shows_counts_and_keys_never_a_secret(
     password_hash = hash_password(SECRETS["password"])
     grant = OAuth2Grant(SECRETS["access token"], SECRETS["refresh token"], soon)
     await store.put_user(BasicUser("expiring-user", password_hash, grant))
-    await store.put_user(BasicUser("steady-user", password_hash, OAuth2Grant(SECRETS["other access token"], None, later)))
+    steady = OAuth2Grant(SECRETS["other access token"], None, later)
+    await store.put_user(BasicUser("steady-user", password_hash, steady))
     await send_traffic(gateway)
     texts = [m.text for m in [await store.get_message(i) for i in PLAIN_IDS] if m is not None]
     assert texts  # the destroyed messages' text is in the store, and must not reach the page
