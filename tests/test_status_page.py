@@ -30,6 +30,9 @@ DESTROY_URL = DESTROY + "?id={}"
 UNKNOWN_CALL = "/1.1/no-such-call.json"
 CREATED = datetime(2020, 1, 1, tzinfo=timezone.utc)
 
+HOSTILE_NAME = "<script>alert(1)</script>"
+HOSTILE_KEY = "<img src=x onerror=alert(2)>"
+
 # Credentials with secrets the page must never show.
 SECRETS = {
     "consumer secret": "consumer-secret-Zq81",
@@ -138,6 +141,9 @@ async def test_the_page_shows_counts_and_keys_never_a_secret(
     await store.put_user(BasicUser("expiring-user", password_hash, grant))
     steady = OAuth2Grant(SECRETS["other access token"], None, later)
     await store.put_user(BasicUser("steady-user", password_hash, steady))
+    # Names are chosen by whoever registers: markup in them is shown as text.
+    await store.put_consumer(Consumer(HOSTILE_KEY, "x"))
+    await store.put_user(BasicUser(HOSTILE_NAME, password_hash, OAuth2Grant("x", None, soon)))
     await send_traffic(gateway)
     texts = [m.text for m in [await store.get_message(i) for i in PLAIN_IDS] if m is not None]
     assert texts  # the destroyed messages' text is in the store, and must not reach the page
@@ -149,14 +155,16 @@ async def test_the_page_shows_counts_and_keys_never_a_secret(
     assert '<meta http-equiv="refresh" content="10">' in html
     status = await (await admin.get("/status.json")).json()
     assert status["credentials"] == {
-        "consumers": 1,
+        "consumers": 2,
         "tokens": 1,
-        "basic_users": 2,
-        "grants_expiring_within_a_day": 1,
-        "consumer_keys": ["legacy-app-key"],
-        "expiring_usernames": ["expiring-user"],
+        "basic_users": 3,
+        "grants_expiring_within_a_day": 2,
+        "consumer_keys": sorted([HOSTILE_KEY, "legacy-app-key"]),
+        "expiring_usernames": sorted([HOSTILE_NAME, "expiring-user"]),
     }
-    assert 'id="expiring">1<' in html and "legacy-app-key" in html and "expiring-user" in html
+    assert 'id="expiring">2<' in html and "legacy-app-key" in html and "expiring-user" in html
+    assert "<script" not in html and "<img" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "&lt;img src=x onerror=alert(2)&gt;" in html
     raw_json = await (await admin.get("/status.json")).text()
     for what, secret in [*SECRETS.items(), ("password hash", password_hash), *(("DM text", t) for t in texts)]:
         assert secret not in html, what

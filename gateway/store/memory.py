@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any, Generic, TypeVar
 
@@ -95,6 +95,10 @@ class _Lru(Generic[K, V]):
 
     def __contains__(self, key: object) -> bool:
         return key in self._data
+
+    def values_by_key(self) -> Iterator[tuple[K, V]]:
+        """Every (key, value), least recently used first, without touching the order."""
+        return ((key, value) for key, (value, _) in self._data.items())
 
     def __len__(self) -> int:
         return len(self._data)
@@ -203,7 +207,7 @@ class MemoryStore:
         """Walks the cache, which ``memory_max_entries`` bounds; a message's age is read from its entry."""
         now = self._clock()
         messages = users = 0
-        for key, (value, _) in self._cache._data.items():
+        for key, value in self._cache.values_by_key():
             if isinstance(key, tuple):
                 users += value[1] + self._user_max_age > now  # type: ignore[index]
             else:
