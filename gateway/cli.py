@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (server.host)")
     serve.add_argument("--port", type=int, help="port to listen on (server.port)")
     serve.add_argument(
-        "--admin-port", type=int, metavar="P", help="admin listener port for /healthz, /readyz, /metrics (server.admin_port)"
+        "--admin-port", type=int, metavar="P", help="admin listener port: status page, /healthz, /readyz, /metrics (server.admin_port)"
     )
     serve.add_argument("--upstream", metavar="URL", help="X API v2 base URL (upstream.base_url)")
     serve.add_argument("--store", metavar="URL", help="memory, sqlite:///PATH or redis://HOST:PORT/DB (store.url)")
@@ -521,9 +521,10 @@ async def _serve_until_signalled(config: Config, tls: ssl.SSLContext | None) -> 
 def log_admin_listener(config: Config, admin_runner: web.AppRunner) -> None:
     log = logging.getLogger("gateway")
     admin_host, admin_port = admin_runner.addresses[0][:2]
-    log.info("admin listener on http://%s:%d (/healthz, /readyz, /metrics)", admin_host, admin_port)
+    log.info("admin listener on http://%s:%d (status page /, /healthz, /readyz, /metrics)", admin_host, admin_port)
     if not is_loopback(config.server.admin_host):
         log.warning(
-            "server.admin_host %r is not loopback: /metrics and /readyz are reachable from the network",
+            "server.admin_host %r is not loopback: the status page, /metrics and /readyz are reachable "
+            "from the network",
             config.server.admin_host,
         )

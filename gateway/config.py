@@ -42,7 +42,7 @@ class ServerConfig:
     tls_port: int | None = None
     # The oldest TLS version accepted: "1.2" (default) or "1.3"; "1.0" and "1.1" for old clients, with a warning.
     tls_min_version: str = "1.2"
-    # The admin listener (/healthz, /readyz, /metrics): plain HTTP, loopback by default; port 0 = any free port.
+    # The admin listener (status page, health, metrics): plain HTTP, loopback by default; port 0 = any free port.
     admin_host: str = "127.0.0.1"
     admin_port: int = 8081
     # Slow clients: seconds a connection may wait for a complete request head (a new connection, an idle

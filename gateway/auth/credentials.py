@@ -104,6 +104,9 @@ class CredentialEntry:
     kind: CredentialKind
     key: str
     detail: str
+    # A user's grant: when it expires (epoch seconds), None when unknown. Not printed (``detail`` says it);
+    # the admin status page counts the grants expiring soon from it.
+    expires_at: float | None = field(default=None, compare=False)
 
 
 class CredentialStore(Protocol):
@@ -251,7 +254,8 @@ def credential_entries(
         for token, consumer_key, mapping in token_rows
     ]
     entries += [
-        CredentialEntry("user", name, grant_summary(grant)) for name, grant in sorted(users, key=lambda u: u[0])
+        CredentialEntry("user", name, grant_summary(grant), grant.expires_at)
+        for name, grant in sorted(users, key=lambda u: u[0])
     ]
     return entries
 

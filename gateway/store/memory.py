@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any, Generic, TypeVar
 
@@ -41,7 +41,7 @@ from gateway.auth.credentials import (
 from gateway.config import StoreConfig
 from gateway.model import DirectMessage, User
 from gateway.store import codec
-from gateway.store.base import Deletion, latest
+from gateway.store.base import Deletion, StoreSize, latest
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -96,6 +96,10 @@ class _Lru(Generic[K, V]):
 
     def __contains__(self, key: object) -> bool:
         return key in self._data
+
+    def values_by_key(self) -> Iterator[tuple[K, V]]:
+        """Every (key, value), least recently used first, without touching the order."""
+        return ((key, value) for key, (value, _) in self._data.items())
 
     def __len__(self) -> int:
         return len(self._data)
@@ -200,6 +204,17 @@ class MemoryStore:
         for user in users:
             size = len(user.id) + len(codec.dumps(codec.user_to_record(user)))
             self._cache.put(_user_key(user.id), (user, now), size)
+
+    async def size(self) -> StoreSize:
+        """Walks the cache, which ``memory_max_entries`` bounds; a message's age is read from its entry."""
+        now = self._clock()
+        messages = users = 0
+        for key, value in self._cache.values_by_key():
+            if isinstance(key, tuple):
+                users += value[1] + self._user_max_age > now  # type: ignore[index]
+            else:
+                messages += codec.loads(value)["learned_at"] + self._message_retention > now  # type: ignore[arg-type]
+        return StoreSize(messages=messages, users=users)
 
     async def mark_deleted(self, message_id: str, by: str | None) -> None:
         self._mark_deleted(message_id, by)

@@ -13,6 +13,7 @@ Every key starts with a namespaced, versioned prefix (``dmgw:v1:`` unless told o
     request_token:{token}     a pending request token, one record (maybe sealed), until it expires
     basic:{username}          hash: password_hash (scrypt), grant (JSON)        (no TTL)
     nonce:{scope}:{nonce}     when it expires on the gateway's clock; ``:`` and ``%`` in the nonce are %-escaped
+    index:msg, index:user     sorted sets: each live message's (user's) id, scored by when it expires, with a TTL
 
 Cached data expires on its own, so Redis needs no cleanup job; credentials never expire. The TTLs come from
 ``[store]``: ``message_retention`` for messages and deletions, ``user_max_age`` for users. Message and user
@@ -25,6 +26,11 @@ a known message, a nonce accepted once) is one Lua script or one ``SET NX``, so 
 The scripts touch keys they derive from their arguments: a single Redis server (or primary), not a cluster.
 
 Any Redis failure becomes ``StoreError``, which the service treats as a miss.
+
+The two index sets let ``size`` count without SCAN: every write of a message or user also sets its id's score
+to its expiry and drops the ids already expired, in the same pipeline (no extra round trip), so a set holds
+the live records only and ``ZCOUNT`` from now answers in O(log n). Records written before the index existed
+are not counted until written again; they expire with their TTL.
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ from gateway.auth.credentials import (
 )
 from gateway.model import DirectMessage, User
 from gateway.store import codec
-from gateway.store.base import Deletion, StoreError, latest
+from gateway.store.base import Deletion, StoreError, StoreSize, latest
 
 DEFAULT_PREFIX = "dmgw:v1:"
 DAY = 24 * 3600
@@ -253,6 +259,7 @@ class RedisStore:
                     pipe.set(self._key("msg", message_id), record, ex=self.message_ttl)
                     # A recorded deletion lives on while the message is remembered (EXPIRE skips a missing key).
                     pipe.expire(self._key("del", message_id), max(self.deletion_ttl, self.message_ttl))
+                self._index(pipe, "msg", [message_id for message_id, _ in records], self.message_ttl, now)
                 await pipe.execute()
 
     async def get_message_with_users(self, message_id: str) -> tuple[DirectMessage | None, dict[str, User]]:
@@ -279,7 +286,26 @@ class RedisStore:
             async with self._client.pipeline(transaction=False) as pipe:
                 for user_id, record in records:
                     pipe.set(self._key("user", user_id), record, ex=self.user_ttl)
+                self._index(pipe, "user", [user_id for user_id, _ in records], self.user_ttl, now)
                 await pipe.execute()
+
+    def _index(self, pipe: Any, kind: str, ids: list[str], ttl: int, now: float) -> None:
+        """Queue on ``pipe``: ``ids`` live in ``kind``'s index for ``ttl`` seconds; expired ids leave it. The
+        set itself expires with the last record written, so an idle store keeps no stale index."""
+        key = self._key("index", kind)
+        pipe.zadd(key, dict.fromkeys(ids, now + ttl))
+        pipe.zremrangebyscore(key, "-inf", now)
+        pipe.expire(key, ttl)
+
+    async def size(self) -> StoreSize:
+        """Two ZCOUNTs of the index sets from now on: O(log n), in one round trip."""
+        now = self._clock()
+        with self._guard():
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.zcount(self._key("index", "msg"), f"({now!r}", "+inf")
+                pipe.zcount(self._key("index", "user"), f"({now!r}", "+inf")
+                messages, users = await pipe.execute()
+        return StoreSize(messages=int(messages), users=int(users))
 
     async def mark_deleted(self, message_id: str, by: str | None) -> None:
         await self.mark_deleted_many([(message_id, by)])

@@ -83,7 +83,7 @@ from gateway.config import StoreConfig
 from gateway.ids import is_id
 from gateway.model import DirectMessage, User
 from gateway.store import codec
-from gateway.store.base import Deletion, StoreError, latest
+from gateway.store.base import Deletion, StoreError, StoreSize, latest
 
 T = TypeVar("T")
 
@@ -829,6 +829,23 @@ class SQLiteStore:
 
         accepted: bool = await self._write(write)
         return accepted
+
+    async def size(self) -> StoreSize:
+        """Counts the rows within their retention on the worker thread (it scans both tables; the admin status
+        page asks at most every half minute), never on the event loop."""
+        now = self._clock()
+
+        def count() -> StoreSize:
+            db = self._db
+            (messages,) = db.execute(
+                "SELECT count(*) FROM messages WHERE learned_at > ?", (now - self.message_retention,)
+            ).fetchone()
+            (users,) = db.execute(
+                "SELECT count(*) FROM users WHERE fetched_at > ?", (now - self.user_max_age,)
+            ).fetchone()
+            return StoreSize(messages=messages, users=users)
+
+        return await self._run(count)
 
     async def ping(self) -> None:
         """A read of the schema page through the worker thread: fails if the file or the worker cannot
