@@ -111,6 +111,10 @@ def create_app(config: Config, *, store: Store | None = None) -> web.Application
         for method in (*spec.methods, "HEAD") if "GET" in spec.methods else spec.methods:
             app.router.add_route(method, prefix + spec.path, handler, expect_handler=expect_continue)
     app.cleanup_ctx.append(_resources(store))
+    if config.onboarding.enabled:
+        from gateway import onboarding
+
+        onboarding.setup(app, config, lambda app: app[STORE_KEY])  # /connect pages, after the store opens
     passthrough.setup(app)  # /2/... goes upstream unchanged; after the legacy routes and their resources
     return app
 
