@@ -30,9 +30,9 @@ def free_port() -> int:
 
 
 def connect_config(emulator: EmulatorServer, port: int, *, mode: str = "open", store_url: str = "memory",
-                   secret: str | None = EMULATOR_OAUTH2_CLIENT_SECRET) -> Any:  # fmt: skip
+                   secret: str | None = EMULATOR_OAUTH2_CLIENT_SECRET, env: dict[str, str] | None = None) -> Any:  # fmt: skip
     return load_config(
-        env={},
+        env=env or {},
         overrides={
             "upstream": {
                 "base_url": emulator.url,
@@ -111,7 +111,8 @@ async def finish(http: aiohttp.ClientSession, client: TestClient, fields: dict[s
 
 async def list_dms(client: TestClient, username: str, password: str) -> Any:
     """An unmodified StatusNet-style call: HTTP Basic on /api/direct_messages.json."""
-    return await client.get("/api/direct_messages.json", auth=aiohttp.BasicAuth(username, password))
+    headers = {"Authorization": aiohttp.encode_basic_auth(username, password)}
+    return await client.get("/api/direct_messages.json", headers=headers)
 
 
 async def test_the_whole_flow_then_a_statusnet_client_lists_dms(make_connect: Any, emulator: EmulatorServer) -> None:
@@ -299,3 +300,65 @@ async def test_the_pkce_verifier_is_checked_by_x(make_connect: Any, emulator: Em
         assert answer.status == 502
     assert upstream_calls(emulator) == ["POST /2/oauth2/token"]
     assert await store.list_credentials() == []
+
+
+async def test_pending_records_expire_and_are_taken_once(shared_store: Any) -> None:
+    await shared_store.put_pending("connect:a", b"\xffsealed", time.time() + 60)
+    assert await shared_store.get_pending("connect:a") == b"\xffsealed"
+    assert await shared_store.take_pending("connect:a") == b"\xffsealed"
+    assert await shared_store.take_pending("connect:a") is None
+    assert await shared_store.get_pending("connect:a") is None
+    await shared_store.put_pending("connect:b", b"x", time.time() + 0.05)
+    time.sleep(0.1)  # noqa: ASYNC251 - expiry is on the wall clock
+    assert await shared_store.get_pending("connect:b") is None
+    assert await shared_store.take_pending("connect:b") is None
+
+
+async def test_a_flow_begun_on_one_replica_finishes_on_another(
+    aiohttp_client: Any, emulator: EmulatorServer, tmp_path: Any
+) -> None:
+    from cryptography.fernet import Fernet
+
+    key = Fernet.generate_key().decode()
+    path = tmp_path / "shared.sqlite3"
+    public_port = free_port()  # replicas share one public URL (a load balancer's); each listens on its own
+    replicas = []
+    for port in (public_port, free_port()):
+        env = {"DMGW_STORE_ENCRYPTION_KEY": key}
+        config = connect_config(emulator, public_port, store_url=f"sqlite:///{path}", env=env)
+        replicas.append(await aiohttp_client(GatewayTestServer(create_app(config), host="127.0.0.1", port=port)))
+    first, second = replicas
+    async with new_browser() as http:
+        callback = urlsplit(await authorize(http, first))
+        raw = path.read_bytes() + (tmp_path / "shared.sqlite3-wal").read_bytes()
+        assert b"verifier" not in raw  # sealed with the store's key
+        page = await http.get(second.make_url(f"{callback.path}?{callback.query}"))  # the cookie goes along
+        fields = form_fields(await page.text())
+        assert (await finish(http, first, fields, username="sean")).status == 200
+    assert (await list_dms(second, "sean", PASSWORD)).status == 200
+
+
+def test_credentials_invite_prints_a_url_to_hand_out(tmp_path: Any, capsys: Any) -> None:
+    import asyncio
+
+    from gateway.cli import main
+    from gateway.store.base import open_store
+
+    config = tmp_path / "gateway.toml"
+    store_url = f"sqlite:///{tmp_path}/gateway.sqlite3"
+    config.write_text(f'[store]\nurl = "{store_url}"\n[onboarding]\npublic_url = "https://dm.example.org/"\n')
+    assert main(["credentials", "invite", "--config", str(config), "--expires-in", "600"]) == 0
+    url = capsys.readouterr().out.strip()
+    assert url.startswith("https://dm.example.org/connect?invite=")
+
+    async def live() -> bool:
+        store = await open_store(store_url)
+        try:
+            return await store.get_pending(_invite_key(url)) is not None
+        finally:
+            await store.close()
+
+    assert asyncio.run(live())
+    config.write_text(f'[store]\nurl = "{store_url}"\n')
+    assert main(["credentials", "invite", "--config", str(config)]) != 0
+    assert "onboarding.public_url" in capsys.readouterr().err
