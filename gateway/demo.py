@@ -7,6 +7,10 @@ application and access token and one HTTP Basic user are registered in that stor
 ``dm-gateway credentials`` would register them. Each call prints the request and the response as they are
 on the wire, except that credentials are shortened or redacted: no secret is ever printed. The exit status
 is non-zero if any answer differs from what a legacy client expects.
+
+Last, a StatusNet user connects their X account at /connect (invite mode, as an operator would run it):
+the invite, "Sign in with X", the emulator's consent page approved as theSeanCook, the password form, and
+then their unmodified client's Basic call listing their direct messages.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ import asyncio
 import base64
 import logging
 import re
+import socket
 import tempfile
+from html.parser import HTMLParser
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,8 +33,9 @@ from authlib.oauth1 import ClientAuth
 from gateway.app import create_app
 from gateway.auth.credentials import BasicUser, Consumer, OAuth2Grant, Token, hash_password
 from gateway.config import load_config
-from gateway.emulator import EmulatorServer
+from gateway.emulator import EMULATOR_OAUTH2_CLIENT_ID, EMULATOR_OAUTH2_CLIENT_SECRET, EmulatorServer
 from gateway.emulator.state import EmulatorState
+from gateway.onboarding import create_invite
 from gateway.store.base import open_store
 
 SIDECAR_TOKEN = "emulator-token-theSeanCook"  # the gateway acts for theSeanCook unless a client says otherwise
@@ -41,6 +48,9 @@ SEAN_OAUTH_TOKEN = Token("38895958-emulatortoken", CONSUMER.key, "emulator-token
 # A StatusNet user who signs in with HTTP Basic; the gateway acts for them with their v2 grant.
 BASIC_USERNAME = "marcos"
 BASIC_PASSWORD = "demo password for marcos"
+# The StatusNet user who connects at /connect, and the password they choose there.
+CONNECT_USERNAME = "sean"
+CONNECT_PASSWORD = "demo password for sean"
 # What a forger signs with instead of the consumer secret.
 FORGED_CONSUMER_SECRET = "a guess at the consumer secret"
 
@@ -134,30 +144,39 @@ CALLS = (
 async def run_demo(*, port: int = 0, keep_running: bool = False) -> int:
     # The emulator's access log would bury the calls this command is here to show.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    with tempfile.TemporaryDirectory(prefix="dm-gateway-demo-") as workdir:
+    with tempfile.TemporaryDirectory(prefix="dm-gateway-demo-") as workdir, socket.socket() as listening:
+        # Bound first: /connect's public URL (X's redirect back) must name the port before the gateway is built.
+        listening.bind(("127.0.0.1", port))
+        base = f"http://127.0.0.1:{listening.getsockname()[1]}"
         async with EmulatorServer() as emulator:
             config = load_config(
                 env={},
                 overrides={
-                    "server": {"port": port},
-                    "upstream": {"base_url": emulator.url, "bearer_token": SIDECAR_TOKEN},
+                    "upstream": {
+                        "base_url": emulator.url,
+                        "bearer_token": SIDECAR_TOKEN,
+                        "oauth2_client_id": EMULATOR_OAUTH2_CLIENT_ID,
+                        "oauth2_client_secret": EMULATOR_OAUTH2_CLIENT_SECRET,
+                        "oauth2_authorize_url": emulator.url + "/i/oauth2/authorize",
+                    },
                     "store": {"url": f"sqlite:///{workdir}/demo.sqlite3"},
                     "auth": {"sidecar": True},
+                    "onboarding": {"enabled": True, "public_url": base, "mode": "invite"},
                 },
             )
-            await _register_credentials(config.store.url)
+            invite_url = await _register_credentials(config.store.url, base)
             runner = web.AppRunner(create_app(config), access_log=None)
             await runner.setup()
             try:
-                await web.TCPSite(runner, config.server.host, config.server.port).start()
-                base = f"http://{config.server.host}:{runner.addresses[0][1]}"
+                await web.SockSite(runner, listening).start()
                 print(f"X API v2 emulator on {emulator.url}; gateway on {base} (SQLite store in {workdir})")
                 print(
                     f"Registered in the store: OAuth 1.0a consumer {CONSUMER.key} with token "
                     f"{SEAN_OAUTH_TOKEN.token}, Basic user {BASIC_USERNAME}\n"
                 )
                 failures = await _run_calls(base, emulator.state)
-                print(f"{len(CALLS) - failures} of {len(CALLS)} calls answered as a legacy client expects.")
+                print(f"{len(CALLS) - failures} of {len(CALLS)} calls answered as a legacy client expects.\n")
+                failures += await _connect(base, invite_url, emulator.state)
                 if keep_running:
                     await _serve_until_interrupted(base)
             finally:
@@ -165,17 +184,92 @@ async def run_demo(*, port: int = 0, keep_running: bool = False) -> int:
     return 1 if failures else 0
 
 
-async def _register_credentials(store_url: str) -> None:
+async def _register_credentials(store_url: str, public_url: str) -> str:
     """What an operator does with ``dm-gateway credentials`` before ``serve``: the gateway opens the same
-    store afterwards and finds them there."""
+    store afterwards and finds them there. Returns the URL of an invite to /connect."""
     store = await open_store(store_url)
     try:
         await store.put_consumer(CONSUMER)
         await store.put_token(SEAN_OAUTH_TOKEN)
         grant = OAuth2Grant(MARCOS_TOKEN)
         await store.put_user(BasicUser(BASIC_USERNAME, hash_password(BASIC_PASSWORD), grant))
+        return await create_invite(store, None, public_url, 3600)
     finally:
         await store.close()
+
+
+class _Page(HTMLParser):
+    """What the demo's "browser" needs of a page: its links by id, its inputs' values, its title."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.links: dict[str, str] = {}
+        self.inputs: dict[str, str] = {}
+        self.title = ""
+        self._in_title = False
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        named = {key: value or "" for key, value in attrs}
+        if tag == "a" and "id" in named:
+            self.links[named["id"]] = named.get("href", "")
+        elif tag == "input" and "name" in named:
+            self.inputs[named["name"]] = named.get("value", "")
+        self._in_title = tag == "title"
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title:
+            self.title += data
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_title = False
+
+
+async def _connect(base: str, invite_url: str, upstream: EmulatorState) -> int:
+    """The /connect flow, step by step as a browser takes it, then the user's StatusNet client at work."""
+    problems: list[str] = []
+    print("== A StatusNet user connects their X account at /connect")
+    print(f"$ dm-gateway credentials invite\n{invite_url.split('=')[0]}=…  (the invite, shortened)")
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+
+        async def step(method: str, url: str, shown: str, expect: int, **data: str) -> tuple[str, str]:
+            async with browser.request(method, url, data=data or None, allow_redirects=False) as resp:
+                text = await resp.text()
+                location = resp.headers.get("Location", "")
+                title = _Page(text).title.strip() if text else ""
+                print(f"> {method} {shown}\n< {resp.status} {resp.reason}" + (f"  ({title})" if title else ""))
+                if resp.status != expect:
+                    problems.append(f"{shown}: expected {expect}")
+            return text, location
+
+        landing, _ = await step("GET", invite_url, "/connect?invite=…", 200)
+        start = _Page(landing).links.get("sign-in", "/connect/start")
+        _, authorize_url = await step("GET", base + start, "/connect/start?invite=…  (Sign in with X)", 302)
+        print(f"< Location: {authorize_url.split('?')[0]}?response_type=code&code_challenge_method=S256&…")
+        consent, _ = await step("GET", authorize_url, "X's consent page", 200)
+        fields = {**_Page(consent).inputs, "screen_name": "theSeanCook", "approve": "1"}
+        _, callback = await step("POST", authorize_url.split("?")[0], "X's consent page: approved", 302, **fields)
+        before = len(upstream.requests)
+        form, _ = await step("GET", callback, "/connect/callback?state=…&code=…", 200)
+        print("(the gateway asked X: " + ", ".join(f"{r.method} {r.path}" for r in upstream.requests[before:]) + ")")
+        answer = {"csrf_token": _Page(form).inputs.get("csrf_token", ""), "username": CONNECT_USERNAME,
+                  "password": CONNECT_PASSWORD, "password_confirm": CONNECT_PASSWORD}  # fmt: skip
+        await step("POST", base + "/connect/finish", f"/connect/finish  username={CONNECT_USERNAME}&password=…", 200,
+                   **answer)  # fmt: skip
+    pair = base64.b64encode(f"{CONNECT_USERNAME}:{CONNECT_PASSWORD}".encode()).decode("ascii")
+    print(f"\n== {CONNECT_USERNAME}'s StatusNet client, unmodified, lists their direct messages")
+    print(f"> GET /api/direct_messages.json?count=1\n> Authorization: Basic …  ({CONNECT_USERNAME}, redacted)")
+    async with aiohttp.ClientSession() as client, client.get(
+        base + "/api/direct_messages.json?count=1", headers={"Authorization": f"Basic {pair}"}
+    ) as resp:
+        body = await resp.read()
+        print(f"< {resp.status} {resp.reason}  {resp.headers.get('Content-Type', '')}\n{body.decode().rstrip()}")
+        if resp.status != 200:
+            problems.append("the connected user's StatusNet call: expected 200")
+    for problem in problems:
+        print(f"!! {problem}")
+    print("The user connected and their client works." if not problems else "")
+    return 1 if problems else 0
 
 
 async def _run_calls(base: str, upstream: EmulatorState) -> int:
