@@ -43,6 +43,7 @@ from authlib.oauth2.rfc6749 import OAuth2Error
 from gateway.auth.credentials import BasicUser, CredentialStore, OAuth2Grant, hash_password
 from gateway.config import Config
 from gateway.store import codec
+from gateway.store.base import StoreError
 
 log = logging.getLogger("gateway.onboarding")
 
@@ -246,7 +247,8 @@ class Onboarding:
             user_id=record["x_id"],
         )
         await self.store.put_user(BasicUser(username=username, password_hash=hash_password(password), grant=grant))
-        log.info("onboarding: %s user %s for X account %s", "updated" if existing else "added", username, record["x_id"])
+        verb = "updated" if existing else "added"
+        log.info("onboarding: %s user %s for X account %s", verb, username, record["x_id"])
         response = _page(
             request,
             "done.html",
@@ -309,12 +311,18 @@ class Onboarding:
             log.warning("onboarding: /2/users/me could not be reached: %s", type(exc).__name__)
             body = None
         data = body.get("data") if isinstance(body, dict) else None
-        if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not isinstance(data.get("username"), str):
+        if not (isinstance(data, dict) and isinstance(data.get("id"), str) and isinstance(data.get("username"), str)):
             raise Refusal(502, "Not connected", "X did not say which account signed in. Start again.", again=True)
         return grant, data["id"], data["username"]
 
     def _form(
-        self, request: web.Request, record: dict[str, Any], *, username: str, reason: str | None = None, status: int = 200
+        self,
+        request: web.Request,
+        record: dict[str, Any],
+        *,
+        username: str,
+        reason: str | None = None,
+        status: int = 200,
     ) -> web.Response:
         context = {
             "x_username": record["x_username"],
@@ -381,11 +389,15 @@ def _handler(method: str) -> Any:
         onboarding = request.app[ONBOARDING_KEY]
         try:
             response: web.Response = await getattr(onboarding, method)(request)
-        except Refusal as refusal:
-            again = "/connect" if refusal.again and onboarding.config.onboarding.mode == "open" else None
-            context = {"heading": refusal.heading, "reason": refusal.reason, "again_url": again}
-            return _page(request, "problem.html", context, status=refusal.status)
-        return response
+            return response
+        except Refusal as caught:
+            refusal = caught
+        except StoreError as exc:
+            log.warning("onboarding: the store failed: %s", exc)
+            refusal = Refusal(503, "Try again later", "The gateway cannot keep sign-ins just now. Try again soon.")
+        again = "/connect" if refusal.again and onboarding.config.onboarding.mode == "open" else None
+        context = {"heading": refusal.heading, "reason": refusal.reason, "again_url": again}
+        return _page(request, "problem.html", context, status=refusal.status)
 
     return handle
 

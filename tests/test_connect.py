@@ -29,8 +29,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def connect_config(emulator: EmulatorServer, port: int, *, mode: str = "open", store_url: str = "memory",
-                   secret: str | None = EMULATOR_OAUTH2_CLIENT_SECRET, env: dict[str, str] | None = None) -> Any:  # fmt: skip
+def connect_config(
+    emulator: EmulatorServer,
+    port: int,
+    *,
+    mode: str = "open",
+    store_url: str = "memory",
+    secret: str | None = EMULATOR_OAUTH2_CLIENT_SECRET,
+    env: dict[str, str] | None = None,
+) -> Any:
     return load_config(
         env=env or {},
         overrides={
@@ -362,3 +369,20 @@ def test_credentials_invite_prints_a_url_to_hand_out(tmp_path: Any, capsys: Any)
     config.write_text(f'[store]\nurl = "{store_url}"\n')
     assert main(["credentials", "invite", "--config", str(config)]) != 0
     assert "onboarding.public_url" in capsys.readouterr().err
+
+
+async def test_hostile_requests_get_pages_not_errors(make_connect: Any, emulator: EmulatorServer) -> None:
+    client = await make_connect(mode="invite")
+    cases = [
+        ("GET", "/connect?invite=" + "x" * 5000, {}, None, 403),
+        ("GET", "/connect/callback?state=%00&code=c", {"Cookie": f"{COOKIE}=" + "y" * 300}, None, 400),
+        ("GET", "/connect/callback?state=s&code=c", {"Cookie": f"{COOKIE}=unknown"}, None, 400),
+        ("POST", "/connect/finish", {"Cookie": f"{COOKIE}=unknown", "Content-Type": "text/plain"}, b"x", 400),
+        ("POST", "/connect/finish", {"Content-Type": "application/x-www-form-urlencoded"}, b"a=" + b"z" * 70000, 400),
+    ]
+    for method, path, headers, body, status in cases:
+        answer = await client.request(method, path, headers=headers, data=body)
+        assert answer.status == status, (path, await answer.text())
+        valid_html(await answer.text())
+    assert upstream_calls(emulator) == []
+    assert await client.server.app[STORE_KEY].list_credentials() == []

@@ -63,7 +63,9 @@ def _screenshots(tmp_path: Path) -> Path:
     return directory
 
 
-async def test_connect_in_a_browser(browser: Any, aiohttp_client: Any, emulator: EmulatorServer, tmp_path: Path) -> None:
+async def test_connect_in_a_browser(
+    browser: Any, aiohttp_client: Any, emulator: EmulatorServer, tmp_path: Path
+) -> None:
     from selenium.webdriver.common.by import By
 
     port = free_port()

@@ -768,7 +768,9 @@ class SQLiteStore:
 
         def write(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM pending WHERE expires_at <= ?", (now,))  # few rows: swept on each write
-            db.execute("INSERT OR REPLACE INTO pending (key, record, expires_at) VALUES (?, ?, ?)", (key, record, expires_at))
+            db.execute(
+                "INSERT OR REPLACE INTO pending (key, record, expires_at) VALUES (?, ?, ?)", (key, record, expires_at)
+            )
 
         await self._write(write)
 
