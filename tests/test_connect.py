@@ -37,6 +37,7 @@ def connect_config(
     store_url: str = "memory",
     secret: str | None = EMULATOR_OAUTH2_CLIENT_SECRET,
     env: dict[str, str] | None = None,
+    public_url: str | None = None,
 ) -> Any:
     return load_config(
         env=env or {},
@@ -50,7 +51,7 @@ def connect_config(
                 "oauth2_authorize_url": emulator.url + "/i/oauth2/authorize",
             },
             "store": {"url": store_url},
-            "onboarding": {"enabled": True, "public_url": f"http://127.0.0.1:{port}", "mode": mode},
+            "onboarding": {"enabled": True, "public_url": public_url or f"http://127.0.0.1:{port}", "mode": mode},
         },
     )
 
@@ -386,3 +387,18 @@ async def test_hostile_requests_get_pages_not_errors(make_connect: Any, emulator
         valid_html(await answer.text())
     assert upstream_calls(emulator) == []
     assert await client.server.app[STORE_KEY].list_credentials() == []
+
+
+async def test_the_cookie_is_secure_behind_an_https_public_url(aiohttp_client: Any, emulator: EmulatorServer) -> None:
+    config = connect_config(emulator, 443, public_url="https://dm.example.org")
+    client = await aiohttp_client(GatewayTestServer(create_app(config)))
+    answer = await client.get("/connect/start", allow_redirects=False)
+    assert answer.status == 302
+    cookie = answer.cookies[COOKIE]
+    assert cookie["secure"] and cookie["httponly"] and cookie["samesite"] == "Lax" and cookie["path"] == "/connect"
+    location = urlsplit(answer.headers["Location"])
+    query = dict(parse_qsl(location.query))
+    assert query["redirect_uri"] == "https://dm.example.org/connect/callback"
+    assert query["code_challenge_method"] == "S256" and query["response_type"] == "code"
+    assert query["scope"] == "dm.read dm.write users.read tweet.read offline.access"
+    assert cookie.value not in answer.headers["Location"] and "code_verifier" not in query
