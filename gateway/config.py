@@ -300,6 +300,10 @@ def _validate_onboarding(config: Config) -> None:
         raise ConfigError("onboarding.enabled needs onboarding.public_url (where users reach this gateway)")
     if not upstream.oauth2_client_id:
         raise ConfigError("onboarding.enabled needs upstream.oauth2_client_id (the X app users sign in to)")
+    if config.auth.sidecar:
+        # The sidecar's guard refuses X's redirect back (a cross-site navigation), and a loopback-only gateway
+        # has no users to connect: /connect belongs on a gateway people reach.
+        raise ConfigError("onboarding.enabled and auth.sidecar do not go together: /connect is for a public gateway")
     if "offline.access" not in onboarding.scopes:
         raise ConfigError("onboarding.scopes must include offline.access: without a refresh token a grant dies in hours")
 

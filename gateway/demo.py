@@ -8,9 +8,10 @@ application and access token and one HTTP Basic user are registered in that stor
 on the wire, except that credentials are shortened or redacted: no secret is ever printed. The exit status
 is non-zero if any answer differs from what a legacy client expects.
 
-Last, a StatusNet user connects their X account at /connect (invite mode, as an operator would run it):
-the invite, "Sign in with X", the emulator's consent page approved as theSeanCook, the password form, and
-then their unmodified client's Basic call listing their direct messages.
+Last, on a second, public gateway (no sidecar: /connect is for a gateway people reach) sharing the store, a
+StatusNet user connects their X account at /connect (invite mode, as an operator would run it): the invite,
+"Sign in with X", the emulator's consent page approved as theSeanCook, the password form, and then their
+unmodified client's Basic call listing their direct messages.
 """
 
 from __future__ import annotations
@@ -145,30 +146,45 @@ async def run_demo(*, port: int = 0, keep_running: bool = False) -> int:
     # The emulator's access log would bury the calls this command is here to show.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="dm-gateway-demo-") as workdir, socket.socket() as listening:
-        # Bound first: /connect's public URL (X's redirect back) must name the port before the gateway is built.
-        listening.bind(("127.0.0.1", port))
-        base = f"http://127.0.0.1:{listening.getsockname()[1]}"
+        # The public gateway's port is bound first: /connect's public URL (X's redirect back) must name it
+        # before the gateway is built.
+        listening.bind(("127.0.0.1", 0))
+        public = f"http://127.0.0.1:{listening.getsockname()[1]}"
         async with EmulatorServer() as emulator:
+            store = {"url": f"sqlite:///{workdir}/demo.sqlite3"}
+            # A sidecar in front of one application, as `serve` builds it with [auth] sidecar = true ...
             config = load_config(
+                env={},
+                overrides={
+                    "server": {"port": port},
+                    "upstream": {"base_url": emulator.url, "bearer_token": SIDECAR_TOKEN},
+                    "store": store,
+                    "auth": {"sidecar": True},
+                },
+            )
+            # ... and, on the same store, a public gateway whose users connect themselves at /connect.
+            public_config = load_config(
                 env={},
                 overrides={
                     "upstream": {
                         "base_url": emulator.url,
-                        "bearer_token": SIDECAR_TOKEN,
                         "oauth2_client_id": EMULATOR_OAUTH2_CLIENT_ID,
                         "oauth2_client_secret": EMULATOR_OAUTH2_CLIENT_SECRET,
                         "oauth2_authorize_url": emulator.url + "/i/oauth2/authorize",
                     },
-                    "store": {"url": f"sqlite:///{workdir}/demo.sqlite3"},
-                    "auth": {"sidecar": True},
-                    "onboarding": {"enabled": True, "public_url": base, "mode": "invite"},
+                    "store": store,
+                    "onboarding": {"enabled": True, "public_url": public, "mode": "invite"},
                 },
             )
-            invite_url = await _register_credentials(config.store.url, base)
+            invite_url = await _register_credentials(config.store.url, public)
             runner = web.AppRunner(create_app(config), access_log=None)
+            public_runner = web.AppRunner(create_app(public_config), access_log=None)
             await runner.setup()
+            await public_runner.setup()
             try:
-                await web.SockSite(runner, listening).start()
+                await web.TCPSite(runner, config.server.host, config.server.port).start()
+                await web.SockSite(public_runner, listening).start()
+                base = f"http://{config.server.host}:{runner.addresses[0][1]}"
                 print(f"X API v2 emulator on {emulator.url}; gateway on {base} (SQLite store in {workdir})")
                 print(
                     f"Registered in the store: OAuth 1.0a consumer {CONSUMER.key} with token "
@@ -176,10 +192,12 @@ async def run_demo(*, port: int = 0, keep_running: bool = False) -> int:
                 )
                 failures = await _run_calls(base, emulator.state)
                 print(f"{len(CALLS) - failures} of {len(CALLS)} calls answered as a legacy client expects.\n")
-                failures += await _connect(base, invite_url, emulator.state)
+                print(f"A public gateway without the sidecar, on the same store, serves /connect on {public}")
+                failures += await _connect(public, invite_url, emulator.state)
                 if keep_running:
                     await _serve_until_interrupted(base)
             finally:
+                await public_runner.cleanup()
                 await runner.cleanup()
     return 1 if failures else 0
 

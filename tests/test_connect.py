@@ -287,6 +287,11 @@ def test_config_refuses_onboarding_without_what_it_needs() -> None:
         load_config(env={}, overrides={"onboarding": {"enabled": True}, "upstream": {"oauth2_client_id": "c"}})
     with pytest.raises(ConfigError, match="upstream.oauth2_client_id"):
         load_config(env={}, overrides={"onboarding": {"enabled": True, "public_url": "https://dm.example"}})
+    with pytest.raises(ConfigError, match="auth.sidecar do not go together"):
+        load_config(env={}, overrides={
+            "onboarding": {"enabled": True, "public_url": "http://127.0.0.1:1"},
+            "upstream": {"oauth2_client_id": "c", "bearer_token": "t"}, "auth": {"sidecar": True},
+        })  # fmt: skip
     with pytest.raises(ConfigError, match="onboarding.mode"):
         load_config(env={}, overrides={"onboarding": {"mode": "closed"}})
     with pytest.raises(ConfigError, match="upstream.oauth2_authorize_url"):
