@@ -20,6 +20,7 @@ The grant's tokens never reach a page, a URL or a log line; a refusal sends noth
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -246,7 +247,8 @@ class Onboarding:
             expires_at=stored["expires_at"],
             user_id=record["x_id"],
         )
-        await self.store.put_user(BasicUser(username=username, password_hash=hash_password(password), grant=grant))
+        password_hash = await asyncio.to_thread(hash_password, password)  # scrypt: off the event loop
+        await self.store.put_user(BasicUser(username=username, password_hash=password_hash, grant=grant))
         verb = "updated" if existing else "added"
         log.info("onboarding: %s user %s for X account %s", verb, username, record["x_id"])
         response = _page(
