@@ -112,6 +112,10 @@ def create_app(config: Config, *, store: Store | None = None) -> web.Application
             app.router.add_route(method, prefix + spec.path, handler, expect_handler=expect_continue)
     app.cleanup_ctx.append(_resources(store))
     oauth_provider.setup(app)  # /oauth/... : the gateway as legacy clients' OAuth 1.0a provider
+    if config.onboarding.enabled:
+        from gateway import onboarding
+
+        onboarding.setup(app, config, lambda app: app[STORE_KEY])  # /connect pages, after the store opens
     passthrough.setup(app)  # /2/... goes upstream unchanged; after the legacy routes and their resources
     return app
 

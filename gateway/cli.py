@@ -161,6 +161,18 @@ def _add_credentials_parser(commands: Any) -> None:
         "--upstream-expires-in", metavar="SECONDS", type=_seconds, help="seconds until the v2 token expires"
     )
 
+    invite = actions.add_parser(
+        "invite",
+        parents=[store_options],
+        help="make a one-time invite to /connect and print its URL",
+        description="Prints onboarding.public_url + /connect?invite=...: hand it to one user; it is spent when "
+        "that user's password is saved.",
+    )
+    invite.add_argument(
+        "--expires-in", metavar="SECONDS", type=_seconds, default=7 * 24 * 3600,
+        help="seconds the invite stays good (default: 604800, a week)",
+    )  # fmt: skip
+
     actions.add_parser("list", parents=[store_options], help="list credentials, without secrets")
 
     remove = actions.add_parser("remove", parents=[store_options], help="remove one credential")
@@ -303,6 +315,9 @@ def _credentials(args: argparse.Namespace) -> int:
     require_store_directory(config.store)
     try:
         password = _read_stdin(args)
+        if args.action == "invite" and not config.onboarding.public_url:
+            raise _Refused("invite needs onboarding.public_url in the configuration (--config): the URL users reach")
+        args.public_url = config.onboarding.public_url
         print(asyncio.run(_credentials_action(args, config.store, password)))
     except (_Refused, StoreError, OSError) as exc:
         print(f"dm-gateway credentials: {exc}", file=sys.stderr)
@@ -338,12 +353,12 @@ async def _credentials_action(args: argparse.Namespace, settings: StoreConfig, p
             raise _Refused(f"{label} must not be empty")
     store = await open_store_from_config(settings)
     try:
-        return await _apply(store, args, password)
+        return await _apply(store, args, password, settings)
     finally:
         await store.close()
 
 
-async def _apply(store: Store, args: argparse.Namespace, password: str | None) -> str:
+async def _apply(store: Store, args: argparse.Namespace, password: str | None, settings: StoreConfig) -> str:
     if args.action == "add-consumer":
         verb = "replaced" if await store.get_consumer(args.key) else "added"
         await store.put_consumer(Consumer(key=args.key, secret=args.secret, via_upstream_app=args.via_upstream_app))
@@ -368,6 +383,10 @@ async def _apply(store: Store, args: argparse.Namespace, password: str | None) -
         verb = "replaced" if await store.get_user(args.username) else "added"
         await store.put_user(BasicUser(username=args.username, password_hash=hash_password(password), grant=grant))
         return f"{verb} user {args.username}"
+    if args.action == "invite":
+        from gateway.onboarding import create_invite
+
+        return await create_invite(store, settings.encryption_key, args.public_url, args.expires_in)
     if args.action == "list":
         entries = await store.list_credentials()
         if not entries:

@@ -68,6 +68,8 @@ class UpstreamConfig:
     # The operator's own X app (OAuth 1.0a): what consumers registered --via-upstream-app log in and act through.
     oauth1_consumer_key: str | None = None
     oauth1_consumer_secret: str | None = field(default=None, repr=False)
+    # X's OAuth 2.0 authorization page, where /connect sends a user to sign in and approve the gateway.
+    oauth2_authorize_url: str = "https://x.com/i/oauth2/authorize"
     # Retries of idempotent calls (GET, DELETE) after the first attempt, and the seconds they may take in
     # all, counted from the start of the legacy call; the jittered backoff doubles from retry_backoff.
     retries: int = 2
@@ -124,6 +126,23 @@ class AuthConfig:
     failed_login_window: int = 60
 
 
+ONBOARDING_MODES = ("invite", "open")
+DEFAULT_ONBOARDING_SCOPES = ("dm.read", "dm.write", "users.read", "tweet.read", "offline.access")
+
+
+@dataclass(frozen=True, slots=True)
+class OnboardingConfig:
+    """The /connect pages on the public listener, where StatusNet users connect their X account themselves."""
+
+    enabled: bool = False
+    # Where users reach this gateway, e.g. "https://dm.example.org": the callback X redirects to is this
+    # plus /connect/callback, and clients are told this plus /api.
+    public_url: str | None = None
+    scopes: tuple[str, ...] = DEFAULT_ONBOARDING_SCOPES
+    # "invite": /connect/start needs a one-time invite (dm-gateway credentials invite); "open": anyone.
+    mode: str = "invite"
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -131,6 +150,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     routes: RoutesConfig = field(default_factory=RoutesConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    onboarding: OnboardingConfig = field(default_factory=OnboardingConfig)
 
 
 _SECTIONS: dict[str, type] = {
@@ -139,6 +159,7 @@ _SECTIONS: dict[str, type] = {
     "store": StoreConfig,
     "routes": RoutesConfig,
     "auth": AuthConfig,
+    "onboarding": OnboardingConfig,
 }
 
 
@@ -277,6 +298,30 @@ def _validate(config: Config) -> None:
     _validate_store(config.store)
     _validate_routes(config.routes)
     _validate_auth(config)
+    _validate_onboarding(config)
+
+
+def _validate_onboarding(config: Config) -> None:
+    onboarding, upstream = config.onboarding, config.upstream
+    _check_url("upstream.oauth2_authorize_url", upstream.oauth2_authorize_url, path_allowed=True)
+    if onboarding.mode not in ONBOARDING_MODES:
+        raise ConfigError(f"onboarding.mode must be one of {', '.join(ONBOARDING_MODES)}, got {onboarding.mode!r}")
+    if not onboarding.scopes or not all(re.fullmatch(r"[A-Za-z0-9._:-]+", scope) for scope in onboarding.scopes):
+        raise ConfigError(f"onboarding.scopes must be a non-empty list of scope names, got {list(onboarding.scopes)!r}")
+    if onboarding.public_url is not None:
+        _check_url("onboarding.public_url", onboarding.public_url, path_allowed=True)
+    if not onboarding.enabled:
+        return
+    if onboarding.public_url is None:
+        raise ConfigError("onboarding.enabled needs onboarding.public_url (where users reach this gateway)")
+    if not upstream.oauth2_client_id:
+        raise ConfigError("onboarding.enabled needs upstream.oauth2_client_id (the X app users sign in to)")
+    if config.auth.sidecar:
+        # The sidecar's guard refuses X's redirect back (a cross-site navigation), and a loopback-only gateway
+        # has no users to connect: /connect belongs on a gateway people reach.
+        raise ConfigError("onboarding.enabled and auth.sidecar do not go together: /connect is for a public gateway")
+    if "offline.access" not in onboarding.scopes:
+        raise ConfigError("onboarding.scopes must include offline.access: without a refresh token a grant dies in hours")
 
 
 TLS_MIN_VERSIONS = ("1.0", "1.1", "1.2", "1.3")

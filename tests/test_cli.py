@@ -15,7 +15,15 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.demo import BASIC_PASSWORD, BASIC_USERNAME, CONSUMER, LEGACY_CONSUMER, MARCOS_TOKEN, SEAN_OAUTH_TOKEN
+from gateway.demo import (
+    BASIC_PASSWORD,
+    BASIC_USERNAME,
+    CONNECT_PASSWORD,
+    CONSUMER,
+    LEGACY_CONSUMER,
+    MARCOS_TOKEN,
+    SEAN_OAUTH_TOKEN,
+)
 from tests.conftest import SEED_002_ID, SEAN_TOKEN
 
 CLI = [sys.executable, "-m", "gateway"]
@@ -143,10 +151,17 @@ def test_demo_shows_every_form_working() -> None:
     assert '(X API v2 got DELETE /2/dm_events/240251665733795841, signed by the operator\'s app: OAuth ' in login
     assert 'oauth_consumer_key="emulator-consumer"' in login.split("(X API v2 got DELETE", 1)[1]
     assert f"(the consumer key {LEGACY_CONSUMER.key} never reached X)" in login
-    assert out.rstrip().endswith("A client with only its consumer key logged in and deleted a DM.")
+    assert "A client with only its consumer key logged in and deleted a DM.\n" in out
     secrets = (CONSUMER.secret, SEAN_OAUTH_TOKEN.secret, BASIC_PASSWORD, basic_pair, MARCOS_TOKEN, SEAN_TOKEN)
     for secret in (*secrets, LEGACY_CONSUMER.secret):
         assert secret not in out and secret not in result.stderr
+    # A StatusNet user connects at /connect, then their client lists their messages with the new password.
+    connect = out.split("== A StatusNet user connects their X account at /connect", 1)[1]
+    assert "(the gateway asked X: POST /2/oauth2/token, GET /2/users/me)" in connect
+    assert "< 200 OK  (Connected · DM gateway)" in connect
+    assert '"recipient_screen_name":"theSeanCook"' in connect
+    assert "The user connected and their client works." in connect
+    assert CONNECT_PASSWORD not in out and "invite=" + "…" in connect
 
 
 async def test_emulator_command_serves_v2(tmp_path) -> None:

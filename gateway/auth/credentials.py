@@ -81,11 +81,13 @@ class RequestToken:
 
 @dataclass(frozen=True, slots=True)
 class OAuth2Grant:
-    """A v2 OAuth 2.0 user token, refreshable when ``refresh_token`` is set. ``expires_at`` is epoch seconds."""
+    """A v2 OAuth 2.0 user token, refreshable when ``refresh_token`` is set. ``expires_at`` is epoch seconds.
+    ``user_id`` is the X account the grant acts for, when known (a grant made through /connect knows it)."""
 
     access_token: str = field(repr=False)
     refresh_token: str | None = field(default=None, repr=False)
     expires_at: float | None = None
+    user_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +140,16 @@ class CredentialStore(Protocol):
         """Remove one credential; removing a consumer removes its tokens. False if it did not exist."""
 
     async def list_credentials(self) -> list[CredentialEntry]: ...
+
+    async def put_pending(self, key: str, record: bytes, expires_at: float) -> None:
+        """Keep a short-lived record (an onboarding session, an invite) until ``expires_at`` (epoch seconds),
+        replacing any under ``key``. Callers seal anything secret in it before it gets here."""
+
+    async def get_pending(self, key: str) -> bytes | None:
+        """The live record under ``key``, or None when there is none or it expired."""
+
+    async def take_pending(self, key: str) -> bytes | None:
+        """``get_pending`` and remove it, in one step: of callers racing for one record, one gets it."""
 
     async def remember_nonce(self, scope: str, nonce: str, expires_at: float, *, now: float | None = None) -> bool:
         """True the first time (scope, nonce) is seen before ``expires_at``; False for a replay.

@@ -194,7 +194,10 @@ def grant_to_record(grant: OAuth2Grant, cipher: TextCipher | None = None) -> dic
             "access_token_enc": cipher.encrypt(grant.access_token),
             "refresh_token_enc": cipher.encrypt(refresh) if refresh is not None else None,
         }
-    return {"v": RECORD_VERSION, **tokens, "expires_at": grant.expires_at}
+    record = {"v": RECORD_VERSION, **tokens, "expires_at": grant.expires_at}
+    if grant.user_id is not None:
+        record["user_id"] = grant.user_id
+    return record
 
 
 def grant_from_record(record: dict[str, Any], cipher: TextCipher | None = None) -> OAuth2Grant:
@@ -207,7 +210,9 @@ def grant_from_record(record: dict[str, Any], cipher: TextCipher | None = None) 
         access = cipher.decrypt(record["access_token_enc"])
         sealed_refresh = record["refresh_token_enc"]
         refresh = cipher.decrypt(sealed_refresh) if sealed_refresh is not None else None
-    return OAuth2Grant(access_token=access, refresh_token=refresh, expires_at=record["expires_at"])
+    return OAuth2Grant(
+        access_token=access, refresh_token=refresh, expires_at=record["expires_at"], user_id=record.get("user_id")
+    )
 
 
 def dumps(record: dict[str, Any]) -> bytes:

@@ -146,6 +146,7 @@ class MemoryStore:
         self._request_tokens: dict[str, RequestToken] = {}
         self._basic_users: dict[str, BasicUser] = {}
         self._nonces: dict[tuple[str, str], float] = {}
+        self._pending: dict[str, tuple[bytes, float]] = {}
         self._nonce_calls = 0
 
     @property
@@ -310,6 +311,19 @@ class MemoryStore:
             return False
         self._nonces[(scope, nonce)] = expires_at
         return True
+
+    async def put_pending(self, key: str, record: bytes, expires_at: float) -> None:
+        now = time.time()
+        self._pending = {k: item for k, item in self._pending.items() if item[1] > now}  # few: swept each put
+        self._pending[key] = (record, expires_at)
+
+    async def get_pending(self, key: str) -> bytes | None:
+        item = self._pending.get(key)
+        return item[0] if item is not None and item[1] > time.time() else None
+
+    async def take_pending(self, key: str) -> bytes | None:
+        item = self._pending.pop(key, None)
+        return item[0] if item is not None and item[1] > time.time() else None
 
     async def ping(self) -> None:
         return None  # in-process: always answers

@@ -529,6 +529,23 @@ class RedisStore:
             accepted = await self._remember_nonce(keys=[key], args=[repr(float(expires_at)), repr(float(now)), ttl_ms])
         return bool(accepted)
 
+    async def put_pending(self, key: str, record: bytes, expires_at: float) -> None:
+        life_ms = math.ceil((expires_at - time.time()) * 1000)
+        if life_ms <= 0:
+            return
+        with self._guard():
+            await self._client.set(self._key("pending", key), record, px=life_ms)
+
+    async def get_pending(self, key: str) -> bytes | None:
+        with self._guard():
+            record: bytes | None = await self._client.get(self._key("pending", key))
+        return record
+
+    async def take_pending(self, key: str) -> bytes | None:
+        with self._guard():
+            record: bytes | None = await self._client.getdel(self._key("pending", key))
+        return record
+
     async def ping(self) -> None:
         with self._guard():
             await self._client.ping()

@@ -95,7 +95,7 @@ Op = Callable[[sqlite3.Connection], Any]
 Outcome = tuple[bool, Any]
 """What one write in a batch did: (True, its result) or (False, the exception it raised)."""
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _DEFAULTS = StoreConfig()
 
@@ -184,6 +184,15 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
                expires_at REAL NOT NULL,
                record BLOB NOT NULL
            )""",
+    ),
+    # Short-lived records: onboarding sessions and invites (sealed by their writer), each with its expiry.
+    6: (
+        """CREATE TABLE pending (
+               key TEXT PRIMARY KEY,
+               record BLOB NOT NULL,
+               expires_at REAL NOT NULL
+           )""",
+        "CREATE INDEX pending_by_expiry ON pending (expires_at)",
     ),
 }
 
@@ -846,6 +855,36 @@ class SQLiteStore:
             return StoreSize(messages=messages, users=users)
 
         return await self._run(count)
+
+    async def put_pending(self, key: str, record: bytes, expires_at: float) -> None:
+        now = time.time()
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM pending WHERE expires_at <= ?", (now,))  # few rows: swept on each write
+            db.execute(
+                "INSERT OR REPLACE INTO pending (key, record, expires_at) VALUES (?, ?, ?)", (key, record, expires_at)
+            )
+
+        await self._write(write)
+
+    async def get_pending(self, key: str) -> bytes | None:
+        now = time.time()
+
+        def read(db: sqlite3.Connection) -> bytes | None:
+            row = db.execute("SELECT record FROM pending WHERE key = ? AND expires_at > ?", (key, now)).fetchone()
+            return bytes(row[0]) if row else None
+
+        return await self._read(read)
+
+    async def take_pending(self, key: str) -> bytes | None:
+        now = time.time()
+
+        def write(db: sqlite3.Connection) -> bytes | None:
+            row = db.execute("DELETE FROM pending WHERE key = ? RETURNING record, expires_at", (key,)).fetchone()
+            return bytes(row[0]) if row and row[1] > now else None
+
+        taken: bytes | None = await self._write(write)
+        return taken
 
     async def ping(self) -> None:
         """A read of the schema page through the worker thread: fails if the file or the worker cannot
