@@ -16,7 +16,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Middleware
 from multidict import MultiDict, MultiDictProxy
 
-from gateway import passthrough
+from gateway import oauth_provider, passthrough
 from gateway.auth.inbound import Authenticator, oauth1_signed
 from gateway.auth.upstream import GrantRefresher
 from gateway.config import DIALECT_FAMILIES, Config
@@ -112,6 +112,11 @@ def create_app(config: Config, *, store: Store | None = None) -> web.Application
         for method in (*spec.methods, "HEAD") if "GET" in spec.methods else spec.methods:
             app.router.add_route(method, prefix + spec.path, handler, expect_handler=expect_continue)
     app.cleanup_ctx.append(_resources(store))
+    oauth_provider.setup(app)  # /oauth/... : the gateway as legacy clients' OAuth 1.0a provider
+    if config.onboarding.enabled:
+        from gateway import onboarding
+
+        onboarding.setup(app, config, lambda app: app[STORE_KEY])  # /connect pages, after the store opens
     passthrough.setup(app)  # /2/... goes upstream unchanged; after the legacy routes and their resources
     return app
 

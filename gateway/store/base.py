@@ -30,6 +30,14 @@ def latest(deletions: Iterable[Deletion]) -> Deletion | None:
     return max(deletions, key=lambda deletion: deletion.at, default=None)
 
 
+@dataclass(frozen=True, slots=True)
+class StoreSize:
+    """How many messages and v2 users a store holds that are still live (within their retention)."""
+
+    messages: int
+    users: int
+
+
 class StoreError(Exception):
     """The backend could not answer; callers treat reads as misses and keep serving from upstream."""
 
@@ -60,6 +68,10 @@ class MessageStore(Protocol):
 
     async def get_deletion(self, message_id: str) -> Deletion | None:
         """The most recent of ``get_deletions``, or None."""
+
+    async def size(self) -> StoreSize:
+        """The live messages and users held, at a bounded cost that does not grow with the traffic (the admin
+        status page asks, and keeps the answer for a while; each backend says how it counts)."""
 
     async def ping(self) -> None:
         """Return when the backend answers a trivial request; raise ``StoreError`` when it cannot.
