@@ -217,6 +217,38 @@ async def test_jsonp_goldens(gateway) -> None:
     assert_golden("errors/statusnet/invalid_callback.json", await response.read())
 
 
+#: The calls a client makes on start-up, signed in (the user objects) or not (StatusNet's public calls).
+STARTUP_CALLS = [
+    "account/verify_credentials.json",
+    "users/show/s0c1alm3dia.json",
+    "users/show.json?screen_name=XDevelopers",
+    "statusnet/config.json",
+    "help/test.json",
+]
+
+
+@pytest.mark.parametrize("prefix", ["/1", "/api"])
+async def test_a_callback_wraps_the_start_up_calls(gateway, prefix) -> None:
+    for path in STARTUP_CALLS:
+        plain = await (await gateway.get(f"{prefix}/{path}")).read()
+        separator = "&" if "?" in path else "?"
+        response = await gateway.get(f"{prefix}/{path}{separator}callback=app.onUser")
+        body = await response.read()
+        assert (response.status, response.content_type) == (200, JSONP_TYPE), path
+        assert body == b"app.onUser(" + plain + b")", path
+        answer = orjson.loads(body[len(b"app.onUser(") : -1])
+        if path.startswith("users/") or path.startswith("account/"):
+            assert answer["id_str"] == str(answer["id"]), path
+            _strict_parse(answer["created_at"])
+            assert answer["name"] is not None and answer["profile_image_url"], path
+
+
+async def test_jsonp_verify_credentials_golden(gateway) -> None:
+    response = await gateway.get("/1/account/verify_credentials.json?callback=got")
+    assert (response.status, response.content_type) == (200, JSONP_TYPE)
+    assert_golden("statusnet/jsonp_verify_credentials.js", await response.read())
+
+
 @pytest.mark.parametrize("name", INVALID_CALLBACKS)
 @pytest.mark.parametrize("prefix", ["/1", "/api"])
 async def test_a_callback_that_is_no_javascript_name_is_the_400_and_nothing_goes_upstream(
