@@ -126,6 +126,19 @@ class AuthConfig:
     failed_login_window: int = 60
 
 
+#: The avatar Twitter showed, and its API named, for a user who never set one.
+DEFAULT_PROFILE_IMAGE_URL = "https://abs.twimg.com/sticky/default_profile_images/default_profile_normal.png"
+
+
+@dataclass(frozen=True, slots=True)
+class RenderConfig:
+    """What the legacy bodies say where v2 says nothing."""
+
+    # The profile_image_url of a user without one (no image, or a deleted or suspended account): the
+    # historic APIs always sent an avatar URL, never null.
+    default_profile_image_url: str = DEFAULT_PROFILE_IMAGE_URL
+
+
 ONBOARDING_MODES = ("invite", "open")
 DEFAULT_ONBOARDING_SCOPES = ("dm.read", "dm.write", "users.read", "tweet.read", "offline.access")
 
@@ -150,6 +163,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     routes: RoutesConfig = field(default_factory=RoutesConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
     onboarding: OnboardingConfig = field(default_factory=OnboardingConfig)
 
 
@@ -159,6 +173,7 @@ _SECTIONS: dict[str, type] = {
     "store": StoreConfig,
     "routes": RoutesConfig,
     "auth": AuthConfig,
+    "render": RenderConfig,
     "onboarding": OnboardingConfig,
 }
 
@@ -298,7 +313,16 @@ def _validate(config: Config) -> None:
     _validate_store(config.store)
     _validate_routes(config.routes)
     _validate_auth(config)
+    _validate_render(config.render)
     _validate_onboarding(config)
+
+
+def _validate_render(render: RenderConfig) -> None:
+    url = render.default_profile_image_url
+    # Written into every body as is: printable ASCII, no space, so that XML and JSON carry it unchanged.
+    if not (url.isascii() and url.isprintable()) or " " in url or len(url) > 1024:
+        raise ConfigError("render.default_profile_image_url must be a URL of at most 1024 printable ASCII characters")
+    _check_url("render.default_profile_image_url", url, path_allowed=True)
 
 
 def _validate_onboarding(config: Config) -> None:

@@ -73,7 +73,7 @@ def setup(app: web.Application) -> None:
     """Mount the login endpoints, at the root and under each StatusNet prefix, and invalidate_token under
     each v1.1 prefix; give them an HTTP session of their own for X's login endpoints."""
     config = app[gateway_app.CONFIG_KEY]
-    v1_1, statusnet = FAMILIES["v1_1"][0](), FAMILIES["statusnet"][0]()
+    v1_1, statusnet = FAMILIES["v1_1"][0](config.render), FAMILIES["statusnet"][0](config.render)
     mounted: set[tuple[str, str]] = set()
 
     def add(method: str, path: str, dialect: Dialect, handler: Handler) -> None:
