@@ -90,7 +90,7 @@ Op = Callable[[sqlite3.Connection], Any]
 Outcome = tuple[bool, Any]
 """What one write in a batch did: (True, its result) or (False, the exception it raised)."""
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _DEFAULTS = StoreConfig()
 
@@ -166,7 +166,18 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "DROP TABLE messages",
         "ALTER TABLE messages_with_deletions RENAME TO messages",
     ),
+    # Small ids ([routes] small_ids): AUTOINCREMENT, so a small id is never given twice, even after a row
+    # was removed by hand. Never purged.
+    5: (
+        """CREATE TABLE small_ids (
+               small INTEGER PRIMARY KEY AUTOINCREMENT,
+               id TEXT NOT NULL UNIQUE
+           )""",
+    ),
 }
+
+_SELECT_SMALL_IDS = "SELECT id, small FROM small_ids WHERE id IN (SELECT value FROM json_each(?))"
+_SELECT_V2_IDS = "SELECT small, id FROM small_ids WHERE small IN (SELECT value FROM json_each(?))"
 
 
 class SQLiteStore:
@@ -753,6 +764,33 @@ class SQLiteStore:
 
         accepted: bool = await self._write(write)
         return accepted
+
+    async def small_ids(self, ids: Sequence[str]) -> list[int]:
+        ids = list(ids)
+        wanted = codec.dumps(ids).decode()
+
+        def read(db: sqlite3.Connection) -> dict[str, int]:
+            return dict(db.execute(_SELECT_SMALL_IDS, (wanted,)).fetchall())
+
+        known = await self._read(read)
+        missing = [v2_id for v2_id in dict.fromkeys(ids) if v2_id not in known]
+        if missing:
+
+            def allocate(db: sqlite3.Connection) -> dict[str, int]:
+                # In the order given; another process may have given some of them one meanwhile (IGNORE).
+                db.executemany("INSERT OR IGNORE INTO small_ids (id) VALUES (?)", [(v2_id,) for v2_id in missing])
+                return dict(db.execute(_SELECT_SMALL_IDS, (codec.dumps(missing).decode(),)).fetchall())
+
+            known.update(await self._write(allocate))
+        return [known[v2_id] for v2_id in ids]
+
+    async def v2_ids(self, smalls: Iterable[int]) -> dict[int, str]:
+        wanted = codec.dumps([small for small in smalls if 0 < small < 2**63]).decode()
+
+        def read(db: sqlite3.Connection) -> dict[int, str]:
+            return dict(db.execute(_SELECT_V2_IDS, (wanted,)).fetchall())
+
+        return await self._read(read)
 
     async def ping(self) -> None:
         """A read of the schema page through the worker thread: fails if the file or the worker cannot

@@ -1,0 +1,128 @@
+"""``[routes] small_ids``: the families named there see small ids in place of v2's, and name them back.
+
+Round trips through list, show, users/show, send and destroy, across two gateways on one store (SQLite and
+Redis) and across a restart on one SQLite file; unknown small ids are each dialect's not-found with nothing
+sent upstream.
+"""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from gateway.config import ConfigError, load_config
+from tests.conftest import ENTITIES_ID, PLAIN_IDS, SEED_002_ID, VANISHED_SENDER_ID
+
+SMALL = {"small_ids": ["statusnet", "v1_1"]}
+SEAN_ID = "38895958"
+MICK_ID = "776627022"
+# Sean's received messages in the seed, newest first.
+RECEIVED = [VANISHED_SENDER_ID, PLAIN_IDS[1], ENTITIES_ID, SEED_002_ID]
+
+
+def upstream(emulator) -> list[tuple[str, str]]:
+    return [(r.method, r.path) for r in emulator.state.requests]
+
+
+async def _list(client, path: str = "/api/direct_messages.json", **query: str) -> list[dict]:
+    response = await client.get(path, params=query)
+    assert response.status == 200, await response.text()
+    return orjson.loads(await response.read())
+
+
+async def test_small_ids_shared_by_two_gateways_and_named_back(make_gateway, emulator, shared_store) -> None:
+    first = await make_gateway(store=shared_store, routes=SMALL)
+    second = await make_gateway(store=shared_store, routes=SMALL)
+    listed = await _list(first)
+    ids = [item["id"] for item in listed]
+    # Small, unique, and newer messages have larger ones (given oldest first).
+    assert all(isinstance(i, int) and 0 < i < 2**31 for i in ids)
+    assert ids == sorted(ids, reverse=True) and len(set(ids)) == len(RECEIVED)
+    # StatusNet writes the users' ids as strings (seed 003), the users' own ids as numbers.
+    assert all(0 < int(item["sender_id"]) < 2**31 and 0 < int(item["recipient_id"]) < 2**31 for item in listed)
+    assert all(str(item["sender"]["id"]) == item["sender_id"] for item in listed)
+    # The other replica shows the same small ids, in the StatusNet and the v1.1 dialect.
+    assert [item["id"] for item in await _list(second)] == ids
+    v1_1 = await _list(second, "/1.1/direct_messages.json")
+    assert [item["id"] for item in v1_1] == ids and [item["id_str"] for item in v1_1] == [str(i) for i in ids]
+    shown = await second.get("/1.1/direct_messages/show.json", params={"id": str(ids[1])})
+    assert shown.status == 200
+    assert orjson.loads(await shown.read())["id"] == ids[1]
+    assert ("GET", f"/2/dm_events/{RECEIVED[1]}") in upstream(emulator)
+    # since_id and max_id name small ids; they bound by the v2 ids they stand for.
+    assert [item["id"] for item in await _list(first, since_id=str(ids[1]))] == ids[:1]
+    assert [item["id"] for item in await _list(first, max_id=str(ids[2]))] == ids[2:]
+    # users/show by a small user id.
+    sean_small = listed[0]["recipient"]["id"]
+    user = await second.get(f"/api/users/show/{sean_small}.json")
+    assert user.status == 200
+    assert orjson.loads(await user.read())["id"] == sean_small
+    assert ("GET", f"/2/users/{SEAN_ID}") in upstream(emulator)
+    # Destroy by small id through the other replica: v2 is asked to delete the v2 id.
+    emulator.state.requests.clear()
+    destroyed = await second.post(f"/api/direct_messages/destroy/{ids[1]}.json")
+    assert destroyed.status == 200, await destroyed.text()
+    assert orjson.loads(await destroyed.read())["id"] == ids[1]
+    assert ("DELETE", f"/2/dm_events/{RECEIVED[1]}") in upstream(emulator)
+    assert await shared_store.v2_ids([ids[1]]) == {ids[1]: RECEIVED[1]}
+
+
+async def test_a_send_names_its_recipient_by_small_id(make_gateway, emulator) -> None:
+    client = await make_gateway(routes=SMALL)
+    listed = await _list(client)
+    mick_small = next(item["sender"]["id"] for item in listed if item["sender"]["screen_name"] == "s0c1alm3dia")
+    sent = await client.post("/api/direct_messages/new.json", data={"user": str(mick_small), "text": "hello"})
+    assert sent.status == 200, await sent.text()
+    body = orjson.loads(await sent.read())
+    assert body["recipient_id"] == str(mick_small) and 0 < body["id"] < 2**31
+    assert ("POST", f"/2/dm_conversations/with/{MICK_ID}/messages") in upstream(emulator)
+
+
+async def test_small_ids_survive_a_restart(make_gateway, emulator, tmp_path) -> None:
+    url = f"sqlite:///{tmp_path}/gateway.sqlite3"
+    before = await make_gateway(store_url=url, routes=SMALL)
+    ids = [item["id"] for item in await _list(before)]
+    await before.close()
+    after = await make_gateway(store_url=url, routes=SMALL)
+    emulator.state.requests.clear()
+    destroyed = await after.delete(f"/1/direct_messages/destroy/{ids[0]}.json")
+    assert destroyed.status == 200
+    assert orjson.loads(await destroyed.read())["id"] == ids[0]
+    assert ("DELETE", f"/2/dm_events/{RECEIVED[0]}") in upstream(emulator)
+    assert [item["id"] for item in await _list(after, "/api/direct_messages/sent.json")]  # new ones follow
+    assert [item["id"] for item in await _list(after)] == ids[1:]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "body"),
+    [
+        ("POST", "/api/direct_messages/destroy/999.json", 404, {"error": "No direct message with that ID found.", "request": "/api/direct_messages/destroy/999.json"}),
+        ("GET", "/1.1/direct_messages/show.json?id=999", 404, {"errors": [{"code": 34, "message": "Sorry, that page does not exist."}]}),
+        ("DELETE", "/1.1/direct_messages/events/destroy.json?id=999", 404, {"errors": [{"code": 34, "message": "Sorry, that page does not exist."}]}),
+        ("GET", "/api/direct_messages.json?since_id=999", 404, {"error": "No direct message with that ID found.", "request": "/api/direct_messages.json"}),
+        ("GET", f"/api/users/show/{SEAN_ID}.json", 404, {"error": "Not found.", "request": f"/api/users/show/{SEAN_ID}.json"}),
+        ("POST", "/api/direct_messages/new.json?user=999&text=hi", 403, None),
+    ],
+)  # fmt: skip
+async def test_an_unknown_small_id_is_not_found(make_gateway, emulator, method, path, status, body) -> None:
+    client = await make_gateway(routes=SMALL)
+    await _list(client)  # some small ids are given, but not 999; a v2 id is not a small id
+    emulator.state.requests.clear()
+    response = await client.request(method, path)
+    assert response.status == status, await response.text()
+    if body is not None:
+        assert orjson.loads(await response.read()) == body
+    assert upstream(emulator) == []
+
+
+async def test_memory_store_gives_small_ids_in_order(make_gateway) -> None:
+    client = await make_gateway(routes=SMALL)
+    listed = await _list(client)
+    # Messages first, oldest first; then their users.
+    assert sorted(item["id"] for item in listed) == list(range(1, len(RECEIVED) + 1))
+
+
+def test_small_ids_names_families() -> None:
+    assert load_config(env={}, overrides={"routes": {"small_ids": ["statusnet"]}}).routes.small_ids == ("statusnet",)
+    with pytest.raises(ConfigError, match="routes.small_ids: 'twitter' is not a family"):
+        load_config(env={}, overrides={"routes": {"small_ids": ["twitter"]}})
