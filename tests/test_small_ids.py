@@ -126,3 +126,27 @@ def test_small_ids_names_families() -> None:
     assert load_config(env={}, overrides={"routes": {"small_ids": ["statusnet"]}}).routes.small_ids == ("statusnet",)
     with pytest.raises(ConfigError, match="routes.small_ids: 'twitter' is not a family"):
         load_config(env={}, overrides={"routes": {"small_ids": ["twitter"]}})
+
+
+async def test_events_and_user_lookups_take_small_ids(make_gateway, emulator) -> None:
+    client = await make_gateway(routes={"small_ids": ["v1_1"]})
+    events = orjson.loads(await (await client.get("/1.1/direct_messages/events/list.json")).read())["events"]
+    ids = [event["id"] for event in events]
+    assert all(0 < int(i) < 2**31 for i in ids) and len(set(ids)) == len(ids)
+    shown = await client.get("/1.1/direct_messages/events/show.json", params={"id": ids[-1]})
+    assert orjson.loads(await shown.read())["event"]["id"] == ids[-1]
+    sean, mick = [
+        orjson.loads(await (await client.get("/1.1/users/show.json", params={"screen_name": name})).read())["id"]
+        for name in ("theSeanCook", "s0c1alm3dia")
+    ]
+    assert 0 < sean < 2**31 and 0 < mick < 2**31
+    looked_up = await client.get("/1.1/users/lookup.json", params={"user_id": f"{sean},{mick},999"})
+    assert sorted(user["id"] for user in orjson.loads(await looked_up.read())) == sorted([sean, mick])
+    assert any(r.path == "/2/users" and r.query["ids"] == f"{SEAN_ID},{MICK_ID}" for r in emulator.state.requests)
+    create = {"target": {"recipient_id": str(mick)}, "message_data": {"text": "hi"}}
+    new = {"event": {"type": "message_create", "message_create": create}}
+    sent = orjson.loads(await (await client.post("/1.1/direct_messages/events/new.json", json=new)).read())["event"]
+    assert sent["message_create"]["target"]["recipient_id"] == str(mick) and int(sent["id"]) < 2**31
+    assert ("POST", f"/2/dm_conversations/with/{MICK_ID}/messages") in upstream(emulator)
+    # StatusNet, not named in small_ids, still shows v2's ids.
+    assert (await _list(client))[0]["id"] == int(VANISHED_SENDER_ID)
