@@ -16,18 +16,19 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Middleware
 from multidict import MultiDict, MultiDictProxy
 
-from gateway import passthrough
+from gateway import oauth_provider, passthrough
 from gateway.auth.inbound import Authenticator, oauth1_signed
 from gateway.auth.upstream import GrantRefresher
 from gateway.config import DIALECT_FAMILIES, Config
 from gateway.dialects import FAMILIES, Dialect, LegacyRequest, LegacyResponse, RouteSpec
-from gateway.dialects.base import TRUE_VALUES
+from gateway.dialects.base import JSONP_TYPE, TRUE_VALUES, jsonp_callback
 from gateway.edge import ClientGone, client_gone, new_request_id
 from gateway.errors import (
     BadRequest,
     GatewayError,
     Internal,
     MethodNotAllowed,
+    NotAuthenticated,
     PayloadTooLarge,
     RequestTimeout,
     RouteNotFound,
@@ -71,13 +72,13 @@ class DialectRouter:
         self.family: dict[Dialect, str] = {}
         self._by_prefix: list[tuple[str, Dialect]] = []
         for family in DIALECT_FAMILIES:
-            dialects = [cls() for cls in FAMILIES[family]]
+            dialects = [cls(config.render) for cls in FAMILIES[family]]
             self.family.update(dict.fromkeys(dialects, family))
             for prefix in getattr(config.routes, family):
                 self._by_prefix.append((prefix, dialects[0]))
                 self.mounts.extend((prefix, d, spec) for d in dialects for spec in d.routes)
         self._by_prefix.sort(key=lambda item: len(item[0]), reverse=True)
-        self._fallback = next((d for _, d, _ in self.mounts), None) or FAMILIES["v1_1"][0]()
+        self._fallback = next((d for _, d, _ in self.mounts), None) or FAMILIES["v1_1"][0](config.render)
 
     def for_path(self, path: str) -> Dialect:
         for prefix, dialect in self._by_prefix:
@@ -116,6 +117,11 @@ def create_app(config: Config, *, store: Store | None = None) -> web.Application
         for method in (*spec.methods, "HEAD") if "GET" in spec.methods else spec.methods:
             app.router.add_route(method, prefix + spec.path, handler, expect_handler=expect_continue)
     app.cleanup_ctx.append(_resources(store))
+    oauth_provider.setup(app)  # /oauth/... : the gateway as legacy clients' OAuth 1.0a provider
+    if config.onboarding.enabled:
+        from gateway import onboarding
+
+        onboarding.setup(app, config, lambda app: app[STORE_KEY])  # /connect pages, after the store opens
     passthrough.setup(app)  # /2/... goes upstream unchanged; after the legacy routes and their resources
     return app
 
@@ -294,7 +300,9 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
        boundary);
     3. the request id: the client's ``X-Request-Id`` when well-formed, else a new one; handlers send it
        upstream, and the answer carries it, error answers included;
-    4. the error boundary: whatever goes wrong becomes the calling dialect's own error shape.
+    4. JSONP: a ``callback`` in the query string of a JSON call of a dialect that honoured it wraps the
+       answer, error answers included; a callback that is no JavaScript name is refused before the call;
+    5. the error boundary: whatever goes wrong becomes the calling dialect's own error shape.
     """
     timer = watch_body(request)
     try:
@@ -302,12 +310,17 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
         request_id = incoming if _REQUEST_ID_OK.fullmatch(incoming) else new_request_id()
         request[REQUEST_ID] = request_id
         error: GatewayError | None = None
+        callback = None
         try:
+            if "callback" in request.query:
+                callback = _jsonp_callback(request)
             response = await handler(request)
         except Exception as exc:  # noqa: BLE001 - the error boundary; CancelledError is not an Exception
             error = _as_gateway_error(request, exc)
         if error is not None:
             response = _error_response(request, error)
+        if callback is not None:
+            _wrap_jsonp(response, callback)
         response.headers["X-Request-Id"] = request_id
         _count(request, response)
     finally:
@@ -322,6 +335,40 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
         request.content.feed_eof()
         response.force_close()
     return response
+
+
+def _jsonp_callback(request: web.Request) -> str | None:
+    """The JSONP callback of a JSON call to a dialect that wraps JSON answers (StatusNet's, from the query
+    string, as a ``<script>`` calls), or None; a malformed one is an invalid parameter, refused before
+    the call is authenticated or made."""
+    if request.path.startswith("/2/"):
+        return None  # the pass-through: v2's own answers
+    dialect = request.app[ROUTER_KEY].for_path(request.path)
+    if not dialect.jsonp or (request.match_info.get("fmt") or dialect.error_format(request.path)) != "json":
+        return None
+    callback = jsonp_callback(request.query.getall("callback"))
+    if callback is not None and _ambient_credentials(request):
+        raise NotAuthenticated("Basic credentials on a JSONP call another site's page made")
+    return callback
+
+
+def _ambient_credentials(request: web.Request) -> bool:
+    """Whether a browser may have added the credentials by itself: Basic credentials it keeps for the site,
+    on a request a page of another site made (``Sec-Fetch-Site``). A JSONP answer is a script any page can
+    include, so it is given for such credentials only to the site's own pages; a browser-based client
+    signs its calls (OAuth 1.0a) instead, which no other page can do for it."""
+    site = request.headers.get("Sec-Fetch-Site", "").strip().lower()
+    authorization = request.headers.get(hdrs.AUTHORIZATION, "")
+    return site in ("cross-site", "same-site") and authorization[:6].lower() == "basic "
+
+
+def _wrap_jsonp(response: web.StreamResponse, callback: str) -> None:
+    """A JSON answer as ``callback(...)``, served as JavaScript; any other answer is left alone. U+2028 and
+    U+2029, which JSON strings may hold but JavaScript before ES2019 may not, are written escaped."""
+    if isinstance(response, web.Response) and response.content_type == "application/json" and response.body:
+        body = bytes(response.body).replace(b"\xe2\x80\xa8", b"\\u2028").replace(b"\xe2\x80\xa9", b"\\u2029")
+        response.body = b"%s(%s)" % (callback.encode("ascii"), body)
+        response.headers[hdrs.CONTENT_TYPE] = JSONP_TYPE
 
 
 def _count(request: web.Request, response: web.StreamResponse) -> None:

@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (server.host)")
     serve.add_argument("--port", type=int, help="port to listen on (server.port)")
     serve.add_argument(
-        "--admin-port", type=int, metavar="P", help="admin listener port for /healthz, /readyz, /metrics (server.admin_port)"
+        "--admin-port", type=int, metavar="P", help="admin listener port: status page, /healthz, /readyz, /metrics (server.admin_port)"
     )
     serve.add_argument("--upstream", metavar="URL", help="X API v2 base URL (upstream.base_url)")
     serve.add_argument("--store", metavar="URL", help="memory, sqlite:///PATH or redis://HOST:PORT/DB (store.url)")
@@ -123,6 +123,10 @@ def _add_credentials_parser(commands: Any) -> None:
     )
     consumer.add_argument("key", metavar="KEY")
     consumer.add_argument("secret", metavar="SECRET", action=_Secret, help="the consumer secret, or - for stdin")
+    consumer.add_argument(
+        "--via-upstream-app", action="store_true",
+        help="a consumer X does not know: its users log in and act through [upstream] oauth1_consumer_key",
+    )  # fmt: skip
 
     token = actions.add_parser(
         "add-token", parents=[store_options], help="add or replace an OAuth access token", description=stdin_note
@@ -130,6 +134,14 @@ def _add_credentials_parser(commands: Any) -> None:
     token.add_argument("consumer_key", metavar="CONSUMER_KEY")
     token.add_argument("token", metavar="TOKEN")
     token.add_argument("token_secret", metavar="TOKEN_SECRET", action=_Secret, help="the token secret, or - for stdin")
+    mapping = token.add_argument_group(
+        "for a --via-upstream-app consumer, what acts at X for the token (one of the two)"
+    )
+    mapping.add_argument("--upstream-token", metavar="X_TOKEN", help="an X access token of the upstream app")
+    mapping.add_argument(
+        "--upstream-token-secret", metavar="X_SECRET", action=_Secret, help="that X token's secret, or - for stdin"
+    )
+    mapping.add_argument("--upstream-user", metavar="NAME", help="act with this Basic user's v2 grant")
 
     user = actions.add_parser(
         "add-user", parents=[store_options], help="add or replace an HTTP Basic user", description=stdin_note
@@ -148,6 +160,18 @@ def _add_credentials_parser(commands: Any) -> None:
     user.add_argument(
         "--upstream-expires-in", metavar="SECONDS", type=_seconds, help="seconds until the v2 token expires"
     )
+
+    invite = actions.add_parser(
+        "invite",
+        parents=[store_options],
+        help="make a one-time invite to /connect and print its URL",
+        description="Prints onboarding.public_url + /connect?invite=...: hand it to one user; it is spent when "
+        "that user's password is saved.",
+    )
+    invite.add_argument(
+        "--expires-in", metavar="SECONDS", type=_seconds, default=7 * 24 * 3600,
+        help="seconds the invite stays good (default: 604800, a week)",
+    )  # fmt: skip
 
     actions.add_parser("list", parents=[store_options], help="list credentials, without secrets")
 
@@ -261,6 +285,7 @@ _STDIN_LABELS = {
     "token_secret": "TOKEN_SECRET",
     "upstream_bearer": "--upstream-bearer",
     "upstream_refresh_token": "--upstream-refresh-token",
+    "upstream_token_secret": "--upstream-token-secret",
 }
 
 # Arguments that argparse accepts as "" but a credential cannot be: name in the namespace -> what to call it.
@@ -272,6 +297,9 @@ _REQUIRED_TEXT = {
     "token_secret": "TOKEN_SECRET",
     "username": "USERNAME",
     "upstream_bearer": "--upstream-bearer",
+    "upstream_token": "--upstream-token",
+    "upstream_token_secret": "--upstream-token-secret",
+    "upstream_user": "--upstream-user",
 }
 
 
@@ -287,6 +315,9 @@ def _credentials(args: argparse.Namespace) -> int:
     require_store_directory(config.store)
     try:
         password = _read_stdin(args)
+        if args.action == "invite" and not config.onboarding.public_url:
+            raise _Refused("invite needs onboarding.public_url in the configuration (--config): the URL users reach")
+        args.public_url = config.onboarding.public_url
         print(asyncio.run(_credentials_action(args, config.store, password)))
     except (_Refused, StoreError, OSError) as exc:
         print(f"dm-gateway credentials: {exc}", file=sys.stderr)
@@ -322,23 +353,25 @@ async def _credentials_action(args: argparse.Namespace, settings: StoreConfig, p
             raise _Refused(f"{label} must not be empty")
     store = await open_store_from_config(settings)
     try:
-        return await _apply(store, args, password)
+        return await _apply(store, args, password, settings)
     finally:
         await store.close()
 
 
-async def _apply(store: Store, args: argparse.Namespace, password: str | None) -> str:
+async def _apply(store: Store, args: argparse.Namespace, password: str | None, settings: StoreConfig) -> str:
     if args.action == "add-consumer":
         verb = "replaced" if await store.get_consumer(args.key) else "added"
-        await store.put_consumer(Consumer(key=args.key, secret=args.secret))
-        return f"{verb} consumer {args.key}"
+        await store.put_consumer(Consumer(key=args.key, secret=args.secret, via_upstream_app=args.via_upstream_app))
+        return f"{verb} consumer {args.key}" + (" (via the upstream app)" if args.via_upstream_app else "")
     if args.action == "add-token":
+        token = await _token_to_add(store, args)
         verb = "replaced" if await store.get_token(args.token) else "added"
         try:
-            await store.put_token(Token(token=args.token, consumer_key=args.consumer_key, secret=args.token_secret))
+            await store.put_token(token)
         except ValueError:
             raise _Refused(f"no consumer {args.consumer_key!r}; add it first with add-consumer") from None
-        return f"{verb} token {args.token} for consumer {args.consumer_key}"
+        mapped = f", {token.mapping}" if token.mapping else ""
+        return f"{verb} token {args.token} for consumer {args.consumer_key}{mapped}"
     if args.action == "add-user":
         assert password is not None
         expires_in = args.upstream_expires_in
@@ -350,6 +383,10 @@ async def _apply(store: Store, args: argparse.Namespace, password: str | None) -
         verb = "replaced" if await store.get_user(args.username) else "added"
         await store.put_user(BasicUser(username=args.username, password_hash=hash_password(password), grant=grant))
         return f"{verb} user {args.username}"
+    if args.action == "invite":
+        from gateway.onboarding import create_invite
+
+        return await create_invite(store, settings.encryption_key, args.public_url, args.expires_in)
     if args.action == "list":
         entries = await store.list_credentials()
         if not entries:
@@ -361,6 +398,32 @@ async def _apply(store: Store, args: argparse.Namespace, password: str | None) -
             raise _Refused(f"no {args.kind} {args.key!r}")
         return f"removed {args.kind} {args.key}" + (" and its tokens" if args.kind == "consumer" else "")
     raise AssertionError(f"unhandled credentials action {args.action}")
+
+
+async def _token_to_add(store: Store, args: argparse.Namespace) -> Token:
+    """The token ``add-token`` describes: a live app's, as is; a --via-upstream-app consumer's, mapped to an
+    X token of the upstream app or to a Basic user, exactly one of the two."""
+    consumer = await store.get_consumer(args.consumer_key)
+    if consumer is None:
+        raise _Refused(f"no consumer {args.consumer_key!r}; add it first with add-consumer")
+    x_token, x_secret, user = args.upstream_token, args.upstream_token_secret, args.upstream_user
+    if (x_token is None) != (x_secret is None):
+        raise _Refused("--upstream-token and --upstream-token-secret go together")
+    if not consumer.via_upstream_app:
+        if x_token is not None or user is not None:
+            raise _Refused(
+                f"consumer {consumer.key!r} is a live X app, re-signed as itself: --upstream-token and "
+                "--upstream-user are for a consumer added with --via-upstream-app"
+            )
+        return Token(token=args.token, consumer_key=consumer.key, secret=args.token_secret)
+    if (x_token is None) == (user is None):
+        raise _Refused(
+            f"consumer {consumer.key!r} acts through the upstream app: give --upstream-token and "
+            "--upstream-token-secret, or --upstream-user (one of the two)"
+        )
+    if user is not None and await store.get_user(user) is None:
+        raise _Refused(f"no user {user!r}; add it first with add-user")
+    return Token(args.token, consumer.key, args.token_secret, x_token, x_secret, user)
 
 
 def _tls_init(args: argparse.Namespace) -> int:
@@ -477,9 +540,10 @@ async def _serve_until_signalled(config: Config, tls: ssl.SSLContext | None) -> 
 def log_admin_listener(config: Config, admin_runner: web.AppRunner) -> None:
     log = logging.getLogger("gateway")
     admin_host, admin_port = admin_runner.addresses[0][:2]
-    log.info("admin listener on http://%s:%d (/healthz, /readyz, /metrics)", admin_host, admin_port)
+    log.info("admin listener on http://%s:%d (status page /, /healthz, /readyz, /metrics)", admin_host, admin_port)
     if not is_loopback(config.server.admin_host):
         log.warning(
-            "server.admin_host %r is not loopback: /metrics and /readyz are reachable from the network",
+            "server.admin_host %r is not loopback: the status page, /metrics and /readyz are reachable "
+            "from the network",
             config.server.admin_host,
         )

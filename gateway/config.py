@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 ENV_UPSTREAM_BEARER = "DMGW_UPSTREAM_BEARER"
 ENV_STORE_ENCRYPTION_KEY = "DMGW_STORE_ENCRYPTION_KEY"
+ENV_UPSTREAM_OAUTH1_CONSUMER_SECRET = "DMGW_UPSTREAM_OAUTH1_CONSUMER_SECRET"
 
 DIALECT_FAMILIES = ("v1_1", "statusnet")
 
@@ -41,7 +42,7 @@ class ServerConfig:
     tls_port: int | None = None
     # The oldest TLS version accepted: "1.2" (default) or "1.3"; "1.0" and "1.1" for old clients, with a warning.
     tls_min_version: str = "1.2"
-    # The admin listener (/healthz, /readyz, /metrics): plain HTTP, loopback by default; port 0 = any free port.
+    # The admin listener (status page, health, metrics): plain HTTP, loopback by default; port 0 = any free port.
     admin_host: str = "127.0.0.1"
     admin_port: int = 8081
     # Slow clients: seconds a connection may wait for a complete request head (a new connection, an idle
@@ -64,6 +65,11 @@ class UpstreamConfig:
     oauth2_client_id: str | None = None
     oauth2_client_secret: str | None = field(default=None, repr=False)
     token_url: str | None = None
+    # The operator's own X app (OAuth 1.0a): what consumers registered --via-upstream-app log in and act through.
+    oauth1_consumer_key: str | None = None
+    oauth1_consumer_secret: str | None = field(default=None, repr=False)
+    # X's OAuth 2.0 authorization page, where /connect sends a user to sign in and approve the gateway.
+    oauth2_authorize_url: str = "https://x.com/i/oauth2/authorize"
     # Retries of idempotent calls (GET, DELETE) after the first attempt, and the seconds they may take in
     # all, counted from the start of the legacy call; the jittered backoff doubles from retry_backoff.
     retries: int = 2
@@ -122,6 +128,36 @@ class AuthConfig:
     failed_login_window: int = 60
 
 
+#: The avatar Twitter showed, and its API named, for a user who never set one.
+DEFAULT_PROFILE_IMAGE_URL = "https://abs.twimg.com/sticky/default_profile_images/default_profile_normal.png"
+
+
+@dataclass(frozen=True, slots=True)
+class RenderConfig:
+    """What the legacy bodies say where v2 says nothing."""
+
+    # The profile_image_url of a user without one (no image, or a deleted or suspended account): the
+    # historic APIs always sent an avatar URL, never null.
+    default_profile_image_url: str = DEFAULT_PROFILE_IMAGE_URL
+
+
+ONBOARDING_MODES = ("invite", "open")
+DEFAULT_ONBOARDING_SCOPES = ("dm.read", "dm.write", "users.read", "tweet.read", "offline.access")
+
+
+@dataclass(frozen=True, slots=True)
+class OnboardingConfig:
+    """The /connect pages on the public listener, where StatusNet users connect their X account themselves."""
+
+    enabled: bool = False
+    # Where users reach this gateway, e.g. "https://dm.example.org": the callback X redirects to is this
+    # plus /connect/callback, and clients are told this plus /api.
+    public_url: str | None = None
+    scopes: tuple[str, ...] = DEFAULT_ONBOARDING_SCOPES
+    # "invite": /connect/start needs a one-time invite (dm-gateway credentials invite); "open": anyone.
+    mode: str = "invite"
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -129,6 +165,8 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     routes: RoutesConfig = field(default_factory=RoutesConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    onboarding: OnboardingConfig = field(default_factory=OnboardingConfig)
 
 
 _SECTIONS: dict[str, type] = {
@@ -137,6 +175,8 @@ _SECTIONS: dict[str, type] = {
     "store": StoreConfig,
     "routes": RoutesConfig,
     "auth": AuthConfig,
+    "render": RenderConfig,
+    "onboarding": OnboardingConfig,
 }
 
 
@@ -154,6 +194,9 @@ def load_config(
     bearer = env.get(ENV_UPSTREAM_BEARER)
     if bearer:
         raw.setdefault("upstream", {})["bearer_token"] = bearer
+    oauth1_secret = env.get(ENV_UPSTREAM_OAUTH1_CONSUMER_SECRET)
+    if oauth1_secret:
+        raw.setdefault("upstream", {})["oauth1_consumer_secret"] = oauth1_secret
     encryption_key = env.get(ENV_STORE_ENCRYPTION_KEY)
     if encryption_key:
         raw.setdefault("store", {})["encryption_key"] = encryption_key
@@ -253,6 +296,15 @@ def _validate(config: Config) -> None:
         raise ConfigError("upstream.max_response_bytes must be at least 1024")
     if upstream.bearer_token is not None and not upstream.bearer_token.strip():
         raise ConfigError("upstream.bearer_token must not be blank")
+    for key in ("oauth1_consumer_key", "oauth1_consumer_secret"):
+        value = getattr(upstream, key)
+        if value is not None and not value.strip():
+            raise ConfigError(f"upstream.{key} must not be blank")
+    if (upstream.oauth1_consumer_key is None) != (upstream.oauth1_consumer_secret is None):
+        raise ConfigError(
+            "upstream.oauth1_consumer_key and upstream.oauth1_consumer_secret (or "
+            f"{ENV_UPSTREAM_OAUTH1_CONSUMER_SECRET}) go together: set both or neither"
+        )
     if (server.tls_cert is None) != (server.tls_key is None):
         raise ConfigError("server.tls_cert and server.tls_key go together: set both or neither")
     for key in ("tls_cert", "tls_key"):
@@ -263,6 +315,39 @@ def _validate(config: Config) -> None:
     _validate_store(config.store)
     _validate_routes(config.routes)
     _validate_auth(config)
+    _validate_render(config.render)
+    _validate_onboarding(config)
+
+
+def _validate_render(render: RenderConfig) -> None:
+    url = render.default_profile_image_url
+    # Written into every body as is: printable ASCII, no space, so that XML and JSON carry it unchanged.
+    if not (url.isascii() and url.isprintable()) or " " in url or len(url) > 1024:
+        raise ConfigError("render.default_profile_image_url must be a URL of at most 1024 printable ASCII characters")
+    _check_url("render.default_profile_image_url", url, path_allowed=True)
+
+
+def _validate_onboarding(config: Config) -> None:
+    onboarding, upstream = config.onboarding, config.upstream
+    _check_url("upstream.oauth2_authorize_url", upstream.oauth2_authorize_url, path_allowed=True)
+    if onboarding.mode not in ONBOARDING_MODES:
+        raise ConfigError(f"onboarding.mode must be one of {', '.join(ONBOARDING_MODES)}, got {onboarding.mode!r}")
+    if not onboarding.scopes or not all(re.fullmatch(r"[A-Za-z0-9._:-]+", scope) for scope in onboarding.scopes):
+        raise ConfigError(f"onboarding.scopes must be a non-empty list of scope names, got {list(onboarding.scopes)!r}")
+    if onboarding.public_url is not None:
+        _check_url("onboarding.public_url", onboarding.public_url, path_allowed=True)
+    if not onboarding.enabled:
+        return
+    if onboarding.public_url is None:
+        raise ConfigError("onboarding.enabled needs onboarding.public_url (where users reach this gateway)")
+    if not upstream.oauth2_client_id:
+        raise ConfigError("onboarding.enabled needs upstream.oauth2_client_id (the X app users sign in to)")
+    if config.auth.sidecar:
+        # The sidecar's guard refuses X's redirect back (a cross-site navigation), and a loopback-only gateway
+        # has no users to connect: /connect belongs on a gateway people reach.
+        raise ConfigError("onboarding.enabled and auth.sidecar do not go together: /connect is for a public gateway")
+    if "offline.access" not in onboarding.scopes:
+        raise ConfigError("onboarding.scopes must include offline.access: without a refresh token a grant dies in hours")
 
 
 TLS_MIN_VERSIONS = ("1.0", "1.1", "1.2", "1.3")

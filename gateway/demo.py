@@ -7,6 +7,14 @@ application and access token and one HTTP Basic user are registered in that stor
 ``dm-gateway credentials`` would register them. Each call prints the request and the response as they are
 on the wire, except that credentials are shortened or redacted: no secret is ever printed. The exit status
 is non-zero if any answer differs from what a legacy client expects.
+
+Then a legacy client that has nothing but its own consumer key and secret (one X does not know, registered
+``--via-upstream-app``) logs a user in through the gateway with a PIN, X's login run with the emulator's app
+as the operator's own, and deletes a DM with the token it got; its consumer key never reaches X.
+Last, on a second, public gateway (no sidecar: /connect is for a gateway people reach) sharing the store, a
+StatusNet user connects their X account at /connect (invite mode, as an operator would run it): the invite,
+"Sign in with X", the emulator's consent page approved as theSeanCook, the password form, and then their
+unmodified client's Basic call listing their direct messages.
 """
 
 from __future__ import annotations
@@ -15,9 +23,12 @@ import asyncio
 import base64
 import logging
 import re
+import socket
 import tempfile
+from html.parser import HTMLParser
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
 import orjson
@@ -27,8 +38,15 @@ from authlib.oauth1 import ClientAuth
 from gateway.app import create_app
 from gateway.auth.credentials import BasicUser, Consumer, OAuth2Grant, Token, hash_password
 from gateway.config import load_config
-from gateway.emulator import EmulatorServer
+from gateway.emulator import (
+    APP_CONSUMER_KEY,
+    APP_CONSUMER_SECRET,
+    EMULATOR_OAUTH2_CLIENT_ID,
+    EMULATOR_OAUTH2_CLIENT_SECRET,
+    EmulatorServer,
+)
 from gateway.emulator.state import EmulatorState
+from gateway.onboarding import create_invite
 from gateway.store.base import open_store
 
 SIDECAR_TOKEN = "emulator-token-theSeanCook"  # the gateway acts for theSeanCook unless a client says otherwise
@@ -41,6 +59,15 @@ SEAN_OAUTH_TOKEN = Token("38895958-emulatortoken", CONSUMER.key, "emulator-token
 # A StatusNet user who signs in with HTTP Basic; the gateway acts for them with their v2 grant.
 BASIC_USERNAME = "marcos"
 BASIC_PASSWORD = "demo password for marcos"
+# A legacy client's own consumer, which X does not know: its users log in and act through the operator's X
+# app (the emulator's seeded one). The user who logs in, and a message of theirs to delete.
+LEGACY_CONSUMER = Consumer("legacy-client-2009", "legacy client secret, baked into the app", via_upstream_app=True)
+LOGIN_SCREEN_NAME = "s0c1alm3dia"
+LOGIN_DELETES = "240251665733795841"
+_PIN = re.compile(r'<code id="oauth_pin">([0-9]+)</code>')
+# The StatusNet user who connects at /connect, and the password they choose there.
+CONNECT_USERNAME = "sean"
+CONNECT_PASSWORD = "demo password for sean"
 # What a forger signs with instead of the consumer secret.
 FORGED_CONSUMER_SECRET = "a guess at the consumer secret"
 
@@ -134,48 +161,163 @@ CALLS = (
 async def run_demo(*, port: int = 0, keep_running: bool = False) -> int:
     # The emulator's access log would bury the calls this command is here to show.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    with tempfile.TemporaryDirectory(prefix="dm-gateway-demo-") as workdir:
+    with tempfile.TemporaryDirectory(prefix="dm-gateway-demo-") as workdir, socket.socket() as listening:
+        # The public gateway's port is bound first: /connect's public URL (X's redirect back) must name it
+        # before the gateway is built.
+        listening.bind(("127.0.0.1", 0))
+        public = f"http://127.0.0.1:{listening.getsockname()[1]}"
         async with EmulatorServer() as emulator:
+            store = {"url": f"sqlite:///{workdir}/demo.sqlite3"}
+            # A sidecar in front of one application, as `serve` builds it with [auth] sidecar = true ...
             config = load_config(
                 env={},
                 overrides={
                     "server": {"port": port},
-                    "upstream": {"base_url": emulator.url, "bearer_token": SIDECAR_TOKEN},
-                    "store": {"url": f"sqlite:///{workdir}/demo.sqlite3"},
+                    "upstream": {
+                        "base_url": emulator.url,
+                        "bearer_token": SIDECAR_TOKEN,
+                        "oauth1_consumer_key": APP_CONSUMER_KEY,
+                        "oauth1_consumer_secret": APP_CONSUMER_SECRET,
+                    },
+                    "store": store,
                     "auth": {"sidecar": True},
                 },
             )
-            await _register_credentials(config.store.url)
+            # ... and, on the same store, a public gateway whose users connect themselves at /connect.
+            public_config = load_config(
+                env={},
+                overrides={
+                    "upstream": {
+                        "base_url": emulator.url,
+                        "oauth2_client_id": EMULATOR_OAUTH2_CLIENT_ID,
+                        "oauth2_client_secret": EMULATOR_OAUTH2_CLIENT_SECRET,
+                        "oauth2_authorize_url": emulator.url + "/i/oauth2/authorize",
+                    },
+                    "store": store,
+                    "onboarding": {"enabled": True, "public_url": public, "mode": "invite"},
+                },
+            )
+            invite_url = await _register_credentials(config.store.url, public)
             runner = web.AppRunner(create_app(config), access_log=None)
+            public_runner = web.AppRunner(create_app(public_config), access_log=None)
             await runner.setup()
+            await public_runner.setup()
             try:
                 await web.TCPSite(runner, config.server.host, config.server.port).start()
+                await web.SockSite(public_runner, listening).start()
                 base = f"http://{config.server.host}:{runner.addresses[0][1]}"
                 print(f"X API v2 emulator on {emulator.url}; gateway on {base} (SQLite store in {workdir})")
                 print(
                     f"Registered in the store: OAuth 1.0a consumer {CONSUMER.key} with token "
-                    f"{SEAN_OAUTH_TOKEN.token}, Basic user {BASIC_USERNAME}\n"
+                    f"{SEAN_OAUTH_TOKEN.token}, Basic user {BASIC_USERNAME}, and legacy consumer "
+                    f"{LEGACY_CONSUMER.key} (--via-upstream-app, through the app {APP_CONSUMER_KEY})\n"
                 )
                 failures = await _run_calls(base, emulator.state)
-                print(f"{len(CALLS) - failures} of {len(CALLS)} calls answered as a legacy client expects.")
+                print(f"{len(CALLS) - failures} of {len(CALLS)} calls answered as a legacy client expects.\n")
+                login_problems = await _run_login(base, emulator.state)
+                if login_problems:
+                    failures += 1
+                    print(f"!! {'; '.join(login_problems)}")
+                else:
+                    print("A client with only its consumer key logged in and deleted a DM.")
+
+                print(f"A public gateway without the sidecar, on the same store, serves /connect on {public}")
+                failures += await _connect(public, invite_url, emulator.state)
                 if keep_running:
                     await _serve_until_interrupted(base)
             finally:
+                await public_runner.cleanup()
                 await runner.cleanup()
     return 1 if failures else 0
 
 
-async def _register_credentials(store_url: str) -> None:
+async def _register_credentials(store_url: str, public_url: str) -> str:
     """What an operator does with ``dm-gateway credentials`` before ``serve``: the gateway opens the same
-    store afterwards and finds them there."""
+    store afterwards and finds them there. Returns the URL of an invite to /connect."""
     store = await open_store(store_url)
     try:
         await store.put_consumer(CONSUMER)
+        await store.put_consumer(LEGACY_CONSUMER)
         await store.put_token(SEAN_OAUTH_TOKEN)
         grant = OAuth2Grant(MARCOS_TOKEN)
         await store.put_user(BasicUser(BASIC_USERNAME, hash_password(BASIC_PASSWORD), grant))
+        return await create_invite(store, None, public_url, 3600)
     finally:
         await store.close()
+
+
+class _Page(HTMLParser):
+    """What the demo's "browser" needs of a page: its links by id, its inputs' values, its title."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.links: dict[str, str] = {}
+        self.inputs: dict[str, str] = {}
+        self.title = ""
+        self._in_title = False
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        named = {key: value or "" for key, value in attrs}
+        if tag == "a" and "id" in named:
+            self.links[named["id"]] = named.get("href", "")
+        elif tag == "input" and "name" in named:
+            self.inputs[named["name"]] = named.get("value", "")
+        self._in_title = tag == "title"
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title:
+            self.title += data
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_title = False
+
+
+async def _connect(base: str, invite_url: str, upstream: EmulatorState) -> int:
+    """The /connect flow, step by step as a browser takes it, then the user's StatusNet client at work."""
+    problems: list[str] = []
+    print("== A StatusNet user connects their X account at /connect")
+    print(f"$ dm-gateway credentials invite\n{invite_url.split('=')[0]}=…  (the invite, shortened)")
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+
+        async def step(method: str, url: str, shown: str, expect: int, **data: str) -> tuple[str, str]:
+            async with browser.request(method, url, data=data or None, allow_redirects=False) as resp:
+                text = await resp.text()
+                location = resp.headers.get("Location", "")
+                title = _Page(text).title.strip() if text else ""
+                print(f"> {method} {shown}\n< {resp.status} {resp.reason}" + (f"  ({title})" if title else ""))
+                if resp.status != expect:
+                    problems.append(f"{shown}: expected {expect}")
+            return text, location
+
+        landing, _ = await step("GET", invite_url, "/connect?invite=…", 200)
+        start = _Page(landing).links.get("sign-in", "/connect/start")
+        _, authorize_url = await step("GET", base + start, "/connect/start?invite=…  (Sign in with X)", 302)
+        print(f"< Location: {authorize_url.split('?')[0]}?response_type=code&code_challenge_method=S256&…")
+        consent, _ = await step("GET", authorize_url, "X's consent page", 200)
+        fields = {**_Page(consent).inputs, "screen_name": "theSeanCook", "approve": "1"}
+        _, callback = await step("POST", authorize_url.split("?")[0], "X's consent page: approved", 302, **fields)
+        before = len(upstream.requests)
+        form, _ = await step("GET", callback, "/connect/callback?state=…&code=…", 200)
+        print("(the gateway asked X: " + ", ".join(f"{r.method} {r.path}" for r in upstream.requests[before:]) + ")")
+        answer = {"csrf_token": _Page(form).inputs.get("csrf_token", ""), "username": CONNECT_USERNAME,
+                  "password": CONNECT_PASSWORD, "password_confirm": CONNECT_PASSWORD}  # fmt: skip
+        await step("POST", base + "/connect/finish", f"/connect/finish  username={CONNECT_USERNAME}&password=…", 200,
+                   **answer)  # fmt: skip
+    pair = base64.b64encode(f"{CONNECT_USERNAME}:{CONNECT_PASSWORD}".encode()).decode("ascii")
+    print(f"\n== {CONNECT_USERNAME}'s StatusNet client, unmodified, lists their direct messages")
+    print(f"> GET /api/direct_messages.json?count=1\n> Authorization: Basic …  ({CONNECT_USERNAME}, redacted)")
+    async with aiohttp.ClientSession() as client, client.get(
+        base + "/api/direct_messages.json?count=1", headers={"Authorization": f"Basic {pair}"}
+    ) as resp:
+        body = await resp.read()
+        print(f"< {resp.status} {resp.reason}  {resp.headers.get('Content-Type', '')}\n{body.decode().rstrip()}")
+        if resp.status != 200:
+            problems.append("the connected user's StatusNet call: expected 200")
+    for problem in problems:
+        print(f"!! {problem}")
+    print("The user connected and their client works." if not problems else "")
+    return 1 if problems else 0
 
 
 async def _run_calls(base: str, upstream: EmulatorState) -> int:
@@ -219,6 +361,89 @@ async def _run_calls(base: str, upstream: EmulatorState) -> int:
                 print(f"!! {'; '.join(problems)}")
             print()
     return failures
+
+
+async def _run_login(base: str, upstream: EmulatorState) -> list[str]:
+    """A legacy client logs a user in through the gateway by PIN, then deletes a DM with its new token.
+    Returns what went wrong (nothing when all is well)."""
+    print("== Log in through the gateway: a client with only its own consumer key, one X does not know")
+    consumer = LEGACY_CONSUMER
+    async with aiohttp.ClientSession() as session:
+        # 1. A request token, with oob: the user will be shown a PIN.
+        signer = _LegacyClientAuth(consumer.key, consumer.secret, redirect_uri="oob")
+        request_token = await _signed_post(session, base, "/oauth/request_token", signer)
+        if "oauth_token" not in request_token:
+            return ["expected a request token"]
+        # 2. The user's browser: the gateway sends it to X's page, where the user approves and gets a PIN.
+        authorize = f"{base}/oauth/authorize?oauth_token={request_token['oauth_token']}"
+        print(f"> GET /oauth/authorize?oauth_token={_short(request_token['oauth_token'])}")
+        async with session.get(authorize, allow_redirects=False) as resp:
+            location = resp.headers.get("Location", "")
+            print(f"< {resp.status} {resp.reason}  Location: {location.split('?')[0]}?oauth_token=…")
+        x_page = urlsplit(location)
+        x_token = dict(parse_qsl(x_page.query)).get("oauth_token", "")
+        approve = x_page._replace(path="/oauth/authorize", query="").geturl()
+        async with session.post(approve, data={"oauth_token": x_token, "screen_name": LOGIN_SCREEN_NAME}) as resp:
+            pin = _PIN.search(await resp.text())
+        if pin is None:
+            return ["expected X's page to show a PIN"]
+        print(f"(on X's page {LOGIN_SCREEN_NAME} approves the app and is shown the PIN {pin.group(1)})")
+        # 3. The PIN for an access token: the gateway's own, mapped to the X token of the operator's app.
+        signer = _LegacyClientAuth(
+            consumer.key, consumer.secret, request_token["oauth_token"], request_token["oauth_token_secret"],
+            verifier=pin.group(1),
+        )  # fmt: skip
+        access = await _signed_post(session, base, "/oauth/access_token", signer)
+        if access.get("screen_name") != LOGIN_SCREEN_NAME:
+            return [f"expected an access token for {LOGIN_SCREEN_NAME}"]
+        # 4. A DM call signed with the legacy consumer and that token.
+        path = f"/1.1/direct_messages/destroy.json?id={LOGIN_DELETES}"
+        signer = _LegacyClientAuth(consumer.key, consumer.secret, access["oauth_token"], access["oauth_token_secret"])
+        _, headers, _ = signer.sign("POST", base + path, {}, b"")
+        print(f"> POST {path}\n> Authorization: {_shorten_oauth(headers['Authorization'])}")
+        before = len(upstream.requests)
+        async with session.post(base + path, headers=headers) as resp:
+            print(f"< {resp.status} {resp.reason}  {resp.headers.get('Content-Type', '')}")
+            print((await resp.read()).decode("utf-8").rstrip("\n"))
+            status = resp.status
+    problems = [] if status == 200 else ["expected the destroy to answer 200"]
+    deletes = [r for r in upstream.requests[before:] if r.method == "DELETE"]
+    if deletes:
+        shown = _shorten_oauth(deletes[0].headers.get("Authorization", ""))
+        print(f"(X API v2 got DELETE {deletes[0].path}, signed by the operator's app: {shown})")
+    else:
+        problems.append("expected X API v2 to get the delete")
+    if any(consumer.key in f"{r.path}{r.query}{r.headers}" for r in upstream.requests):
+        problems.append("the legacy consumer key reached X")
+    else:
+        print(f"(the consumer key {consumer.key} never reached X)")
+    print()
+    return problems
+
+
+async def _signed_post(session: aiohttp.ClientSession, base: str, path: str, signer: ClientAuth) -> dict[str, str]:
+    """POST a login call signed by ``signer``, printed with its secrets redacted; its form-encoded answer."""
+    _, headers, _ = signer.sign("POST", base + path, {}, b"")
+    print(f"> POST {path}\n> Authorization: {_shorten_oauth(headers['Authorization'])}")
+    async with session.post(base + path, headers=headers) as resp:
+        text = await resp.text()
+        answer = dict(parse_qsl(text)) if resp.status == 200 else {}
+        shown = "&".join(f"{k}={_redacted(k, v)}" for k, v in answer.items())
+        print(f"< {resp.status} {resp.reason}  {resp.headers.get('Content-Type', '')}")
+        print(shown or text)
+    return answer
+
+
+def _redacted(key: str, value: str) -> str:
+    """A value of a login answer as printed: a secret never, a token cut short."""
+    if "secret" in key:
+        return "…"
+    return _short(value) if key.endswith("token") else value
+
+
+def _short(token: str) -> str:
+    """A token name cut short: it changes on every run."""
+    return token[:10] + "…"
 
 
 def _credentials(call: DemoCall, url: str) -> tuple[dict[str, str], list[str]]:

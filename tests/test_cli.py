@@ -15,7 +15,15 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.demo import BASIC_PASSWORD, BASIC_USERNAME, CONSUMER, MARCOS_TOKEN, SEAN_OAUTH_TOKEN
+from gateway.demo import (
+    BASIC_PASSWORD,
+    BASIC_USERNAME,
+    CONNECT_PASSWORD,
+    CONSUMER,
+    LEGACY_CONSUMER,
+    MARCOS_TOKEN,
+    SEAN_OAUTH_TOKEN,
+)
 from tests.conftest import SEED_002_ID, SEAN_TOKEN
 
 CLI = [sys.executable, "-m", "gateway"]
@@ -134,8 +142,26 @@ def test_demo_shows_every_form_working() -> None:
     # HTTP Basic, shown redacted.
     assert "> DELETE /api/direct_messages/destroy/38.json\n> Authorization: Basic …  (marcos" in out
     basic_pair = base64.b64encode(f"{BASIC_USERNAME}:{BASIC_PASSWORD}".encode()).decode()
-    for secret in (CONSUMER.secret, SEAN_OAUTH_TOKEN.secret, BASIC_PASSWORD, basic_pair, MARCOS_TOKEN, SEAN_TOKEN):
+    # A client with only its consumer key logs in through the gateway by PIN and deletes a DM.
+    login = out.split("== Log in through the gateway", 1)[1]
+    assert f'> POST /oauth/request_token\n> Authorization: OAuth oauth_callback="oob", oauth_consumer_key="{LEGACY_CONSUMER.key}"' in login
+    assert "oauth_token_secret=…&oauth_callback_confirmed=true" in login
+    assert "s0c1alm3dia approves the app and is shown the PIN " in login
+    assert "&oauth_token_secret=…&user_id=776627022&screen_name=s0c1alm3dia" in login
+    assert '(X API v2 got DELETE /2/dm_events/240251665733795841, signed by the operator\'s app: OAuth ' in login
+    assert 'oauth_consumer_key="emulator-consumer"' in login.split("(X API v2 got DELETE", 1)[1]
+    assert f"(the consumer key {LEGACY_CONSUMER.key} never reached X)" in login
+    assert "A client with only its consumer key logged in and deleted a DM.\n" in out
+    secrets = (CONSUMER.secret, SEAN_OAUTH_TOKEN.secret, BASIC_PASSWORD, basic_pair, MARCOS_TOKEN, SEAN_TOKEN)
+    for secret in (*secrets, LEGACY_CONSUMER.secret):
         assert secret not in out and secret not in result.stderr
+    # A StatusNet user connects at /connect, then their client lists their messages with the new password.
+    connect = out.split("== A StatusNet user connects their X account at /connect", 1)[1]
+    assert "(the gateway asked X: POST /2/oauth2/token, GET /2/users/me)" in connect
+    assert "< 200 OK  (Connected · DM gateway)" in connect
+    assert '"recipient_screen_name":"theSeanCook"' in connect
+    assert "The user connected and their client works." in connect
+    assert CONNECT_PASSWORD not in out and "invite=" + "…" in connect
 
 
 async def test_emulator_command_serves_v2(tmp_path) -> None:

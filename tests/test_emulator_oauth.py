@@ -381,7 +381,7 @@ async def test_a_client_with_a_secret_must_present_it_with_basic(client: Any, st
     ("form", "error"),
     [
         ({"refresh_token": REFRESH, "client_id": CLIENT}, "invalid_request"),
-        ({"grant_type": "authorization_code", "code": "x", "client_id": CLIENT}, "unsupported_grant_type"),
+        ({"grant_type": "password", "username": "x", "client_id": CLIENT}, "unsupported_grant_type"),
         ({"grant_type": "refresh_token", "client_id": CLIENT}, "invalid_request"),
         ({"grant_type": "refresh_token", "refresh_token": REFRESH}, "invalid_request"),
         ("grant_type=refresh_token&refresh_token=a&refresh_token=b&client_id=" + CLIENT, "invalid_request"),

@@ -7,6 +7,7 @@ wherever v2 knows them; the few values v2 cannot know are listed below with the 
 
 from __future__ import annotations
 
+import re
 import tomllib
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -26,7 +27,7 @@ from tests.conftest import (
     SEED_003_XML_ID,
     VANISHED_SENDER_ID,
 )
-from tests.golden_files import GOLDEN, assert_golden
+from tests.golden_files import GOLDEN, assert_golden, without_message_id_twins
 
 MAPPINGS = Path(__file__).parent.parent / "mappings"
 
@@ -168,7 +169,10 @@ def test_statusnet_xml_has_the_seed_003_shape_and_values() -> None:
         path = _path_to(seed, element)
         if path[-1] in constants:
             continue
-        assert (ours.find("/".join(path)).text or "") == (element.text or ""), path
+        expected = element.text or ""
+        if path[-1] == "created_at":
+            expected = _zero_padded_hour(expected)
+        assert (ours.find("/".join(path)).text or "") == expected, path
 
 
 def _path_to(root: ET.Element, target: ET.Element) -> list[str]:
@@ -181,9 +185,20 @@ def _path_to(root: ET.Element, target: ET.Element) -> list[str]:
     return []
 
 
+# Where seed 003 (written by hand) differs from what StatusNet and Twitter v1 wrote, and the gateway follows
+# the servers: the hour of a date is zero-padded (PHP's 'D M d H:i:s O Y'), and the JSON has a string twin
+# beside each numeric id (Twitter v1's id_str, sender_id_str, recipient_id_str; id_str in users).
+_UNPADDED_HOUR = re.compile(r"([A-Z][a-z]{2} [A-Z][a-z]{2} [0-9]{2}) ([0-9]):")
+
+
+def _zero_padded_hour(date: str) -> str:
+    return _UNPADDED_HOUR.sub(r"\1 0\2:", date)
+
+
 def test_statusnet_json_has_the_seed_003_shape_and_values() -> None:
     seed = _golden_json("seeds/003_statusnet_destroy.json")
-    ours = _golden_json("statusnet/destroy_seed_003.json")
+    ours = without_message_id_twins(_golden_json("statusnet/destroy_seed_003.json"))
+    seed["created_at"] = _zero_padded_hour(seed["created_at"])
     assert list(ours) == list(seed)
     constants = _constant_keys("statusnet", "json", "user")
     for key in set(seed) - {"sender", "recipient"}:

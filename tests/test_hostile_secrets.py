@@ -87,6 +87,8 @@ async def raw_bytes(where: tuple[str, str]) -> bytes:
                 parts.append(await client.get(name))
             elif kind == b"hash":
                 parts += [k + b"=" + v for k, v in (await client.hgetall(name)).items()]
+            elif kind == b"zset":  # the size indexes: message and user ids
+                parts += list(await client.zrange(name, 0, -1))
             else:
                 parts += list(await client.smembers(name))
         return b"\n".join(parts)

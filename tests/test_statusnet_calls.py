@@ -34,7 +34,7 @@ from tests.conftest import (
     VANISHED_SENDER_ID,
     gateway_config,
 )
-from tests.golden_files import GOLDEN, assert_golden
+from tests.golden_files import GOLDEN, assert_golden, without_message_id_twins
 
 #: The emulator's clock: Tue Nov 14 22:13:20 +0000 2023.
 NOW = 1_700_000_000
@@ -156,6 +156,7 @@ def test_golden_messages_have_the_seed_003_shape(name) -> None:
     seed = orjson.loads((GOLDEN / "seeds/003_statusnet_destroy.json").read_bytes())
     ours = orjson.loads((GOLDEN / f"statusnet/{name}.json").read_bytes())
     for message in ours if isinstance(ours, list) else [ours]:
+        message = without_message_id_twins(message)
         for theirs, mine in [(seed, message), (seed["sender"], message["sender"]), (seed["recipient"], message["recipient"])]:
             assert list(mine) == list(theirs)
             for key, value in theirs.items():
@@ -175,9 +176,9 @@ async def test_xml_lists_carry_each_message_in_full(gateway) -> None:
         "recipient_screen_name", "sender", "recipient",
     ]  # fmt: skip
     assert (third.findtext("text"), third.findtext("sender/screen_name")) == ("third message", "s0c1alm3dia")
-    assert third.findtext("created_at") == "Sun Oct 23 9:01:00 +0000 2022"
+    assert third.findtext("created_at") == "Sun Oct 23 09:01:00 +0000 2022"
     assert seed_002.findtext("text") == "hello, tworld."
-    assert vanished.findtext("sender/created_at") == "Thu Jan 01 0:00:00 +0000 1970"
+    assert vanished.findtext("sender/created_at") == "Thu Jan 01 00:00:00 +0000 1970"
 
 
 @pytest.mark.parametrize("prefix", PREFIXES)

@@ -638,7 +638,7 @@ async def test_sqlite_migrates_a_version_1_file_and_keeps_its_messages(tmp_path:
         await store.close()
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
     finally:
         conn.close()
 
@@ -677,7 +677,7 @@ async def test_sqlite_schema_3_keys_messages_by_their_ids_as_integers(tmp_path: 
         await store.close()
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
         assert [row[0] for row in conn.execute("SELECT id FROM messages ORDER BY id")] == [int(i) for i in kept]
         columns = {row[1]: (row[2], row[5]) for row in conn.execute("PRAGMA table_info(messages)")}
         assert columns["id"] == ("INTEGER", 1)  # the rowid itself: one B-tree, no separate index
@@ -956,10 +956,11 @@ async def test_redis_keys_carry_the_prefix_and_only_cached_data_expires(
         assert found == {
             f"{p}msg:1001", f"{p}user:11", f"{p}del:1001",
             f"{p}consumer:ck", f"{p}token:tk", f"{p}consumer_tokens:ck", f"{p}basic:alice",
-            f"{p}nonce:oauth1:ck:tk:n%3A1",
+            f"{p}nonce:oauth1:ck:tk:n%3A1", f"{p}index:msg", f"{p}index:user",
         }  # fmt: skip
         day = 24 * 3600
-        for key, ttl in (("msg:1001", 30 * day), ("user:11", 7 * day), ("del:1001", 30 * day)):
+        cached = (("msg:1001", 30 * day), ("user:11", 7 * day), ("del:1001", 30 * day))
+        for key, ttl in (*cached, ("index:msg", 30 * day), ("index:user", 7 * day)):
             assert ttl - 60 <= await raw.ttl(p + key) <= ttl, key
         for key in ("consumer:ck", "token:tk", "consumer_tokens:ck", "basic:alice"):
             assert await raw.ttl(p + key) == -1, key  # exists, never expires

@@ -26,7 +26,7 @@ MAPPINGS_DIR = Path(__file__).resolve().parent.parent / "mappings"
 MAPPING_NAMES = sorted(p.stem for p in MAPPINGS_DIR.glob("*.toml"))
 
 TWITTER_DATE = "{weekday} {month} {day:02d} {hour:02d}:{minute:02d}:{second:02d} +0000 {year}"
-STATUSNET_DATE = "{weekday} {month} {day:02d} {hour}:{minute:02d}:{second:02d} +0000 {year}"
+UNPADDED_HOUR_DATE = "{weekday} {month} {day:02d} {hour}:{minute:02d}:{second:02d} +0000 {year}"
 UTC = timezone.utc
 
 
@@ -260,25 +260,26 @@ def test_dates_are_english_whatever_the_locale(foreign_locale: str | None) -> No
         assert r.format_date(datetime(2021, month, 15, tzinfo=UTC)).split()[1] == name
 
 
-def test_twitter_and_statusnet_hour_styles() -> None:
+def test_padded_and_unpadded_hour_styles() -> None:
     when = datetime(2012, 9, 7, 5, 4, 3, tzinfo=UTC)
     assert Renderer({}, TWITTER_DATE).format_date(when) == "Fri Sep 07 05:04:03 +0000 2012"
-    assert Renderer({}, STATUSNET_DATE).format_date(when) == "Fri Sep 07 5:04:03 +0000 2012"
+    assert Renderer({}, UNPADDED_HOUR_DATE).format_date(when) == "Fri Sep 07 5:04:03 +0000 2012"
     late = datetime(2012, 9, 7, 23, 0, 9, tzinfo=UTC)
     assert Renderer({}, TWITTER_DATE).format_date(late) == "Fri Sep 07 23:00:09 +0000 2012"
-    assert Renderer({}, STATUSNET_DATE).format_date(late) == "Fri Sep 07 23:00:09 +0000 2012"
+    assert Renderer({}, UNPADDED_HOUR_DATE).format_date(late) == "Fri Sep 07 23:00:09 +0000 2012"
     midnight = datetime(2000, 1, 1, 0, 0, 0, tzinfo=UTC)
     assert Renderer({}, TWITTER_DATE).format_date(midnight) == "Sat Jan 01 00:00:00 +0000 2000"
-    assert Renderer({}, STATUSNET_DATE).format_date(midnight) == "Sat Jan 01 0:00:00 +0000 2000"
+    assert Renderer({}, UNPADDED_HOUR_DATE).format_date(midnight) == "Sat Jan 01 0:00:00 +0000 2000"
 
 
 def test_mappings_use_their_dialects_hour_style() -> None:
     when = datetime(2012, 9, 7, 5, 4, 3, tzinfo=UTC)
     assert load_mapping("twitter_v1").json.format_date(when) == "Fri Sep 07 05:04:03 +0000 2012"
+    # StatusNet wrote dates with PHP's 'D M d H:i:s O Y': the hour zero-padded too.
     statusnet = load_mapping("statusnet")
-    assert statusnet.json.format_date(when) == "Fri Sep 07 5:04:03 +0000 2012"
+    assert statusnet.json.format_date(when) == "Fri Sep 07 05:04:03 +0000 2012"
     assert statusnet.xml is not None
-    assert statusnet.xml.format_date(when) == "Fri Sep 07 5:04:03 +0000 2012"
+    assert statusnet.xml.format_date(when) == "Fri Sep 07 05:04:03 +0000 2012"
 
 
 def test_dates_with_another_offset_are_shown_in_utc() -> None:

@@ -22,28 +22,72 @@ CredentialKind = Literal["consumer", "token", "user"]
 
 @dataclass(frozen=True, slots=True)
 class Consumer:
-    """An OAuth 1.0a consumer (a legacy application's key and secret)."""
+    """An OAuth 1.0a consumer (a legacy application's key and secret).
+
+    A consumer is either a live X app, re-signed upstream as itself, or (``via_upstream_app``) one X no
+    longer knows, whose users act at X through the operator's own app (``[upstream] oauth1_consumer_key``);
+    its key never reaches X."""
 
     key: str
     secret: str = field(repr=False)
+    via_upstream_app: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Token:
-    """An OAuth 1.0a access token, issued to ``consumer_key``. Re-signed upstream as the same identity."""
+    """An OAuth 1.0a access token, issued to ``consumer_key``.
+
+    Without a mapping it is re-signed upstream as the same identity (a live X app's token). A token of a
+    ``via_upstream_app`` consumer is mapped: to an X access token of the operator's app
+    (``upstream_token`` and its secret), or to a Basic user whose v2 grant acts for it (``upstream_user``).
+    """
 
     token: str
     consumer_key: str
     secret: str = field(repr=False)
+    upstream_token: str | None = None
+    upstream_secret: str | None = field(default=None, repr=False)
+    upstream_user: str | None = None
+
+    @property
+    def mapping(self) -> str:
+        """What acts upstream for this token, for listings: never a secret."""
+        if self.upstream_user is not None:
+            return f"acts as user {self.upstream_user}"
+        if self.upstream_token is not None:
+            return "mapped to an X token of the upstream app"
+        return ""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestToken:
+    """A pending OAuth 1.0a request token (the first leg of a login), single use, until ``expires_at``.
+
+    ``callback`` is the client's (a URL or ``oob``). For a ``via_upstream_app`` consumer the token is the
+    gateway's own and stands for X's request token of the operator's app (``upstream_token`` and secret);
+    once X sent the browser back to the gateway, ``verifier`` is the one the gateway gave the client and
+    ``upstream_verifier`` X's."""
+
+    token: str
+    consumer_key: str
+    secret: str = field(repr=False)
+    callback: str
+    expires_at: float
+    upstream_token: str | None = None
+    upstream_secret: str | None = field(default=None, repr=False)
+    verifier: str | None = field(default=None, repr=False)
+    upstream_verifier: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class OAuth2Grant:
-    """A v2 OAuth 2.0 user token, refreshable when ``refresh_token`` is set. ``expires_at`` is epoch seconds."""
+    """A v2 OAuth 2.0 user token, refreshable when ``refresh_token`` is set. ``expires_at`` is epoch seconds.
+    ``user_id`` is the X account the grant acts for, when known (a grant made through /connect knows it)."""
 
     access_token: str = field(repr=False)
     refresh_token: str | None = field(default=None, repr=False)
     expires_at: float | None = None
+    user_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +106,9 @@ class CredentialEntry:
     kind: CredentialKind
     key: str
     detail: str
+    # A user's grant: when it expires (epoch seconds), None when unknown. Not printed (``detail`` says it);
+    # the admin status page counts the grants expiring soon from it.
+    expires_at: float | None = field(default=None, compare=False)
 
 
 class CredentialStore(Protocol):
@@ -72,6 +119,15 @@ class CredentialStore(Protocol):
     async def put_token(self, token: Token) -> None: ...
 
     async def get_token(self, token: str) -> Token | None: ...
+
+    async def put_request_token(self, token: RequestToken) -> None:
+        """Keep (or replace) a pending request token until its ``expires_at``."""
+
+    async def get_request_token(self, token: str) -> RequestToken | None:
+        """A pending request token, or None once it expired or was taken."""
+
+    async def take_request_token(self, token: str) -> RequestToken | None:
+        """Remove and return a pending request token, atomically: of concurrent takers only one gets it."""
 
     async def put_user(self, user: BasicUser) -> None: ...
 
@@ -84,6 +140,16 @@ class CredentialStore(Protocol):
         """Remove one credential; removing a consumer removes its tokens. False if it did not exist."""
 
     async def list_credentials(self) -> list[CredentialEntry]: ...
+
+    async def put_pending(self, key: str, record: bytes, expires_at: float) -> None:
+        """Keep a short-lived record (an onboarding session, an invite) until ``expires_at`` (epoch seconds),
+        replacing any under ``key``. Callers seal anything secret in it before it gets here."""
+
+    async def get_pending(self, key: str) -> bytes | None:
+        """The live record under ``key``, or None when there is none or it expired."""
+
+    async def take_pending(self, key: str) -> bytes | None:
+        """``get_pending`` and remove it, in one step: of callers racing for one record, one gets it."""
 
     async def remember_nonce(self, scope: str, nonce: str, expires_at: float, *, now: float | None = None) -> bool:
         """True the first time (scope, nonce) is seen before ``expires_at``; False for a replay.
@@ -176,23 +242,32 @@ def _unb64(text: str) -> bytes | None:
 
 
 def credential_entries(
-    consumers: Iterable[str],
-    tokens: Iterable[tuple[str, str]],
+    consumers: Iterable[str | tuple[str, bool]],
+    tokens: Iterable[tuple[str, str] | tuple[str, str, str]],
     users: Iterable[tuple[str, OAuth2Grant]],
 ) -> list[CredentialEntry]:
     """The listing every backend returns, built from keys only, so no backend can leak a secret into it.
 
-    ``tokens`` are ``(token, consumer_key)`` pairs and ``users`` ``(username, grant)`` pairs. Consumers come
-    first, then tokens, then users, each sorted by key.
+    ``consumers`` are keys or ``(key, via_upstream_app)`` pairs, ``tokens`` ``(token, consumer_key)`` pairs
+    or ``(token, consumer_key, mapping)`` (``Token.mapping``), and ``users`` ``(username, grant)`` pairs.
+    Consumers come first, then tokens, then users, each sorted by key.
     """
-    token_pairs = sorted(tokens)
+    token_rows = sorted((row[0], row[1], row[2] if len(row) > 2 else "") for row in tokens)
     issued: dict[str, int] = {}
-    for _, consumer_key in token_pairs:
+    for _, consumer_key, _ in token_rows:
         issued[consumer_key] = issued.get(consumer_key, 0) + 1
-    entries = [CredentialEntry("consumer", key, _count(issued.get(key, 0), "token")) for key in sorted(consumers)]
-    entries += [CredentialEntry("token", token, f"consumer {consumer_key}") for token, consumer_key in token_pairs]
+    via = dict((c, False) if isinstance(c, str) else c for c in consumers)
+    entries = []
+    for key in sorted(via):
+        detail = _count(issued.get(key, 0), "token") + (", via upstream app" if via[key] else "")
+        entries.append(CredentialEntry("consumer", key, detail))
     entries += [
-        CredentialEntry("user", name, grant_summary(grant)) for name, grant in sorted(users, key=lambda u: u[0])
+        CredentialEntry("token", token, f"consumer {consumer_key}" + (f", {mapping}" if mapping else ""))
+        for token, consumer_key, mapping in token_rows
+    ]
+    entries += [
+        CredentialEntry("user", name, grant_summary(grant), grant.expires_at)
+        for name, grant in sorted(users, key=lambda u: u[0])
     ]
     return entries
 

@@ -9,7 +9,10 @@ Tried in order, by what the request carries:
    never seen before for that token. Upstream, the same consumer and token are re-signed for v2. The URL
    signed may be the one the request reached, an absolute-form target's (a client whose HTTP proxy is the
    gateway), a public base URL or a name of the gateway's certificate; it never decides where the gateway
-   connects. ``oauth1_for_v2`` verifies ``/2/...`` pass-through requests the same way.
+   connects. ``oauth1_for_v2`` verifies ``/2/...`` pass-through requests the same way. A token of a
+   consumer registered ``--via-upstream-app`` acts as what it is mapped to instead (an X token of the
+   operator's app, or a Basic user's v2 grant). ``read_oauth``, ``check_signature``, ``spend_nonce`` and
+   ``check_login`` serve the login endpoints too (gateway/oauth_provider.py).
 3. ``Authorization: Basic`` — a StatusNet-style user whose password hash is in the store; upstream, the
    user's stored v2 grant, refreshed when it expires. Failed sign-ins are limited per client address and
    per username (``LoginThrottle``), and scrypt runs on a small executor of its own.
@@ -45,7 +48,13 @@ from multidict import MultiDict, MultiDictProxy, MultiMapping
 
 from gateway.auth.credentials import BasicUser, Consumer, CredentialStore, Token, hash_password, verify_password
 from gateway.auth.throttle import LoginThrottle, address_key
-from gateway.auth.upstream import BearerCredential, GrantRefresher, OAuth1Credential, OAuth2Credential
+from gateway.auth.upstream import (
+    BearerCredential,
+    GrantRefresher,
+    OAuth1Credential,
+    OAuth2Credential,
+    UpstreamCredential,
+)
 from gateway.config import Config
 from gateway.errors import (
     BadAuthData,
@@ -115,8 +124,15 @@ class Authenticator:
         self._trusted = tuple(ipaddress.ip_network(p, strict=False) for p in config.auth.trusted_proxies)
         # Base URLs a signature may name besides the one a request arrived at: the configured ones, and
         # https://NAME for each name of the gateway's own serving certificate (gateway.tls).
-        bases = (*(url.rstrip("/") for url in config.auth.public_base_urls), *certificate_bases(config))
-        self._public_bases = tuple(dict.fromkeys(bases))
+        configured = tuple(url.rstrip("/") for url in config.auth.public_base_urls)
+        self._configured_bases = configured
+        self._public_bases = tuple(dict.fromkeys((*configured, *certificate_bases(config))))
+        upstream = config.upstream
+        self._upstream_app = (
+            (upstream.oauth1_consumer_key, upstream.oauth1_consumer_secret)
+            if upstream.oauth1_consumer_key and upstream.oauth1_consumer_secret
+            else None
+        )
         # A Basic client sends its password with every request, and scrypt costs tens of milliseconds of
         # CPU each time. Once a password matched, its user's stored hash and a keyed digest of the password
         # (never the password; the key is this process's own and dies with it) are kept: a later request
@@ -172,10 +188,10 @@ class Authenticator:
         token = await self._store.get_token(signed.oauth["oauth_token"])
         if token is None or token.consumer_key != consumer.key:
             raise InvalidToken("unknown token, or a token of another consumer")
-        if not self._signature_matches(request, signed, consumer, token):
+        if not self._signature_matches(request, signed, consumer.secret, token.secret):
             raise NotAuthenticated("signature does not match")
-        await self._spend_nonce(signed, consumer, token)
-        return self._oauth1_principal(consumer, token)
+        await self.spend_nonce(signed.oauth, consumer.key, token.token)
+        return await self._oauth1_principal(consumer, token)
 
     async def oauth1_for_v2(self, request: web.Request) -> Principal | None:
         """The caller of a ``/2/...`` request signed with OAuth 1.0a for the gateway, or None when the gateway
@@ -200,25 +216,93 @@ class Authenticator:
             raise UpstreamUnavailable(f"credential store unavailable: {exc}") from exc
         if consumer is None or token is None or token.consumer_key != consumer.key:
             return None
-        if not self._signature_matches(request, signed, consumer, token):
+        if not self._signature_matches(request, signed, consumer.secret, token.secret):
             return None
         self._check_timestamp(signed.oauth["oauth_timestamp"])
         try:
-            await self._spend_nonce(signed, consumer, token)
+            await self.spend_nonce(signed.oauth, consumer.key, token.token)
+            return await self._oauth1_principal(consumer, token)
         except StoreError as exc:
             raise UpstreamUnavailable(f"credential store unavailable: {exc}") from exc
-        return self._oauth1_principal(consumer, token)
 
-    def _oauth1_principal(self, consumer: Consumer, token: Token) -> Principal:
-        """Who a verified consumer and token act as upstream: the same consumer and token, re-signed."""
-        credential = OAuth1Credential(consumer.key, consumer.secret, token.token, token.secret)
+    async def _oauth1_principal(self, consumer: Consumer, token: Token) -> Principal:
+        """Who a verified consumer and token act as upstream (see ``acting_for``)."""
+        credential = await self.acting_for(consumer, token)
         return Principal(credential, "oauth1", f"oauth1:{consumer.key}:{token.token}")
+
+    async def acting_for(self, consumer: Consumer, token: Token) -> UpstreamCredential:
+        """The upstream credential a verified consumer and token act with: the same consumer and token
+        re-signed (a live X app), or what the token is mapped to (a consumer that acts through the
+        operator's app): an X token of that app, or a Basic user's v2 grant."""
+        if token.upstream_user is not None:
+            user = await self._store.get_user(token.upstream_user)
+            if user is None:
+                raise InvalidToken(f"the token's user {token.upstream_user!r} is no longer registered")
+            return self.grant_credential(user)
+        if token.upstream_token is not None and token.upstream_secret is not None:
+            if self._upstream_app is None:
+                raise UpstreamUnavailable("a mapped token, but no [upstream] oauth1_consumer_key to act with")
+            key, secret = self._upstream_app
+            return OAuth1Credential(key, secret, token.upstream_token, token.upstream_secret)
+        if consumer.via_upstream_app:
+            raise InvalidToken("a token of a consumer that acts through the upstream app, mapped to nothing")
+        return OAuth1Credential(consumer.key, consumer.secret, token.token, token.secret)
+
+    def grant_credential(self, user: BasicUser) -> UpstreamCredential:
+        """What acts upstream for a Basic user: their stored v2 grant, refreshed when it expires."""
+        if self._refresher is None:
+            return BearerCredential(user.grant.access_token)
+        self._refresher.remember(user.username, user.grant)
+        return OAuth2Credential(user.username, self._refresher)
+
+    # For the login endpoints (gateway/oauth_provider.py) ------------------------------------------------
+
+    def read_oauth(
+        self,
+        request: web.Request,
+        form: MultiMapping[str],
+        header: str,
+        *,
+        token_required: bool = True,
+        loose: tuple[str, ...] = (),
+    ) -> tuple[dict[str, str], Params]:
+        """The ``oauth_*`` parameters of a signed request and every parameter its signature covers, checked
+        as for a DM call, the timestamp included. Without ``token_required`` the call may carry no token
+        (a request-token or xAuth call); the ``loose`` parameters (``oauth_verifier`` on an access-token
+        call) may stand apart from the others, as clients send them."""
+        signed = _signed_parameters(request, form, header, token_required=token_required, loose=loose)
+        self._check_timestamp(signed.oauth["oauth_timestamp"])
+        return signed.oauth, signed.params
+
+    def check_signature(
+        self, request: web.Request, params: Params, oauth: dict[str, str], consumer_secret: str, token_secret: str
+    ) -> None:
+        """Refuse the request unless its signature is right for one of the URLs it may have signed."""
+        if not self._signature_matches(request, _Signed(oauth, params), consumer_secret, token_secret):
+            raise NotAuthenticated("signature does not match")
+
+    async def check_login(self, request: web.Request, username: str, password: str) -> BasicUser:
+        """The Basic user ``username`` if ``password`` is theirs, counted by the failed-login throttle like a
+        Basic sign-in (xAuth is a login): ``NotAuthenticated`` or ``LoginsThrottled`` otherwise."""
+        address = self._client_address(request)
+        self._refuse_if_throttled(address, username)
+        user = await self._store.get_user(username)
+        if not await self._password_matches(user, username, password, address) or user is None:
+            raise NotAuthenticated("wrong username or password")
+        return user
+
+    def own_base_url(self, request: web.Request) -> str:
+        """Where browsers reach this gateway: the first of ``[auth] public_base_urls``, else as this request
+        reached it."""
+        return self._configured_bases[0] if self._configured_bases else self._reached_as(request)
 
     def _check_timestamp(self, timestamp: str) -> None:
         if abs(self._clock() - int(timestamp)) > self._window:
             raise TimestampOutOfBounds(f"timestamp {timestamp} outside ±{self._window}s")
 
-    def _signature_matches(self, request: web.Request, signed: _Signed, consumer: Consumer, token: Token) -> bool:
+    def _signature_matches(
+        self, request: web.Request, signed: _Signed, consumer_secret: str, token_secret: str
+    ) -> bool:
         # Compared as bytes: compare_digest refuses a str with anything but ASCII in it, and a percent-encoded
         # signature may decode to anything.
         signature = signed.oauth["oauth_signature"].encode()
@@ -227,16 +311,17 @@ class Authenticator:
                 base = _base_string(request.method, uri, signed.params)
             except ValueError:  # a Host header or target that makes no URI
                 continue
-            if hmac.compare_digest(hmac_sha1_signature(base, consumer.secret, token.secret).encode(), signature):
+            if hmac.compare_digest(hmac_sha1_signature(base, consumer_secret, token_secret).encode(), signature):
                 return True
         return False
 
-    async def _spend_nonce(self, signed: _Signed, consumer: Consumer, token: Token) -> None:
-        # Only a verified request may spend a nonce, so a forger cannot block a real client's next call. The
-        # nonce is kept, on this gateway's clock, past the last instant its timestamp could be accepted.
-        scope = f"oauth1:{consumer.key}:{token.token}"
-        expires_at = int(signed.oauth["oauth_timestamp"]) + self._window + NONCE_MARGIN
-        if not await self._store.remember_nonce(scope, signed.oauth["oauth_nonce"], expires_at, now=self._clock()):
+    async def spend_nonce(self, oauth: dict[str, str], consumer_key: str, token: str) -> None:
+        """Refuse a replayed nonce. Only a verified request may spend one, so a forger cannot block a real
+        client's next call; it is kept, on this gateway's clock, past the last instant its timestamp could be
+        accepted. ``token`` is "" for a call without one (a request token, xAuth)."""
+        scope = f"oauth1:{consumer_key}:{token}"
+        expires_at = int(oauth["oauth_timestamp"]) + self._window + NONCE_MARGIN
+        if not await self._store.remember_nonce(scope, oauth["oauth_nonce"], expires_at, now=self._clock()):
             raise NotAuthenticated("nonce replayed")
 
     def _signed_uris(self, request: web.Request) -> list[str]:
@@ -244,10 +329,6 @@ class Authenticator:
         the gateway as its HTTP proxy signed), the URL as it reached us (or our trusted proxy), then the
         public bases, and ``https://NAME`` for each DNS name of the gateway's own serving certificate.
         Which host a signature names decides nothing but the signature: the request goes to the upstream."""
-        scheme, host = request.scheme, request.host
-        if self._from_trusted_proxy(request):
-            scheme = request.headers.get("X-Forwarded-Proto", scheme).split(",")[0].strip() or scheme
-            host = request.headers.get("X-Forwarded-Host", host).split(",")[0].strip() or host
         target = request.raw_path.split("?", 1)[0]
         uris = []
         if target.startswith("/"):
@@ -257,9 +338,17 @@ class Authenticator:
             path = request.rel_url.raw_path
             if absolute is not None:
                 uris.append(absolute)
-        uris.append(f"{scheme}://{host}{path}")
+        uris.append(f"{self._reached_as(request)}{path}")
         uris += (f"{base}{path}" for base in self._public_bases)
         return uris
+
+    def _reached_as(self, request: web.Request) -> str:
+        """``scheme://host`` as the client reached us, or as our trusted proxy says it reached it."""
+        scheme, host = request.scheme, request.host
+        if self._from_trusted_proxy(request):
+            scheme = request.headers.get("X-Forwarded-Proto", scheme).split(",")[0].strip() or scheme
+            host = request.headers.get("X-Forwarded-Host", host).split(",")[0].strip() or host
+        return f"{scheme}://{host}"
 
     def _from_trusted_proxy(self, request: web.Request) -> bool:
         return self._trusted_address(request.remote)
@@ -301,10 +390,7 @@ class Authenticator:
         matches = await self._password_matches(user, username, password, address)
         if user is None or not matches:
             raise NotAuthenticated("wrong username or password")
-        if self._refresher is None:
-            return Principal(BearerCredential(user.grant.access_token), "basic", f"basic:{user.username}")
-        self._refresher.remember(user.username, user.grant)
-        return Principal(OAuth2Credential(user.username, self._refresher), "basic", f"basic:{user.username}")
+        return Principal(self.grant_credential(user), "basic", f"basic:{user.username}")
 
     def _refuse_if_throttled(self, address: str, username: str) -> None:
         wait = self._throttle.refused_for(address, username)
@@ -369,23 +455,34 @@ class _Signed:
     params: Params
 
 
-def _signed_parameters(request: web.Request, form: MultiMapping[str], header: str) -> _Signed:
+def _signed_parameters(
+    request: web.Request,
+    form: MultiMapping[str],
+    header: str,
+    *,
+    token_required: bool = True,
+    loose: tuple[str, ...] = (),
+) -> _Signed:
     """The signature's parameters, checked for form (one place, nothing twice, nothing missing, HMAC-SHA1,
-    a sane nonce and timestamp), from the header, the query and a form-encoded ``form`` body."""
+    a sane nonce and timestamp), from the header, the query and a form-encoded ``form`` body. The ``loose``
+    ``oauth_*`` parameters may come from any of them, apart from the others."""
     header_params = _parse_oauth_header(header) if header else []
     query_params: Params = list(request.query.items())
     # Only form-encoded bodies take part in the signature (RFC 5849, 3.4.1.3.1).
     body_params: Params = list(form.items()) if request.content_type == "application/x-www-form-urlencoded" else []
-    sources = [p for p in (header_params, query_params, body_params) if any(k.startswith("oauth_") for k, _ in p)]
+    everywhere = (header_params, query_params, body_params)
+    sources = [p for p in everywhere if any(k.startswith("oauth_") and k not in loose for k, _ in p)]
     if len(sources) != 1:
         raise BadAuthData("oauth_ parameters must come from exactly one place")
     oauth: dict[str, str] = {}
-    for key, value in sources[0]:
-        if key.startswith("oauth_"):
-            if key in oauth:
-                raise BadAuthData(f"{key} given twice")
-            oauth[key] = value
-    missing = [key for key in _REQUIRED_OAUTH if not oauth.get(key)]
+    for source in everywhere:
+        for key, value in source:
+            if key.startswith("oauth_") and (source is sources[0] or key in loose):
+                if key in oauth:
+                    raise BadAuthData(f"{key} given twice")
+                oauth[key] = value
+    required = _REQUIRED_OAUTH if token_required else tuple(k for k in _REQUIRED_OAUTH if k != "oauth_token")
+    missing = [key for key in required if not oauth.get(key)]
     if missing:
         raise BadAuthData(f"missing {', '.join(missing)}")
     if len(oauth["oauth_nonce"]) > MAX_NONCE_CHARS:

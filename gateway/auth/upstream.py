@@ -16,6 +16,7 @@ import base64
 import logging
 import time
 from collections import deque
+from dataclasses import replace
 from typing import Protocol
 
 import aiohttp
@@ -117,7 +118,7 @@ class GrantRefresher:
                 return grant  # another request refreshed it while this one waited
             if not grant.refresh_token or not self._client_id:
                 raise InvalidToken(f"grant of {username} expired and cannot be refreshed")
-            new = await self._request_refresh(grant.refresh_token)
+            new = replace(await self._request_refresh(grant.refresh_token), user_id=grant.user_id)
             await self._store.put_grant(username, new)
             self._superseded.setdefault(username, deque(maxlen=16)).append(grant.access_token)
             self._grants[username] = new

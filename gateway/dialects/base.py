@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 from multidict import MultiMapping
 
+from gateway.config import RenderConfig
 from gateway.errors import (
     EmptyText,
     GatewayError,
@@ -38,6 +39,7 @@ from gateway.render.serialize import to_json, to_xml
 
 JSON_TYPE = "application/json; charset=utf-8"
 XML_TYPE = "application/xml; charset=utf-8"
+JSONP_TYPE = "application/javascript; charset=utf-8"
 
 #: How legacy APIs spelled a boolean parameter (include_entities, suppress_response_codes), any case.
 TRUE_VALUES = frozenset({"true", "t", "1"})
@@ -48,6 +50,16 @@ FALSE_VALUES = frozenset({"false", "f", "0"})
 _SCREEN_NAME = re.compile(r"@?([A-Za-z0-9_]{1,15})", re.ASCII)
 #: A Host header as the site's server may be told it: a name or address, perhaps with a port.
 _HOST = re.compile(r"(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?", re.ASCII)
+#: A JSONP callback: a JavaScript identifier, or several joined by dots (``jQuery1234_5678``, ``app.got``),
+#: ASCII only and at most 100 characters; nothing else is written before a body.
+_CALLBACK = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*(?:\.[A-Za-z_$][A-Za-z0-9_$]*)*", re.ASCII)
+_CALLBACK_MAX = 100
+#: Words a callback may not be, nor have as a part: ECMAScript's reserved words and literals.
+_RESERVED = frozenset(
+    "await break case catch class const continue debugger default delete do else enum export extends false "
+    "finally for function if implements import in instanceof interface let new null package private protected "
+    "public return static super switch this throw true try typeof var void while with yield".split()
+)
 #: Methods in the order a "requires a POST or DELETE" message names them.
 _METHOD_ORDER = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
@@ -141,8 +153,14 @@ class Dialect:
     mapping_name: ClassVar[str]
     routes: ClassVar[tuple[RouteSpec, ...]]
 
-    def __init__(self) -> None:
-        self.mapping: DialectMapping = load_mapping(self.mapping_name)
+    #: Whether ``callback=NAME`` wraps this dialect's JSON answers as JSONP (``NAME(...)``).
+    jsonp: ClassVar[bool] = False
+
+    def __init__(self, render: RenderConfig | None = None) -> None:
+        render = render or RenderConfig()
+        self.mapping: DialectMapping = load_mapping(
+            self.mapping_name, default_profile_image_url=render.default_profile_image_url
+        )
 
     # Parsing -------------------------------------------------------------------------------------------
 
@@ -389,6 +407,21 @@ class Dialect:
     def error_format(self, path: str) -> str:
         """The format an error is rendered in when no route matched: the path's extension decides."""
         return "xml" if path.endswith(".xml") and self.mapping.xml is not None else "json"
+
+
+def jsonp_callback(values: list[str]) -> str | None:
+    """The JSONP callback the ``callback`` parameter names (its first value), or None when it is absent or
+    empty; anything but a JavaScript name (see ``_CALLBACK``) is an invalid parameter."""
+    if not values or not values[0]:
+        return None
+    name = values[0]
+    if (
+        len(name) > _CALLBACK_MAX
+        or _CALLBACK.fullmatch(name) is None
+        or any(part in _RESERVED for part in name.split("."))
+    ):
+        raise InvalidParameter("callback")
+    return name
 
 
 def _screen_name(value: str, unknown: GatewayError) -> str:

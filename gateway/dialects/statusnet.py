@@ -1,5 +1,6 @@
 """Twitter API v1 and StatusNet / GNU social: the inbox (``direct_messages``), ``sent``, ``new`` and
-``destroy``, each as ``.xml`` or ``.json``. Lists are ``<direct-messages type="array">`` in XML. And the calls
+``destroy``, each as ``.xml`` or ``.json``. Lists are ``<direct-messages type="array">`` in XML; a JSON answer
+is JSONP with ``callback=NAME`` (the wrapping is done in ``gateway.app``, around errors too). And the calls
 a client makes as it starts: ``account/verify_credentials``, ``users/show``, ``help/test``, and StatusNet's
 ``statusnet/config`` and ``statusnet/version``."""
 
@@ -20,6 +21,9 @@ STATUSNET_VERSION = "0.9.7"
 class StatusNet(Dialect):
     name = "statusnet"
     mapping_name = "statusnet"
+    # StatusNet wrapped a JSON answer, errors included, in the function ``callback`` named (JSONP, for
+    # clients in a browser); Twitter v1 did too, and these are its paths.
+    jsonp = True
     routes = (
         RouteSpec(("GET",), f"/direct_messages.{_FMT}", "received"),
         RouteSpec(("GET",), f"/direct_messages/sent.{_FMT}", "sent"),

@@ -6,6 +6,12 @@ seeded data, per-caller deletions, rate limits and injectable faults. Tests driv
 """
 
 from gateway.emulator.app import create_app
+from gateway.emulator.consent import (
+    EMULATOR_OAUTH2_CLIENT_ID,
+    EMULATOR_OAUTH2_CLIENT_SECRET,
+    EMULATOR_OAUTH2_PUBLIC_CLIENT_ID,
+    OAUTH2_AUTHORIZE_PATH,
+)
 from gateway.emulator.faults import FaultRule
 from gateway.emulator.login import APP_CONSUMER_KEY, APP_CONSUMER_SECRET
 from gateway.emulator.seed import default_seed, load_seed
@@ -16,6 +22,10 @@ from gateway.emulator.token_endpoint import TOKEN_PATH
 __all__ = [
     "APP_CONSUMER_KEY",
     "APP_CONSUMER_SECRET",
+    "EMULATOR_OAUTH2_CLIENT_ID",
+    "EMULATOR_OAUTH2_CLIENT_SECRET",
+    "EMULATOR_OAUTH2_PUBLIC_CLIENT_ID",
+    "OAUTH2_AUTHORIZE_PATH",
     "STATE_KEY",
     "TOKEN_PATH",
     "EmulatorServer",

@@ -2,9 +2,9 @@
 
 For API requests the middleware plays X's front door in the order X does: note the request, apply any
 injected fault, reject unknown routes, authenticate, count against the quota, then run the handler.
-The OAuth 2.0 token endpoint and the OAuth 1.0a sign-in endpoints stop after the routing check: their
-clients authenticate in the handlers and X does not meter them with v2's quotas. Control requests skip
-all of that.
+The OAuth 2.0 token endpoint and consent page and the OAuth 1.0a sign-in endpoints stop after the
+routing check: their clients authenticate in the handlers and X does not meter them with v2's quotas.
+Control requests skip all of that.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from gateway.emulator.auth import CALLER_KEY, authenticate
+from gateway.emulator.consent import OAUTH2_PATHS, add_consent_routes
 from gateway.emulator.control import CONTROL_PREFIX, add_control_routes
 from gateway.emulator.faults import apply_fault, take_fault
 from gateway.emulator.login import LOGIN_PATHS, add_login_routes
@@ -35,6 +36,7 @@ def create_app(state: EmulatorState | None = None) -> web.Application:
     add_v2_routes(app.router)
     add_token_route(app.router)
     add_login_routes(app.router)
+    add_consent_routes(app.router)
     add_control_routes(app.router)
     return app
 
@@ -71,7 +73,7 @@ async def _api(request: web.Request, handler: Handler, state: EmulatorState) -> 
     if rule is not None and (faulted := await apply_fault(rule, request)) is not None:
         return faulted
     _check_route(request)
-    if request.path == TOKEN_PATH or request.path in LOGIN_PATHS:
+    if request.path == TOKEN_PATH or request.path in LOGIN_PATHS or request.path in OAUTH2_PATHS:
         return await handler(request)
     caller = await authenticate(request, state)
     if caller is None:

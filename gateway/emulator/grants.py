@@ -13,8 +13,13 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from yarl import URL
+
 ACCESS_TOKEN_LIFETIME = 7200
 DEFAULT_SCOPE = "dm.read dm.write tweet.read users.read offline.access"
+OFFLINE_ACCESS = "offline.access"
+
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 _GRANT_KEYS = ("access_token", "user_id", "client_id")
 
@@ -52,30 +57,42 @@ class IssuedTokens:
     """A successful refresh, in the body X's token endpoint answers with."""
 
     access_token: str
-    refresh_token: str
+    refresh_token: str | None
     scope: str
     expires_in: int = ACCESS_TOKEN_LIFETIME
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "token_type": "bearer",
             "expires_in": self.expires_in,
             "access_token": self.access_token,
             "scope": self.scope,
-            "refresh_token": self.refresh_token,
         }
+        if self.refresh_token is not None:
+            body["refresh_token"] = self.refresh_token
+        return body
 
 
 class GrantBook:
-    """Registered clients (secret or None for a public client) and every live token."""
+    """Registered clients (secret or None for a public client, their names and redirect URIs) and every
+    live token."""
 
     clients: dict[str, str | None]
+    app_names: dict[str, str]
+    redirect_uris: dict[str, list[str]]
     access: dict[str, AccessGrant]
     refresh: dict[str, RefreshGrant]
     refreshes: int
 
-    def __init__(self, clients: dict[str, str | None]) -> None:
+    def __init__(
+        self,
+        clients: dict[str, str | None],
+        app_names: dict[str, str] | None = None,
+        redirect_uris: dict[str, list[str]] | None = None,
+    ) -> None:
         self.clients = clients
+        self.app_names = app_names or {}
+        self.redirect_uris = redirect_uris or {}
         self.access = {}
         self.refresh = {}
         self.refreshes = 0
@@ -86,8 +103,10 @@ class GrantBook:
 
         Shape: ``{"clients": {CLIENT_ID: SECRET or null}, "grants": [{"access_token": A,
         "refresh_token": R or null, "user_id": ID, "client_id": CLIENT_ID, "expires_at": epoch seconds
-        or null, "scope": optional, defaults to DEFAULT_SCOPE}]}``. A null secret makes a public client,
-        which names itself by ``client_id`` alone; null ``expires_at`` never expires.
+        or null, "scope": optional, defaults to DEFAULT_SCOPE}], "app_names": {CLIENT_ID: NAME},
+        "redirect_uris": {CLIENT_ID: [URI, ...]}}``. A null secret makes a public client, which names
+        itself by ``client_id`` alone; null ``expires_at`` never expires. A client without redirect URIs
+        cannot take part in the authorization-code flow (see ``redirect_uri_allowed``).
         """
         if not isinstance(section, dict):
             raise ValueError('seed "oauth2" must be an object')
@@ -99,7 +118,15 @@ class GrantBook:
         grants = section.get("grants", [])
         if not isinstance(grants, list) or not all(isinstance(grant, dict) for grant in grants):
             raise ValueError('seed "oauth2.grants" must be a list of objects')
-        book = cls(dict(clients))
+        app_names = section.get("app_names", {})
+        if not isinstance(app_names, dict) or not all(isinstance(name, str) for name in app_names.values()):
+            raise ValueError('seed "oauth2.app_names" must map client ids to names')
+        redirect_uris = section.get("redirect_uris", {})
+        if not isinstance(redirect_uris, dict) or not all(
+            isinstance(uris, list) and all(isinstance(uri, str) for uri in uris) for uris in redirect_uris.values()
+        ):
+            raise ValueError('seed "oauth2.redirect_uris" must map client ids to lists of URIs')
+        book = cls(dict(clients), dict(app_names), {client: list(uris) for client, uris in redirect_uris.items()})
         for grant in grants:
             book._add_seeded(grant)
         return book
@@ -148,6 +175,39 @@ class GrantBook:
         if expected is None:
             return True
         return secret is not None and hmac.compare_digest(expected.encode(), secret.encode())
+
+    def redirect_uri_allowed(self, client_id: str, redirect_uri: str) -> bool:
+        """Whether ``redirect_uri`` is one the client registered, compared as a string, as X does.
+
+        A registered loopback URI (``http://127.0.0.1/...``, ``localhost``, ``[::1]``) matches on any
+        port, as RFC 8252 section 7.3 asks, since a local client's port is chosen when it starts.
+        """
+        registered = self.redirect_uris.get(client_id, [])
+        if redirect_uri in registered:
+            return True
+        try:
+            url = URL(redirect_uri)
+        except ValueError:
+            return False
+        if url.scheme != "http" or url.host not in _LOOPBACK or not url.explicit_port or str(url) != redirect_uri:
+            return False
+        return str(url.with_port(None)) in registered
+
+    def issue(self, user_id: str, client_id: str, scope: str, now: float) -> IssuedTokens:
+        """A fresh grant for an approved authorization: an access token, and a refresh token when the
+        scope holds ``offline.access``."""
+        wants_refresh = OFFLINE_ACCESS in scope.split()
+        issued = IssuedTokens(
+            secrets.token_urlsafe(32), secrets.token_urlsafe(32) if wants_refresh else None, scope
+        )
+        self.access[issued.access_token] = AccessGrant(
+            user_id, client_id, scope, now + issued.expires_in, lineage=issued.access_token
+        )
+        if issued.refresh_token is not None:
+            self.refresh[issued.refresh_token] = RefreshGrant(
+                user_id, client_id, scope, lineage=issued.access_token
+            )
+        return issued
 
     def rotate(self, refresh_token: str, client_id: str, now: float) -> IssuedTokens | None:
         """Trade a refresh token for a new pair, spending it; None if unknown, spent or another client's."""

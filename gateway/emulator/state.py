@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.emulator.codes import AuthorizationCodeBook
 from gateway.emulator.faults import FaultRule
 from gateway.emulator.grants import GrantBook
 from gateway.emulator.oauth1 import OAuth1Keys
@@ -72,6 +73,8 @@ class EmulatorState:
     oauth2: GrantBook
     # Request tokens of OAuth 1.0a sign-ins under way (``/oauth/request_token`` to ``/oauth/access_token``).
     logins: RequestTokenBook
+    # Authorization codes of OAuth 2.0 sign-ins (``/i/oauth2/authorize`` to ``/2/oauth2/token``).
+    codes: AuthorizationCodeBook
     conversations: dict[str, frozenset[str]]
     limiter: RateLimiter
     # When on, JSON answers are gzip-compressed for a request whose Accept-Encoding names gzip, as X's do.
@@ -108,6 +111,7 @@ class EmulatorState:
         self.oauth1 = OAuth1Keys.from_seed(seed.get("oauth1", {}))
         self.oauth2 = GrantBook.from_seed(seed.get("oauth2", {}))
         self.logins = RequestTokenBook()
+        self.codes = AuthorizationCodeBook()
         self.conversations = {
             conversation_id: frozenset(member_ids)
             for conversation_id, member_ids in seed.get("conversations", {}).items()

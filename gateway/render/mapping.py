@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from gateway.config import DEFAULT_PROFILE_IMAGE_URL
 from gateway.errors import ERROR_KINDS
 from gateway.render.template import MappingError, Renderer, check_references, compile_template
 
@@ -63,16 +64,20 @@ def _merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _renderer(name: str, fmt: str, section: dict[str, Any] | None, date_format: str) -> Renderer | None:
+def _renderer(
+    name: str, fmt: str, section: dict[str, Any] | None, date_format: str, default_profile_image_url: str
+) -> Renderer | None:
     if section is None:
         return None
     raw = section.get("templates", {})
     templates = {tname: compile_template(f"{name}.{fmt}.{tname}", table) for tname, table in raw.items()}
     check_references(templates, raw, f"{name}.{fmt}")
-    return Renderer(templates, date_format)
+    return Renderer(templates, date_format, default_profile_image_url)
 
 
-def load_mapping(name: str) -> DialectMapping:
+def load_mapping(name: str, *, default_profile_image_url: str = DEFAULT_PROFILE_IMAGE_URL) -> DialectMapping:
+    """The mapping named ``name``; ``default_profile_image_url`` is what its ``avatar`` filter gives a user
+    without an image (``[render] default_profile_image_url``)."""
     data = _read(name)
     where = f"mappings/{name}.toml"
     try:
@@ -84,7 +89,7 @@ def load_mapping(name: str) -> DialectMapping:
         if missing:
             raise MappingError(f"{where}: no [errors.*] for {', '.join(sorted(missing))}")
         date_format = data["date_format"]
-        json_renderer = _renderer(name, "json", data.get("json", {}), date_format)
+        json_renderer = _renderer(name, "json", data.get("json", {}), date_format, default_profile_image_url)
         assert json_renderer is not None
         headers = data["rate_limit_headers"]
         return DialectMapping(
@@ -92,7 +97,7 @@ def load_mapping(name: str) -> DialectMapping:
             error_style=style,
             errors=errors,
             json=json_renderer,
-            xml=_renderer(name, "xml", data.get("xml"), date_format),
+            xml=_renderer(name, "xml", data.get("xml"), date_format, default_profile_image_url),
             json_escape_slashes=bool(data.get("json", {}).get("escape_slashes", False)),
             xml_indent=data.get("xml", {}).get("indent", " "),
             rate_limit_headers=RateLimitHeaders(headers["limit"], headers["remaining"], headers["reset"]),

@@ -13,6 +13,7 @@ object::
     symbols = []                            # a constant array of scalars
     target = { recipient_id = "recipient.id" }   # a nested object, rendered from the same context
     created_timestamp = "message.created_at|millis|str"   # epoch milliseconds
+    profile_image_url = "user.profile_image_url|avatar"   # the configured default avatar when none
 
 Expressions are compiled once when the mapping loads, so a typo in a mapping stops start-up, not a request.
 """
@@ -65,9 +66,12 @@ class Renderer:
     as a ``User``) and is met again, the very same object, is answered without reading its attributes.
     """
 
-    def __init__(self, templates: Mapping[str, Template], date_format: str) -> None:
+    def __init__(self, templates: Mapping[str, Template], date_format: str, default_profile_image_url: str = "") -> None:
         self.templates = templates
         self.date_format = date_format
+        #: What ``avatar`` gives a user without an image; fixed for the renderer's life, so objects that use
+        #: it are still kept by their own attribute values.
+        self.default_profile_image_url = default_profile_image_url
         self._readers = {
             name: _reader(attributes)
             for name, template in templates.items()
@@ -427,6 +431,11 @@ def _default(inner: str, arg: Any, source: _Source) -> str:
     return f"({source.refer(arg)} if ({value} := {inner}) is None else {value})"
 
 
+def _avatar(inner: str, _arg: Any, source: _Source) -> str:
+    """The value, or the renderer's default avatar URL when it is null or empty."""
+    return f"({inner} or r.default_profile_image_url)"
+
+
 def _contains(inner: str, arg: Any, source: _Source) -> str:
     value = source.temporary()
     return f"(isinstance(({value} := {inner}), str) and {source.refer(arg)} in {value})"
@@ -453,6 +462,7 @@ _FILTERS: dict[str, tuple[FilterCode, str | None]] = {
     "date": (_unless_null(lambda value, _arg, _source: f"r.format_date({value})"), None),
     "millis": (_plain(_millis), None),
     "default": (_default, "constant"),
+    "avatar": (_avatar, None),
     "contains": (_contains, "string"),
     "object": (_unless_null(lambda value, name, _source: f"r.render_object({name!r}, {value})"), "name"),
     "each": (_each, "name"),

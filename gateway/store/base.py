@@ -30,6 +30,14 @@ def latest(deletions: Iterable[Deletion]) -> Deletion | None:
     return max(deletions, key=lambda deletion: deletion.at, default=None)
 
 
+@dataclass(frozen=True, slots=True)
+class StoreSize:
+    """How many messages and v2 users a store holds that are still live (within their retention)."""
+
+    messages: int
+    users: int
+
+
 class StoreError(Exception):
     """The backend could not answer; callers treat reads as misses and keep serving from upstream."""
 
@@ -69,6 +77,9 @@ class MessageStore(Protocol):
 
     async def v2_ids(self, smalls: Iterable[int]) -> dict[int, str]:
         """The v2 id each of ``smalls`` was given to; a small id never given is left out."""
+    async def size(self) -> StoreSize:
+        """The live messages and users held, at a bounded cost that does not grow with the traffic (the admin
+        status page asks, and keeps the answer for a while; each backend says how it counts)."""
 
     async def ping(self) -> None:
         """Return when the backend answers a trivial request; raise ``StoreError`` when it cannot.

@@ -15,6 +15,7 @@ was set stay readable, and are sealed when they are written again. A secret the 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import datetime
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 import orjson
 from cryptography.fernet import Fernet, InvalidToken
 
-from gateway.auth.credentials import OAuth2Grant
+from gateway.auth.credentials import OAuth2Grant, RequestToken
 from gateway.model import DirectMessage, Entities, Hashtag, Media, Mention, Url, User
 
 #: 2: a message record may carry ``attachment`` (its media, as a list of Media's fields). Version 1 records,
@@ -84,6 +85,19 @@ def unseal(stored: str | bytes, cipher: TextCipher | None) -> str:
     if cipher is None:
         raise UndecryptableText(_NO_KEY)
     return cipher.decrypt(stored[len(SEALED) :])
+
+
+def seal_request_token(token: RequestToken, cipher: TextCipher | None) -> str | bytes:
+    """A pending request token as one stored value: all of it, secrets and verifiers included, sealed."""
+    return seal(dumps(dataclasses.asdict(token)).decode("utf-8"), cipher)
+
+
+def unseal_request_token(stored: str | bytes, cipher: TextCipher | None) -> RequestToken:
+    """The request token ``seal_request_token`` stored; ``UndecryptableText`` if it cannot be read."""
+    try:
+        return RequestToken(**loads(unseal(stored, cipher)))
+    except (TypeError, ValueError) as exc:
+        raise UndecryptableText(f"not a request token record ({type(exc).__name__})") from None
 
 
 def _date(value: datetime | None) -> str | None:
@@ -189,7 +203,10 @@ def grant_to_record(grant: OAuth2Grant, cipher: TextCipher | None = None) -> dic
             "access_token_enc": cipher.encrypt(grant.access_token),
             "refresh_token_enc": cipher.encrypt(refresh) if refresh is not None else None,
         }
-    return {"v": RECORD_VERSION, **tokens, "expires_at": grant.expires_at}
+    record = {"v": RECORD_VERSION, **tokens, "expires_at": grant.expires_at}
+    if grant.user_id is not None:
+        record["user_id"] = grant.user_id
+    return record
 
 
 def grant_from_record(record: dict[str, Any], cipher: TextCipher | None = None) -> OAuth2Grant:
@@ -202,7 +219,9 @@ def grant_from_record(record: dict[str, Any], cipher: TextCipher | None = None) 
         access = cipher.decrypt(record["access_token_enc"])
         sealed_refresh = record["refresh_token_enc"]
         refresh = cipher.decrypt(sealed_refresh) if sealed_refresh is not None else None
-    return OAuth2Grant(access_token=access, refresh_token=refresh, expires_at=record["expires_at"])
+    return OAuth2Grant(
+        access_token=access, refresh_token=refresh, expires_at=record["expires_at"], user_id=record.get("user_id")
+    )
 
 
 def dumps(record: dict[str, Any]) -> bytes:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any, Generic, TypeVar
 
@@ -34,13 +34,14 @@ from gateway.auth.credentials import (
     CredentialEntry,
     CredentialKind,
     OAuth2Grant,
+    RequestToken,
     Token,
     credential_entries,
 )
 from gateway.config import StoreConfig
 from gateway.model import DirectMessage, User
 from gateway.store import codec
-from gateway.store.base import Deletion, latest
+from gateway.store.base import Deletion, StoreSize, latest
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -96,6 +97,10 @@ class _Lru(Generic[K, V]):
     def __contains__(self, key: object) -> bool:
         return key in self._data
 
+    def values_by_key(self) -> Iterator[tuple[K, V]]:
+        """Every (key, value), least recently used first, without touching the order."""
+        return ((key, value) for key, (value, _) in self._data.items())
+
     def __len__(self) -> int:
         return len(self._data)
 
@@ -138,8 +143,10 @@ class MemoryStore:
         self._clock = clock
         self._consumers: dict[str, Consumer] = {}
         self._tokens: dict[str, Token] = {}
+        self._request_tokens: dict[str, RequestToken] = {}
         self._basic_users: dict[str, BasicUser] = {}
         self._nonces: dict[tuple[str, str], float] = {}
+        self._pending: dict[str, tuple[bytes, float]] = {}
         self._nonce_calls = 0
         # Small ids ([routes] small_ids): never evicted, like credentials; a small id is its list index + 1.
         self._small_by_id: dict[str, int] = {}
@@ -202,6 +209,17 @@ class MemoryStore:
             size = len(user.id) + len(codec.dumps(codec.user_to_record(user)))
             self._cache.put(_user_key(user.id), (user, now), size)
 
+    async def size(self) -> StoreSize:
+        """Walks the cache, which ``memory_max_entries`` bounds; a message's age is read from its entry."""
+        now = self._clock()
+        messages = users = 0
+        for key, value in self._cache.values_by_key():
+            if isinstance(key, tuple):
+                users += value[1] + self._user_max_age > now  # type: ignore[index]
+            else:
+                messages += codec.loads(value)["learned_at"] + self._message_retention > now  # type: ignore[arg-type]
+        return StoreSize(messages=messages, users=users)
+
     async def mark_deleted(self, message_id: str, by: str | None) -> None:
         self._mark_deleted(message_id, by)
 
@@ -241,6 +259,19 @@ class MemoryStore:
     async def get_token(self, token: str) -> Token | None:
         return self._tokens.get(token)
 
+    async def put_request_token(self, token: RequestToken) -> None:
+        now = self._clock()
+        self._request_tokens = {k: t for k, t in self._request_tokens.items() if t.expires_at > now}
+        self._request_tokens[token.token] = token
+
+    async def get_request_token(self, token: str) -> RequestToken | None:
+        found = self._request_tokens.get(token)
+        return found if found is not None and found.expires_at > self._clock() else None
+
+    async def take_request_token(self, token: str) -> RequestToken | None:
+        found = self._request_tokens.pop(token, None)
+        return found if found is not None and found.expires_at > self._clock() else None
+
     async def put_user(self, user: BasicUser) -> None:
         self._basic_users[user.username] = user
 
@@ -267,8 +298,8 @@ class MemoryStore:
 
     async def list_credentials(self) -> list[CredentialEntry]:
         return credential_entries(
-            self._consumers,
-            ((t.token, t.consumer_key) for t in self._tokens.values()),
+            ((c.key, c.via_upstream_app) for c in self._consumers.values()),
+            ((t.token, t.consumer_key, t.mapping) for t in self._tokens.values()),
             ((u.username, u.grant) for u in self._basic_users.values()),
         )
 
@@ -297,6 +328,18 @@ class MemoryStore:
     async def v2_ids(self, smalls: Iterable[int]) -> dict[int, str]:
         given = len(self._id_by_small)
         return {small: self._id_by_small[small - 1] for small in smalls if 0 < small <= given}
+    async def put_pending(self, key: str, record: bytes, expires_at: float) -> None:
+        now = time.time()
+        self._pending = {k: item for k, item in self._pending.items() if item[1] > now}  # few: swept each put
+        self._pending[key] = (record, expires_at)
+
+    async def get_pending(self, key: str) -> bytes | None:
+        item = self._pending.get(key)
+        return item[0] if item is not None and item[1] > time.time() else None
+
+    async def take_pending(self, key: str) -> bytes | None:
+        item = self._pending.pop(key, None)
+        return item[0] if item is not None and item[1] > time.time() else None
 
     async def ping(self) -> None:
         return None  # in-process: always answers

@@ -6,13 +6,17 @@ Every key starts with a namespaced, versioned prefix (``dmgw:v1:`` unless told o
     del:{id}                  hash: its deletions, deleter -> when, with a TTL
     user:{id}                 a v2 user record (JSON), with a TTL
     consumer:{key}            an OAuth 1.0a consumer's secret (maybe sealed)   (no TTL)
-    token:{token}             hash: consumer, secret (maybe sealed)             (no TTL)
+    consumer_via:{key}        present when the consumer acts through the upstream app (no TTL)
+    token:{token}             hash: consumer, secret (maybe sealed), and a mapped one's
+                              upstream_token, upstream_secret (maybe sealed) or upstream_user (no TTL)
     consumer_tokens:{key}     set of the consumer's token names                 (no TTL)
+    request_token:{token}     a pending request token, one record (maybe sealed), until it expires
     basic:{username}          hash: password_hash (scrypt), grant (JSON)        (no TTL)
     nonce:{scope}:{nonce}     when it expires on the gateway's clock; ``:`` and ``%`` in the nonce are %-escaped
     small:next                the last small id given ([routes] small_ids)      (no TTL)
     small:by_id               hash: v2 id -> small id                           (no TTL)
     small:ids                 hash: small id -> v2 id                           (no TTL)
+    index:msg, index:user     sorted sets: each live message's (user's) id, scored by when it expires, with a TTL
 
 Cached data expires on its own, so Redis needs no cleanup job; credentials never expire. The TTLs come from
 ``[store]``: ``message_retention`` for messages and deletions, ``user_max_age`` for users. Message and user
@@ -25,6 +29,11 @@ a known message, a nonce accepted once) is one Lua script or one ``SET NX``, so 
 The scripts touch keys they derive from their arguments: a single Redis server (or primary), not a cluster.
 
 Any Redis failure becomes ``StoreError``, which the service treats as a miss.
+
+The two index sets let ``size`` count without SCAN: every write of a message or user also sets its id's score
+to its expiry and drops the ids already expired, in the same pipeline (no extra round trip), so a set holds
+the live records only and ``ZCOUNT`` from now answers in O(log n). Records written before the index existed
+are not counted until written again; they expire with their TTL.
 """
 
 from __future__ import annotations
@@ -48,31 +57,36 @@ from gateway.auth.credentials import (
     CredentialEntry,
     CredentialKind,
     OAuth2Grant,
+    RequestToken,
     Token,
     credential_entries,
 )
 from gateway.model import DirectMessage, User
 from gateway.store import codec
-from gateway.store.base import Deletion, StoreError, latest
+from gateway.store.base import Deletion, StoreError, StoreSize, latest
 
 DEFAULT_PREFIX = "dmgw:v1:"
 DAY = 24 * 3600
 
-# KEYS: consumer, token, the consumer's token set. ARGV: token, consumer key, secret, prefix.
+# KEYS: consumer, token, the consumer's token set. ARGV: token, consumer key, secret, prefix, then the token's
+# mapping as field and value pairs (none for an unmapped token).
 _PUT_TOKEN = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local previous = redis.call('HGET', KEYS[2], 'consumer')
 if previous and previous ~= ARGV[2] then
     redis.call('SREM', ARGV[4] .. 'consumer_tokens:' .. previous, ARGV[1])
 end
+redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[2], 'consumer', ARGV[2], 'secret', ARGV[3])
+for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
 redis.call('SADD', KEYS[3], ARGV[1])
 return 1
 """
 
-# KEYS: consumer, its token set. ARGV: consumer key, prefix.
+# KEYS: consumer, its token set, its via-upstream-app flag. ARGV: consumer key, prefix.
 _REMOVE_CONSUMER = """
 if redis.call('DEL', KEYS[1]) == 0 then return 0 end
+redis.call('DEL', KEYS[3])
 for _, token in ipairs(redis.call('SMEMBERS', KEYS[2])) do
     local key = ARGV[2] .. 'token:' .. token
     if redis.call('HGET', key, 'consumer') == ARGV[1] then redis.call('DEL', key) end
@@ -88,6 +102,14 @@ if not consumer then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('SREM', ARGV[2] .. 'consumer_tokens:' .. consumer, ARGV[1])
 return 1
+"""
+
+# KEYS: a pending request token. Read and deleted at once, so that of concurrent takers only one gets it (the
+# script rather than GETDEL, which older servers lack).
+_TAKE = """
+local value = redis.call('GET', KEYS[1])
+if value then redis.call('DEL', KEYS[1]) end
+return value
 """
 
 # KEYS: basic user. ARGV: grant record.
@@ -203,6 +225,7 @@ class RedisStore:
         self._put_token = self._client.register_script(_PUT_TOKEN)
         self._remove_consumer = self._client.register_script(_REMOVE_CONSUMER)
         self._remove_token = self._client.register_script(_REMOVE_TOKEN)
+        self._take = self._client.register_script(_TAKE)
         self._put_grant = self._client.register_script(_PUT_GRANT)
         self._mark_deleted = self._client.register_script(_MARK_DELETED)
         self._remember_nonce = self._client.register_script(_REMEMBER_NONCE)
@@ -256,6 +279,7 @@ class RedisStore:
                     pipe.set(self._key("msg", message_id), record, ex=self.message_ttl)
                     # A recorded deletion lives on while the message is remembered (EXPIRE skips a missing key).
                     pipe.expire(self._key("del", message_id), max(self.deletion_ttl, self.message_ttl))
+                self._index(pipe, "msg", [message_id for message_id, _ in records], self.message_ttl, now)
                 await pipe.execute()
 
     async def get_message_with_users(self, message_id: str) -> tuple[DirectMessage | None, dict[str, User]]:
@@ -282,7 +306,26 @@ class RedisStore:
             async with self._client.pipeline(transaction=False) as pipe:
                 for user_id, record in records:
                     pipe.set(self._key("user", user_id), record, ex=self.user_ttl)
+                self._index(pipe, "user", [user_id for user_id, _ in records], self.user_ttl, now)
                 await pipe.execute()
+
+    def _index(self, pipe: Any, kind: str, ids: list[str], ttl: int, now: float) -> None:
+        """Queue on ``pipe``: ``ids`` live in ``kind``'s index for ``ttl`` seconds; expired ids leave it. The
+        set itself expires with the last record written, so an idle store keeps no stale index."""
+        key = self._key("index", kind)
+        pipe.zadd(key, dict.fromkeys(ids, now + ttl))
+        pipe.zremrangebyscore(key, "-inf", now)
+        pipe.expire(key, ttl)
+
+    async def size(self) -> StoreSize:
+        """Two ZCOUNTs of the index sets from now on: O(log n), in one round trip."""
+        now = self._clock()
+        with self._guard():
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.zcount(self._key("index", "msg"), f"({now!r}", "+inf")
+                pipe.zcount(self._key("index", "user"), f"({now!r}", "+inf")
+                messages, users = await pipe.execute()
+        return StoreSize(messages=int(messages), users=int(users))
 
     async def mark_deleted(self, message_id: str, by: str | None) -> None:
         await self.mark_deleted_many([(message_id, by)])
@@ -326,13 +369,22 @@ class RedisStore:
     # Credentials -----------------------------------------------------------------------------------
 
     async def put_consumer(self, consumer: Consumer) -> None:
+        via = self._key("consumer_via", consumer.key)
         with self._guard():
-            await self._client.set(self._key("consumer", consumer.key), codec.seal(consumer.secret, self._cipher))
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.set(self._key("consumer", consumer.key), codec.seal(consumer.secret, self._cipher))
+                if consumer.via_upstream_app:
+                    pipe.set(via, b"1")
+                else:
+                    pipe.delete(via)
+                await pipe.execute()
 
     async def get_consumer(self, key: str) -> Consumer | None:
         with self._guard():
-            secret = await self._client.get(self._key("consumer", key))
-        return None if secret is None else Consumer(key=key, secret=self._secret(secret, f"consumer {key!r}"))
+            secret, via = await self._client.mget(self._key("consumer", key), self._key("consumer_via", key))
+        if secret is None:
+            return None
+        return Consumer(key=key, secret=self._secret(secret, f"consumer {key!r}"), via_upstream_app=via is not None)
 
     async def put_token(self, token: Token) -> None:
         keys = [
@@ -340,10 +392,14 @@ class RedisStore:
             self._key("token", token.token),
             self._key("consumer_tokens", token.consumer_key),
         ]
+        args = [token.token, token.consumer_key, codec.seal(token.secret, self._cipher), self.prefix]
+        if token.upstream_token is not None and token.upstream_secret is not None:
+            args += ["upstream_token", token.upstream_token]
+            args += ["upstream_secret", codec.seal(token.upstream_secret, self._cipher)]
+        if token.upstream_user is not None:
+            args += ["upstream_user", token.upstream_user]
         with self._guard():
-            stored = await self._put_token(
-                keys=keys, args=[token.token, token.consumer_key, codec.seal(token.secret, self._cipher), self.prefix]
-            )
+            stored = await self._put_token(keys=keys, args=args)
         if not stored:
             raise ValueError(f"no consumer {token.consumer_key!r}")
 
@@ -356,7 +412,42 @@ class RedisStore:
             consumer_key, secret = _text(fields[b"consumer"]), fields[b"secret"]
         except KeyError as exc:
             raise StoreError(f"redis: token record without {exc}") from None
-        return Token(token=token, consumer_key=consumer_key, secret=self._secret(secret, f"token {token!r}"))
+        upstream_token, upstream_secret = fields.get(b"upstream_token"), fields.get(b"upstream_secret")
+        upstream_user = fields.get(b"upstream_user")
+        return Token(
+            token=token,
+            consumer_key=consumer_key,
+            secret=self._secret(secret, f"token {token!r}"),
+            upstream_token=None if upstream_token is None else _text(upstream_token),
+            upstream_secret=None if upstream_secret is None else self._secret(upstream_secret, f"token {token!r}"),
+            upstream_user=None if upstream_user is None else _text(upstream_user),
+        )
+
+    async def put_request_token(self, token: RequestToken) -> None:
+        ttl_ms = max(1, int((token.expires_at - self._clock()) * 1000))
+        with self._guard():
+            await self._client.set(
+                self._key("request_token", token.token), codec.seal_request_token(token, self._cipher), px=ttl_ms
+            )
+
+    async def get_request_token(self, token: str) -> RequestToken | None:
+        with self._guard():
+            stored = await self._client.get(self._key("request_token", token))
+        return self._request_token(stored, token)
+
+    async def take_request_token(self, token: str) -> RequestToken | None:
+        with self._guard():
+            stored = await self._take(keys=[self._key("request_token", token)])
+        return self._request_token(stored, token)
+
+    def _request_token(self, stored: bytes | None, token: str) -> RequestToken | None:
+        if stored is None:
+            return None
+        try:
+            found = codec.unseal_request_token(stored, self._cipher)
+        except codec.UndecryptableText as exc:
+            raise StoreError(f"redis: request token {token!r} cannot be read: {exc}") from None
+        return found if found.expires_at > self._clock() else None
 
     async def put_user(self, user: BasicUser) -> None:
         mapping = {"password_hash": user.password_hash, "grant": self._grant_record(user.grant)}
@@ -387,7 +478,7 @@ class RedisStore:
     async def remove_credential(self, kind: CredentialKind, key: str) -> bool:
         with self._guard():
             if kind == "consumer":
-                keys = [self._key("consumer", key), self._key("consumer_tokens", key)]
+                keys = [self._key("consumer", key), self._key("consumer_tokens", key), self._key("consumer_via", key)]
                 return bool(await self._remove_consumer(keys=keys, args=[key, self.prefix]))
             if kind == "token":
                 return bool(await self._remove_token(keys=[self._key("token", key)], args=[key, self.prefix]))
@@ -401,16 +492,23 @@ class RedisStore:
             token_names = await self._names("token")
             usernames = await self._names("basic")
             async with self._client.pipeline(transaction=False) as pipe:
+                for name in consumers:
+                    pipe.exists(self._key("consumer_via", name))
                 for name in token_names:
-                    pipe.hget(self._key("token", name), "consumer")
+                    pipe.hmget(self._key("token", name), "consumer", "upstream_token", "upstream_user")
                 for name in usernames:
                     pipe.hget(self._key("basic", name), "grant")
                 values = await pipe.execute()
         # A key removed between the scan and the reads is simply left out.
+        via, values = values[: len(consumers)], values[len(consumers) :]
         owners, grants = values[: len(token_names)], values[len(token_names) :]
-        tokens = [(name, _text(owner)) for name, owner in zip(token_names, owners) if owner is not None]
+        tokens = [
+            (name, _text(owner), _mapping(name, owner, mapped_to, user))
+            for name, (owner, mapped_to, user) in zip(token_names, owners)
+            if owner is not None
+        ]
         users = [(name, self._grant(grant, name)) for name, grant in zip(usernames, grants) if grant is not None]
-        return credential_entries(consumers, tokens, users)
+        return credential_entries(zip(consumers, map(bool, via)), tokens, users)
 
     def _secret(self, stored: bytes, what: str) -> str:
         """The secret a consumer's or token's value holds; one that cannot be read is a ``StoreError`` naming
@@ -466,6 +564,22 @@ class RedisStore:
         with self._guard():
             values = await self._client.hmget(self._key("small", "ids"), [str(small) for small in wanted])
         return {small: _text(value) for small, value in zip(wanted, values, strict=True) if value is not None}
+    async def put_pending(self, key: str, record: bytes, expires_at: float) -> None:
+        life_ms = math.ceil((expires_at - time.time()) * 1000)
+        if life_ms <= 0:
+            return
+        with self._guard():
+            await self._client.set(self._key("pending", key), record, px=life_ms)
+
+    async def get_pending(self, key: str) -> bytes | None:
+        with self._guard():
+            record: bytes | None = await self._client.get(self._key("pending", key))
+        return record
+
+    async def take_pending(self, key: str) -> bytes | None:
+        with self._guard():
+            record: bytes | None = await self._client.getdel(self._key("pending", key))
+        return record
 
     async def ping(self) -> None:
         with self._guard():
@@ -479,6 +593,11 @@ class RedisStore:
             await self._client.aclose()
         except (RedisError, OSError):
             pass  # closing a client whose server vanished has nothing left to release
+
+
+def _mapping(name: str, owner: bytes, upstream_token: bytes | None, upstream_user: bytes | None) -> str:
+    user = None if upstream_user is None else _text(upstream_user)
+    return Token(name, _text(owner), "", None if upstream_token is None else _text(upstream_token), None, user).mapping
 
 
 def _text(value: bytes | str) -> str:

@@ -38,6 +38,10 @@ the object, in one UPDATE as before.
 Credentials (schema version 2) live in the same file. Their tables are ``consumers``, ``tokens``,
 ``basic_users`` (``users`` already holds the v2 user cache) and ``nonces``. Every check-then-write runs inside
 the writer's ``BEGIN IMMEDIATE`` transaction, so processes sharing the file cannot both accept the same nonce.
+Schema version 5 adds what the gateway keeps as an OAuth 1.0a provider: ``consumers.via_upstream_app``, a
+token's mapping to an X token of the operator's app (``upstream_token``, ``upstream_secret``) or to a Basic
+user (``upstream_user``), and ``request_tokens``, pending request tokens as one sealed record each, taken
+(read and deleted) in one transaction so that each is used once.
 
 Retention: a message (with its deletions) learned longer than ``message_retention`` ago, or a user fetched
 longer than ``user_max_age`` ago, is a miss at once, and its row is deleted by a purge that runs after the
@@ -71,6 +75,7 @@ from gateway.auth.credentials import (
     CredentialEntry,
     CredentialKind,
     OAuth2Grant,
+    RequestToken,
     Token,
     credential_entries,
 )
@@ -78,7 +83,7 @@ from gateway.config import StoreConfig
 from gateway.ids import is_id
 from gateway.model import DirectMessage, User
 from gateway.store import codec
-from gateway.store.base import Deletion, StoreError, latest
+from gateway.store.base import Deletion, StoreError, StoreSize, latest
 
 T = TypeVar("T")
 
@@ -90,7 +95,7 @@ Op = Callable[[sqlite3.Connection], Any]
 Outcome = tuple[bool, Any]
 """What one write in a batch did: (True, its result) or (False, the exception it raised)."""
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 7
 
 _DEFAULTS = StoreConfig()
 
@@ -166,9 +171,32 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "DROP TABLE messages",
         "ALTER TABLE messages_with_deletions RENAME TO messages",
     ),
+    # The gateway as OAuth 1.0a provider: consumers that act through the operator's X app, tokens mapped to
+    # an X token of that app (its secret sealed like the others) or to a Basic user, and pending request
+    # tokens, each one sealed record.
+    5: (
+        "ALTER TABLE consumers ADD COLUMN via_upstream_app INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE tokens ADD COLUMN upstream_token TEXT",
+        "ALTER TABLE tokens ADD COLUMN upstream_secret BLOB",
+        "ALTER TABLE tokens ADD COLUMN upstream_user TEXT",
+        """CREATE TABLE request_tokens (
+               token TEXT PRIMARY KEY,
+               expires_at REAL NOT NULL,
+               record BLOB NOT NULL
+           )""",
+    ),
+    # Short-lived records: onboarding sessions and invites (sealed by their writer), each with its expiry.
+    6: (
+        """CREATE TABLE pending (
+               key TEXT PRIMARY KEY,
+               record BLOB NOT NULL,
+               expires_at REAL NOT NULL
+           )""",
+        "CREATE INDEX pending_by_expiry ON pending (expires_at)",
+    ),
     # Small ids ([routes] small_ids): AUTOINCREMENT, so a small id is never given twice, even after a row
     # was removed by hand. Never purged.
-    5: (
+    7: (
         """CREATE TABLE small_ids (
                small INTEGER PRIMARY KEY AUTOINCREMENT,
                id TEXT NOT NULL UNIQUE
@@ -662,33 +690,88 @@ class SQLiteStore:
     async def put_consumer(self, consumer: Consumer) -> None:
         # An upsert, not INSERT OR REPLACE: replacing the row would cascade and delete the consumer's tokens.
         secret = codec.seal(consumer.secret, self._cipher)
-        await self._write(_writer(_UPSERT_CONSUMER, [(consumer.key, secret)]))
+        await self._write(_writer(_UPSERT_CONSUMER, [(consumer.key, secret, int(consumer.via_upstream_app))]))
 
     async def get_consumer(self, key: str) -> Consumer | None:
         def read(db: sqlite3.Connection) -> Consumer | None:
-            row = db.execute("SELECT key, secret FROM consumers WHERE key = ?", (key,)).fetchone()
-            return Consumer(key=row[0], secret=self._secret(row[1], f"consumer {key!r}")) if row else None
+            row = db.execute("SELECT key, secret, via_upstream_app FROM consumers WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                return None
+            secret = self._secret(row[1], f"consumer {key!r}")
+            return Consumer(key=row[0], secret=secret, via_upstream_app=bool(row[2]))
 
         return await self._read(read)
 
     async def put_token(self, token: Token) -> None:
         secret = codec.seal(token.secret, self._cipher)
+        upstream_secret = None if token.upstream_secret is None else codec.seal(token.upstream_secret, self._cipher)
+        row = (token.token, token.consumer_key, secret, token.upstream_token, upstream_secret, token.upstream_user)
 
         def write(db: sqlite3.Connection) -> None:
             if db.execute("SELECT 1 FROM consumers WHERE key = ?", (token.consumer_key,)).fetchone() is None:
                 raise ValueError(f"no consumer {token.consumer_key!r}")
-            db.execute(_UPSERT_TOKEN, (token.token, token.consumer_key, secret))
+            db.execute(_UPSERT_TOKEN, row)
 
         await self._write(write)
 
     async def get_token(self, token: str) -> Token | None:
         def read(db: sqlite3.Connection) -> Token | None:
-            row = db.execute("SELECT token, consumer_key, secret FROM tokens WHERE token = ?", (token,)).fetchone()
+            row = db.execute(
+                "SELECT token, consumer_key, secret, upstream_token, upstream_secret, upstream_user FROM tokens "
+                "WHERE token = ?",
+                (token,),
+            ).fetchone()
             if row is None:
                 return None
-            return Token(token=row[0], consumer_key=row[1], secret=self._secret(row[2], f"token {token!r}"))
+            return Token(
+                token=row[0],
+                consumer_key=row[1],
+                secret=self._secret(row[2], f"token {token!r}"),
+                upstream_token=row[3],
+                upstream_secret=None if row[4] is None else self._secret(row[4], f"token {token!r}"),
+                upstream_user=row[5],
+            )
 
         return await self._read(read)
+
+    async def put_request_token(self, token: RequestToken) -> None:
+        row = (token.token, token.expires_at, codec.seal_request_token(token, self._cipher))
+        now = self._clock()
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM request_tokens WHERE expires_at <= ?", (now,))
+            db.execute("INSERT OR REPLACE INTO request_tokens (token, expires_at, record) VALUES (?, ?, ?)", row)
+
+        await self._write(write)
+
+    async def get_request_token(self, token: str) -> RequestToken | None:
+        now = self._clock()
+
+        def read(db: sqlite3.Connection) -> RequestToken | None:
+            statement = "SELECT record FROM request_tokens WHERE token = ? AND expires_at > ?"
+            row = db.execute(statement, (token, now)).fetchone()
+            return None if row is None else self._request_token(row[0], token)
+
+        return await self._read(read)
+
+    async def take_request_token(self, token: str) -> RequestToken | None:
+        now = self._clock()
+
+        def take(db: sqlite3.Connection) -> str | bytes | None:
+            # Read and deleted in one write transaction: of concurrent takers, only one finds the row.
+            statement = "SELECT record FROM request_tokens WHERE token = ? AND expires_at > ?"
+            row = db.execute(statement, (token, now)).fetchone()
+            db.execute("DELETE FROM request_tokens WHERE token = ?", (token,))
+            return None if row is None else row[0]
+
+        record = await self._write(take)
+        return None if record is None else self._request_token(record, token)
+
+    def _request_token(self, stored: str | bytes, token: str) -> RequestToken:
+        try:
+            return codec.unseal_request_token(stored, self._cipher)
+        except codec.UndecryptableText as exc:
+            raise StoreError(f"sqlite: request token {token!r} cannot be read: {exc}") from None
 
     async def put_user(self, user: BasicUser) -> None:
         row = (user.username, user.password_hash, self._grant_text(user.grant))
@@ -723,8 +806,10 @@ class SQLiteStore:
             db = self._db
             db.execute("BEGIN")  # one snapshot for all three tables
             try:
-                consumers = [row[0] for row in db.execute("SELECT key FROM consumers")]
-                tokens = [(row[0], row[1]) for row in db.execute("SELECT token, consumer_key FROM tokens")]
+                rows = db.execute("SELECT key, via_upstream_app FROM consumers")
+                consumers = [(row[0], bool(row[1])) for row in rows]
+                rows = db.execute("SELECT token, consumer_key, upstream_token, upstream_user FROM tokens")
+                tokens = [(r[0], r[1], Token(r[0], r[1], "", r[2], None, r[3]).mapping) for r in rows]
                 rows = db.execute("SELECT username, grant_record FROM basic_users")
                 users = [(row[0], self._grant(row[1], row[0])) for row in rows]
             finally:
@@ -764,6 +849,53 @@ class SQLiteStore:
 
         accepted: bool = await self._write(write)
         return accepted
+
+    async def size(self) -> StoreSize:
+        """Counts the rows within their retention on the worker thread (it scans both tables; the admin status
+        page asks at most every half minute), never on the event loop."""
+        now = self._clock()
+
+        def count() -> StoreSize:
+            db = self._db
+            (messages,) = db.execute(
+                "SELECT count(*) FROM messages WHERE learned_at > ?", (now - self.message_retention,)
+            ).fetchone()
+            (users,) = db.execute(
+                "SELECT count(*) FROM users WHERE fetched_at > ?", (now - self.user_max_age,)
+            ).fetchone()
+            return StoreSize(messages=messages, users=users)
+
+        return await self._run(count)
+
+    async def put_pending(self, key: str, record: bytes, expires_at: float) -> None:
+        now = time.time()
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM pending WHERE expires_at <= ?", (now,))  # few rows: swept on each write
+            db.execute(
+                "INSERT OR REPLACE INTO pending (key, record, expires_at) VALUES (?, ?, ?)", (key, record, expires_at)
+            )
+
+        await self._write(write)
+
+    async def get_pending(self, key: str) -> bytes | None:
+        now = time.time()
+
+        def read(db: sqlite3.Connection) -> bytes | None:
+            row = db.execute("SELECT record FROM pending WHERE key = ? AND expires_at > ?", (key, now)).fetchone()
+            return bytes(row[0]) if row else None
+
+        return await self._read(read)
+
+    async def take_pending(self, key: str) -> bytes | None:
+        now = time.time()
+
+        def write(db: sqlite3.Connection) -> bytes | None:
+            row = db.execute("DELETE FROM pending WHERE key = ? RETURNING record, expires_at", (key,)).fetchone()
+            return bytes(row[0]) if row and row[1] > now else None
+
+        taken: bytes | None = await self._write(write)
+        return taken
 
     async def small_ids(self, ids: Sequence[str]) -> list[int]:
         ids = list(ids)
@@ -1032,12 +1164,15 @@ UPDATE messages SET deletions = json_patch(coalesce(deletions, '{}'), ?) WHERE i
 """
 
 _UPSERT_CONSUMER = """
-INSERT INTO consumers (key, secret) VALUES (?, ?)
-ON CONFLICT(key) DO UPDATE SET secret = excluded.secret
+INSERT INTO consumers (key, secret, via_upstream_app) VALUES (?, ?, ?)
+ON CONFLICT(key) DO UPDATE SET secret = excluded.secret, via_upstream_app = excluded.via_upstream_app
 """
 _UPSERT_TOKEN = """
-INSERT INTO tokens (token, consumer_key, secret) VALUES (?, ?, ?)
-ON CONFLICT(token) DO UPDATE SET consumer_key = excluded.consumer_key, secret = excluded.secret
+INSERT INTO tokens (token, consumer_key, secret, upstream_token, upstream_secret, upstream_user)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT(token) DO UPDATE SET consumer_key = excluded.consumer_key, secret = excluded.secret,
+    upstream_token = excluded.upstream_token, upstream_secret = excluded.upstream_secret,
+    upstream_user = excluded.upstream_user
 """
 _UPSERT_BASIC_USER = """
 INSERT INTO basic_users (username, password_hash, grant_record) VALUES (?, ?, ?)

@@ -1,0 +1,1 @@
+got({"error":"No direct message with that ID found.","request":"\/1\/direct_messages\/destroy\/1583890000099999999.json"})
