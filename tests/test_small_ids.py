@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from gateway.config import ConfigError, load_config
-from tests.conftest import ENTITIES_ID, PLAIN_IDS, SEED_002_ID, VANISHED_SENDER_ID
+from tests.conftest import ENTITIES_ID, PLAIN_IDS, SEED_002_ID, VANISHED_SENDER_ID, store_of
 
 SMALL = {"small_ids": ["statusnet", "v1_1"]}
 SEAN_ID = "38895958"
@@ -150,3 +150,65 @@ async def test_events_and_user_lookups_take_small_ids(make_gateway, emulator) ->
     assert ("POST", f"/2/dm_conversations/with/{MICK_ID}/messages") in upstream(emulator)
     # StatusNet, not named in small_ids, still shows v2's ids.
     assert (await _list(client))[0]["id"] == int(VANISHED_SENDER_ID)
+
+
+async def test_start_up_calls_show_and_take_small_user_ids(make_gateway, emulator) -> None:
+    client = await make_gateway(routes=SMALL)
+    # Who am I: a small id, with its string twin the same small id, in both families and in XML.
+    me = orjson.loads(await (await client.get("/api/account/verify_credentials.json")).read())
+    assert 0 < me["id"] < 2**31 and me["id_str"] == str(me["id"])
+    v1_1_me = orjson.loads(await (await client.get("/1.1/account/verify_credentials.json")).read())
+    assert v1_1_me["id"] == me["id"] and v1_1_me["id_str"] == str(me["id"])
+    xml = await (await client.get("/1/account/verify_credentials.xml")).text()
+    assert f"<id>{me['id']}</id>" in xml and SEAN_ID not in xml
+    # users/show and users/lookup by that small id ask v2 for the v2 id and show the small one.
+    emulator.state.requests.clear()
+    for path in ("/1/users/show.json", "/1.1/users/show.json"):
+        shown = orjson.loads(await (await client.get(path, params={"user_id": str(me["id"])})).read())
+        assert (shown["id"], shown["id_str"], shown["screen_name"]) == (me["id"], str(me["id"]), "theSeanCook")
+    looked_up = await client.get("/1.1/users/lookup.json", params={"user_id": str(me["id"])})
+    looked_up = orjson.loads(await looked_up.read())
+    assert [(user["id"], user["id_str"]) for user in looked_up] == [(me["id"], str(me["id"]))]
+    assert all(r.query.get("ids", SEAN_ID) == SEAN_ID for r in emulator.state.requests if r.path == "/2/users")
+    assert ("GET", f"/2/users/{SEAN_ID}") in upstream(emulator)
+    # Another's small user id; an unknown one is not found and asks v2 nothing.
+    emulator.state.requests.clear()
+    for path, code in (("/1.1/users/show.json", 50), ("/1.1/users/lookup.json", 17)):
+        missing = await client.get(path, params={"user_id": "999"})
+        assert missing.status == 404 and orjson.loads(await missing.read())["errors"][0]["code"] == code
+    missing = await client.get("/api/users/show.json", params={"user_id": "999"})
+    assert missing.status == 404 and orjson.loads(await missing.read())["error"] == "Not found."
+    assert upstream(emulator) == []
+
+
+async def test_string_twins_carry_the_small_ids(make_gateway, emulator) -> None:
+    client = await make_gateway(routes=SMALL)
+    listed = await _list(client)
+    for item in listed:
+        assert item["id_str"] == str(item["id"]) and 0 < item["id"] < 2**31
+        assert item["sender_id_str"] == item["sender_id"] and item["recipient_id_str"] == item["recipient_id"]
+        for user in (item["sender"], item["recipient"]):
+            assert user["id_str"] == str(user["id"]) and 0 < user["id"] < 2**31
+    body = await (await client.get("/api/direct_messages.json")).read()
+    assert all(v2_id.encode() not in body for v2_id in (*RECEIVED, SEAN_ID, MICK_ID))
+
+
+async def test_media_ids_stay_x_media_ids_under_small_ids(make_gateway, emulator) -> None:
+    # A media id names an upload the client made at X and names again in an events send: it is not mapped.
+    client = await make_gateway(routes=SMALL)
+    media_id = next(iter(emulator.state.media))
+    listed = await _list(client)
+    mick = next(item["sender"]["id"] for item in listed if item["sender"]["screen_name"] == "s0c1alm3dia")
+    attachment = {"type": "media", "media": {"id": media_id}}
+    create = {"target": {"recipient_id": str(mick)}, "message_data": {"text": "look", "attachment": attachment}}
+    new = {"event": {"type": "message_create", "message_create": create}}
+    sent = await client.post("/1.1/direct_messages/events/new.json", json=new)
+    assert sent.status == 200, await sent.text()
+    event = orjson.loads(await sent.read())["event"]
+    assert 0 < int(event["id"]) < 2**31
+    assert event["message_create"]["message_data"]["attachment"]["media"]["id_str"] == media_id
+    sent_list = await _list(client, "/api/direct_messages/sent.json", count="1")
+    assert sent_list[0]["id"] == int(event["id"]) and sent_list[0]["id_str"] == event["id"]
+    assert sent_list[0]["entities"]["media"][0]["id_str"] == media_id
+    v2_id = (await store_of(client).v2_ids([int(event["id"])]))[int(event["id"])]
+    assert emulator.state.events[v2_id]["attachments"] == {"media_keys": [f"3_{media_id}"]}
