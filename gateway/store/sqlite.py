@@ -41,7 +41,9 @@ the writer's ``BEGIN IMMEDIATE`` transaction, so processes sharing the file cann
 Schema version 5 adds what the gateway keeps as an OAuth 1.0a provider: ``consumers.via_upstream_app``, a
 token's mapping to an X token of the operator's app (``upstream_token``, ``upstream_secret``) or to a Basic
 user (``upstream_user``), and ``request_tokens``, pending request tokens as one sealed record each, taken
-(read and deleted) in one transaction so that each is used once.
+(read and deleted) in one transaction so that each is used once. Schema version 6 adds ``pending``
+(onboarding's short-lived records), and version 7 ``small_ids``, the map of ``[routes] small_ids``: an
+AUTOINCREMENT key, so no small id is given twice, beside the v2 id it stands for (UNIQUE), never purged.
 
 Retention: a message (with its deletions) learned longer than ``message_retention`` ago, or a user fetched
 longer than ``user_max_age`` ago, is a miss at once, and its row is deleted by a purge that runs after the
