@@ -13,6 +13,9 @@ Every key starts with a namespaced, versioned prefix (``dmgw:v1:`` unless told o
     request_token:{token}     a pending request token, one record (maybe sealed), until it expires
     basic:{username}          hash: password_hash (scrypt), grant (JSON)        (no TTL)
     nonce:{scope}:{nonce}     when it expires on the gateway's clock; ``:`` and ``%`` in the nonce are %-escaped
+    small:next                the last small id given ([routes] small_ids)      (no TTL)
+    small:by_id               hash: v2 id -> small id                           (no TTL)
+    small:ids                 hash: small id -> v2 id                           (no TTL)
     index:msg, index:user     sorted sets: each live message's (user's) id, scored by when it expires, with a TTL
 
 Cached data expires on its own, so Redis needs no cleanup job; credentials never expire. The TTLs come from
@@ -165,6 +168,22 @@ end
 return {}
 """
 
+# KEYS: the counter, v2 id -> small, small -> v2 id. ARGV: v2 ids. Returns each one's small id, giving the
+# next ones, in ARGV's order, to those that have none: one script, so replicas never give one twice.
+_SMALL_IDS = """
+local out = {}
+for i, id in ipairs(ARGV) do
+  local small = redis.call('HGET', KEYS[2], id)
+  if not small then
+    small = redis.call('INCR', KEYS[1])
+    redis.call('HSET', KEYS[2], id, small)
+    redis.call('HSET', KEYS[3], small, id)
+  end
+  out[i] = tonumber(small)
+end
+return out
+"""
+
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 
 
@@ -211,6 +230,7 @@ class RedisStore:
         self._mark_deleted = self._client.register_script(_MARK_DELETED)
         self._remember_nonce = self._client.register_script(_REMEMBER_NONCE)
         self._get_deletions = self._client.register_script(_GET_DELETIONS)
+        self._small_ids = self._client.register_script(_SMALL_IDS)
 
     @classmethod
     async def open(cls, url: str, **options: Any) -> RedisStore:
@@ -529,6 +549,21 @@ class RedisStore:
             accepted = await self._remember_nonce(keys=[key], args=[repr(float(expires_at)), repr(float(now)), ttl_ms])
         return bool(accepted)
 
+    async def small_ids(self, ids: Sequence[str]) -> list[int]:
+        if not ids:
+            return []
+        keys = [self._key("small", name) for name in ("next", "by_id", "ids")]
+        with self._guard():
+            smalls = await self._small_ids(keys=keys, args=list(ids))
+        return [int(small) for small in smalls]
+
+    async def v2_ids(self, smalls: Iterable[int]) -> dict[int, str]:
+        wanted = sorted({small for small in smalls if small > 0})
+        if not wanted:
+            return {}
+        with self._guard():
+            values = await self._client.hmget(self._key("small", "ids"), [str(small) for small in wanted])
+        return {small: _text(value) for small, value in zip(wanted, values, strict=True) if value is not None}
     async def put_pending(self, key: str, record: bytes, expires_at: float) -> None:
         life_ms = math.ceil((expires_at - time.time()) * 1000)
         if life_ms <= 0:
