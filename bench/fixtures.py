@@ -6,7 +6,7 @@ so every destroy hits a message that exists in the emulator and has not been del
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the load generator imports this module too, and starts faster without the gateway
@@ -51,7 +51,7 @@ def v2_event(index: int) -> dict[str, Any]:
     }
 
 
-_CREATED = datetime(2023, 11, 14, 22, 13, 20, tzinfo=timezone.utc)
+_CREATED = datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
 
 
 def direct_message(index: int) -> DirectMessage:

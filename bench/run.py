@@ -170,7 +170,7 @@ class Process:
         """``cwd``: the directory whose ``bench`` and ``gateway`` the module runs from (another checkout)."""
         self.name = name
         self.log_path = log_dir / f"{name.replace(':', '-')}.log"
-        self._log: IO[bytes] = open(self.log_path, "wb")
+        self._log: IO[bytes] = open(self.log_path, "wb")  # noqa: SIM115 - closed by stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", *args], stdout=subprocess.PIPE, stderr=self._log, cwd=cwd
         )
@@ -418,7 +418,7 @@ def machine() -> dict[str, Any]:
     )
     mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
     return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "cpus": os.cpu_count(),
         "cpu_model": model,
         "ram_gib": round(mem_kb / 1024 / 1024, 1),

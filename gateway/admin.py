@@ -134,15 +134,15 @@ def _open_until(registry: CollectorRegistry, upstream: str) -> float:
     return until
 
 
-async def _store_problem(gateway: web.Application, timeout: float) -> str | None:
+async def _store_problem(gateway: web.Application, within: float) -> str | None:
     """None when the store answered a ping in time; otherwise one line saying why not."""
     store = gateway.get(STORE_KEY)
     if store is None:
         return "store not open yet"
     try:
-        await asyncio.wait_for(store.ping(), timeout)
+        await asyncio.wait_for(store.ping(), within)
     except TimeoutError:
-        return f"store did not answer within {timeout:g}s"
+        return f"store did not answer within {within:g}s"
     except StoreError as exc:
         return str(exc) or exc.__class__.__name__
     return None

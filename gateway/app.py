@@ -36,8 +36,8 @@ from gateway.errors import (
 from gateway.metrics import METRICS_KEY, Metrics, route_label
 from gateway.service import DMService
 from gateway.sidecar import sidecar_guard
-from gateway.small_ids import IdTranslator
 from gateway.slow_clients import CLIENT_TIMEOUT_KEY, ClientTooSlow, timed_out, watch_body
+from gateway.small_ids import IdTranslator
 from gateway.store.base import Store, open_store_from_config
 from gateway.upstream.client import UpstreamClient
 from gateway.upstream.resilience import Breakers, RetryPolicy, retry_budget
@@ -402,7 +402,7 @@ def _as_gateway_error(request: web.Request, exc: Exception) -> GatewayError:
     if client_gone(request, exc):
         log.debug("request %s: the client closed the connection mid-body", request.get(REQUEST_ID))
         return ClientGone("client closed the connection before its body was complete")
-    log.exception("unexpected error, request id %s", request.get(REQUEST_ID))
+    log.exception("unexpected error, request id %s", request.get(REQUEST_ID))  # noqa: LOG004 - called in except
     return Internal()
 
 

@@ -7,8 +7,8 @@ Precedence, lowest first: built-in defaults, the file, the environment, command-
 
 from __future__ import annotations
 
-import math
 import ipaddress
+import math
 import os
 import re
 import socket

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import re
 import socket
 import tempfile
-from html.parser import HTMLParser
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from typing import Literal
 from urllib.parse import parse_qsl, urlsplit
 
@@ -496,7 +497,5 @@ async def _serve_until_interrupted(base: str) -> None:
     print(f"\nStill serving on {base}. Try:")
     print(f"  curl -X POST '{base}/1.1/direct_messages/destroy.json?id=1583890000000000007'")
     print("Press Ctrl-C to stop.")
-    try:
+    with contextlib.suppress(asyncio.CancelledError):
         await asyncio.Event().wait()
-    except asyncio.CancelledError:
-        pass

@@ -27,8 +27,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from random import getrandbits
 from collections.abc import Callable
+from random import getrandbits
 from typing import Any
 
 from aiohttp import StreamReader, web, web_response

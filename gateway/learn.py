@@ -11,6 +11,7 @@ user would otherwise overwrite what the gateway's own, complete lookups stored.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import zlib
@@ -61,15 +62,13 @@ async def learn_from_v2(store: MessageStore, method: str, path: str, body: bytes
     messages: list[DirectMessage] = []
     users: list[User] = []
     if _DM_PATH.fullmatch(parts.path):
-        if _NEEDED_EVENT_FIELDS <= query.get("dm_event.fields", frozenset()):
+        if query.get("dm_event.fields", frozenset()) >= _NEEDED_EVENT_FIELDS:
             messages = _messages(document.get("data"), _media(document))
     elif _USERS_PATH.fullmatch(parts.path):
         users.extend(_users(document.get("data")))
-    if _NEEDED_USER_FIELDS <= query.get("user.fields", frozenset()):
-        try:
+    if query.get("user.fields", frozenset()) >= _NEEDED_USER_FIELDS:
+        with contextlib.suppress(UpstreamFailure, KeyError, TypeError, AttributeError, ValueError):
             users.extend(users_from_includes(document))
-        except (UpstreamFailure, KeyError, TypeError, AttributeError, ValueError):
-            pass
     else:
         users = []  # sparse users would overwrite complete ones
     if messages:
@@ -128,7 +127,7 @@ def _unique(users: Iterable[User]) -> list[User]:
 async def _quietly(call: Any, what: str) -> None:
     try:
         await call
-    except Exception:  # noqa: BLE001 - learning must never fail the response it learned from
+    except Exception:  # learning must never fail the response it learned from
         log.warning("learning from a pass-through body failed in %s", what, exc_info=True)
 
 

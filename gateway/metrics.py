@@ -9,7 +9,6 @@ message id or DM text.
 from __future__ import annotations
 
 import time
-
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 

@@ -276,7 +276,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         answered = upstream.status < 500
     except asyncio.CancelledError:
         raise
-    except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+    except (TimeoutError, aiohttp.ClientError) as exc:
         if body is not None and body.waiting:
             return _body_failed(request, request_id)
         answered = False
@@ -364,7 +364,7 @@ async def _relay(
                 held = None
     except asyncio.CancelledError:
         raise
-    except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+    except (TimeoutError, aiohttp.ClientError) as exc:
         # Too late for a problem body: the status is sent. Cut the connection so the client sees the loss.
         log.warning("pass-through %s %s broke mid-body: %r (request %s)", request.method, request.path, exc, request_id)
         if request.transport is not None:
@@ -406,7 +406,7 @@ async def _learn(
             _follow_up_send(request, body, principal)
         else:
             await learn_from_v2(request.app[gateway_app.STORE_KEY], request.method, target, body)
-    except Exception:  # noqa: BLE001 - the client's response never fails because learning did
+    except Exception:  # the client's response never fails because learning did
         log.warning("learning from pass-through %s failed", request.path, exc_info=True)
 
 
@@ -449,5 +449,5 @@ async def _learn_sent(app: web.Application, event_id: str, credential: UpstreamC
         await learn_from_v2(app[gateway_app.STORE_KEY], "GET", path, body)
     except asyncio.CancelledError:
         raise
-    except Exception:  # noqa: BLE001 - learning is best effort; the send itself already succeeded
+    except Exception:  # learning is best effort; the send itself already succeeded
         log.warning("learning sent message %s failed", event_id, exc_info=True)

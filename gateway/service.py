@@ -18,7 +18,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from gateway.errors import (
@@ -40,11 +40,11 @@ from gateway.ids import is_id
 from gateway.model import (
     MAX_TEXT,
     DestroyDM,
-    Media,
     DirectMessage,
     ListDMs,
     ListEvents,
     LookupUsers,
+    Media,
     MessageView,
     Operation,
     Outcome,
@@ -176,7 +176,7 @@ class DMService:
                 batch = list(self._deletions)
                 try:
                     await self._quietly(self.store.mark_deleted_many(batch), "mark_deleted", None)
-                except Exception:  # noqa: BLE001 - a fault in the store itself: logged, later records still go
+                except Exception:  # a fault in the store itself: logged, later records still go
                     log.exception("recording %d deletions failed", len(batch))
                 finally:
                     for deletion in batch:  # only now can the store answer for them
@@ -363,7 +363,7 @@ class DMService:
         message = DirectMessage(
             id=event_id,
             text=op.text,
-            created_at=datetime.fromtimestamp(self._clock(), timezone.utc),
+            created_at=datetime.fromtimestamp(self._clock(), UTC),
             sender_id=me,
             recipient_id=recipient.id,
             conversation_id=conversation if isinstance(conversation, str) else None,

@@ -19,9 +19,8 @@ messages the client has seen again, never fewer than it asked for.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from collections.abc import Iterable
+from dataclasses import replace
 
 from gateway.errors import (
     MessageNotFound,

@@ -158,7 +158,7 @@ def init(hosts: list[str], directory: Path) -> TlsFiles:
     except OSError as exc:
         raise TlsInitError(f"cannot create {str(directory)!r} ({exc.strerror})") from None
     ca_cert_path, ca_key_path = directory / CA_CERT, directory / CA_KEY
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     reused = ca_cert_path.exists() or ca_key_path.exists()
     if reused:
         try:
@@ -220,8 +220,10 @@ def instructions(files: TlsFiles, hosts: list[str]) -> str:
     names = " ".join(host for host in hosts if is_host_name(host))
     return "\n".join(
         [
-            f"{'reused the CA' if files.ca_reused else 'made a CA'} in {files.directory.resolve()}; "
-            f"serving certificate for {', '.join(hosts)}",
+            (
+                f"{'reused the CA' if files.ca_reused else 'made a CA'} in {files.directory.resolve()}; "
+                f"serving certificate for {', '.join(hosts)}"
+            ),
             "",
             "Add to the gateway's configuration:",
             "",
@@ -263,7 +265,7 @@ def _san_entries(hosts: list[str]) -> list:
     return entries
 
 
-def _key_usage(*, cert_sign: bool):  # noqa: ANN202 - cryptography's type, imported lazily
+def _key_usage(*, cert_sign: bool):
     from cryptography import x509
 
     return x509.KeyUsage(
@@ -279,7 +281,7 @@ def _key_usage(*, cert_sign: bool):  # noqa: ANN202 - cryptography's type, impor
     )
 
 
-def _private_pem(key) -> bytes:  # noqa: ANN001
+def _private_pem(key) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
     return key.private_bytes(

@@ -208,9 +208,9 @@ async def _stop_workers(workers: list[_Worker], shutdown_timeout: float) -> None
 def worker_main(config: Config, index: int, conn: Connection) -> None:
     """A worker process: the gateway application on the shared port, until SIGTERM or the supervisor's end."""
     from gateway.cli import AccessLogger, public_sites, runner_options, stop_on_signals, tune_collector
-    from gateway.tls import server_tls_context
     from gateway.edge import GatewayRunner
     from gateway.store.base import StoreError
+    from gateway.tls import server_tls_context
 
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     tune_collector()

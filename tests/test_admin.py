@@ -10,17 +10,17 @@ from typing import Any
 
 import aiohttp
 import pytest
-from prometheus_client import CONTENT_TYPE_LATEST
 from aiohttp.test_utils import TestClient
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.admin import create_admin_app
 from gateway.app import SERVICE_KEY, create_app
 from gateway.emulator import EmulatorServer
 from gateway.store.base import StoreError
-from tests.relay import TcpRelay, relayed_redis_store
 from gateway.store.redis import RedisStore
 from gateway.store.sqlite import SQLiteStore
 from tests.conftest import PLAIN_IDS, SEAN_TOKEN, SEED_002_ID, gateway_config
+from tests.relay import TcpRelay, relayed_redis_store
 from tests.test_cli import CLI, free_port
 
 DESTROY = "/1.1/direct_messages/destroy.json?id={}"

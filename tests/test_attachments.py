@@ -6,6 +6,7 @@ the store as from v2. What the gateway cannot carry is refused with the dialect'
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC
 
 import orjson
 import pytest
@@ -149,9 +150,9 @@ async def test_a_media_id_v2_refuses_is_the_dialects_400_and_no_message(gateway,
 
 
 def test_the_codec_keeps_the_attachment_and_reads_older_records() -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    message = DirectMessage("12", "look", datetime(2023, 1, 1, tzinfo=timezone.utc), SEAN_ID, MICK_ID, attachment=PHOTO)
+    message = DirectMessage("12", "look", datetime(2023, 1, 1, tzinfo=UTC), SEAN_ID, MICK_ID, attachment=PHOTO)
     record = codec.loads(codec.dumps(codec.message_to_record(message)))
     assert record["v"] == 2 and codec.message_from_record(record) == message
     del record["attachment"]

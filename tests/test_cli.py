@@ -24,7 +24,7 @@ from gateway.demo import (
     MARCOS_TOKEN,
     SEAN_OAUTH_TOKEN,
 )
-from tests.conftest import SEED_002_ID, SEAN_TOKEN
+from tests.conftest import SEAN_TOKEN, SEED_002_ID
 
 CLI = [sys.executable, "-m", "gateway"]
 

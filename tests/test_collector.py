@@ -33,7 +33,7 @@ def test_the_first_threshold_is_raised_and_the_other_two_kept(collector: None) -
     gc.set_threshold(700, 11, 12)
     cli.tune_collector()
     assert gc.get_threshold() == (cli.COLLECTOR_THRESHOLD, 11, 12)
-    assert cli.COLLECTOR_THRESHOLD > PYTHON_DEFAULT[0]
+    assert PYTHON_DEFAULT[0] < cli.COLLECTOR_THRESHOLD
 
 
 def test_serve_tunes_the_collector_before_it_serves(collector: None, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,8 +10,8 @@ from multidict import MultiDict
 
 from gateway import oauth_provider, passthrough
 from gateway.app import DialectRouter, create_app
-from gateway.dialects.base import Dialect, LegacyRequest, RouteSpec
 from gateway.config import load_config
+from gateway.dialects.base import Dialect, LegacyRequest, RouteSpec
 from gateway.errors import ERROR_KINDS
 from gateway.render.mapping import load_mapping
 

@@ -408,8 +408,8 @@ def test_blank_bearer_message_does_not_echo_the_value() -> None:
         "redis://", "redis://:6379/0", "redis://localhost:port/0", "redis://localhost:0/0",
         "redis://localhost:99999/0", "redis://localhost:6379/zero", "redis://localhost:6379/0?prefix=x",
         "redis:localhost", "REDIS://localhost",
-    ],  # fmt: skip
-)
+    ],
+)  # fmt: skip
 def test_bad_store_url(url: str) -> None:
     assert "store.url" in config_error(overrides={"store": {"url": url}})
 

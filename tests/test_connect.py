@@ -283,18 +283,18 @@ async def test_a_public_client_without_a_secret(make_connect: Any, emulator: Emu
 
 
 def test_config_refuses_onboarding_without_what_it_needs() -> None:
-    with pytest.raises(ConfigError, match="onboarding.public_url"):
+    with pytest.raises(ConfigError, match=r"onboarding.public_url"):
         load_config(env={}, overrides={"onboarding": {"enabled": True}, "upstream": {"oauth2_client_id": "c"}})
-    with pytest.raises(ConfigError, match="upstream.oauth2_client_id"):
+    with pytest.raises(ConfigError, match=r"upstream.oauth2_client_id"):
         load_config(env={}, overrides={"onboarding": {"enabled": True, "public_url": "https://dm.example"}})
-    with pytest.raises(ConfigError, match="auth.sidecar do not go together"):
+    with pytest.raises(ConfigError, match=r"auth.sidecar do not go together"):
         load_config(env={}, overrides={
             "onboarding": {"enabled": True, "public_url": "http://127.0.0.1:1"},
             "upstream": {"oauth2_client_id": "c", "bearer_token": "t"}, "auth": {"sidecar": True},
         })  # fmt: skip
-    with pytest.raises(ConfigError, match="onboarding.mode"):
+    with pytest.raises(ConfigError, match=r"onboarding.mode"):
         load_config(env={}, overrides={"onboarding": {"mode": "closed"}})
-    with pytest.raises(ConfigError, match="upstream.oauth2_authorize_url"):
+    with pytest.raises(ConfigError, match=r"upstream.oauth2_authorize_url"):
         load_config(env={}, overrides={"upstream": {"oauth2_authorize_url": "ftp://x"}})
 
 

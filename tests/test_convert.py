@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -66,7 +66,7 @@ def test_user_with_every_field() -> None:
         url="https://t.co/3ZX3TNiZCY",
         protected=False,
         verified=True,
-        created_at=datetime(2013, 12, 14, 4, 35, 55, tzinfo=timezone.utc),
+        created_at=datetime(2013, 12, 14, 4, 35, 55, tzinfo=UTC),
         profile_image_url="https://pbs.twimg.com/profile_images/1/x_normal.jpg",
         followers_count=570842,
         following_count=2048,
@@ -126,7 +126,7 @@ def test_users_from_includes_skips_entries_without_an_id() -> None:
 
 def test_parse_time() -> None:
     parsed = parse_time("2022-10-22T19:00:00.000Z")
-    assert parsed == datetime(2022, 10, 22, 19, tzinfo=timezone.utc)
+    assert parsed == datetime(2022, 10, 22, 19, tzinfo=UTC)
     assert parsed is not None and parsed.utcoffset() == timedelta(0)
     assert parse_time(None) is None
     assert parse_time("") is None
@@ -245,7 +245,7 @@ def test_message_from_v2() -> None:
     assert message is not None
     assert message.id == "1583890000000000003"
     assert message.text == "hello"
-    assert message.created_at == datetime(2022, 10, 22, 19, tzinfo=timezone.utc)
+    assert message.created_at == datetime(2022, 10, 22, 19, tzinfo=UTC)
     assert message.created_at.utcoffset() == timedelta(0)
     assert message.sender_id == "111"
     assert message.recipient_id == "222"

@@ -24,7 +24,6 @@ from gateway.emulator import (
     APP_CONSUMER_SECRET,
     EmulatorServer,
     EmulatorState,
-    create_app,
     default_seed,
 )
 from gateway.emulator.request_tokens import REQUEST_TOKEN_LIFETIME

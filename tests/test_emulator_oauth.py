@@ -16,7 +16,7 @@ from authlib.oauth1 import ClientAuth
 from authlib.oauth1.rfc5849 import client_auth
 from authlib.oauth1.rfc5849.signature import sign_hmac_sha1
 
-from gateway.emulator import TOKEN_PATH, EmulatorState, FaultRule, create_app, default_seed
+from gateway.emulator import TOKEN_PATH, EmulatorState, FaultRule, default_seed
 from tests.emulator_app import SkewedClock  # its fixtures come through tests/conftest.py
 
 CONSUMER, CONSUMER_SECRET = "emulator-consumer", "emulator-consumer-secret"
@@ -138,7 +138,7 @@ async def test_bad_keys_or_method_get_401_problem(client: Any, wrong: dict[str, 
 class _MislabellingAuth(ClientAuth):
     """Computes an HMAC-SHA1 signature but calls it HMAC-SHA256, to test that the label is checked too."""
 
-    SIGNATURE_METHODS = {**ClientAuth.SIGNATURE_METHODS, "HMAC-SHA256": sign_hmac_sha1}
+    SIGNATURE_METHODS = {**ClientAuth.SIGNATURE_METHODS, "HMAC-SHA256": sign_hmac_sha1}  # noqa: RUF012 - Authlib's own
 
 
 async def test_only_hmac_sha1_is_accepted_whatever_the_signature(client: Any) -> None:

@@ -7,7 +7,6 @@ behind (no code issued, no token), and every flow ends with the issued token act
 from __future__ import annotations
 
 import base64
-import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -22,8 +21,6 @@ from gateway.emulator import (
     OAUTH2_AUTHORIZE_PATH,
     TOKEN_PATH,
     EmulatorState,
-    create_app,
-    default_seed,
 )
 from gateway.emulator.codes import AUTHORIZATION_CODE_LIFETIME
 from tests.emulator_app import SkewedClock  # its fixtures come through tests/conftest.py

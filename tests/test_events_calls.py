@@ -5,15 +5,15 @@ and rate-limit headers."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
 
 from gateway.emulator import EmulatorServer, EmulatorState, FaultRule
 from tests.conftest import ENTITIES_ID, GROUP_ID, HOSTILE_TEXT_ID, PLAIN_IDS, SEED_002_ID, VANISHED_SENDER_ID, store_of
-from tests.v1_1_calls import NOW, calls, error_body, frozen_emulator, list_requests, posts
 from tests.golden_files import assert_golden
+from tests.v1_1_calls import NOW, calls, error_body, frozen_emulator, list_requests, posts
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ async def page(client, query: str = "") -> dict:
 def add_messages(state: EmulatorState, n: int) -> list[str]:
     """``n`` one-to-one messages between Sean and Mick (alternating senders) and as many group messages
     between them, one a minute from 2023; the one-to-one ids, newest first."""
-    start = datetime(2023, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2023, 1, 1, tzinfo=UTC)
     one_to_one = []
     for i in range(2 * n):
         event_id = str(1_600_000_000_000_000_000 + i)

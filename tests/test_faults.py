@@ -29,9 +29,9 @@ from tests.conftest import (
     MICK_TOKEN,
     PLAIN_IDS,
     SEAN_TOKEN,
-    XDEV_TOKEN,
     SEED_002_ID,
     VANISHED_SENDER_ID,
+    XDEV_TOKEN,
     GatewayFactory,
     gateway_config,
     store_of,
@@ -250,11 +250,11 @@ DELETE_FAULTS = {
 
 def _fault_and_store() -> list[Any]:
     """Every fault on both stores, except the slow ones: those run once, on the default SQLite store."""
-    params = []
-    for name, fault in DELETE_FAULTS.items():
-        for store in ("sqlite",) if fault.upstream else ("memory", "sqlite"):
-            params.append(pytest.param(fault, store, id=f"{name}-{store}"))
-    return params
+    return [
+        pytest.param(fault, store, id=f"{name}-{store}")
+        for name, fault in DELETE_FAULTS.items()
+        for store in (("sqlite",) if fault.upstream else ("memory", "sqlite"))
+    ]
 
 
 @pytest.mark.parametrize("route", ALL_ROUTES)

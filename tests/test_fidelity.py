@@ -237,7 +237,7 @@ async def test_a_callback_wraps_the_start_up_calls(gateway, prefix) -> None:
         assert (response.status, response.content_type) == (200, JSONP_TYPE), path
         assert body == b"app.onUser(" + plain + b")", path
         answer = orjson.loads(body[len(b"app.onUser(") : -1])
-        if path.startswith("users/") or path.startswith("account/"):
+        if path.startswith(("users/", "account/")):
             assert answer["id_str"] == str(answer["id"]), path
             _strict_parse(answer["created_at"])
             assert answer["name"] is not None and answer["profile_image_url"], path

@@ -33,7 +33,7 @@ import time
 import xml.etree.ElementTree as ET
 import zlib
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote, unquote
@@ -216,10 +216,8 @@ async def exchange(port: int, data: bytes, method: str, *, hang_up: bool = False
         raw = b""
     finally:
         writer.close()
-        try:
+        with suppress(ConnectionError):
             await writer.wait_closed()
-        except ConnectionError:
-            pass
     return parse_reply(raw, method)
 
 
@@ -260,8 +258,7 @@ class OAuthPlan:
             "oauth_nonce": secrets.token_hex(8),
             "oauth_version": "1.0",
         }
-        for key, value in self.overrides:
-            values[key] = value
+        values.update(self.overrides)
         return [(k, v) for k, v in values.items() if v]
 
 
@@ -834,13 +831,13 @@ V2_ENDPOINTS = [
 V1_DESTROY = Call("POST", "/1.1/direct_messages/destroy.json", (("id", PLAIN_IDS[0]),), Body(), Credential())
 GOOD_CALLS = [
     Call("GET", "/1.1/direct_messages/events/show.json", (("id", ENTITIES_ID),), Body(), Credential()),
-    Call("GET", "/1.1/direct_messages/show/%s.json" % PLAIN_IDS[0], (), Body(), Credential()),
+    Call("GET", f"/1.1/direct_messages/show/{PLAIN_IDS[0]}.json", (), Body(), Credential()),
     Call("GET", "/1.1/direct_messages.json", (("count", "3"),), Body(), Credential()),
     Call("GET", "/1.1/direct_messages/events/list.json", (), Body(), Credential()),
     Call("GET", "/api/direct_messages/sent.xml", (("since_id", "1"),), Body(), Credential()),
     V1_DESTROY,
     Call("DELETE", "/1.1/direct_messages/events/destroy.json", (("id", PLAIN_IDS[1]),), Body(), Credential()),
-    Call("POST", "/1/direct_messages/destroy/%s.xml" % PLAIN_IDS[0], (), Body(), Credential()),
+    Call("POST", f"/1/direct_messages/destroy/{PLAIN_IDS[0]}.xml", (), Body(), Credential()),
     Call("POST", "/1.1/direct_messages/new.json", (),
          Body().with_form([("text", "hi"), ("screen_name", "s0c1alm3dia")]), Credential()),
     Call("POST", "/api/direct_messages/new.xml", (), Body().with_form([("text", "hi"), ("user", "776627022")]),

@@ -94,12 +94,11 @@ async def evil() -> AsyncIterator[EmulatorServer]:
 
 async def plant(evil: EmulatorServer, emulator: EmulatorServer) -> None:
     """Have ``evil`` answer every v2 request with the real event of MESSAGE_ID, its text replaced."""
-    async with aiohttp.ClientSession() as session:
-        async with session.get(
-            f"{emulator.url}/2/dm_events/{MESSAGE_ID}?{FULL_QUERY}", headers={"Authorization": f"Bearer {SEAN_TOKEN}"}
-        ) as response:
-            assert response.status == 200
-            body = await response.json()
+    async with aiohttp.ClientSession() as session, session.get(
+        f"{emulator.url}/2/dm_events/{MESSAGE_ID}?{FULL_QUERY}", headers={"Authorization": f"Bearer {SEAN_TOKEN}"}
+    ) as response:
+        assert response.status == 200
+        body = await response.json()
     emulator.state.requests.clear()
     body["data"]["text"] = PLANTED_TEXT
     evil.state.faults.append(FaultRule(status=200, body=body))
@@ -203,7 +202,7 @@ async def test_an_absolute_form_target_is_reduced_to_its_path_with_a_base_url_po
 ) -> None:
     """The emulator's URL has a port: gluing the target onto it was a 500 and a traceback."""
     client = await make_gateway()
-    status, headers, body = await raw(client, f"GET {target}?user.fields=id HTTP/1.1", bearer(SEAN_TOKEN))
+    status, _headers, body = await raw(client, f"GET {target}?user.fields=id HTTP/1.1", bearer(SEAN_TOKEN))
     assert status == 200, body
     assert orjson.loads(body)["data"]["id"] == SEAN_ID
     assert calls(emulator) == [("GET", "/2/users/me")]
@@ -301,7 +300,7 @@ async def test_connect_reaches_nothing(
     names.table[UPSTREAM_NAME] = ("127.0.0.1", emulator.port)
     names.table["evil.test"] = ("127.0.0.1", evil.port)
     client = await make_gateway(upstream={"base_url": f"http://{UPSTREAM_NAME}"})
-    answer, headers, body = await raw(client, f"CONNECT {target} HTTP/1.1", bearer(SEAN_TOKEN))
+    answer, _headers, body = await raw(client, f"CONNECT {target} HTTP/1.1", bearer(SEAN_TOKEN))
     assert answer == status, body
     if status == 404:
         assert orjson.loads(body) == {"errors": [{"code": 34, "message": "Sorry, that page does not exist."}]}
@@ -438,7 +437,7 @@ async def test_one_pass_through_caller_cannot_open_the_breaker_for_another(
     emulator.state.faults.append(FaultRule(method="GET", path="/2/users/me", status=503, times=6))
     for _ in range(6):
         credentials = [authorization] if authorization else []
-        status, headers, body = await raw(client, "GET /2/users/me HTTP/1.1", *credentials)
+        status, _headers, body = await raw(client, "GET /2/users/me HTTP/1.1", *credentials)
         assert status == 503, body
     assert calls(emulator) == [("GET", "/2/users/me")] * 6
     assert breaker_of(client).state is BreakerState.CLOSED

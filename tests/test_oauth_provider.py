@@ -27,8 +27,8 @@ from gateway.emulator import APP_CONSUMER_KEY, APP_CONSUMER_SECRET
 from gateway.store.base import open_store
 from gateway.store.sqlite import _MIGRATIONS
 from tests.conftest import PLAIN_IDS, SEAN_TOKEN, gateway_config, opened_store
-from tests.test_credentials_cli import MARK, one_line, read_back, run
 from tests.test_auth import rfc5849_header
+from tests.test_credentials_cli import MARK, one_line, read_back, run
 from tests.test_hostile_auth import raw_request
 
 FORM = "application/x-www-form-urlencoded"
@@ -533,8 +533,8 @@ def test_the_upstream_app_is_configured_whole() -> None:
     assert (config.upstream.oauth1_consumer_key, config.upstream.oauth1_consumer_secret) == ("app", "from-env")
     assert "from-env" not in repr(config)
     for upstream, message in [
-        ({"oauth1_consumer_key": "app"}, "upstream.oauth1_consumer_key and upstream.oauth1_consumer_secret (or "
-         "DMGW_UPSTREAM_OAUTH1_CONSUMER_SECRET) go together: set both or neither"),
+        ({"oauth1_consumer_key": "app"}, ("upstream.oauth1_consumer_key and upstream.oauth1_consumer_secret (or "
+         "DMGW_UPSTREAM_OAUTH1_CONSUMER_SECRET) go together: set both or neither")),
         ({"oauth1_consumer_secret": "s"}, "go together"),
         ({"oauth1_consumer_key": " ", "oauth1_consumer_secret": "s"}, "upstream.oauth1_consumer_key must not be blank"),
     ]:  # fmt: skip

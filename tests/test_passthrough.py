@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import socket
 import zlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -13,8 +13,8 @@ import orjson
 import pytest
 
 from gateway.app import create_app
-from gateway.model import DirectMessage
 from gateway.learn import BoundedDecoder, learn_from_v2
+from gateway.model import DirectMessage
 from gateway.store.memory import MemoryStore
 from gateway.upstream.client import DM_EVENT_FIELDS, USER_FIELDS
 from tests.conftest import MICK_TOKEN, PLAIN_IDS, SEAN_TOKEN, SEED_002_ID, gateway_config, store_of
@@ -31,9 +31,11 @@ def upstream_calls(emulator: Any) -> list[tuple[str, str]]:
 
 
 async def direct(emulator: Any, method: str, path: str, **kwargs: Any) -> tuple[int, bytes, Any]:
-    async with aiohttp.ClientSession(auto_decompress=False) as session:
-        async with session.request(method, emulator.url + path, **kwargs) as response:
-            return response.status, await response.read(), response.headers
+    async with (
+        aiohttp.ClientSession(auto_decompress=False) as session,
+        session.request(method, emulator.url + path, **kwargs) as response,
+    ):
+        return response.status, await response.read(), response.headers
 
 
 async def test_get_dm_events_passes_through_as_upstream_answers(make_gateway, emulator) -> None:
@@ -136,7 +138,7 @@ async def test_hop_by_hop_headers_stay_with_the_gateway(make_gateway, emulator) 
         assert name not in sent, name
     assert sent.get("connection", "keep-alive").lower() == "keep-alive"  # the gateway's own, if any
     assert sent["x-end-to-end"] == "kept"
-    assert sent["host"] != "127.0.0.1:%d" % client.port
+    assert sent["host"] != f"127.0.0.1:{client.port}"
 
 
 async def test_a_learned_message_spares_the_legacy_destroy_its_lookup(make_gateway, emulator) -> None:
@@ -246,7 +248,7 @@ async def test_relearning_keeps_a_recorded_deletion(make_gateway, emulator) -> N
     store = store_of(client)
     upstream_text = emulator.state.events[PLAIN_IDS[0]]["text"]
     stale = DirectMessage(
-        id=PLAIN_IDS[0], text="stale copy", created_at=datetime(2020, 1, 1, tzinfo=timezone.utc),
+        id=PLAIN_IDS[0], text="stale copy", created_at=datetime(2020, 1, 1, tzinfo=UTC),
         sender_id="38895958", recipient_id="776627022",
     )
     await store.put_messages([stale])

@@ -379,9 +379,11 @@ def _handshake(port: int, ca: Path, version: ssl.TLSVersion) -> str:
     if version < ssl.TLSVersion.TLSv1_2:
         context.set_ciphers("DEFAULT:@SECLEVEL=0")
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-            with context.wrap_socket(sock, server_hostname="localhost") as tls:
-                return str(tls.version())
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
+            context.wrap_socket(sock, server_hostname="localhost") as tls,
+        ):
+            return str(tls.version())
     except (ssl.SSLError, OSError) as exc:
         return type(exc).__name__
 
@@ -527,10 +529,12 @@ async def test_tls_init_served_by_serve_on_tls_port_and_port_trusted_by_tweepy_4
         assert result["version"] == "4.14.0" and result["me"] == "theSeanCook"
         assert "second message" in result["texts"]
         # Plain HTTP on server.port at the same time.
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"http://127.0.0.1:{port}/1.1/direct_messages.json") as response:
-                assert response.status == 401  # served, in v1.1's shape: no credentials
-                assert (await response.json())["errors"][0]["code"] == 32
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/1.1/direct_messages.json") as response,
+        ):
+            assert response.status == 401  # served, in v1.1's shape: no credentials
+            assert (await response.json())["errors"][0]["code"] == 32
         assert [r.headers["Authorization"].startswith("OAuth ") for r in emulator.state.requests] == [True, True]
     finally:
         process.send_signal(signal.SIGTERM)

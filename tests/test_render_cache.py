@@ -4,7 +4,7 @@ the document written in one go, and an object taken from a renderer's memo is th
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -243,7 +243,6 @@ def test_an_odd_indent_is_written_in_one_go() -> None:
 
 # Objects from a renderer's memo ----------------------------------------------------------------------------
 
-UTC = timezone.utc
 
 
 def fresh(renderer: Renderer, name: str, value: Any) -> dict[str, Any]:

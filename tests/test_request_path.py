@@ -141,10 +141,9 @@ def test_a_new_request_id_is_32_lowercase_hex_digits_and_never_repeats() -> None
 async def test_a_budget_ends_with_its_block_even_when_the_block_fails() -> None:
     policy = RetryPolicy(budget=100)
     loop = asyncio.get_running_loop()
-    with pytest.raises(RuntimeError):
-        with retry_budget(1.0):
-            assert policy.deadline() <= loop.time() + 1.0
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), retry_budget(1.0):
+        assert policy.deadline() <= loop.time() + 1.0
+        raise RuntimeError("boom")
     assert policy.deadline() > loop.time() + 50  # no budget left behind: a call outside starts its own
     budget = retry_budget(2.0)
     for _ in range(2):  # the same budget object entered again starts afresh

@@ -20,16 +20,16 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.admin import create_admin_app
+from gateway.auth.upstream import BearerCredential
 from gateway.config import ConfigError
 from gateway.emulator import EmulatorServer, FaultRule
 from gateway.errors import UpstreamUnavailable
 from gateway.model import Principal
-from gateway.auth.upstream import BearerCredential
 from gateway.upstream.client import UpstreamClient
 from gateway.upstream.resilience import (
     BreakerOpen,
-    BreakerState,
     Breakers,
+    BreakerState,
     CircuitBreaker,
     RetryPolicy,
     retry_budget,
@@ -38,8 +38,8 @@ from tests.conftest import PLAIN_IDS, SEAN_TOKEN, GatewayFactory, gateway_config
 from tests.test_faults import (
     CLASSIC,
     EVENTS,
-    SN_XML,
     SEAN_ID,
+    SN_XML,
     assert_error,
     assert_message,
     header,

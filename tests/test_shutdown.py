@@ -75,9 +75,11 @@ async def connection_refused(port: int, within: float) -> bool:
 
 
 async def destroy(port: int, message_id: str) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as session:
-        async with session.post(f"http://127.0.0.1:{port}{DESTROY.format(message_id)}") as response:
-            return response.status, await response.json()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"http://127.0.0.1:{port}{DESTROY.format(message_id)}") as response,
+    ):
+        return response.status, await response.json()
 
 
 async def test_sigterm_finishes_the_request_in_flight_and_refuses_new_ones(

@@ -132,8 +132,10 @@ async def test_a_slow_json_body_of_an_events_send_gets_408_and_nothing_is_sent(
     aiohttp_server: Any, emulator: EmulatorServer
 ) -> None:
     client = await served_gateway(aiohttp_server, emulator, client_timeout=0.5)
-    body = b'{"event": {"type": "message_create", "message_create": {"target": {"recipient_id": "776627022"}, ' \
+    body = (
+        b'{"event": {"type": "message_create", "message_create": {"target": {"recipient_id": "776627022"}, '
         b'"message_data": {"text": "slow"}}}}'
+    )
     head = "POST /1.1/direct_messages/events/new.json HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
     raw, _ = await post_body_slowly(client, head, body)
     status, headers, answer = split_response(raw)

@@ -124,7 +124,7 @@ async def test_memory_store_gives_small_ids_in_order(make_gateway) -> None:
 
 def test_small_ids_names_families() -> None:
     assert load_config(env={}, overrides={"routes": {"small_ids": ["statusnet"]}}).routes.small_ids == ("statusnet",)
-    with pytest.raises(ConfigError, match="routes.small_ids: 'twitter' is not a family"):
+    with pytest.raises(ConfigError, match=r"routes.small_ids: 'twitter' is not a family"):
         load_config(env={}, overrides={"routes": {"small_ids": ["twitter"]}})
 
 

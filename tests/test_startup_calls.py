@@ -351,8 +351,8 @@ REFUSED = [
         400,
         44,
         "screen_name parameter is invalid.",
-    ),  # fmt: skip
-]
+    ),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("path", "status", "code", "message"), REFUSED, ids=[r[0][:60] for r in REFUSED])

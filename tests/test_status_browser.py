@@ -13,7 +13,6 @@ from gateway.emulator import EmulatorServer
 from tests.browser import browser, screenshot  # noqa: F401  (browser is a fixture)
 from tests.test_status_page import DESTROY, gateway_and_admin, send_traffic
 
-
 ALL_UPSTREAM = '#upstream tr[data-endpoint="all"]'
 
 

@@ -7,7 +7,7 @@ import asyncio
 import json
 import signal
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from tests.test_workers import start_workers
 DESTROY = "/1.1/direct_messages/destroy.json"
 DESTROY_URL = DESTROY + "?id={}"
 UNKNOWN_CALL = "/1.1/no-such-call.json"
-CREATED = datetime(2020, 1, 1, tzinfo=timezone.utc)
+CREATED = datetime(2020, 1, 1, tzinfo=UTC)
 
 HOSTILE_NAME = "<script>alert(1)</script>"
 HOSTILE_KEY = "<img src=x onerror=alert(2)>"

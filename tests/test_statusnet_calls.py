@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import xml.etree.ElementTree as ET
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from xml.dom import minidom
 
 import orjson
@@ -170,7 +170,7 @@ def test_golden_messages_have_the_seed_003_shape(name) -> None:
 
 async def test_xml_lists_carry_each_message_in_full(gateway) -> None:
     body = await (await gateway.get("/1/direct_messages.xml")).read()
-    [vanished, third, entities, seed_002] = xml_array(body)
+    [vanished, third, _entities, seed_002] = xml_array(body)
     assert [child.tag for child in third] == [
         "id", "created_at", "text", "sender_id", "recipient_id", "sender_screen_name",
         "recipient_screen_name", "sender", "recipient",
@@ -250,7 +250,7 @@ BULK = 250
 
 def seed_inbox(emulator, count: int = BULK) -> list[str]:
     """``count`` messages from Mick to Sean, newer than every seeded one; their ids, newest first."""
-    start = datetime(2023, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2023, 1, 1, tzinfo=UTC)
     ids = []
     for n in range(count):
         event_id = str(1_600_000_000_000_000_000 + n)

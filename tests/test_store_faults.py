@@ -13,7 +13,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,6 @@ from gateway.store.redis import RedisStore
 from gateway.store.sqlite import SQLiteStore
 from gateway.upstream.client import DM_EVENT_FIELDS, USER_FIELDS
 from gateway.upstream.convert import message_from_v2
-from tests.relay import TcpRelay
-from tests.relay import relayed_redis_store as relayed_store
 from tests.conftest import (
     ENTITIES_ID,
     HOSTILE_TEXT_ID,
@@ -42,6 +40,8 @@ from tests.conftest import (
     GatewayFactory,
     store_of,
 )
+from tests.relay import TcpRelay
+from tests.relay import relayed_redis_store as relayed_store
 
 SEAN_ID = "38895958"
 MICK_ID = "776627022"
@@ -224,7 +224,7 @@ def numbered_message(i: int) -> DirectMessage:
     return DirectMessage(
         id=str(10_000_000 + i),
         text=text,
-        created_at=datetime(2021, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=i, microseconds=i % 1000),
+        created_at=datetime(2021, 1, 1, tzinfo=UTC) + timedelta(seconds=i, microseconds=i % 1000),
         sender_id=str(100 + i % 7),
         recipient_id=str(200 + i % 5),
         conversation_id=f"{100 + i % 7}-{200 + i % 5}",
@@ -256,7 +256,7 @@ _WRITER = textwrap.dedent(
 async def test_sigkill_loses_no_acknowledged_write_and_leaves_the_file_sound(tmp_path: Path) -> None:
     path = tmp_path / "killed.sqlite3"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    child = subprocess.Popen(
+    child = subprocess.Popen(  # noqa: ASYNC220 - read line by line below, killed mid-write
         [sys.executable, "-c", _WRITER, str(path)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
@@ -271,9 +271,7 @@ async def test_sigkill_loses_no_acknowledged_write_and_leaves_the_file_sound(tmp
         assert len(acked) >= 50, child.stderr.read() if child.stderr else ""
         child.send_signal(signal.SIGKILL)
         # Acks already in the pipe when the kill landed were acknowledged too.
-        for line in child.stdout:
-            if line.startswith("acked "):
-                acked.append(int(line.split()[1]))
+        acked.extend(int(line.split()[1]) for line in child.stdout if line.startswith("acked "))
     finally:
         if child.poll() is None:
             child.kill()

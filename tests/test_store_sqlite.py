@@ -581,12 +581,12 @@ async def test_a_user_read_is_always_the_last_one_written(versions: list[User]) 
     """Users are decoded once per distinct stored record: rewriting a user, even back to an earlier
     version, is read back exactly, and decoding the record directly agrees."""
     store = await SQLiteStore.open(":memory:")
+    select = "SELECT record FROM users WHERE id = ?"
     try:
         for user in versions:
             await store.put_users([user])
             assert await store.get_users([user.id]) == {user.id: user}
-            select = "SELECT record FROM users WHERE id = ?"
-            [record] = await store._run(lambda: store._db.execute(select, (user.id,)).fetchone())
+            [record] = await store._run(lambda user_id=user.id: store._db.execute(select, (user_id,)).fetchone())
             assert sqlite_module._user(record) == codec.user_from_record(codec.loads(record)) == user
     finally:
         await store.close()

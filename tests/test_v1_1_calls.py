@@ -5,15 +5,15 @@ rate-limit headers."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
 
 from gateway.emulator import EmulatorServer, EmulatorState, FaultRule
 from tests.conftest import ENTITIES_ID, GROUP_ID, HOSTILE_TEXT_ID, PLAIN_IDS, SEED_002_ID, VANISHED_SENDER_ID, store_of
-from tests.v1_1_calls import NOW, calls, error_body, frozen_emulator, list_requests, posts
 from tests.golden_files import GOLDEN, assert_golden
+from tests.v1_1_calls import NOW, calls, error_body, frozen_emulator, list_requests, posts
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ async def ids_of(response) -> list[str]:
 # Many messages -------------------------------------------------------------------------------------------
 
 BULK_BASE = 1_600_000_000_000_000_000
-BULK_START = datetime(2023, 1, 1, tzinfo=timezone.utc)
+BULK_START = datetime(2023, 1, 1, tzinfo=UTC)
 
 
 def bulk_id(i: int) -> str:

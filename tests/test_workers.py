@@ -111,7 +111,7 @@ async def test_readiness_sees_a_breaker_opened_in_a_worker(emulator: EmulatorSer
 
 
 async def test_a_worker_that_dies_stops_the_service_with_status_1(emulator: EmulatorServer, tmp_path: Path) -> None:
-    process, port, _ = await start_workers(emulator, tmp_path, 2)
+    process, _port, _ = await start_workers(emulator, tmp_path, 2)
     assert process.stderr is not None
     pids: set[int] = set()
     log = ""

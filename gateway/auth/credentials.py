@@ -14,7 +14,7 @@ import hmac
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal, Protocol
 
 CredentialKind = Literal["consumer", "token", "user"]
@@ -279,7 +279,7 @@ def grant_summary(grant: OAuth2Grant) -> str:
         parts.append("refreshable")
     if grant.expires_at is not None:
         try:
-            when = datetime.fromtimestamp(grant.expires_at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            when = datetime.fromtimestamp(grant.expires_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         except (OverflowError, OSError, ValueError):  # outside what a datetime can hold
             when = f"at {grant.expires_at:.0f}"
         parts.append(f"expires {when}")

@@ -439,5 +439,5 @@ def _context(view: MessageView) -> dict[str, Any]:
 def _error_message(template: str, error: GatewayError) -> str:
     """A mapping's message with ``{parameter}`` (the parameter at fault) and ``{allowed}`` (the methods a
     route takes, as "POST or DELETE") filled in."""
-    allowed = sorted(getattr(error, "allowed", ()), key=lambda m: (_METHOD_ORDER + (m,)).index(m))
+    allowed = sorted(getattr(error, "allowed", ()), key=lambda m: (*_METHOD_ORDER, m).index(m))
     return template.replace("{parameter}", error.parameter).replace("{allowed}", " or ".join(allowed))

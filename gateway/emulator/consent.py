@@ -30,7 +30,7 @@ from gateway.emulator.wire import read_form
 # The OAuth 2.0 clients of the default seed, both with the loopback ``/connect/callback`` registered as
 # redirect URI (any port): a confidential one, authenticating with HTTP Basic, and a public one.
 EMULATOR_OAUTH2_CLIENT_ID = "emulator-oauth2-client"
-EMULATOR_OAUTH2_CLIENT_SECRET = "emulator-oauth2-client-secret"  # noqa: S105 - a public test fixture
+EMULATOR_OAUTH2_CLIENT_SECRET = "emulator-oauth2-client-secret"  # a public test fixture
 EMULATOR_OAUTH2_PUBLIC_CLIENT_ID = "emulator-client"
 
 OAUTH2_AUTHORIZE_PATH = "/i/oauth2/authorize"
@@ -111,7 +111,7 @@ def add_consent_routes(router: web.UrlDispatcher) -> None:
 async def consent_page(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     try:
-        fields = _single_fields(request.query.items(), _FIELDS + ("screen_name",))
+        fields = _single_fields(request.query.items(), (*_FIELDS, "screen_name"))
         asked = _authorization(fields, state)
     except _Refused as refused:
         return refused.response

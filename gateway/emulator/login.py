@@ -32,7 +32,7 @@ from gateway.emulator.wire import FORM, json_response, read_form
 
 # The app consumer of the default seed: register it wherever an X app's key and secret are configured.
 APP_CONSUMER_KEY = "emulator-consumer"
-APP_CONSUMER_SECRET = "emulator-consumer-secret"  # noqa: S105 - a public test fixture, not a secret
+APP_CONSUMER_SECRET = "emulator-consumer-secret"  # a public test fixture, not a secret
 
 REQUEST_TOKEN_PATH = "/oauth/request_token"
 AUTHORIZE_PATH = "/oauth/authorize"

@@ -8,8 +8,8 @@ header. The RFC 5849 arithmetic (encoding, base string URI, parameter normalisat
 
 from __future__ import annotations
 
-import hmac
 import heapq
+import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any

@@ -20,8 +20,8 @@ from gateway.emulator.codes import AuthorizationCodeBook
 from gateway.emulator.faults import FaultRule
 from gateway.emulator.grants import GrantBook
 from gateway.emulator.oauth1 import OAuth1Keys
-from gateway.emulator.request_tokens import RequestTokenBook
 from gateway.emulator.ratelimit import DEFAULT_LIMITS, FIFTEEN_MINUTES, Limit, RateLimiter
+from gateway.emulator.request_tokens import RequestTokenBook
 
 Event = dict[str, Any]
 User = dict[str, Any]

@@ -7,7 +7,7 @@ handler only validates its query, looks the data up and shapes the answer.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -122,7 +122,7 @@ async def send_to_participant(request: web.Request) -> web.Response:
     media_keys = _attachments(state, caller, body.get("attachments"))
     event_id = str(max((int(i) for i in state.events), default=1_600_000_000_000_000_000) + 1)
     conversation = "-".join(sorted((caller.user_id, participant), key=int))
-    created = datetime.fromtimestamp(state.now(), timezone.utc).isoformat(timespec="milliseconds")
+    created = datetime.fromtimestamp(state.now(), UTC).isoformat(timespec="milliseconds")
     state.events[event_id] = {
         "id": event_id,
         "event_type": "MessageCreate",

@@ -180,7 +180,7 @@ def _element(name: str, value: dict[Any, Any], depth: int, indent: str, *, docum
                 item = escape(item)
             pieces.append(tags[0] + item + tags[1])
             continue
-        if kind in _PLAIN_TYPES and (key in names and type(key) is str or _element_name(key, names, inner, indent)):
+        if kind in _PLAIN_TYPES and ((key in names and type(key) is str) or _element_name(key, names, inner, indent)):
             if run:
                 pieces.append(_unparse(run, inner, indent))
                 run = {}
@@ -242,7 +242,7 @@ def _element_name(key: Any, names: dict[str, tuple[str, str] | None], depth: int
     """Whether a child named ``key`` is an element (not text, an attribute or a comment); if so, kept in
     ``names`` with its text's tags, so that the next body's children of that name skip the checks and,
     with printable text, the cache of children. A name XML cannot carry raises ValueError, as writing it does."""
-    if type(key) is not str or key == _TEXT or key == _COMMENT or key.startswith(_ATTR):
+    if type(key) is not str or key in (_TEXT, _COMMENT) or key.startswith(_ATTR):
         return False
     tags = _text_tags(key, depth, indent)
     if len(names) >= ELEMENT_NAMES_SIZE:
@@ -331,7 +331,7 @@ def _cached_fragment(name: str, content: Hashable, plain: bool, depth: int, inde
     """``content`` is an object of plain values as (keys, values, types), or else a frozen XML-ready tree."""
     if plain:
         keys, values, _types = content  # type: ignore[misc]
-        value = _xml_value(dict(zip(keys, values)))
+        value = _xml_value(dict(zip(keys, values, strict=True)))
     else:
         value = _thaw(content)
     return _unparse({name: value}, depth, indent)

@@ -25,7 +25,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from operator import attrgetter
 from string import Formatter
@@ -121,8 +121,8 @@ class Renderer:
 
     def format_date(self, value: datetime) -> str:
         """Legacy dates, always in English and UTC, whatever the process locale."""
-        if value.tzinfo is not None and value.tzinfo is not timezone.utc:
-            value = value.astimezone(timezone.utc)  # naive values are taken to be UTC already
+        if value.tzinfo is not None and value.tzinfo is not UTC:
+            value = value.astimezone(UTC)  # naive values are taken to be UTC already
         fields = (
             _WEEKDAYS[value.weekday()],
             _MONTHS[value.month - 1],
@@ -136,7 +136,7 @@ class Renderer:
             return self._printf_date % fields
         if self._positional_date is not None:
             return self._positional_date(*fields)
-        return self.date_format.format(**dict(zip(_DATE_FIELDS, fields)))
+        return self.date_format.format(**dict(zip(_DATE_FIELDS, fields, strict=True)))
 
 
 #: The fields a date format may name, in the order ``format_date`` passes them.
@@ -418,11 +418,11 @@ def _scheme(scheme: str) -> Callable[[str], str]:
 def _millis(value: datetime) -> int:
     """Milliseconds since the epoch, as the v1.1 events API wrote ``created_timestamp``."""
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
     return (value - _EPOCH) // _MILLISECOND
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
 
 

@@ -38,6 +38,7 @@ are not counted until written again; they expire with their TTL.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import time
@@ -504,11 +505,11 @@ class RedisStore:
         owners, grants = values[: len(token_names)], values[len(token_names) :]
         tokens = [
             (name, _text(owner), _mapping(name, owner, mapped_to, user))
-            for name, (owner, mapped_to, user) in zip(token_names, owners)
+            for name, (owner, mapped_to, user) in zip(token_names, owners, strict=True)
             if owner is not None
         ]
-        users = [(name, self._grant(grant, name)) for name, grant in zip(usernames, grants) if grant is not None]
-        return credential_entries(zip(consumers, map(bool, via)), tokens, users)
+        users = [(name, self._grant(grant, name)) for name, grant in zip(usernames, grants, strict=True) if grant is not None]
+        return credential_entries(zip(consumers, map(bool, via), strict=True), tokens, users)
 
     def _secret(self, stored: bytes, what: str) -> str:
         """The secret a consumer's or token's value holds; one that cannot be read is a ``StoreError`` naming
@@ -589,10 +590,9 @@ class RedisStore:
         if self._closed:
             return
         self._closed = True
-        try:
+        # Closing a client whose server vanished has nothing left to release.
+        with contextlib.suppress(RedisError, OSError):
             await self._client.aclose()
-        except (RedisError, OSError):
-            pass  # closing a client whose server vanished has nothing left to release
 
 
 def _mapping(name: str, owner: bytes, upstream_token: bytes | None, upstream_user: bytes | None) -> str:

@@ -59,6 +59,7 @@ its ``-wal`` and ``-shm`` files the database file's mode; a file already open to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -1108,7 +1109,7 @@ def _writer(statement: str, rows: list[Any]) -> Op:
 def _outcome(op: Op, db: sqlite3.Connection) -> Outcome:
     try:
         return True, op(db)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - handed to the caller, who raises it
         return False, exc
 
 
@@ -1125,10 +1126,8 @@ def _in_savepoint(op: Op, db: sqlite3.Connection) -> Outcome:
 def _roll_back(db: sqlite3.Connection) -> None:
     """Undo the open transaction. If SQLite already did (it does after some I/O errors) or the disk refuses,
     the error that got us here is the one worth reporting, and the next batch starts with a ROLLBACK."""
-    try:
+    with contextlib.suppress(sqlite3.Error):
         db.execute("ROLLBACK")
-    except sqlite3.Error:
-        pass
 
 
 def _store_error(error: BaseException) -> BaseException:

@@ -93,7 +93,7 @@ class NotFoundAfterLostAttempt(MessageNotFound):
 
 
 class V2Response:
-    __slots__ = ("status", "body", "rate_limit")
+    __slots__ = ("body", "rate_limit", "status")
 
     def __init__(self, status: int, body: dict[str, Any], rate_limit: RateLimit | None) -> None:
         self.status = status
@@ -116,7 +116,7 @@ def rate_limit_from(headers: Mapping[str, str]) -> RateLimit | None:
 class _Answer:
     """What one attempt got back: v2's status, body and quota."""
 
-    __slots__ = ("status", "raw", "rate_limit")
+    __slots__ = ("rate_limit", "raw", "status")
 
     def __init__(self, status: int, raw: bytes, rate_limit: RateLimit | None) -> None:
         self.status = status
@@ -420,7 +420,7 @@ class UpstreamClient:
                     outcome = "too_large"
                     raise
                 return _Answer(resp.status, raw, rate_limit_from(resp.headers))
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             outcome, ok = "timeout", False
             raise AttemptFailed(f"{method} {url.path}: {type(exc).__name__}", reason=outcome) from exc
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:

@@ -7,7 +7,7 @@ an ``UpstreamFailure`` (an answer the gateway cannot use), never an exception of
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.errors import UpstreamFailure
@@ -23,7 +23,7 @@ def parse_time(value: Any) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value)
         if parsed.tzinfo is not None:
-            parsed.astimezone(timezone.utc)
+            parsed.astimezone(UTC)
     except (ValueError, OverflowError):
         return None
     return parsed
