@@ -18,6 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -27,6 +28,9 @@ from gateway.cli import tune_collector
 from gateway.emulator import EmulatorState, default_seed
 from gateway.emulator.app import create_app as create_emulator_app
 from gateway.emulator.ratelimit import DEFAULT_LIMITS
+
+if TYPE_CHECKING:
+    from gateway.store.base import Store
 
 # X's quotas would stop a benchmark after 300 deletes; the emulator counts but never refuses.
 UNLIMITED = 1 << 40
@@ -83,7 +87,7 @@ def parse_range(text: str) -> range:
     return range(int(start), int(start) + int(count))
 
 
-async def open_bench_store(url: str, capacity: int):  # type: ignore[no-untyped-def]
+async def open_bench_store(url: str, capacity: int) -> tuple[Store, str | None]:
     """A store for ``url``: memory (sized for ``capacity`` messages), a SQLite path or a Redis URL under a
     prefix of its own. Returns the store and, for Redis, its prefix."""
     from gateway.config import StoreConfig

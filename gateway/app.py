@@ -47,7 +47,7 @@ log = logging.getLogger("gateway")
 CONFIG_KEY = web.AppKey("config", Config)
 SERVICE_KEY = web.AppKey("service", DMService)
 STORE_KEY = web.AppKey("store", Store)
-ROUTER_KEY = web.AppKey("router", "DialectRouter")
+ROUTER_KEY: web.AppKey[DialectRouter] = web.AppKey("router")  # the class is defined below
 AUTH_KEY = web.AppKey("authenticator", Authenticator)
 BREAKERS_KEY = web.AppKey("breakers", Breakers)
 ID_TRANSLATOR_KEY = web.AppKey("id_translator", IdTranslator)
@@ -365,7 +365,12 @@ def _ambient_credentials(request: web.Request) -> bool:
 def _wrap_jsonp(response: web.StreamResponse, callback: str) -> None:
     """A JSON answer as ``callback(...)``, served as JavaScript; any other answer is left alone. U+2028 and
     U+2029, which JSON strings may hold but JavaScript before ES2019 may not, are written escaped."""
-    if isinstance(response, web.Response) and response.content_type == "application/json" and response.body:
+    if (
+        isinstance(response, web.Response)
+        and response.content_type == "application/json"
+        and isinstance(response.body, bytes | bytearray)
+        and response.body
+    ):
         body = bytes(response.body).replace(b"\xe2\x80\xa8", b"\\u2028").replace(b"\xe2\x80\xa9", b"\\u2029")
         response.body = b"%s(%s)" % (callback.encode("ascii"), body)
         response.headers[hdrs.CONTENT_TYPE] = JSONP_TYPE

@@ -44,7 +44,7 @@ log = logging.getLogger("gateway")
 #: reads it from this module variable when it prepares any response, so it is set where the gateway's HTTP
 #: server is defined, and holds for every application this process serves.
 SERVER_HEADER = "legacy-dm-gateway"
-web_response.SERVER_SOFTWARE = SERVER_HEADER
+web_response.SERVER_SOFTWARE = SERVER_HEADER  # type: ignore[attr-defined]  # aiohttp's own global, not exported
 
 _PARSER_ERROR_BODY = "400 Bad Request: the request could not be read.\n"
 # The longest request line kept from a connection's opening bytes, for a first request that fails.

@@ -167,7 +167,7 @@ class BoundedDecoder:
                 return self._zlib(data, -zlib.MAX_WBITS)  # raw deflate, as some servers send it
         if coding == "br":
             try:
-                import brotli  # type: ignore[import-not-found]
+                import brotli  # type: ignore[import-not-found]  # optional, and untyped when present
             except ImportError:
                 return None
             decoded: bytes = brotli.decompress(data)

@@ -69,7 +69,7 @@ _PAGE_HEADERS = {
     ),
 }
 
-ONBOARDING_KEY = web.AppKey("onboarding", "Onboarding")
+ONBOARDING_KEY: web.AppKey[Onboarding] = web.AppKey("onboarding")  # the class is defined below
 
 
 class Refusal(Exception):
@@ -121,7 +121,7 @@ class _AiohttpOAuth2Client(OAuth2Client):
         super().__init__(None, **kwargs)
         self.http = http
 
-    async def _fetch_token(  # type: ignore[override]
+    async def _fetch_token(
         self, url: str, body: str = "", headers: Any = None, auth: Any = None, method: str = "POST", **kwargs: Any
     ) -> Any:
         url, headers, body = auth.prepare(method, url, dict(headers or {}), body)

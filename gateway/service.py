@@ -322,7 +322,7 @@ class DMService:
             raise InvalidMedia("v2 refused the media id") from exc
         data = response.body.get("data")
         event_id = data.get("dm_event_id") if isinstance(data, dict) else None
-        if not isinstance(event_id, str) or not is_id(event_id):
+        if not isinstance(data, dict) or not isinstance(event_id, str) or not is_id(event_id):
             raise UpstreamFailure("v2 answered the send without data.dm_event_id")
         message, users = await self._read_back(event_id, op, me, recipient, data, principal, request_id)
         [view] = await self._views([message], users, principal, request_id)

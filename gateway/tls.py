@@ -24,8 +24,13 @@ import ssl
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.config import Config, ConfigError, is_host_name
+
+if TYPE_CHECKING:  # cryptography is imported where it is used, so that serving without TLS never loads it
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
 log = logging.getLogger("gateway")
 
@@ -205,7 +210,7 @@ def init(hosts: list[str], directory: Path) -> TlsFiles:
         .add_extension(_key_usage(cert_sign=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     server_cert_path, server_key_path = directory / SERVER_CERT, directory / SERVER_KEY
@@ -265,7 +270,7 @@ def _san_entries(hosts: list[str]) -> list:
     return entries
 
 
-def _key_usage(*, cert_sign: bool):
+def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
     from cryptography import x509
 
     return x509.KeyUsage(
@@ -281,7 +286,7 @@ def _key_usage(*, cert_sign: bool):
     )
 
 
-def _private_pem(key) -> bytes:
+def _private_pem(key: rsa.RSAPrivateKey) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
     return key.private_bytes(

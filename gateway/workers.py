@@ -207,7 +207,8 @@ async def _stop_workers(workers: list[_Worker], shutdown_timeout: float) -> None
 
 def worker_main(config: Config, index: int, conn: Connection) -> None:
     """A worker process: the gateway application on the shared port, until SIGTERM or the supervisor's end."""
-    from gateway.cli import AccessLogger, public_sites, runner_options, stop_on_signals, tune_collector
+    from gateway.accesslog import AccessLogger
+    from gateway.cli import public_sites, runner_options, stop_on_signals, tune_collector
     from gateway.edge import GatewayRunner
     from gateway.store.base import StoreError
     from gateway.tls import server_tls_context

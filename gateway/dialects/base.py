@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from multidict import MultiMapping
+from multidict import MultiDict, MultiMapping
 
 from gateway.config import RenderConfig
 from gateway.errors import (
@@ -76,8 +76,8 @@ class LegacyRequest:
     method: str
     path: str
     match: Mapping[str, str] = field(default_factory=dict)
-    query: MultiMapping[str] = field(default_factory=dict)  # type: ignore[assignment]
-    form: MultiMapping[str] = field(default_factory=dict)  # type: ignore[assignment]
+    query: MultiMapping[str] = field(default_factory=MultiDict)
+    form: MultiMapping[str] = field(default_factory=MultiDict)
     json: Any = None
     #: The names of the parameters the dialect asked for: what a call reads, for its documentation's test.
     asked: set[str] = field(default_factory=set)
@@ -89,7 +89,7 @@ class LegacyRequest:
         self.asked.add(name)
         values = [self.match[name]] if name in self.match else []
         for source in (self.query, self.form):
-            values.extend(source.getall(name, ()))  # type: ignore[attr-defined]
+            values.extend(source.getall(name, ()))
         return values
 
     def flag(self, name: str, default: bool) -> bool:

@@ -215,10 +215,11 @@ class GrantBook:
         if grant is None or grant.client_id != client_id:
             return None
         del self.refresh[refresh_token]
-        issued = IssuedTokens(secrets.token_urlsafe(32), secrets.token_urlsafe(32), grant.scope)
-        self.access[issued.access_token] = AccessGrant(
+        access_token, refresh_token = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        issued = IssuedTokens(access_token, refresh_token, grant.scope)
+        self.access[access_token] = AccessGrant(
             grant.user_id, grant.client_id, grant.scope, now + issued.expires_in, grant.lineage
         )
-        self.refresh[issued.refresh_token] = grant
+        self.refresh[refresh_token] = grant
         self.refreshes += 1
         return issued

@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Hashable
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 from xml.sax.saxutils import escape
 
 import orjson
@@ -62,7 +62,7 @@ _TEXT_MARK = "\x01text\x01"
 _PLAIN_TYPES = frozenset({str, int, bool, type(None)})
 
 
-class SharedObject(dict):  # type: ignore[type-arg]
+class SharedObject(dict):
     """An object (a user) that many bodies hold at once, as a renderer keeps it: it refuses every change
     (``dict(obj)`` is a copy that does not), so what a serializer wrote for it once stays true, and the
     serializer keeps that in ``written``."""
@@ -76,8 +76,8 @@ class SharedObject(dict):  # type: ignore[type-arg]
     def _refuse(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError("a shared rendered object cannot be changed; change a copy, dict(obj)")
 
-    __setitem__ = __delitem__ = __ior__ = _refuse  # type: ignore[assignment]
-    pop = popitem = clear = update = setdefault = _refuse  # type: ignore[assignment]
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    pop = popitem = clear = update = setdefault = _refuse
 
 
 def to_json(tree: Any, *, escape_slashes: bool = False) -> bytes:
@@ -90,7 +90,7 @@ def to_json(tree: Any, *, escape_slashes: bool = False) -> bytes:
 _JSON = "json"
 #: The types orjson hands a subclass of to ``default`` when passing subclasses through, each made again as
 #: the type itself; a ``SharedObject`` is caught before, and ``bool`` (an int) never comes.
-_JSON_BASES = (dict, list, str, int)
+_JSON_BASES: tuple[type[Any], ...] = (dict, list, str, int)
 
 
 def _dumps(tree: Any) -> bytes:
@@ -187,7 +187,8 @@ def _element(name: str, value: dict[Any, Any], depth: int, indent: str, *, docum
             if kind is str and len(item) > CHILD_CACHE_MAX_LENGTH:
                 pieces.append(_write_child(key, item, kind, inner, indent))
             else:
-                pieces.append(_cached_child(key, item, kind, inner, indent))
+                # A class is hashable; mypy checks its instances' __hash__ instead.
+                pieces.append(_cached_child(key, item, kind, inner, indent))  # type: ignore[arg-type]
             continue
         if isinstance(key, str) and (key == _TEXT or key.startswith(_ATTR)):
             tag_items.append((key, _xml_value(item)))
@@ -330,7 +331,7 @@ def _content_fragment(name: str, value: dict[Any, Any], depth: int, indent: str)
 def _cached_fragment(name: str, content: Hashable, plain: bool, depth: int, indent: str) -> str:
     """``content`` is an object of plain values as (keys, values, types), or else a frozen XML-ready tree."""
     if plain:
-        keys, values, _types = content  # type: ignore[misc]
+        keys, values, _types = cast("tuple[tuple[str, ...], tuple[Any, ...], Any]", content)
         value = _xml_value(dict(zip(keys, values, strict=True)))
     else:
         value = _thaw(content)

@@ -113,7 +113,7 @@ class Renderer:
             shared = memo[key] = SharedObject(tree)
             if len(memo) > OBJECT_CACHE_SIZE:
                 memo.popitem(last=False)
-        if _is_frozen(type(value)):
+        if _is_frozen(type(value)):  # type: ignore[arg-type]  # a class is hashable; mypy checks its instances
             if len(self._seen) >= OBJECT_CACHE_SIZE:
                 self._seen.clear()
             self._seen[id(value)] = (value, name, shared)
@@ -202,7 +202,9 @@ def _printf(date_format: str) -> str | None:
 def _is_frozen(kind: type) -> bool:
     """Whether values of this type cannot change: frozen dataclasses."""
     params = getattr(kind, "__dataclass_params__", None)
-    return params is not None and bool(params.frozen) and kind.__setattr__ is not object.__setattr__
+    # mypy reads the class's __setattr__ as a bound method, which it is not here.
+    overridden = kind.__setattr__ is not object.__setattr__  # type: ignore[comparison-overlap]
+    return params is not None and bool(params.frozen) and overridden
 
 
 def _reader(attributes: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
@@ -236,7 +238,7 @@ class Template:
     paths: tuple[tuple[str, ...], ...] | None = None
 
     def render(self, context: Mapping[str, Any], renderer: Renderer) -> dict[str, Any]:
-        return self.function(context, renderer)  # type: ignore[no-any-return]
+        return self.function(context, renderer)
 
     def own_attributes(self, name: str) -> tuple[str, ...]:
         """The attributes of its value the template reads when rendered as ``name``, if that is all it reads
@@ -276,7 +278,7 @@ class _Source:
         text = f"def compiled(ctx, r):\n    return {body}\n"
         scope = dict(self.namespace)
         exec(compile(text, "<mapping template>", "exec"), scope)  # noqa: S102 - source built here, see above
-        return scope["compiled"]  # type: ignore[no-any-return]
+        return scope["compiled"]
 
 
 def compile_template(name: str, table: Mapping[str, Any]) -> Template:
@@ -296,6 +298,7 @@ def _paths(table: Mapping[str, Any]) -> tuple[tuple[str, ...], ...] | None:
             paths.extend(nested)
         elif isinstance(value, str):
             term, *filters = [part.strip() for part in value.split("|")]
+            # Filters were checked when the template compiled: each one matches.
             if any(_FILTER.fullmatch(text)["name"] in ("object", "each") for text in filters):  # type: ignore[index]
                 return None
             if not _literal("", term)[0]:

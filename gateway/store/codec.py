@@ -51,7 +51,7 @@ class TextCipher:
     def encrypt(self, text: str) -> str:
         return self._fernet.encrypt(text.encode("utf-8")).decode("ascii")
 
-    def decrypt(self, token: str) -> str:
+    def decrypt(self, token: str | bytes) -> str:
         try:
             return self._fernet.decrypt(token).decode("utf-8")
         except (InvalidToken, UnicodeDecodeError, TypeError, ValueError):
@@ -224,7 +224,7 @@ def grant_from_record(record: dict[str, Any], cipher: TextCipher | None = None) 
     )
 
 
-def dumps(record: dict[str, Any]) -> bytes:
+def dumps(record: Any) -> bytes:
     return orjson.dumps(record)
 
 

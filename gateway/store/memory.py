@@ -26,7 +26,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from gateway.auth.credentials import (
     BasicUser,
@@ -163,7 +163,7 @@ class MemoryStore:
         data = self._cache.peek(message_id)
         if data is None:
             return None
-        entry: dict[str, Any] = codec.loads(data)  # type: ignore[arg-type]
+        entry = codec.loads(cast(bytes, data))  # a message's key holds its encoded record
         if entry["learned_at"] + self._message_retention <= self._clock():
             self._cache.discard(message_id)
             return None
@@ -196,7 +196,7 @@ class MemoryStore:
             entry = self._cache.get(key)  # a user read is a use: every destroy reads two
             if entry is None:
                 continue
-            user, fetched_at = entry  # type: ignore[misc]
+            user, fetched_at = cast("tuple[User, float]", entry)  # a user's key holds (user, fetched at)
             if fetched_at + self._user_max_age <= self._clock():
                 self._cache.discard(key)  # expired: purged on read
             else:
@@ -213,11 +213,11 @@ class MemoryStore:
         """Walks the cache, which ``memory_max_entries`` bounds; a message's age is read from its entry."""
         now = self._clock()
         messages = users = 0
-        for key, value in self._cache.values_by_key():
-            if isinstance(key, tuple):
-                users += value[1] + self._user_max_age > now  # type: ignore[index]
+        for _key, value in self._cache.values_by_key():
+            if isinstance(value, tuple):  # a user's (user, fetched at); a message's record is bytes
+                users += value[1] + self._user_max_age > now
             else:
-                messages += codec.loads(value)["learned_at"] + self._message_retention > now  # type: ignore[arg-type]
+                messages += codec.loads(value)["learned_at"] + self._message_retention > now
         return StoreSize(messages=messages, users=users)
 
     async def mark_deleted(self, message_id: str, by: str | None) -> None:

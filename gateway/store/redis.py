@@ -44,13 +44,14 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
+from redis.typing import EncodableT
 
 from gateway.auth.credentials import (
     BasicUser,
@@ -441,7 +442,7 @@ class RedisStore:
             stored = await self._take(keys=[self._key("request_token", token)])
         return self._request_token(stored, token)
 
-    def _request_token(self, stored: bytes | None, token: str) -> RequestToken | None:
+    def _request_token(self, stored: bytes | str | None, token: str) -> RequestToken | None:
         if stored is None:
             return None
         try:
@@ -451,7 +452,7 @@ class RedisStore:
         return found if found.expires_at > self._clock() else None
 
     async def put_user(self, user: BasicUser) -> None:
-        mapping = {"password_hash": user.password_hash, "grant": self._grant_record(user.grant)}
+        mapping: dict[EncodableT, EncodableT] = {"password_hash": user.password_hash, "grant": self._grant_record(user.grant)}
         key = self._key("basic", user.username)
         with self._guard():
             async with self._client.pipeline(transaction=True) as pipe:  # replaced whole, never merged
@@ -511,7 +512,7 @@ class RedisStore:
         users = [(name, self._grant(grant, name)) for name, grant in zip(usernames, grants, strict=True) if grant is not None]
         return credential_entries(zip(consumers, map(bool, via), strict=True), tokens, users)
 
-    def _secret(self, stored: bytes, what: str) -> str:
+    def _secret(self, stored: bytes | str, what: str) -> str:
         """The secret a consumer's or token's value holds; one that cannot be read is a ``StoreError`` naming
         ``what`` (never the secret), not a missing credential."""
         try:
@@ -522,7 +523,7 @@ class RedisStore:
     def _grant_record(self, grant: OAuth2Grant) -> bytes:
         return codec.dumps(codec.grant_to_record(grant, self._cipher))
 
-    def _grant(self, data: bytes, username: str) -> OAuth2Grant:
+    def _grant(self, data: bytes | str, username: str) -> OAuth2Grant:
         try:
             return _decode(lambda record: codec.grant_from_record(record, self._cipher), data)
         except codec.UndecryptableText as exc:
@@ -574,13 +575,13 @@ class RedisStore:
 
     async def get_pending(self, key: str) -> bytes | None:
         with self._guard():
-            record: bytes | None = await self._client.get(self._key("pending", key))
-        return record
+            record = await self._client.get(self._key("pending", key))
+        return cast("bytes | None", record)  # replies are bytes: the client does not decode them
 
     async def take_pending(self, key: str) -> bytes | None:
         with self._guard():
-            record: bytes | None = await self._client.getdel(self._key("pending", key))
-        return record
+            record = await self._client.getdel(self._key("pending", key))
+        return cast("bytes | None", record)  # replies are bytes: the client does not decode them
 
     async def ping(self) -> None:
         with self._guard():
@@ -609,7 +610,7 @@ def _older_than(stamp: Any, max_age: int, now: float) -> bool:
     return isinstance(stamp, int | float) and stamp + max_age <= now
 
 
-def _decode(build: Any, data: bytes) -> Any:
+def _decode(build: Any, data: bytes | str) -> Any:
     try:
         return build(orjson.loads(data))
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:

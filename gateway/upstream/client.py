@@ -289,12 +289,12 @@ class UpstreamClient:
             error = not_found if status == 404 else _STATUS_ERRORS.get(status, UpstreamFailure)
             raise error(f"{method} {path}: v2 answered {status}", rate_limit=rate_limit)
         try:
-            body = orjson.loads(raw) if raw else {}
+            document = orjson.loads(raw) if raw else {}
         except orjson.JSONDecodeError as exc:
             raise UpstreamFailure(f"{method} {path}: body is not JSON") from exc
-        if not isinstance(body, dict):
+        if not isinstance(document, dict):
             raise UpstreamFailure(f"{method} {path}: body is not a JSON object")
-        return V2Response(status, body, rate_limit)
+        return V2Response(status, document, rate_limit)
 
     def _url(self, path: str, params: Mapping[str, str] | None) -> tuple[URL, str]:
         """``base_url + path`` with ``params`` as its query, as a URL and as the text a credential signs.
@@ -328,6 +328,7 @@ class UpstreamClient:
         unsure = False
         attempt = 0
         limit: float | None = None  # the seconds a retry attempt may take, None for the session's timeout
+        wait: float | None  # the seconds before the next attempt, None when the answer stands
         while True:
             try:
                 answer = await self._authorized(method, url, target, headers, body, principal, endpoint, limit)
