@@ -4,6 +4,7 @@ a hash tag, and two gateways on one cluster. The store's whole contract runs on 
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,7 +16,7 @@ from gateway.app import create_app
 from gateway.auth.credentials import Consumer, Token
 from gateway.config import ConfigError, StoreConfig, store_location
 from gateway.emulator import FaultRule
-from gateway.store.base import open_store
+from gateway.store.base import StoreError, check_store, open_store
 from gateway.store.redis import DEFAULT_PREFIX, RedisStore, redis_client
 from tests.conftest import MARCOS_TOKEN, SEED_003_JSON_ID, gateway_config, opened_store
 from tests.test_store import make_message
@@ -75,6 +76,17 @@ async def test_a_cluster_url_opens_a_cluster_store(redis_cluster_url: str) -> No
         await store.ping()
     finally:
         await store.close()
+
+
+async def test_an_unreachable_cluster_is_a_store_error_at_start() -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"redis+cluster://127.0.0.1:{port}"
+    with pytest.raises(StoreError, match="RedisClusterUnreachableError"):
+        await open_store(url)
+    with pytest.raises(StoreError):
+        await check_store(StoreConfig(url=url))
 
 
 def test_a_cluster_store_refuses_a_prefix_with_braces(redis_cluster_url: str) -> None:

@@ -50,7 +50,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.crc import key_slot
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from gateway.auth.credentials import (
     BasicUser,
@@ -286,7 +286,7 @@ class RedisStore:
             raise StoreError("redis store is closed")
         try:
             yield
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:  # the cluster's own errors are apart
             raise StoreError(f"redis: {exc.__class__.__name__}: {exc}") from exc
 
     def _key(self, kind: str, name: str) -> str:
@@ -633,7 +633,7 @@ class RedisStore:
         self._closed = True
         try:
             await self._client.aclose()
-        except (RedisError, OSError):
+        except (RedisError, RedisClusterException, OSError):
             pass  # closing a client whose server vanished has nothing left to release
 
 
