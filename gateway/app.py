@@ -36,6 +36,7 @@ from gateway.errors import (
 from gateway.metrics import METRICS_KEY, Metrics, route_label
 from gateway.service import DMService
 from gateway.sidecar import sidecar_guard
+from gateway.small_ids import IdTranslator
 from gateway.slow_clients import CLIENT_TIMEOUT_KEY, ClientTooSlow, timed_out, watch_body
 from gateway.store.base import Store, open_store_from_config
 from gateway.upstream.client import UpstreamClient
@@ -49,6 +50,7 @@ STORE_KEY = web.AppKey("store", Store)
 ROUTER_KEY = web.AppKey("router", "DialectRouter")
 AUTH_KEY = web.AppKey("authenticator", Authenticator)
 BREAKERS_KEY = web.AppKey("breakers", Breakers)
+ID_TRANSLATOR_KEY = web.AppKey("id_translator", IdTranslator)
 
 REQUEST_ID = web.RequestKey("request_id", str)
 DIALECT = web.RequestKey("dialect", Dialect)
@@ -66,9 +68,12 @@ class DialectRouter:
 
     def __init__(self, config: Config) -> None:
         self.mounts: list[tuple[str, Dialect, RouteSpec]] = []
+        #: The family ([routes]) each mounted dialect serves.
+        self.family: dict[Dialect, str] = {}
         self._by_prefix: list[tuple[str, Dialect]] = []
         for family in DIALECT_FAMILIES:
             dialects = [cls(config.render) for cls in FAMILIES[family]]
+            self.family.update(dict.fromkeys(dialects, family))
             for prefix in getattr(config.routes, family):
                 self._by_prefix.append((prefix, dialects[0]))
                 self.mounts.extend((prefix, d, spec) for d in dialects for spec in d.routes)
@@ -107,7 +112,7 @@ def create_app(config: Config, *, store: Store | None = None) -> web.Application
     router = DialectRouter(config)
     app[ROUTER_KEY] = router
     for prefix, dialect, spec in router.mounts:
-        handler = _legacy_handler(dialect, spec)
+        handler = _legacy_handler(dialect, spec, small_ids=router.family[dialect] in config.routes.small_ids)
         # A GET route answers HEAD too, as HTTP wants of every GET: the same call, its answer without a body.
         for method in (*spec.methods, "HEAD") if "GET" in spec.methods else spec.methods:
             app.router.add_route(method, prefix + spec.path, handler, expect_handler=expect_continue)
@@ -174,6 +179,7 @@ def _resources(
             on_store_lookup=metrics.store_lookup,
         )
         app[AUTH_KEY] = Authenticator(config, store, refresher)
+        app[ID_TRANSLATOR_KEY] = IdTranslator(store)  # used by the families named in [routes] small_ids
         try:
             yield
         finally:
@@ -186,7 +192,10 @@ def _resources(
     return resources
 
 
-def _legacy_handler(dialect: Dialect, spec: RouteSpec) -> Handler:
+def _legacy_handler(dialect: Dialect, spec: RouteSpec, *, small_ids: bool = False) -> Handler:
+    """The handler of one legacy route. With ``small_ids`` the caller's ids are small ids: the operation's
+    ids are turned into v2 ids before the service, and the outcome's into small ids before the dialect."""
+
     async def handle(request: web.Request) -> web.StreamResponse:
         request[DIALECT] = dialect
         fmt = spec.fmt or request.match_info["fmt"]
@@ -211,7 +220,13 @@ def _legacy_handler(dialect: Dialect, spec: RouteSpec) -> Handler:
         else:
             # Every v2 call this legacy call makes shares one retry budget.
             with retry_budget(app[CONFIG_KEY].upstream.retry_budget):
-                outcome = await app[SERVICE_KEY].run(op, principal, request[REQUEST_ID])
+                if small_ids:
+                    translator = app[ID_TRANSLATOR_KEY]
+                    v2_op = await translator.inbound(op)
+                    v2_outcome = await app[SERVICE_KEY].run(v2_op, principal, request[REQUEST_ID])
+                    outcome = await translator.outbound(v2_outcome)
+                else:
+                    outcome = await app[SERVICE_KEY].run(op, principal, request[REQUEST_ID])
         return to_web(dialect.render(op, outcome, fmt))
 
     return handle

@@ -111,6 +111,8 @@ class RoutesConfig:
 
     v1_1: tuple[str, ...] = ("/1.1",)
     statusnet: tuple[str, ...] = ("/1", "/api")
+    # Families whose clients are shown small ids in place of v2's 64-bit ones (gateway/small_ids.py).
+    small_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -569,6 +571,9 @@ def _check_redis_cluster_url(url: str) -> None:
 
 
 def _validate_routes(routes: RoutesConfig) -> None:
+    for family in routes.small_ids:
+        if family not in DIALECT_FAMILIES:
+            raise ConfigError(f"routes.small_ids: {family!r} is not a family (one of {', '.join(DIALECT_FAMILIES)})")
     seen: dict[str, str] = {}
     for family in DIALECT_FAMILIES:
         for prefix in getattr(routes, family):

@@ -73,6 +73,13 @@ class TextTooLong(GatewayError):
     kind = "text_too_long"
 
 
+class InvalidMedia(GatewayError):
+    """A send's attachment the gateway cannot carry to v2 as it is (a second one, a location, quick
+    replies), or a media id v2 refused: nothing is sent, rather than the text without it."""
+
+    kind = "invalid_media"
+
+
 class RecipientNotFound(GatewayError):
     """No user with the id or screen name the sender named."""
 

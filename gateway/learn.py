@@ -21,10 +21,10 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 
 from gateway.errors import UpstreamFailure
-from gateway.model import DirectMessage, User
+from gateway.model import DirectMessage, Media, User
 from gateway.store.base import MessageStore
 from gateway.upstream.client import USER_FIELDS
-from gateway.upstream.convert import message_from_v2, user_from_v2, users_from_includes
+from gateway.upstream.convert import media_from_includes, message_from_v2, user_from_v2, users_from_includes
 
 log = logging.getLogger("gateway.learn")
 
@@ -62,7 +62,7 @@ async def learn_from_v2(store: MessageStore, method: str, path: str, body: bytes
     users: list[User] = []
     if _DM_PATH.fullmatch(parts.path):
         if _NEEDED_EVENT_FIELDS <= query.get("dm_event.fields", frozenset()):
-            messages = _messages(document.get("data"))
+            messages = _messages(document.get("data"), _media(document))
     elif _USERS_PATH.fullmatch(parts.path):
         users.extend(_users(document.get("data")))
     if _NEEDED_USER_FIELDS <= query.get("user.fields", frozenset()):
@@ -85,17 +85,25 @@ def _fields_asked(query: str) -> dict[str, frozenset[str]]:
     return {name: frozenset(values) for name, values in asked.items()}
 
 
-def _messages(data: Any) -> list[DirectMessage]:
+def _media(document: dict[str, Any]) -> dict[str, Media]:
+    try:
+        return media_from_includes(document)
+    except (UpstreamFailure, AttributeError, ValueError):
+        return {}
+
+
+def _messages(data: Any, media: dict[str, Media]) -> list[DirectMessage]:
     events = data if isinstance(data, list) else [data]
     messages = []
     for event in events:
         if not isinstance(event, dict):
             continue
         try:
-            message = message_from_v2(event)
+            message = message_from_v2(event, media)
         except (UpstreamFailure, AttributeError, ValueError):
             continue
-        if message is not None:
+        # An attachment the request did not expand would be stored as a bare media id: leave it to v2.
+        if message is not None and (message.attachment is None or message.attachment.key in media):
             messages.append(message)
     return messages
 

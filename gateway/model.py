@@ -72,6 +72,21 @@ class User:
 
 
 @dataclass(frozen=True, slots=True)
+class Media:
+    """A message's attachment: v2's media object (``attachments.media_keys`` expanded with
+    ``media.fields``). ``id`` is the media id an upload answered and a send names; ``url`` is the picture
+    (a video's preview image). What v2 did not say is None."""
+
+    id: str
+    key: str | None = None
+    type: str | None = None
+    url: str | None = None
+    width: int | None = None
+    height: int | None = None
+    alt_text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class DirectMessage:
     id: str
     text: str
@@ -80,6 +95,8 @@ class DirectMessage:
     recipient_id: str
     conversation_id: str | None = None
     entities: Entities = field(default_factory=Entities)
+    #: The one media attachment v2 allows a message, if it has one.
+    attachment: Media | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,12 +183,14 @@ MAX_TEXT = 10_000
 
 @dataclass(frozen=True, slots=True)
 class SendDM:
-    """Send a one-to-one message to the user named by id or by screen name (exactly one of them)."""
+    """Send a one-to-one message to the user named by id or by screen name (exactly one of them), with at
+    most one media attachment (``media_id``, as an upload answered it)."""
 
     text: str
     recipient_id: str | None = None
     screen_name: str | None = None
     include_entities: bool = True
+    media_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from gateway.errors import (
     EmptyText,
     GatewayError,
+    InvalidMedia,
     InvalidParameter,
     MessageNotFound,
     MessageToSelf,
@@ -39,6 +40,7 @@ from gateway.ids import is_id
 from gateway.model import (
     MAX_TEXT,
     DestroyDM,
+    Media,
     DirectMessage,
     ListDMs,
     ListEvents,
@@ -59,6 +61,7 @@ from gateway.model import (
 from gateway.store.base import MessageStore, StoreError
 from gateway.upstream.client import NotFoundAfterLostAttempt, UpstreamClient, V2Response
 from gateway.upstream.convert import (
+    media_from_includes,
     message_from_v2,
     user_from_answer,
     user_from_v2,
@@ -310,7 +313,13 @@ class DMService:
         recipient = await self._recipient(op, principal, request_id)
         if recipient.id == me:
             raise MessageToSelf("recipient is the sender")
-        response = await self.upstream.send_dm(recipient.id, op.text, principal, request_id)
+        try:
+            response = await self.upstream.send_dm(recipient.id, op.text, principal, request_id, media_id=op.media_id)
+        except UpstreamBadRequest as exc:
+            if op.media_id is None:
+                raise
+            # v2 refused the send as a whole (its text and recipient were checked above): the media id.
+            raise InvalidMedia("v2 refused the media id") from exc
         data = response.body.get("data")
         event_id = data.get("dm_event_id") if isinstance(data, dict) else None
         if not isinstance(event_id, str) or not is_id(event_id):
@@ -358,6 +367,7 @@ class DMService:
             sender_id=me,
             recipient_id=recipient.id,
             conversation_id=conversation if isinstance(conversation, str) else None,
+            attachment=Media(id=op.media_id) if op.media_id is not None else None,
         )
         return message, {recipient.id: recipient}
 
@@ -454,7 +464,7 @@ class DMService:
             raise MessageNotFound(f"v2 answered the lookup of event {message_id} without data")
         if not isinstance(event, dict):
             raise UpstreamFailure(f"v2 answered the lookup of event {message_id} with data that is no event")
-        message = message_from_v2(event)
+        message = message_from_v2(event, media_from_includes(response.body))
         if message is None:
             raise MessageNotFound(f"event {message_id} is not a one-to-one message")
         users = users_from_includes(response.body)
@@ -466,7 +476,8 @@ class DMService:
         data = response.body.get("data", [])  # v2 leaves data out of an empty page
         if not isinstance(data, list):
             raise UpstreamFailure("v2 listed events as something other than an array")
-        messages = [m for m in (message_from_v2(e) for e in data if isinstance(e, dict)) if m is not None]
+        media = media_from_includes(response.body)
+        messages = [m for m in (message_from_v2(e, media) for e in data if isinstance(e, dict)) if m is not None]
         users = users_from_includes(response.body)
         await self._learn(messages, users)
         return messages, {u.id: u for u in users}

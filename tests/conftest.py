@@ -41,6 +41,9 @@ VANISHED_SENDER_ID = "1583890000000000007"
 GatewayFactory = Callable[..., Awaitable[TestClient]]
 
 
+# The emulator as an in-process app on a movable clock (fixtures clock, state, client) for its own tests.
+pytest_plugins = ("tests.emulator_app",)
+
 @pytest.fixture
 async def emulator() -> AsyncIterator[EmulatorServer]:
     async with EmulatorServer() as server:

@@ -28,36 +28,12 @@ from gateway.emulator import (
     default_seed,
 )
 from gateway.emulator.request_tokens import REQUEST_TOKEN_LIFETIME
+from tests.emulator_app import SkewedClock  # its fixtures come through tests/conftest.py
 
 SEAN_ID, MICK_ID = "38895958", "776627022"
 SECOND = "1583890000000000003"  # Sean -> Mick
 CALLBACK = "https://client.example/done?state=abc"
 PIN = re.compile(r'<code id="oauth_pin">([0-9]+)</code>')
-
-
-class SkewedClock:
-    """Real time plus ``offset``: authlib stamps requests with the real clock, the emulator reads this."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-
-@pytest.fixture
-def clock() -> SkewedClock:
-    return SkewedClock()
-
-
-@pytest.fixture
-def state(clock: SkewedClock) -> EmulatorState:
-    return EmulatorState.from_seed(default_seed(), clock=clock)
-
-
-@pytest.fixture
-async def client(aiohttp_client: Any, state: EmulatorState) -> Any:
-    return await aiohttp_client(create_app(state))
 
 
 def signed(

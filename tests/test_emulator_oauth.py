@@ -17,6 +17,7 @@ from authlib.oauth1.rfc5849 import client_auth
 from authlib.oauth1.rfc5849.signature import sign_hmac_sha1
 
 from gateway.emulator import TOKEN_PATH, EmulatorState, FaultRule, create_app, default_seed
+from tests.emulator_app import SkewedClock  # its fixtures come through tests/conftest.py
 
 CONSUMER, CONSUMER_SECRET = "emulator-consumer", "emulator-consumer-secret"
 SEAN_TOKEN, SEAN_SECRET = "38895958-emulatortoken", "emulator-token-secret-sean"
@@ -29,31 +30,6 @@ ACCESS = "emulator-oauth2-access-theSeanCook"
 REFRESH = "emulator-oauth2-refresh-theSeanCook"
 SCOPE = "dm.read dm.write tweet.read users.read offline.access"
 INVALID_TOKEN = {"error": "invalid_request", "error_description": "Value passed for the token was invalid."}
-
-
-class SkewedClock:
-    """Real time plus ``offset``: authlib stamps requests with the real clock, the emulator reads this."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-
-@pytest.fixture
-def clock() -> SkewedClock:
-    return SkewedClock()
-
-
-@pytest.fixture
-def state(clock: SkewedClock) -> EmulatorState:
-    return EmulatorState.from_seed(default_seed(), clock=clock)
-
-
-@pytest.fixture
-async def client(aiohttp_client: Any, state: EmulatorState) -> Any:
-    return await aiohttp_client(create_app(state))
 
 
 def oauth1(

@@ -26,6 +26,7 @@ from gateway.emulator import (
     default_seed,
 )
 from gateway.emulator.codes import AUTHORIZATION_CODE_LIFETIME
+from tests.emulator_app import SkewedClock  # its fixtures come through tests/conftest.py
 
 SEAN_ID = "38895958"
 REDIRECT = "http://127.0.0.1:8080/connect/callback"
@@ -34,29 +35,6 @@ BASIC = "Basic " + base64.b64encode(
     f"{EMULATOR_OAUTH2_CLIENT_ID}:{EMULATOR_OAUTH2_CLIENT_SECRET}".encode()
 ).decode()
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-
-
-class SkewedClock:
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-
-@pytest.fixture
-def clock() -> SkewedClock:
-    return SkewedClock()
-
-
-@pytest.fixture
-def state(clock: SkewedClock) -> EmulatorState:
-    return EmulatorState.from_seed(default_seed(), clock=clock)
-
-
-@pytest.fixture
-async def client(aiohttp_client: Any, state: EmulatorState) -> Any:
-    return await aiohttp_client(create_app(state))
 
 
 def authorization(

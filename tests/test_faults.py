@@ -531,9 +531,9 @@ async def test_a_vanished_sender_becomes_an_id_only_placeholder(
             assert sender["id_str"] == VANISHED_ID
             assert (sender["screen_name"], sender["name"], document["sender_screen_name"]) == ("", "", "")
             assert document["sender_id_str"] == VANISHED_ID
-        else:
-            assert document["sender_id"] == VANISHED_ID
-            assert (sender["screen_name"], sender["name"]) == (None, None)
+        else:  # StatusNet JSON: empty names, never null, as StatusNet wrote them; ids also as strings
+            assert document["sender_id"] == document["sender_id_str"] == sender["id_str"] == VANISHED_ID
+            assert (sender["screen_name"], sender["name"], document["sender_screen_name"]) == ("", "", "")
     await assert_deleted(client, emulator, VANISHED_SENDER_ID)
 
 

@@ -138,14 +138,22 @@ async def test_moving_a_token_to_another_consumer_leaves_the_first_ones_set(clus
     assert not await cluster_store.remove_credential("token", "t")
 
 
+async def test_the_small_id_map_lives_in_one_slot(cluster_store: RedisStore, raw: Any) -> None:
+    assert await cluster_store.small_ids(["1001", "1002", "1001"]) == [1, 2, 1]
+    keys = [f"{cluster_store.prefix}small:{{map}}:{name}" for name in ("next", "by_id", "ids")]
+    assert [await raw.exists(key) for key in keys] == [1, 1, 1]
+    assert await cluster_store.v2_ids([2, 1, 3]) == {1: "1001", 2: "1002"}
+
+
 async def test_plain_redis_keeps_its_key_names(redis_store: RedisStore, redis_url: str) -> None:
     assert not redis_store.cluster
     await redis_store.put_messages([make_message("1001")])
     await redis_store.mark_deleted("1001", "u1")
     await redis_store.put_consumer(Consumer(key="c1", secret="s"))
+    await redis_store.small_ids(["1001"])
     client = redis_client(redis_url, socket_timeout=5)
     try:
-        for key in ("msg:1001", "del:1001", "consumer:c1", "index:msg"):
+        for key in ("msg:1001", "del:1001", "consumer:c1", "index:msg", "small:next", "small:by_id", "small:ids"):
             assert await client.exists(redis_store.prefix + key) == 1, key
     finally:
         await client.aclose()

@@ -355,10 +355,19 @@ class Dialect:
         return LegacyResponse(200, body, content_type, self.rate_limit_headers(rate_limit))
 
     def message_tree(self, view: MessageView, template: str, drop: tuple[str, ...] = ()) -> dict[str, Any]:
-        """One message rendered with a JSON template of this dialect, without the top-level keys in ``drop``."""
+        """One message rendered with a JSON template of this dialect, with its attachment (the mapping's
+        ``media`` template, placed by ``attach``), without the top-level keys in ``drop``."""
         tree = self.mapping.json.render(template, _context(view))
+        attachment = view.message.attachment
+        if attachment is not None and "media" in self.mapping.json.templates:
+            tree = self.attach(dict(tree), self.mapping.json.render_object("media", attachment))
         for key in drop:
             tree.pop(key, None)
+        return tree
+
+    def attach(self, tree: dict[str, Any], media: dict[str, Any]) -> dict[str, Any]:
+        """A message's tree with its media attachment: ``entities.media``, as Twitter v1 wrote a picture."""
+        tree["entities"] = {**(tree.get("entities") or {}), "media": [media]}
         return tree
 
     def rate_limit_headers(self, rate_limit: RateLimit | None) -> tuple[tuple[str, str], ...]:

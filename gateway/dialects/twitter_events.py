@@ -4,10 +4,11 @@ millisecond ``created_timestamp``."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from gateway.dialects.base import JSON_TYPE, Dialect, LegacyRequest, LegacyResponse, RouteSpec
-from gateway.errors import InvalidParameter, MissingParameter
+from gateway.errors import InvalidMedia, InvalidParameter, MissingParameter
 from gateway.ids import is_id
 from gateway.model import DestroyDM, ListEvents, Operation, Outcome, ShowDM
 from gateway.render.serialize import to_json
@@ -15,6 +16,7 @@ from gateway.render.serialize import to_json
 #: v2 pagination tokens are short; anything much longer is not one and never reaches v2.
 _MAX_CURSOR = 256
 _RECIPIENT = "event.message_create.target.recipient_id"
+_DATA = "event.message_create.message_data"
 
 
 class TwitterEvents(Dialect):
@@ -56,7 +58,21 @@ class TwitterEvents(Dialect):
         text = data.get("text")
         if text is not None and not isinstance(text, str):
             raise InvalidParameter("event.message_create.message_data.text")
-        return self.send_op(request, text, user_id=recipient)
+        # What v2 cannot carry (a location, quick replies, buttons) is refused: never sent without it.
+        for key in data:
+            if key not in ("text", "attachment"):
+                raise InvalidParameter(f"{_DATA}.{key}"[:200])
+        op = self.send_op(request, text, user_id=recipient)
+        if data.get("attachment") is not None:
+            op = replace(op, media_id=_media_id(data["attachment"]))
+        return op
+
+    def attach(self, tree: dict[str, Any], media: dict[str, Any]) -> dict[str, Any]:
+        """An event's tree with ``message_create.message_data.attachment``: ``{"type": "media", "media": ...}``."""
+        create = dict(tree["message_create"])
+        create["message_data"] = {**create["message_data"], "attachment": {"type": "media", "media": media}}
+        tree["message_create"] = create
+        return tree
 
     def render(self, op: Operation, outcome: Outcome, fmt: str) -> LegacyResponse:
         headers = self.rate_limit_headers(outcome.rate_limit)
@@ -71,6 +87,24 @@ class TwitterEvents(Dialect):
             assert outcome.view is not None
             tree = {"event": self.message_tree(outcome.view, "event")}
         return LegacyResponse(200, to_json(tree), JSON_TYPE, headers)
+
+
+def _media_id(attachment: Any) -> str:
+    """The media id of ``{"type": "media", "media": {"id": ...}}``: the one attachment v2 allows. A list
+    (more than one), another type or a malformed id is refused."""
+    if not isinstance(attachment, dict):
+        raise InvalidMedia("an attachment that is not one object")
+    if attachment.get("type") != "media":
+        raise InvalidParameter(f"{_DATA}.attachment.type")
+    if set(attachment) - {"type", "media"}:
+        raise InvalidMedia("an attachment with more than media")
+    media = attachment.get("media")
+    media_id = media.get("id") if isinstance(media, dict) else None
+    if isinstance(media_id, int) and not isinstance(media_id, bool):
+        media_id = str(media_id)
+    if not isinstance(media_id, str) or not is_id(media_id):
+        raise InvalidMedia("an attachment without a media id")
+    return media_id
 
 
 def _member(parent: Any, path: str, kind: type = dict) -> Any:

@@ -4,6 +4,8 @@ The default seed ships inside the package (``seed.json``) so tests, demos and be
 same fixtures; ``--seed FILE`` swaps in another file of the same shape. Every section is optional:
 
 - ``users`` and ``events``: v2 objects, checked for the keys handlers rely on by ``EmulatorState``;
+- ``media``: v2 media objects (``media_key`` ``{type}_{media id}``), each with the ``owner_id`` who uploaded
+  it, which only that user may attach to a message;
 - ``tokens``: bearer token to user id, never expiring; ``conversations``: group id to member ids;
 - ``rate_limits``: ``"GET /2/dm_events": {"limit": 300, "window": 900}``, checked by ``Limit``;
 - ``oauth1``: consumers and OAuth 1.0a tokens, shape and checks in ``OAuth1Keys.from_seed``;

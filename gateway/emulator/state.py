@@ -66,6 +66,8 @@ class EmulatorState:
 
     users: dict[str, User]
     events: dict[str, Event]
+    # Uploaded media by media id (the part of the media key after "_"), each with its uploader's owner_id.
+    media: dict[str, dict[str, Any]]
     tokens: dict[str, str]
     oauth1: OAuth1Keys
     oauth2: GrantBook
@@ -101,6 +103,10 @@ class EmulatorState:
         seed = copy.deepcopy(self._seed)
         self.users = _index(seed.get("users", []), _REQUIRED_USER_KEYS, "user")
         self.events = _index(seed.get("events", []), _REQUIRED_EVENT_KEYS, "event")
+        self.media = {
+            item["media_key"].rpartition("_")[2]: item
+            for item in _checked(seed.get("media", []), ("media_key", "type", "owner_id"), "media")
+        }
         self.tokens = dict(seed.get("tokens", {}))
         self.oauth1 = OAuth1Keys.from_seed(seed.get("oauth1", {}))
         self.oauth2 = GrantBook.from_seed(seed.get("oauth2", {}))
@@ -185,11 +191,15 @@ class EmulatorState:
 
 def _index(items: list[dict[str, Any]], required: tuple[str, ...], kind: str) -> dict[str, dict[str, Any]]:
     """Objects by id, refusing a seed entry that lacks a key the handlers rely on."""
+    return {item["id"]: item for item in _checked(items, required, kind)}
+
+
+def _checked(items: list[dict[str, Any]], required: tuple[str, ...], kind: str) -> list[dict[str, Any]]:
     for item in items:
         missing = [key for key in required if key not in item]
         if missing:
             raise ValueError(f"seed {kind} {item.get('id', '?')!r} lacks {', '.join(missing)}")
-    return {item["id"]: item for item in items}
+    return items
 
 
 STATE_KEY = web.AppKey("emulator_state", EmulatorState)

@@ -20,9 +20,11 @@ from gateway.emulator.state import STATE_KEY, EmulatorState, Event, newest_first
 from gateway.emulator.views import (
     EVENT_FIELDS,
     EXPANSIONS,
+    MEDIA_FIELDS,
     USER_FIELDS,
     document,
     event_view,
+    expanded_media,
     expanded_users,
     user_view,
 )
@@ -33,7 +35,7 @@ MAX_RESULTS = 100
 MAX_USER_IDS = 100
 MAX_DM_TEXT = 10_000
 
-_SHAPE_PARAMS = ("dm_event.fields", "expansions", "user.fields")
+_SHAPE_PARAMS = ("dm_event.fields", "expansions", "user.fields", "media.fields")
 _LIST_PARAMS = (*_SHAPE_PARAMS, "event_types", "max_results", "pagination_token")
 
 
@@ -51,11 +53,13 @@ def add_v2_routes(router: web.UrlDispatcher) -> None:
 
 @dataclass(frozen=True, slots=True)
 class _Shape:
-    """What a DM-event request asked to see: event fields, expansions and fields of expanded users."""
+    """What a DM-event request asked to see: event fields, expansions and fields of expanded users and
+    media."""
 
     event_fields: tuple[str, ...]
     expansions: tuple[str, ...]
     user_fields: tuple[str, ...]
+    media_fields: tuple[str, ...]
 
     @classmethod
     def read(cls, check: QueryCheck) -> _Shape:
@@ -63,14 +67,19 @@ class _Shape:
             event_fields=check.choices("dm_event.fields", EVENT_FIELDS, ()),
             expansions=check.choices("expansions", EXPANSIONS, ()),
             user_fields=check.choices("user.fields", USER_FIELDS, ()),
+            media_fields=check.choices("media.fields", MEDIA_FIELDS, ()),
         )
 
-    def render(
-        self, events: list[Event], state: EmulatorState
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-        """The events as requested, the users expanded from them, and errors for users gone missing."""
+    def render(self, events: list[Event], state: EmulatorState) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """The events as requested, and the rest of the document: the users and media expanded from them,
+        and errors for users gone missing."""
         users, errors = expanded_users(events, self.expansions, state.users, self.user_fields)
-        return [event_view(event, self.event_fields) for event in events], users, errors
+        media = expanded_media(events, self.expansions, state.media, self.media_fields)
+        return [event_view(event, self.event_fields) for event in events], {
+            "users": users,
+            "errors": errors,
+            "media": media,
+        }
 
 
 async def get_event(request: web.Request) -> web.Response:
@@ -79,8 +88,8 @@ async def get_event(request: web.Request) -> web.Response:
     event_id = check.identifier("id", request.match_info["id"])
     shape = _Shape.read(check)
     check.done()
-    [data], users, errors = shape.render([_event_for(state, caller, event_id)], state)
-    return json_response(document(data, users, errors))
+    [data], rest = shape.render([_event_for(state, caller, event_id)], state)
+    return json_response(document(data, **rest))
 
 
 async def delete_event(request: web.Request) -> web.Response:
@@ -110,6 +119,7 @@ async def send_to_participant(request: web.Request) -> web.Response:
         raise plain(400, f"Cannot send a message to {participant}.")
     if state.users[participant].get("receives_your_dm") is False:
         raise plain(403, "You are not permitted to send a message to this user.")
+    media_keys = _attachments(state, caller, body.get("attachments"))
     event_id = str(max((int(i) for i in state.events), default=1_600_000_000_000_000_000) + 1)
     conversation = "-".join(sorted((caller.user_id, participant), key=int))
     created = datetime.fromtimestamp(state.now(), timezone.utc).isoformat(timespec="milliseconds")
@@ -121,6 +131,8 @@ async def send_to_participant(request: web.Request) -> web.Response:
         "dm_conversation_id": conversation,
         "sender_id": caller.user_id,
     }
+    if media_keys:
+        state.events[event_id]["attachments"] = {"media_keys": media_keys}
     return json_response({"data": {"dm_conversation_id": conversation, "dm_event_id": event_id}}, status=201)
 
 
@@ -134,13 +146,13 @@ async def list_events(request: web.Request) -> web.Response:
     check.done()
     events = [event for event in state.visible_events(caller.user_id) if event["event_type"] in event_types]
     page = paginate(events, newest_first, size, cursor)
-    data, users, errors = shape.render(list(page.items), state)
+    data, rest = shape.render(list(page.items), state)
     meta: dict[str, Any] = {"result_count": len(data)}
     if page.next_token:
         meta["next_token"] = page.next_token
     if page.previous_token:
         meta["previous_token"] = page.previous_token
-    return json_response(document(data, users, errors, meta))
+    return json_response(document(data, meta=meta, **rest))
 
 
 async def lookup_users(request: web.Request) -> web.Response:
@@ -207,6 +219,23 @@ async def me(request: web.Request) -> web.Response:
     fields = check.choices("user.fields", USER_FIELDS, ())
     check.done()
     return json_response({"data": user_view(state.users[caller.user_id], fields)})
+
+
+def _attachments(state: EmulatorState, caller: Caller, value: Any) -> list[str]:
+    """The media keys of a send's ``attachments``: at most one ``{"media_id": ...}``, of media the caller
+    uploaded (v2 refuses anything else with 400, and sends nothing)."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > 1:
+        raise plain(400, "A message may have at most one attachment.")
+    keys = []
+    for item in value:
+        media_id = item.get("media_id") if isinstance(item, dict) else None
+        media = state.media.get(media_id) if isinstance(media_id, str) else None
+        if media is None or media["owner_id"] != caller.user_id:
+            raise plain(400, f"The media id {str(media_id)[:40]} is not valid.")
+        keys.append(media["media_key"])
+    return keys
 
 
 def _context(request: web.Request) -> tuple[EmulatorState, Caller]:

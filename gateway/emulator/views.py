@@ -23,7 +23,12 @@ USER_FIELDS = frozenset(
 )
 BASE_USER_FIELDS = ("id", "name", "username")
 
-EXPANSIONS = frozenset({"sender_id", "participant_ids", "referenced_tweets.id"})
+MEDIA_FIELDS = frozenset(
+    "media_key type url duration_ms height width preview_image_url public_metrics alt_text variants".split()
+)
+BASE_MEDIA_FIELDS = ("media_key", "type")
+
+EXPANSIONS = frozenset({"sender_id", "participant_ids", "referenced_tweets.id", "attachments.media_keys"})
 USER_EXPANSIONS = ("sender_id", "participant_ids")
 
 
@@ -65,6 +70,25 @@ def expanded_users(
     return list(found.values()), list(missing.values())
 
 
+def expanded_media(
+    events: Iterable[Mapping[str, Any]],
+    expansions: Collection[str],
+    media: Mapping[str, Mapping[str, Any]],
+    media_fields: Collection[str],
+) -> list[dict[str, Any]]:
+    """The media of the events' attachments when ``attachments.media_keys`` is expanded, each once, with
+    ``media_fields`` on top of the key and type v2 always sends."""
+    if "attachments.media_keys" not in expansions:
+        return []
+    found: dict[str, dict[str, Any]] = {}
+    for event in events:
+        for key in event.get("attachments", {}).get("media_keys", ()):
+            item = media.get(key.rpartition("_")[2])
+            if item is not None:
+                found.setdefault(key, pick(item, {*BASE_MEDIA_FIELDS, *media_fields}))
+    return list(found.values())
+
+
 def _ids(value: str | list[str] | None) -> list[str]:
     """``sender_id`` holds one id and ``participant_ids`` a list; either may be absent."""
     if value is None:
@@ -77,13 +101,19 @@ def document(
     users: list[dict[str, Any]] | None = None,
     errors: list[dict[str, Any]] | None = None,
     meta: dict[str, Any] | None = None,
+    media: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A v2 response body; empty ``data``, ``includes`` and ``errors`` are left out, as v2 does."""
     body: dict[str, Any] = {}
     if data:
         body["data"] = data
+    includes: dict[str, Any] = {}
     if users:
-        body["includes"] = {"users": users}
+        includes["users"] = users
+    if media:
+        includes["media"] = media
+    if includes:
+        body["includes"] = includes
     if errors:
         body["errors"] = errors
     if meta is not None:

@@ -69,6 +69,14 @@ class MessageStore(Protocol):
     async def get_deletion(self, message_id: str) -> Deletion | None:
         """The most recent of ``get_deletions``, or None."""
 
+    async def small_ids(self, ids: Sequence[str]) -> list[int]:
+        """The small id of each v2 id in ``ids`` (``[routes] small_ids``), in the same order. An id that has
+        none yet is given the next one, 1, 2, 3, ..., in the order of ``ids``; once given, it never changes
+        and is never given to another id, by this process or any other on the same store. Kept for good:
+        retention does not apply, since a client may hold a small id for as long as it likes."""
+
+    async def v2_ids(self, smalls: Iterable[int]) -> dict[int, str]:
+        """The v2 id each of ``smalls`` was given to; a small id never given is left out."""
     async def size(self) -> StoreSize:
         """The live messages and users held, at a bounded cost that does not grow with the traffic (the admin
         status page asks, and keeps the answer for a while; each backend says how it counts)."""

@@ -24,9 +24,11 @@ import orjson
 from cryptography.fernet import Fernet, InvalidToken
 
 from gateway.auth.credentials import OAuth2Grant, RequestToken
-from gateway.model import DirectMessage, Entities, Hashtag, Mention, Url, User
+from gateway.model import DirectMessage, Entities, Hashtag, Media, Mention, Url, User
 
-RECORD_VERSION = 1
+#: 2: a message record may carry ``attachment`` (its media, as a list of Media's fields). Version 1 records,
+#: which never do, read as they always did.
+RECORD_VERSION = 2
 
 log = logging.getLogger("gateway.store")
 
@@ -109,7 +111,7 @@ def _parse_date(value: str | None) -> datetime | None:
 def message_to_record(message: DirectMessage, cipher: TextCipher | None = None) -> dict[str, Any]:
     entities = message.entities
     text_field = ("text", message.text) if cipher is None else ("text_enc", cipher.encrypt(message.text))
-    return {
+    record = {
         "v": RECORD_VERSION,
         "id": message.id,
         text_field[0]: text_field[1],
@@ -121,6 +123,12 @@ def message_to_record(message: DirectMessage, cipher: TextCipher | None = None) 
         "urls": [[u.url, u.expanded_url, u.display_url, u.start, u.end] for u in entities.urls],
         "mentions": [[m.username, m.user_id, m.start, m.end] for m in entities.mentions],
     }
+    if message.attachment is not None:
+        record["attachment"] = [getattr(message.attachment, name) for name in _MEDIA_FIELDS]
+    return record
+
+
+_MEDIA_FIELDS = Media.__slots__
 
 
 def message_from_record(record: dict[str, Any], cipher: TextCipher | None = None) -> DirectMessage:
@@ -141,6 +149,7 @@ def message_from_record(record: dict[str, Any], cipher: TextCipher | None = None
         recipient_id=record["recipient_id"],
         conversation_id=record["conversation_id"],
         entities=_entities(record["hashtags"], record["urls"], record["mentions"]),
+        attachment=Media(*attachment) if (attachment := record.get("attachment")) else None,
     )
 
 

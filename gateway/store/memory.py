@@ -148,6 +148,9 @@ class MemoryStore:
         self._nonces: dict[tuple[str, str], float] = {}
         self._pending: dict[str, tuple[bytes, float]] = {}
         self._nonce_calls = 0
+        # Small ids ([routes] small_ids): never evicted, like credentials; a small id is its list index + 1.
+        self._small_by_id: dict[str, int] = {}
+        self._id_by_small: list[str] = []
 
     @property
     def cached_bytes(self) -> int:
@@ -312,6 +315,19 @@ class MemoryStore:
         self._nonces[(scope, nonce)] = expires_at
         return True
 
+    async def small_ids(self, ids: Sequence[str]) -> list[int]:
+        smalls = []
+        for v2_id in ids:
+            small = self._small_by_id.get(v2_id)
+            if small is None:
+                self._id_by_small.append(v2_id)
+                small = self._small_by_id[v2_id] = len(self._id_by_small)
+            smalls.append(small)
+        return smalls
+
+    async def v2_ids(self, smalls: Iterable[int]) -> dict[int, str]:
+        given = len(self._id_by_small)
+        return {small: self._id_by_small[small - 1] for small in smalls if 0 < small <= given}
     async def put_pending(self, key: str, record: bytes, expires_at: float) -> None:
         now = time.time()
         self._pending = {k: item for k, item in self._pending.items() if item[1] > now}  # few: swept each put

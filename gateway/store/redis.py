@@ -13,6 +13,9 @@ Every key starts with a namespaced, versioned prefix (``dmgw:v1:`` unless told o
     request_token:{token}     a pending request token, one record (maybe sealed), until it expires
     basic:{username}          hash: password_hash (scrypt), grant (JSON)        (no TTL)
     nonce:{scope}:{nonce}     when it expires on the gateway's clock; ``:`` and ``%`` in the nonce are %-escaped
+    small:next                the last small id given ([routes] small_ids)      (no TTL)
+    small:by_id               hash: v2 id -> small id                           (no TTL)
+    small:ids                 hash: small id -> v2 id                           (no TTL)
     index:msg, index:user     sorted sets: each live message's (user's) id, scored by when it expires, with a TTL
 
 Cached data expires on its own, so Redis needs no cleanup job; credentials never expire. The TTLs come from
@@ -20,10 +23,23 @@ Cached data expires on its own, so Redis needs no cleanup job; credentials never
 records also carry when they were learned (``learned_at``, ``fetched_at``), and a read past the TTL's age is a
 miss even before Redis expires the key (after the TTL was shortened, or with another clock in tests). With an
 ``encryption_key`` a message record holds ``text_enc``, a Fernet token, instead of ``text``, a grant holds its v2
-tokens as Fernet tokens, and a consumer's or token's secret is sealed, 0xFF and a Fernet token (see codec.py). Every
-check-then-write (a token's consumer must exist, removing a consumer removes its tokens, a deletion only for
-a known message, a nonce accepted once) is one Lua script or one ``SET NX``, so replicas cannot interleave.
-The scripts touch keys they derive from their arguments: a single Redis server (or primary), not a cluster.
+tokens as Fernet tokens, and a consumer's or token's secret is sealed, 0xFF and a Fernet token (see codec.py).
+
+Every check-then-write on one record (a deletion only for a known message, a nonce accepted once, a request
+token taken once, a grant only for a known user) is one Lua script, so replicas cannot interleave. A script names
+every key it touches in KEYS, and touches the keys of one record only (or the small-id map's), so it runs on a
+Redis Cluster as well. What spans records is done in steps ordered so that concurrent writers still agree in the
+end: a token is added to its consumer's set (only while the consumer exists) before its record is written, and
+the consumer is checked again after, so a token whose consumer was removed meanwhile goes too; removing a
+consumer drops it and its set, then each of its tokens still naming it.
+
+``redis+cluster://HOST:PORT[,HOST:PORT...]`` (``rediss+cluster://`` for TLS) selects redis-py's cluster client.
+There every key puts its record's name in a hash tag, ``msg:{id}``, ``del:{id}`` (the braces are in the key),
+so a message and its deletions, or a consumer and its token set and flag, share a hash slot; ``}`` and ``%`` in
+a name are %-escaped and an empty name is ``{%}``. The small-id map's keys share the tag ``{map}``
+(``small:{map}:next``...). A plain ``redis://`` store keeps the names above, without braces, so existing data
+is read as before. Writes of several messages or users, and deletions of several messages, are split per hash
+slot by the client (pipelines) or by the store (scripts); none is atomic as a whole.
 
 Any Redis failure becomes ``StoreError``, which the service treats as a miss.
 
@@ -187,6 +203,22 @@ end
 return {}
 """
 
+# KEYS: the counter, v2 id -> small, small -> v2 id. ARGV: v2 ids. Returns each one's small id, giving the
+# next ones, in ARGV's order, to those that have none: one script, so replicas never give one twice.
+_SMALL_IDS = """
+local out = {}
+for i, id in ipairs(ARGV) do
+  local small = redis.call('HGET', KEYS[2], id)
+  if not small then
+    small = redis.call('INCR', KEYS[1])
+    redis.call('HSET', KEYS[2], id, small)
+    redis.call('HSET', KEYS[3], small, id)
+  end
+  out[i] = tonumber(small)
+end
+return out
+"""
+
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 
@@ -267,6 +299,7 @@ class RedisStore:
         self._mark_deleted = self._client.register_script(_MARK_DELETED)
         self._remember_nonce = self._client.register_script(_REMEMBER_NONCE)
         self._get_deletions = self._client.register_script(_GET_DELETIONS)
+        self._small_ids = self._client.register_script(_SMALL_IDS)
 
     @classmethod
     async def open(cls, url: str, **options: Any) -> RedisStore:
@@ -293,6 +326,10 @@ class RedisStore:
         if self.cluster:
             return f"{self.prefix}{kind}:{{{_tag(name)}}}"
         return f"{self.prefix}{kind}:{name}"
+
+    def _small_key(self, name: str) -> str:
+        """A key of the small-id map: one counter numbers every id, so on a cluster its keys share one tag."""
+        return f"{self.prefix}small:{{map}}:{name}" if self.cluster else self._key("small", name)
 
     def _by_slot(self, items: list[tuple[str, Any]]) -> list[list[tuple[str, Any]]]:
         """``items`` (key, value) in groups whose keys share a hash slot: one group on a single server."""
@@ -606,6 +643,21 @@ class RedisStore:
             accepted = await self._remember_nonce(keys=[key], args=[repr(float(expires_at)), repr(float(now)), ttl_ms])
         return bool(accepted)
 
+    async def small_ids(self, ids: Sequence[str]) -> list[int]:
+        if not ids:
+            return []
+        keys = [self._small_key(name) for name in ("next", "by_id", "ids")]
+        with self._guard():
+            smalls = await self._small_ids(keys=keys, args=list(ids))
+        return [int(small) for small in smalls]
+
+    async def v2_ids(self, smalls: Iterable[int]) -> dict[int, str]:
+        wanted = sorted({small for small in smalls if small > 0})
+        if not wanted:
+            return {}
+        with self._guard():
+            values = await self._client.hmget(self._small_key("ids"), [str(small) for small in wanted])
+        return {small: _text(value) for small, value in zip(wanted, values, strict=True) if value is not None}
     async def put_pending(self, key: str, record: bytes, expires_at: float) -> None:
         life_ms = math.ceil((expires_at - time.time()) * 1000)
         if life_ms <= 0:

@@ -41,7 +41,9 @@ the writer's ``BEGIN IMMEDIATE`` transaction, so processes sharing the file cann
 Schema version 5 adds what the gateway keeps as an OAuth 1.0a provider: ``consumers.via_upstream_app``, a
 token's mapping to an X token of the operator's app (``upstream_token``, ``upstream_secret``) or to a Basic
 user (``upstream_user``), and ``request_tokens``, pending request tokens as one sealed record each, taken
-(read and deleted) in one transaction so that each is used once.
+(read and deleted) in one transaction so that each is used once. Schema version 6 adds ``pending``
+(onboarding's short-lived records), and version 7 ``small_ids``, the map of ``[routes] small_ids``: an
+AUTOINCREMENT key, so no small id is given twice, beside the v2 id it stands for (UNIQUE), never purged.
 
 Retention: a message (with its deletions) learned longer than ``message_retention`` ago, or a user fetched
 longer than ``user_max_age`` ago, is a miss at once, and its row is deleted by a purge that runs after the
@@ -95,7 +97,7 @@ Op = Callable[[sqlite3.Connection], Any]
 Outcome = tuple[bool, Any]
 """What one write in a batch did: (True, its result) or (False, the exception it raised)."""
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 _DEFAULTS = StoreConfig()
 
@@ -194,7 +196,18 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
            )""",
         "CREATE INDEX pending_by_expiry ON pending (expires_at)",
     ),
+    # Small ids ([routes] small_ids): AUTOINCREMENT, so a small id is never given twice, even after a row
+    # was removed by hand. Never purged.
+    7: (
+        """CREATE TABLE small_ids (
+               small INTEGER PRIMARY KEY AUTOINCREMENT,
+               id TEXT NOT NULL UNIQUE
+           )""",
+    ),
 }
+
+_SELECT_SMALL_IDS = "SELECT id, small FROM small_ids WHERE id IN (SELECT value FROM json_each(?))"
+_SELECT_V2_IDS = "SELECT small, id FROM small_ids WHERE small IN (SELECT value FROM json_each(?))"
 
 
 class SQLiteStore:
@@ -885,6 +898,33 @@ class SQLiteStore:
 
         taken: bytes | None = await self._write(write)
         return taken
+
+    async def small_ids(self, ids: Sequence[str]) -> list[int]:
+        ids = list(ids)
+        wanted = codec.dumps(ids).decode()
+
+        def read(db: sqlite3.Connection) -> dict[str, int]:
+            return dict(db.execute(_SELECT_SMALL_IDS, (wanted,)).fetchall())
+
+        known = await self._read(read)
+        missing = [v2_id for v2_id in dict.fromkeys(ids) if v2_id not in known]
+        if missing:
+
+            def allocate(db: sqlite3.Connection) -> dict[str, int]:
+                # In the order given; another process may have given some of them one meanwhile (IGNORE).
+                db.executemany("INSERT OR IGNORE INTO small_ids (id) VALUES (?)", [(v2_id,) for v2_id in missing])
+                return dict(db.execute(_SELECT_SMALL_IDS, (codec.dumps(missing).decode(),)).fetchall())
+
+            known.update(await self._write(allocate))
+        return [known[v2_id] for v2_id in ids]
+
+    async def v2_ids(self, smalls: Iterable[int]) -> dict[int, str]:
+        wanted = codec.dumps([small for small in smalls if 0 < small < 2**63]).decode()
+
+        def read(db: sqlite3.Connection) -> dict[int, str]:
+            return dict(db.execute(_SELECT_V2_IDS, (wanted,)).fetchall())
+
+        return await self._read(read)
 
     async def ping(self) -> None:
         """A read of the schema page through the worker thread: fails if the file or the worker cannot

@@ -58,11 +58,14 @@ DM_EVENT_FIELDS = (
     "attachments,referenced_tweets,entities"
 )
 USER_FIELDS = "created_at,description,location,profile_image_url,protected,public_metrics,url,verified"
-#: The query of a DM event lookup that gives everything a legacy body needs, with the users it names.
+MEDIA_FIELDS = "media_key,type,url,preview_image_url,width,height,alt_text"
+#: The query of a DM event lookup that gives everything a legacy body needs, with the users it names and
+#: the media of its attachment.
 DM_EVENT_LOOKUP = {
     "dm_event.fields": DM_EVENT_FIELDS,
-    "expansions": "sender_id,participant_ids",
+    "expansions": "sender_id,participant_ids,attachments.media_keys",
     "user.fields": USER_FIELDS,
+    "media.fields": MEDIA_FIELDS,
 }
 
 #: A path made only of plain segments (no dot, percent sign or anything that needs quoting): one that parsing
@@ -229,10 +232,20 @@ class UpstreamClient:
         )
 
     async def send_dm(
-        self, participant_id: str, text: str, principal: Principal, request_id: str | None = None
+        self,
+        participant_id: str,
+        text: str,
+        principal: Principal,
+        request_id: str | None = None,
+        *,
+        media_id: str | None = None,
     ) -> V2Response:
-        """Send a one-to-one message; v2 answers the new event's id and conversation id."""
-        body = orjson.dumps({"text": text})
+        """Send a one-to-one message, with the media ``media_id`` attached if given; v2 answers the new
+        event's id and conversation id."""
+        document: dict[str, Any] = {"text": text}
+        if media_id is not None:
+            document["attachments"] = [{"media_id": media_id}]
+        body = orjson.dumps(document)
         path = f"/2/dm_conversations/with/{participant_id}/messages"
         # Never retried (a POST): a send whose answer was lost may have been made.
         return await self._request(

@@ -12,7 +12,7 @@ from typing import Any
 
 from gateway.errors import UpstreamFailure
 from gateway.ids import is_id
-from gateway.model import DirectMessage, Entities, Hashtag, Mention, Url, User
+from gateway.model import DirectMessage, Entities, Hashtag, Media, Mention, Url, User
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -173,9 +173,46 @@ def entities_from_v2(event: dict[str, Any]) -> Entities:
     )
 
 
-def message_from_v2(event: dict[str, Any]) -> DirectMessage | None:
+def media_from_includes(body: dict[str, Any]) -> dict[str, Media]:
+    """The media objects of a v2 answer's ``includes.media`` (``expansions=attachments.media_keys``), by
+    media key."""
+    found: dict[str, Media] = {}
+    for item in _array(_object(body.get("includes")).get("media")):
+        if not isinstance(item, dict) or not isinstance(item.get("media_key"), str):
+            continue
+        key = item["media_key"]
+        found[key] = Media(
+            id=_media_id(key),
+            key=key,
+            type=_text(item.get("type")),
+            url=_text(item.get("url")) or _text(item.get("preview_image_url")),
+            width=_count(item.get("width")),
+            height=_count(item.get("height")),
+            alt_text=_text(item.get("alt_text")),
+        )
+    return found
+
+
+def _media_id(key: str) -> str:
+    """The media id in a media key (``3_1583890000000000100``: type, then the id an upload answered)."""
+    return v2_id(key.rpartition("_")[2], "a media key")
+
+
+def _attachment(event: dict[str, Any], media: dict[str, Media] | None) -> Media | None:
+    """The event's media attachment, expanded when ``media`` has it (else known by its id alone)."""
+    keys = _array(_object(event.get("attachments")).get("media_keys"))
+    if not keys:
+        return None
+    key = keys[0]
+    if not isinstance(key, str):
+        raise UpstreamFailure("an attachment whose media key is not a string")
+    return (media or {}).get(key) or Media(id=_media_id(key), key=key)
+
+
+def message_from_v2(event: dict[str, Any], media: dict[str, Media] | None = None) -> DirectMessage | None:
     """A legacy-style DM from a v2 event, or None for what legacy clients never saw as a DM: events that
-    are not messages (joins, leaves) and messages to a group."""
+    are not messages (joins, leaves) and messages to a group. ``media`` is the answer's
+    ``media_from_includes``, for the event's attachment."""
     if event.get("event_type", "MessageCreate") != "MessageCreate":
         return None
     recipient_id = recipient_of(event)
@@ -192,4 +229,5 @@ def message_from_v2(event: dict[str, Any]) -> DirectMessage | None:
         recipient_id=recipient_id,
         conversation_id=_text(event.get("dm_conversation_id")),
         entities=entities_from_v2(event),
+        attachment=_attachment(event, media),
     )
