@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar
 
 from multidict import MultiMapping
 
@@ -175,11 +175,11 @@ class Dialect:
 
     def parse(self, operation: str, request: LegacyRequest) -> Operation:
         """The Operation a legacy call asks for; each dialect names every one of its ``operations``, and
-        ends with ``self.unknown(operation)``, never with a default."""
+        ends with ``raise self.unknown(operation)``, never with a default."""
         raise NotImplementedError
 
-    def unknown(self, operation: str) -> NoReturn:
-        raise UnknownOperation(f"{self.name} has no operation {operation!r}")
+    def unknown(self, operation: str) -> UnknownOperation:
+        return UnknownOperation(f"{self.name} has no operation {operation!r}")
 
     @staticmethod
     def message_id(request: LegacyRequest) -> str:

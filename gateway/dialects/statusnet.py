@@ -58,7 +58,7 @@ class StatusNet(Dialect):
             return ServiceInfo("config", server=self.server(request), path=_site_path(request.path))
         if operation in ("test", "version"):
             return ServiceInfo(operation)
-        self.unknown(operation)
+        raise self.unknown(operation)
 
     def render(self, op: Operation, outcome: Outcome, fmt: str) -> LegacyResponse:
         if outcome.users:

@@ -41,7 +41,7 @@ class TwitterEvents(Dialect):
         if operation == "destroy":
             # No body is answered, so the gateway need not look the message up before deleting it.
             return DestroyDM(id=self.message_id(request), want_body=False)
-        self.unknown(operation)
+        raise self.unknown(operation)
 
     def _send(self, request: LegacyRequest) -> Operation:
         """``{"event": {"type": "message_create", "message_create": {"target": {"recipient_id": ...},

@@ -85,7 +85,7 @@ class TwitterClassic(Dialect):
             return self.form_send_op(request, include_entities=include_entities)
         if operation == "destroy":
             return DestroyDM(id=self.message_id(request), want_body=True, include_entities=include_entities)
-        self.unknown(operation)
+        raise self.unknown(operation)
 
     def render(self, op: Operation, outcome: Outcome, fmt: str) -> LegacyResponse:
         if isinstance(op, LookupUsers):
