@@ -45,7 +45,7 @@ COLLECTOR_THRESHOLD = 10_000
 
 
 
-_STORE_URL_HELP = "sqlite:///PATH or redis://HOST:PORT/DB, overriding store.url"
+_STORE_URL_HELP = "sqlite:///PATH, redis://HOST:PORT/DB or redis+cluster://HOST:PORT,..., overriding store.url"
 
 #: A secret argument with this value is read from stdin instead.
 FROM_STDIN = "-"
@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
         "--admin-port", type=int, metavar="P", help="admin listener port: status page, /healthz, /readyz, /metrics (server.admin_port)"
     )
     serve.add_argument("--upstream", metavar="URL", help="X API v2 base URL (upstream.base_url)")
-    serve.add_argument("--store", metavar="URL", help="memory, sqlite:///PATH or redis://HOST:PORT/DB (store.url)")
+    serve.add_argument("--store", metavar="URL", help="memory, sqlite:///PATH, redis://HOST:PORT/DB or redis+cluster://HOST:PORT,... (store.url)")
     serve.add_argument(
         "--workers", type=int, metavar="N", help="processes serving the public port, for multi-core hosts (server.workers)"
     )

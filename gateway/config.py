@@ -513,7 +513,8 @@ def _validate_auth(config: Config) -> None:
 
 def store_location(url: str) -> tuple[str, str]:
     """Split a store URL into (backend, location): ``memory``, ``sqlite:///PATH``, or ``redis://HOST:PORT/DB``
-    (also ``rediss://``), whose location is the whole URL."""
+    (also ``rediss://``) or ``redis+cluster://HOST:PORT[,HOST:PORT...]`` (also ``rediss+cluster://``), whose
+    location is the whole URL."""
     if url in ("memory", "memory://"):
         return "memory", ""
     if url.startswith("sqlite:///"):
@@ -524,7 +525,13 @@ def store_location(url: str) -> tuple[str, str]:
     if url.startswith(("redis://", "rediss://")):
         _check_redis_url(url)
         return "redis", url
-    raise ConfigError(f"store.url must be 'memory', 'sqlite:///PATH' or 'redis://HOST:PORT/DB', got {url!r}")
+    if url.startswith(("redis+cluster://", "rediss+cluster://")):
+        _check_redis_cluster_url(url)
+        return "redis", url
+    raise ConfigError(
+        "store.url must be 'memory', 'sqlite:///PATH', 'redis://HOST:PORT/DB' or "
+        f"'redis+cluster://HOST:PORT[,HOST:PORT...]', got {url!r}"
+    )
 
 
 def _check_redis_url(url: str) -> None:
@@ -544,6 +551,23 @@ def _check_redis_url(url: str) -> None:
         raise ConfigError(f"store.url: the Redis database must be a number ({example})")
     if parts.query or parts.fragment:
         raise ConfigError(f"store.url: the Redis URL takes no query or fragment ({example})")
+
+
+def _check_redis_cluster_url(url: str) -> None:
+    # The URL may carry a password, so no message here repeats it.
+    example = "e.g. redis+cluster://10.0.0.1:6379,10.0.0.2:6379"
+    rest = url.split("://", 1)[1]
+    if "?" in rest or "#" in rest:
+        raise ConfigError(f"store.url: the Redis Cluster URL takes no query or fragment ({example})")
+    location, _, database = rest.rpartition("@")[2].partition("/")
+    if database not in ("", "0"):
+        raise ConfigError(f"store.url: a Redis Cluster has database 0 only ({example})")
+    for node in location.split(","):
+        host, _, port = node.rpartition(":")
+        if not host.strip("[]"):
+            raise ConfigError(f"store.url: every Redis Cluster node needs a host and a port ({example})")
+        if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+            raise ConfigError(f"store.url: a Redis Cluster node's port is not a port number ({example})")
 
 
 def _validate_routes(routes: RoutesConfig) -> None:

@@ -10,11 +10,14 @@ The supervisor serves the admin listener itself: ``/healthz`` and ``/readyz`` an
 workers, read with prometheus-client's multiprocess mode from a fresh directory the supervisor creates
 and names in ``PROMETHEUS_MULTIPROC_DIR`` before anything imports prometheus_client.
 
-Lifecycle: the admin listener opens once every worker is listening. SIGTERM or SIGINT to the supervisor
-is passed to every worker as SIGTERM; each drains as a single process does (``server.shutdown_timeout``),
-and the supervisor exits 0 when all have. A worker that exits on its own (a crash, a kill) is not
-restarted: the supervisor drains the others and exits with status 1, so that systemd, Kubernetes or
-Docker restarts the whole service and nothing runs at reduced capacity unnoticed.
+Lifecycle: the admin listener opens once every worker is listening; a worker that cannot start then is a
+configuration or environment problem, and the supervisor exits 1 at once. Afterwards a worker that exits on
+its own (a crash, a kill) is replaced by a fresh one after a pause that doubles with each of that worker's
+deaths in the last ``DEATH_WINDOW`` seconds (``RESTART_DELAY``, then twice that, ...); if the same worker
+dies ``MAX_DEATHS`` times within the window, the supervisor gives up: it stops the others and exits 1 with
+one line, so that systemd, Kubernetes or Docker sees a service that cannot run. SIGTERM or SIGINT to the
+supervisor cancels any pending replacement and is passed to every worker as SIGTERM; each drains as a
+single process does (``server.shutdown_timeout``), and the supervisor exits 0 when all have.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import os
 import shutil
 import signal
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -42,6 +46,11 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [pid %(process)d]: %(message)s"
 
 # Beyond server.shutdown_timeout, how long a worker may take to close its store and exit before it is killed.
 EXIT_GRACE = 10.0
+# A dead worker is replaced after RESTART_DELAY seconds, doubled for each earlier death of the same worker
+# within DEATH_WINDOW seconds; its MAX_DEATHS-th death within the window ends the gateway (exit 1).
+RESTART_DELAY = 0.5
+DEATH_WINDOW = 60.0
+MAX_DEATHS = 5
 
 
 class WorkerFailed(Exception):
@@ -49,7 +58,7 @@ class WorkerFailed(Exception):
 
 
 def run_workers(config: Config) -> int:
-    """Supervise ``config.server.workers`` workers until a signal (exit 0) or a worker's failure (exit 1)."""
+    """Supervise ``config.server.workers`` workers until a signal (exit 0) or one that keeps dying (exit 1)."""
     for handler in logging.getLogger().handlers:  # say which process wrote each line
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
     metrics_dir = tempfile.mkdtemp(prefix="dm-gateway-metrics-")
@@ -75,6 +84,11 @@ class _Worker:
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     error: str | None = None
 
+    def __str__(self) -> str:
+        """What became of it, for the operator: ``worker 2 (pid 1234) exited with status -9``."""
+        what = self.error or f"exited with status {self.process.exitcode}"
+        return f"worker {self.index} (pid {self.process.pid}) {what}"
+
 
 async def _supervise(config: Config) -> int:
     from prometheus_client import CollectorRegistry, multiprocess
@@ -91,22 +105,26 @@ async def _supervise(config: Config) -> int:
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
     admin_runner = web.AppRunner(create_admin_app(app, registry=registry), access_log=None, handle_signals=False)
-    workers: list[_Worker] = []
+    workers: dict[int, _Worker] = {}  # the current worker of each index
     failure: str | None = None
     try:
         await runner.setup()  # opens (and migrates) the store once, before any worker does
         context = multiprocessing.get_context("spawn")
-        for index in range(1, config.server.workers + 1):
+
+        def spawn(index: int) -> _Worker:
             ours, theirs = context.Pipe()
             process = context.Process(
                 target=worker_main, args=(config, index, theirs), name=f"dm-gateway-worker-{index}", daemon=False
             )
             process.start()
             theirs.close()
-            worker = _Worker(index, process, ours)
+            worker = workers[index] = _Worker(index, process, ours)
             _watch(loop, worker, multiprocess)
-            workers.append(worker)
-        failure = await _first_failure_or(stop, workers, _all_ready(workers))
+            return worker
+
+        for index in range(1, config.server.workers + 1):
+            spawn(index)
+        failure = await _first_failure_or(stop, list(workers.values()), _all_ready(list(workers.values())))
         if failure is None:
             await admin_runner.setup()
             await web.TCPSite(admin_runner, config.server.admin_host, config.server.admin_port).start()
@@ -123,10 +141,10 @@ async def _supervise(config: Config) -> int:
                 config.store.url,
             )
             log_admin_listener(config, admin_runner)
-            failure = await _first_failure_or(stop, workers, asyncio.Event().wait())
+            failure = await _replace_the_dead(stop, workers, spawn)
     finally:
         remove_signal_handlers()
-        await _stop_workers(workers, config.server.shutdown_timeout)
+        await _stop_workers(list(workers.values()), config.server.shutdown_timeout)
         await admin_runner.cleanup()
         await runner.cleanup()
     if failure is not None:
@@ -152,9 +170,39 @@ async def _first_failure_or(stop: asyncio.Event, workers: list[_Worker], awaitab
         return None
     for worker in workers:
         if worker.exited.is_set():
-            reason = worker.error or f"exited with status {worker.process.exitcode}"
-            return f"worker {worker.index} (pid {worker.process.pid}) {reason}"
+            return str(worker)
     return None
+
+
+async def _replace_the_dead(
+    stop: asyncio.Event, workers: dict[int, _Worker], spawn: Callable[[int], _Worker]
+) -> str | None:
+    """Keep every worker index served until a stop signal (None), or until one keeps dying (why not)."""
+    keepers = [asyncio.ensure_future(_keep(index, workers, spawn)) for index in workers]
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        done, _ = await asyncio.wait([stopped, *keepers], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in [stopped, *keepers]:
+            task.cancel()  # during shutdown, nothing is restarted
+    return None if stopped in done else next(task for task in keepers if task in done).result()
+
+
+async def _keep(index: int, workers: dict[int, _Worker], spawn: Callable[[int], _Worker]) -> str:
+    """Replace worker ``index`` each time it dies, after its backoff; return the give-up line."""
+    loop = asyncio.get_running_loop()
+    deaths: list[float] = []
+    while True:
+        worker = workers[index]
+        await worker.exited.wait()
+        now = loop.time()
+        deaths = [death for death in deaths if now - death < DEATH_WINDOW] + [now]
+        if len(deaths) >= MAX_DEATHS:
+            return f"{worker}; it died {len(deaths)} times within {DEATH_WINDOW:g}s, giving up"
+        delay = RESTART_DELAY * 2 ** (len(deaths) - 1)
+        log.warning("%s; starting a new one in %gs", worker, delay)
+        await asyncio.sleep(delay)
+        spawn(index)
 
 
 def _watch(loop: asyncio.AbstractEventLoop, worker: _Worker, multiprocess: Any) -> None:
@@ -176,6 +224,9 @@ def _watch(loop: asyncio.AbstractEventLoop, worker: _Worker, multiprocess: Any) 
         loop.remove_reader(worker.process.sentinel)
         while not worker.conn.closed and worker.conn.poll():  # a last message may still be waiting
             on_message()
+        if not worker.conn.closed:
+            loop.remove_reader(worker.conn.fileno())
+            worker.conn.close()
         worker.process.join()
         multiprocess.mark_process_dead(worker.process.pid)  # its live gauges leave /metrics
         worker.exited.set()

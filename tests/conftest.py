@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import socket
+import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -117,16 +120,89 @@ def redis_url() -> str:
     return REDIS_URL
 
 
+def _free_cluster_ports(count: int) -> list[int]:
+    """Loopback ports free now, each with its cluster bus port (port + 10000) free as well."""
+    ports: list[int] = []
+    while len(ports) < count:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if port > 55535 or port in ports:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        ports.append(port)
+    return ports
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A three-primary Redis Cluster on loopback ports, started once per session and stopped at its end:
+    ``redis+cluster://`` naming its nodes. Skips (fails in CI) without redis-server and redis-cli."""
+    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if not (server and cli):
+        if _in_ci():
+            pytest.fail("CI is set but redis-server or redis-cli is not installed (the cluster tests need both)")
+        pytest.skip("redis-server or redis-cli is not installed: the Redis Cluster tests need both")
+    directory = tmp_path_factory.mktemp("redis-cluster")
+    ports = _free_cluster_ports(3)
+    processes = [
+        subprocess.Popen(
+            [server, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+             "--cluster-config-file", str(directory / f"nodes-{port}.conf"), "--dir", str(directory),
+             "--save", "", "--appendonly", "no", "--daemonize", "no"],
+            stdout=subprocess.DEVNULL,
+        )
+        for port in ports
+    ]
+    try:
+        for port in ports:
+            _wait_for(lambda port=port: _redis_cli(cli, port, "ping") == "PONG", f"redis-server on port {port}")
+        nodes = [f"127.0.0.1:{port}" for port in ports]
+        subprocess.run(
+            [cli, "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, capture_output=True, timeout=30,
+        )
+        for port in ports:
+            _wait_for(
+                lambda port=port: "cluster_state:ok" in _redis_cli(cli, port, "cluster", "info"),
+                f"the cluster as seen from port {port}",
+            )
+        yield "redis+cluster://" + ",".join(nodes)
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=10)
+
+
+def _redis_cli(cli: str, port: int, *command: str) -> str:
+    done = subprocess.run([cli, "-p", str(port), *command], capture_output=True, text=True, timeout=5)
+    return done.stdout.strip()
+
+
+def _wait_for(ready: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} was not ready within {timeout} seconds")
+        time.sleep(0.05)
+
+
 @asynccontextmanager
 async def redis_namespace(url: str) -> AsyncIterator[str]:
-    """A key prefix no other test uses; every key under it is deleted at the end."""
-    import redis.asyncio
+    """A key prefix no other test uses; every key under it is deleted at the end (on every primary of a
+    cluster)."""
+    from gateway.store.redis import redis_client
 
     prefix = f"dmgw-test:{uuid.uuid4().hex}:v1:"
     try:
         yield prefix
     finally:
-        client = redis.asyncio.Redis.from_url(url, socket_timeout=5)
+        client = redis_client(url, socket_timeout=5)
         try:
             pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"
             keys = [key async for key in client.scan_iter(match=pattern, count=1000)]
@@ -145,13 +221,14 @@ async def opened_store(
     settings: StoreConfig | None = None,
     clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[Store]:
-    """A fresh store of ``backend`` (memory, sqlite or redis), closed (and its Redis keys deleted) at exit.
-    ``settings`` gives retention, key and bounds (its url is ignored); ``clock`` replaces time.time."""
+    """A fresh store of ``backend`` (memory, sqlite, redis or redis-cluster), closed (and its Redis keys
+    deleted) at exit. ``settings`` gives retention, key and bounds (its url is ignored); ``clock`` replaces
+    time.time."""
     settings = settings or StoreConfig()
-    if backend == "redis":
+    if backend in ("redis", "redis-cluster"):
         from gateway.store.redis import RedisStore
 
-        url = request.getfixturevalue("redis_url")
+        url = request.getfixturevalue("redis_url" if backend == "redis" else "redis_cluster_url")
         async with redis_namespace(url) as prefix:
             store: Store = await RedisStore.open(
                 url,
@@ -182,8 +259,8 @@ async def redis_store(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIte
         yield store
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "redis-cluster"])
 async def shared_store(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Store]:
-    """One store for several gateway replicas: a SQLite file, then a Redis server."""
+    """One store for several gateway replicas: a SQLite file, a Redis server, then a Redis Cluster."""
     async with opened_store(request.param, request, tmp_path) as store:
         yield store

@@ -72,10 +72,11 @@ def make_user(user_id: str = "11", **changes: object) -> User:
     return User(**values)  # type: ignore[arg-type]
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     async with opened_store(request.param, request, tmp_path) as opened:
-        expected = {"memory": MemoryStore, "sqlite": SQLiteStore, "redis": RedisStore}[request.param]
+        classes = {"memory": MemoryStore, "sqlite": SQLiteStore, "redis": RedisStore, "redis-cluster": RedisStore}
+        expected = classes[request.param]
         assert isinstance(opened, expected)
         yield opened
 

@@ -148,15 +148,24 @@ class RouteSpec:
     public: bool = False
 
 
+class UnknownOperation(ValueError):
+    """A route names an operation its dialect does not parse: a mistake in the code, found at start-up."""
+
+
 class Dialect:
     name: ClassVar[str]
     mapping_name: ClassVar[str]
     routes: ClassVar[tuple[RouteSpec, ...]]
+    #: Every operation ``parse`` names; each route's ``operation`` must be one of them.
+    operations: ClassVar[frozenset[str]]
 
     #: Whether ``callback=NAME`` wraps this dialect's JSON answers as JSONP (``NAME(...)``).
     jsonp: ClassVar[bool] = False
 
     def __init__(self, render: RenderConfig | None = None) -> None:
+        unknown = sorted({spec.operation for spec in self.routes} - self.operations)
+        if unknown:
+            raise UnknownOperation(f"{self.name}: routes name operations it does not parse: {', '.join(unknown)}")
         render = render or RenderConfig()
         self.mapping: DialectMapping = load_mapping(
             self.mapping_name, default_profile_image_url=render.default_profile_image_url
@@ -165,7 +174,12 @@ class Dialect:
     # Parsing -------------------------------------------------------------------------------------------
 
     def parse(self, operation: str, request: LegacyRequest) -> Operation:
+        """The Operation a legacy call asks for; each dialect names every one of its ``operations``, and
+        ends with ``raise self.unknown(operation)``, never with a default."""
         raise NotImplementedError
+
+    def unknown(self, operation: str) -> UnknownOperation:
+        return UnknownOperation(f"{self.name} has no operation {operation!r}")
 
     @staticmethod
     def message_id(request: LegacyRequest) -> str:

@@ -37,6 +37,9 @@ class StatusNet(Dialect):
         RouteSpec(("GET",), f"/statusnet/config.{_FMT}", "config", public=True),
         RouteSpec(("GET",), f"/statusnet/version.{_FMT}", "version", public=True),
     )
+    operations = frozenset(
+        ("received", "sent", "new", "destroy", "verify_credentials", "users_show", "test", "config", "version")
+    )
 
     def parse(self, operation: str, request: LegacyRequest) -> Operation:
         if operation in ("received", "sent"):
@@ -53,7 +56,9 @@ class StatusNet(Dialect):
             return self.show_user_op(request, statusnet_id=True)
         if operation == "config":
             return ServiceInfo("config", server=self.server(request), path=_site_path(request.path))
-        return ServiceInfo(operation)  # test, version
+        if operation in ("test", "version"):
+            return ServiceInfo(operation)
+        raise self.unknown(operation)
 
     def render(self, op: Operation, outcome: Outcome, fmt: str) -> LegacyResponse:
         if outcome.users:

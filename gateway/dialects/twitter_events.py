@@ -28,6 +28,7 @@ class TwitterEvents(Dialect):
         RouteSpec(("GET",), "/direct_messages/events/show.json", "show", "json"),
         RouteSpec(("DELETE",), "/direct_messages/events/destroy.json", "destroy", "json"),
     )
+    operations = frozenset(("new", "list", "show", "destroy"))
 
     def parse(self, operation: str, request: LegacyRequest) -> Operation:
         if operation == "new":
@@ -39,8 +40,10 @@ class TwitterEvents(Dialect):
             return ListEvents(count=request.number("count", 20, 50), cursor=cursor)
         if operation == "show":
             return ShowDM(id=self.message_id(request), users_shown=False)
-        # No body is answered, so the gateway need not look the message up before deleting it.
-        return DestroyDM(id=self.message_id(request), want_body=False)
+        if operation == "destroy":
+            # No body is answered, so the gateway need not look the message up before deleting it.
+            return DestroyDM(id=self.message_id(request), want_body=False)
+        raise self.unknown(operation)
 
     def _send(self, request: LegacyRequest) -> Operation:
         """``{"event": {"type": "message_create", "message_create": {"target": {"recipient_id": ...},

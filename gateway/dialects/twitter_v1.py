@@ -54,6 +54,12 @@ class TwitterClassic(Dialect):
         RouteSpec(("GET",), "/help/configuration.json", "configuration", "json"),
         RouteSpec(("GET",), "/application/rate_limit_status.json", "rate_limit_status", "json"),
     )
+    operations = frozenset(
+        (
+            "received", "sent", "show", "new", "destroy",
+            "verify_credentials", "users_show", "users_lookup", "configuration", "rate_limit_status",
+        )
+    )  # fmt: skip
 
     def parse(self, operation: str, request: LegacyRequest) -> Operation:
         if operation == "verify_credentials":
@@ -77,7 +83,9 @@ class TwitterClassic(Dialect):
             return ShowDM(id=self.message_id(request), include_entities=include_entities)
         if operation == "new":
             return self.form_send_op(request, include_entities=include_entities)
-        return DestroyDM(id=self.message_id(request), want_body=True, include_entities=include_entities)
+        if operation == "destroy":
+            return DestroyDM(id=self.message_id(request), want_body=True, include_entities=include_entities)
+        raise self.unknown(operation)
 
     def render(self, op: Operation, outcome: Outcome, fmt: str) -> LegacyResponse:
         if isinstance(op, LookupUsers):

@@ -23,10 +23,23 @@ Cached data expires on its own, so Redis needs no cleanup job; credentials never
 records also carry when they were learned (``learned_at``, ``fetched_at``), and a read past the TTL's age is a
 miss even before Redis expires the key (after the TTL was shortened, or with another clock in tests). With an
 ``encryption_key`` a message record holds ``text_enc``, a Fernet token, instead of ``text``, a grant holds its v2
-tokens as Fernet tokens, and a consumer's or token's secret is sealed, 0xFF and a Fernet token (see codec.py). Every
-check-then-write (a token's consumer must exist, removing a consumer removes its tokens, a deletion only for
-a known message, a nonce accepted once) is one Lua script or one ``SET NX``, so replicas cannot interleave.
-The scripts touch keys they derive from their arguments: a single Redis server (or primary), not a cluster.
+tokens as Fernet tokens, and a consumer's or token's secret is sealed, 0xFF and a Fernet token (see codec.py).
+
+Every check-then-write on one record (a deletion only for a known message, a nonce accepted once, a request
+token taken once, a grant only for a known user) is one Lua script, so replicas cannot interleave. A script names
+every key it touches in KEYS, and touches the keys of one record only (or the small-id map's), so it runs on a
+Redis Cluster as well. What spans records is done in steps ordered so that concurrent writers still agree in the
+end: a token is added to its consumer's set (only while the consumer exists) before its record is written, and
+the consumer is checked again after, so a token whose consumer was removed meanwhile goes too; removing a
+consumer drops it and its set, then each of its tokens still naming it.
+
+``redis+cluster://HOST:PORT[,HOST:PORT...]`` (``rediss+cluster://`` for TLS) selects redis-py's cluster client.
+There every key puts its record's name in a hash tag, ``msg:{id}``, ``del:{id}`` (the braces are in the key),
+so a message and its deletions, or a consumer and its token set and flag, share a hash slot; ``}`` and ``%`` in
+a name are %-escaped and an empty name is ``{%}``. The small-id map's keys share the tag ``{map}``
+(``small:{map}:next``...). A plain ``redis://`` store keeps the names above, without braces, so existing data
+is read as before. Writes of several messages or users, and deletions of several messages, are split per hash
+slot by the client (pipelines) or by the store (scripts); none is atomic as a whole.
 
 Any Redis failure becomes ``StoreError``, which the service treats as a miss.
 
@@ -42,16 +55,19 @@ import contextlib
 import math
 import re
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
+from urllib.parse import unquote
 
 import orjson
 from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError
-from redis.typing import EncodableT
+from redis.crc import key_slot
+from redis.exceptions import RedisClusterException, RedisError
 
 from gateway.auth.credentials import (
     BasicUser,
@@ -70,40 +86,58 @@ from gateway.store.base import Deletion, StoreError, StoreSize, latest
 DEFAULT_PREFIX = "dmgw:v1:"
 DAY = 24 * 3600
 
-# KEYS: consumer, token, the consumer's token set. ARGV: token, consumer key, secret, prefix, then the token's
-# mapping as field and value pairs (none for an unmapped token).
-_PUT_TOKEN = """
+# KEYS: consumer, its token set. ARGV: token. Adds the token to the set while the consumer exists.
+_ADD_TOKEN = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local previous = redis.call('HGET', KEYS[2], 'consumer')
-if previous and previous ~= ARGV[2] then
-    redis.call('SREM', ARGV[4] .. 'consumer_tokens:' .. previous, ARGV[1])
-end
-redis.call('DEL', KEYS[2])
-redis.call('HSET', KEYS[2], 'consumer', ARGV[2], 'secret', ARGV[3])
-for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
-redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[1])
 return 1
 """
 
-# KEYS: consumer, its token set, its via-upstream-app flag. ARGV: consumer key, prefix.
+# KEYS: token. ARGV: consumer key, secret, then the token's mapping as field and value pairs (none for an
+# unmapped token). Replaces the record whole; returns the consumer it named before, if any.
+_WRITE_TOKEN = """
+local previous = redis.call('HGET', KEYS[1], 'consumer')
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'consumer', ARGV[1], 'secret', ARGV[2])
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return previous
+"""
+
+# KEYS: token. ARGV: consumer key. Deletes the token if it still belongs to that consumer.
+_DROP_TOKEN_OF = """
+if redis.call('HGET', KEYS[1], 'consumer') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# KEYS: consumer, its token set, its via-upstream-app flag. Returns the token names, or nil for no consumer.
 _REMOVE_CONSUMER = """
-if redis.call('DEL', KEYS[1]) == 0 then return 0 end
+if redis.call('DEL', KEYS[1]) == 0 then return false end
 redis.call('DEL', KEYS[3])
-for _, token in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-    local key = ARGV[2] .. 'token:' .. token
-    if redis.call('HGET', key, 'consumer') == ARGV[1] then redis.call('DEL', key) end
-end
+local tokens = redis.call('SMEMBERS', KEYS[2])
 redis.call('DEL', KEYS[2])
-return 1
+return tokens
 """
 
-# KEYS: token. ARGV: token, prefix.
+# KEYS: token. Returns the consumer it belonged to, or nil for no token.
 _REMOVE_TOKEN = """
 local consumer = redis.call('HGET', KEYS[1], 'consumer')
-if not consumer then return 0 end
+if not consumer then return false end
 redis.call('DEL', KEYS[1])
-redis.call('SREM', ARGV[2] .. 'consumer_tokens:' .. consumer, ARGV[1])
-return 1
+return consumer
+"""
+
+# KEYS: consumer, its via-upstream-app flag. ARGV: secret, "1" when it acts through the upstream app.
+_PUT_CONSUMER = """
+redis.call('SET', KEYS[1], ARGV[1])
+if ARGV[2] == '1' then redis.call('SET', KEYS[2], '1') else redis.call('DEL', KEYS[2]) end
+return 0
+"""
+
+# KEYS: basic user. ARGV: password hash, grant record. Replaced whole, never merged.
+_PUT_BASIC_USER = """
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'password_hash', ARGV[1], 'grant', ARGV[2])
+return 0
 """
 
 # KEYS: a pending request token. Read and deleted at once, so that of concurrent takers only one gets it (the
@@ -187,6 +221,33 @@ return out
 """
 
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+
+
+def is_cluster_url(url: str) -> bool:
+    return url.startswith(CLUSTER_SCHEMES)
+
+
+def redis_client(url: str, **options: Any) -> Redis | RedisCluster:
+    """A client for ``url``: ``redis://`` or ``rediss://`` (one server), or
+    ``redis+cluster://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]`` (``rediss+cluster://`` for TLS), whose nodes
+    are where the cluster client starts discovering the cluster."""
+    if not is_cluster_url(url):
+        return Redis.from_url(url, **options)
+    scheme, rest = url.split("://", 1)
+    userinfo, _, hosts = rest.partition("/")[0].rpartition("@")
+    username, _, password = userinfo.partition(":")
+    nodes = []
+    for node in hosts.split(","):
+        host, _, port = node.rpartition(":")
+        nodes.append(ClusterNode(host.strip("[]"), int(port)))
+    return RedisCluster(
+        startup_nodes=nodes,
+        ssl=scheme == "rediss+cluster",
+        username=unquote(username) or None,
+        password=unquote(password) or None,
+        **options,
+    )
 
 
 class RedisStore:
@@ -207,6 +268,9 @@ class RedisStore:
                 raise ValueError(f"{name} must be at least one second, got {ttl!r}")
         if not prefix:
             raise ValueError("the key prefix must not be empty")
+        self.cluster = is_cluster_url(url)
+        if self.cluster and ("{" in prefix or "}" in prefix):
+            raise ValueError("on a Redis Cluster the key prefix must not hold '{' or '}' (keys carry hash tags)")
         self.prefix = prefix
         self.message_ttl = int(message_ttl)
         self.user_ttl = int(user_ttl)
@@ -216,7 +280,7 @@ class RedisStore:
         self._closed = False
         try:
             # One quick retry heals a pooled connection the server dropped; a dead server fails within seconds.
-            self._client: Redis = Redis.from_url(
+            self._client: Any = redis_client(
                 url,
                 socket_timeout=socket_timeout,
                 socket_connect_timeout=socket_timeout,
@@ -224,9 +288,13 @@ class RedisStore:
             )
         except (ValueError, TypeError) as exc:
             raise StoreError(f"redis: bad store URL ({exc.__class__.__name__})") from None
-        self._put_token = self._client.register_script(_PUT_TOKEN)
+        self._add_token = self._client.register_script(_ADD_TOKEN)
+        self._write_token = self._client.register_script(_WRITE_TOKEN)
+        self._drop_token_of = self._client.register_script(_DROP_TOKEN_OF)
         self._remove_consumer = self._client.register_script(_REMOVE_CONSUMER)
         self._remove_token = self._client.register_script(_REMOVE_TOKEN)
+        self._put_consumer = self._client.register_script(_PUT_CONSUMER)
+        self._put_basic_user = self._client.register_script(_PUT_BASIC_USER)
         self._take = self._client.register_script(_TAKE)
         self._put_grant = self._client.register_script(_PUT_GRANT)
         self._mark_deleted = self._client.register_script(_MARK_DELETED)
@@ -252,11 +320,26 @@ class RedisStore:
             raise StoreError("redis store is closed")
         try:
             yield
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:  # the cluster's own errors are apart
             raise StoreError(f"redis: {exc.__class__.__name__}: {exc}") from exc
 
     def _key(self, kind: str, name: str) -> str:
+        if self.cluster:
+            return f"{self.prefix}{kind}:{{{_tag(name)}}}"
         return f"{self.prefix}{kind}:{name}"
+
+    def _small_key(self, name: str) -> str:
+        """A key of the small-id map: one counter numbers every id, so on a cluster its keys share one tag."""
+        return f"{self.prefix}small:{{map}}:{name}" if self.cluster else self._key("small", name)
+
+    def _by_slot(self, items: list[tuple[str, Any]]) -> list[list[tuple[str, Any]]]:
+        """``items`` (key, value) in groups whose keys share a hash slot: one group on a single server."""
+        if not self.cluster:
+            return [items]
+        groups: dict[int, list[tuple[str, Any]]] = defaultdict(list)
+        for key, value in items:
+            groups[key_slot(key.encode())].append((key, value))
+        return list(groups.values())
 
     # Messages and users ----------------------------------------------------------------------------
 
@@ -295,7 +378,9 @@ class RedisStore:
         if not ids:
             return {}
         with self._guard():
-            values = await self._client.mget([self._key("user", uid) for uid in ids])
+            keys = [self._key("user", uid) for uid in ids]
+            # A cluster's client splits the read per slot; MGET itself needs every key in one slot.
+            values = await (self._client.mget_nonatomic(keys) if self.cluster else self._client.mget(keys))
         users = (_decode(self._user, data) for data in values if data is not None)
         return {user.id: user for user in users if user is not None}
 
@@ -333,19 +418,21 @@ class RedisStore:
         await self.mark_deleted_many([(message_id, by)])
 
     async def mark_deleted_many(self, deletions: Sequence[tuple[str, str | None]]) -> None:
-        """One script for all of them: one round trip, and each deletion lands only on a message still
-        there, as the script checks and writes with nothing in between. A message's deletions share one
-        TTL, renewed by each new one."""
+        """One script for all of them (on a cluster, one for each hash slot): one round trip, and each
+        deletion lands only on a message still there, as the script checks and writes with nothing in between.
+        A message's deletions share one TTL, renewed by each new one."""
         if not deletions:
             return
         at = repr(float(self._clock()))
-        keys: list[str] = []
-        args: list[Any] = [self.deletion_ttl]
-        for message_id, by in deletions:
-            keys += (self._key("msg", message_id), self._key("del", message_id))
-            args += (by or "", at)
+        items = [(self._key("msg", message_id), (message_id, by)) for message_id, by in deletions]
         with self._guard():
-            await self._mark_deleted(keys=keys, args=args)
+            for group in self._by_slot(items):
+                keys: list[str] = []
+                args: list[Any] = [self.deletion_ttl]
+                for message_key, (message_id, by) in group:
+                    keys += (message_key, self._key("del", message_id))
+                    args += (by or "", at)
+                await self._mark_deleted(keys=keys, args=args)
 
     def _message_record(self, message: DirectMessage, now: float) -> dict[str, Any]:
         return {**codec.message_to_record(message, self._cipher), "learned_at": now}
@@ -371,15 +458,10 @@ class RedisStore:
     # Credentials -----------------------------------------------------------------------------------
 
     async def put_consumer(self, consumer: Consumer) -> None:
-        via = self._key("consumer_via", consumer.key)
+        keys = [self._key("consumer", consumer.key), self._key("consumer_via", consumer.key)]
+        args = [codec.seal(consumer.secret, self._cipher), "1" if consumer.via_upstream_app else "0"]
         with self._guard():
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.set(self._key("consumer", consumer.key), codec.seal(consumer.secret, self._cipher))
-                if consumer.via_upstream_app:
-                    pipe.set(via, b"1")
-                else:
-                    pipe.delete(via)
-                await pipe.execute()
+            await self._put_consumer(keys=keys, args=args)
 
     async def get_consumer(self, key: str) -> Consumer | None:
         with self._guard():
@@ -389,21 +471,25 @@ class RedisStore:
         return Consumer(key=key, secret=self._secret(secret, f"consumer {key!r}"), via_upstream_app=via is not None)
 
     async def put_token(self, token: Token) -> None:
-        keys = [
-            self._key("consumer", token.consumer_key),
-            self._key("token", token.token),
-            self._key("consumer_tokens", token.consumer_key),
-        ]
-        args = [token.token, token.consumer_key, codec.seal(token.secret, self._cipher), self.prefix]
+        """Joins the consumer's set (while the consumer exists), then writes the record, then checks the
+        consumer once more: a consumer removed in between takes the token with it, here or in its removal."""
+        consumer = [self._key("consumer", token.consumer_key), self._key("consumer_tokens", token.consumer_key)]
+        key = self._key("token", token.token)
+        args = [token.consumer_key, codec.seal(token.secret, self._cipher)]
         if token.upstream_token is not None and token.upstream_secret is not None:
             args += ["upstream_token", token.upstream_token]
             args += ["upstream_secret", codec.seal(token.upstream_secret, self._cipher)]
         if token.upstream_user is not None:
             args += ["upstream_user", token.upstream_user]
         with self._guard():
-            stored = await self._put_token(keys=keys, args=args)
-        if not stored:
-            raise ValueError(f"no consumer {token.consumer_key!r}")
+            if not await self._add_token(keys=consumer, args=[token.token]):
+                raise ValueError(f"no consumer {token.consumer_key!r}")
+            previous = await self._write_token(keys=[key], args=args)
+            if previous is not None and _text(previous) != token.consumer_key:
+                await self._client.srem(self._key("consumer_tokens", _text(previous)), token.token)
+            if not await self._client.exists(consumer[0]):
+                await self._drop_token_of(keys=[key], args=[token.consumer_key])
+                raise ValueError(f"no consumer {token.consumer_key!r}")
 
     async def get_token(self, token: str) -> Token | None:
         with self._guard():
@@ -452,13 +538,9 @@ class RedisStore:
         return found if found.expires_at > self._clock() else None
 
     async def put_user(self, user: BasicUser) -> None:
-        mapping: dict[EncodableT, EncodableT] = {"password_hash": user.password_hash, "grant": self._grant_record(user.grant)}
-        key = self._key("basic", user.username)
+        args: list[str | bytes] = [user.password_hash, self._grant_record(user.grant)]
         with self._guard():
-            async with self._client.pipeline(transaction=True) as pipe:  # replaced whole, never merged
-                pipe.delete(key)
-                pipe.hset(key, mapping=mapping)
-                await pipe.execute()
+            await self._put_basic_user(keys=[self._key("basic", user.username)], args=args)
 
     async def get_user(self, username: str) -> BasicUser | None:
         with self._guard():
@@ -481,9 +563,18 @@ class RedisStore:
         with self._guard():
             if kind == "consumer":
                 keys = [self._key("consumer", key), self._key("consumer_tokens", key), self._key("consumer_via", key)]
-                return bool(await self._remove_consumer(keys=keys, args=[key, self.prefix]))
+                tokens = await self._remove_consumer(keys=keys)
+                if tokens is None:
+                    return False
+                for token in tokens:  # a token moved to another consumer meanwhile stays
+                    await self._drop_token_of(keys=[self._key("token", _text(token))], args=[key])
+                return True
             if kind == "token":
-                return bool(await self._remove_token(keys=[self._key("token", key)], args=[key, self.prefix]))
+                consumer = await self._remove_token(keys=[self._key("token", key)])
+                if consumer is None:
+                    return False
+                await self._client.srem(self._key("consumer_tokens", _text(consumer)), key)
+                return True
             if kind == "user":
                 return bool(await self._client.delete(self._key("basic", key)))
         raise ValueError(f"unknown credential kind {kind!r}")
@@ -530,12 +621,14 @@ class RedisStore:
             raise StoreError(f"redis: the upstream grant of user {username!r} cannot be read: {exc}") from None
 
     async def _names(self, kind: str) -> list[str]:
-        """The names after ``{prefix}{kind}:`` of every such key, found with SCAN (never KEYS)."""
-        start = self._key(kind, "")
+        """The names after ``{prefix}{kind}:`` of every such key, found with SCAN (never KEYS); on a cluster,
+        the client's SCAN visits every primary, and the name comes out of its hash tag."""
+        start = f"{self.prefix}{kind}:"
         pattern = _GLOB_SPECIAL.sub(r"\\\1", start) + "*"
         names = set()
         async for key in self._client.scan_iter(match=pattern, count=500):
-            names.add(_text(key)[len(start) :])
+            name = _text(key)[len(start) :]
+            names.add(_untag(name[1:-1]) if self.cluster else name)
         return sorted(names)
 
     async def remember_nonce(self, scope: str, nonce: str, expires_at: float, *, now: float | None = None) -> bool:
@@ -554,7 +647,7 @@ class RedisStore:
     async def small_ids(self, ids: Sequence[str]) -> list[int]:
         if not ids:
             return []
-        keys = [self._key("small", name) for name in ("next", "by_id", "ids")]
+        keys = [self._small_key(name) for name in ("next", "by_id", "ids")]
         with self._guard():
             smalls = await self._small_ids(keys=keys, args=list(ids))
         return [int(small) for small in smalls]
@@ -564,7 +657,7 @@ class RedisStore:
         if not wanted:
             return {}
         with self._guard():
-            values = await self._client.hmget(self._key("small", "ids"), [str(small) for small in wanted])
+            values = await self._client.hmget(self._small_key("ids"), [str(small) for small in wanted])
         return {small: _text(value) for small, value in zip(wanted, values, strict=True) if value is not None}
     async def put_pending(self, key: str, record: bytes, expires_at: float) -> None:
         life_ms = math.ceil((expires_at - time.time()) * 1000)
@@ -592,13 +685,22 @@ class RedisStore:
             return
         self._closed = True
         # Closing a client whose server vanished has nothing left to release.
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(RedisError, RedisClusterException, OSError):
             await self._client.aclose()
 
 
 def _mapping(name: str, owner: bytes, upstream_token: bytes | None, upstream_user: bytes | None) -> str:
     user = None if upstream_user is None else _text(upstream_user)
     return Token(name, _text(owner), "", None if upstream_token is None else _text(upstream_token), None, user).mapping
+
+
+def _tag(name: str) -> str:
+    """``name`` as a hash tag's content: never empty, and with no ``}`` to end the tag early."""
+    return name.replace("%", "%25").replace("}", "%7D") or "%"
+
+
+def _untag(tag: str) -> str:
+    return "" if tag == "%" else tag.replace("%7D", "}").replace("%25", "%")
 
 
 def _text(value: bytes | str) -> str:
