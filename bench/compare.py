@@ -129,7 +129,9 @@ def main(argv: list[str] | None = None) -> None:
     summary = statistics.mean(ratios)
     print(f"CPU {args.b.name} / {args.a.name}: {summary:.3f} (mean of the orders' medians)")
     if args.json:
-        args.json.write_bytes(orjson.dumps({"runs": runs, "ratios": ratios, "ratio": summary}, option=orjson.OPT_INDENT_2))
+        args.json.write_bytes(
+            orjson.dumps({"runs": runs, "ratios": ratios, "ratio": summary}, option=orjson.OPT_INDENT_2)
+        )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,9 @@ def views(count: int, users: int) -> list[MessageView]:
     """``count`` messages among ``users`` users (the seed's two, then copies under other ids), each view
     holding fresh copies of its message and users."""
     seed = fixtures.seed_users()
-    people = [dataclasses.replace(seed[i % len(seed)], id=str(1000 + i)) if i >= len(seed) else seed[i] for i in range(users)]
+    people = [
+        dataclasses.replace(seed[i % len(seed)], id=str(1000 + i)) if i >= len(seed) else seed[i] for i in range(users)
+    ]
     out = []
     for index in range(count):
         message = fixtures.direct_message(index)

@@ -171,9 +171,7 @@ class Process:
         self.name = name
         self.log_path = log_dir / f"{name.replace(':', '-')}.log"
         self._log: IO[bytes] = open(self.log_path, "wb")  # noqa: SIM115 - closed by stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", *args], stdout=subprocess.PIPE, stderr=self._log, cwd=cwd
-        )
+        self.proc = subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.PIPE, stderr=self._log, cwd=cwd)
         self.url = ""
 
     def ready(self) -> Process:
@@ -223,9 +221,7 @@ def run_load(
     if load.wait() != 0 or not result_line:
         raise RuntimeError(f"load generator failed in {scenario.name}")
     result: dict[str, Any] = orjson.loads(result_line)
-    result["cpu_us_per_request"] = {
-        name: (after[name] - before[name]) / result["requests"] * 1e6 for name in watched
-    }
+    result["cpu_us_per_request"] = {name: (after[name] - before[name]) / result["requests"] * 1e6 for name in watched}
     return result
 
 
@@ -381,7 +377,9 @@ def print_ratios(scenarios: list[Scenario]) -> None:
     cost, which a machine shared with the emulator and the load generator disturbs less; the proxy's over all
     its runs)."""
     partners = counterparts(scenarios)
-    print("\ngateway / minimal proxy, same call (throughput: median over rounds of the ratio to the adjacent proxy run)")
+    print(
+        "\ngateway / minimal proxy, same call (throughput: median over rounds of the ratio to the adjacent proxy run)"
+    )
     print(f"  {'':<52} {'throughput':>10}   proxy CPU / gateway CPU per request")
     for s in scenarios:
         floor = partners.get(s.name)
@@ -399,7 +397,9 @@ def verdicts(scenarios: list[Scenario], stores: list[dict[str, Any]]) -> list[tu
     for s in scenarios:
         if s.name in partners and s.store_hit and s.auth == "bearer":
             ratio = paired_ratio(s)
-            checks.append((f"throughput {s.name} / minimal proxy", ratio, THROUGHPUT_TARGET, ratio >= THROUGHPUT_TARGET))
+            checks.append(
+                (f"throughput {s.name} / minimal proxy", ratio, THROUGHPUT_TARGET, ratio >= THROUGHPUT_TARGET)
+            )
     for backend in dict.fromkeys(r["backend"] for r in stores):
         rows = sorted((r for r in stores if r["backend"] == backend), key=lambda r: r["messages"])
         if len(rows) >= 2:
@@ -413,10 +413,16 @@ def machine() -> dict[str, Any]:
     import aiohttp
 
     model = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
         platform.processor(),
     )
-    mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
+    mem_kb = next(
+        int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
+    )
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "cpus": os.cpu_count(),
@@ -431,14 +437,22 @@ def machine() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description="Gateway and store benchmark")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of a few seconds")
-    parser.add_argument("--requests", type=int, help="measured destroys per run of a scenario (default 10000; quick 300)")
-    parser.add_argument("--warmup", type=int, help="destroys before measuring, per run of a scenario (default 1000; quick 50)")
+    parser.add_argument(
+        "--requests", type=int, help="measured destroys per run of a scenario (default 10000; quick 300)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, help="destroys before measuring, per run of a scenario (default 1000; quick 50)"
+    )
     parser.add_argument(
         "--rounds", type=int,
         help="rounds of every scenario, each gateway one next to a proxy run, odd rounds in reverse (default 4; quick 1)",
     )  # fmt: skip
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight (default 32)")
-    parser.add_argument("--stores", default="sqlite,memory", help="the gateway's stores for the HTTP part, the first one is the main one")
+    parser.add_argument(
+        "--stores",
+        default="sqlite,memory",
+        help="the gateway's stores for the HTTP part, the first one is the main one",
+    )
     parser.add_argument("--no-oauth1", dest="oauth1", action="store_false", help="skip the OAuth 1.0a scenario")
     parser.add_argument("--sizes", help="store sizes (default 1000,100000,1000000; quick 1000,10000)")
     parser.add_argument("--store-backends", default="memory,sqlite,redis", help="backends for the store part")
@@ -493,9 +507,12 @@ def main(argv: list[str] | None = None) -> None:
         report = {
             "machine": info,
             "settings": {
-                k: getattr(args, k) for k in ("rounds", "requests", "warmup", "concurrency", "stores", "sizes", "lookups")
+                k: getattr(args, k)
+                for k in ("rounds", "requests", "warmup", "concurrency", "stores", "sizes", "lookups")
             },
-            "http": [{"name": s.name, "server": s.server, "call": s.call, "auth": s.auth, **s.result} for s in scenarios],
+            "http": [
+                {"name": s.name, "server": s.server, "call": s.call, "auth": s.auth, **s.result} for s in scenarios
+            ],
             "store": stores,
             "targets": [{"what": w, "measured": m, "target": t, "met": ok} for w, m, t, ok in checks],
         }

@@ -118,7 +118,9 @@ async def run_gateway(upstream: str, store_url: str, prefill: list[range], oauth
         if oauth1:
             await store.put_consumer(Consumer(key=fixtures.CONSUMER_KEY, secret=fixtures.CONSUMER_SECRET))
             await store.put_token(
-                Token(token=fixtures.OAUTH_TOKEN, consumer_key=fixtures.CONSUMER_KEY, secret=fixtures.OAUTH_TOKEN_SECRET)
+                Token(
+                    token=fixtures.OAUTH_TOKEN, consumer_key=fixtures.CONSUMER_KEY, secret=fixtures.OAUTH_TOKEN_SECRET
+                )
             )
         config = load_config(
             env={},

@@ -132,7 +132,9 @@ async def measure(backend: str, sizes: list[int], lookups: int, directory: str, 
     results = []
     try:
         await smallest.open()
-        await fixtures.fill(smallest.store, range(sizes[0]), FILL_BATCH)  # before the empty weights: it is not the subject's
+        await fixtures.fill(
+            smallest.store, range(sizes[0]), FILL_BATCH
+        )  # before the empty weights: it is not the subject's
         empty_rss = resident_bytes()
         await subject.open()
         empty = await subject.weigh()

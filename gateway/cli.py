@@ -44,7 +44,6 @@ EXIT_RUNTIME = 1
 COLLECTOR_THRESHOLD = 10_000
 
 
-
 _STORE_URL_HELP = "sqlite:///PATH, redis://HOST:PORT/DB or redis+cluster://HOST:PORT,..., overriding store.url"
 
 #: A secret argument with this value is read from stdin instead.
@@ -64,12 +63,22 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (server.host)")
     serve.add_argument("--port", type=int, help="port to listen on (server.port)")
     serve.add_argument(
-        "--admin-port", type=int, metavar="P", help="admin listener port: status page, /healthz, /readyz, /metrics (server.admin_port)"
+        "--admin-port",
+        type=int,
+        metavar="P",
+        help="admin listener port: status page, /healthz, /readyz, /metrics (server.admin_port)",
     )
     serve.add_argument("--upstream", metavar="URL", help="X API v2 base URL (upstream.base_url)")
-    serve.add_argument("--store", metavar="URL", help="memory, sqlite:///PATH, redis://HOST:PORT/DB or redis+cluster://HOST:PORT,... (store.url)")
     serve.add_argument(
-        "--workers", type=int, metavar="N", help="processes serving the public port, for multi-core hosts (server.workers)"
+        "--store",
+        metavar="URL",
+        help="memory, sqlite:///PATH, redis://HOST:PORT/DB or redis+cluster://HOST:PORT,... (store.url)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="processes serving the public port, for multi-core hosts (server.workers)",
     )
 
     check = commands.add_parser("check-config", help="validate a configuration file and exit")
@@ -155,7 +164,10 @@ def _add_credentials_parser(commands: Any) -> None:
         help="the user's v2 OAuth 2.0 token, or - for stdin",
     )  # fmt: skip
     user.add_argument(
-        "--upstream-refresh-token", metavar="TOKEN", action=_Secret, help="refresh token for that v2 token, or - for stdin"
+        "--upstream-refresh-token",
+        metavar="TOKEN",
+        action=_Secret,
+        help="refresh token for that v2 token, or - for stdin",
     )
     user.add_argument(
         "--upstream-expires-in", metavar="SECONDS", type=_seconds, help="seconds until the v2 token expires"
@@ -227,7 +239,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = _load(args.config, {})
             _check_before_serving(config)
             asyncio.run(check_store(config.store))
-            print(f"{args.config or 'built-in defaults'}: ok (upstream {config.upstream.base_url}, store {config.store.url})")
+            print(
+                f"{args.config or 'built-in defaults'}: ok (upstream {config.upstream.base_url}, store {config.store.url})"
+            )
             return 0
         if args.command == "demo":
             from gateway.demo import run_demo
@@ -275,7 +289,9 @@ def require_store_directory(store: StoreConfig) -> None:
     if backend == "sqlite" and location != ":memory:":
         directory = Path(location).parent
         if not directory.is_dir():
-            raise ConfigError(f"store.url: the directory {str(directory)!r} does not exist (the gateway never creates it)")
+            raise ConfigError(
+                f"store.url: the directory {str(directory)!r} does not exist (the gateway never creates it)"
+            )
 
 
 # Arguments read from stdin when given as -: name in the namespace -> what to call it.

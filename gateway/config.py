@@ -347,7 +347,9 @@ def _validate_onboarding(config: Config) -> None:
         # has no users to connect: /connect belongs on a gateway people reach.
         raise ConfigError("onboarding.enabled and auth.sidecar do not go together: /connect is for a public gateway")
     if "offline.access" not in onboarding.scopes:
-        raise ConfigError("onboarding.scopes must include offline.access: without a refresh token a grant dies in hours")
+        raise ConfigError(
+            "onboarding.scopes must include offline.access: without a refresh token a grant dies in hours"
+        )
 
 
 TLS_MIN_VERSIONS = ("1.0", "1.1", "1.2", "1.3")
@@ -409,7 +411,9 @@ def _validate_resilience(upstream: UpstreamConfig) -> None:
     if upstream.breaker_failures < 0:
         raise ConfigError(f"upstream.breaker_failures must be 0 (off) or more, got {upstream.breaker_failures}")
     if not 0 < upstream.breaker_reset <= 3600:
-        raise ConfigError(f"upstream.breaker_reset must be more than 0 and at most 3600 seconds, got {upstream.breaker_reset}")
+        raise ConfigError(
+            f"upstream.breaker_reset must be more than 0 and at most 3600 seconds, got {upstream.breaker_reset}"
+        )
     if upstream.breaker_failures_per_caller < 0:
         raise ConfigError(
             "upstream.breaker_failures_per_caller must be 0 (no limit) or more, "

@@ -308,9 +308,10 @@ async def _connect(base: str, invite_url: str, upstream: EmulatorState) -> int:
     pair = base64.b64encode(f"{CONNECT_USERNAME}:{CONNECT_PASSWORD}".encode()).decode("ascii")
     print(f"\n== {CONNECT_USERNAME}'s StatusNet client, unmodified, lists their direct messages")
     print(f"> GET /api/direct_messages.json?count=1\n> Authorization: Basic …  ({CONNECT_USERNAME}, redacted)")
-    async with aiohttp.ClientSession() as client, client.get(
-        base + "/api/direct_messages.json?count=1", headers={"Authorization": f"Basic {pair}"}
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as client,
+        client.get(base + "/api/direct_messages.json?count=1", headers={"Authorization": f"Basic {pair}"}) as resp,
+    ):
         body = await resp.read()
         print(f"< {resp.status} {resp.reason}  {resp.headers.get('Content-Type', '')}\n{body.decode().rstrip()}")
         if resp.status != 200:

@@ -194,12 +194,18 @@ class Onboarding:
         session_id, record = await self._session(request, "authorize")
         state = request.query.get("state", "")
         if not hmac.compare_digest(state.encode("utf-8", "surrogatepass"), record["state"].encode("ascii")):
-            raise Refusal(400, "This sign-in cannot be used", "The answer from X does not belong to this browser's "
-                          "sign-in. Start again from the link you were given.", again=True)
+            raise Refusal(
+                400,
+                "This sign-in cannot be used",
+                "The answer from X does not belong to this browser's "
+                "sign-in. Start again from the link you were given.",
+                again=True,
+            )
         if "error" in request.query or not request.query.get("code"):
             await self.store.take_pending(_session_key(session_id))
-            raise Refusal(400, "Not connected", "X did not give this gateway access (it was refused or cancelled).",
-                          again=True)
+            raise Refusal(
+                400, "Not connected", "X did not give this gateway access (it was refused or cancelled).", again=True
+            )
         # One code per session: taken before X is asked, so a second answer on the same session finds nothing.
         if await self.store.take_pending(_session_key(session_id)) is None:
             raise _expired()
@@ -224,8 +230,12 @@ class Onboarding:
         if not hmac.compare_digest(
             form.get("csrf_token", "").encode("utf-8", "surrogatepass"), record["csrf"].encode("ascii")
         ):
-            raise Refusal(400, "This form cannot be used", "The form does not belong to this browser's sign-in. "
-                          "Start again from the link you were given.", again=True)
+            raise Refusal(
+                400,
+                "This form cannot be used",
+                "The form does not belong to this browser's sign-in. Start again from the link you were given.",
+                again=True,
+            )
         username = form.get("username", "").strip()
         password, confirm = form.get("password", ""), form.get("password_confirm", "")
         reason = _form_problem(username, password, confirm)
@@ -238,8 +248,11 @@ class Onboarding:
         if await self.store.take_pending(_session_key(session_id)) is None:
             raise _expired()
         if record["invite"] is not None and await self.store.take_pending(record["invite"]) is None:
-            raise Refusal(403, "Invite no longer valid", "This invite was used already or has expired. "
-                          "Ask the operator for a new one.")
+            raise Refusal(
+                403,
+                "Invite no longer valid",
+                "This invite was used already or has expired. Ask the operator for a new one.",
+            )
         stored = record["grant"]
         grant = OAuth2Grant(
             access_token=stored["access"],
@@ -267,18 +280,29 @@ class Onboarding:
             return None
         invite = request.query.get("invite", "")
         if not invite:
-            raise Refusal(403, "An invite is needed", "This gateway connects people by invitation. Use the link "
-                          "the operator gave you.")
+            raise Refusal(
+                403,
+                "An invite is needed",
+                "This gateway connects people by invitation. Use the link the operator gave you.",
+            )
         if len(invite) > 128 or await self.store.get_pending(invite_key(invite)) is None:
-            raise Refusal(403, "Invite no longer valid", "This invite was used already, has expired, or was "
-                          "mistyped. Ask the operator for a new one.")
+            raise Refusal(
+                403,
+                "Invite no longer valid",
+                "This invite was used already, has expired, or was mistyped. Ask the operator for a new one.",
+            )
         return invite
 
     async def _session(self, request: web.Request, stage: str) -> tuple[str, dict[str, Any]]:
         session_id = request.cookies.get(COOKIE, "")
         if not session_id or len(session_id) > 128:
-            raise Refusal(400, "No sign-in in progress", "This browser has no sign-in in progress (cookies off, "
-                          "or another browser began it). Start again from the link you were given.", again=True)
+            raise Refusal(
+                400,
+                "No sign-in in progress",
+                "This browser has no sign-in in progress (cookies off, "
+                "or another browser began it). Start again from the link you were given.",
+                again=True,
+            )
         record = unseal_record(await self.store.get_pending(_session_key(session_id)), self.key)
         if record is None or record.get("stage") != stage:
             raise _expired()
@@ -297,8 +321,12 @@ class Onboarding:
             log.warning("onboarding: the token endpoint could not be reached: %s", type(exc).__name__)
             raise Refusal(502, "Not connected", "X could not be reached. Try again in a moment.", again=True) from None
         if "offline.access" not in str(token.get("scope", "offline.access")).split() or not token.get("refresh_token"):
-            raise Refusal(400, "Not connected", "X gave no lasting access (offline access was not allowed). "
-                          "Start again and allow it.", again=True)
+            raise Refusal(
+                400,
+                "Not connected",
+                "X gave no lasting access (offline access was not allowed). Start again and allow it.",
+                again=True,
+            )
         expires_in = token.get("expires_in")
         grant = OAuth2Grant(
             access_token=str(token["access_token"]),
@@ -350,8 +378,12 @@ class Onboarding:
 
 
 def _expired() -> Refusal:
-    return Refusal(400, "Sign-in expired", "This sign-in has expired or was finished already. Start again from "
-                   "the link you were given.", again=True)
+    return Refusal(
+        400,
+        "Sign-in expired",
+        "This sign-in has expired or was finished already. Start again from the link you were given.",
+        again=True,
+    )
 
 
 def _form_problem(username: str, password: str, confirm: str) -> str | None:

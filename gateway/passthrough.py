@@ -284,7 +284,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
             log.warning("pass-through %s %s: upstream timed out (request %s)", request.method, request.path, request_id)
             return problem(504, "Gateway Timeout", "The upstream server did not answer in time.", request_id)
         log.warning("pass-through %s %s: %s (request %s)", request.method, request.path, exc, request_id)
-        return problem(502, "Bad Gateway", f"The upstream server could not be reached ({type(exc).__name__}).", request_id)
+        return problem(
+            502, "Bad Gateway", f"The upstream server could not be reached ({type(exc).__name__}).", request_id
+        )
     finally:
         breaker.record(answered, probe, caller(request) if answered is False else None)
     async with upstream:

@@ -114,9 +114,7 @@ def certificate_bases(config: Config) -> tuple[str, ...]:
         names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except (OSError, ValueError, x509.ExtensionNotFound):
         return ()  # serving checks the pair first and names the problem
-    return tuple(
-        f"https://{name.lower()}" for name in names.get_values_for_type(x509.DNSName) if is_host_name(name)
-    )
+    return tuple(f"https://{name.lower()}" for name in names.get_values_for_type(x509.DNSName) if is_host_name(name))
 
 
 def _check_pem(cert_path: str, key_path: str) -> None:
@@ -238,8 +236,11 @@ def instructions(files: TlsFiles, hosts: list[str]) -> str:
             "tls_port = 443  # HTTPS here (a port below 1024 needs the privilege); server.port stays plain HTTP",
             '# tls_min_version = "1.0"  # only for clients whose TLS stack predates TLS 1.2',
             "",
-            *([f"Make the names resolve to the gateway (hosts file or DNS): <gateway address> {names}", ""]
-              if names else []),
+            *(
+                [f"Make the names resolve to the gateway (hosts file or DNS): <gateway address> {names}", ""]
+                if names
+                else []
+            ),
             f"Make each client trust the CA certificate {ca} (never copy {CA_KEY} anywhere):",
             f"  Debian/Ubuntu:  cp {ca} /usr/local/share/ca-certificates/dm-gateway.crt && update-ca-certificates",
             f"  macOS:          security add-trusted-cert -d -r trustRoot -k /Library/Keychains/System.keychain {ca}",

@@ -44,6 +44,7 @@ GatewayFactory = Callable[..., Awaitable[TestClient]]
 # The emulator as an in-process app on a movable clock (fixtures clock, state, client) for its own tests.
 pytest_plugins = ("tests.emulator_app",)
 
+
 @pytest.fixture
 async def emulator() -> AsyncIterator[EmulatorServer]:
     async with EmulatorServer() as server:
@@ -151,9 +152,25 @@ def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     ports = _free_cluster_ports(3)
     processes = [
         subprocess.Popen(
-            [server, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-             "--cluster-config-file", str(directory / f"nodes-{port}.conf"), "--dir", str(directory),
-             "--save", "", "--appendonly", "no", "--daemonize", "no"],
+            [
+                server,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(directory / f"nodes-{port}.conf"),
+                "--dir",
+                str(directory),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ],
             stdout=subprocess.DEVNULL,
         )
         for port in ports
@@ -164,7 +181,9 @@ def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
         nodes = [f"127.0.0.1:{port}" for port in ports]
         subprocess.run(
             [cli, "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"],
-            check=True, capture_output=True, timeout=30,
+            check=True,
+            capture_output=True,
+            timeout=30,
         )
         for port in ports:
             _wait_for(

@@ -120,7 +120,9 @@ async def test_readyz_is_degraded_when_the_sqlite_worker_cannot_answer_in_time(
         # The store's one worker thread is stuck (a long disk stall, say): pings queue behind it.
         release = asyncio.Event()
         loop = asyncio.get_running_loop()
-        stuck = loop.run_in_executor(store._executor, lambda: asyncio.run_coroutine_threadsafe(release.wait(), loop).result())
+        stuck = loop.run_in_executor(
+            store._executor, lambda: asyncio.run_coroutine_threadsafe(release.wait(), loop).result()
+        )
         response = await admin.get("/readyz")
         assert response.status == 503
         body = await response.json()
@@ -155,11 +157,15 @@ async def test_every_backend_pings_and_a_closed_one_raises(tmp_path: Any, redis_
     await memory.ping()
 
 
-async def test_metrics_count_requests_by_dialect_route_and_status(aiohttp_client: Any, emulator: EmulatorServer) -> None:
+async def test_metrics_count_requests_by_dialect_route_and_status(
+    aiohttp_client: Any, emulator: EmulatorServer
+) -> None:
     gateway, admin = await gateway_and_admin(aiohttp_client, emulator)
     assert (await gateway.post(DESTROY.format(PLAIN_IDS[0]))).status == 200
     assert (await gateway.post(DESTROY.format("1"))).status == 404
-    assert (await gateway.delete(f"/2/dm_events/{PLAIN_IDS[1]}", headers={"Authorization": f"Bearer {SEAN_TOKEN}"})).status == 200
+    assert (
+        await gateway.delete(f"/2/dm_events/{PLAIN_IDS[1]}", headers={"Authorization": f"Bearer {SEAN_TOKEN}"})
+    ).status == 200
     text = await metrics_text(admin)
     route = "/1.1/direct_messages/destroy.json"
     assert sample(text, "dmgw_requests_total", dialect="twitter_v1", route=route, status="200") == 1.0
@@ -218,11 +224,13 @@ async def test_serve_answers_healthz_on_the_admin_port_and_metrics_keep_no_secre
         process.send_signal(signal.SIGTERM)
         _, stderr = await asyncio.wait_for(process.communicate(), 15)
     assert process.returncode == 0, stderr
-    assert 'dmgw_requests_total{dialect="twitter_v1",route="/1.1/direct_messages/destroy.json",status="200"} 1.0' in metrics
+    assert (
+        'dmgw_requests_total{dialect="twitter_v1",route="/1.1/direct_messages/destroy.json",status="200"} 1.0'
+        in metrics
+    )
     assert "dmgw_store_up 1.0" in metrics
     assert message_text and message_text not in metrics
     assert SEAN_TOKEN not in metrics and SEED_002_ID not in metrics
     log = stderr.decode()
     assert f"admin listener on http://127.0.0.1:{admin_port}" in log
     assert "not loopback" not in log
-

@@ -100,7 +100,9 @@ async def test_an_attachment_read_from_v2_is_expanded(gateway, emulator) -> None
         "sender_id": MICK_ID,
         "attachments": {"media_keys": [f"3_{SKETCH_ID}"]},
     }
-    body = orjson.loads(await ok(await gateway.get("/1.1/direct_messages/show.json", params={"id": "1583890000000000050"})))
+    body = orjson.loads(
+        await ok(await gateway.get("/1.1/direct_messages/show.json", params={"id": "1583890000000000050"}))
+    )
     [media] = body["entities"]["media"]
     assert media["id"] == int(SKETCH_ID) and media["sizes"] == {"large": {"w": 640, "h": 480, "resize": "fit"}}
     assert media["ext_alt_text"] is None

@@ -93,7 +93,9 @@ def _with_timestamp(original, timestamp: int):
     return patched
 
 
-def rfc5849_header(method: str, url: str, query: list[tuple[str, str]], oauth: dict[str, str], secrets: tuple[str, str]) -> str:
+def rfc5849_header(
+    method: str, url: str, query: list[tuple[str, str]], oauth: dict[str, str], secrets: tuple[str, str]
+) -> str:
     """An Authorization header signed straight from RFC 5849 section 3.4, independently of authlib."""
     pct = partial(quote, safe="~")
     pairs = sorted((pct(k), pct(v)) for k, v in [*query, *oauth.items()])
@@ -146,7 +148,9 @@ async def test_oauth1_signed_classic_destroy_is_verified_and_re_signed(client, e
 async def test_oauth1_params_in_a_form_body_including_delete(client, emulator) -> None:
     response = await send(client, signed(client, "POST", CLASSIC, form={"id": SEED_002_ID}, where=SIGNATURE_TYPE_BODY))
     assert response.status == 200, await response.text()
-    response = await send(client, signed(client, "DELETE", EVENTS, form={"id": PLAIN_IDS[0]}, where=SIGNATURE_TYPE_BODY))
+    response = await send(
+        client, signed(client, "DELETE", EVENTS, form={"id": PLAIN_IDS[0]}, where=SIGNATURE_TYPE_BODY)
+    )
     assert response.status == 204, await response.text()
     assert emulator.state.is_deleted_for(PLAIN_IDS[0], "38895958")
 
@@ -168,7 +172,9 @@ REFUSALS = [
 
 
 @pytest.mark.parametrize(("name", "kwargs", "tamper", "status", "code"), REFUSALS, ids=[r[0] for r in REFUSALS])
-async def test_forged_or_stale_signatures_are_refused_before_upstream(client, emulator, name, kwargs, tamper, status, code) -> None:
+async def test_forged_or_stale_signatures_are_refused_before_upstream(
+    client, emulator, name, kwargs, tamper, status, code
+) -> None:
     request = signed(client, "POST", f"{CLASSIC}?id={SEED_002_ID}", **kwargs)
     response = await send(client, tamper(request) if tamper else request)
     assert response.status == status
@@ -195,7 +201,9 @@ async def test_a_replayed_nonce_is_refused(client, emulator) -> None:
     assert upstream(emulator) == []
 
 
-async def test_a_nonce_replayed_to_another_replica_sharing_the_store_is_refused(aiohttp_client, emulator, shared_store) -> None:
+async def test_a_nonce_replayed_to_another_replica_sharing_the_store_is_refused(
+    aiohttp_client, emulator, shared_store
+) -> None:
     """Run on a shared SQLite file and on a shared Redis."""
     await add_credentials(shared_store)
     one = await aiohttp_client(create_app(auth_config(emulator), store=shared_store))
@@ -231,7 +239,10 @@ async def test_only_hmac_sha1_is_accepted(client, emulator) -> None:
     assert response.status == 400 and upstream(emulator) == []
 
 
-@pytest.mark.parametrize(("path", "shape"), [(f"{CLASSIC}?id={SEED_002_ID}", "v1.1"), (f"/api/direct_messages/destroy/{SEED_003_XML_ID}.xml", "statusnet")])
+@pytest.mark.parametrize(
+    ("path", "shape"),
+    [(f"{CLASSIC}?id={SEED_002_ID}", "v1.1"), (f"/api/direct_messages/destroy/{SEED_003_XML_ID}.xml", "statusnet")],
+)
 async def test_no_credentials_and_no_sidecar_is_the_dialects_401(client, emulator, path, shape) -> None:
     response = await client.post(path)
     assert response.status == 401
@@ -249,17 +260,23 @@ async def test_no_credentials_and_no_sidecar_is_the_dialects_401(client, emulato
 
 async def test_public_base_url_signatures_are_accepted_only_when_configured(aiohttp_client, emulator, store) -> None:
     plain = await aiohttp_client(create_app(auth_config(emulator), store=store))
-    request = signed(plain, "DELETE", f"{EVENTS}?id={PLAIN_IDS[0]}", url=f"https://api.twitter.com{EVENTS}?id={PLAIN_IDS[0]}")
+    request = signed(
+        plain, "DELETE", f"{EVENTS}?id={PLAIN_IDS[0]}", url=f"https://api.twitter.com{EVENTS}?id={PLAIN_IDS[0]}"
+    )
     assert (await send(plain, request)).status == 401
     public = await aiohttp_client(
         create_app(auth_config(emulator, public_base_urls=("https://api.twitter.com",)), store=store)
     )
-    request = signed(public, "DELETE", f"{EVENTS}?id={PLAIN_IDS[0]}", url=f"https://api.twitter.com{EVENTS}?id={PLAIN_IDS[0]}")
+    request = signed(
+        public, "DELETE", f"{EVENTS}?id={PLAIN_IDS[0]}", url=f"https://api.twitter.com{EVENTS}?id={PLAIN_IDS[0]}"
+    )
     assert (await send(public, request)).status == 204
 
 
 @pytest.mark.parametrize(("trusted", "status"), [((), 401), (("127.0.0.0/8",), 204)])
-async def test_forwarded_headers_count_only_from_trusted_proxies(aiohttp_client, emulator, store, trusted, status) -> None:
+async def test_forwarded_headers_count_only_from_trusted_proxies(
+    aiohttp_client, emulator, store, trusted, status
+) -> None:
     client = await aiohttp_client(create_app(auth_config(emulator, trusted_proxies=trusted), store=store))
     url = f"https://dm.example.org{EVENTS}?id={PLAIN_IDS[0]}"
     request = signed(client, "DELETE", f"{EVENTS}?id={PLAIN_IDS[0]}", url=url)
@@ -276,9 +293,7 @@ def basic(username: str, password: str) -> dict[str, str]:
 
 @pytest.fixture
 async def with_users(store):
-    await store.put_user(
-        BasicUser("marcos", hash_password(MARCOS_PASSWORD), OAuth2Grant("emulator-token-marcosgdf"))
-    )
+    await store.put_user(BasicUser("marcos", hash_password(MARCOS_PASSWORD), OAuth2Grant("emulator-token-marcosgdf")))
     await store.put_user(
         BasicUser(
             "sean",
@@ -290,7 +305,9 @@ async def with_users(store):
 
 
 async def test_basic_user_deletes_with_their_stored_grant(client, emulator, with_users) -> None:
-    response = await client.post(f"/api/direct_messages/destroy/{SEED_003_XML_ID}.xml", headers=basic("marcos", MARCOS_PASSWORD))
+    response = await client.post(
+        f"/api/direct_messages/destroy/{SEED_003_XML_ID}.xml", headers=basic("marcos", MARCOS_PASSWORD)
+    )
     assert response.status == 200, await response.text()
     delete = next(r for r in emulator.state.requests if r.method == "DELETE")
     assert delete.headers["Authorization"] == "Bearer emulator-token-marcosgdf"
@@ -298,7 +315,12 @@ async def test_basic_user_deletes_with_their_stored_grant(client, emulator, with
 
 @pytest.mark.parametrize(
     "headers",
-    [basic("marcos", "wrong"), basic("nobody", MARCOS_PASSWORD), {"Authorization": "Basic !!!notbase64"}, basic("", "x")],
+    [
+        basic("marcos", "wrong"),
+        basic("nobody", MARCOS_PASSWORD),
+        {"Authorization": "Basic !!!notbase64"},
+        basic("", "x"),
+    ],
     ids=["wrong password", "unknown user", "not base64", "no username"],
 )
 async def test_basic_failures_are_statusnet_401s(client, emulator, with_users, headers) -> None:
@@ -387,7 +409,11 @@ async def test_an_expired_grant_is_refreshed_once_for_50_concurrent_requests(cli
 
 async def test_a_grant_v2_rejects_is_refreshed_and_the_call_retried(client, emulator, store) -> None:
     await store.put_user(
-        BasicUser("sean", hash_password(MARCOS_PASSWORD), OAuth2Grant("emulator-oauth2-access-theSeanCook", "emulator-oauth2-refresh-theSeanCook"))
+        BasicUser(
+            "sean",
+            hash_password(MARCOS_PASSWORD),
+            OAuth2Grant("emulator-oauth2-access-theSeanCook", "emulator-oauth2-refresh-theSeanCook"),
+        )
     )
     emulator.state.expire_access_token("emulator-oauth2-access-theSeanCook")
     response = await client.delete(f"{EVENTS}?id={PLAIN_IDS[0]}", headers=basic("sean", MARCOS_PASSWORD))
@@ -408,7 +434,9 @@ async def test_a_grant_replaced_by_the_operator_is_used_at_once(client, emulator
 async def test_a_failed_refresh_is_the_dialects_auth_error(client, emulator, with_users) -> None:
     emulator.state.faults.append(FaultRule(method="POST", path="/2/oauth2/token", action="status", status=400,
                                            body={"error": "invalid_request"}))  # fmt: skip
-    response = await client.post(f"/api/direct_messages/destroy/{SEED_003_JSON_ID}.json", headers=basic("sean", MARCOS_PASSWORD))
+    response = await client.post(
+        f"/api/direct_messages/destroy/{SEED_003_JSON_ID}.json", headers=basic("sean", MARCOS_PASSWORD)
+    )
     assert response.status == 401
     assert orjson.loads(await response.read())["error"] == "Could not authenticate you."
     assert not [r for r in emulator.state.requests if r.method == "DELETE"]

@@ -77,8 +77,10 @@ def test_rounds_pair_each_gateway_scenario_with_an_adjacent_proxy_run(stores: li
         # The emulator alone and every gateway scenario once; a proxy once per gateway scenario of its call.
         for scenario in scenarios:
             count = sum(r.scenario is scenario for r in runs)
-            assert count == runs_per_round(scenario, scenarios) == (
-                sum(p is scenario for p in partners.values()) if scenario.server == "proxy" else 1
+            assert (
+                count
+                == runs_per_round(scenario, scenarios)
+                == (sum(p is scenario for p in partners.values()) if scenario.server == "proxy" else 1)
             )
         # Each pair is two adjacent runs: proxy then gateway in even rounds, gateway then proxy in odd ones.
         for name, proxy in partners.items():

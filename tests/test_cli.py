@@ -144,11 +144,14 @@ def test_demo_shows_every_form_working() -> None:
     basic_pair = base64.b64encode(f"{BASIC_USERNAME}:{BASIC_PASSWORD}".encode()).decode()
     # A client with only its consumer key logs in through the gateway by PIN and deletes a DM.
     login = out.split("== Log in through the gateway", 1)[1]
-    assert f'> POST /oauth/request_token\n> Authorization: OAuth oauth_callback="oob", oauth_consumer_key="{LEGACY_CONSUMER.key}"' in login
+    assert (
+        f'> POST /oauth/request_token\n> Authorization: OAuth oauth_callback="oob", oauth_consumer_key="{LEGACY_CONSUMER.key}"'
+        in login
+    )
     assert "oauth_token_secret=…&oauth_callback_confirmed=true" in login
     assert "s0c1alm3dia approves the app and is shown the PIN " in login
     assert "&oauth_token_secret=…&user_id=776627022&screen_name=s0c1alm3dia" in login
-    assert '(X API v2 got DELETE /2/dm_events/240251665733795841, signed by the operator\'s app: OAuth ' in login
+    assert "(X API v2 got DELETE /2/dm_events/240251665733795841, signed by the operator's app: OAuth " in login
     assert 'oauth_consumer_key="emulator-consumer"' in login.split("(X API v2 got DELETE", 1)[1]
     assert f"(the consumer key {LEGACY_CONSUMER.key} never reached X)" in login
     assert "A client with only its consumer key logged in and deleted a DM.\n" in out

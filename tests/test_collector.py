@@ -62,7 +62,8 @@ def test_every_worker_tunes_its_collector_before_it_serves(
     monkeypatch.setattr(workers.signal, "signal", lambda *args: None)
     monkeypatch.setattr(workers.logging, "basicConfig", lambda **kwargs: None)
     config = load_config(
-        env={}, overrides={"upstream": {"base_url": "http://127.0.0.1:9"}, "store": {"url": f"sqlite:///{tmp_path}/s.db"}}
+        env={},
+        overrides={"upstream": {"base_url": "http://127.0.0.1:9"}, "store": {"url": f"sqlite:///{tmp_path}/s.db"}},
     )
     ours, theirs = multiprocessing.Pipe()
     try:

@@ -160,5 +160,5 @@ def test_the_events_dialect_differs_from_classic_only_where_documented() -> None
     differing = {kind for kind in ERROR_KINDS if classic.errors[kind] != events.errors[kind]}
     assert differing == {"recipient_refuses"}
     refusal = events.errors["recipient_refuses"]
-    assert f"code {refusal.code}, \"{refusal.message}\"" in DOC.replace("\n", " ")
+    assert f'code {refusal.code}, "{refusal.message}"' in DOC.replace("\n", " ")
     assert refusal.status == 403

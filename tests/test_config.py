@@ -320,7 +320,12 @@ def test_server_timeouts_must_be_positive_finite_numbers(key: str, value: Any) -
 def test_server_timeouts_and_workers_are_read_from_the_file(tmp_path: Path) -> None:
     text = "[server]\nkeepalive_timeout = 5\nclient_timeout = 2.5\nshutdown_timeout = 45\nworkers = 3\n[store]\nurl = 'sqlite:///x.db'\n"
     server = load_config(write(tmp_path, text), env={}).server
-    assert (server.keepalive_timeout, server.client_timeout, server.shutdown_timeout, server.workers) == (5.0, 2.5, 45.0, 3)
+    assert (server.keepalive_timeout, server.client_timeout, server.shutdown_timeout, server.workers) == (
+        5.0,
+        2.5,
+        45.0,
+        3,
+    )
 
 
 @pytest.mark.parametrize("workers", [0, -1, 65, 1.5, "2"])

@@ -150,7 +150,10 @@ def test_recipient_of_note_to_self() -> None:
 
 
 def test_recipient_of_note_to_self_named_only_by_participants() -> None:
-    assert recipient_of({"sender_id": "333", "dm_conversation_id": "1580000000000000000", "participant_ids": ["333"]}) == "333"
+    assert (
+        recipient_of({"sender_id": "333", "dm_conversation_id": "1580000000000000000", "participant_ids": ["333"]})
+        == "333"
+    )
 
 
 def test_recipient_of_sender_outside_the_conversation_is_impossible() -> None:
@@ -174,7 +177,9 @@ def test_recipient_of_a_group_is_none() -> None:
 
 @pytest.mark.parametrize("conversation", ["111-222-333", "111-abc", "-111", "111-", "١١١-222"])
 def test_recipient_of_unusual_conversation_ids_fall_back_to_participants(conversation: str) -> None:
-    assert recipient_of({"sender_id": "111", "dm_conversation_id": conversation, "participant_ids": ["111", "4"]}) == "4"
+    assert (
+        recipient_of({"sender_id": "111", "dm_conversation_id": conversation, "participant_ids": ["111", "4"]}) == "4"
+    )
     assert recipient_of({"sender_id": "111", "dm_conversation_id": conversation}) is None
 
 
@@ -197,7 +202,10 @@ V2_ENTITIES: dict[str, Any] = {
         },
         {"start": 29, "end": 45, "url": "https://t.co/def"},
     ],
-    "mentions": [{"start": 46, "end": 55, "username": "someone", "id": "777"}, {"start": 56, "end": 60, "username": "ab"}],
+    "mentions": [
+        {"start": 46, "end": 55, "username": "someone", "id": "777"},
+        {"start": 56, "end": 60, "username": "ab"},
+    ],
 }
 EXPECTED_ENTITIES = Entities(
     hashtags=(Hashtag("dev", 0, 4),),

@@ -257,7 +257,11 @@ def test_several_dashes_read_one_line_each_in_command_line_order(db: Path, store
         (["add-consumer", "ck", "-"], "", "SECRET on stdin is empty"),
         (["add-consumer", "ck", "-"], "\n", "SECRET on stdin is empty"),
         (["add-consumer", "ck", "-"], b"\xff\n", "SECRET on stdin is not valid UTF-8"),
-        (["add-user", "f", "--password-stdin", "--upstream-bearer", "-"], f"pw-{MARK}\n", "--upstream-bearer on stdin is empty"),
+        (
+            ["add-user", "f", "--password-stdin", "--upstream-bearer", "-"],
+            f"pw-{MARK}\n",
+            "--upstream-bearer on stdin is empty",
+        ),
         (
             ["add-user", "f", "--upstream-bearer", "b", "--upstream-refresh-token", "-", "--password-stdin"],
             f"r-{MARK}\n",

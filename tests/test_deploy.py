@@ -102,7 +102,7 @@ def test_the_sidecar_pod_probes_the_admin_port_and_passes_the_secrets_by_env() -
     for name in (ENV_UPSTREAM_BEARER, ENV_STORE_ENCRYPTION_KEY):
         assert re.search(rf"^\s+{name}: ", text, re.MULTILINE), name
     assert "secretRef:\n                name: dm-gateway-secrets" in text
-    args = re.search(r'args: (\[.*\])', text)
+    args = re.search(r"args: (\[.*\])", text)
     assert args
     parsed = _parser().parse_args(_json_list(args.group(1)))
     assert (parsed.command, parsed.config) == ("serve", "/etc/dm-gateway/config.toml")
@@ -143,8 +143,6 @@ def test_the_systemd_unit_verifies(tmp_path: Path) -> None:
         pytest.skip("the dm-gateway script is not installed next to this Python")
     unit = tmp_path / "dm-gateway.service"
     unit.write_text(UNIT.read_text("utf-8").replace("/usr/local/bin/dm-gateway", str(executable)))
-    result = subprocess.run(
-        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
-    )
+    result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
     about_unit = [line for line in (result.stdout + result.stderr).splitlines() if str(unit) in line]
     assert result.returncode == 0 and not about_unit, result.stdout + result.stderr

@@ -82,6 +82,7 @@ async def test_include_entities(gateway, value, has_entities) -> None:
 # A delete that fails: the first attempt and the gateway's retries of it (upstream.retries, 2 by default).
 FAIL_ONE_DELETE = 3
 
+
 async def test_entities_become_legacy_entities_with_indices(gateway) -> None:
     response = await gateway.post(f"/1.1/direct_messages/destroy.json?id={ENTITIES_ID}")
     body = orjson.loads(await response.read())
@@ -156,7 +157,9 @@ async def test_two_gateways_sharing_a_store_share_what_they_learned(aiohttp_clie
 async def test_a_group_message_is_not_a_legacy_dm_and_is_not_deleted(gateway, emulator) -> None:
     response = await gateway.post(f"/1.1/direct_messages/destroy.json?id={GROUP_ID}")
     assert response.status == 404
-    assert orjson.loads(await response.read()) == {"errors": [{"code": 34, "message": "Sorry, that page does not exist."}]}
+    assert orjson.loads(await response.read()) == {
+        "errors": [{"code": 34, "message": "Sorry, that page does not exist."}]
+    }
     assert not [call for call in upstream_calls(emulator) if call[0] == "DELETE"]
 
 
@@ -166,7 +169,10 @@ async def test_route_prefixes_are_configurable(make_gateway, emulator) -> None:
     assert response.status == 200
     response = await client.post(f"/gnusocial/api/direct_messages/destroy/{SEED_003_XML_ID}.xml", headers=MARCOS)
     assert response.status == 200
-    for gone in (f"/1.1/direct_messages/destroy.json?id={PLAIN_IDS[0]}", f"/api/direct_messages/destroy/{PLAIN_IDS[0]}.json"):
+    for gone in (
+        f"/1.1/direct_messages/destroy.json?id={PLAIN_IDS[0]}",
+        f"/api/direct_messages/destroy/{PLAIN_IDS[0]}.json",
+    ):
         response = await client.post(gone)
         assert response.status == 404
         assert orjson.loads(await response.read())["errors"][0]["code"] == 34  # the root family's shape

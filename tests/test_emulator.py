@@ -106,10 +106,7 @@ def test_seed_entity_offsets_point_at_their_text() -> None:
 def test_seed_keeps_awkward_text_exactly() -> None:
     seed = default_seed()
     sean = next(user for user in seed["users"] if user["id"] == SEAN_ID)
-    assert (
-        sean["description"]
-        == "I taught your phone that thing you like.  The Mobile Partner Engineer @Twitter. "
-    )
+    assert sean["description"] == "I taught your phone that thing you like.  The Mobile Partner Engineer @Twitter. "
     tricky = next(event for event in seed["events"] if event["id"] == "1583890000000000002")
     assert tricky["text"] == "Tags <b>&amp; \"quotes\" 'apostrophes' & a bell \x07 and café ✓"
 
@@ -248,9 +245,7 @@ async def test_unknown_query_parameter_is_400(client: Any) -> None:
 
 
 async def test_sender_expansion_includes_the_user_with_requested_fields(client: Any) -> None:
-    body = await get_json(
-        client, f"/2/dm_events/{HELLO}", {"expansions": "sender_id", "user.fields": "created_at"}
-    )
+    body = await get_json(client, f"/2/dm_events/{HELLO}", {"expansions": "sender_id", "user.fields": "created_at"})
     assert body["includes"] == {
         "users": [
             {
@@ -365,9 +360,7 @@ async def test_note_to_self_is_visible_to_its_author(client: Any) -> None:
 
 
 async def test_users_lookup_reports_missing_ids(client: Any) -> None:
-    body = await get_json(
-        client, "/2/users", {"ids": f"{SEAN_ID},{MARCOS_ID},424242", "user.fields": "location"}
-    )
+    body = await get_json(client, "/2/users", {"ids": f"{SEAN_ID},{MARCOS_ID},424242", "user.fields": "location"})
     assert body["data"] == [
         {"id": SEAN_ID, "name": "Sean Cook", "username": "theSeanCook", "location": "San Francisco"},
         {"id": MARCOS_ID, "name": "marcosgdf", "username": "marcosgdf"},
@@ -425,7 +418,9 @@ async def test_single_user_lookups(client: Any, path: str, found: str) -> None:
     ("path", "parameter", "value"),
     [("/2/users/999999999", "id", "999999999"), ("/2/users/by/username/nobody_at_all", "username", "nobody_at_all")],
 )
-async def test_single_user_lookup_of_nobody_is_200_with_an_error(client: Any, path: str, parameter: str, value: str) -> None:
+async def test_single_user_lookup_of_nobody_is_200_with_an_error(
+    client: Any, path: str, parameter: str, value: str
+) -> None:
     body = await get_json(client, path)
     assert "data" not in body
     assert [(e["parameter"], e["value"], e["resource_type"]) for e in body["errors"]] == [(parameter, value, "user")]
@@ -482,9 +477,7 @@ async def test_every_answer_carries_rate_limit_headers(client: Any, clock: FakeC
     }
 
 
-async def test_quota_runs_out_per_token_and_comes_back(
-    client: Any, state: EmulatorState, clock: FakeClock
-) -> None:
+async def test_quota_runs_out_per_token_and_comes_back(client: Any, state: EmulatorState, clock: FakeClock) -> None:
     state.set_rate_limit("GET /2/users/me", 2, window=60)
     for remaining in ("1", "0"):
         response = await client.get("/2/users/me", headers=bearer(SEAN))
@@ -519,9 +512,7 @@ async def test_seed_rate_limits_apply(aiohttp_client: Any) -> None:
 # --- faults -----------------------------------------------------------------------------------------
 
 
-async def test_status_fault_answers_problem_json_and_can_target_a_method(
-    client: Any, state: EmulatorState
-) -> None:
+async def test_status_fault_answers_problem_json_and_can_target_a_method(client: Any, state: EmulatorState) -> None:
     state.faults.append(FaultRule(method="DELETE", path="/2/dm_events/*", status=503))
     response = await client.delete(f"/2/dm_events/{SECOND}", headers=bearer(SEAN))
     assert response.status == 503
@@ -532,9 +523,7 @@ async def test_status_fault_answers_problem_json_and_can_target_a_method(
 
 
 async def test_status_fault_with_custom_body_and_headers(client: Any, state: EmulatorState) -> None:
-    state.faults.append(
-        FaultRule(status=429, body={"title": "Slow down"}, headers={"x-rate-limit-reset": "42"})
-    )
+    state.faults.append(FaultRule(status=429, body={"title": "Slow down"}, headers={"x-rate-limit-reset": "42"}))
     response = await client.get("/2/users/me")  # faults come before authentication
     assert response.status == 429
     assert response.headers["x-rate-limit-reset"] == "42"
@@ -613,9 +602,7 @@ async def test_requests_are_recorded_but_control_calls_are_not(client: Any, stat
 
 
 async def test_fault_control_endpoints(client: Any, state: EmulatorState) -> None:
-    rules = {
-        "rules": [{"path": "/2/users/me", "status": 502, "times": 1}, {"method": "DELETE", "action": "reset"}]
-    }
+    rules = {"rules": [{"path": "/2/users/me", "status": 502, "times": 1}, {"method": "DELETE", "action": "reset"}]}
     response = await client.post("/_emulator/faults", json=rules)
     assert response.status == 200
     assert [rule["action"] for rule in (await response.json())["rules"]] == ["status", "reset"]

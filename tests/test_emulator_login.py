@@ -235,9 +235,7 @@ async def test_tweepy_3_logs_in_with_a_pin() -> None:
 # --- refusals -------------------------------------------------------------------------------------------
 
 
-async def test_request_token_refuses_unknown_consumer_and_bad_signature(
-    client: Any, state: EmulatorState
-) -> None:
+async def test_request_token_refuses_unknown_consumer_and_bad_signature(client: Any, state: EmulatorState) -> None:
     for headers in (
         signed(client, "POST", "/oauth/request_token", consumer="stranger", redirect_uri="oob"),
         signed(client, "POST", "/oauth/request_token", consumer_secret="wrong", redirect_uri="oob"),
@@ -262,9 +260,7 @@ async def test_request_token_refuses_unknown_consumer_and_bad_signature(
     assert len(state.logins.pending) == 1
 
 
-@pytest.mark.parametrize(
-    "callback", ["ftp://client.example/", "not a url", "https://" + "a" * 3000, "https:///x"]
-)
+@pytest.mark.parametrize("callback", ["ftp://client.example/", "not a url", "https://" + "a" * 3000, "https:///x"])
 async def test_request_token_needs_a_usable_callback(client: Any, callback: str) -> None:
     headers = signed(client, "POST", "/oauth/request_token", redirect_uri=callback)
     response = await client.post("/oauth/request_token", headers=headers)
@@ -329,9 +325,7 @@ async def test_unapproved_or_missing_verifier_is_refused(client: Any) -> None:
     assert (await client.post("/oauth/access_token", headers=headers)).status == 401
 
 
-async def test_request_token_expires(
-    client: Any, clock: SkewedClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_request_token_expires(client: Any, clock: SkewedClock, monkeypatch: pytest.MonkeyPatch) -> None:
     request = await get_request_token(client)
     clock.offset = REQUEST_TOKEN_LIFETIME + 1
     page = await client.get("/oauth/authorize", params={"oauth_token": request["oauth_token"]})
@@ -353,9 +347,7 @@ async def test_authorization_page_refusals(client: Any) -> None:
     request = await get_request_token(client)
     nobody = await approve(client, request["oauth_token"], "no_such_user")
     assert nobody.status == 400
-    twice = await client.post(
-        "/oauth/authorize", data=[("oauth_token", request["oauth_token"]), ("oauth_token", "x")]
-    )
+    twice = await client.post("/oauth/authorize", data=[("oauth_token", request["oauth_token"]), ("oauth_token", "x")])
     assert twice.status == 400
     assert (await client.post("/oauth/authorize", json={"oauth_token": request["oauth_token"]})).status == 400
     # None of that spent the token.

@@ -51,9 +51,7 @@ def oauth1(
     return signed
 
 
-async def status_of(
-    client: Any, method: str, path: str, headers: dict[str, str], data: str | None = None
-) -> int:
+async def status_of(client: Any, method: str, path: str, headers: dict[str, str], data: str | None = None) -> int:
     return (await client.request(method, path, headers=headers, data=data)).status
 
 
@@ -93,9 +91,7 @@ async def test_signed_get_with_a_query_reads_as_the_tokens_user(client: Any) -> 
     assert body["data"]["created_at"] == "2012-08-23T19:45:07.000Z"
 
 
-async def test_signed_requests_are_recorded_and_metered_per_oauth1_token(
-    client: Any, state: EmulatorState
-) -> None:
+async def test_signed_requests_are_recorded_and_metered_per_oauth1_token(client: Any, state: EmulatorState) -> None:
     state.set_rate_limit("GET /2/users/me", 1)
     first = await client.get("/2/users/me", headers=oauth1(client, "GET", "/2/users/me"))
     assert (first.status, first.headers["x-rate-limit-remaining"]) == (200, "0")
@@ -143,9 +139,7 @@ class _MislabellingAuth(ClientAuth):
 
 async def test_only_hmac_sha1_is_accepted_whatever_the_signature(client: Any) -> None:
     url = str(client.make_url("/2/users/me"))
-    auth = _MislabellingAuth(
-        CONSUMER, CONSUMER_SECRET, SEAN_TOKEN, SEAN_SECRET, signature_method="HMAC-SHA256"
-    )
+    auth = _MislabellingAuth(CONSUMER, CONSUMER_SECRET, SEAN_TOKEN, SEAN_SECRET, signature_method="HMAC-SHA256")
     _, headers, _ = auth.sign("GET", url, {}, b"")
     assert 'oauth_signature_method="HMAC-SHA256"' in headers["Authorization"]
     assert await status_of(client, "GET", "/2/users/me", headers) == 401
@@ -170,9 +164,7 @@ async def test_a_token_presented_with_a_consumer_it_was_not_issued_to_gets_401(
         ("/2/users?ids=1", "/2/users?ids=38895958"),
     ],
 )
-async def test_a_request_changed_after_signing_gets_401(
-    client: Any, signed_path: str, sent_path: str
-) -> None:
+async def test_a_request_changed_after_signing_gets_401(client: Any, signed_path: str, sent_path: str) -> None:
     assert await status_of(client, "GET", sent_path, oauth1(client, "GET", signed_path)) == 401
     assert await status_of(client, "GET", sent_path, oauth1(client, "GET", sent_path)) == 200
 
@@ -363,12 +355,8 @@ async def test_a_client_with_a_secret_must_present_it_with_basic(client: Any, st
         ("grant_type=refresh_token&refresh_token=a&refresh_token=b&client_id=" + CLIENT, "invalid_request"),
     ],
 )
-async def test_malformed_token_requests_get_400(
-    client: Any, state: EmulatorState, form: Any, error: str
-) -> None:
-    response = await client.post(
-        TOKEN_PATH, data=form, headers={"Content-Type": "application/x-www-form-urlencoded"}
-    )
+async def test_malformed_token_requests_get_400(client: Any, state: EmulatorState, form: Any, error: str) -> None:
+    response = await client.post(TOKEN_PATH, data=form, headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert response.status == 400
     assert (await response.json())["error"] == error
     assert state.token_refreshes == 0

@@ -28,15 +28,11 @@ from tests.emulator_app import SkewedClock  # its fixtures come through tests/co
 SEAN_ID = "38895958"
 REDIRECT = "http://127.0.0.1:8080/connect/callback"
 SCOPE = "dm.read dm.write users.read tweet.read offline.access"
-BASIC = "Basic " + base64.b64encode(
-    f"{EMULATOR_OAUTH2_CLIENT_ID}:{EMULATOR_OAUTH2_CLIENT_SECRET}".encode()
-).decode()
+BASIC = "Basic " + base64.b64encode(f"{EMULATOR_OAUTH2_CLIENT_ID}:{EMULATOR_OAUTH2_CLIENT_SECRET}".encode()).decode()
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
-def authorization(
-    verifier: str, client_id: str = EMULATOR_OAUTH2_CLIENT_ID, **overrides: str
-) -> dict[str, str]:
+def authorization(verifier: str, client_id: str = EMULATOR_OAUTH2_CLIENT_ID, **overrides: str) -> dict[str, str]:
     """The query of an authorization request, as a PKCE client builds it."""
     return {
         "response_type": "code",
@@ -59,23 +55,17 @@ def answer(response: Any) -> dict[str, list[str]]:
 
 
 async def approve(client: Any, query: dict[str, str], screen_name: str = "theSeanCook") -> Any:
-    return await client.post(
-        OAUTH2_AUTHORIZE_PATH, data={**query, "screen_name": screen_name}, allow_redirects=False
-    )
+    return await client.post(OAUTH2_AUTHORIZE_PATH, data={**query, "screen_name": screen_name}, allow_redirects=False)
 
 
-async def code_for(
-    client: Any, verifier: str, client_id: str = EMULATOR_OAUTH2_CLIENT_ID, **overrides: str
-) -> str:
+async def code_for(client: Any, verifier: str, client_id: str = EMULATOR_OAUTH2_CLIENT_ID, **overrides: str) -> str:
     query = authorization(verifier, client_id, **overrides)
     back = answer(await approve(client, query))
     assert back["state"] == [query["state"]]
     return back["code"][0]
 
 
-async def exchange(
-    client: Any, code: str, verifier: str, *, headers: dict[str, str] | None = None, **form: str
-) -> Any:
+async def exchange(client: Any, code: str, verifier: str, *, headers: dict[str, str] | None = None, **form: str) -> Any:
     body = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT, "code_verifier": verifier}
     auth = {"Authorization": BASIC} if headers is None else headers
     return await client.post(TOKEN_PATH, data={**body, **form}, headers={**FORM, **auth})
@@ -92,9 +82,7 @@ async def refused(response: Any, status: int, error: str) -> None:
 # --- the flows ------------------------------------------------------------------------------------------
 
 
-async def test_confidential_client_flow_issues_a_grant_that_acts_as_the_user(
-    client: Any, state: EmulatorState
-) -> None:
+async def test_confidential_client_flow_issues_a_grant_that_acts_as_the_user(client: Any, state: EmulatorState) -> None:
     verifier = generate_token(64)
     query = authorization(verifier)
     page = await client.get(OAUTH2_AUTHORIZE_PATH, params=query)
@@ -250,9 +238,7 @@ async def test_bad_client_or_redirect_uri_gets_a_page_never_a_redirect(
     for response in (
         await client.get(OAUTH2_AUTHORIZE_PATH, params=query, allow_redirects=False),
         await approve(client, query),
-        await client.post(
-            OAUTH2_AUTHORIZE_PATH, data={**query, "cancel": "1"}, allow_redirects=False
-        ),
+        await client.post(OAUTH2_AUTHORIZE_PATH, data={**query, "cancel": "1"}, allow_redirects=False),
     ):
         assert response.status == 400 and response.content_type == "text/html"
         assert "Location" not in response.headers

@@ -22,6 +22,7 @@ async def emulator() -> AsyncIterator[EmulatorServer]:
     async with frozen_emulator() as server:
         yield server
 
+
 SEAN_ID = "38895958"
 MICK_ID = "776627022"
 XDEV_ID = "2244994945"
@@ -374,7 +375,6 @@ async def test_answers_carry_v2_rate_limits(gateway) -> None:
         assert response.headers["x-rate-limit-limit"] == limit, path
         assert int(response.headers["x-rate-limit-remaining"]) < int(limit), path
         assert int(response.headers["x-rate-limit-reset"]) > NOW, path
-
 
 
 async def test_a_failing_users_lookup_does_not_fail_an_events_answer(gateway, emulator) -> None:

@@ -650,9 +650,7 @@ async def test_no_credential_at_all_is_401_and_nothing_goes_upstream(
     await assert_untouched(no_sidecar, emulator, MESSAGE_ID, None)
 
 
-async def test_without_a_sidecar_a_clients_bearer_still_works(
-    no_sidecar: TestClient, emulator: EmulatorServer
-) -> None:
+async def test_without_a_sidecar_a_clients_bearer_still_works(no_sidecar: TestClient, emulator: EmulatorServer) -> None:
     reply = await send(no_sidecar, SN_XML, MESSAGE_ID, bearer(SEAN_TOKEN))
     assert_message(reply, SN_XML, MESSAGE_ID, MESSAGE_TEXT, "theSeanCook", "s0c1alm3dia")
     await assert_deleted(no_sidecar, emulator, MESSAGE_ID)

@@ -156,7 +156,11 @@ def _users(tree: Any) -> list[dict[str, Any]]:
 async def test_a_vanished_sender_has_empty_names_and_the_default_avatar_in_json(gateway, path) -> None:
     messages = orjson.loads(await (await gateway.get(path)).read())
     vanished = next(message for message in messages if message["id_str"] == VANISHED_SENDER_ID)
-    assert (vanished["sender_screen_name"], vanished["sender"]["screen_name"], vanished["sender"]["name"]) == ("", "", "")
+    assert (vanished["sender_screen_name"], vanished["sender"]["screen_name"], vanished["sender"]["name"]) == (
+        "",
+        "",
+        "",
+    )
     assert vanished["sender"]["profile_image_url"] in (DEFAULT_AVATAR, DEFAULT_AVATAR.replace("https:", "http:"))
     for user in _users(messages):
         for key in ("name", "screen_name", "profile_image_url"):
@@ -177,7 +181,10 @@ async def test_the_default_avatar_is_configurable(make_gateway) -> None:
     assert statusnet[0]["sender"]["profile_image_url"] == avatar
     classic = orjson.loads(await (await gateway.get("/1.1/direct_messages.json")).read())
     sender = classic[0]["sender"]
-    assert (sender["profile_image_url"], sender["profile_image_url_https"]) == (avatar.replace("https:", "http:"), avatar)
+    assert (sender["profile_image_url"], sender["profile_image_url_https"]) == (
+        avatar.replace("https:", "http:"),
+        avatar,
+    )
     assert statusnet[1]["sender"]["profile_image_url"] != avatar  # a user with an image keeps it
 
 
@@ -271,14 +278,19 @@ async def test_errors_are_wrapped_suppressed_or_not(gateway, emulator) -> None:
     assert orjson.loads(body[3:-1])["error"] == "No direct message with that ID found."
     unknown = await gateway.get("/api/no/such/call.json?callback=cb")
     assert (unknown.status, unknown.content_type) == (404, JSONP_TYPE)
-    assert orjson.loads((await unknown.read())[3:-1]) == {"error": "API method not found.", "request": "/api/no/such/call.json"}
+    assert orjson.loads((await unknown.read())[3:-1]) == {
+        "error": "API method not found.",
+        "request": "/api/no/such/call.json",
+    }
     empty = await gateway.post("/api/direct_messages/new.json?callback=cb", data={"screen_name": "s0c1alm3dia"})
     assert (empty.status, empty.content_type) == (406, JSONP_TYPE)
 
 
 async def test_line_and_paragraph_separators_are_escaped_in_jsonp(gateway) -> None:
     text = "line\u2028paragraph\u2029end"
-    response = await gateway.post("/1/direct_messages/new.json?callback=cb", data={"screen_name": "s0c1alm3dia", "text": text})
+    response = await gateway.post(
+        "/1/direct_messages/new.json?callback=cb", data={"screen_name": "s0c1alm3dia", "text": text}
+    )
     body = await response.read()
     assert (response.status, response.content_type) == (200, JSONP_TYPE)
     assert "\u2028".encode() not in body and "\u2029".encode() not in body
@@ -311,7 +323,9 @@ async def test_jsonp_is_not_answered_for_basic_credentials_a_browser_adds_to_ano
         assert orjson.loads(await refused.read())["error"] == "Could not authenticate you."
         assert upstream(emulator) == []
         # The same credentials from the site's own page, or without a callback, are served.
-        same_origin = await client.get("/api/direct_messages.json?callback=got", headers={**credentials, "Sec-Fetch-Site": "same-origin"})
+        same_origin = await client.get(
+            "/api/direct_messages.json?callback=got", headers={**credentials, "Sec-Fetch-Site": "same-origin"}
+        )
         assert (same_origin.status, same_origin.content_type) == (200, JSONP_TYPE)
         plain = await client.get("/api/direct_messages.json", headers=cross_site)
         assert (plain.status, plain.content_type) == (200, "application/json")

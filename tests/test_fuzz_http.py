@@ -136,9 +136,7 @@ async def _fuzzed(make_gateway: GatewayFactory, emulator: EmulatorServer, **sect
         BasicUser(
             "sean",
             hash_password(PASSWORD),
-            OAuth2Grant(
-                "emulator-oauth2-access-theSeanCook", "emulator-oauth2-refresh-theSeanCook", time.time() - 10
-            ),
+            OAuth2Grant("emulator-oauth2-access-theSeanCook", "emulator-oauth2-refresh-theSeanCook", time.time() - 10),
         )
     )
     fuzzed = Fuzzed(client, emulator)
@@ -310,8 +308,16 @@ credentials = st.one_of(
         overrides=st.lists(
             st.tuples(
                 st.sampled_from(
-                    ["oauth_consumer_key", "oauth_token", "oauth_signature_method", "oauth_timestamp",
-                     "oauth_nonce", "oauth_version", "oauth_callback", "oauth_x"]
+                    [
+                        "oauth_consumer_key",
+                        "oauth_token",
+                        "oauth_signature_method",
+                        "oauth_timestamp",
+                        "oauth_nonce",
+                        "oauth_version",
+                        "oauth_callback",
+                        "oauth_x",
+                    ]
                 ),
                 st.one_of(
                     st.text(max_size=20),
@@ -336,14 +342,31 @@ values = st.one_of(
     st.sampled_from(SEEDED_IDS),
     st.integers(min_value=-(2**70), max_value=2**70).map(str),
     st.sampled_from(
-        ["", "0", "-1", "1e3", "٣٩", "３９", " 5", "5 ", "99999999999999999999", "9223372036854775808", "true",
-         "T", "false", "@theSeanCook", "theSeanCook", "s0c1alm3dia", "a" * 300, "\x00", "..%2F2%2Fusers"]
+        [
+            "",
+            "0",
+            "-1",
+            "1e3",
+            "٣٩",
+            "３９",
+            " 5",
+            "5 ",
+            "99999999999999999999",
+            "9223372036854775808",
+            "true",
+            "T",
+            "false",
+            "@theSeanCook",
+            "theSeanCook",
+            "s0c1alm3dia",
+            "a" * 300,
+            "\x00",
+            "..%2F2%2Fusers",
+        ]
     ),
     st.text(max_size=30),
 )
-params = st.lists(
-    st.tuples(st.one_of(st.sampled_from(PARAM_NAMES), st.text(max_size=10)), values), max_size=6
-)
+params = st.lists(st.tuples(st.one_of(st.sampled_from(PARAM_NAMES), st.text(max_size=10)), values), max_size=6)
 
 
 def _multipart(pairs: list[tuple[str, str]], boundary: str) -> bytes:
@@ -513,9 +536,13 @@ def check_error_shape(reply: Reply, dialect: str) -> None:
         # ever a legacy error body.
         if "json" in content_type:
             document = json.loads(reply.body)
-            assert not (isinstance(document, dict) and ({"error", "request"} <= set(document) or (
-                document.get("errors") and all(set(e) == {"code", "message"} for e in document["errors"])
-            ))), document
+            assert not (
+                isinstance(document, dict)
+                and (
+                    {"error", "request"} <= set(document)
+                    or (document.get("errors") and all(set(e) == {"code", "message"} for e in document["errors"]))
+                )
+            ), document
         return
     if "xml" in content_type:
         root = ET.fromstring(reply.body)
@@ -636,9 +663,35 @@ def legacy_calls(draw: st.DrawFn) -> Call:
 
 _SEGMENT = st.one_of(
     st.sampled_from(
-        ["direct_messages", "destroy", "new", "sent", "show", "events", "list", "dm_events", "users", "me",
-         "by", "username", "dm_conversations", "with", "messages", "oauth2", "token", "..", ".", "", "%2e%2e",
-         "%2F", "_emulator", "reset", "1.1", "api", "2"]
+        [
+            "direct_messages",
+            "destroy",
+            "new",
+            "sent",
+            "show",
+            "events",
+            "list",
+            "dm_events",
+            "users",
+            "me",
+            "by",
+            "username",
+            "dm_conversations",
+            "with",
+            "messages",
+            "oauth2",
+            "token",
+            "..",
+            ".",
+            "",
+            "%2e%2e",
+            "%2F",
+            "_emulator",
+            "reset",
+            "1.1",
+            "api",
+            "2",
+        ]
     ),
     st.sampled_from(SEEDED_IDS),
     st.sampled_from(RAW_ESCAPES),
@@ -863,7 +916,10 @@ _V2_KEYS = st.sampled_from(
      "type", "status", "result_count", "next_token", "previous_token", "receives_your_dm", "protected"]
 )  # fmt: skip
 _V2_LEAF = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2**63), max_value=2**64 - 1), st.sampled_from(SEEDED_IDS),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**64 - 1),
+    st.sampled_from(SEEDED_IDS),
     st.sampled_from(["MessageCreate", "ParticipantsJoin", "2023-01-02T03:04:05.000Z", "not a date", ""]),
     st.text(max_size=10),
 )
@@ -926,6 +982,7 @@ async def test_the_harness_gets_well_formed_calls_through(fuzzed: Fuzzed, creden
         reply = await run_call(fuzzed, replace(call, body=body, credential=credential))
         assert reply is not None and reply.status in (200, 204), (call, reply)
         assert fuzzed.emulator.state.requests
+
 
 # --- what the fuzz tests above found ----------------------------------------------------------------------------
 
@@ -999,6 +1056,7 @@ async def test_expect_100_continue_is_still_answered_before_the_body(
         await writer.wait_closed()
     assert reply is not None and reply.status == status, reply
     assert upstream in [(r.method, r.path) for r in fuzzed.emulator.state.requests]
+
 
 @pytest.mark.parametrize(
     ("method", "path"),

@@ -45,7 +45,13 @@ BODIES = [
     ),
     ("v1_1/destroy_hostile_text.json", "POST", f"/1.1/direct_messages/destroy.json?id={HOSTILE_TEXT_ID}", None, {}),
     ("v1_1/destroy_path_form.json", "DELETE", f"/1.1/direct_messages/destroy/{SEED_002_ID}.json", None, {}),
-    ("v1_1/destroy_vanished_sender.json", "POST", f"/1.1/direct_messages/destroy.json?id={VANISHED_SENDER_ID}", None, {}),
+    (
+        "v1_1/destroy_vanished_sender.json",
+        "POST",
+        f"/1.1/direct_messages/destroy.json?id={VANISHED_SENDER_ID}",
+        None,
+        {},
+    ),
     ("statusnet/destroy_seed_003.xml", "POST", f"/api/direct_messages/destroy/{SEED_003_XML_ID}.xml", None, MARCOS),
     ("statusnet/destroy_seed_003.json", "POST", f"/api/direct_messages/destroy/{SEED_003_JSON_ID}.json", None, MARCOS),
     ("statusnet/destroy_hostile_text.xml", "DELETE", f"/1/direct_messages/destroy.xml?id={HOSTILE_TEXT_ID}", None, {}),
@@ -108,9 +114,7 @@ def _constant_keys(mapping: str, fmt: str, template: str) -> set[str]:
     data = tomllib.loads((MAPPINGS / f"{mapping}.toml").read_text("utf-8"))
     table = data[fmt]["templates"][template]
     return {
-        key
-        for key, value in table.items()
-        if not isinstance(value, str) or value == "null" or value.startswith("'")
+        key for key, value in table.items() if not isinstance(value, str) or value == "null" or value.startswith("'")
     }
 
 

@@ -232,18 +232,54 @@ async def test_a_well_formed_id_in_the_same_positions_does_reach_upstream(
 
 
 TWO_IDS = [
-    pytest.param("POST", f"/1.1/direct_messages/destroy.json?id={MESSAGE_ID}&id={OTHER_ID}", None, "v1", "json",
-                 id="v1.1-query-twice"),
-    pytest.param("POST", f"/1.1/direct_messages/destroy.json?id={MESSAGE_ID}", f"id={OTHER_ID}", "v1", "json",
-                 id="v1.1-query-vs-body"),
-    pytest.param("DELETE", f"/1.1/direct_messages/events/destroy.json?id={MESSAGE_ID}", f"id={OTHER_ID}", "v1",
-                 "json", id="events-query-vs-body"),
-    pytest.param("POST", f"/api/direct_messages/destroy.xml?id={MESSAGE_ID}", f"id={OTHER_ID}", "statusnet", "xml",
-                 id="statusnet-query-vs-body"),
-    pytest.param("POST", f"/1/direct_messages/destroy/{MESSAGE_ID}.json?id={OTHER_ID}", None, "statusnet", "json",
-                 id="statusnet-path-vs-query"),
-    pytest.param("DELETE", f"/api/direct_messages/destroy/{MESSAGE_ID}.xml", f"id={OTHER_ID}", "statusnet", "xml",
-                 id="statusnet-path-vs-body"),
+    pytest.param(
+        "POST",
+        f"/1.1/direct_messages/destroy.json?id={MESSAGE_ID}&id={OTHER_ID}",
+        None,
+        "v1",
+        "json",
+        id="v1.1-query-twice",
+    ),
+    pytest.param(
+        "POST",
+        f"/1.1/direct_messages/destroy.json?id={MESSAGE_ID}",
+        f"id={OTHER_ID}",
+        "v1",
+        "json",
+        id="v1.1-query-vs-body",
+    ),
+    pytest.param(
+        "DELETE",
+        f"/1.1/direct_messages/events/destroy.json?id={MESSAGE_ID}",
+        f"id={OTHER_ID}",
+        "v1",
+        "json",
+        id="events-query-vs-body",
+    ),
+    pytest.param(
+        "POST",
+        f"/api/direct_messages/destroy.xml?id={MESSAGE_ID}",
+        f"id={OTHER_ID}",
+        "statusnet",
+        "xml",
+        id="statusnet-query-vs-body",
+    ),
+    pytest.param(
+        "POST",
+        f"/1/direct_messages/destroy/{MESSAGE_ID}.json?id={OTHER_ID}",
+        None,
+        "statusnet",
+        "json",
+        id="statusnet-path-vs-query",
+    ),
+    pytest.param(
+        "DELETE",
+        f"/api/direct_messages/destroy/{MESSAGE_ID}.xml",
+        f"id={OTHER_ID}",
+        "statusnet",
+        "xml",
+        id="statusnet-path-vs-body",
+    ),
 ]
 
 
@@ -539,7 +575,7 @@ async def test_a_sane_request_id_is_echoed_and_sent_upstream(
 
 @pytest.mark.parametrize(
     "incoming",
-    ["A" * 129, "two words", "<script>", "a/b", "semi;colon", "quote\"d", "caf\u00e9", ""],
+    ["A" * 129, "two words", "<script>", "a/b", "semi;colon", 'quote"d', "caf\u00e9", ""],
 )
 async def test_a_hostile_request_id_is_replaced_everywhere(
     make_gateway: GatewayFactory, emulator: EmulatorServer, incoming: str
@@ -590,7 +626,9 @@ async def test_hostile_text_is_exact_in_json(make_gateway: GatewayFactory, emula
     v2_text = emulator.state.events[HOSTILE_TEXT_ID]["text"]
     # The other participant deletes it for themselves, so Sean's copy is untouched for the next call.
     v1 = await send(
-        client, "POST", f"/1.1/direct_messages/destroy.json?id={HOSTILE_TEXT_ID}",
+        client,
+        "POST",
+        f"/1.1/direct_messages/destroy.json?id={HOSTILE_TEXT_ID}",
         headers={"Authorization": f"Bearer {XDEV_TOKEN}"},
     )
     assert v1.status == 200, v1.body

@@ -59,7 +59,13 @@ class Reply:
 
 
 async def raw_request(
-    client: TestClient, method: str, target: str, headers: list[tuple[str, bytes]], body: bytes = b"", *, source: str = "127.0.0.1"
+    client: TestClient,
+    method: str,
+    target: str,
+    headers: list[tuple[str, bytes]],
+    body: bytes = b"",
+    *,
+    source: str = "127.0.0.1",
 ) -> Reply:
     """One request, written byte for byte over a socket from the loopback address ``source``."""
     reader, writer = await asyncio.open_connection(client.host, client.port, local_addr=(source, 0))
@@ -101,7 +107,12 @@ def basic(username: str, password: str) -> tuple[str, bytes]:
 
 
 async def login(
-    gateway: TestClient, username: str, password: str, *, source: str = "127.0.0.1", path: str = STATUSNET_DESTROY,
+    gateway: TestClient,
+    username: str,
+    password: str,
+    *,
+    source: str = "127.0.0.1",
+    path: str = STATUSNET_DESTROY,
     headers: tuple[tuple[str, bytes], ...] = (),
 ) -> Reply:
     """A Basic-authenticated destroy from the loopback address ``source``."""
@@ -222,7 +233,9 @@ async def test_changing_the_username_does_not_reset_the_address(gateway, emulato
     assert upstream(emulator) == []
 
 
-async def test_a_username_flooded_from_many_addresses_is_refused_to_those_that_failed(gateway, emulator, scrypt_runs) -> None:
+async def test_a_username_flooded_from_many_addresses_is_refused_to_those_that_failed(
+    gateway, emulator, scrypt_runs
+) -> None:
     sources = [f"127.0.0.{n}" for n in range(2, 12)]
     for source in sources:  # one wrong guess from each of ten addresses
         reply = await login(gateway, "Marcos", "guess", source=source)
@@ -242,7 +255,9 @@ async def test_a_username_flooded_from_many_addresses_is_refused_to_those_that_f
     assert len(scrypt_runs) == 13
 
 
-async def test_behind_a_trusted_proxy_the_forwarded_address_is_counted(aiohttp_client, emulator, store, scrypt_runs) -> None:
+async def test_behind_a_trusted_proxy_the_forwarded_address_is_counted(
+    aiohttp_client, emulator, store, scrypt_runs
+) -> None:
     gateway = await aiohttp_client(create_app(auth_config(emulator, trusted_proxies=("127.0.0.1/32",)), store=store))
     attacker = (("X-Forwarded-For", b"10.9.9.9"),)
     for n in range(10):
@@ -258,7 +273,9 @@ async def test_behind_a_trusted_proxy_the_forwarded_address_is_counted(aiohttp_c
 async def test_a_clients_concurrent_requests_share_one_check(gateway, emulator, scrypt_runs) -> None:
     """Fifty requests at once with a right password not yet seen: one scrypt, none refused."""
     inbox = "/api/direct_messages.json"
-    replies = await asyncio.gather(*(raw_request(gateway, "GET", inbox, [basic("marcos", PASSWORD)]) for _ in range(50)))
+    replies = await asyncio.gather(
+        *(raw_request(gateway, "GET", inbox, [basic("marcos", PASSWORD)]) for _ in range(50))
+    )
     assert [r.status for r in replies] == [200] * 50
     assert len(scrypt_runs) == 1
 
@@ -281,7 +298,9 @@ def test_ipv6_addresses_are_counted_by_their_64() -> None:
 # --- 2. scrypt on threads of its own -------------------------------------------------------------------
 
 
-async def test_passwords_are_never_checked_on_the_loops_default_executor(aiohttp_client, emulator, store, scrypt_runs) -> None:
+async def test_passwords_are_never_checked_on_the_loops_default_executor(
+    aiohttp_client, emulator, store, scrypt_runs
+) -> None:
     """aiohttp resolves upstream host names on the default executor: a password flood must not fill it."""
     gateway = await aiohttp_client(create_app(auth_config(emulator, max_failed_logins=100), store=store))
     flood = [login(gateway, "marcos", f"g{n}") for n in range(24)]
@@ -429,7 +448,9 @@ UNREADABLE = {"v1.1": V1_BAD_AUTH, "statusnet": (401, statusnet("Could not authe
 
 @pytest.mark.parametrize("name", list(HOSTILE))
 @pytest.mark.parametrize("dialect", ["v1.1", "statusnet"])
-async def test_credentials_that_cannot_be_read_are_the_dialects_refusal(gateway, emulator, store, caplog, name, dialect) -> None:
+async def test_credentials_that_cannot_be_read_are_the_dialects_refusal(
+    gateway, emulator, store, caplog, name, dialect
+) -> None:
     caplog.set_level(logging.INFO)
     path = V1_DESTROY if dialect == "v1.1" else STATUSNET_DESTROY
     reply = await raw_request(gateway, "POST", path, [("Authorization", HOSTILE[name])])
@@ -443,7 +464,9 @@ async def test_credentials_that_cannot_be_read_are_the_dialects_refusal(gateway,
 
 @pytest.mark.parametrize("signature", ["%C3%A9", "%FF", "%00"])
 @pytest.mark.parametrize("dialect", ["v1.1", "statusnet"])
-async def test_a_non_ascii_signature_with_known_keys_is_a_mismatch(gateway, emulator, store, caplog, signature, dialect) -> None:
+async def test_a_non_ascii_signature_with_known_keys_is_a_mismatch(
+    gateway, emulator, store, caplog, signature, dialect
+) -> None:
     """compare_digest refuses str with non-ASCII: the signatures are compared as bytes."""
     caplog.set_level(logging.INFO)
     path = V1_DESTROY if dialect == "v1.1" else STATUSNET_DESTROY
@@ -469,9 +492,12 @@ async def test_undecodable_bytes_in_signed_query_parameters_are_refused(gateway,
 
 
 def _multipart(fields: list[tuple[str, str]], boundary: str = "b0undary") -> tuple[list[tuple[str, bytes]], bytes]:
-    body = b"".join(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in fields
-    ) + f"--{boundary}--\r\n".encode()
+    body = (
+        b"".join(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in fields
+        )
+        + f"--{boundary}--\r\n".encode()
+    )
     return [("Content-Type", f"multipart/form-data; boundary={boundary}".encode())], body
 
 
@@ -493,7 +519,9 @@ async def test_an_unsigned_multipart_field_cannot_pick_the_recipient(gateway, em
 
 async def test_a_multipart_body_is_still_read_for_basic_callers(gateway, emulator) -> None:
     content_type, body = _multipart([("user", "s0c1alm3dia"), ("text", "by basic")])
-    reply = await raw_request(gateway, "POST", "/api/direct_messages/new.json", [basic("marcos", PASSWORD), *content_type], body)
+    reply = await raw_request(
+        gateway, "POST", "/api/direct_messages/new.json", [basic("marcos", PASSWORD), *content_type], body
+    )
     assert reply.status == 200, reply.body
     assert [p for m, p in upstream(emulator) if m == "POST"] == [f"/2/dm_conversations/with/{MICK_ID}/messages"]
 

@@ -153,8 +153,14 @@ REFUSED_HOSTS = [
 @pytest.mark.parametrize(("method", "path", "form", "style", "fmt"), SIDECAR_ROUTES)
 @pytest.mark.parametrize("host", REFUSED_HOSTS)
 async def test_dns_rebinding_to_the_sidecar_is_refused(
-    make_gateway: GatewayFactory, emulator: EmulatorServer, host: str, method: str, path: str, form: str | None,
-    style: str, fmt: str,
+    make_gateway: GatewayFactory,
+    emulator: EmulatorServer,
+    host: str,
+    method: str,
+    path: str,
+    form: str | None,
+    style: str,
+    fmt: str,
 ) -> None:
     client = await make_gateway()
     events = len(emulator.state.events)
@@ -179,8 +185,14 @@ CROSS_SITE = [
 @pytest.mark.parametrize(("method", "path", "form", "style", "fmt"), SIDECAR_ROUTES)
 @pytest.mark.parametrize("headers", CROSS_SITE)
 async def test_a_cross_site_browser_request_to_the_sidecar_is_refused(
-    make_gateway: GatewayFactory, emulator: EmulatorServer, headers: dict[str, str], method: str, path: str,
-    form: str | None, style: str, fmt: str,
+    make_gateway: GatewayFactory,
+    emulator: EmulatorServer,
+    headers: dict[str, str],
+    method: str,
+    path: str,
+    form: str | None,
+    style: str,
+    fmt: str,
 ) -> None:
     """A form on evil.example posting to http://127.0.0.1:PORT/1.1/direct_messages/new.json sends no DM."""
     client = await make_gateway()
@@ -259,41 +271,67 @@ def _post(*lines: bytes, body: bytes = _BODY, eol: bytes = b"\r\n") -> bytes:
 
 # name: (raw request, the answer's shape: dialect style and format, "v2", or "plain" when no path is known)
 UNPARSABLE = {
-    "bare-lf": (_post(_AUTH, b"Content-Type: " + FORM.encode(), b"Content-Length: %d" % len(_BODY), eol=b"\n"), "v1", "json"),
+    "bare-lf": (
+        _post(_AUTH, b"Content-Type: " + FORM.encode(), b"Content-Length: %d" % len(_BODY), eol=b"\n"),
+        "v1",
+        "json",
+    ),
     "bare-lf-after-authorization": (_post(_AUTH + b"\nContent-Length: %d" % len(_BODY)), "v1", "json"),
     "over-long-authorization": (_post(_AUTH + b"x" * 9000, b"Content-Length: %d" % len(_BODY)), "v1", "json"),
     "over-long-header-after-authorization": (
-        _post(_AUTH, b"X-Pad: " + b"a" * 9000, b"Content-Length: %d" % len(_BODY)), "v1", "json",
+        _post(_AUTH, b"X-Pad: " + b"a" * 9000, b"Content-Length: %d" % len(_BODY)),
+        "v1",
+        "json",
     ),
     "duplicate-content-length": (_post(_AUTH, b"Content-Length: %d" % len(_BODY), b"Content-Length: 1"), "v1", "json"),
     "content-length-and-chunked": (_post(_AUTH, b"Content-Length: 3", b"Transfer-Encoding: chunked"), "v1", "json"),
     "bad-chunk-size": (
-        _post(_AUTH, b"Content-Type: " + FORM.encode(), b"Transfer-Encoding: chunked", body=b"zz\r\n" + _BODY + b"\r\n0\r\n\r\n"),
-        "v1", "json",
+        _post(
+            _AUTH,
+            b"Content-Type: " + FORM.encode(),
+            b"Transfer-Encoding: chunked",
+            body=b"zz\r\n" + _BODY + b"\r\n0\r\n\r\n",
+        ),
+        "v1",
+        "json",
     ),
     "nul-in-a-header": (_post(_AUTH, b"X-Thing: a\x00b", b"Content-Length: %d" % len(_BODY)), "v1", "json"),
     "header-without-colon": (_post(_AUTH, b"Content-Length", body=b""), "v1", "json"),
     "statusnet-bare-lf": (
-        b"POST /api/direct_messages/new.xml HTTP/1.1\nHost: 127.0.0.1\n" + _AUTH + b"\n\n", "statusnet", "xml",
+        b"POST /api/direct_messages/new.xml HTTP/1.1\nHost: 127.0.0.1\n" + _AUTH + b"\n\n",
+        "statusnet",
+        "xml",
     ),
     "v2-bare-lf": (b"GET /2/users/me HTTP/1.1\nHost: 127.0.0.1\n" + _AUTH + b"\n\n", "v2", ""),
     "raw-utf8-in-the-query": (
-        b"GET /1.1/direct_messages.json?x=\xff\xfe HTTP/1.1\r\nHost: 127.0.0.1\r\n" + _AUTH + b"\r\n\r\n", "v1", "json",
+        b"GET /1.1/direct_messages.json?x=\xff\xfe HTTP/1.1\r\nHost: 127.0.0.1\r\n" + _AUTH + b"\r\n\r\n",
+        "v1",
+        "json",
     ),
     "raw-utf8-in-the-path": (
-        b"GET /api/direct_messages/\xff.xml HTTP/1.1\r\nHost: 127.0.0.1\r\n" + _AUTH + b"\r\n\r\n", "plain", "",
+        b"GET /api/direct_messages/\xff.xml HTTP/1.1\r\nHost: 127.0.0.1\r\n" + _AUTH + b"\r\n\r\n",
+        "plain",
+        "",
     ),
     "nul-in-the-query": (
-        b"GET /1.1/direct_messages.json?x=\x00 HTTP/1.1\r\nHost: 127.0.0.1\r\n" + _AUTH + b"\r\n\r\n", "v1", "json",
+        b"GET /1.1/direct_messages.json?x=\x00 HTTP/1.1\r\nHost: 127.0.0.1\r\n" + _AUTH + b"\r\n\r\n",
+        "v1",
+        "json",
     ),
     "nul-in-the-path": (
-        b"GET /1.1/direct_messages\x00.json HTTP/1.1\r\nHost: 127.0.0.1\r\n" + _AUTH + b"\r\n\r\n", "plain", "",
+        b"GET /1.1/direct_messages\x00.json HTTP/1.1\r\nHost: 127.0.0.1\r\n" + _AUTH + b"\r\n\r\n",
+        "plain",
+        "",
     ),
     "over-long-request-line": (
-        b"GET /1.1/direct_messages.json?" + b"a=b&" * 3000 + b" HTTP/1.1\r\n" + _AUTH + b"\r\n\r\n", "v1", "json",
+        b"GET /1.1/direct_messages.json?" + b"a=b&" * 3000 + b" HTTP/1.1\r\n" + _AUTH + b"\r\n\r\n",
+        "v1",
+        "json",
     ),
     "over-long-request-path": (
-        b"GET /1.1/" + b"a" * 9000 + b".json HTTP/1.1\r\n" + _AUTH + b"\r\n\r\n", "plain", "",
+        b"GET /1.1/" + b"a" * 9000 + b".json HTTP/1.1\r\n" + _AUTH + b"\r\n\r\n",
+        "plain",
+        "",
     ),
     "absolute-form-target": (b"GET http://evil.example/1.1/x.json HTTP/1.1\n" + _AUTH + b"\n\n", "plain", ""),
 }
@@ -307,7 +345,10 @@ def assert_unreadable(reply: Reply, style: str, fmt: str, path: str) -> None:
     elif style == "v2":
         assert reply.headers["Content-Type"].startswith("application/problem+json")
         assert json.loads(reply.body) == {
-            "title": "Bad Request", "detail": "The request could not be read.", "type": "about:blank", "status": 400,
+            "title": "Bad Request",
+            "detail": "The request could not be read.",
+            "type": "about:blank",
+            "status": 400,
         }
     else:
         assert_legacy_error(reply, style, fmt, "bad_request", path)
@@ -393,7 +434,9 @@ async def test_a_client_closing_mid_body_is_no_error(
 CHUNKED_ROUTES = [
     pytest.param("/1.1/direct_messages/new.json", FORM, "v1", "json", id="v1.1-form"),
     pytest.param("/api/direct_messages/destroy.xml", FORM, "statusnet", "xml", id="statusnet-form"),
-    pytest.param("/1/direct_messages/destroy.json", "multipart/form-data; boundary=xx", "statusnet", "json", id="v1-multipart"),
+    pytest.param(
+        "/1/direct_messages/destroy.json", "multipart/form-data; boundary=xx", "statusnet", "json", id="v1-multipart"
+    ),
     pytest.param("/1.1/direct_messages/events/new.json", "application/json", "v1", "json", id="events-json"),
 ]
 
@@ -401,7 +444,12 @@ CHUNKED_ROUTES = [
 @pytest.mark.parametrize(("path", "content_type", "style", "fmt"), CHUNKED_ROUTES)
 @pytest.mark.parametrize("chunk", [b"zz\r\nid=1\r\n", b"4\r\nid=123456\r\n", b"-1\r\n", b"4;\x00\r\nid=1\r\n"])
 async def test_a_bad_chunk_after_the_head_is_a_400_at_once(
-    emulator: EmulatorServer, caplog: pytest.LogCaptureFixture, path: str, content_type: str, style: str, fmt: str,
+    emulator: EmulatorServer,
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+    content_type: str,
+    style: str,
+    fmt: str,
     chunk: bytes,
 ) -> None:
     """aiohttp queues a broken chunk as one more request and leaves the handler waiting for the body (here
@@ -438,39 +486,74 @@ _JSON_TYPE = b"Content-Type: application/json"
 # name: (raw request, dialect style, format, what)
 HOSTILE = {
     "bad-percent-escape-in-path": (_raw("GET", b"/1.1/direct_messages/show/%zz.json"), "v1", "json", "invalid_id"),
-    "bad-percent-escape-in-statusnet-path": (_raw("POST", b"/api/direct_messages/destroy/%zz.xml"), "statusnet", "xml", "invalid_id"),
-    "invalid-utf8-in-path": (_raw("POST", b"/api/direct_messages/destroy/%E9%FF.xml"), "statusnet", "xml", "invalid_id"),
+    "bad-percent-escape-in-statusnet-path": (
+        _raw("POST", b"/api/direct_messages/destroy/%zz.xml"),
+        "statusnet",
+        "xml",
+        "invalid_id",
+    ),
+    "invalid-utf8-in-path": (
+        _raw("POST", b"/api/direct_messages/destroy/%E9%FF.xml"),
+        "statusnet",
+        "xml",
+        "invalid_id",
+    ),
     "nul-in-path": (_raw("DELETE", b"/1/direct_messages/destroy/%00.xml"), "statusnet", "xml", "invalid_id"),
     "bad-percent-escape-in-query": (_raw("GET", b"/1.1/direct_messages/show.json?id=%zz%"), "v1", "json", "invalid_id"),
     "invalid-utf8-in-query": (_raw("POST", b"/1.1/direct_messages/destroy.json?id=%FF%FE"), "v1", "json", "invalid_id"),
     "nul-in-query": (_raw("POST", b"/api/direct_messages/destroy.json?id=1%00"), "statusnet", "json", "invalid_id"),
     "invalid-utf8-in-form": (
         _raw("POST", b"/1.1/direct_messages/new.json", _FORM_TYPE, body=b"text=\xff\xfe&screen_name=" + MICK.encode()),
-        "v1", "json", "bad_request",
+        "v1",
+        "json",
+        "bad_request",
     ),
-    "nul-in-form-id": (_raw("POST", b"/1/direct_messages/destroy.xml", _FORM_TYPE, body=b"id=1%00"), "statusnet", "xml", "invalid_id"),
+    "nul-in-form-id": (
+        _raw("POST", b"/1/direct_messages/destroy.xml", _FORM_TYPE, body=b"id=1%00"),
+        "statusnet",
+        "xml",
+        "invalid_id",
+    ),
     "invalid-utf8-in-json": (
-        _raw("POST", b"/1.1/direct_messages/events/new.json", _JSON_TYPE, body=b'{"event": "\xff"}'), "v1", "json", "bad_request",
+        _raw("POST", b"/1.1/direct_messages/events/new.json", _JSON_TYPE, body=b'{"event": "\xff"}'),
+        "v1",
+        "json",
+        "bad_request",
     ),
     "gzip-that-is-not-in-a-form": (
         _raw("POST", b"/1.1/direct_messages/destroy.json", _FORM_TYPE, b"Content-Encoding: gzip", body=b"id=1"),
-        "v1", "json", "bad_request",
+        "v1",
+        "json",
+        "bad_request",
     ),
     "gzip-that-is-not-in-json": (
         _raw("POST", b"/1.1/direct_messages/events/new.json", _JSON_TYPE, b"Content-Encoding: gzip", body=b"{}"),
-        "v1", "json", "bad_request",
+        "v1",
+        "json",
+        "bad_request",
     ),
     "deflate-that-is-not-in-a-statusnet-form": (
         _raw("POST", b"/api/direct_messages/destroy.xml", _FORM_TYPE, b"Content-Encoding: deflate", body=b"id=1"),
-        "statusnet", "xml", "bad_request",
+        "statusnet",
+        "xml",
+        "bad_request",
     ),
     "non-ascii-charset": (
         _raw("POST", b"/1.1/direct_messages/destroy.json", _FORM_TYPE + b"; charset=caf\xc3\xa9", body=b"id=1"),
-        "v1", "json", "bad_request",
+        "v1",
+        "json",
+        "bad_request",
     ),
     "non-ascii-boundary": (
-        _raw("POST", b"/api/direct_messages/destroy.xml", b"Content-Type: multipart/form-data; boundary=\xc3\xa9", body=b"id=1"),
-        "statusnet", "xml", "bad_request",
+        _raw(
+            "POST",
+            b"/api/direct_messages/destroy.xml",
+            b"Content-Type: multipart/form-data; boundary=\xc3\xa9",
+            body=b"id=1",
+        ),
+        "statusnet",
+        "xml",
+        "bad_request",
     ),
 }
 
@@ -517,7 +600,9 @@ async def test_an_unread_body_that_does_not_decode_is_no_error(
     """A body the route does not read is drained by aiohttp after the answer; that it is not gzip at all is
     no error of the gateway's."""
     caplog.set_level(logging.DEBUG)
-    raw = _raw("GET", b"/1.1/direct_messages.json", b"Content-Type: text/plain", b"Content-Encoding: gzip", body=b"x" * 100)
+    raw = _raw(
+        "GET", b"/1.1/direct_messages.json", b"Content-Type: text/plain", b"Content-Encoding: gzip", body=b"x" * 100
+    )
     async with served(emulator) as runner:
         reply = await exchange(runner, raw)
     assert reply.status == 200, reply.body
@@ -534,7 +619,9 @@ async def test_an_unread_body_that_does_not_decode_is_no_error(
         ({"sidecar": False, "sidecar_hosts": ["dm-gateway"]}, "auth.sidecar_hosts is set but auth.sidecar is false"),
     ],
 )
-def test_sidecar_hosts_are_host_names_for_the_sidecar_only(emulator: EmulatorServer, auth: dict[str, Any], message: str) -> None:
+def test_sidecar_hosts_are_host_names_for_the_sidecar_only(
+    emulator: EmulatorServer, auth: dict[str, Any], message: str
+) -> None:
     upstream = {"bearer_token": None} if auth.get("sidecar") is False else {}
     with pytest.raises(ConfigError) as refused:
         gateway_config(emulator, upstream=upstream, auth=auth)

@@ -94,9 +94,12 @@ async def evil() -> AsyncIterator[EmulatorServer]:
 
 async def plant(evil: EmulatorServer, emulator: EmulatorServer) -> None:
     """Have ``evil`` answer every v2 request with the real event of MESSAGE_ID, its text replaced."""
-    async with aiohttp.ClientSession() as session, session.get(
-        f"{emulator.url}/2/dm_events/{MESSAGE_ID}?{FULL_QUERY}", headers={"Authorization": f"Bearer {SEAN_TOKEN}"}
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            f"{emulator.url}/2/dm_events/{MESSAGE_ID}?{FULL_QUERY}", headers={"Authorization": f"Bearer {SEAN_TOKEN}"}
+        ) as response,
+    ):
         assert response.status == 200
         body = await response.json()
     emulator.state.requests.clear()
@@ -404,8 +407,12 @@ async def test_a_slow_upstream_after_the_whole_body_still_counts(
     emulator.state.faults.append(FaultRule(method="POST", path=SEND_PATH, action="delay", delay=2.0))
     for _ in range(5):
         status, headers, body = await raw(
-            client, f"POST {SEND_PATH} HTTP/1.1", bearer(MICK_TOKEN), "Content-Type: application/json",
-            "Content-Length: 10", body=b'{"text":1}',
+            client,
+            f"POST {SEND_PATH} HTTP/1.1",
+            bearer(MICK_TOKEN),
+            "Content-Type: application/json",
+            "Content-Length: 10",
+            body=b'{"text":1}',
         )
         assert status == 504
         problem_of(status, headers, body)

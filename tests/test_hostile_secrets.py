@@ -139,7 +139,9 @@ async def authenticate_every_way(client: Any, emulator: Any) -> None:
     assert 'oauth_token="38895958-emulatortoken"' in sent
     assert emulator.state.is_deleted_for(SEED_002_ID, "38895958")  # v2 verified the re-signed call
 
-    response = await client.post(f"/api/direct_messages/destroy/{SEED_003_XML_ID}.xml", headers=basic("marcos", PASSWORD))
+    response = await client.post(
+        f"/api/direct_messages/destroy/{SEED_003_XML_ID}.xml", headers=basic("marcos", PASSWORD)
+    )
     assert response.status == 200, await response.text()
     assert emulator.state.requests[-1].headers["Authorization"] == f"Bearer {MARCOS_GRANT.access_token}"
 
@@ -163,7 +165,9 @@ def modes(directory: Path) -> dict[str, int]:
     return {path.name: stat.S_IMODE(path.stat().st_mode) for path in sorted(directory.iterdir())}
 
 
-async def test_a_new_sqlite_store_and_its_log_files_are_owner_only(make_gateway, emulator, tmp_path, open_umask) -> None:
+async def test_a_new_sqlite_store_and_its_log_files_are_owner_only(
+    make_gateway, emulator, tmp_path, open_umask
+) -> None:
     directory = tmp_path / "store"
     directory.mkdir()
     client = await make_gateway(store_url=f"sqlite:///{directory}/gateway.sqlite3")
@@ -236,7 +240,10 @@ async def test_secrets_stored_in_clear_before_the_key_still_work_and_are_sealed_
 
 @pytest.mark.parametrize(
     ("key", "reason"),
-    [(None, "it is encrypted and no store.encryption_key is configured"), (Fernet.generate_key().decode(), "it does not open with the configured key")],
+    [
+        (None, "it is encrypted and no store.encryption_key is configured"),
+        (Fernet.generate_key().decode(), "it does not open with the configured key"),
+    ],
     ids=["no key", "another key"],
 )
 async def test_an_encrypted_secret_without_its_key_is_a_clear_error_and_nothing_goes_upstream(
@@ -249,7 +256,9 @@ async def test_an_encrypted_secret_without_its_key_is_a_clear_error_and_nothing_
         response = await send(client, signed(client, "POST", f"{CLASSIC}?id={SEED_002_ID}"))
         assert response.status == 503
         assert orjson.loads(await response.read())["errors"][0]["code"] == 130
-        response = await client.post(f"/api/direct_messages/destroy/{SEED_003_XML_ID}.xml", headers=basic("marcos", PASSWORD))
+        response = await client.post(
+            f"/api/direct_messages/destroy/{SEED_003_XML_ID}.xml", headers=basic("marcos", PASSWORD)
+        )
         assert response.status == 503
         assert "<hash>" in await response.text()  # StatusNet's own error shape
         assert emulator.state.requests == []
@@ -293,7 +302,11 @@ def test_secrets_read_from_stdin_are_sealed_with_the_configured_key(tmp_path) ->
     async def read() -> tuple[Any, ...]:
         opened = await SQLiteStore.open(str(db), encryption_key=KEY)
         try:
-            return await opened.get_consumer(CONSUMER.key), await opened.get_token(SEAN.token), await opened.get_user("sean")
+            return (
+                await opened.get_consumer(CONSUMER.key),
+                await opened.get_token(SEAN.token),
+                await opened.get_user("sean"),
+            )
         finally:
             await opened.close()
 
@@ -318,7 +331,11 @@ def test_secrets_read_from_stdin_are_sealed_with_the_configured_key(tmp_path) ->
 def dm_gateway(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     base = {name: value for name, value in os.environ.items() if not name.startswith("DMGW_")}
     return subprocess.run(
-        [sys.executable, "-m", "gateway", *args], capture_output=True, text=True, timeout=60, env={**base, **(env or {})}
+        [sys.executable, "-m", "gateway", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**base, **(env or {})},
     )
 
 
@@ -352,12 +369,18 @@ def test_a_tls_pair_serve_cannot_use_fails_check_config_too(tmp_path, problem) -
     junk = tmp_path / "junk.pem"
     junk.write_text("this is not PEM\n")
     cert, key, expected = {
-        "key of another certificate": (cert, other_key, "server.tls_key is not the key of the certificate in server.tls_cert"),
+        "key of another certificate": (
+            cert,
+            other_key,
+            "server.tls_key is not the key of the certificate in server.tls_cert",
+        ),
         "key not PEM": (cert, junk, f"server.tls_key: '{junk}' is not a PEM private key"),
         "certificate not PEM": (junk, key, f"server.tls_cert: '{junk}' is not a PEM certificate"),
     }[problem]
     config = tmp_path / "tls.toml"
-    config.write_text(f"[server]\ntls_cert = '{cert}'\ntls_key = '{key}'\nport = 0\nadmin_port = 0\n[store]\nurl = 'memory'\n")
+    config.write_text(
+        f"[server]\ntls_cert = '{cert}'\ntls_key = '{key}'\nport = 0\nadmin_port = 0\n[store]\nurl = 'memory'\n"
+    )
     for command in ("check-config", "serve"):
         result = dm_gateway(command, "--config", str(config))
         assert result.returncode == 2, (command, result.stderr)
@@ -434,7 +457,10 @@ async def test_the_server_header_names_no_versions_on_either_listener(tmp_path) 
             except OSError:
                 await asyncio.sleep(0.05)
         requests = {
-            (port, "401"): b"POST /1.1/direct_messages/destroy.json?id=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+            (
+                port,
+                "401",
+            ): b"POST /1.1/direct_messages/destroy.json?id=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
             (port, "404"): b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n",
             (port, "400"): b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
             (admin_port, "200"): b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",

@@ -166,7 +166,10 @@ async def test_a_404_after_a_lost_attempt_is_the_deletion_for_a_participant(
 
 @pytest.mark.parametrize("backend", ["memory", "sqlite", "redis"])
 async def test_both_participants_retries_are_answered_as_their_first_calls(
-    make_gateway: GatewayFactory, emulator: EmulatorServer, request: pytest.FixtureRequest, tmp_path: Any,
+    make_gateway: GatewayFactory,
+    emulator: EmulatorServer,
+    request: pytest.FixtureRequest,
+    tmp_path: Any,
     backend: str,
 ) -> None:
     async with opened_store(backend, request, tmp_path) as store:
@@ -266,7 +269,10 @@ DELETE_ANSWERS = {
 @pytest.mark.parametrize("route", [CLASSIC, SN_XML, EVENTS])
 @pytest.mark.parametrize("answer", [pytest.param(v, id=k) for k, v in DELETE_ANSWERS.items()])
 async def test_a_delete_answer_that_cannot_be_used_is_a_502_and_changes_nothing(
-    make_gateway: GatewayFactory, emulator: EmulatorServer, caplog: pytest.LogCaptureFixture, route: str,
+    make_gateway: GatewayFactory,
+    emulator: EmulatorServer,
+    caplog: pytest.LogCaptureFixture,
+    route: str,
     answer: dict[str, Any],
 ) -> None:
     client = await make_gateway()
@@ -295,21 +301,30 @@ OTHER_ANSWERS = {
     "show-id-not-an-id": ("GET", f"/2/dm_events/{MESSAGE_ID}", {"body": {"data": {**EVENT, "id": "../../2"}}}, "show"),
     "show-sender-object": ("GET", f"/2/dm_events/{MESSAGE_ID}", {"body": {"data": {**EVENT, "sender_id": {}}}}, "show"),
     "show-entities-list": (
-        "GET", f"/2/dm_events/{MESSAGE_ID}", {"body": {"data": {**EVENT, "entities": {"hashtags": ["#x"]}}}}, "show",
+        "GET",
+        f"/2/dm_events/{MESSAGE_ID}",
+        {"body": {"data": {**EVENT, "entities": {"hashtags": ["#x"]}}}},
+        "show",
     ),
     "show-hashtag-tag": (
-        "GET", f"/2/dm_events/{MESSAGE_ID}",
-        {"body": {"data": {**EVENT, "entities": {"hashtags": [{"tag": 5, "start": 0, "end": 1}]}}}}, "show",
+        "GET",
+        f"/2/dm_events/{MESSAGE_ID}",
+        {"body": {"data": {**EVENT, "entities": {"hashtags": [{"tag": 5, "start": 0, "end": 1}]}}}},
+        "show",
     ),
     "show-user-id-object": (
-        "GET", f"/2/dm_events/{MESSAGE_ID}", {"body": {"data": EVENT, "includes": {"users": [{"id": {"a": 1}}]}}},
+        "GET",
+        f"/2/dm_events/{MESSAGE_ID}",
+        {"body": {"data": EVENT, "includes": {"users": [{"id": {"a": 1}}]}}},
         "show",
     ),
     "show-time-past-the-calendar": (
-        "GET", f"/2/dm_events/{MESSAGE_ID}", {"body": {"data": {**EVENT, "created_at": "0001-01-01T00:00:00+14:00"}}},
+        "GET",
+        f"/2/dm_events/{MESSAGE_ID}",
+        {"body": {"data": {**EVENT, "created_at": "0001-01-01T00:00:00+14:00"}}},
         "show",
     ),
-    "show-not-json": ("GET", f"/2/dm_events/{MESSAGE_ID}", {"text": "{\"data\": "}, "show"),
+    "show-not-json": ("GET", f"/2/dm_events/{MESSAGE_ID}", {"text": '{"data": '}, "show"),
     "list-data-object": ("GET", "/2/dm_events", {"body": {"data": {"id": MESSAGE_ID}}}, "list"),
     "list-sender-array": ("GET", "/2/dm_events", {"body": {"data": [{**EVENT, "sender_id": [SEAN_ID]}]}}, "list"),
     "me-data-null": ("GET", "/2/users/me", {"body": {"data": None}}, "sent"),
@@ -319,19 +334,32 @@ OTHER_ANSWERS = {
     "recipient-id-path": ("GET", f"/2/users/{MICK_ID}", {"body": {"data": {**USER, "id": "1/../2"}}}, "send"),
     "send-data-null": ("POST", "/2/dm_conversations/with/*/messages", {"body": {"data": None}}, "send"),
     "send-event-id-superscript": (
-        "POST", "/2/dm_conversations/with/*/messages", {"body": {"data": {"dm_event_id": "\u00b2"}}}, "send",
+        "POST",
+        "/2/dm_conversations/with/*/messages",
+        {"body": {"data": {"dm_event_id": "\u00b2"}}},
+        "send",
     ),
     "send-event-id-number": (
-        "POST", "/2/dm_conversations/with/*/messages", {"body": {"data": {"dm_event_id": 7}}}, "send",
+        "POST",
+        "/2/dm_conversations/with/*/messages",
+        {"body": {"data": {"dm_event_id": 7}}},
+        "send",
     ),
     "users-data-number": ("GET", "/2/users", {"body": {"data": 5}}, "show-vanished"),
 }
 
 
-@pytest.mark.parametrize(("method", "path", "answer", "call"), [pytest.param(*v, id=k) for k, v in OTHER_ANSWERS.items()])
+@pytest.mark.parametrize(
+    ("method", "path", "answer", "call"), [pytest.param(*v, id=k) for k, v in OTHER_ANSWERS.items()]
+)
 async def test_every_v2_answer_that_cannot_be_used_is_a_502(
-    make_gateway: GatewayFactory, emulator: EmulatorServer, caplog: pytest.LogCaptureFixture, method: str,
-    path: str, answer: dict[str, Any], call: str,
+    make_gateway: GatewayFactory,
+    emulator: EmulatorServer,
+    caplog: pytest.LogCaptureFixture,
+    method: str,
+    path: str,
+    answer: dict[str, Any],
+    call: str,
 ) -> None:
     client = await make_gateway()
     emulator.state.faults[:] = [FaultRule(method=method, path=path, status=200, **answer)]
@@ -354,7 +382,6 @@ async def test_every_v2_answer_that_cannot_be_used_is_a_502(
         assert_one_line_502(response.status, body, caplog)
     if call.startswith("show") or call == "list":
         assert await store_of(client).get_message(MESSAGE_ID) is None  # nothing of it was learned
-
 
 
 async def test_a_pass_through_body_with_an_unusable_user_is_learned_without_it(

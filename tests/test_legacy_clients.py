@@ -135,7 +135,9 @@ auth.set_access_token(token, token_secret)
 api = tweepy.API(auth, host=host, api_root="/1.1")
 """
 
-TWEEPY_37_SCRIPT = CLIENT_SETUP + """
+TWEEPY_37_SCRIPT = (
+    CLIENT_SETUP
+    + """
 dm = api.destroy_direct_message(message_id)
 again = api.destroy_direct_message(message_id).id_str  # retried after a lost response: the same answer
 try:
@@ -150,8 +152,11 @@ print(json.dumps({
     "unknown": unknown,
 }))
 """
+)
 
-TWEEPY_310_SCRIPT = CLIENT_SETUP + """
+TWEEPY_310_SCRIPT = (
+    CLIENT_SETUP
+    + """
 try:
     result = api.destroy_direct_message(message_id)
     outcome = {"result": result, "status": api.last_response.status_code, "api_code": None}
@@ -159,6 +164,7 @@ except tweepy.TweepError as error:
     outcome = {"result": None, "status": error.response.status_code, "api_code": error.api_code}
 print(json.dumps({"version": tweepy.__version__, **outcome}))
 """
+)
 
 SEAN_ARGS = (CONSUMER.key, CONSUMER.secret, SEAN.token, SEAN.secret)
 
@@ -199,7 +205,9 @@ async def test_tweepy_3_10_with_a_wrong_secret_is_refused_before_upstream(served
 
 # --- Send, list, read and destroy: the whole life of a message through one unmodified client ----------
 
-TWEEPY_37_ROUND_TRIP = CLIENT_SETUP + """
+TWEEPY_37_ROUND_TRIP = (
+    CLIENT_SETUP
+    + """
 sent = api.send_direct_message(screen_name="s0c1alm3dia", text="from tweepy 3.7 <&>")
 newest_sent = api.sent_direct_messages(count=1)
 shown = api.get_direct_message(sent.id_str)
@@ -221,6 +229,7 @@ print(json.dumps({
     "empty": empty,
 }))
 """
+)
 
 
 async def test_tweepy_3_7_sends_lists_reads_and_destroys(served, emulator, tweepy37) -> None:
@@ -248,7 +257,9 @@ async def test_tweepy_3_7_sends_lists_reads_and_destroys(served, emulator, tweep
     assert len(sends) == 1
 
 
-TWEEPY_310_ROUND_TRIP = CLIENT_SETUP + """
+TWEEPY_310_ROUND_TRIP = (
+    CLIENT_SETUP
+    + """
 sent = api.send_direct_message(recipient_id="776627022", text="from tweepy 3.10 #legacy")
 shown = api.get_direct_message(sent.id)
 listed = [dm.id for dm in tweepy.Cursor(api.list_direct_messages, count=2).items()]
@@ -263,6 +274,7 @@ print(json.dumps({
     "after": after,
 }))
 """
+)
 
 
 async def test_tweepy_3_10_sends_pages_through_events_and_destroys(served, emulator) -> None:

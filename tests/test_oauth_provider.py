@@ -128,7 +128,9 @@ async def approve_at_x(client: Any, gateway: Any, token: str, *, page: str = "au
     x_page = await client.get(response.headers["Location"], allow_redirects=False)
     assert x_page.status == 200 and "Authorize Emulator DM App" in await x_page.text()
     approve = location._replace(path="/oauth/authorize", query="").geturl()
-    return await client.post(approve, data={"oauth_token": x_token, "screen_name": "theSeanCook"}, allow_redirects=False)
+    return await client.post(
+        approve, data={"oauth_token": x_token, "screen_name": "theSeanCook"}, allow_redirects=False
+    )
 
 
 async def destroy(gateway: Any, consumer: Consumer, token: str, secret: str, message_id: str):
@@ -147,7 +149,9 @@ async def test_live_app_pin_login_then_a_dm_call_just_works(gateway, emulator, s
     assert await store.get_request_token(request["oauth_token"]) is not None
 
     # The browser goes straight to X's page for X's own token.
-    response = await gateway.get("/oauth/authorize", params={"oauth_token": request["oauth_token"]}, allow_redirects=False)
+    response = await gateway.get(
+        "/oauth/authorize", params={"oauth_token": request["oauth_token"]}, allow_redirects=False
+    )
     assert response.status == 302
     assert response.headers["Location"] == f"{emulator.url}/oauth/authorize?oauth_token={request['oauth_token']}"
     page = await approve_at_x(gateway.session, gateway, request["oauth_token"])
@@ -161,7 +165,9 @@ async def test_live_app_pin_login_then_a_dm_call_just_works(gateway, emulator, s
     access = answer_of(await response.text())
     assert access["user_id"] == SEAN_ID and access["screen_name"] == "theSeanCook"
     assert access["oauth_token"] in emulator.state.oauth1.tokens  # X's own token, learned as X answered it
-    assert await store.get_token(access["oauth_token"]) == Token(access["oauth_token"], LIVE.key, access["oauth_token_secret"])
+    assert await store.get_token(access["oauth_token"]) == Token(
+        access["oauth_token"], LIVE.key, access["oauth_token_secret"]
+    )
     assert await store.get_request_token(request["oauth_token"]) is None  # spent
 
     response = await destroy(gateway, LIVE, access["oauth_token"], access["oauth_token_secret"], PLAIN_IDS[0])
@@ -177,7 +183,9 @@ async def test_statusnet_prefix_serves_the_login_too(gateway, emulator, store) -
     response = await call(gateway, "POST", "/api/oauth/request_token", LIVE, redirect_uri="oob")
     assert response.status == 200
     request = answer_of(await response.text())
-    response = await gateway.get("/api/oauth/authorize", params={"oauth_token": request["oauth_token"]}, allow_redirects=False)
+    response = await gateway.get(
+        "/api/oauth/authorize", params={"oauth_token": request["oauth_token"]}, allow_redirects=False
+    )
     assert response.status == 302 and response.headers["Location"].startswith(f"{emulator.url}/oauth/authorize?")
     # A request token that does not exist, on the StatusNet path: StatusNet's own 401.
     response = await call(gateway, "POST", "/api/oauth/access_token", LIVE, token="nope", secret="x", verifier="1")
@@ -201,7 +209,9 @@ async def test_upstream_app_callback_login_redirect_by_redirect(gateway, emulato
     x_answer = await approve_at_x(gateway.session, gateway, request["oauth_token"])
     assert x_answer.status == 302
     to_gateway = urlsplit(x_answer.headers["Location"])
-    assert to_gateway.path == "/oauth/callback" and str(gateway.make_url("")).startswith(f"{to_gateway.scheme}://{to_gateway.netloc}")
+    assert to_gateway.path == "/oauth/callback" and str(gateway.make_url("")).startswith(
+        f"{to_gateway.scheme}://{to_gateway.netloc}"
+    )
     x_verifier = dict(parse_qsl(to_gateway.query))["oauth_verifier"]
     response = await gateway.session.get(x_answer.headers["Location"], allow_redirects=False)
     assert response.status == 302
@@ -213,7 +223,9 @@ async def test_upstream_app_callback_login_redirect_by_redirect(gateway, emulato
 
     # oauth_verifier in the form body, the rest in the header.
     verifier = {"oauth_verifier": params["oauth_verifier"]}
-    response = await verifier_apart(gateway, LEGACY, request["oauth_token"], request["oauth_token_secret"], form=verifier)
+    response = await verifier_apart(
+        gateway, LEGACY, request["oauth_token"], request["oauth_token_secret"], form=verifier
+    )
     assert response.status == 200, await response.text()
     access = answer_of(await response.text())
     assert access["user_id"] == SEAN_ID and access["screen_name"] == "theSeanCook"
@@ -236,7 +248,9 @@ async def test_upstream_app_pin_login_with_the_verifier_in_the_query(gateway, em
     page = await approve_at_x(gateway.session, gateway, request["oauth_token"], page="authenticate")
     pin = PIN.search(await page.text()).group(1)  # the PIN X shows is what the client sends back
     verifier = {"oauth_verifier": pin}
-    response = await verifier_apart(gateway, LEGACY, request["oauth_token"], request["oauth_token_secret"], query=verifier)
+    response = await verifier_apart(
+        gateway, LEGACY, request["oauth_token"], request["oauth_token_secret"], query=verifier
+    )
     assert response.status == 200, await response.text()
     access = answer_of(await response.text())
     response = await destroy(gateway, LEGACY, access["oauth_token"], access["oauth_token_secret"], PLAIN_IDS[1])
@@ -305,7 +319,9 @@ async def test_invalidate_a_live_app_token_tells_x_and_forgets_it(gateway, emula
 async def test_invalidate_an_xauth_token(gateway, emulator, store) -> None:
     token = Token("issued-token", LEGACY.key, "issued-secret", upstream_user="sean")
     await store.put_token(token)
-    response = await call(gateway, "POST", "/1.1/oauth/invalidate_token", LEGACY, token=token.token, secret=token.secret)
+    response = await call(
+        gateway, "POST", "/1.1/oauth/invalidate_token", LEGACY, token=token.token, secret=token.secret
+    )
     assert response.status == 200 and await store.get_token(token.token) is None
     assert emulator.state.requests == []  # X never knew this token
     response = await destroy(gateway, LEGACY, token.token, token.secret, PLAIN_IDS[0])
@@ -369,7 +385,9 @@ async def test_wrong_verifier_is_refused_before_upstream_and_spends_the_token(ga
 
 async def test_request_token_of_another_consumer_or_wrong_secret_is_refused(gateway, emulator, store) -> None:
     await store.put_request_token(RequestToken("theirs", LIVE.key, "their-secret", "oob", time.time() + 600))
-    response = await call(gateway, "POST", "/oauth/access_token", LEGACY, token="theirs", secret="their-secret", verifier="1")
+    response = await call(
+        gateway, "POST", "/oauth/access_token", LEGACY, token="theirs", secret="their-secret", verifier="1"
+    )
     assert response.status == 401 and await response.json() == INVALID_TOKEN
     response = await call(gateway, "POST", "/oauth/access_token", LIVE, token="theirs", secret="guess", verifier="1")
     assert response.status == 401 and await response.json() == COULD_NOT_AUTHENTICATE
@@ -390,7 +408,12 @@ async def test_callback_with_the_wrong_x_token_is_refused(gateway, emulator, sto
 
 @pytest.mark.parametrize(
     "callback",
-    ["javascript:alert(1)", "https://client.example/\r\nSet-Cookie: a=b", "/relative", "https://" + "a" * 3000 + ".example/"],
+    [
+        "javascript:alert(1)",
+        "https://client.example/\r\nSet-Cookie: a=b",
+        "/relative",
+        "https://" + "a" * 3000 + ".example/",
+    ],
 )
 async def test_unusable_callback_is_a_bad_request(gateway, emulator, callback) -> None:
     response = await call(gateway, "POST", "/oauth/request_token", LEGACY, redirect_uri=callback)
@@ -408,7 +431,9 @@ async def test_authorize_with_an_oversized_or_missing_token(gateway, emulator) -
 
 
 async def test_via_upstream_app_consumer_without_an_operator_app(aiohttp_client, emulator, store) -> None:
-    config = with_overrides(provider_config(emulator), upstream={"oauth1_consumer_key": None, "oauth1_consumer_secret": None})
+    config = with_overrides(
+        provider_config(emulator), upstream={"oauth1_consumer_key": None, "oauth1_consumer_secret": None}
+    )
     gateway = await aiohttp_client(create_app(config, store=store))
     response = await call(gateway, "POST", "/oauth/request_token", LEGACY, redirect_uri="oob")
     assert response.status == 503
@@ -498,7 +523,9 @@ def test_cli_registers_a_legacy_consumer_and_maps_tokens(tmp_path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert one_line(result.stdout) == "added token gw-1 for consumer legacy, mapped to an X token of the upstream app"
-    assert read_back(tmp_path / "creds.sqlite3", token="gw-1") == Token("gw-1", "legacy", f"t-{MARK}", "x-1", f"x-{MARK}")
+    assert read_back(tmp_path / "creds.sqlite3", token="gw-1") == Token(
+        "gw-1", "legacy", f"t-{MARK}", "x-1", f"x-{MARK}"
+    )
 
     result = run(*flag, "add-token", "legacy", "gw-2", f"t-{MARK}", "--upstream-user", "erin")
     assert result.returncode == 1 and "no user 'erin'; add it first with add-user" in result.stderr
@@ -529,7 +556,9 @@ def test_cli_registers_a_legacy_consumer_and_maps_tokens(tmp_path) -> None:
 
 
 def test_the_upstream_app_is_configured_whole() -> None:
-    config = load_config(env={"DMGW_UPSTREAM_OAUTH1_CONSUMER_SECRET": "from-env"}, overrides={"upstream": {"oauth1_consumer_key": "app"}})
+    config = load_config(
+        env={"DMGW_UPSTREAM_OAUTH1_CONSUMER_SECRET": "from-env"}, overrides={"upstream": {"oauth1_consumer_key": "app"}}
+    )
     assert (config.upstream.oauth1_consumer_key, config.upstream.oauth1_consumer_secret) == ("app", "from-env")
     assert "from-env" not in repr(config)
     for upstream, message in [
@@ -585,11 +614,15 @@ async def test_oversized_xauth_fields_are_refused_before_any_password_check(gate
 async def test_a_user_who_says_no_at_x_is_sent_back_denied(gateway, emulator, store) -> None:
     response = await call(gateway, "POST", "/oauth/request_token", LEGACY, redirect_uri=CALLBACK)
     request = answer_of(await response.text())
-    response = await gateway.get("/oauth/authorize", params={"oauth_token": request["oauth_token"]}, allow_redirects=False)
+    response = await gateway.get(
+        "/oauth/authorize", params={"oauth_token": request["oauth_token"]}, allow_redirects=False
+    )
     location = urlsplit(response.headers["Location"])
     x_token = dict(parse_qsl(location.query))["oauth_token"]
     approve = location._replace(query="").geturl()
-    x_answer = await gateway.session.post(approve, data={"oauth_token": x_token, "cancel": "Cancel"}, allow_redirects=False)
+    x_answer = await gateway.session.post(
+        approve, data={"oauth_token": x_token, "cancel": "Cancel"}, allow_redirects=False
+    )
     response = await gateway.session.get(x_answer.headers["Location"], allow_redirects=False)
     assert response.status == 302
     assert response.headers["Location"] == f"{CALLBACK}&denied={request['oauth_token']}"
@@ -601,14 +634,18 @@ async def test_a_user_who_says_no_at_x_is_sent_back_denied(gateway, emulator, st
 
 async def test_tokens_mapped_by_hand_act_as_what_they_map_to(gateway, emulator, store) -> None:
     x_token = "38895958-emulatortoken"  # seeded: theSeanCook's token for the emulator's app
-    by_x_token = Token("baked-in-1", LEGACY.key, "baked-secret-1", x_token, emulator.state.oauth1.tokens[x_token].secret)
+    by_x_token = Token(
+        "baked-in-1", LEGACY.key, "baked-secret-1", x_token, emulator.state.oauth1.tokens[x_token].secret
+    )
     by_user = Token("baked-in-2", LEGACY.key, "baked-secret-2", upstream_user="sean")
     unmapped = Token("baked-in-3", LEGACY.key, "baked-secret-3")
     for token in (by_x_token, by_user, unmapped):
         await store.put_token(token)
     for token, authorization in [(by_x_token, f'oauth_token="{x_token}"'), (by_user, f"Bearer {SEAN_TOKEN}")]:
         emulator.state.requests.clear()
-        response = await call(gateway, "GET", "/1.1/account/verify_credentials.json", LEGACY, token=token.token, secret=token.secret)
+        response = await call(
+            gateway, "GET", "/1.1/account/verify_credentials.json", LEGACY, token=token.token, secret=token.secret
+        )
         assert response.status == 200, await response.text()
         assert (await response.json())["screen_name"] == "theSeanCook"
         [me] = emulator.state.requests

@@ -26,7 +26,9 @@ SCREEN_NAME = re.compile(r"[A-Za-z0-9_]{1,15}", re.ASCII)
 
 hostile_text = st.one_of(
     st.text(max_size=40),
-    st.sampled_from(["0", "-1", "1e3", "٣", " 5", "5 ", "99999999999999999999", "@", "@@x", "a" * 16, "../2/users", ""]),
+    st.sampled_from(
+        ["0", "-1", "1e3", "٣", " 5", "5 ", "99999999999999999999", "@", "@@x", "a" * 16, "../2/users", ""]
+    ),
     st.integers(min_value=-(2**70), max_value=2**70).map(str),
     st.integers(min_value=0, max_value=1000).map(str),
     st.integers(min_value=0, max_value=2**63 + 10).map(str),
@@ -66,7 +68,10 @@ def _check(op: Any) -> None:
     params=st.dictionaries(st.sampled_from(NAMES), hostile_text, max_size=6),
     document=st.builds(
         lambda kind, recipient, text: {
-            "event": {"type": kind, "message_create": {"target": {"recipient_id": recipient}, "message_data": {"text": text}}}
+            "event": {
+                "type": kind,
+                "message_create": {"target": {"recipient_id": recipient}, "message_data": {"text": text}},
+            }
         },
         st.sampled_from(["message_create", "Message_Create", ""]),
         hostile_text | st.integers(),
@@ -74,8 +79,14 @@ def _check(op: Any) -> None:
     )
     | st.recursive(
         st.none() | st.booleans() | st.integers() | st.text(max_size=12),
-        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(
-            ["event", "type", "message_create", "target", "recipient_id", "message_data", "text"]), inner, max_size=4),
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.dictionaries(
+                st.sampled_from(["event", "type", "message_create", "target", "recipient_id", "message_data", "text"]),
+                inner,
+                max_size=4,
+            )
+        ),
         max_leaves=12,
     ),
 )

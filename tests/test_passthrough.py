@@ -54,7 +54,11 @@ async def test_get_dm_events_passes_through_as_upstream_answers(make_gateway, em
     assert int(response.headers["x-rate-limit-remaining"]) == int(direct_headers["x-rate-limit-remaining"]) + 1
     assert response.headers["X-Request-Id"] == "pass-1"
     sent = emulator.state.requests[0]
-    assert (sent.method, sent.path, sent.query) == ("GET", "/2/dm_events", {"dm_event.fields": "created_at,sender_id", "max_results": "3"})
+    assert (sent.method, sent.path, sent.query) == (
+        "GET",
+        "/2/dm_events",
+        {"dm_event.fields": "created_at,sender_id", "max_results": "3"},
+    )
     assert sent.headers["Authorization"] == f"Bearer {SEAN_TOKEN}"
     sent_headers = {name.lower(): value for name, value in sent.headers.items()}
     assert sent_headers["x-request-id"] == "pass-1"
@@ -111,12 +115,18 @@ async def test_a_post_body_is_forwarded(make_gateway, emulator) -> None:
 async def test_a_json_body_is_streamed_upstream(make_gateway, emulator) -> None:
     client = await make_gateway()
     payload = orjson.dumps({"text": "x" * 200_000})  # over server.max_body_bytes: streamed, not buffered
-    response = await client.post("/2/dm_conversations/with/1/messages", data=payload, headers={**SEAN, "Content-Type": "application/json"})
+    response = await client.post(
+        "/2/dm_conversations/with/1/messages", data=payload, headers={**SEAN, "Content-Type": "application/json"}
+    )
     # v2 refuses a text that long; what matters is that the gateway let v2 judge it, and did not reshape it.
     assert response.status == 400
     assert orjson.loads(await response.read())["type"] == "about:blank"
     sent = emulator.state.requests[0]
-    assert (sent.method, sent.path, sent.headers["Content-Type"]) == ("POST", "/2/dm_conversations/with/1/messages", "application/json")
+    assert (sent.method, sent.path, sent.headers["Content-Type"]) == (
+        "POST",
+        "/2/dm_conversations/with/1/messages",
+        "application/json",
+    )
 
 
 async def test_hop_by_hop_headers_stay_with_the_gateway(make_gateway, emulator) -> None:
@@ -161,7 +171,9 @@ async def test_a_learned_message_spares_the_legacy_destroy_its_lookup(make_gatew
 
 async def test_a_sparse_answer_is_not_learned(make_gateway, emulator) -> None:
     client = await make_gateway()
-    response = await client.get(f"/2/dm_events/{SEED_002_ID}?dm_event.fields=sender_id&expansions=sender_id", headers=SEAN)
+    response = await client.get(
+        f"/2/dm_events/{SEED_002_ID}?dm_event.fields=sender_id&expansions=sender_id", headers=SEAN
+    )
     assert response.status == 200
     assert await store_of(client).get_message(SEED_002_ID) is None
     emulator.state.requests.clear()
@@ -248,8 +260,11 @@ async def test_relearning_keeps_a_recorded_deletion(make_gateway, emulator) -> N
     store = store_of(client)
     upstream_text = emulator.state.events[PLAIN_IDS[0]]["text"]
     stale = DirectMessage(
-        id=PLAIN_IDS[0], text="stale copy", created_at=datetime(2020, 1, 1, tzinfo=UTC),
-        sender_id="38895958", recipient_id="776627022",
+        id=PLAIN_IDS[0],
+        text="stale copy",
+        created_at=datetime(2020, 1, 1, tzinfo=UTC),
+        sender_id="38895958",
+        recipient_id="776627022",
     )
     await store.put_messages([stale])
     await store.mark_deleted(PLAIN_IDS[0], "38895958")  # Sean deleted it through the gateway
@@ -279,7 +294,9 @@ async def test_learn_skips_malformed_events_and_keeps_the_rest() -> None:
     store = MemoryStore()
     bad = {**EVENT, "id": "8", "dm_conversation_id": "3-4"}  # sender outside its conversation
     group = {**EVENT, "id": "9", "dm_conversation_id": "group", "participant_ids": ["1", "2", "3"]}
-    body = orjson.dumps({"data": [bad, EVENT, group, "junk"], "includes": {"users": [{"id": "1", "name": "A", "username": "a"}]}})
+    body = orjson.dumps(
+        {"data": [bad, EVENT, group, "junk"], "includes": {"users": [{"id": "1", "name": "A", "username": "a"}]}}
+    )
     await learn_from_v2(store, "GET", FULL_PATH, body)
     assert (await store.get_message("7")) is not None
     assert await store.get_message("8") is None and await store.get_message("9") is None
@@ -316,7 +333,9 @@ async def test_learn_users_from_the_users_endpoint_but_not_tweets() -> None:
     users = {"data": [{"id": "5", "name": "E", "username": "e"}, {"id": "6", "text": "a tweet"}]}
     await learn_from_v2(store, "GET", f"/2/users?ids=5,6&user.fields={USER_FIELDS}", orjson.dumps(users))
     assert set(await store.get_users(["5", "6"])) == {"5"}
-    await learn_from_v2(store, "GET", "/2/users?ids=7", orjson.dumps({"data": [{"id": "7", "name": "G", "username": "g"}]}))
+    await learn_from_v2(
+        store, "GET", "/2/users?ids=7", orjson.dumps({"data": [{"id": "7", "name": "G", "username": "g"}]})
+    )
     assert await store.get_users(["7"]) == {}  # too sparse to stand for the user
 
 

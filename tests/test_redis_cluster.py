@@ -94,7 +94,9 @@ def test_a_cluster_store_refuses_a_prefix_with_braces(redis_cluster_url: str) ->
         RedisStore(redis_cluster_url, prefix="dmgw:{v1}:")
 
 
-async def test_a_message_and_its_deletions_share_a_slot_and_messages_spread(cluster_store: RedisStore, raw: Any) -> None:
+async def test_a_message_and_its_deletions_share_a_slot_and_messages_spread(
+    cluster_store: RedisStore, raw: Any
+) -> None:
     ids = [str(1001 + i) for i in range(30)]
     await cluster_store.put_messages([make_message(i) for i in ids])
     await cluster_store.mark_deleted_many([(i, "u1") for i in ids])

@@ -100,11 +100,15 @@ USER = {"id": "1", "name": "Ann", "location": None, "protected": True, "follower
 @example(root="r", tree={"#comment": [{"a": "b"}], "x": {"#comment": {"a": "b"}}}, indent=" ")
 @example(root="r", tree={"x": None, "y": {"x": None}}, indent=" ")
 @example(root="r", tree={"u": USER, "@b": {"k": "v"}}, indent=" ")
-@example(root="r", tree={"a": 1, "b": True, "c": "1", "d": None, "e": "", "f": "a\r<&>b", "g": 1.0, "h": LONG}, indent="")
+@example(
+    root="r", tree={"a": 1, "b": True, "c": "1", "d": None, "e": "", "f": "a\r<&>b", "g": 1.0, "h": LONG}, indent=""
+)
 @example(root="r", tree={"a": "1", "b": [1, True], "#comment": "c", "c": 1, "d": ["x"], "e": {"a": 1}}, indent="\t")
 @example(root="r", tree={"m": [{"a": 1, "b": [None]}, {"a": True, "b": "x"}], "a": "1"}, indent="")
 @example(root="r", tree={"a": "x", "a b": "x", "c": "y"}, indent=" ")
-@example(root="r", tree={"t": "'\"<&>]]>", "u": {"t": "'\"<&>"}, "m": [{"t": "a\"b"}]}, indent=" ")  # text: only <&> escaped
+@example(
+    root="r", tree={"t": "'\"<&>]]>", "u": {"t": "'\"<&>"}, "m": [{"t": 'a"b'}]}, indent=" "
+)  # text: only <&> escaped
 @example(root="r", tree={"a": "AT&T", "b": "x > y", "c": "<", "d": "&amp;", "e": "a&b"}, indent=" ")  # each alone
 def test_xml_in_pieces_is_the_document_written_in_one_go(root: str, tree: dict[str, Any], indent: str) -> None:
     expected = outcome(plain_xml, root, tree, indent)
@@ -116,7 +120,9 @@ _alike = st.sampled_from([None, 0, 1, True, False, 1.0, 0.0, -0.0, "1", "true", 
 _small_objects = st.dictionaries(st.sampled_from(["a", "b"]), _alike, max_size=2)
 
 
-@given(st.lists(st.fixed_dictionaries({"u": _small_objects, "v": st.lists(st.fixed_dictionaries({"u": _small_objects}))})))
+@given(
+    st.lists(st.fixed_dictionaries({"u": _small_objects, "v": st.lists(st.fixed_dictionaries({"u": _small_objects}))}))
+)
 @example([{"u": {"a": 1}, "v": []}, {"u": {"a": True}, "v": []}, {"u": {"a": 1.0}, "v": []}])
 @example([{"u": {"a": 0.0}, "v": []}, {"u": {"a": -0.0}, "v": []}, {"u": {"a": False}, "v": []}])
 def test_objects_equal_in_python_but_written_differently_are_not_mixed_up(trees: list[dict[str, Any]]) -> None:
@@ -242,7 +248,6 @@ def test_an_odd_indent_is_written_in_one_go() -> None:
 
 
 # Objects from a renderer's memo ----------------------------------------------------------------------------
-
 
 
 def fresh(renderer: Renderer, name: str, value: Any) -> dict[str, Any]:
@@ -413,7 +418,9 @@ STRICT_USER = {
 
 
 def _renderers() -> list[Renderer]:
-    renderers = [_renderer({"user": STRICT_USER}, "{weekday} {month} {day:02d} {hour}:{minute:02d}:{second:02d} {year}")]
+    renderers = [
+        _renderer({"user": STRICT_USER}, "{weekday} {month} {day:02d} {hour}:{minute:02d}:{second:02d} {year}")
+    ]
     for name in ("twitter_v1", "statusnet"):
         mapping = load_mapping(name)
         renderers += [r for r in (mapping.json, mapping.xml) if r is not None and "user" in r.templates]
@@ -513,9 +520,7 @@ _json_scalars = st.one_of(
     _texts.filter(lambda text: "\ud800" not in text), st.text(max_size=8).map(_Text), st.integers(-2, 2).map(_Number),
     st.just("a/b </script>"),
 )  # fmt: skip
-_shared = st.dictionaries(st.sampled_from(["id", "name", "url"]), _json_scalars, max_size=3).map(
-    serialize.SharedObject
-)
+_shared = st.dictionaries(st.sampled_from(["id", "name", "url"]), _json_scalars, max_size=3).map(serialize.SharedObject)
 
 
 def _json_containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
@@ -544,7 +549,9 @@ def test_a_shared_object_is_written_to_json_once() -> None:
     body = to_json({"sender": user, "recipient": user, "id": 1})
     assert body == orjson.dumps({"sender": dict(user), "recipient": dict(user), "id": 1})
     kept = user.written[serialize._JSON]
-    assert to_json([{"sender": user}], escape_slashes=True) == orjson.dumps([{"sender": dict(user)}]).replace(b"/", b"\\/")
+    assert to_json([{"sender": user}], escape_slashes=True) == orjson.dumps([{"sender": dict(user)}]).replace(
+        b"/", b"\\/"
+    )
     assert user.written[serialize._JSON] is kept  # taken from the object, not written again
 
 
@@ -592,7 +599,9 @@ def test_date_formats_that_cannot_be_rewritten_work_or_fail_as_written(date_form
 
 
 _name_specs = st.sampled_from(["", ">4", "<3", "s", "d"])
-_number_specs = st.sampled_from(["", "d", "02d", "2", "0", "03", "010d", "1d", "0999", ">2", "+d", ",", "x", " d", "02s"])
+_number_specs = st.sampled_from(
+    ["", "d", "02d", "2", "0", "03", "010d", "1d", "0999", ">2", "+d", ",", "x", " d", "02s"]
+)
 _date_literals = st.sampled_from(["", " ", ":", "%", "%%", "%d", "{{", "}}", " +0000 ", "T"])
 
 

@@ -101,13 +101,20 @@ async def test_a_slow_lookup_times_out_and_its_retry_succeeds(
     assert await metric(admin, count, endpoint=GET_ENDPOINT, outcome="ok") == 1
     assert await metric(admin, count, endpoint=DELETE_ENDPOINT, outcome="ok") == 1
     # The histogram's sum saw the timed-out attempt's wait.
-    assert await metric(admin, "dmgw_upstream_request_duration_seconds_sum", endpoint=GET_ENDPOINT, outcome="timeout") >= 0.04
+    assert (
+        await metric(admin, "dmgw_upstream_request_duration_seconds_sum", endpoint=GET_ENDPOINT, outcome="timeout")
+        >= 0.04
+    )
 
 
-async def test_every_attempt_carries_the_same_request_id(make_gateway: GatewayFactory, emulator: EmulatorServer) -> None:
+async def test_every_attempt_carries_the_same_request_id(
+    make_gateway: GatewayFactory, emulator: EmulatorServer
+) -> None:
     gateway = await make_gateway()
     emulator.state.faults.append(delete_rule(status=503, times=2))
-    async with gateway.delete(f"/1.1/direct_messages/events/destroy.json?id={MESSAGE_ID}", headers={"X-Request-Id": "rid-42"}) as response:
+    async with gateway.delete(
+        f"/1.1/direct_messages/events/destroy.json?id={MESSAGE_ID}", headers={"X-Request-Id": "rid-42"}
+    ) as response:
         assert response.status == 204
         assert response.headers["X-Request-Id"] == "rid-42"
     ids = [header(r, "X-Request-Id") for r in emulator.state.requests]
@@ -126,7 +133,10 @@ async def test_when_the_budget_runs_out_the_client_gets_over_capacity(
     assert json.loads(reply.body) == {"errors": [{"code": 130, "message": "Over capacity"}]}
     # A 0.05 s first attempt, then retries capped by what is left of 0.15 s: never the 11 allowed.
     assert 2 <= deletes(emulator) <= 5
-    assert await metric(admin, "dmgw_upstream_retries_total", endpoint=DELETE_ENDPOINT, reason="timeout") == deletes(emulator) - 1
+    assert (
+        await metric(admin, "dmgw_upstream_retries_total", endpoint=DELETE_ENDPOINT, reason="timeout")
+        == deletes(emulator) - 1
+    )
     assert not emulator.state.is_deleted_for(MESSAGE_ID, SEAN_ID)
     assert await store_of(gateway).get_deletion(MESSAGE_ID) is None
 
@@ -140,7 +150,9 @@ async def test_a_retry_only_gets_what_is_left_of_the_budget(
     emulator.state.faults.append(delete_rule(status=503, delay=2.0))
     assert_error(await send(gateway, EVENTS, MESSAGE_ID), EVENTS, "upstream_unavailable", MESSAGE_ID)
     assert deletes(emulator) == 2
-    waited = await metric(admin, "dmgw_upstream_request_duration_seconds_sum", endpoint=DELETE_ENDPOINT, outcome="timeout")
+    waited = await metric(
+        admin, "dmgw_upstream_request_duration_seconds_sum", endpoint=DELETE_ENDPOINT, outcome="timeout"
+    )
     assert 0.3 <= waited < 0.55  # two full timeouts would be 0.6 s
 
 

@@ -50,7 +50,9 @@ async def test_a_send_signed_with_oauth1_or_refused_is_not_looked_up(gateway, em
     await settled(gateway)
     assert [r.method for r in emulator.state.requests] == ["POST"]
     # A send by another user is learned with that user's own token.
-    response = await gateway.post(SEND.format("38895958"), json={"text": "from mick"}, headers={"Authorization": f"Bearer {MICK_TOKEN}"})
+    response = await gateway.post(
+        SEND.format("38895958"), json={"text": "from mick"}, headers={"Authorization": f"Bearer {MICK_TOKEN}"}
+    )
     event_id = (await response.json())["data"]["dm_event_id"]
     await settled(gateway)
     lookup = [r for r in emulator.state.requests if r.method == "GET"]

@@ -80,7 +80,9 @@ def split_response(raw: bytes) -> tuple[int, dict[str, str], bytes]:
 async def test_a_client_trickling_its_headers_is_disconnected(aiohttp_server: Any, emulator: EmulatorServer) -> None:
     client = await served_gateway(aiohttp_server, emulator, keepalive_timeout=0.5)
     reader, writer = await connect(client)
-    head = f"POST /1.1/direct_messages/destroy.json?id={MESSAGE_ID} HTTP/1.1\r\nHost: 127.0.0.1\r\n" + "X-Pad: a\r\n" * 40
+    head = (
+        f"POST /1.1/direct_messages/destroy.json?id={MESSAGE_ID} HTTP/1.1\r\nHost: 127.0.0.1\r\n" + "X-Pad: a\r\n" * 40
+    )
     started = time.monotonic()
     sending = asyncio.create_task(trickle(writer, head.encode(), 0.02))  # about 10 s for the whole head
     closed = await read_until_closed(reader, 5)
@@ -108,7 +110,10 @@ async def test_an_idle_keep_alive_connection_is_closed(aiohttp_server: Any, emul
 @pytest.mark.parametrize(
     ("path", "expected"),
     [
-        ("/1.1/direct_messages/destroy.json", b'{"errors":[{"code":214,"message":"Request body was not received in time."}]}'),
+        (
+            "/1.1/direct_messages/destroy.json",
+            b'{"errors":[{"code":214,"message":"Request body was not received in time."}]}',
+        ),
         ("/api/direct_messages/destroy.xml", b"<error>Request body was not received in time.</error>"),
     ],
 )

@@ -399,4 +399,3 @@ async def test_start_up_calls_need_credentials(make_gateway, emulator) -> None:
     body = await get(gateway, "/api/account/verify_credentials.xml", status=401, fmt="xml")
     assert ET.fromstring(body).findtext("error") == "Could not authenticate you."
     assert upstream(emulator) == []
-

@@ -14,7 +14,9 @@ MICK_ID = "776627022"
 UNKNOWN_ID = "999999999"
 
 
-TWEEPY_310_START = CLIENT_SETUP + """
+TWEEPY_310_START = (
+    CLIENT_SETUP
+    + """
 me = api.verify_credentials()
 mick = api.get_user(screen_name="s0c1alm3dia")
 looked_up = api.lookup_users(user_ids=["2244994945", "999999999"], screen_names=["marcosgdf"])
@@ -35,6 +37,7 @@ print(json.dumps({
     "unknown": unknown,
 }))
 """
+)
 
 
 async def test_tweepy_3_10_starts_up(served, emulator) -> None:

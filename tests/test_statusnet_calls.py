@@ -157,7 +157,11 @@ def test_golden_messages_have_the_seed_003_shape(name) -> None:
     ours = orjson.loads((GOLDEN / f"statusnet/{name}.json").read_bytes())
     for message in ours if isinstance(ours, list) else [ours]:
         message = without_message_id_twins(message)
-        for theirs, mine in [(seed, message), (seed["sender"], message["sender"]), (seed["recipient"], message["recipient"])]:
+        for theirs, mine in [
+            (seed, message),
+            (seed["sender"], message["sender"]),
+            (seed["recipient"], message["recipient"]),
+        ]:
             assert list(mine) == list(theirs)
             for key, value in theirs.items():
                 if value is not None and mine[key] is not None:
@@ -191,7 +195,11 @@ async def test_new_matches_golden(gateway, emulator, prefix, fmt, param) -> None
     assert (response.content_type, response.charset) == (content_type(fmt), "utf-8")
     assert_golden(f"statusnet/new.{fmt}", body)
     event = emulator.state.events[NEXT_ID]
-    assert (event["sender_id"], event["dm_conversation_id"], event["text"]) == (SEAN_ID, f"{SEAN_ID}-{MICK_ID}", "hi Mick")
+    assert (event["sender_id"], event["dm_conversation_id"], event["text"]) == (
+        SEAN_ID,
+        f"{SEAN_ID}-{MICK_ID}",
+        "hi Mick",
+    )
     if fmt == "json":
         sent = orjson.loads(body)
         assert (sent["id"], sent["created_at"], sent["recipient_id"]) == (int(NEXT_ID), NOW_LEGACY, MICK_ID)
@@ -228,7 +236,9 @@ async def test_text_that_needs_escaping_survives_a_send_and_the_sent_list(gatewa
 
 
 async def test_new_json_keeps_the_whole_text(gateway, emulator) -> None:
-    response = await gateway.post("/api/direct_messages/new.json", data={"screen_name": "s0c1alm3dia", "text": ESCAPED_TEXT})
+    response = await gateway.post(
+        "/api/direct_messages/new.json", data={"screen_name": "s0c1alm3dia", "text": ESCAPED_TEXT}
+    )
     body = await response.read()
     assert response.status == 200, body
     assert_golden("statusnet/new_escaped_text.json", body)
@@ -345,7 +355,9 @@ async def test_a_page_past_the_end_is_an_empty_array(gateway, inbox, fmt) -> Non
     response = await gateway.get(f"/api/direct_messages.{fmt}?page=14&count=20")
     body = await response.read()
     assert response.status == 200
-    assert body == (b"[]" if fmt == "json" else b'<?xml version="1.0" encoding="UTF-8"?>\n<direct-messages type="array"/>\n')
+    assert body == (
+        b"[]" if fmt == "json" else b'<?xml version="1.0" encoding="UTF-8"?>\n<direct-messages type="array"/>\n'
+    )
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -395,7 +407,9 @@ NEW_ERRORS = [
 PREFIX_FORMATS = [(prefix, fmt) for prefix in PREFIXES for fmt in FORMATS]
 
 
-@pytest.mark.parametrize(("form", "status", "message", "asks_v2"), [e[1:] for e in NEW_ERRORS], ids=[e[0] for e in NEW_ERRORS])
+@pytest.mark.parametrize(
+    ("form", "status", "message", "asks_v2"), [e[1:] for e in NEW_ERRORS], ids=[e[0] for e in NEW_ERRORS]
+)
 async def test_send_errors(make_gateway, emulator, form, status, message, asks_v2) -> None:
     for prefix, fmt in PREFIX_FORMATS:
         gateway = await make_gateway()  # a fresh one: none has looked up its caller yet
@@ -462,7 +476,9 @@ async def test_how_the_recipient_is_named(gateway, emulator, form, lookup) -> No
 
 @pytest.mark.parametrize("prefix", PREFIXES)
 @pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize(("box", "message_id"), [("direct_messages", ENTITIES_ID), ("direct_messages/sent", HOSTILE_TEXT_ID)])
+@pytest.mark.parametrize(
+    ("box", "message_id"), [("direct_messages", ENTITIES_ID), ("direct_messages/sent", HOSTILE_TEXT_ID)]
+)
 async def test_a_listed_message_is_destroyed_without_a_lookup(gateway, emulator, prefix, fmt, box, message_id) -> None:
     listed_body = await (await gateway.get(f"{prefix}/{box}.{fmt}")).read()
     emulator.state.requests.clear()
@@ -481,7 +497,9 @@ async def test_a_listed_message_is_destroyed_without_a_lookup(gateway, emulator,
 @pytest.mark.parametrize("prefix", PREFIXES)
 @pytest.mark.parametrize(("send_fmt", "destroy_fmt"), [("xml", "json"), ("json", "xml")])
 async def test_a_sent_message_is_destroyed_without_a_lookup(gateway, emulator, prefix, send_fmt, destroy_fmt) -> None:
-    sent = await gateway.post(f"{prefix}/direct_messages/new.{send_fmt}", data={"user": "s0c1alm3dia", "text": "hi Mick"})
+    sent = await gateway.post(
+        f"{prefix}/direct_messages/new.{send_fmt}", data={"user": "s0c1alm3dia", "text": "hi Mick"}
+    )
     assert sent.status == 200
     emulator.state.requests.clear()
     response = await gateway.delete(f"{prefix}/direct_messages/destroy.{destroy_fmt}?id={NEXT_ID}")
@@ -538,7 +556,9 @@ async def test_a_basic_client_lists_and_sends(basic_gateway, emulator, prefix) -
     assert inbox.status == 200
     assert ids_of(await inbox.read(), "xml") == [SEED_003_XML_ID, SEED_003_JSON_ID]
 
-    sent = await basic_gateway.post(f"{prefix}/direct_messages/new.json", data={"user": "theSeanCook", "text": "hola"}, headers=marcos)
+    sent = await basic_gateway.post(
+        f"{prefix}/direct_messages/new.json", data={"user": "theSeanCook", "text": "hola"}, headers=marcos
+    )
     body = orjson.loads(await sent.read())
     assert sent.status == 200, body
     assert (body["sender_screen_name"], body["recipient_id"], body["text"]) == ("marcosgdf", SEAN_ID, "hola")
@@ -552,7 +572,9 @@ async def test_a_basic_client_lists_and_sends(basic_gateway, emulator, prefix) -
     assert refused.headers["WWW-Authenticate"] == 'Basic realm="StatusNet API"'
     anonymous = await basic_gateway.post(f"{prefix}/direct_messages/new.xml", data={"user": "theSeanCook", "text": "x"})
     assert anonymous.status == 401
-    assert await anonymous.read() == error_body("xml", "Could not authenticate you.", f"{prefix}/direct_messages/new.xml")
+    assert await anonymous.read() == error_body(
+        "xml", "Could not authenticate you.", f"{prefix}/direct_messages/new.xml"
+    )
     assert upstream(emulator) == [
         ("GET", "/2/users/me"),
         ("GET", "/2/dm_events"),

@@ -32,7 +32,7 @@ from tests.conftest import SEED_002_ID, gateway_config, opened_store, redis_name
 def make_message(message_id: str = "1001", **changes: object) -> DirectMessage:
     values: dict[str, object] = {
         "id": message_id,
-        "text": "hello #legacy https://t.co/abc @someone <b>&amp; \"quotes\" \x07 ünïcödé 😀",
+        "text": 'hello #legacy https://t.co/abc @someone <b>&amp; "quotes" \x07 ünïcödé 😀',
         "created_at": datetime(2012, 9, 7, 5, 4, 3, 123456, tzinfo=UTC),
         "sender_id": "11",
         "recipient_id": "22",
@@ -608,8 +608,13 @@ async def test_sqlite_migrates_a_version_1_file_and_keeps_its_messages(tmp_path:
             "INSERT INTO messages VALUES (?, ?, ?, ?, ?)",
             [
                 ("1", codec.dumps(codec.message_to_record(make_message("1"), None)), now, None, None),
-                ("2", codec.dumps(codec.message_to_record(make_message("2", text="deleted later"), None)), now,
-                 deletion.at, deletion.by),
+                (
+                    "2",
+                    codec.dumps(codec.message_to_record(make_message("2", text="deleted later"), None)),
+                    now,
+                    deletion.at,
+                    deletion.by,
+                ),
             ],
         )
         conn.execute(
@@ -662,7 +667,9 @@ async def test_sqlite_schema_3_keys_messages_by_their_ids_as_integers(tmp_path: 
     kept = ["1", "2", "9223372036854775807"]
     # None of these is an id a legacy call can name (gateway.ids), so none can be kept under an integer key.
     odd = ["0", "0123", "9223372036854775808", "12345678901234567890", "abc", "12a", "", "-5", "1e3"]
-    rows = [(i, codec.dumps(codec.message_to_record(make_message(i or "x"), None)), now, None, None) for i in kept + odd]
+    rows = [
+        (i, codec.dumps(codec.message_to_record(make_message(i or "x"), None)), now, None, None) for i in kept + odd
+    ]
     rows[1] = (*rows[1][:3], now - 5, "11")  # "2" was deleted by user 11
     write_version_2_file(path, rows)
 
@@ -680,7 +687,9 @@ async def test_sqlite_schema_3_keys_messages_by_their_ids_as_integers(tmp_path: 
         assert [row[0] for row in conn.execute("SELECT id FROM messages ORDER BY id")] == [int(i) for i in kept]
         columns = {row[1]: (row[2], row[5]) for row in conn.execute("PRAGMA table_info(messages)")}
         assert columns["id"] == ("INTEGER", 1)  # the rowid itself: one B-tree, no separate index
-        plan = " ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sqlite_module._SELECT_MESSAGE, (1, 0.0)))
+        plan = " ".join(
+            row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sqlite_module._SELECT_MESSAGE, (1, 0.0))
+        )
         assert "INTEGER PRIMARY KEY" in plan, plan
     finally:
         conn.close()
@@ -1415,7 +1424,8 @@ async def test_turning_the_key_on_still_reads_plaintext_records(encrypted) -> No
 
 
 async def test_a_record_the_key_cannot_open_is_a_logged_miss(
-    encrypted, caplog: pytest.LogCaptureFixture  # type: ignore[no-untyped-def]
+    encrypted,
+    caplog: pytest.LogCaptureFixture,  # type: ignore[no-untyped-def]
 ) -> None:
     open_with, _ = encrypted
     writer = await open_with(KEY)
@@ -1451,7 +1461,9 @@ def test_each_encryption_is_fresh_and_the_cipher_hides_its_key() -> None:
 
 
 async def test_the_gateway_opens_its_store_with_the_configured_key_and_retention(
-    aiohttp_client, emulator, tmp_path: Path  # type: ignore[no-untyped-def]
+    aiohttp_client,
+    emulator,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     path = tmp_path / "gw.sqlite3"
     store_settings = {"encryption_key": KEY, "message_retention": 4321, "user_max_age": 321}

@@ -70,6 +70,7 @@ async def relayed_redis_store(redis_url: str) -> AsyncIterator[tuple[RedisStore,
 # A delete that fails: the first attempt and the gateway's retries of it (upstream.retries, 2 by default).
 FAIL_ONE_DELETE = 3
 
+
 async def test_redis_outage_destroys_from_upstream_and_the_store_returns_without_restart(
     make_gateway: GatewayFactory, emulator: EmulatorServer, relayed_redis_store: tuple[RedisStore, TcpRelay]
 ) -> None:
@@ -258,7 +259,11 @@ async def test_sigkill_loses_no_acknowledged_write_and_leaves_the_file_sound(tmp
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     child = subprocess.Popen(  # noqa: ASYNC220 - read line by line below, killed mid-write
         [sys.executable, "-c", _WRITER, str(path)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     acked: list[int] = []
     try:

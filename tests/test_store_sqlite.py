@@ -383,7 +383,9 @@ def half_written_then_failing(message_id: str) -> Callable[[sqlite3.Connection],
     return write
 
 
-async def test_a_write_that_raises_is_undone_alone_and_its_neighbours_commit(store: SQLiteStore, tmp_path: Path) -> None:
+async def test_a_write_that_raises_is_undone_alone_and_its_neighbours_commit(
+    store: SQLiteStore, tmp_path: Path
+) -> None:
     await store.put_messages([make_message("1"), make_message("2")])
     statements = commits_of(store)
 
@@ -496,7 +498,9 @@ async def test_close_commits_the_writes_already_queued(tmp_path: Path) -> None:
         await store.put_messages([make_message("21")])
 
 
-async def test_a_write_whose_caller_is_gone_before_its_batch_starts_is_dropped(store: SQLiteStore, tmp_path: Path) -> None:
+async def test_a_write_whose_caller_is_gone_before_its_batch_starts_is_dropped(
+    store: SQLiteStore, tmp_path: Path
+) -> None:
     kept = asyncio.create_task(store.put_messages([make_message("1")]))
     dropped = asyncio.create_task(store.put_messages([make_message("2")]))
     await asyncio.sleep(0)
@@ -510,7 +514,9 @@ async def test_a_write_whose_caller_is_gone_before_its_batch_starts_is_dropped(s
 # A round: writes run concurrently, at most one per message id, each through store 0 or 1.
 ROUND = st.dictionaries(
     keys=st.sampled_from(["1", "2", "3", "4"]),
-    values=st.tuples(st.sampled_from([0, 1]), st.sampled_from(["learn", "learn again", "delete"]), st.sampled_from(["11", "22"])),
+    values=st.tuples(
+        st.sampled_from([0, 1]), st.sampled_from(["learn", "learn again", "delete"]), st.sampled_from(["11", "22"])
+    ),
     max_size=4,
 )
 

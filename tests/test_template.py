@@ -355,9 +355,17 @@ def test_a_table_is_a_nested_object_rendered_from_the_same_context() -> None:
             "after": "'last'",
         }
     }
-    context = {"message": SimpleNamespace(id="5"), "recipient": SimpleNamespace(id="2"), "sender": SimpleNamespace(id="1")}
+    context = {
+        "message": SimpleNamespace(id="5"),
+        "recipient": SimpleNamespace(id="2"),
+        "sender": SimpleNamespace(id="1"),
+    }
     rendered = renderer(tables).render("event", context)
-    assert rendered == {"id": "5", "message_create": {"target": {"recipient_id": "2"}, "sender_id": "1"}, "after": "last"}
+    assert rendered == {
+        "id": "5",
+        "message_create": {"target": {"recipient_id": "2"}, "sender_id": "1"},
+        "after": "last",
+    }
     assert list(rendered) == ["id", "message_create", "after"]
     assert list(rendered["message_create"]) == ["target", "sender_id"]
 
@@ -463,7 +471,19 @@ def test_xml_keeps_tab_newline_and_astral_characters() -> None:
 
 
 # Not printable to Python, yet XML carries them: a string holding one takes the slow path and keeps it.
-NONPRINTABLE_XML_CHARS = ["\x7f", "\x85", "\x9f", "\xa0", "\xad", "\u200b", "\u2028", "\u2029", "\u3000", "\ue000", "\U000e0001"]
+NONPRINTABLE_XML_CHARS = [
+    "\x7f",
+    "\x85",
+    "\x9f",
+    "\xa0",
+    "\xad",
+    "\u200b",
+    "\u2028",
+    "\u2029",
+    "\u3000",
+    "\ue000",
+    "\U000e0001",
+]
 
 
 @pytest.mark.parametrize("char", NONPRINTABLE_XML_CHARS, ids=[f"U+{ord(c):04X}" for c in NONPRINTABLE_XML_CHARS])

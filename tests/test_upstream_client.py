@@ -131,9 +131,7 @@ def stub_app(body: bytes, headers: dict[str, str], *, chunked: bool = False) -> 
 async def delete_through(aiohttp_server: Any, app: web.Application, metrics: Metrics | None = None) -> Any:
     server = await aiohttp_server(app)
     async with aiohttp.ClientSession() as session:
-        client = client_for(
-            f"http://{server.host}:{server.port}", session, max_response_bytes=LIMIT, observer=metrics
-        )
+        client = client_for(f"http://{server.host}:{server.port}", session, max_response_bytes=LIMIT, observer=metrics)
         return await client.delete_dm_event("5", PRINCIPAL)
 
 

@@ -22,6 +22,7 @@ async def emulator() -> AsyncIterator[EmulatorServer]:
     async with frozen_emulator() as server:
         yield server
 
+
 SEAN_ID = "38895958"
 MICK_ID = "776627022"
 XDEV_ID = "2244994945"
@@ -157,7 +158,11 @@ async def test_show_hostile_text_is_escaped_json(gateway) -> None:
 
 SEND_BODIES = [
     ("v1_1/new_by_screen_name.json", {"screen_name": "s0c1alm3dia", "text": "hello, tworld."}, MICK_ID),
-    ("v1_1/new_by_user_id.json", {"user_id": XDEV_ID, "text": 'Tags <b>&amp; "quotes" & a bell \u0007 and café ✓'}, XDEV_ID),
+    (
+        "v1_1/new_by_user_id.json",
+        {"user_id": XDEV_ID, "text": 'Tags <b>&amp; "quotes" & a bell \u0007 and café ✓'},
+        XDEV_ID,
+    ),
     ("v1_1/new_by_at_screen_name.json", {"screen_name": "@XDevelopers", "text": "line one\nline two"}, XDEV_ID),
 ]
 
@@ -174,7 +179,11 @@ async def test_new_matches_golden(gateway, emulator, golden, form, recipient) ->
     assert (message["sender_id_str"], message["recipient_id_str"]) == (SEAN_ID, recipient)
     assert posts(emulator) == [f"/2/dm_conversations/with/{recipient}/messages"]
     event = emulator.state.events[FIRST_SENT_ID]
-    assert (event["text"], event["sender_id"], event["created_at"]) == (form["text"], SEAN_ID, "2023-11-14T22:13:20.000Z")
+    assert (event["text"], event["sender_id"], event["created_at"]) == (
+        form["text"],
+        SEAN_ID,
+        "2023-11-14T22:13:20.000Z",
+    )
 
 
 async def test_new_resolves_a_screen_name_with_one_lookup(gateway, emulator) -> None:
@@ -396,7 +405,9 @@ LEARNERS = {
 
 @pytest.mark.parametrize("store", ["sqlite", "memory"])
 @pytest.mark.parametrize("learner", list(LEARNERS))
-async def test_a_destroy_after_a_read_or_send_needs_no_v2_lookup(make_gateway, emulator, tmp_path, store, learner) -> None:
+async def test_a_destroy_after_a_read_or_send_needs_no_v2_lookup(
+    make_gateway, emulator, tmp_path, store, learner
+) -> None:
     url = f"sqlite:///{tmp_path}/learn.sqlite3" if store == "sqlite" else "memory"
     client = await make_gateway(store_url=url)
     method, path, form, message_id = LEARNERS[learner]

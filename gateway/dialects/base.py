@@ -338,7 +338,6 @@ class Dialect:
             return LegacyResponse(200, to_xml(root, {"#text": value}, indent=self.mapping.xml_indent), XML_TYPE)
         return LegacyResponse(200, to_json(value), JSON_TYPE)
 
-
     def render(self, op: Operation, outcome: Outcome, fmt: str) -> LegacyResponse:
         raise NotImplementedError
 

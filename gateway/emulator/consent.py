@@ -62,9 +62,7 @@ SCOPES = {
     "media.write": "Upload media for you.",
 }
 
-_FIELDS = (
-    "response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method"
-)
+_FIELDS = ("response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method")
 _FORM_FIELDS = (*_FIELDS, "screen_name", "cancel", "approve")
 # RFC 7636 section 4.2: a challenge (and a verifier) is 43 to 128 unreserved characters.
 PKCE_VALUE = re.compile(r"[A-Za-z0-9._~-]{43,128}", re.ASCII)
@@ -116,9 +114,7 @@ async def consent_page(request: web.Request) -> web.StreamResponse:
     except _Refused as refused:
         return refused.response
     app_name = state.oauth2.app_names.get(asked.client_id, asked.client_id)
-    scopes = "\n".join(
-        f"<li><code>{_e(scope)}</code>: {_e(SCOPES[scope])}</li>" for scope in asked.scopes
-    )
+    scopes = "\n".join(f"<li><code>{_e(scope)}</code>: {_e(SCOPES[scope])}</li>" for scope in asked.scopes)
     hidden = "\n".join(
         f'<input type="hidden" name="{name}" value="{_e(value)}">' for name, value in asked.fields().items()
     )
@@ -169,9 +165,7 @@ def _authorization(fields: dict[str, str], state: EmulatorState) -> _Authorizati
     if client_id not in state.oauth2.clients:
         raise _Refused(_page(400, "Unknown app", "<p>This app is unknown: its client_id is not registered.</p>"))
     if not state.oauth2.redirect_uri_allowed(client_id, redirect_uri):
-        raise _Refused(
-            _page(400, "Bad redirect", "<p>The redirect_uri is not one this app registered.</p>")
-        )
+        raise _Refused(_page(400, "Bad redirect", "<p>The redirect_uri is not one this app registered.</p>"))
     echo = fields.get("state")
 
     def refuse(error: str, description: str) -> _Refused:

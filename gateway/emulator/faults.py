@@ -82,9 +82,7 @@ def _is_count(value: object) -> bool:
 
 
 def _is_str_map(value: object) -> bool:
-    return isinstance(value, dict) and all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    )
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
 
 
 def take_fault(rules: list[FaultRule], method: str, path: str) -> FaultRule | None:

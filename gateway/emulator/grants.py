@@ -111,9 +111,7 @@ class GrantBook:
         if not isinstance(section, dict):
             raise ValueError('seed "oauth2" must be an object')
         clients = section.get("clients", {})
-        if not isinstance(clients, dict) or not all(
-            isinstance(secret, str | None) for secret in clients.values()
-        ):
+        if not isinstance(clients, dict) or not all(isinstance(secret, str | None) for secret in clients.values()):
             raise ValueError('seed "oauth2.clients" must map client ids to a secret or null')
         grants = section.get("grants", [])
         if not isinstance(grants, list) or not all(isinstance(grant, dict) for grant in grants):
@@ -197,16 +195,12 @@ class GrantBook:
         """A fresh grant for an approved authorization: an access token, and a refresh token when the
         scope holds ``offline.access``."""
         wants_refresh = OFFLINE_ACCESS in scope.split()
-        issued = IssuedTokens(
-            secrets.token_urlsafe(32), secrets.token_urlsafe(32) if wants_refresh else None, scope
-        )
+        issued = IssuedTokens(secrets.token_urlsafe(32), secrets.token_urlsafe(32) if wants_refresh else None, scope)
         self.access[issued.access_token] = AccessGrant(
             user_id, client_id, scope, now + issued.expires_in, lineage=issued.access_token
         )
         if issued.refresh_token is not None:
-            self.refresh[issued.refresh_token] = RefreshGrant(
-                user_id, client_id, scope, lineage=issued.access_token
-            )
+            self.refresh[issued.refresh_token] = RefreshGrant(user_id, client_id, scope, lineage=issued.access_token)
         return issued
 
     def rotate(self, refresh_token: str, client_id: str, now: float) -> IssuedTokens | None:

@@ -190,9 +190,7 @@ def _login_to_approve(state: EmulatorState, token: str) -> PendingLogin | web.Re
         return _page(400, "Bad request", "<p>The request lacks an oauth_token.</p>")
     login = state.logins.live(token, state.now())
     if login is None or login.verifier is not None:
-        return _page(
-            401, "Invalid token", "<p>This page is no longer valid: its request token is unknown or used.</p>"
-        )
+        return _page(401, "Invalid token", "<p>This page is no longer valid: its request token is unknown or used.</p>")
     return login
 
 
@@ -247,7 +245,7 @@ def _invalid_token() -> web.Response:
 
 def _page(status: int, title: str, body: str) -> web.Response:
     document = (
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
         f"<title>{_e(title)}</title></head>\n<body>\n{body}\n</body></html>\n"
     )
     return web.Response(text=document, status=status, content_type="text/html", headers=_NO_STORE)

@@ -229,6 +229,4 @@ def _header_parameters(authorization: str) -> dict[str, str] | None:
 
 
 def _is_str_map(value: object) -> bool:
-    return isinstance(value, dict) and all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    )
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())

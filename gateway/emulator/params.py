@@ -48,9 +48,7 @@ class QueryCheck:
         listing = ",".join(sorted(allowed))
         for value in values:
             if value not in allowed:
-                self._fail(
-                    name, value, f"The `{name}` query parameter value [{value}] is not one of [{listing}]"
-                )
+                self._fail(name, value, f"The `{name}` query parameter value [{value}] is not one of [{listing}]")
         return values
 
     def integer(self, name: str, low: int, high: int, default: int) -> int:
@@ -70,9 +68,7 @@ class QueryCheck:
         try:
             return decode_token(raw)
         except ValueError:
-            self._fail(
-                name, raw, f"The `{name}` query parameter value [{raw}] is not a valid pagination token"
-            )
+            self._fail(name, raw, f"The `{name}` query parameter value [{raw}] is not a valid pagination token")
             return None
 
     def ids(self, name: str, most: int) -> tuple[str, ...]:

@@ -47,5 +47,3 @@ class RequestTokenBook:
     def _forget_expired(self, now: float) -> None:
         for token in [token for token, login in self.pending.items() if now >= login.expires]:
             del self.pending[token]
-
-

@@ -40,9 +40,7 @@ class EmulatorServer:
 
     async def start(self) -> None:
         # A client that gives up cancels its handler, as on a real server, instead of leaving it running.
-        runner = web.AppRunner(
-            create_app(self.state), handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT
-        )
+        runner = web.AppRunner(create_app(self.state), handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT)
         await runner.setup()
         try:
             await web.TCPSite(runner, self.host, self.port).start()

@@ -67,9 +67,7 @@ async def token(request: web.Request) -> web.Response:
         elif grant_type is None:
             raise _Refusal(400, "invalid_request", "Missing required parameter [grant_type].")
         else:
-            raise _Refusal(
-                400, "unsupported_grant_type", "grant_type must be authorization_code or refresh_token."
-            )
+            raise _Refusal(400, "unsupported_grant_type", "grant_type must be authorization_code or refresh_token.")
     except _Refusal as refusal:
         return refusal.response()
     return json_response(issued.to_json(), headers=_NO_STORE)

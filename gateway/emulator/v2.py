@@ -162,11 +162,7 @@ async def lookup_users(request: web.Request) -> web.Response:
     fields = check.choices("user.fields", USER_FIELDS, ())
     check.done()
     data = [user_view(state.users[user_id], fields) for user_id in user_ids if user_id in state.users]
-    errors = [
-        resource_not_found("user", "ids", user_id, "user")
-        for user_id in user_ids
-        if user_id not in state.users
-    ]
+    errors = [resource_not_found("user", "ids", user_id, "user") for user_id in user_ids if user_id not in state.users]
     return json_response(document(data, errors=errors))
 
 
@@ -179,9 +175,7 @@ async def users_by_usernames(request: web.Request) -> web.Response:
     check.done()
     found = {name: state.user_named(name) for name in usernames}
     data = [user_view(user, fields) for user in found.values() if user is not None]
-    errors = [
-        resource_not_found("user", "usernames", name, "user") for name, user in found.items() if user is None
-    ]
+    errors = [resource_not_found("user", "usernames", name, "user") for name, user in found.items() if user is None]
     return json_response(document(data, errors=errors))
 
 

@@ -64,9 +64,7 @@ def expanded_users(
                 if user_id in users:
                     found.setdefault(user_id, user_view(users[user_id], user_fields))
                 else:
-                    missing.setdefault(
-                        (expansion, user_id), resource_not_found("user", expansion, user_id, "user")
-                    )
+                    missing.setdefault((expansion, user_id), resource_not_found("user", expansion, user_id, "user"))
     return list(found.values()), list(missing.values())
 
 

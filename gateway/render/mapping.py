@@ -84,7 +84,9 @@ def load_mapping(name: str, *, default_profile_image_url: str = DEFAULT_PROFILE_
         style = data["error_style"]
         if style not in ERROR_STYLES:
             raise MappingError(f"{where}: error_style must be one of {ERROR_STYLES}")
-        errors = {kind: ErrorSpec(spec["status"], spec.get("code"), spec["message"]) for kind, spec in data["errors"].items()}
+        errors = {
+            kind: ErrorSpec(spec["status"], spec.get("code"), spec["message"]) for kind, spec in data["errors"].items()
+        }
         missing = set(ERROR_KINDS) - errors.keys()
         if missing:
             raise MappingError(f"{where}: no [errors.*] for {', '.join(sorted(missing))}")

@@ -257,14 +257,18 @@ def _has_object(item: Any) -> bool:
     return isinstance(item, list) and any(isinstance(entry, dict) for entry in item)
 
 
-def _shell(name: str, tag_items: tuple[tuple[Any, Any], ...], depth: int, indent: str, document: bool) -> tuple[str, str]:
+def _shell(
+    name: str, tag_items: tuple[tuple[Any, Any], ...], depth: int, indent: str, document: bool
+) -> tuple[str, str]:
     try:
         return _cached_shell(name, tag_items, depth, indent, document)
     except TypeError:  # an attribute given as a dict or list: not hashable, written every time
         return _write_shell(name, tag_items, depth, indent, document)
 
 
-def _write_shell(name: str, tag_items: tuple[tuple[Any, Any], ...], depth: int, indent: str, document: bool) -> tuple[str, str]:
+def _write_shell(
+    name: str, tag_items: tuple[tuple[Any, Any], ...], depth: int, indent: str, document: bool
+) -> tuple[str, str]:
     """The text before and after the children of an element that has children: the writer's own, found by
     writing the element around a single empty child and cutting that child out."""
     text = _unparse({name: {**dict(tag_items), _SLOT: None}}, depth, indent, document=document)

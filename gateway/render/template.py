@@ -66,7 +66,9 @@ class Renderer:
     as a ``User``) and is met again, the very same object, is answered without reading its attributes.
     """
 
-    def __init__(self, templates: Mapping[str, Template], date_format: str, default_profile_image_url: str = "") -> None:
+    def __init__(
+        self, templates: Mapping[str, Template], date_format: str, default_profile_image_url: str = ""
+    ) -> None:
         self.templates = templates
         self.date_format = date_format
         #: What ``avatar`` gives a user without an image; fixed for the renderer's life, so objects that use

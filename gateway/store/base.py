@@ -77,6 +77,7 @@ class MessageStore(Protocol):
 
     async def v2_ids(self, smalls: Iterable[int]) -> dict[int, str]:
         """The v2 id each of ``smalls`` was given to; a small id never given is left out."""
+
     async def size(self) -> StoreSize:
         """The live messages and users held, at a bounded cost that does not grow with the traffic (the admin
         status page asks, and keeps the answer for a while; each backend says how it counts)."""

@@ -328,6 +328,7 @@ class MemoryStore:
     async def v2_ids(self, smalls: Iterable[int]) -> dict[int, str]:
         given = len(self._id_by_small)
         return {small: self._id_by_small[small - 1] for small in smalls if 0 < small <= given}
+
     async def put_pending(self, key: str, record: bytes, expires_at: float) -> None:
         now = time.time()
         self._pending = {k: item for k, item in self._pending.items() if item[1] > now}  # few: swept each put

@@ -600,7 +600,9 @@ class RedisStore:
             for name, (owner, mapped_to, user) in zip(token_names, owners, strict=True)
             if owner is not None
         ]
-        users = [(name, self._grant(grant, name)) for name, grant in zip(usernames, grants, strict=True) if grant is not None]
+        users = [
+            (name, self._grant(grant, name)) for name, grant in zip(usernames, grants, strict=True) if grant is not None
+        ]
         return credential_entries(zip(consumers, map(bool, via), strict=True), tokens, users)
 
     def _secret(self, stored: bytes | str, what: str) -> str:
@@ -659,6 +661,7 @@ class RedisStore:
         with self._guard():
             values = await self._client.hmget(self._small_key("ids"), [str(small) for small in wanted])
         return {small: _text(value) for small, value in zip(wanted, values, strict=True) if value is not None}
+
     async def put_pending(self, key: str, record: bytes, expires_at: float) -> None:
         life_ms = math.ceil((expires_at - time.time()) * 1000)
         if life_ms <= 0:

@@ -1199,4 +1199,3 @@ def _deletions(text: str | None) -> dict[str | None, Deletion]:
         return {by or None: Deletion(at=float(at), by=by or None) for by, at in codec.loads(text).items()}
     except (ValueError, TypeError, AttributeError) as exc:
         raise StoreError(f"sqlite: unreadable deletions ({exc.__class__.__name__})") from None
-

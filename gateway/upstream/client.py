@@ -54,8 +54,7 @@ log = logging.getLogger("gateway.upstream")
 USER_AGENT = f"legacy-dm-gateway/{__version__}"
 
 DM_EVENT_FIELDS = (
-    "id,text,event_type,created_at,dm_conversation_id,sender_id,participant_ids,"
-    "attachments,referenced_tweets,entities"
+    "id,text,event_type,created_at,dm_conversation_id,sender_id,participant_ids,attachments,referenced_tweets,entities"
 )
 USER_FIELDS = "created_at,description,location,profile_image_url,protected,public_metrics,url,verified"
 MEDIA_FIELDS = "media_key,type,url,preview_image_url,width,height,alt_text"
@@ -192,7 +191,12 @@ class UpstreamClient:
         )
 
     async def get_recipient(
-        self, principal: Principal, *, user_id: str | None = None, username: str | None = None, request_id: str | None = None
+        self,
+        principal: Principal,
+        *,
+        user_id: str | None = None,
+        username: str | None = None,
+        request_id: str | None = None,
     ) -> V2Response:
         """A would-be recipient by id or by username, with ``receives_your_dm`` (whether they accept the
         caller's messages). v2 answers an unknown user with a 200 that carries only ``errors``."""
