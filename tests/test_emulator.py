@@ -54,17 +54,8 @@ class FakeClock:
 
 @pytest.fixture
 def clock() -> FakeClock:
+    """A clock that stands still, for the shared ``state`` and ``client`` fixtures (tests/emulator_app.py)."""
     return FakeClock()
-
-
-@pytest.fixture
-def state(clock: FakeClock) -> EmulatorState:
-    return EmulatorState.from_seed(default_seed(), clock=clock)
-
-
-@pytest.fixture
-async def client(aiohttp_client: Any, state: EmulatorState) -> Any:
-    return await aiohttp_client(create_app(state))
 
 
 async def get_json(

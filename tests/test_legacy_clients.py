@@ -16,7 +16,6 @@ import os
 import signal
 import socket
 import ssl
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -29,6 +28,7 @@ import trustme
 from gateway.auth.credentials import Consumer, Token
 from gateway.store.base import open_store
 from tests.conftest import PLAIN_IDS, SEED_002_ID
+from tests.packages import installed_package
 from tests.test_auth import CONSUMER, SEAN
 
 TWEEPY_37 = "tweepy==3.7.0"
@@ -37,18 +37,7 @@ TWEEPY_37 = "tweepy==3.7.0"
 @pytest.fixture(scope="session")
 def tweepy37(request: pytest.FixtureRequest) -> Path:
     """tweepy 3.7.0 from PyPI in its own directory; its dependencies are the ones tweepy 3.10 brought."""
-    target = Path(request.config.cache.mkdir("tweepy-3.7.0"))
-    if not (target / "tweepy" / "__init__.py").exists():
-        result = subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), TWEEPY_37],
-            capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        if result.returncode != 0:
-            message = f"cannot install {TWEEPY_37} from the package index: {result.stderr.strip()[-500:]}"
-            if os.environ.get("CI") == "true":
-                pytest.fail(message)
-            pytest.skip(message)
-    return target
+    return installed_package(request, TWEEPY_37)
 
 
 def _free_port() -> int:

@@ -15,7 +15,6 @@ import os
 import signal
 import socket
 import ssl
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -38,6 +37,7 @@ from gateway.emulator import EmulatorServer
 from gateway.store.base import StoreError, open_store
 from gateway.tls import server_tls_context
 from tests.conftest import PLAIN_IDS, SEED_002_ID, store_of
+from tests.packages import installed_package
 from tests.test_auth import CONSUMER, SEAN, add_credentials, auth_config
 from tests.test_hostile_passthrough import Names, calls, evil, names, problem_of, raw  # noqa: F401 - fixtures
 
@@ -455,18 +455,7 @@ async def test_tls_min_version_lets_an_old_client_in(
 @pytest.fixture(scope="session")
 def tweepy4(request: pytest.FixtureRequest) -> Path:
     """tweepy 4 from PyPI in its own directory; its dependencies are the ones tweepy 3.10 brought."""
-    target = Path(request.config.cache.mkdir("tweepy-4.14.0"))
-    if not (target / "tweepy" / "__init__.py").exists():
-        result = subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), TWEEPY_4],
-            capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        if result.returncode != 0:
-            message = f"cannot install {TWEEPY_4} from the package index: {result.stderr.strip()[-500:]}"
-            if os.environ.get("CI") == "true":
-                pytest.fail(message)
-            pytest.skip(message)
-    return target
+    return installed_package(request, TWEEPY_4)
 
 
 # The client as an operator leaves it: tweepy 4's Client with OAuth 1.0a user context, talking to
