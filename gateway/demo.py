@@ -493,11 +493,15 @@ _OAUTH_SHOWN = ("oauth_callback", "oauth_consumer_key", "oauth_token", "oauth_ve
 
 
 def _shorten_oauth(authorization: str) -> str:
-    """The header as sent, with only what says who signs: the consumer key and the token, cut short; the
+    """The header as sent, with only what says who signs: the consumer key, and the token cut short; the
     signature, nonce and timestamp, which change on every run, are left out."""
     parameters = dict(_OAUTH_PARAMETER.findall(authorization))
-    shown = [f'{name}="{_cut(parameters[name], 16)}"' for name in _OAUTH_SHOWN if name in parameters]
+    shown = [f'{name}="{_short_if_token(name, parameters[name])}"' for name in _OAUTH_SHOWN if name in parameters]
     return "OAuth " + ", ".join(shown) + ", …"
+
+
+def _short_if_token(name: str, value: str) -> str:
+    return _cut(value, 16) if name == "oauth_token" else value
 
 
 def _signed_by_sean(headers: dict[str, str]) -> bool:
