@@ -4,9 +4,11 @@ destroy form, shown.
 The gateway runs exactly as ``serve`` builds it, on the embedded default store (SQLite, in a temporary
 directory), with the emulator standing in for X API v2. Before it starts, the emulator's seeded OAuth 1.0a
 application and access token and one HTTP Basic user are registered in that store, as
-``dm-gateway credentials`` would register them. Each call prints the request and the response as they are
-on the wire, except that credentials are shortened or redacted: no secret is ever printed. The exit status
-is non-zero if any answer differs from what a legacy client expects.
+``dm-gateway credentials`` would register them. Each call prints its request (credentials shortened or
+redacted: no secret is ever printed), one line with a ✓ or ✗, the status and what the answer shows (the
+message, or the error in the calling dialect's shape), then the body pretty-printed and shortened, so that no
+line is wider than 110 characters. The exit status is non-zero if any answer differs from what a legacy client
+expects.
 
 Then a legacy client that has nothing but its own consumer key and secret (one X does not know, registered
 ``--via-upstream-app``) logs a user in through the gateway with a PIN, X's login run with the emulator's app
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import logging
 import re
 import socket
@@ -30,6 +33,8 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Literal
 from urllib.parse import parse_qsl, urlsplit
+from xml.etree import ElementTree
+from xml.sax.saxutils import escape
 
 import aiohttp
 import orjson
@@ -207,12 +212,15 @@ async def run_demo(*, port: int = 0, keep_running: bool = False) -> int:
                 await web.TCPSite(runner, config.server.host, config.server.port).start()
                 await web.SockSite(public_runner, listening).start()
                 base = f"http://{config.server.host}:{runner.addresses[0][1]}"
-                print(f"X API v2 emulator on {emulator.url}; gateway on {base} (SQLite store in {workdir})")
+                print(f"X API v2 emulator on {emulator.url}; gateway on {base}")
+                print(f"SQLite store in {workdir}, holding:")
+                print(f"  OAuth 1.0a consumer {CONSUMER.key} with token {SEAN_OAUTH_TOKEN.token}")
+                print(f"  Basic user {BASIC_USERNAME}")
                 print(
-                    f"Registered in the store: OAuth 1.0a consumer {CONSUMER.key} with token "
-                    f"{SEAN_OAUTH_TOKEN.token}, Basic user {BASIC_USERNAME}, and legacy consumer "
-                    f"{LEGACY_CONSUMER.key} (--via-upstream-app, through the app {APP_CONSUMER_KEY})\n"
+                    f"  legacy consumer {LEGACY_CONSUMER.key} (--via-upstream-app, through the app {APP_CONSUMER_KEY})"
                 )
+                print("Each call: its request, a ✓ (or ✗) line with the answer's status and what it shows, and the")
+                print("body, pretty-printed and shortened. Credentials are shortened or redacted.\n")
                 failures = await _run_calls(base, emulator.state)
                 print(f"{len(CALLS) - failures} of {len(CALLS)} calls answered as a legacy client expects.\n")
                 login_problems = await _run_login(base, emulator.state)
@@ -308,14 +316,17 @@ async def _connect(base: str, invite_url: str, upstream: EmulatorState) -> int:
     pair = base64.b64encode(f"{CONNECT_USERNAME}:{CONNECT_PASSWORD}".encode()).decode("ascii")
     print(f"\n== {CONNECT_USERNAME}'s StatusNet client, unmodified, lists their direct messages")
     print(f"> GET /api/direct_messages.json?count=1\n> Authorization: Basic …  ({CONNECT_USERNAME}, redacted)")
+    path = "/api/direct_messages.json?count=1"
     async with (
         aiohttp.ClientSession() as client,
-        client.get(base + "/api/direct_messages.json?count=1", headers={"Authorization": f"Basic {pair}"}) as resp,
+        client.get(base + path, headers={"Authorization": f"Basic {pair}"}) as resp,
     ):
         body = await resp.read()
-        print(f"< {resp.status} {resp.reason}  {resp.headers.get('Content-Type', '')}\n{body.decode().rstrip()}")
-        if resp.status != 200:
-            problems.append("the connected user's StatusNet call: expected 200")
+        content_type = resp.headers.get("Content-Type", "")
+    print(_summary_line(resp.status == 200, resp.status, "GET", path, content_type, body))
+    print("\n".join(_body_lines(content_type, body)))
+    if resp.status != 200:
+        problems.append("the connected user's StatusNet call: expected 200")
     for problem in problems:
         print(f"!! {problem}")
     print("The user connected and their client works." if not problems else "")
@@ -330,34 +341,35 @@ async def _run_calls(base: str, upstream: EmulatorState) -> int:
             headers, shown_headers = _credentials(call, url)
             print(f"== {call.title}")
             shown_body = "" if call.form is None else "  " + "&".join(f"{k}={v}" for k, v in call.form.items())
-            print(f"> {call.method} {call.path}{shown_body}")
+            print(_fit(f"> {call.method} {call.path}{shown_body}"))
             for line in shown_headers:
-                print(f"> {line}")
+                print(_fit(f"> {line}"))
             upstream_before = len(upstream.requests)
             async with session.request(call.method, url, data=call.form, headers=headers) as resp:
                 body = await resp.read()
                 content_type = resp.headers.get("Content-Type", "")
-                print(f"< {resp.status} {resp.reason}  {content_type}".rstrip())
-                if body:
-                    print(body.decode("utf-8").rstrip("\n"))
             problems = []
             if resp.status != call.expect:
                 problems.append(f"expected {call.expect}")
             if call.code is not None and _v1_1_error_code(body) != call.code:
                 problems.append(f"expected error code {call.code}")
             sent = upstream.requests[upstream_before:]
+            notes = []
             if not call.reaches_v2:
                 if sent:
                     problems.append("expected no request to X API v2")
                 else:
-                    print("(nothing reached X API v2)")
+                    notes.append("(nothing reached X API v2)")
             if call.auth == "oauth1":
                 resigned = [r for r in sent if r.method == "DELETE" and _signed_by_sean(r.headers)]
                 if resigned:
                     shown = _shorten_oauth(resigned[0].headers["Authorization"])
-                    print(f"(X API v2 got DELETE {resigned[0].path}, re-signed: {shown})")
+                    notes += [f"(X API v2 got DELETE {resigned[0].path}, re-signed:", f" {shown})"]
                 else:
                     problems.append("expected X API v2 to get the delete re-signed with the same OAuth 1.0a token")
+            print(_summary_line(not problems, resp.status, call.method, call.path, content_type, body))
+            for line in _body_lines(content_type, body) + notes:
+                print(_fit(line))
             if problems:
                 failures += 1
                 print(f"!! {'; '.join(problems)}")
@@ -405,14 +417,16 @@ async def _run_login(base: str, upstream: EmulatorState) -> list[str]:
         print(f"> POST {path}\n> Authorization: {_shorten_oauth(headers['Authorization'])}")
         before = len(upstream.requests)
         async with session.post(base + path, headers=headers) as resp:
-            print(f"< {resp.status} {resp.reason}  {resp.headers.get('Content-Type', '')}")
-            print((await resp.read()).decode("utf-8").rstrip("\n"))
+            body = await resp.read()
+            content_type = resp.headers.get("Content-Type", "")
             status = resp.status
+    print(_summary_line(status == 200, status, "POST", path, content_type, body))
+    print("\n".join(_body_lines(content_type, body)))
     problems = [] if status == 200 else ["expected the destroy to answer 200"]
     deletes = [r for r in upstream.requests[before:] if r.method == "DELETE"]
     if deletes:
         shown = _shorten_oauth(deletes[0].headers.get("Authorization", ""))
-        print(f"(X API v2 got DELETE {deletes[0].path}, signed by the operator's app: {shown})")
+        print(f"(X API v2 got DELETE {deletes[0].path}, signed by the operator's app:\n {shown})")
     else:
         problems.append("expected X API v2 to get the delete")
     if any(consumer.key in f"{r.path}{r.query}{r.headers}" for r in upstream.requests):
@@ -426,7 +440,7 @@ async def _run_login(base: str, upstream: EmulatorState) -> list[str]:
 async def _signed_post(session: aiohttp.ClientSession, base: str, path: str, signer: ClientAuth) -> dict[str, str]:
     """POST a login call signed by ``signer``, printed with its secrets redacted; its form-encoded answer."""
     _, headers, _ = signer.sign("POST", base + path, {}, b"")
-    print(f"> POST {path}\n> Authorization: {_shorten_oauth(headers['Authorization'])}")
+    print(f"> POST {path}\n" + _fit(f"> Authorization: {_shorten_oauth(headers['Authorization'])}"))
     async with session.post(base + path, headers=headers) as resp:
         text = await resp.text()
         answer = dict(parse_qsl(text)) if resp.status == 200 else {}
@@ -474,12 +488,20 @@ class _LegacyClientAuth(ClientAuth):
         return sorted(super().get_oauth_params(nonce, timestamp))
 
 
-_NONCE_OR_SIGNATURE = re.compile(r'\b(oauth_nonce|oauth_signature)="([^"]{6})[^"]*"')
+_OAUTH_PARAMETER = re.compile(r'(oauth_[a-z_]+)="([^"]*)"')
+_OAUTH_SHOWN = ("oauth_callback", "oauth_consumer_key", "oauth_token", "oauth_verifier")
 
 
 def _shorten_oauth(authorization: str) -> str:
-    """The header as sent, with the nonce and signature cut short: they change on every run."""
-    return _NONCE_OR_SIGNATURE.sub(r'\1="\2…"', authorization)
+    """The header as sent, with only what says who signs: the consumer key, and the token cut short; the
+    signature, nonce and timestamp, which change on every run, are left out."""
+    parameters = dict(_OAUTH_PARAMETER.findall(authorization))
+    shown = [f'{name}="{_short_if_token(name, parameters[name])}"' for name in _OAUTH_SHOWN if name in parameters]
+    return "OAuth " + ", ".join(shown) + ", …"
+
+
+def _short_if_token(name: str, value: str) -> str:
+    return _cut(value, 16) if name == "oauth_token" else value
 
 
 def _signed_by_sean(headers: dict[str, str]) -> bool:
@@ -500,3 +522,158 @@ async def _serve_until_interrupted(base: str) -> None:
     print("Press Ctrl-C to stop.")
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.Event().wait()
+
+
+# How an answer is shown: one summary line, then the body pretty-printed and shortened. No printed line is
+# wider than WIDTH; a body shows at most BODY_LINES lines, nested objects folded and long strings cut.
+WIDTH = 110
+BODY_LINES = 12
+_LONG_STRING = 60
+_INLINE = 70  # a nested object or list whose compact form fits in this is shown whole, on one line
+
+
+def _summary_line(ok: bool, status: int, method: str, path: str, content_type: str, body: bytes) -> str:
+    """``✓ 200 POST /path  what the answer shows``, no wider than WIDTH: a message's text is cut to fit."""
+    head = f"{'✓' if ok else '✗'} {status} {method} {path.split('?')[0]}  "
+    what, text = _what(content_type, body)
+    if text is None:
+        return _fit(head + what)
+    room = max(WIDTH - len(head) - len(what) - 2, 12)
+    return _fit(f'{head}{what}"{_cut(text, room)}"')
+
+
+def _what(content_type: str, body: bytes) -> tuple[str, str | None]:
+    """What an answer shows, in words (the message or messages, the page of events, or the dialect's error),
+    and the text of the message it shows if any, apart so that the summary can cut it to fit."""
+    if not body:
+        return "no body", None
+    try:
+        if "json" in content_type:
+            return _what_json(orjson.loads(body))
+        if "xml" in content_type:
+            return _what_xml(ElementTree.fromstring(body))
+    except (orjson.JSONDecodeError, ElementTree.ParseError):
+        pass
+    return f"{len(body)} bytes of {content_type or 'unknown type'}", None
+
+
+def _message(sender: object, recipient: object, text: object) -> tuple[str, str]:
+    return f"message from {sender or 'an account that is gone'} to {recipient}: ", str(text)
+
+
+def _messages(count: int, newest: tuple[str, str | None]) -> tuple[str, str | None]:
+    if count == 0:
+        return "no messages", None
+    what, text = newest
+    if count == 1:
+        return "1 " + what, text
+    return f"{count} messages, the newest {what.removeprefix('message ')}", text
+
+
+def _what_json(value: object) -> tuple[str, str | None]:
+    if isinstance(value, list):
+        return _messages(len(value), _what_json(value[0]) if value else ("", None))
+    if not isinstance(value, dict):
+        return "a JSON value", None
+    if isinstance(value.get("errors"), list) and value["errors"]:
+        error = value["errors"][0]
+        return f"the dialect's error: {str(error.get('message', '')).rstrip('.')} ({error.get('code')})", None
+    if "error" in value:
+        return f"the dialect's error: {value['error']}", None
+    if isinstance(value.get("events"), list):
+        more = ", and the cursor of the next page" if value.get("next_cursor") else ""
+        return f"{len(value['events'])} message events{more}", None
+    if "text" in value:
+        sender, recipient = value.get("sender_screen_name"), value.get("recipient_screen_name")
+        return _message(sender, recipient, value["text"])
+    return "a JSON object", None
+
+
+def _what_xml(root: ElementTree.Element) -> tuple[str, str | None]:
+    if root.tag == "hash" and root.find("error") is not None:
+        return f"the dialect's error: {root.findtext('error')}", None
+    if root.tag == "direct_message":
+        fields = ("sender_screen_name", "recipient_screen_name", "text")
+        return _message(*(root.findtext(field) for field in fields))
+    if root.tag == "direct-messages":
+        return _messages(len(root), _what_xml(root[0]) if len(root) else ("", None))
+    return f"an XML <{root.tag}>", None
+
+
+def _body_lines(content_type: str, body: bytes) -> list[str]:
+    """The body pretty-printed (JSON and XML indented, nested objects folded), at most BODY_LINES lines,
+    each indented two spaces and no wider than WIDTH."""
+    if not body:
+        return []
+    try:
+        if "json" in content_type:
+            lines = _json_lines(orjson.loads(body), 0, expand=True)
+        elif "xml" in content_type:
+            declaration = ['<?xml version="1.0" encoding="UTF-8"?>'] if body.startswith(b"<?xml") else []
+            lines = declaration + _xml_lines(ElementTree.fromstring(body), 0, expand=True)
+        else:
+            lines = body.decode("utf-8", "replace").splitlines()
+    except (orjson.JSONDecodeError, ElementTree.ParseError):
+        lines = body.decode("utf-8", "replace").splitlines()
+    if len(lines) > BODY_LINES:
+        left_out = len(lines) - (BODY_LINES - 1)
+        lines = [*lines[: BODY_LINES - 1], f"… ({left_out} more lines)"]
+    return [_fit("  " + line) for line in lines]
+
+
+def _cut(text: str, limit: int = _LONG_STRING) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _fit(line: str) -> str:
+    return _cut(line, WIDTH)
+
+
+def _json_lines(value: object, depth: int, *, expand: bool) -> list[str]:
+    """``value`` as indented JSON lines. What ``expand`` opens: the top, a list in the top object, the objects
+    of a top list. Any other object or list is shown on one line when short, else folded to ``{… n keys}``."""
+    pad = "  " * (depth + 1)
+    if isinstance(value, str):
+        return [json.dumps(_cut(value), ensure_ascii=False)]
+    if not isinstance(value, (dict, list)) or not value:
+        return [json.dumps(value)]
+    if not expand:
+        compact = json.dumps(value, ensure_ascii=False)
+        if len(compact) <= _INLINE:
+            return [compact]
+        return [f"{{… {len(value)} keys}}" if isinstance(value, dict) else f"[… {len(value)} items]"]
+    if isinstance(value, dict):
+        items = [(json.dumps(key) + ": ", member) for key, member in value.items()]
+        open_, close, open_children = "{", "}", False
+    else:
+        items = [("", member) for member in value]
+        open_, close, open_children = "[", "]", depth == 0
+    lines = [open_]
+    for index, (prefix, member) in enumerate(items):
+        shown = _json_lines(member, depth + 1, expand=open_children or (depth == 0 and isinstance(member, list)))
+        comma = "," if index < len(items) - 1 else ""
+        lines.append(pad + prefix + shown[0] + ("" if len(shown) > 1 else comma))
+        lines.extend(shown[1:-1])
+        if len(shown) > 1:
+            lines.append(shown[-1] + comma)
+    lines.append("  " * depth + close)
+    return lines
+
+
+def _xml_lines(element: ElementTree.Element, depth: int, *, expand: bool) -> list[str]:
+    """``element`` as indented XML lines, its text escaped and cut; an element with children opens when
+    ``expand`` (the root, and the items of a list) and is folded to ``<sender>… 27 elements</sender>`` else."""
+    pad = " " * depth
+    attributes = "".join(f' {name}="{value}"' for name, value in element.attrib.items())
+    tag = element.tag + attributes
+    if len(element) == 0:
+        text = element.text or ""
+        return [f"{pad}<{tag}>{escape(_cut(text))}</{element.tag}>" if text else f"{pad}<{tag}/>"]
+    if not expand:
+        return [f"{pad}<{tag}>… {len(element)} elements</{element.tag}>"]
+    is_list = element.get("type") == "array"
+    lines = [f"{pad}<{tag}>"]
+    for child in element:
+        lines.extend(_xml_lines(child, depth + 1, expand=is_list))
+    lines.append(f"{pad}</{element.tag}>")
+    return lines

@@ -18,6 +18,7 @@ import pytest
 from gateway.demo import (
     BASIC_PASSWORD,
     BASIC_USERNAME,
+    CALLS,
     CONNECT_PASSWORD,
     CONSUMER,
     LEGACY_CONSUMER,
@@ -124,35 +125,54 @@ def test_demo_shows_every_form_working() -> None:
     result = run_cli("demo")
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
+    lines = out.splitlines()
+    # Readable on a terminal: no line wider than 110 characters, every body shortened.
+    assert [line for line in lines if len(line) > 110] == []
+    assert "more lines)" in out
+    # One summary line per call: a ✓, the status each form must answer, and its path.
+    summaries = [line for line in lines if line.startswith(("✓ ", "✗ "))]
+    for call in CALLS:
+        assert any(line.startswith(f"✓ {call.expect} {call.method} {call.path.split('?')[0]}  ") for line in summaries)
+    assert not any(line.startswith("✗") for line in summaries)
     assert "16 of 16 calls answered as a legacy client expects." in out
-    assert '{"errors":[{"code":34,"message":"Sorry, that page does not exist."}]}' in out
-    assert "> POST /1.1/direct_messages/destroy.json?id=240251665733795841" in out
-    assert "< 204 No Content" in out
+    # What each answer shows: the message deleted, or the error in the calling dialect's shape.
+    destroyed = (
+        '✓ 200 POST /1.1/direct_messages/destroy.json  message from s0c1alm3dia to theSeanCook: "hello, tworld."'
+    )
+    assert destroyed in lines
+    assert "✓ 204 DELETE /1.1/direct_messages/events/destroy.json  no body" in lines
+    assert (
+        "✓ 404 POST /1.1/direct_messages/destroy.json  the dialect's error: Sorry, that page does not exist (34)"
+        in lines
+    )
+    assert "✓ 406 POST /api/direct_messages/new.xml  the dialect's error: No message text!" in lines
     assert "<text>Tags &lt;b&gt;&amp;amp;" in out
     # A legacy client's OAuth 1.0a signature, verified, and the same token re-signed for v2.
-    signed = "> POST /1.1/direct_messages/destroy.json?id=1583890000000000001\n"
-    signed += '> Authorization: OAuth oauth_consumer_key="emulator-consumer", '
-    assert signed in out
-    assert "(X API v2 got DELETE /2/dm_events/1583890000000000001, re-signed: OAuth " in out
+    signed = out.split("> POST /1.1/direct_messages/destroy.json?id=1583890000000000001\n", 1)[1]
+    assert signed.startswith('> Authorization: OAuth oauth_consumer_key="emulator-consumer", oauth_token="38895958-')
+    resigned = signed.split("(X API v2 got DELETE /2/dm_events/1583890000000000001, re-signed:\n", 1)[1]
+    assert resigned.startswith(' OAuth oauth_consumer_key="emulator-consumer", oauth_token="38895958-')
     # A forged signature: the legacy 401, code 32, and nothing sent upstream.
     forged = out.split("a forged OAuth 1.0a signature", 1)[1].split("\n== ", 1)[0]
-    assert "< 401 Unauthorized" in forged
-    assert '{"errors":[{"code":32,"message":"Could not authenticate you."}]}' in forged
+    assert (
+        "✓ 401 POST /1.1/direct_messages/destroy.json  the dialect's error: Could not authenticate you (32)" in forged
+    )
+    assert '"code": 32' in forged
     assert "(nothing reached X API v2)" in forged
-    # HTTP Basic, shown redacted.
+    # HTTP Basic and the client's own bearer token, shown redacted.
     assert "> DELETE /api/direct_messages/destroy/38.json\n> Authorization: Basic …  (marcos" in out
+    assert "> POST /api/direct_messages/destroy/39.xml\n> Authorization: Bearer …  (" in out
     basic_pair = base64.b64encode(f"{BASIC_USERNAME}:{BASIC_PASSWORD}".encode()).decode()
     # A client with only its consumer key logs in through the gateway by PIN and deletes a DM.
     login = out.split("== Log in through the gateway", 1)[1]
-    assert (
-        f'> POST /oauth/request_token\n> Authorization: OAuth oauth_callback="oob", oauth_consumer_key="{LEGACY_CONSUMER.key}"'
-        in login
-    )
+    request_token = f'> Authorization: OAuth oauth_callback="oob", oauth_consumer_key="{LEGACY_CONSUMER.key}"'
+    assert "> POST /oauth/request_token\n" + request_token in login
     assert "oauth_token_secret=…&oauth_callback_confirmed=true" in login
     assert "s0c1alm3dia approves the app and is shown the PIN " in login
     assert "&oauth_token_secret=…&user_id=776627022&screen_name=s0c1alm3dia" in login
-    assert "(X API v2 got DELETE /2/dm_events/240251665733795841, signed by the operator's app: OAuth " in login
-    assert 'oauth_consumer_key="emulator-consumer"' in login.split("(X API v2 got DELETE", 1)[1]
+    assert destroyed in login
+    operator = login.split("(X API v2 got DELETE /2/dm_events/240251665733795841, signed by the operator's app:\n", 1)
+    assert operator[1].startswith(' OAuth oauth_consumer_key="emulator-consumer", oauth_token="776627022-')
     assert f"(the consumer key {LEGACY_CONSUMER.key} never reached X)" in login
     assert "A client with only its consumer key logged in and deleted a DM.\n" in out
     secrets = (CONSUMER.secret, SEAN_OAUTH_TOKEN.secret, BASIC_PASSWORD, basic_pair, MARCOS_TOKEN, SEAN_TOKEN)
@@ -162,8 +182,9 @@ def test_demo_shows_every_form_working() -> None:
     connect = out.split("== A StatusNet user connects their X account at /connect", 1)[1]
     assert "(the gateway asked X: POST /2/oauth2/token, GET /2/users/me)" in connect
     assert "< 200 OK  (Connected · DM gateway)" in connect
-    assert '"recipient_screen_name":"theSeanCook"' in connect
-    assert "The user connected and their client works." in connect
+    assert "✓ 200 GET /api/direct_messages.json  1 message from an account that is gone to theSeanCook: " in connect
+    assert '"text": "from a vanished account",' in connect
+    assert lines[-1] == "The user connected and their client works."
     assert CONNECT_PASSWORD not in out and "invite=" + "…" in connect
 
 
