@@ -109,7 +109,7 @@ CALLS = (
         "GET", "/api/direct_messages/sent.xml?count=1", 200,
     ),
     DemoCall(
-        "Twitter v1.1 events list, three events a page, with the cursor of the next page",
+        "Twitter v1.1 events list, at most three events a page, with the cursor of the next page",
         "GET", "/1.1/direct_messages/events/list.json?count=3", 200,
     ),
     DemoCall(
