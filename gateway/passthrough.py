@@ -12,7 +12,8 @@ verify (an unknown consumer, a signature over another URL) goes upstream untouch
 
 Upstream is always ``upstream.base_url``'s host: the URL is that scheme and authority with the request's
 path and query, never a string the client wrote. An absolute-form target (``GET http://elsewhere/2/...``)
-counts for its path and query only; its scheme and authority are ignored. (aiohttp never routes a CONNECT
+counts for its path and query only; its scheme and authority are ignored. A path with a ``.`` or ``..``
+segment is refused with 400, since upstream could resolve it outside ``/2/``. (aiohttp never routes a CONNECT
 request, whose target is only an authority, so it does not get here.)
 
 On the way, DM and user bodies are read to learn from (``gateway.learn``): a copy of the bytes, capped at

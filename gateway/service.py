@@ -8,6 +8,15 @@ leaves the stored message exactly as it was.
 Everything else a legacy client does is read from v2 as it is now (v2 decides what the caller may see) and
 learned on the way: every message read, listed or sent, and every user named, goes into the store, so a
 later destroy can answer its full body without asking v2.
+
+A stored message answers only a participant of it: the caller's own v2 user id (asked of ``GET /2/users/me``
+once per credential and remembered; a Basic user's again when their grant changes) must be its sender or
+recipient. For anyone else the store counts as a miss, so v2 answers as it would had the gateway never seen
+the message. A deletion is recorded after v2 confirmed it and the answer is made: deletions are queued and
+handed to the store in batches by one task at a time (``drain()`` waits for them before the store closes).
+Each recorded deletion is a tombstone of its deleter: a retry that v2 answers 404 within the tombstone window
+is answered as the first call was, for a caller still a participant; a 404 after a lost attempt
+(``NotFoundAfterLostAttempt``) counts as the deletion for a participant only.
 """
 
 from __future__ import annotations
