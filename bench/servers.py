@@ -91,7 +91,7 @@ async def open_bench_store(url: str, capacity: int) -> tuple[Store, str | None]:
     """A store for ``url``: memory (sized for ``capacity`` messages), a SQLite path or a Redis URL under a
     prefix of its own. Returns the store and, for Redis, its prefix."""
     from gateway.config import StoreConfig
-    from gateway.store.base import open_store
+    from gateway.store.factory import open_store
 
     if url.startswith("redis://"):
         from gateway.store.redis import RedisStore

@@ -38,7 +38,8 @@ from gateway.service import DMService
 from gateway.sidecar import sidecar_guard
 from gateway.slow_clients import CLIENT_TIMEOUT_KEY, ClientTooSlow, timed_out, watch_body
 from gateway.small_ids import IdTranslator
-from gateway.store.base import Store, open_store_from_config
+from gateway.store.base import Store
+from gateway.store.factory import open_store_from_config
 from gateway.upstream.client import UpstreamClient
 from gateway.upstream.resilience import Breakers, RetryPolicy, retry_budget
 

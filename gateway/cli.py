@@ -30,7 +30,8 @@ from gateway.auth.credentials import BasicUser, Consumer, OAuth2Grant, Token, ha
 from gateway.config import Config, ConfigError, StoreConfig, is_loopback, load_config, store_location
 from gateway.edge import GatewayRunner  # the public listener's runner: unreadable requests answered without echo
 from gateway.render.template import MappingError
-from gateway.store.base import Store, StoreError, check_store, open_store_from_config
+from gateway.store.base import Store, StoreError
+from gateway.store.factory import check_store, open_store_from_config
 from gateway.tls import TlsInitError, server_tls_context, warn_about_old_tls
 from gateway.workers import WorkerFailed, run_workers
 

@@ -20,7 +20,8 @@ from gateway.app import STORE_KEY, create_app
 from gateway.config import Config, StoreConfig, load_config
 from gateway.edge import GatewayRunner
 from gateway.emulator import EmulatorServer
-from gateway.store.base import MessageStore, Store, open_store
+from gateway.store.base import MessageStore, Store
+from gateway.store.factory import open_store
 
 # Seeded by gateway/emulator/seed.json.
 SEAN_TOKEN = "emulator-token-theSeanCook"

@@ -141,7 +141,7 @@ async def test_readyz_is_degraded_when_the_sqlite_worker_cannot_answer_in_time(
 
 
 async def test_every_backend_pings_and_a_closed_one_raises(tmp_path: Any, redis_url: str) -> None:
-    from gateway.store.base import open_store
+    from gateway.store.factory import open_store
 
     sqlite = await open_store(f"sqlite:///{tmp_path}/p.sqlite3")
     await sqlite.ping()

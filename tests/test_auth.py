@@ -22,7 +22,7 @@ from gateway.auth import inbound
 from gateway.auth.credentials import BasicUser, Consumer, OAuth2Grant, Token, hash_password
 from gateway.config import with_overrides
 from gateway.emulator import FaultRule
-from gateway.store.base import open_store
+from gateway.store.factory import open_store
 from tests.conftest import PLAIN_IDS, SEED_002_ID, SEED_003_JSON_ID, SEED_003_XML_ID, gateway_config
 
 CONSUMER = Consumer("emulator-consumer", "emulator-consumer-secret")

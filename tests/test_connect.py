@@ -355,7 +355,7 @@ def test_credentials_invite_prints_a_url_to_hand_out(tmp_path: Any, capsys: Any)
     import asyncio
 
     from gateway.cli import main
-    from gateway.store.base import open_store
+    from gateway.store.factory import open_store
 
     config = tmp_path / "gateway.toml"
     store_url = f"sqlite:///{tmp_path}/gateway.sqlite3"
