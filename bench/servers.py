@@ -24,10 +24,10 @@ from aiohttp import web
 
 from bench import fixtures
 from bench.proxy import create_proxy_app
-from gateway.cli import tune_collector
 from gateway.emulator import EmulatorState, default_seed
 from gateway.emulator.app import create_app as create_emulator_app
 from gateway.emulator.ratelimit import DEFAULT_LIMITS
+from gateway.serving import tune_collector
 
 if TYPE_CHECKING:
     from gateway.store.base import Store
