@@ -41,7 +41,6 @@ from multidict import MultiMapping
 
 from gateway import app as gateway_app
 from gateway.auth.credentials import Consumer, RequestToken, Token
-from gateway.auth.upstream import UpstreamCredential
 from gateway.dialects import FAMILIES, Dialect
 from gateway.errors import (
     BadAuthData,
@@ -52,6 +51,7 @@ from gateway.errors import (
     UpstreamFailure,
     UpstreamUnavailable,
 )
+from gateway.model import UpstreamCredential
 from gateway.store.base import StoreError
 
 log = logging.getLogger("gateway.oauth")

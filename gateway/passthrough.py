@@ -49,11 +49,11 @@ from yarl import URL
 
 from gateway import app as gateway_app
 from gateway.auth.inbound import bearer_token
-from gateway.auth.upstream import BearerCredential, UpstreamCredential
+from gateway.auth.upstream import BearerCredential
 from gateway.edge import BodyUnreadable
 from gateway.errors import GatewayError
 from gateway.learn import BoundedDecoder, learn_from_v2, learnable
-from gateway.model import Principal
+from gateway.model import Principal, UpstreamCredential
 from gateway.slow_clients import ClientTooSlow
 from gateway.upstream.client import DM_EVENT_LOOKUP
 from gateway.upstream.resilience import BreakerOpen
