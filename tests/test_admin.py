@@ -14,8 +14,9 @@ from aiohttp.test_utils import TestClient
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.admin import create_admin_app
-from gateway.app import SERVICE_KEY, create_app
+from gateway.app import create_app
 from gateway.emulator import EmulatorServer
+from gateway.keys import SERVICE_KEY
 from gateway.store.base import StoreError
 from gateway.store.redis import RedisStore
 from gateway.store.sqlite import SQLiteStore

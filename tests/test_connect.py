@@ -13,10 +13,11 @@ import html5lib
 import pytest
 from aiohttp.test_utils import TestClient
 
-from gateway.app import STORE_KEY, create_app
+from gateway.app import create_app
 from gateway.auth.credentials import BasicUser, OAuth2Grant, hash_password, verify_password
 from gateway.config import ConfigError, load_config
 from gateway.emulator import EMULATOR_OAUTH2_CLIENT_ID, EMULATOR_OAUTH2_CLIENT_SECRET, EmulatorServer
+from gateway.keys import STORE_KEY
 from gateway.onboarding import COOKIE, create_invite
 from tests.conftest import GatewayTestServer
 
