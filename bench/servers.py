@@ -24,10 +24,10 @@ from aiohttp import web
 
 from bench import fixtures
 from bench.proxy import create_proxy_app
-from gateway.cli import tune_collector
 from gateway.emulator import EmulatorState, default_seed
 from gateway.emulator.app import create_app as create_emulator_app
 from gateway.emulator.ratelimit import DEFAULT_LIMITS
+from gateway.serving import tune_collector
 
 if TYPE_CHECKING:
     from gateway.store.base import Store
@@ -91,7 +91,7 @@ async def open_bench_store(url: str, capacity: int) -> tuple[Store, str | None]:
     """A store for ``url``: memory (sized for ``capacity`` messages), a SQLite path or a Redis URL under a
     prefix of its own. Returns the store and, for Redis, its prefix."""
     from gateway.config import StoreConfig
-    from gateway.store.base import open_store
+    from gateway.store.factory import open_store
 
     if url.startswith("redis://"):
         from gateway.store.redis import RedisStore

@@ -19,7 +19,7 @@ import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from gateway.app import DIALECT, REQUEST_ID
+from gateway.keys import DIALECT, REQUEST_ID
 
 
 def access_record(request: web.BaseRequest, response: web.StreamResponse, seconds: float) -> dict[str, object]:

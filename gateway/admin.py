@@ -30,8 +30,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from gateway import __version__
-from gateway.app import BREAKERS_KEY, CONFIG_KEY, STORE_KEY
-from gateway.metrics import METRICS_KEY
+from gateway.keys import BREAKERS_KEY, CONFIG_KEY, METRICS_KEY, STORE_KEY
 from gateway.status import Sampler
 from gateway.store.base import StoreError
 from gateway.upstream.resilience import BreakerState

@@ -5,22 +5,18 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
-import orjson
 from aiohttp import hdrs, web
-from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Middleware
-from multidict import MultiDict, MultiDictProxy
 
 from gateway import oauth_provider, passthrough
-from gateway.auth.inbound import Authenticator, oauth1_signed
+from gateway.auth.inbound import Authenticator
 from gateway.auth.upstream import GrantRefresher
-from gateway.config import DIALECT_FAMILIES, Config
-from gateway.dialects import FAMILIES, Dialect, LegacyRequest, LegacyResponse, RouteSpec
+from gateway.bodies import EMPTY_FORM, expect_continue, read_form, read_json
+from gateway.config import Config
+from gateway.dialects import Dialect, LegacyRequest, RouteSpec
 from gateway.dialects.base import JSONP_TYPE, TRUE_VALUES, jsonp_callback
 from gateway.edge import ClientGone, client_gone, new_request_id
 from gateway.errors import (
@@ -30,61 +26,40 @@ from gateway.errors import (
     MethodNotAllowed,
     NotAuthenticated,
     PayloadTooLarge,
-    RequestTimeout,
     RouteNotFound,
 )
-from gateway.metrics import METRICS_KEY, Metrics, route_label
+from gateway.keys import (
+    AUTH_KEY,
+    BREAKERS_KEY,
+    CLIENT_TIMEOUT_KEY,
+    CONFIG_KEY,
+    DIALECT,
+    FORM,
+    FORMAT,
+    ID_TRANSLATOR_KEY,
+    METRICS_KEY,
+    REQUEST_ID,
+    ROUTER_KEY,
+    SERVICE_KEY,
+    STORE_KEY,
+)
+from gateway.metrics import Metrics, route_label
+from gateway.responses import to_web
+from gateway.router import DialectRouter
 from gateway.service import DMService
 from gateway.sidecar import sidecar_guard
-from gateway.slow_clients import CLIENT_TIMEOUT_KEY, ClientTooSlow, timed_out, watch_body
+from gateway.slow_clients import timed_out, watch_body
 from gateway.small_ids import IdTranslator
-from gateway.store.base import Store, open_store_from_config
+from gateway.store.base import Store
+from gateway.store.factory import open_store_from_config
 from gateway.upstream.client import UpstreamClient
 from gateway.upstream.resilience import Breakers, RetryPolicy, retry_budget
 
 log = logging.getLogger("gateway")
 
-CONFIG_KEY = web.AppKey("config", Config)
-SERVICE_KEY = web.AppKey("service", DMService)
-STORE_KEY = web.AppKey("store", Store)
-ROUTER_KEY: web.AppKey[DialectRouter] = web.AppKey("router")  # the class is defined below
-AUTH_KEY = web.AppKey("authenticator", Authenticator)
-BREAKERS_KEY = web.AppKey("breakers", Breakers)
-ID_TRANSLATOR_KEY = web.AppKey("id_translator", IdTranslator)
-
-REQUEST_ID = web.RequestKey("request_id", str)
-DIALECT = web.RequestKey("dialect", Dialect)
-FORMAT = web.RequestKey("format", str)
-FORM = web.RequestKey("form", MultiDictProxy)
-
 _REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-_EMPTY_FORM: MultiDictProxy[str] = MultiDictProxy(MultiDict())
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class DialectRouter:
-    """Which dialect owns a path: from the routes a request matched, or else by the longest prefix."""
-
-    def __init__(self, config: Config) -> None:
-        self.mounts: list[tuple[str, Dialect, RouteSpec]] = []
-        #: The family ([routes]) each mounted dialect serves.
-        self.family: dict[Dialect, str] = {}
-        self._by_prefix: list[tuple[str, Dialect]] = []
-        for family in DIALECT_FAMILIES:
-            dialects = [cls(config.render) for cls in FAMILIES[family]]
-            self.family.update(dict.fromkeys(dialects, family))
-            for prefix in getattr(config.routes, family):
-                self._by_prefix.append((prefix, dialects[0]))
-                self.mounts.extend((prefix, d, spec) for d in dialects for spec in d.routes)
-        self._by_prefix.sort(key=lambda item: len(item[0]), reverse=True)
-        self._fallback = next((d for _, d, _ in self.mounts), None) or FAMILIES["v1_1"][0](config.render)
-
-    def for_path(self, path: str) -> Dialect:
-        for prefix, dialect in self._by_prefix:
-            if not prefix or path == prefix or path.startswith(prefix + "/"):
-                return dialect
-        return self._fallback
 
 
 def create_app(config: Config, *, store: Store | None = None) -> web.Application:
@@ -124,19 +99,6 @@ def create_app(config: Config, *, store: Store | None = None) -> web.Application
         onboarding.setup(app, config, lambda app: app[STORE_KEY])  # /connect pages, after the store opens
     passthrough.setup(app)  # /2/... goes upstream unchanged; after the legacy routes and their resources
     return app
-
-
-async def expect_continue(request: web.Request) -> None:
-    """The ``Expect`` header of a routed request: ``100-continue`` is answered with the interim 100 at once,
-    as aiohttp does; any other expectation is ignored (RFC 9110, section 10.1.1), so that the call gets its
-    own answer, in its dialect's shape and with its request id, rather than aiohttp's plain-text 417."""
-    expect = request.headers.get(hdrs.EXPECT, "")
-    if request.version >= aiohttp.HttpVersion11 and expect.strip().lower() == "100-continue":
-        try:
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        except ConnectionResetError:
-            return  # the client is gone already: the call finds that out as it reads the body
-        request.writer.output_size = 0  # the interim answer is not part of the response's size
 
 
 def _resources(
@@ -202,12 +164,12 @@ def _legacy_handler(dialect: Dialect, spec: RouteSpec, *, small_ids: bool = Fals
         request[FORMAT] = fmt
         document = None
         if spec.body == "json":
-            form = _EMPTY_FORM
-            document = await _read_json(request)
+            form = EMPTY_FORM
+            document = await read_json(request)
         elif request.body_exists:
-            form = await _read_form(request)
+            form = await read_form(request)
         else:
-            form = _EMPTY_FORM
+            form = EMPTY_FORM
         request[FORM] = form
         app = request.app
         principal = None if spec.public else await app[AUTH_KEY].authenticate(request, form)
@@ -230,63 +192,6 @@ def _legacy_handler(dialect: Dialect, spec: RouteSpec, *, small_ids: bool = Fals
         return to_web(dialect.render(op, outcome, fmt))
 
     return handle
-
-
-@contextmanager
-def _reading_body(what: str) -> Iterator[None]:
-    """How reading any legacy body fails for the client: over ``server.max_body_bytes`` (413), or not all
-    there within ``server.client_timeout`` (408)."""
-    try:
-        yield
-    except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLarge(f"{what} over the configured limit") from None
-    except ClientTooSlow as exc:
-        raise RequestTimeout(str(exc)) from None
-    except web.RequestPayloadError as exc:  # aiohttp decodes a gzip or deflate body as it arrives
-        raise BadRequest(f"{what} unreadable: {exc}") from None
-
-
-async def _read_form(request: web.Request) -> MultiDictProxy[str]:
-    """The text fields of a form body; an empty form for a body of any other type. An OAuth 1.0a signature
-    covers a form-encoded body but never a multipart one, so a signed call may not send one: its fields
-    would be parameters the caller never signed (a recipient, say)."""
-    if request.content_type not in (
-        "application/x-www-form-urlencoded",
-        "multipart/form-data",
-    ):
-        return _EMPTY_FORM
-    if request.content_type == "multipart/form-data" and oauth1_signed(request):
-        raise BadRequest("a multipart body on an OAuth 1.0a-signed call: its fields are not signed")
-    try:
-        with _reading_body("form body"):
-            form = await request.post()
-    except (ValueError, LookupError, RuntimeError, HttpProcessingError) as exc:
-        # Malformed part headers, an unknown charset or transfer encoding: the client's fault, not a 500.
-        raise BadRequest(f"unreadable form body: {type(exc).__name__}") from None
-    # File parts are never parameters of a legacy DM call; keep only text fields.
-    return MultiDictProxy(MultiDict((k, v) for k, v in form.items() if isinstance(v, str)))
-
-
-async def _read_json(request: web.Request) -> Any:
-    """The JSON document a route takes as its body, or None when there is none (the dialect then names what
-    is missing). Bounded like a form body; a body that is not JSON is a bad request."""
-    if not request.body_exists:
-        return None
-    with _reading_body("JSON body"):
-        raw = await request.read()
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise BadRequest("body is not JSON") from None
-
-
-def to_web(response: LegacyResponse) -> web.Response:
-    web_response = web.Response(status=response.status, body=response.body or None)
-    if response.content_type:
-        web_response.headers["Content-Type"] = response.content_type
-    for name, value in response.headers:
-        web_response.headers[name] = value
-    return web_response
 
 
 @web.middleware
@@ -422,5 +327,5 @@ def _error_response(request: web.Request, error: GatewayError) -> web.Response:
 
 def _suppress_response_codes(request: web.Request) -> bool:
     values = request.query.getall("suppress_response_codes", [])
-    values += request.get(FORM, _EMPTY_FORM).getall("suppress_response_codes", [])
+    values += request.get(FORM, EMPTY_FORM).getall("suppress_response_codes", [])
     return any(value.strip().lower() in TRUE_VALUES for value in values)

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import math
-import signal
 import ssl
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,21 +25,17 @@ from aiohttp import web
 from gateway import __version__
 from gateway.accesslog import AccessLogger  # one JSON line per request
 from gateway.auth.credentials import BasicUser, Consumer, OAuth2Grant, Token, hash_password
-from gateway.config import Config, ConfigError, StoreConfig, is_loopback, load_config, store_location
+from gateway.config import Config, ConfigError, StoreConfig, load_config, store_location
 from gateway.edge import GatewayRunner  # the public listener's runner: unreadable requests answered without echo
 from gateway.render.template import MappingError
-from gateway.store.base import Store, StoreError, check_store, open_store_from_config
+from gateway.serving import log_admin_listener, public_sites, runner_options, stop_on_signals, tune_collector
+from gateway.store.base import Store, StoreError
+from gateway.store.factory import check_store, open_store_from_config
 from gateway.tls import TlsInitError, server_tls_context, warn_about_old_tls
 from gateway.workers import WorkerFailed, run_workers
 
 EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
-
-#: The cyclic garbage collector's first threshold in a serving process, where Python's default is 700.
-#: Each collection walks every young object still alive, and a gateway with requests in flight always
-#: holds a few thousand (their coroutines, requests and pending upstream calls): at 700 it walked them
-#: every few dozen destroys, about 5% of the instructions a destroy costs. See docs/PERFORMANCE.md.
-COLLECTOR_THRESHOLD = 10_000
 
 
 _STORE_URL_HELP = "sqlite:///PATH, redis://HOST:PORT/DB or redis+cluster://HOST:PORT,..., overriding store.url"
@@ -455,21 +449,6 @@ def _tls_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def public_sites(
-    runner: web.BaseRunner, config: Config, tls: ssl.SSLContext | None, *, reuse_port: bool = False
-) -> list[web.TCPSite]:
-    """The public listener's sites: server.port (HTTPS when a TLS pair is set and no server.tls_port), and
-    server.tls_port (HTTPS) beside it."""
-    server = config.server
-    options: dict[str, Any] = {"reuse_port": True} if reuse_port else {}
-    if tls is not None and server.tls_port is not None:
-        return [
-            web.TCPSite(runner, server.host, server.port, **options),
-            web.TCPSite(runner, server.host, server.tls_port, ssl_context=tls, **options),
-        ]
-    return [web.TCPSite(runner, server.host, server.port, ssl_context=tls, **options)]
-
-
 def _serve(args: argparse.Namespace) -> int:
     config = _load(
         args.config,
@@ -484,39 +463,6 @@ def _serve(args: argparse.Namespace) -> int:
     tune_collector()
     asyncio.run(_serve_until_signalled(config, tls))
     return 0
-
-
-def tune_collector() -> None:
-    """Set the collector's first threshold for a process that serves requests (its other two are kept).
-    Called by ``serve`` and by every worker before they start; never by ``create_app``, which tests and
-    embedders call in processes of their own."""
-    _, middle, oldest = gc.get_threshold()
-    gc.set_threshold(COLLECTOR_THRESHOLD, middle, oldest)
-
-
-def runner_options(config: Config) -> dict[str, Any]:
-    """What every AppRunner of the public listener is given: the slow-client and shutdown bounds."""
-    return {
-        # aiohttp closes a connection with no complete request head this long after it opened or after the
-        # previous response: idle keep-alive connections and clients trickling headers alike.
-        "keepalive_timeout": config.server.keepalive_timeout,
-        # How long cleanup() lets requests in flight finish before cancelling them.
-        "shutdown_timeout": config.server.shutdown_timeout,
-    }
-
-
-def stop_on_signals(loop: asyncio.AbstractEventLoop) -> tuple[asyncio.Event, Callable[[], None]]:
-    """An event set by SIGINT or SIGTERM, and the function that removes those handlers again."""
-    stop = asyncio.Event()
-    signals = (signal.SIGINT, signal.SIGTERM)
-    for signum in signals:
-        loop.add_signal_handler(signum, stop.set)
-
-    def remove() -> None:
-        for signum in signals:
-            loop.remove_signal_handler(signum)
-
-    return stop, remove
 
 
 async def _serve_until_signalled(config: Config, tls: ssl.SSLContext | None) -> None:
@@ -551,15 +497,3 @@ async def _serve_until_signalled(config: Config, tls: ssl.SSLContext | None) -> 
         remove_signal_handlers()
         await runner.cleanup()
         await admin_runner.cleanup()
-
-
-def log_admin_listener(config: Config, admin_runner: web.AppRunner) -> None:
-    log = logging.getLogger("gateway")
-    admin_host, admin_port = admin_runner.addresses[0][:2]
-    log.info("admin listener on http://%s:%d (status page /, /healthz, /readyz, /metrics)", admin_host, admin_port)
-    if not is_loopback(config.server.admin_host):
-        log.warning(
-            "server.admin_host %r is not loopback: the status page, /metrics and /readyz are reachable "
-            "from the network",
-            config.server.admin_host,
-        )

@@ -53,7 +53,7 @@ from gateway.emulator import (
 )
 from gateway.emulator.state import EmulatorState
 from gateway.onboarding import create_invite
-from gateway.store.base import open_store
+from gateway.store.factory import open_store
 
 SIDECAR_TOKEN = "emulator-token-theSeanCook"  # the gateway acts for theSeanCook unless a client says otherwise
 MARCOS_TOKEN = "emulator-token-marcosgdf"

@@ -36,6 +36,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
 from gateway.errors import BadRequest
+from gateway.keys import ROUTER_KEY
+from gateway.responses import problem, to_web
 
 log = logging.getLogger("gateway")
 
@@ -174,9 +176,6 @@ class GatewayRunner(web.AppRunner):
 def bad_request_for(app: web.Application, path: str) -> web.Response:
     """The gateway's answer to an unreadable request for ``path``: the bad request of the dialect the path
     belongs to, or v2's problem+json on ``/2/...``."""
-    from gateway.app import ROUTER_KEY, to_web  # not at the top: the app imports this module
-    from gateway.passthrough import problem
-
     if path.startswith("/2/"):
         return problem(400, "Bad Request", "The request could not be read.", None)
     dialect = app[ROUTER_KEY].for_path(path)

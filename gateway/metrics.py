@@ -144,8 +144,6 @@ class Metrics:
             self.breaker_transitions.labels(upstream=upstream, state=state.label).inc()
 
 
-METRICS_KEY = web.AppKey("metrics", Metrics)
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 

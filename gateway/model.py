@@ -8,10 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from gateway.auth.upstream import UpstreamCredential
+from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +112,17 @@ class RateLimit:
     limit: int
     remaining: int
     reset: int
+
+
+class UpstreamCredential(Protocol):
+    """What the gateway presents to X API v2 on a caller's behalf; ``gateway.auth.upstream`` has the kinds
+    (a bearer token, OAuth 1.0a re-signing, a refreshable OAuth 2.0 grant)."""
+
+    async def authorization(self, method: str, url: str) -> str:
+        """The ``Authorization`` header value for one request (``url`` includes its query string)."""
+
+    async def renew(self, rejected: str) -> bool:
+        """Called after v2 answered 401 to ``rejected``; True if a retry with a new header is worthwhile."""
 
 
 @dataclass(frozen=True, slots=True)

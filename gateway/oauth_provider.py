@@ -39,9 +39,8 @@ from aiohttp import web
 from authlib.oauth1 import ClientAuth
 from multidict import MultiMapping
 
-from gateway import app as gateway_app
 from gateway.auth.credentials import Consumer, RequestToken, Token
-from gateway.auth.upstream import UpstreamCredential
+from gateway.bodies import EMPTY_FORM, expect_continue, read_form
 from gateway.dialects import FAMILIES, Dialect
 from gateway.errors import (
     BadAuthData,
@@ -52,6 +51,8 @@ from gateway.errors import (
     UpstreamFailure,
     UpstreamUnavailable,
 )
+from gateway.keys import AUTH_KEY, CONFIG_KEY, DIALECT, FORM, FORMAT, REQUEST_ID, STORE_KEY
+from gateway.model import UpstreamCredential
 from gateway.store.base import StoreError
 
 log = logging.getLogger("gateway.oauth")
@@ -72,14 +73,14 @@ Handler = Callable[[web.Request, MultiMapping[str]], Awaitable[web.StreamRespons
 def setup(app: web.Application) -> None:
     """Mount the login endpoints, at the root and under each StatusNet prefix, and invalidate_token under
     each v1.1 prefix; give them an HTTP session of their own for X's login endpoints."""
-    config = app[gateway_app.CONFIG_KEY]
+    config = app[CONFIG_KEY]
     v1_1, statusnet = FAMILIES["v1_1"][0](config.render), FAMILIES["statusnet"][0](config.render)
     mounted: set[tuple[str, str]] = set()
 
     def add(method: str, path: str, dialect: Dialect, handler: Handler) -> None:
         if (method, path) not in mounted:  # a family mounted at the root shares the root's paths
             mounted.add((method, path))
-            app.router.add_route(method, path, _handle(dialect, handler), expect_handler=gateway_app.expect_continue)
+            app.router.add_route(method, path, _handle(dialect, handler), expect_handler=expect_continue)
 
     for prefix, dialect in [("", v1_1), *((p, statusnet) for p in config.routes.statusnet)]:
         for method in ("POST", "GET"):
@@ -95,7 +96,7 @@ def setup(app: web.Application) -> None:
 
 
 async def _session(app: web.Application) -> AsyncIterator[None]:
-    upstream = app[gateway_app.CONFIG_KEY].upstream
+    upstream = app[CONFIG_KEY].upstream
     session = aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=upstream.timeout, sock_connect=upstream.connect_timeout),
         cookie_jar=aiohttp.DummyCookieJar(),
@@ -109,10 +110,10 @@ async def _session(app: web.Application) -> AsyncIterator[None]:
 
 def _handle(dialect: Dialect, handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
-        request[gateway_app.DIALECT] = dialect
-        request[gateway_app.FORMAT] = dialect.error_format(request.path)
-        form = await gateway_app._read_form(request) if request.body_exists else gateway_app._EMPTY_FORM
-        request[gateway_app.FORM] = form
+        request[DIALECT] = dialect
+        request[FORMAT] = dialect.error_format(request.path)
+        form = await read_form(request) if request.body_exists else EMPTY_FORM
+        request[FORM] = form
         try:
             response = await handler(request, form)
         except StoreError as exc:
@@ -127,7 +128,7 @@ def _handle(dialect: Dialect, handler: Handler) -> Callable[[web.Request], Await
 
 
 async def request_token(request: web.Request, form: MultiMapping[str]) -> web.StreamResponse:
-    auth, store = request.app[gateway_app.AUTH_KEY], request.app[gateway_app.STORE_KEY]
+    auth, store = request.app[AUTH_KEY], request.app[STORE_KEY]
     oauth, params = auth.read_oauth(request, form, _oauth_header(request), token_required=False)
     if oauth.get("oauth_token"):
         raise BadAuthData("a request-token call carries no token")
@@ -169,7 +170,7 @@ async def request_token(request: web.Request, form: MultiMapping[str]) -> web.St
 async def authorize(request: web.Request, form: MultiMapping[str]) -> web.StreamResponse:
     """``authorize`` and ``authenticate``: the browser goes on to X's page of the same name for the token
     (for a consumer acting through the operator's app, X's token that the gateway's stands for)."""
-    store = request.app[gateway_app.STORE_KEY]
+    store = request.app[STORE_KEY]
     pending = await store.get_request_token(_bounded(request.query.get("oauth_token", ""), "oauth_token"))
     consumer = await store.get_consumer(pending.consumer_key) if pending is not None else None
     if pending is None or consumer is None:
@@ -184,7 +185,7 @@ async def authorize(request: web.Request, form: MultiMapping[str]) -> web.Stream
 async def callback(request: web.Request, form: MultiMapping[str]) -> web.StreamResponse:
     """Where X sends the browser back for a consumer acting through the operator's app: on to the client's
     callback, with the client's request token and a verifier of the gateway's own."""
-    store = request.app[gateway_app.STORE_KEY]
+    store = request.app[STORE_KEY]
     pending = await store.get_request_token(_bounded(request.query.get("request", ""), "request"))
     if pending is None or pending.upstream_token is None or pending.verifier is not None or pending.callback == "oob":
         raise InvalidToken("no login waiting for X's answer under that request")
@@ -204,7 +205,7 @@ async def callback(request: web.Request, form: MultiMapping[str]) -> web.StreamR
 
 
 async def access_token(request: web.Request, form: MultiMapping[str]) -> web.StreamResponse:
-    auth, store = request.app[gateway_app.AUTH_KEY], request.app[gateway_app.STORE_KEY]
+    auth, store = request.app[AUTH_KEY], request.app[STORE_KEY]
     oauth, params = auth.read_oauth(
         request, form, _oauth_header(request), token_required=False, loose=("oauth_verifier",)
     )
@@ -251,7 +252,7 @@ async def _xauth(
 ) -> web.StreamResponse:
     """xAuth: a username and password of the gateway's Basic users, for a consumer that acts through the
     operator's app. A login like any other: failed ones are counted by the same throttle."""
-    auth = request.app[gateway_app.AUTH_KEY]
+    auth = request.app[AUTH_KEY]
     names = ("x_auth_mode", "x_auth_username", "x_auth_password")
     fields = {name: [v for k, v in params if k == name] for name in names}
     if fields["x_auth_mode"] != ["client_auth"]:
@@ -276,7 +277,7 @@ async def _xauth(
 async def invalidate_token(request: web.Request, form: MultiMapping[str]) -> web.StreamResponse:
     """Forget the access token the call is signed with; X is told too when the token is X's (a live app's,
     or the X token a gateway token was mapped to). Later calls with it are refused (89)."""
-    auth, store = request.app[gateway_app.AUTH_KEY], request.app[gateway_app.STORE_KEY]
+    auth, store = request.app[AUTH_KEY], request.app[STORE_KEY]
     oauth, params = auth.read_oauth(request, form, _oauth_header(request))
     consumer = await _consumer(request, oauth["oauth_consumer_key"])
     token = await store.get_token(oauth["oauth_token"])
@@ -315,14 +316,14 @@ def _oauth_header(request: web.Request) -> str:
 
 
 async def _consumer(request: web.Request, key: str) -> Consumer:
-    consumer = await request.app[gateway_app.STORE_KEY].get_consumer(key)
+    consumer = await request.app[STORE_KEY].get_consumer(key)
     if consumer is None:
         raise NotAuthenticated("unknown consumer")
     return consumer
 
 
 def _upstream_app(request: web.Request) -> tuple[str, str]:
-    upstream = request.app[gateway_app.CONFIG_KEY].upstream
+    upstream = request.app[CONFIG_KEY].upstream
     if not upstream.oauth1_consumer_key or not upstream.oauth1_consumer_secret:
         raise UpstreamUnavailable("a consumer acts through the upstream app; [upstream] oauth1_consumer_key is unset")
     return upstream.oauth1_consumer_key, upstream.oauth1_consumer_secret
@@ -367,11 +368,11 @@ def _with_access_type(request: web.Request, path: str) -> str:
 
 
 def _own_url(request: web.Request, path: str) -> str:
-    return request.app[gateway_app.AUTH_KEY].own_base_url(request) + path
+    return request.app[AUTH_KEY].own_base_url(request) + path
 
 
 def _x_url(request: web.Request, path: str) -> str:
-    return request.app[gateway_app.CONFIG_KEY].upstream.base_url.rstrip("/") + path
+    return request.app[CONFIG_KEY].upstream.base_url.rstrip("/") + path
 
 
 def _redirect(location: str) -> web.Response:
@@ -399,7 +400,7 @@ def _new_token(user_id: str) -> str:
 
 async def _put_token(request: web.Request, token: Token) -> None:
     try:
-        await request.app[gateway_app.STORE_KEY].put_token(token)
+        await request.app[STORE_KEY].put_token(token)
     except ValueError:  # the consumer was removed while its user logged in
         raise InvalidToken("the consumer is no longer registered") from None
 
@@ -418,7 +419,7 @@ async def _ask_x(
     url = _x_url(request, path)
     _, headers, _ = signer.sign("POST", url, {}, b"")
     session = request.app[SESSION_KEY]
-    outgoing = {"Authorization": headers["Authorization"], "X-Request-Id": request[gateway_app.REQUEST_ID]}
+    outgoing = {"Authorization": headers["Authorization"], "X-Request-Id": request[REQUEST_ID]}
     try:
         async with session.post(url, headers=outgoing, allow_redirects=False) as response:
             raw = await response.content.read(MAX_ANSWER_BYTES + 1)

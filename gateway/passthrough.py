@@ -48,13 +48,15 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from gateway import app as gateway_app
 from gateway.auth.inbound import bearer_token
-from gateway.auth.upstream import BearerCredential, UpstreamCredential
+from gateway.auth.upstream import BearerCredential
+from gateway.bodies import expect_continue
 from gateway.edge import BodyUnreadable
 from gateway.errors import GatewayError
+from gateway.keys import AUTH_KEY, BREAKERS_KEY, CONFIG_KEY, REQUEST_ID, STORE_KEY
 from gateway.learn import BoundedDecoder, learn_from_v2, learnable
-from gateway.model import Principal
+from gateway.model import Principal, UpstreamCredential
+from gateway.responses import problem
 from gateway.slow_clients import ClientTooSlow
 from gateway.upstream.client import DM_EVENT_LOOKUP
 from gateway.upstream.resilience import BreakerOpen
@@ -69,7 +71,6 @@ UPSTREAM_KEY = web.AppKey("passthrough_upstream", URL)  # upstream.base_url, par
 _SEND_PATH = re.compile(r"/2/dm_conversations(?:/with/[^/]+/messages|/[^/]+/messages)?")
 
 CHUNK_SIZE = 64 * 1024
-PROBLEM_JSON = "application/problem+json"
 
 # RFC 9110 section 7.6.1, plus the obsolete Proxy-Connection some clients still send.
 HOP_BY_HOP = frozenset(
@@ -98,12 +99,12 @@ _OAUTH_SIGNER = re.compile(r'\b(oauth_consumer_key|oauth_token)\s*=\s*"([^"]*)"'
 def setup(app: web.Application) -> None:
     """Mount the pass-through for every method under ``/2/`` and give it an HTTP session of its own."""
     # Any tail at all: "." alone would miss a path whose decoded form holds a newline (sent as %0A).
-    app.router.add_route("*", r"/2/{tail:[\s\S]*}", handle, expect_handler=gateway_app.expect_continue)
+    app.router.add_route("*", r"/2/{tail:[\s\S]*}", handle, expect_handler=expect_continue)
     app.cleanup_ctx.append(_session)
 
 
 async def _session(app: web.Application) -> AsyncIterator[None]:
-    upstream = app[gateway_app.CONFIG_KEY].upstream
+    upstream = app[CONFIG_KEY].upstream
     session = aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=upstream.timeout, sock_connect=upstream.connect_timeout),
         connector=aiohttp.TCPConnector(limit=100),
@@ -152,7 +153,7 @@ def _outgoing_headers(request: web.Request) -> CIMultiDict[str]:
     if forwarded_for:
         headers["X-Forwarded-For"] = ", ".join(forwarded_for)
     headers["X-Forwarded-Proto"] = request.scheme
-    headers["X-Request-Id"] = request[gateway_app.REQUEST_ID]
+    headers["X-Request-Id"] = request[REQUEST_ID]
     return headers
 
 
@@ -160,14 +161,6 @@ def decoded_by_server(content_encoding: str) -> bool:
     """Whether aiohttp's server takes this content coding off a request body before the handler reads it:
     one of the codings its parser knows, named alone (a list of codings is left as it came)."""
     return content_encoding.isascii() and content_encoding.lower() in _DECODED_BY_SERVER
-
-
-def problem(status: int, title: str, detail: str, request_id: str | None) -> web.Response:
-    body = {"title": title, "detail": detail, "type": "about:blank", "status": status}
-    response = web.Response(status=status, body=orjson.dumps(body), content_type=PROBLEM_JSON)
-    if request_id:
-        response.headers["X-Request-Id"] = request_id
-    return response
 
 
 def upstream_url(base: URL, request: web.Request, *, signed_query: bool = False) -> URL:
@@ -238,15 +231,15 @@ class _Body:
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
-    config = request.app[gateway_app.CONFIG_KEY].upstream
-    request_id = request[gateway_app.REQUEST_ID]
+    config = request.app[CONFIG_KEY].upstream
+    request_id = request[REQUEST_ID]
     if any(segment in (".", "..") for segment in request.path.split("/")):
         # /2/../elsewhere is no v2 call: upstream might resolve it to a path outside /2/.
         return problem(400, "Bad Request", "The path must not contain . or .. segments.", request_id)
     url = upstream_url(request.app[UPSTREAM_KEY], request)
     headers = _outgoing_headers(request)
     try:
-        principal = await request.app[gateway_app.AUTH_KEY].oauth1_for_v2(request)
+        principal = await request.app[AUTH_KEY].oauth1_for_v2(request)
         if principal is not None:
             # Signed for the gateway by a consumer and token it knows: signed again, for upstream, as the
             # identity they stand for.
@@ -256,7 +249,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         return _refusal(error, request_id)
     session = request.app[SESSION_KEY]
     # The legacy calls' breaker for this host: while it is open, fail fast here too.
-    breaker = request.app[gateway_app.BREAKERS_KEY].for_url(config.base_url)
+    breaker = request.app[BREAKERS_KEY].for_url(config.base_url)
     try:
         probe = breaker.allow()
     except BreakerOpen:
@@ -346,7 +339,7 @@ async def _relay(
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
     response.headers.extend(end_to_end(upstream.headers))
     response.headers["X-Request-Id"] = request_id
-    limit = request.app[gateway_app.CONFIG_KEY].upstream.max_response_bytes
+    limit = request.app[CONFIG_KEY].upstream.max_response_bytes
     tee: list[bytes] | None = [] if _should_learn(request.method, target, upstream) else None
     teed = 0
     held: bytes | None = None  # while learning, the last chunk waits until the body has been learned
@@ -408,7 +401,7 @@ async def _learn(
         if _is_send(request.method, target):
             _follow_up_send(request, body, principal)
         else:
-            await learn_from_v2(request.app[gateway_app.STORE_KEY], request.method, target, body)
+            await learn_from_v2(request.app[STORE_KEY], request.method, target, body)
     except Exception:  # the client's response never fails because learning did
         log.warning("learning from pass-through %s failed", request.path, exc_info=True)
 
@@ -435,7 +428,7 @@ def _follow_up_send(request: web.Request, body: bytes, principal: Principal | No
 
 
 async def _learn_sent(app: web.Application, event_id: str, credential: UpstreamCredential) -> None:
-    upstream = app[gateway_app.CONFIG_KEY].upstream
+    upstream = app[CONFIG_KEY].upstream
     path = f"/2/dm_events/{event_id}?{urlencode(DM_EVENT_LOOKUP)}"
     url = URL(upstream.base_url.rstrip("/") + path, encoded=True)
     try:
@@ -449,7 +442,7 @@ async def _learn_sent(app: web.Application, event_id: str, credential: UpstreamC
             if resp.status != 200 or len(body) > upstream.max_response_bytes:
                 log.info("could not learn sent message %s: v2 answered %s", event_id, resp.status)
                 return
-        await learn_from_v2(app[gateway_app.STORE_KEY], "GET", path, body)
+        await learn_from_v2(app[STORE_KEY], "GET", path, body)
     except asyncio.CancelledError:
         raise
     except Exception:  # learning is best effort; the send itself already succeeded

@@ -25,6 +25,7 @@ from aiohttp.typedefs import Middleware
 from multidict import CIMultiDictProxy
 
 from gateway.errors import GatewayError
+from gateway.responses import problem
 
 log = logging.getLogger("gateway")
 
@@ -48,8 +49,6 @@ class SidecarRefused(GatewayError):
 def sidecar_guard(names: Iterable[str]) -> Middleware:
     """The middleware that refuses what the module docstring describes; ``names`` are the host names allowed
     besides loopback ones (``[auth] sidecar_hosts``)."""
-    from gateway.passthrough import problem  # not at the top: the pass-through imports the app, which imports this
-
     allowed = frozenset(name.lower() for name in names)
 
     @web.middleware

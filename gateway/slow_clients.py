@@ -18,9 +18,10 @@ import logging
 
 from aiohttp import web
 
+from gateway.keys import CLIENT_TIMEOUT_KEY
+
 log = logging.getLogger("gateway")
 
-CLIENT_TIMEOUT_KEY = web.AppKey("client_timeout", float)
 # Set on a request whose body missed its deadline.
 TIMED_OUT = web.RequestKey("body_timed_out", bool)
 

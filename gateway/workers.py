@@ -38,6 +38,7 @@ from aiohttp import web
 
 from gateway import __version__
 from gateway.config import Config
+from gateway.serving import log_admin_listener, public_sites, runner_options, stop_on_signals, tune_collector
 
 log = logging.getLogger("gateway")
 
@@ -95,7 +96,6 @@ async def _supervise(config: Config) -> int:
 
     from gateway.admin import create_admin_app
     from gateway.app import create_app
-    from gateway.cli import log_admin_listener, stop_on_signals
 
     loop = asyncio.get_running_loop()
     stop, remove_signal_handlers = stop_on_signals(loop)
@@ -259,7 +259,6 @@ async def _stop_workers(workers: list[_Worker], shutdown_timeout: float) -> None
 def worker_main(config: Config, index: int, conn: Connection) -> None:
     """A worker process: the gateway application on the shared port, until SIGTERM or the supervisor's end."""
     from gateway.accesslog import AccessLogger
-    from gateway.cli import public_sites, runner_options, stop_on_signals, tune_collector
     from gateway.edge import GatewayRunner
     from gateway.store.base import StoreError
     from gateway.tls import server_tls_context

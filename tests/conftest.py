@@ -16,11 +16,13 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.app import STORE_KEY, create_app
+from gateway.app import create_app
 from gateway.config import Config, StoreConfig, load_config
 from gateway.edge import GatewayRunner
 from gateway.emulator import EmulatorServer
-from gateway.store.base import MessageStore, Store, open_store
+from gateway.keys import STORE_KEY
+from gateway.store.base import MessageStore, Store
+from gateway.store.factory import open_store
 
 # Seeded by gateway/emulator/seed.json.
 SEAN_TOKEN = "emulator-token-theSeanCook"

@@ -14,8 +14,9 @@ from aiohttp.test_utils import TestClient
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.admin import create_admin_app
-from gateway.app import SERVICE_KEY, create_app
+from gateway.app import create_app
 from gateway.emulator import EmulatorServer
+from gateway.keys import SERVICE_KEY
 from gateway.store.base import StoreError
 from gateway.store.redis import RedisStore
 from gateway.store.sqlite import SQLiteStore
@@ -141,7 +142,7 @@ async def test_readyz_is_degraded_when_the_sqlite_worker_cannot_answer_in_time(
 
 
 async def test_every_backend_pings_and_a_closed_one_raises(tmp_path: Any, redis_url: str) -> None:
-    from gateway.store.base import open_store
+    from gateway.store.factory import open_store
 
     sqlite = await open_store(f"sqlite:///{tmp_path}/p.sqlite3")
     await sqlite.ping()

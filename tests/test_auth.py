@@ -17,12 +17,13 @@ import orjson
 import pytest
 from authlib.oauth1 import SIGNATURE_TYPE_BODY, SIGNATURE_TYPE_QUERY, ClientAuth
 
-from gateway.app import AUTH_KEY, create_app
+from gateway.app import create_app
 from gateway.auth import inbound
 from gateway.auth.credentials import BasicUser, Consumer, OAuth2Grant, Token, hash_password
 from gateway.config import with_overrides
 from gateway.emulator import FaultRule
-from gateway.store.base import open_store
+from gateway.keys import AUTH_KEY
+from gateway.store.factory import open_store
 from tests.conftest import PLAIN_IDS, SEED_002_ID, SEED_003_JSON_ID, SEED_003_XML_ID, gateway_config
 
 CONSUMER = Consumer("emulator-consumer", "emulator-consumer-secret")

@@ -1,4 +1,4 @@
-"""A serving process sets the garbage collector's first threshold for itself (``gateway.cli.tune_collector``):
+"""A serving process sets the garbage collector's first threshold for itself (``gateway.serving.tune_collector``):
 ``serve`` before it listens, every worker before it starts; nothing else does."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import pytest
 from gateway import cli, workers
 from gateway.app import create_app
 from gateway.config import load_config
+from gateway.serving import COLLECTOR_THRESHOLD, tune_collector
 
 PYTHON_DEFAULT = (700, 10, 10)
 
@@ -31,9 +32,9 @@ def collector() -> Iterator[None]:
 
 def test_the_first_threshold_is_raised_and_the_other_two_kept(collector: None) -> None:
     gc.set_threshold(700, 11, 12)
-    cli.tune_collector()
-    assert gc.get_threshold() == (cli.COLLECTOR_THRESHOLD, 11, 12)
-    assert PYTHON_DEFAULT[0] < cli.COLLECTOR_THRESHOLD
+    tune_collector()
+    assert gc.get_threshold() == (COLLECTOR_THRESHOLD, 11, 12)
+    assert PYTHON_DEFAULT[0] < COLLECTOR_THRESHOLD
 
 
 def test_serve_tunes_the_collector_before_it_serves(collector: None, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -45,7 +46,7 @@ def test_serve_tunes_the_collector_before_it_serves(collector: None, monkeypatch
     monkeypatch.setattr(cli, "_serve_until_signalled", serve)
     monkeypatch.setattr(cli.logging, "basicConfig", lambda **kwargs: None)  # the test process keeps its own
     assert cli.main(["serve", "--upstream", "http://127.0.0.1:9", "--store", "memory"]) == 0
-    assert seen == [(cli.COLLECTOR_THRESHOLD, 10, 10)]
+    assert seen == [(COLLECTOR_THRESHOLD, 10, 10)]
 
 
 def test_every_worker_tunes_its_collector_before_it_serves(
@@ -71,7 +72,7 @@ def test_every_worker_tunes_its_collector_before_it_serves(
     finally:
         ours.close()
         theirs.close()
-    assert seen == [(cli.COLLECTOR_THRESHOLD, 10, 10)]
+    assert seen == [(COLLECTOR_THRESHOLD, 10, 10)]
 
 
 def test_building_the_app_leaves_the_collector_alone(collector: None) -> None:

@@ -9,11 +9,12 @@ import pytest
 from multidict import MultiDict
 
 from gateway import oauth_provider, passthrough
-from gateway.app import DialectRouter, create_app
+from gateway.app import create_app
 from gateway.config import load_config
 from gateway.dialects.base import Dialect, LegacyRequest, RouteSpec
 from gateway.errors import ERROR_KINDS
 from gateway.render.mapping import load_mapping
+from gateway.router import DialectRouter
 
 DOC = (Path(__file__).parent.parent / "docs" / "COMPATIBILITY.md").read_text("utf-8")
 

@@ -13,10 +13,11 @@ import html5lib
 import pytest
 from aiohttp.test_utils import TestClient
 
-from gateway.app import STORE_KEY, create_app
+from gateway.app import create_app
 from gateway.auth.credentials import BasicUser, OAuth2Grant, hash_password, verify_password
 from gateway.config import ConfigError, load_config
 from gateway.emulator import EMULATOR_OAUTH2_CLIENT_ID, EMULATOR_OAUTH2_CLIENT_SECRET, EmulatorServer
+from gateway.keys import STORE_KEY
 from gateway.onboarding import COOKIE, create_invite
 from tests.conftest import GatewayTestServer
 
@@ -355,7 +356,7 @@ def test_credentials_invite_prints_a_url_to_hand_out(tmp_path: Any, capsys: Any)
     import asyncio
 
     from gateway.cli import main
-    from gateway.store.base import open_store
+    from gateway.store.factory import open_store
 
     config = tmp_path / "gateway.toml"
     store_url = f"sqlite:///{tmp_path}/gateway.sqlite3"

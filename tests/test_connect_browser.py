@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from gateway.app import STORE_KEY, create_app
+from gateway.app import create_app
 from gateway.emulator import EmulatorServer
+from gateway.keys import STORE_KEY
 from tests.conftest import GatewayTestServer, _in_ci
 from tests.test_connect import PASSWORD, connect_config, free_port, list_dms
 

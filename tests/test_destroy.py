@@ -8,8 +8,9 @@ from collections.abc import Sequence
 import orjson
 import pytest
 
-from gateway.app import SERVICE_KEY, create_app
+from gateway.app import create_app
 from gateway.emulator import FaultRule
+from gateway.keys import SERVICE_KEY
 from gateway.store.memory import MemoryStore
 from tests.conftest import (
     ENTITIES_ID,

@@ -18,7 +18,7 @@ import pytest
 
 from gateway.auth.credentials import BasicUser, OAuth2Grant, hash_password
 from gateway.config import ConfigError, load_config
-from gateway.store.base import open_store
+from gateway.store.factory import open_store
 from tests.conftest import (
     ENTITIES_ID,
     PLAIN_IDS,

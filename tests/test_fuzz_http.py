@@ -43,11 +43,12 @@ from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from gateway.app import BREAKERS_KEY, SERVICE_KEY, DialectRouter
 from gateway.auth.credentials import BasicUser, Consumer, OAuth2Grant, Token, hash_password
 from gateway.config import load_config
 from gateway.emulator import EmulatorServer, FaultRule
+from gateway.keys import BREAKERS_KEY, SERVICE_KEY
 from gateway.passthrough import FOLLOW_UPS_KEY
+from gateway.router import DialectRouter
 from gateway.upstream.resilience import BreakerState
 from tests.conftest import (
     ENTITIES_ID,

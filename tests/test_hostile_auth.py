@@ -23,11 +23,12 @@ import pytest
 from aiohttp.test_utils import TestClient
 from authlib.oauth1 import SIGNATURE_TYPE_BODY, SIGNATURE_TYPE_QUERY, ClientAuth
 
-from gateway.app import AUTH_KEY, create_app
+from gateway.app import create_app
 from gateway.auth import inbound
 from gateway.auth.credentials import BasicUser, OAuth2Grant, hash_password
 from gateway.auth.throttle import LoginThrottle, address_key
 from gateway.config import ConfigError, load_config
+from gateway.keys import AUTH_KEY
 from gateway.store.base import Store
 from gateway.store.memory import MemoryStore
 from gateway.store.redis import RedisStore

@@ -21,10 +21,10 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.accesslog import AccessLogger
 from gateway.app import create_app
-from gateway.cli import runner_options
 from gateway.config import ConfigError
 from gateway.edge import GatewayRunner
 from gateway.emulator import EmulatorServer
+from gateway.serving import runner_options
 from tests.conftest import PLAIN_IDS, SEAN_TOKEN, GatewayFactory, gateway_config, store_of
 from tests.test_hostile import Reply, assert_legacy_error, send
 

@@ -28,10 +28,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from gateway.app import BREAKERS_KEY, CONFIG_KEY, METRICS_KEY, create_app
-from gateway.cli import runner_options
+from gateway.app import create_app
 from gateway.config import Config
 from gateway.emulator import EmulatorServer, FaultRule
+from gateway.keys import BREAKERS_KEY, CONFIG_KEY, METRICS_KEY
+from gateway.serving import runner_options
 from gateway.upstream.client import DM_EVENT_FIELDS, USER_FIELDS
 from gateway.upstream.resilience import BreakerState, CircuitBreaker
 from tests.conftest import (

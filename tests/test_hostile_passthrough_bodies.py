@@ -26,9 +26,9 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.app import BREAKERS_KEY, CONFIG_KEY, METRICS_KEY, STORE_KEY
 from gateway.edge import GatewayRunner
 from gateway.emulator import EmulatorServer
+from gateway.keys import BREAKERS_KEY, CONFIG_KEY, METRICS_KEY, STORE_KEY
 from gateway.upstream.resilience import BreakerState
 from tests.conftest import MICK_TOKEN, SEAN_TOKEN
 from tests.test_hostile_edge import assert_quiet, parse_reply, port_of, served, until

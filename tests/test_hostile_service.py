@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from gateway.app import SERVICE_KEY
 from gateway.auth.credentials import BasicUser, OAuth2Grant, hash_password
 from gateway.emulator import EmulatorServer, FaultRule
+from gateway.keys import SERVICE_KEY
 from tests.conftest import (
     MARCOS_TOKEN,
     MICK_TOKEN,

@@ -26,7 +26,7 @@ import pytest
 import trustme
 
 from gateway.auth.credentials import Consumer, Token
-from gateway.store.base import open_store
+from gateway.store.factory import open_store
 from tests.conftest import PLAIN_IDS, SEED_002_ID
 from tests.packages import installed_package
 from tests.test_auth import CONSUMER, SEAN

@@ -20,11 +20,12 @@ import pytest
 from authlib.oauth1 import ClientAuth
 from cryptography.fernet import Fernet
 
-from gateway.app import STORE_KEY, create_app
+from gateway.app import create_app
 from gateway.auth.credentials import BasicUser, Consumer, OAuth2Grant, RequestToken, Token, hash_password
 from gateway.config import ConfigError, StoreConfig, load_config, with_overrides
 from gateway.emulator import APP_CONSUMER_KEY, APP_CONSUMER_SECRET
-from gateway.store.base import open_store
+from gateway.keys import STORE_KEY
+from gateway.store.factory import open_store
 from gateway.store.sqlite import _MIGRATIONS
 from tests.conftest import PLAIN_IDS, SEAN_TOKEN, gateway_config, opened_store
 from tests.test_auth import rfc5849_header

@@ -21,7 +21,7 @@ import trustme
 
 from gateway.auth.credentials import Consumer
 from gateway.emulator import APP_CONSUMER_KEY, APP_CONSUMER_SECRET
-from gateway.store.base import open_store
+from gateway.store.factory import open_store
 from tests.conftest import PLAIN_IDS
 from tests.test_legacy_clients import Served, _free_port, _wait_until_serving, run_client
 

@@ -10,12 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import MultiDict
 
-from gateway.app import DialectRouter
 from gateway.config import load_config
 from gateway.dialects.base import LegacyRequest
 from gateway.errors import GatewayError
 from gateway.ids import is_id
 from gateway.model import MAX_LOOKUP, MAX_TEXT, ListDMs, ListEvents, LookupUsers, SendDM, ShowDM, ShowUser
+from gateway.router import DialectRouter
 
 MOUNTS = [(prefix, dialect, spec) for prefix, dialect, spec in DialectRouter(load_config(env={})).mounts]
 NAMES = (

@@ -34,7 +34,8 @@ from gateway.auth.credentials import Consumer, Token
 from gateway.cli import main
 from gateway.config import ConfigError, load_config, with_overrides
 from gateway.emulator import EmulatorServer
-from gateway.store.base import StoreError, open_store
+from gateway.store.base import StoreError
+from gateway.store.factory import open_store
 from gateway.tls import server_tls_context
 from tests.conftest import PLAIN_IDS, SEED_002_ID, store_of
 from tests.packages import installed_package

@@ -16,7 +16,8 @@ from gateway.app import create_app
 from gateway.auth.credentials import Consumer, Token
 from gateway.config import ConfigError, StoreConfig, store_location
 from gateway.emulator import FaultRule
-from gateway.store.base import StoreError, check_store, open_store
+from gateway.store.base import StoreError
+from gateway.store.factory import check_store, open_store
 from gateway.store.redis import DEFAULT_PREFIX, RedisStore, redis_client
 from tests.conftest import MARCOS_TOKEN, SEED_003_JSON_ID, gateway_config, opened_store
 from tests.test_store import make_message

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from gateway.app import new_request_id
 from gateway.auth.inbound import _bearer_principal, bearer_token
+from gateway.edge import new_request_id
 from gateway.metrics import Metrics
 from gateway.upstream.resilience import RetryPolicy, retry_budget
 

@@ -15,8 +15,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from gateway.app import create_app
-from gateway.cli import runner_options
 from gateway.emulator import EmulatorServer
+from gateway.serving import runner_options
 from tests.conftest import PLAIN_IDS, SEAN_TOKEN, gateway_config
 
 MESSAGE_ID = PLAIN_IDS[0]

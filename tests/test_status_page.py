@@ -17,9 +17,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.admin import SAMPLER_KEY, create_admin_app
-from gateway.app import STORE_KEY, create_app
+from gateway.app import create_app
 from gateway.auth.credentials import BasicUser, Consumer, OAuth2Grant, Token, hash_password
 from gateway.emulator import EmulatorServer
+from gateway.keys import STORE_KEY
 from gateway.model import DirectMessage, User
 from gateway.store.base import Store, StoreSize
 from tests.conftest import PLAIN_IDS, GatewayTestServer, gateway_config, opened_store

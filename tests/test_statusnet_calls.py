@@ -22,7 +22,7 @@ from gateway.config import with_overrides
 from gateway.emulator import EmulatorServer
 from gateway.emulator.seed import default_seed
 from gateway.emulator.state import EmulatorState
-from gateway.store.base import open_store
+from gateway.store.factory import open_store
 from tests.conftest import (
     ENTITIES_ID,
     HOSTILE_TEXT_ID,

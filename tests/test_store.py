@@ -22,7 +22,8 @@ from gateway.config import StoreConfig
 from gateway.model import DirectMessage, Entities, Hashtag, Mention, Url, User
 from gateway.store import codec
 from gateway.store import sqlite as sqlite_module
-from gateway.store.base import Deletion, MessageStore, Store, StoreError, open_store, open_store_from_config
+from gateway.store.base import Deletion, MessageStore, Store, StoreError
+from gateway.store.factory import open_store, open_store_from_config
 from gateway.store.memory import MemoryStore
 from gateway.store.redis import RedisStore
 from gateway.store.sqlite import SCHEMA_VERSION, SQLiteStore

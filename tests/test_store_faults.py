@@ -21,8 +21,8 @@ import aiohttp
 import orjson
 import pytest
 
-from gateway.app import SERVICE_KEY
 from gateway.emulator import EmulatorServer, FaultRule
+from gateway.keys import SERVICE_KEY
 from gateway.model import DirectMessage, Entities, Hashtag, Mention, Url
 from gateway.store.base import Store, StoreError
 from gateway.store.redis import RedisStore

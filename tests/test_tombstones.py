@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from gateway.app import SERVICE_KEY, create_app
+from gateway.app import create_app
+from gateway.keys import SERVICE_KEY
 from tests.conftest import MARCOS_TOKEN, MICK_TOKEN, PLAIN_IDS, SEED_002_ID, SEED_003_XML_ID, gateway_config, store_of
 
 CLASSIC = "/1.1/direct_messages/destroy.json"

@@ -53,7 +53,6 @@ from gateway.auth.upstream import (
     GrantRefresher,
     OAuth1Credential,
     OAuth2Credential,
-    UpstreamCredential,
 )
 from gateway.config import Config
 from gateway.errors import (
@@ -64,7 +63,7 @@ from gateway.errors import (
     TimestampOutOfBounds,
     UpstreamUnavailable,
 )
-from gateway.model import Principal, RateLimit
+from gateway.model import Principal, RateLimit, UpstreamCredential
 from gateway.store.base import StoreError
 from gateway.tls import certificate_bases
 

@@ -1,4 +1,5 @@
-"""Credentials presented to X API v2 on a caller's behalf.
+"""Credentials presented to X API v2 on a caller's behalf (each an ``UpstreamCredential``, the protocol in
+``gateway.model``).
 
 Each credential makes the ``Authorization`` header for one upstream request, and may renew itself once
 after v2 refused it:
@@ -17,7 +18,6 @@ import logging
 import time
 from collections import deque
 from dataclasses import replace
-from typing import Protocol
 
 import aiohttp
 from authlib.oauth1 import ClientAuth
@@ -29,14 +29,6 @@ log = logging.getLogger("gateway.auth")
 
 #: Refresh this many seconds before a grant's expiry rather than meet a 401.
 EXPIRY_MARGIN = 60.0
-
-
-class UpstreamCredential(Protocol):
-    async def authorization(self, method: str, url: str) -> str:
-        """The ``Authorization`` header value for one request (``url`` includes its query string)."""
-
-    async def renew(self, rejected: str) -> bool:
-        """Called after v2 answered 401 to ``rejected``; True if a retry with a new header is worthwhile."""
 
 
 class BearerCredential:

@@ -1,4 +1,4 @@
-"""The store protocols every backend implements, and the factory that picks one from a store URL.
+"""The store protocols every backend implements (``gateway.store.factory`` picks one from a store URL).
 
 A backend keeps messages and credentials together (``Store``), so one URL and one file hold everything a
 gateway needs; code that only reads or writes messages keeps asking for a ``MessageStore``.
@@ -6,13 +6,11 @@ gateway needs; code that only reads or writes messages keeps asking for a ``Mess
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.auth.credentials import CredentialStore
-from gateway.config import StoreConfig, store_location
 from gateway.model import DirectMessage, User
 
 
@@ -95,59 +93,3 @@ class Store(MessageStore, CredentialStore, Protocol):
 
 Clock = Callable[[], float]
 """Seconds since the epoch, like ``time.time``; stores take one so tests can move time without sleeping."""
-
-
-async def open_store(url: str, *, settings: StoreConfig | None = None, clock: Clock = time.time) -> Store:
-    """Open the store at ``url``. ``settings`` (a validated ``[store]`` section) supplies retention, the
-    encryption key and the memory bounds; without it every one of those is the default. Its ``url`` is ignored."""
-    settings = settings or StoreConfig(url=url)
-    backend, location = store_location(url)
-    if backend == "memory":
-        from gateway.store.memory import MemoryStore
-
-        return MemoryStore(
-            max_entries=settings.memory_max_entries,
-            max_bytes=settings.memory_max_bytes,
-            message_retention=settings.message_retention,
-            user_max_age=settings.user_max_age,
-            clock=clock,
-        )
-    if backend == "redis":
-        from gateway.store.redis import RedisStore
-
-        return await RedisStore.open(
-            location,
-            message_ttl=settings.message_retention,
-            deletion_ttl=settings.message_retention,
-            user_ttl=settings.user_max_age,
-            encryption_key=settings.encryption_key,
-            clock=clock,
-        )
-    from gateway.store.sqlite import SQLiteStore
-
-    return await SQLiteStore.open(
-        location,
-        message_retention=settings.message_retention,
-        user_max_age=settings.user_max_age,
-        encryption_key=settings.encryption_key,
-        clock=clock,
-    )
-
-
-async def check_store(settings: StoreConfig) -> None:
-    """Raise ``StoreError`` if the store ``settings`` describe could not be opened, creating and changing
-    nothing (what ``check-config`` asks): Redis must answer a PING; a SQLite file must open as a store this
-    gateway can use, or else not exist yet in a directory where it can be created, as ``serve`` would."""
-    backend, location = store_location(settings.url)
-    if backend == "redis":
-        store = await open_store(settings.url, settings=settings)
-        await store.close()
-    elif backend == "sqlite":
-        from gateway.store.sqlite import check_file
-
-        check_file(location)
-
-
-async def open_store_from_config(config: StoreConfig, *, clock: Clock = time.time) -> Store:
-    """The store a ``[store]`` section describes: its URL, with its retention, key and bounds."""
-    return await open_store(config.url, settings=config, clock=clock)
