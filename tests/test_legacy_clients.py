@@ -17,7 +17,8 @@ import signal
 import socket
 import ssl
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,30 +53,29 @@ class Served:
         self.ca_bundle = ca_bundle
 
 
-@pytest.fixture
-async def served(emulator, tmp_path) -> AsyncIterator[Served]:
+@asynccontextmanager
+async def serving_over_tls(
+    tmp_path: Path, config: str, *, env: dict[str, str] | None = None, secrets: Iterable[str] = ()
+) -> AsyncIterator[Served]:
+    """``dm-gateway serve`` in a process of its own, over HTTPS with a trustme CA (``ca.pem`` in ``tmp_path``),
+    the ``[server]`` section given and ``config`` (the other sections) after it; ``env`` adds to an environment
+    without the caller's ``DMGW_`` variables. SIGTERM must end it with status 0, nothing of ``secrets`` on its
+    stderr."""
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1", "localhost")
     (tmp_path / "cert.pem").write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
     cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
     ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-
-    store_url = f"sqlite:///{tmp_path}/gateway.sqlite3"
-    store = await open_store(store_url)
-    await store.put_consumer(Consumer(CONSUMER.key, CONSUMER.secret))
-    await store.put_token(Token(SEAN.token, SEAN.consumer_key, SEAN.secret))
-    await store.close()
-
     port = _free_port()
-    config = tmp_path / "gateway.toml"
-    config.write_text(
+    config_path = tmp_path / "gateway.toml"
+    config_path.write_text(
         f'[server]\nport = {port}\nadmin_port = 0\ntls_cert = "{tmp_path}/cert.pem"\ntls_key = "{tmp_path}/key.pem"\n'
-        f'[upstream]\nbase_url = "{emulator.url}"\n[store]\nurl = "{store_url}"\n'
+        + config
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DMGW_")}
+    process_env = {k: v for k, v in os.environ.items() if not k.startswith("DMGW_")} | (env or {})
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "serve", "--config", str(config),
-        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        sys.executable, "-m", "gateway", "serve", "--config", str(config_path),
+        env=process_env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
         await _wait_until_serving(port, tmp_path / "ca.pem", process)
@@ -84,8 +84,20 @@ async def served(emulator, tmp_path) -> AsyncIterator[Served]:
         process.send_signal(signal.SIGTERM)
         _, stderr = await asyncio.wait_for(process.communicate(), 15)
     assert process.returncode == 0, stderr.decode()
-    for secret in (CONSUMER.secret, SEAN.secret):
+    for secret in secrets:
         assert secret not in stderr.decode()
+
+
+@pytest.fixture
+async def served(emulator, tmp_path) -> AsyncIterator[Served]:
+    store_url = f"sqlite:///{tmp_path}/gateway.sqlite3"
+    store = await open_store(store_url)
+    await store.put_consumer(Consumer(CONSUMER.key, CONSUMER.secret))
+    await store.put_token(Token(SEAN.token, SEAN.consumer_key, SEAN.secret))
+    await store.close()
+    config = f'[upstream]\nbase_url = "{emulator.url}"\n[store]\nurl = "{store_url}"\n'
+    async with serving_over_tls(tmp_path, config, secrets=(CONSUMER.secret, SEAN.secret)) as served:
+        yield served
 
 
 async def _wait_until_serving(port: int, ca: Path, process: Any) -> None:

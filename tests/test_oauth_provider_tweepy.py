@@ -10,20 +10,15 @@ as a user would click through it.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
-import sys
 from collections.abc import AsyncIterator
 
 import pytest
-import trustme
 
 from gateway.auth.credentials import Consumer
 from gateway.emulator import APP_CONSUMER_KEY, APP_CONSUMER_SECRET
 from gateway.store.factory import open_store
 from tests.conftest import PLAIN_IDS
-from tests.test_legacy_clients import Served, _free_port, _wait_until_serving, run_client
+from tests.test_legacy_clients import Served, run_client, serving_over_tls
 
 LIVE = Consumer(APP_CONSUMER_KEY, APP_CONSUMER_SECRET)
 LEGACY = Consumer("legacy-client-key-1997", "legacy-client-secret-1997", via_upstream_app=True)
@@ -32,40 +27,18 @@ SEAN_ID = "38895958"
 
 @pytest.fixture
 async def served(emulator, tmp_path) -> AsyncIterator[Served]:
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    (tmp_path / "cert.pem").write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
-    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
-    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-
     store_url = f"sqlite:///{tmp_path}/gateway.sqlite3"
     store = await open_store(store_url)
     await store.put_consumer(LIVE)
     await store.put_consumer(LEGACY)
     await store.close()
-
-    port = _free_port()
-    config = tmp_path / "gateway.toml"
-    config.write_text(
-        f'[server]\nport = {port}\nadmin_port = 0\ntls_cert = "{tmp_path}/cert.pem"\ntls_key = "{tmp_path}/key.pem"\n'
+    config = (
         f'[upstream]\nbase_url = "{emulator.url}"\noauth1_consumer_key = "{APP_CONSUMER_KEY}"\n'
         f'[store]\nurl = "{store_url}"\n'
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DMGW_")}
-    env["DMGW_UPSTREAM_OAUTH1_CONSUMER_SECRET"] = APP_CONSUMER_SECRET
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "serve", "--config", str(config),
-        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        await _wait_until_serving(port, tmp_path / "ca.pem", process)
-        yield Served(port, tmp_path / "ca.pem")
-    finally:
-        process.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.wait_for(process.communicate(), 15)
-    assert process.returncode == 0, stderr.decode()
-    for secret in (LIVE.secret, LEGACY.secret):
-        assert secret not in stderr.decode()
+    env = {"DMGW_UPSTREAM_OAUTH1_CONSUMER_SECRET": APP_CONSUMER_SECRET}
+    async with serving_over_tls(tmp_path, config, env=env, secrets=(LIVE.secret, LEGACY.secret)) as served:
+        yield served
 
 
 LOGIN_SCRIPT = """
