@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +27,7 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from gateway.auth.credentials import OAuth2Grant, RequestToken
 from gateway.model import DirectMessage, Entities, Hashtag, Media, Mention, Url, User
+from gateway.store.base import StoreError
 
 #: 2: a message record may carry ``attachment`` (its media, as a list of Media's fields). Version 1 records,
 #: which never do, read as they always did.
@@ -35,6 +38,16 @@ log = logging.getLogger("gateway.store")
 
 class UndecryptableText(Exception):
     """Stored text or a stored secret cannot be opened with the configured key (or there is no key)."""
+
+
+@contextmanager
+def opened(what: str) -> Iterator[None]:
+    """Reads a credential record inside: one the configured key cannot open is a ``StoreError`` naming
+    ``what`` (a backend and the record, never its content), not a missing credential."""
+    try:
+        yield
+    except UndecryptableText as exc:
+        raise StoreError(f"{what} cannot be read: {exc}") from None
 
 
 class TextCipher:

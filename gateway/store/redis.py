@@ -531,10 +531,8 @@ class RedisStore:
     def _request_token(self, stored: bytes | str | None, token: str) -> RequestToken | None:
         if stored is None:
             return None
-        try:
+        with codec.opened(f"redis: request token {token!r}"):
             found = codec.unseal_request_token(stored, self._cipher)
-        except codec.UndecryptableText as exc:
-            raise StoreError(f"redis: request token {token!r} cannot be read: {exc}") from None
         return found if found.expires_at > self._clock() else None
 
     async def put_user(self, user: BasicUser) -> None:
@@ -608,19 +606,15 @@ class RedisStore:
     def _secret(self, stored: bytes | str, what: str) -> str:
         """The secret a consumer's or token's value holds; one that cannot be read is a ``StoreError`` naming
         ``what`` (never the secret), not a missing credential."""
-        try:
+        with codec.opened(f"redis: the secret of {what}"):
             return codec.unseal(stored, self._cipher)
-        except codec.UndecryptableText as exc:
-            raise StoreError(f"redis: the secret of {what} cannot be read: {exc}") from None
 
     def _grant_record(self, grant: OAuth2Grant) -> bytes:
         return codec.dumps(codec.grant_to_record(grant, self._cipher))
 
     def _grant(self, data: bytes | str, username: str) -> OAuth2Grant:
-        try:
+        with codec.opened(f"redis: the upstream grant of user {username!r}"):
             return _decode(lambda record: codec.grant_from_record(record, self._cipher), data)
-        except codec.UndecryptableText as exc:
-            raise StoreError(f"redis: the upstream grant of user {username!r} cannot be read: {exc}") from None
 
     async def _names(self, kind: str) -> list[str]:
         """The names after ``{prefix}{kind}:`` of every such key, found with SCAN (never KEYS); on a cluster,

@@ -771,10 +771,8 @@ class SQLiteStore:
         return None if record is None else self._request_token(record, token)
 
     def _request_token(self, stored: str | bytes, token: str) -> RequestToken:
-        try:
+        with codec.opened(f"sqlite: request token {token!r}"):
             return codec.unseal_request_token(stored, self._cipher)
-        except codec.UndecryptableText as exc:
-            raise StoreError(f"sqlite: request token {token!r} cannot be read: {exc}") from None
 
     async def put_user(self, user: BasicUser) -> None:
         row = (user.username, user.password_hash, self._grant_text(user.grant))
@@ -824,19 +822,15 @@ class SQLiteStore:
     def _secret(self, stored: str | bytes, what: str) -> str:
         """The secret a consumer's or token's row holds; one that cannot be read is a ``StoreError`` naming
         ``what`` (never the secret), not a missing credential."""
-        try:
+        with codec.opened(f"sqlite: the secret of {what}"):
             return codec.unseal(stored, self._cipher)
-        except codec.UndecryptableText as exc:
-            raise StoreError(f"sqlite: the secret of {what} cannot be read: {exc}") from None
 
     def _grant_text(self, grant: OAuth2Grant) -> str:
         return codec.dumps(codec.grant_to_record(grant, self._cipher)).decode("utf-8")
 
     def _grant(self, text: str, username: str) -> OAuth2Grant:
-        try:
+        with codec.opened(f"sqlite: the upstream grant of user {username!r}"):
             return codec.grant_from_record(codec.loads(text), self._cipher)
-        except codec.UndecryptableText as exc:
-            raise StoreError(f"sqlite: the upstream grant of user {username!r} cannot be read: {exc}") from None
 
     async def remember_nonce(self, scope: str, nonce: str, expires_at: float, *, now: float | None = None) -> bool:
         purge = self._nonce_calls % self.nonce_purge_interval == 0
