@@ -35,7 +35,6 @@ send.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import math
 import re
@@ -48,7 +47,7 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from gateway.auth.inbound import bearer_token
+from gateway.auth.inbound import bearer_token, token_identity
 from gateway.auth.upstream import BearerCredential
 from gateway.bodies import expect_continue
 from gateway.edge import BodyUnreadable
@@ -194,16 +193,12 @@ def caller(request: web.Request) -> str:
     scheme, _, credentials = authorization.partition(" ")
     scheme, credentials = scheme.lower(), credentials.strip()
     if scheme == "bearer" and credentials:
-        return f"bearer:{_digest(credentials)}"
+        return token_identity("bearer", credentials)
     if scheme == "oauth":
         signer = dict(_OAUTH_SIGNER.findall(credentials))
         if "oauth_token" in signer:
             return f"oauth1:{unquote(signer.get('oauth_consumer_key', ''))}:{unquote(signer['oauth_token'])}"
-    return f"authorization:{_digest(authorization)}"
-
-
-def _digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    return token_identity("authorization", authorization)
 
 
 class _Body:

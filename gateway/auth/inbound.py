@@ -518,12 +518,13 @@ def _bearer_principal(token: str) -> Principal:
     """The caller a bearer token names, passing it on upstream. A Principal is immutable and the same few
     tokens come back request after request, so the most recent are kept: a lookup costs a request less than
     building one and hashing its token (the tokens are in memory anyway while their requests run)."""
-    return Principal(BearerCredential(token), "bearer", _token_identity("bearer", token))
+    return Principal(BearerCredential(token), "bearer", token_identity("bearer", token))
 
 
-def _token_identity(kind: str, token: str) -> str:
-    """A caller named by a token it holds, without the token: a digest is enough to tell callers apart."""
-    return f"{kind}:{hashlib.sha256(token.encode()).hexdigest()[:32]}"
+def token_identity(kind: str, token: str) -> str:
+    """A caller named by a token it holds, without the token: a digest is enough to tell callers apart. (A
+    header's undecodable bytes, which aiohttp keeps as surrogates, are digested as they came.)"""
+    return f"{kind}:{hashlib.sha256(token.encode('utf-8', 'surrogateescape')).hexdigest()[:32]}"
 
 
 def oauth1_signed(request: web.BaseRequest) -> bool:
