@@ -51,9 +51,10 @@ from gateway.errors import (
     UpstreamFailure,
     UpstreamUnavailable,
 )
-from gateway.keys import AUTH_KEY, CONFIG_KEY, DIALECT, FORM, FORMAT, REQUEST_ID, STORE_KEY
-from gateway.model import UpstreamCredential
+from gateway.keys import AUTH_KEY, CONFIG_KEY, DIALECT, FORM, FORMAT, REQUEST_ID, SERVICE_KEY, STORE_KEY
+from gateway.model import Principal, UpstreamCredential
 from gateway.store.base import StoreError
+from gateway.upstream.convert import user_from_answer
 
 log = logging.getLogger("gateway.oauth")
 
@@ -446,14 +447,13 @@ async def _ask_x(
 async def _who(request: web.Request, credential: UpstreamCredential, username: str) -> tuple[str, str]:
     """The X id and screen name of a Basic user, from ``/2/users/me`` with their grant; the username alone
     when X cannot say (the login stands either way)."""
-    url = _x_url(request, "/2/users/me")
+    principal = Principal(credential, "basic", f"basic:{username}")
     try:
-        authorization = await credential.authorization("GET", url)
-        async with request.app[SESSION_KEY].get(url, headers={"Authorization": authorization}) as response:
-            raw = await response.content.read(MAX_ANSWER_BYTES)
-            data = orjson.loads(raw).get("data") if response.status == 200 else None
-        if isinstance(data, dict) and isinstance(data.get("id"), str) and isinstance(data.get("username"), str):
-            return data["id"], data["username"]
-    except (GatewayError, TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError, AttributeError) as exc:
-        log.info("users/me for %s after xAuth failed: %s", username, type(exc).__name__)
-    return "", username
+        response = await request.app[SERVICE_KEY].upstream.get_me(principal, request[REQUEST_ID])
+        me = user_from_answer(response.body)
+    except GatewayError as exc:
+        log.info("users/me for %s after xAuth failed: %s", username, exc.kind)
+        return "", username
+    if me is None or me.username is None:
+        return "", username
+    return me.id, me.username

@@ -42,9 +42,16 @@ from authlib.oauth2.client import OAuth2Client
 from authlib.oauth2.rfc6749 import OAuth2Error
 
 from gateway.auth.credentials import BasicUser, CredentialStore, OAuth2Grant, hash_password
+from gateway.auth.inbound import token_identity
+from gateway.auth.upstream import BearerCredential
 from gateway.config import Config
+from gateway.errors import GatewayError
+from gateway.keys import SERVICE_KEY
+from gateway.model import Principal
 from gateway.store import codec
 from gateway.store.base import StoreError
+from gateway.upstream.client import UpstreamClient
+from gateway.upstream.convert import user_from_answer
 
 log = logging.getLogger("gateway.onboarding")
 
@@ -139,10 +146,11 @@ class _AiohttpOAuth2Client(OAuth2Client):
 
 
 class Onboarding:
-    def __init__(self, config: Config, store: CredentialStore, http: aiohttp.ClientSession) -> None:
+    def __init__(self, config: Config, store: CredentialStore, http: aiohttp.ClientSession, v2: UpstreamClient) -> None:
         self.config = config
         self.store = store
-        self.http = http
+        self.http = http  # for the token endpoint; v2 itself is asked through ``v2``, the upstream client
+        self.v2 = v2
         onboarding, upstream = config.onboarding, config.upstream
         assert onboarding.public_url is not None and upstream.oauth2_client_id is not None
         self.public_url = onboarding.public_url.rstrip("/")
@@ -333,17 +341,16 @@ class Onboarding:
             refresh_token=str(token["refresh_token"]),
             expires_at=time.time() + float(expires_in) if isinstance(expires_in, int | float) else None,
         )
-        me_url = upstream.base_url.rstrip("/") + "/2/users/me"
+        token = grant.access_token
+        principal = Principal(BearerCredential(token), "bearer", token_identity("bearer", token))
         try:
-            async with self.http.get(me_url, headers={"Authorization": f"Bearer {grant.access_token}"}) as resp:
-                body = await resp.json(content_type=None) if resp.status == 200 else None
-        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-            log.warning("onboarding: /2/users/me could not be reached: %s", type(exc).__name__)
-            body = None
-        data = body.get("data") if isinstance(body, dict) else None
-        if not (isinstance(data, dict) and isinstance(data.get("id"), str) and isinstance(data.get("username"), str)):
+            me = user_from_answer((await self.v2.get_me(principal)).body)
+        except GatewayError as exc:
+            log.warning("onboarding: /2/users/me failed: %s", exc.kind)
+            me = None
+        if me is None or me.username is None:
             raise Refusal(502, "Not connected", "X did not say which account signed in. Start again.", again=True)
-        return grant, data["id"], data["username"]
+        return grant, me.id, me.username
 
     def _form(
         self,
@@ -452,7 +459,7 @@ def setup(app: web.Application, config: Config, store_of: Any) -> None:
     async def resources(app: web.Application) -> AsyncIterator[None]:
         timeout = aiohttp.ClientTimeout(total=config.upstream.timeout, sock_connect=config.upstream.connect_timeout)
         async with aiohttp.ClientSession(timeout=timeout, cookie_jar=aiohttp.DummyCookieJar()) as http:
-            app[ONBOARDING_KEY] = Onboarding(config, store_of(app), http)
+            app[ONBOARDING_KEY] = Onboarding(config, store_of(app), http, app[SERVICE_KEY].upstream)
             yield
 
     app.cleanup_ctx.append(resources)
