@@ -108,7 +108,7 @@ class Scenario:
     server: str  # a Server key
     call: str  # see bench.load.CALLS
     auth: str = "bearer"
-    store_hit: bool = True
+    store_hit: bool = True  # a destroy of a message the gateway's store holds beforehand
     path: str = "emulator"  # see PATHS
     target: float | None = None  # the least throughput over the same-calls proxy's
     same_calls: Scenario | None = None  # the bare proxy making the same v2 calls
@@ -139,12 +139,14 @@ def plan(stores: list[str], paths: tuple[str, ...] = PATHS) -> list[Scenario]:
             proxies[server.key, call] = Scenario(f"{label}: {CALL_NAMES[call]}", server.key, call, path="proxy")
         return proxies[server.key, call]
 
-    def gateway(label: str, server: Server, call: str, path: str, *, auth: str = "bearer", miss: bool = False) -> None:
+    def gateway(label: str, server: Server, call: str, path: str, *, auth: str = "bearer", hit: bool = True) -> None:
+        """A gateway scenario (``hit``: a destroy of a message its store holds; a miss asks v2 first)."""
         name = f"{label}: {CALL_NAMES[call]}"
         if any(s.name == name for s in gateways):
             return  # replicas and workers share the two-worker Redis scenario
-        same = Server("same-calls", "miss" if miss and call in DESTROYS else "", server.upstream, server.processes)
-        scenario = Scenario(name, server.key, call, auth, not miss, path, TARGETS.get(path), proxy(same, call))
+        miss = "miss" if call in DESTROYS and not hit else ""
+        same = proxy(Server("same-calls", miss, server.upstream, server.processes), call)
+        scenario = Scenario(name, server.key, call, auth, hit, path, TARGETS.get(path), same)
         if call in DESTROYS and server.kind == "gateway":
             scenario.minimal = proxy(Server("proxy"), call)
         gateways.append(scenario)
@@ -159,20 +161,20 @@ def plan(stores: list[str], paths: tuple[str, ...] = PATHS) -> list[Scenario]:
         gateways.append(Scenario(name, Server("gateway", first).key, "v2", store_hit=False, path="passthrough"))
     if "miss" in paths:
         for store in stores:
-            gateway(f"gateway [{store}], store miss", Server("gateway", store), "v1.1", "miss", miss=True)
+            gateway(f"gateway [{store}], store miss", Server("gateway", store), "v1.1", "miss", hit=False)
     if "oauth1" in paths:
         for miss in (False, True):
             label = f"gateway [{first}], OAuth 1.0a" + (", store miss" if miss else "")
-            gateway(label, Server("gateway", first), "v1.1", "oauth1", auth="oauth1", miss=miss)
+            gateway(label, Server("gateway", first), "v1.1", "oauth1", auth="oauth1", hit=not miss)
     for path, calls in (("lists", ("v1.1-list", "statusnet-list")), ("sends", ("v1.1-send", "statusnet-send"))):
         if path in paths:
             for call in calls:
-                gateway(f"gateway [{first}]", Server("gateway", first, "lists"), call, path, miss=True)
+                gateway(f"gateway [{first}]", Server("gateway", first, "lists"), call, path, hit=False)
     workers = [("sqlite", 2, "workers"), ("redis", 2, "workers")] if "workers" in paths else []
     workers += [("redis", 1, "replicas"), ("redis", 2, "replicas")] if "replicas" in paths else []
     for store, count, path in workers:
         server = Server("serve", store, processes=count)
-        gateway(f"serve --workers {count} [{store}], store miss", server, "v1.1", path, miss=True)
+        gateway(f"serve --workers {count} [{store}], store miss", server, "v1.1", path, hit=False)
     emulator = Scenario(f"emulator alone: {CALL_NAMES['v2']}", "emulator", "v2")
     return [emulator, *proxies.values(), *gateways]
 
@@ -361,63 +363,55 @@ def store_url(store: str, directory: Path, redis_url: str = REDIS_URL) -> str:
 
 
 def start_servers(scenarios: list[Scenario], rounds: list[list[Run]], events: int, log_dir: Path) -> dict[str, Process]:
-    """Every server the scenarios name, by key, each ready: the emulators first, then the rest side by side.
-    A gateway's store holds the messages of its store-hit runs; serve on Redis gets a redis-server of its own
-    (its keys cannot be given a prefix of their own)."""
+    """Every server the scenarios name, by key, each ready: the emulators (and the redis-server of serve on
+    Redis, whose keys cannot be given a prefix of their own) first, then the rest side by side."""
     keys = list(dict.fromkeys(s.server for s in scenarios))
-    started = {"emulator": Process("emulator", ["bench.servers", "emulator", "--events", str(events)], log_dir)}
+    servers = {"emulator": Process("emulator", ["bench.servers", "emulator", "--events", str(events)], log_dir)}
     if any(Server.parse(key).upstream == "lists" for key in keys):
         command = ["bench.servers", "emulator", "--events", "0", "--list-messages", str(fixtures.LIST_MESSAGES)]
-        started["emulator@lists"] = Process("emulator@lists", command, log_dir)
+        servers["emulator@lists"] = Process("emulator@lists", command, log_dir)
     if any(Server.parse(key).kind == "serve" and Server.parse(key).option == "redis" for key in keys):
-        started["redis"] = Process("redis", ["bench.servers", "redis"], log_dir)
-    for process in started.values():
-        process.ready()
-    servers = dict(started)
+        servers["redis"] = Process("redis", ["bench.servers", "redis"], log_dir)
     try:
+        for process in servers.values():
+            process.ready()
+        first = len(servers)
         for key in keys:
-            if key in servers:
-                continue
-            server = Server.parse(key)
-            upstream = servers["emulator@lists" if server.upstream == "lists" else "emulator"].url
-            if server.kind == "proxy":
-                command = ["bench.servers", "proxy", "--upstream", upstream]
-            elif server.kind == "same-calls":
-                command = ["bench.servers", "same-calls", "--upstream", upstream, "--processes", str(server.processes)]
-                command += ["--store-miss"] if server.option == "miss" else []
-            elif server.kind == "serve":
-                store = (
-                    servers["redis"].url
-                    if server.option == "redis"
-                    else f"sqlite:///{log_dir}/serve-x{server.processes}.sqlite3"
-                )
-                command = ["bench.servers", "serve", "--upstream", upstream, "--store", store]
-                command += ["--workers", str(server.processes)]
-            else:
-                directory = log_dir / re.sub(r"[^A-Za-z0-9.-]+", "-", key)
-                directory.mkdir(exist_ok=True)
-                command = [
-                    "bench.servers",
-                    "gateway",
-                    "--upstream",
-                    upstream,
-                    "--store",
-                    store_url(server.option, directory),
-                ]
-                for run in (run for runs in rounds for run in runs):
-                    if run.scenario.server == key and run.scenario.store_hit and run.scenario.call in DESTROYS:
-                        command += ["--prefill", f"{run.ids.start}:{len(run.ids)}"]
-                if any(s.auth == "oauth1" for s in scenarios if s.server == key):
-                    command.append("--oauth1")
-            servers[key] = Process(key, command, log_dir)
-        for key, process in servers.items():
-            if key not in started:
-                process.ready()
+            if key not in servers:
+                servers[key] = Process(key, server_command(key, servers, scenarios, rounds, log_dir), log_dir)
+        for process in list(servers.values())[first:]:
+            process.ready()
     except BaseException:
         for process in servers.values():
             process.stop()
         raise
     return servers
+
+
+def server_command(
+    key: str, started: dict[str, Process], scenarios: list[Scenario], rounds: list[list[Run]], log_dir: Path
+) -> list[str]:
+    """The ``python -m`` arguments of the server ``key``, on the emulator (and redis-server) ``started``. A
+    gateway's store holds the messages of its store-hit runs."""
+    server = Server.parse(key)
+    upstream = started["emulator@lists" if server.upstream == "lists" else "emulator"].url
+    if server.kind == "proxy":
+        return ["bench.servers", "proxy", "--upstream", upstream]
+    if server.kind == "same-calls":
+        command = ["bench.servers", "same-calls", "--upstream", upstream, "--processes", str(server.processes)]
+        return command + (["--store-miss"] if server.option == "miss" else [])
+    directory = log_dir / re.sub(r"[^A-Za-z0-9.-]+", "-", key)
+    directory.mkdir()
+    store = store_url(server.option, directory, started["redis"].url if "redis" in started else REDIS_URL)
+    if server.kind == "serve":
+        return ["bench.servers", "serve", "--upstream", upstream, "--store", store, "--workers", str(server.processes)]
+    command = ["bench.servers", "gateway", "--upstream", upstream, "--store", store]
+    for run in (run for runs in rounds for run in runs):
+        if run.scenario.server == key and run.scenario.store_hit and run.scenario.call in DESTROYS:
+            command += ["--prefill", f"{run.ids.start}:{len(run.ids)}"]
+    if any(s.auth == "oauth1" for s in scenarios if s.server == key):
+        command.append("--oauth1")
+    return command
 
 
 def http_bench(args: argparse.Namespace, log_dir: Path) -> tuple[list[Scenario], list[float]]:
@@ -468,21 +462,15 @@ def http_bench(args: argparse.Namespace, log_dir: Path) -> tuple[list[Scenario],
             process.stop()
     for scenario in scenarios:
         scenario.result = combine(results[scenario.name], args.rounds)
+        for prefix, partner in (("", scenario.same_calls), ("minimal_", scenario.minimal)):
+            if partner is not None:
+                pair = (scenario.name, partner.name)
+                scenario.result[f"{prefix}paired_with"] = partner.name
+                scenario.result[f"{prefix}ratio_rounds"] = ratios[pair]
+                scenario.result[f"{prefix}ratio"] = statistics.median(ratios[pair])
         if scenario.same_calls is not None:
-            pair = (scenario.name, scenario.same_calls.name)
-            scenario.result |= {
-                "paired_with": pair[1],
-                "ratio_rounds": ratios[pair],
-                "ratio": statistics.median(ratios[pair]),
-            }
-            scenario.result |= {
-                "p99_added_ms_rounds": p99_added[pair],
-                "p99_added_ms": statistics.median(p99_added[pair]),
-            }
-        if scenario.minimal is not None:
-            pair = (scenario.name, scenario.minimal.name)
-            scenario.result |= {"minimal_paired_with": pair[1], "minimal_ratio_rounds": ratios[pair]}
-            scenario.result["minimal_ratio"] = statistics.median(ratios[pair])
+            added = p99_added[scenario.name, scenario.same_calls.name]
+            scenario.result |= {"p99_added_ms_rounds": added, "p99_added_ms": statistics.median(added)}
     return scenarios, replicas
 
 

@@ -258,7 +258,6 @@ def run_serve(upstream: str, store_url: str, workers: int) -> None:
         sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(port),
         "--admin-port", str(admin_port), "--workers", str(workers), "--upstream", upstream, "--store", store_url,
     ]  # fmt: skip
-    gateway = subprocess.Popen(command, stdout=sys.stderr)
 
     def ready() -> bool:
         try:
@@ -267,12 +266,7 @@ def run_serve(upstream: str, store_url: str, workers: int) -> None:
         except (urllib.error.URLError, OSError):
             return False
 
-    try:
-        wait_for(ready, gateway, "dm-gateway serve")
-        print(f"READY http://127.0.0.1:{port}", flush=True)
-        asyncio.run(until_signalled())
-    finally:
-        stop_child(gateway)
+    serve_child(command, ready, f"http://127.0.0.1:{port}")
 
 
 def run_redis() -> None:
@@ -282,7 +276,6 @@ def run_redis() -> None:
         sys.exit("redis-server is not installed: the scenarios of serve on Redis need it")
     port = free_port()
     command = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    redis = subprocess.Popen(command, stdout=sys.stderr)
 
     def ready() -> bool:
         try:
@@ -292,20 +285,23 @@ def run_redis() -> None:
         except OSError:
             return False
 
+    serve_child(command, ready, f"redis://127.0.0.1:{port}/0")
+
+
+def serve_child(command: list[str], ready: Callable[[], bool], url: str) -> None:
+    """Run ``command`` (its output goes to our standard error) and, once ``ready()``, print ``READY url``;
+    stop it on SIGTERM or SIGINT."""
+    child = subprocess.Popen(command, stdout=sys.stderr)
     try:
-        wait_for(ready, redis, "redis-server")
-        print(f"READY redis://127.0.0.1:{port}/0", flush=True)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not ready():
+            if child.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{command[0]} {command[1:3]} did not start")
+            time.sleep(0.1)
+        print(f"READY {url}", flush=True)
         asyncio.run(until_signalled())
     finally:
-        stop_child(redis)
-
-
-def wait_for(ready: Callable[[], bool], child: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    while not ready():
-        if child.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not start")
-        time.sleep(0.1)
+        stop_child(child)
 
 
 def main(argv: list[str] | None = None) -> None:
