@@ -623,7 +623,7 @@ def machine() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description="Gateway and store benchmark")
-    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of well under a minute")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of about a minute")
     parser.add_argument(
         "--requests", type=int,
         help="measured requests per run of a store-hit destroy (default 10000; quick 300); other paths a share",
