@@ -1,7 +1,10 @@
-"""The data every benchmark process agrees on: who deletes, which ids exist, and the messages behind them.
+"""The data every benchmark process agrees on: who deletes, lists and sends, which ids exist, and the messages
+behind them.
 
-Ids are consecutive snowflake-sized integers from ``BASE_ID``; each scenario of a run gets a range of its own,
-so every destroy hits a message that exists in the emulator and has not been deleted yet.
+Ids are consecutive snowflake-sized integers from ``BASE_ID``; each run of a destroy scenario gets a range of
+its own, so every destroy hits a message that exists in the emulator and has not been deleted yet. The
+messages the list scenarios read (``LIST_MESSAGES`` from ``LIST_BASE_ID``, newer than anything else) live in
+an emulator of their own, which never sees a destroy; the sends go there too, from another user.
 """
 
 from __future__ import annotations
@@ -23,6 +26,13 @@ CONSUMER_KEY = "emulator-consumer"
 CONSUMER_SECRET = "emulator-consumer-secret"
 OAUTH_TOKEN = "38895958-emulatortoken"
 OAUTH_TOKEN_SECRET = "emulator-token-secret-sean"
+# The sends: marcosgdf to XDevelopers, so that nothing sent shows in the caller's lists.
+SEND_FROM_TOKEN = "emulator-token-marcosgdf"
+SEND_TO_ID = "2244994945"
+# The lists: the caller's newest messages, more than one v2 page's worth of them received (v1.1 asks for 50).
+LIST_BASE_ID = 1_800_000_000_000_000_000
+LIST_MESSAGES = 120
+LIST_CREATED_AT = "2024-05-01T12:00:00.000Z"
 
 
 def message_id(index: int) -> str:
@@ -49,6 +59,11 @@ def v2_event(index: int) -> dict[str, Any]:
         "dm_conversation_id": CONVERSATION_ID,
         "sender_id": SENDER_ID,
     }
+
+
+def list_event(index: int) -> dict[str, Any]:
+    """One of the messages the list scenarios read: received by the caller, newer than every other one."""
+    return {**v2_event(index), "id": str(LIST_BASE_ID + index), "created_at": LIST_CREATED_AT}
 
 
 _CREATED = datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)

@@ -1,12 +1,15 @@
 """The load generator, run as a process of its own by ``bench.run``:
 
-    python -m bench.load --base URL --call v1.1|statusnet|v2 --start I --warmup W --count N [--concurrency C]
+    python -m bench.load --base URL --call CALL --start I --warmup W --count N [--concurrency C]
                          [--auth bearer|oauth1]
 
-``C`` aiohttp clients on keep-alive connections destroy the messages ``I .. I+W+N-1``, each id once: first
-``W`` of them as warm-up, then it prints ``WARM`` and waits for a line on standard input (so the caller can
-read the servers' CPU counters), then the ``N`` measured ones, and prints one JSON line: requests, seconds,
-requests per second, latency percentiles, and a count of every status other than 200.
+``C`` aiohttp clients on keep-alive connections make ``W + N`` requests of one ``CALL`` (see ``CALLS``): a
+destroy call destroys the messages ``I .. I+W+N-1``, each id once; a list call lists the caller's inbox every
+time; a send call sends a new message each time, its text numbered from ``I``. First ``W`` requests as
+warm-up, then it prints ``WARM`` and waits for a line on standard input (so the caller can read the servers'
+CPU counters), then the ``N`` measured ones, and prints one JSON line: requests, seconds, requests per second,
+latency percentiles (every request's own time, from sending it to reading the last byte of its answer), a
+count of every status other than 200, and the size of the smallest answer.
 """
 
 from __future__ import annotations
@@ -23,26 +26,43 @@ import orjson
 
 from bench import fixtures
 
-CALLS = ("v1.1", "statusnet", "v2")
+#: v1.1 and StatusNet destroys, v2's DELETE, v1.1 and StatusNet inbox lists, v1.1 and StatusNet sends.
+CALLS = ("v1.1", "statusnet", "v2", "v1.1-list", "statusnet-list", "v1.1-send", "statusnet-send")
+DESTROY_CALLS = frozenset(("v1.1", "statusnet", "v2"))
+LIST_COUNT = 50  # what the v1.1 list asks for; StatusNet's takes its default (20)
 
 
-def request_for(call: str, base: str, index: int) -> tuple[str, str]:
+def request_for(call: str, base: str, index: int) -> tuple[str, str, dict[str, str] | None]:
+    """Method, URL and form body (None for none) of request number ``index`` of ``call``."""
     message_id = fixtures.message_id(index)
     if call == "v1.1":
-        return "POST", f"{base}/1.1/direct_messages/destroy.json?id={message_id}"
+        return "POST", f"{base}/1.1/direct_messages/destroy.json?id={message_id}", None
     if call == "statusnet":
-        return "POST", f"{base}/api/direct_messages/destroy/{message_id}.xml"
+        return "POST", f"{base}/api/direct_messages/destroy/{message_id}.xml", None
     if call == "v2":
-        return "DELETE", f"{base}/2/dm_events/{message_id}"
+        return "DELETE", f"{base}/2/dm_events/{message_id}", None
+    if call == "v1.1-list":
+        return "GET", f"{base}/1.1/direct_messages.json?count={LIST_COUNT}", None
+    if call == "statusnet-list":
+        return "GET", f"{base}/api/direct_messages.xml", None
+    form = {"user_id": fixtures.SEND_TO_ID, "text": fixtures.text_of(index)}
+    if call == "v1.1-send":
+        return "POST", f"{base}/1.1/direct_messages/new.json", form
+    if call == "statusnet-send":
+        return "POST", f"{base}/api/direct_messages/new.xml", form
     raise ValueError(f"unknown call {call!r}")
 
 
 class Signer:
-    """The Authorization header for one request: the caller's bearer token, or a fresh OAuth 1.0a signature."""
+    """The Authorization header for one request: the caller's bearer token (the sender's, for a send), or a
+    fresh OAuth 1.0a signature (destroys and lists only)."""
 
-    def __init__(self, auth: str) -> None:
+    def __init__(self, auth: str, call: str) -> None:
         self._oauth1 = None
+        self._bearer = f"Bearer {fixtures.SEND_FROM_TOKEN if call.endswith('-send') else fixtures.CALLER_TOKEN}"
         if auth == "oauth1":
+            if call.endswith("-send"):
+                raise ValueError("the load generator signs no form bodies: sends are bearer only")
             from authlib.oauth1.rfc5849.client_auth import ClientAuth
 
             self._oauth1 = ClientAuth(
@@ -53,7 +73,7 @@ class Signer:
 
     def __call__(self, method: str, url: str) -> str:
         if self._oauth1 is None:
-            return f"Bearer {fixtures.CALLER_TOKEN}"
+            return self._bearer
         _, headers, _ = self._oauth1.sign(method, url, {}, b"")
         return headers["Authorization"]
 
@@ -67,28 +87,30 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
 
 async def _drive(
     session: aiohttp.ClientSession, call: str, base: str, ids: Iterator[int], concurrency: int, sign: Signer
-) -> tuple[list[float], Counter[int]]:
+) -> tuple[list[float], Counter[int], list[int]]:
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
+    sizes: list[int] = []
 
     async def worker() -> None:
         for index in ids:  # one shared iterator: every id is used once
-            method, url = request_for(call, base, index)
+            method, url, form = request_for(call, base, index)
             headers = {"Authorization": sign(method, url)}
             began = time.perf_counter()
-            async with session.request(method, url, headers=headers) as response:
-                await response.read()
+            async with session.request(method, url, headers=headers, data=form) as response:
+                body = await response.read()
             latencies.append(time.perf_counter() - began)
             statuses[response.status] += 1
+            sizes.append(len(body))
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return latencies, statuses
+    return latencies, statuses, sizes
 
 
 async def run(
     base: str, call: str, start: int, warmup: int, count: int, concurrency: int, auth: str, wait_after_warmup: bool
 ) -> dict[str, object]:
-    sign = Signer(auth)
+    sign = Signer(auth, call)
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
         if warmup:
@@ -98,7 +120,7 @@ async def run(
             await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         began = time.perf_counter()
         measured = iter(range(start + warmup, start + warmup + count))
-        latencies, statuses = await _drive(session, call, base, measured, concurrency, sign)
+        latencies, statuses, sizes = await _drive(session, call, base, measured, concurrency, sign)
         seconds = time.perf_counter() - began
     latencies.sort()
     return {
@@ -108,6 +130,7 @@ async def run(
         "p50_ms": percentile(latencies, 0.50) * 1000,
         "p99_ms": percentile(latencies, 0.99) * 1000,
         "errors": {str(status): n for status, n in statuses.items() if status != 200},
+        "smallest_answer_bytes": min(sizes, default=0),
     }
 
 

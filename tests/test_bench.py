@@ -1,126 +1,167 @@
-"""The benchmark still runs: a tiny pass of ``python -m bench`` end to end. Its numbers are not checked here
-(speed targets belong to the benchmark itself), only that every scenario and store size produced them. And,
-without servers: the order of the runs in a round, which pairs each gateway scenario with a proxy run right
-next to it, and the ids each run destroys."""
+"""The benchmark still measures what it says: a tiny pass of ``python -m bench`` over every path, end to end
+(its numbers are not checked here: speed targets belong to the benchmark itself, only that every scenario
+ran, every request succeeded and the report has its ratios); the same-calls proxy makes the very v2 calls
+the gateway makes on each path; and, without servers, that every gateway run is measured against proxy runs
+right next to it, and every destroy has an id of its own."""
 
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
-from bench.run import adjacent_ratios, assign_ids, counterparts, plan, runs_per_round, schedule
+from bench import fixtures
+from bench.load import Signer, request_for
+from bench.proxy import create_same_calls_app
+from bench.run import PATHS, Server, adjacent_pairs, adjacent_ratios, assign_ids, plan, schedule
+from bench.servers import emulator_state, gateway_config, prepared_store
+from gateway.app import create_app
+from gateway.emulator import EmulatorServer
+from gateway.upstream.client import USER_FIELDS
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_bench_runs_in_quick_mode(tmp_path: Path) -> None:
+def test_bench_runs_every_path_in_a_tiny_pass(tmp_path: Path) -> None:
     report_path = tmp_path / "bench.json"
     command = [
-        sys.executable, "-m", "bench", "--quick", "--rounds", "2", "--requests", "40", "--warmup", "5",
-        "--concurrency", "4", "--stores", "memory", "--store-backends", "memory,sqlite", "--sizes", "100,1000",
-        "--lookups", "50", "--json", str(report_path),
+        sys.executable, "-m", "bench", "--quick", "--requests", "20", "--warmup", "4", "--concurrency", "4",
+        "--stores", "memory", "--store-backends", "memory,sqlite", "--sizes", "100,1000", "--lookups", "50",
+        "--json", str(report_path),
     ]  # fmt: skip
-    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=90)
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert run.returncode == 0, run.stdout + run.stderr
     report = orjson.loads(report_path.read_bytes())
 
     http = {row["name"]: row for row in report["http"]}
-    assert len(http) == 8  # emulator alone, proxy twice, gateway twice, pass-through, store miss, OAuth 1.0a
-    # The v1.1 proxy runs next to the gateway's v1.1, store miss and OAuth 1.0a scenarios, StatusNet's next to one.
-    runs = {"minimal proxy: v1.1 destroy.json": 3, "minimal proxy: StatusNet destroy/ID.xml": 1}
-    for name, row in http.items():
-        per_round = runs.get(name, 1)
-        assert row["rounds"] == 2 and row["runs"] == 2 * per_round and len(row["rps_rounds"]) == 2 * per_round, row
-        assert row["requests"] == 40 * 2 * per_round and row["errors"] == {}, row
-        assert row["rps"] > 0 and 0 < row["p50_ms"] <= row["p99_ms"]
-    paired = [row for row in http.values() if "ratio_rounds" in row]
-    assert len(paired) == 4  # the gateway's v1.1, StatusNet, store miss and OAuth 1.0a
-    for row in paired:
+    assert {row["path"] for row in http.values()} == {*PATHS, "emulator", "proxy"}
+    for row in http.values():
+        # Every request measured, each answered 200 with a body; a proxy row ran once per gateway it serves.
+        assert row["errors"] == {} and row["smallest_answer_bytes"] > 0, row
+        assert row["runs"] == len(row["rps_rounds"]) >= 1 and row["rps"] > 0 and 0 < row["p50_ms"] <= row["p99_ms"]
+    lists = [row for row in http.values() if row["call"].endswith("-list") and row["path"] == "lists"]
+    assert len(lists) == 2 and all(row["smallest_answer_bytes"] > 20 * 200 for row in lists)  # 20 or 50 messages
+
+    compared = [row for row in http.values() if "paired_with" in row]
+    assert {row["path"] for row in compared} == set(PATHS) - {"passthrough"}
+    for row in compared:
         proxy = http[row["paired_with"]]
-        assert proxy["server"] == "proxy" and proxy["call"] == row["call"]
-        assert len(row["ratio_rounds"]) == 2 and row["ratio"] == pytest.approx(sum(row["ratio_rounds"]) / 2)
-        # Each round's ratio is that round's gateway run over one of the proxy's runs, not the other way up.
-        for gateway_rps, ratio in zip(row["rps_rounds"], row["ratio_rounds"], strict=True):
-            assert any(math.isclose(gateway_rps / ratio, p, rel_tol=1e-9) for p in proxy["rps_rounds"]), row
-    assert {(row["backend"], row["messages"]) for row in report["store"]} == {
-        (backend, size) for backend in ("memory", "sqlite") for size in (100, 1000)
+        assert proxy["path"] == "proxy" and proxy["call"] == row["call"] and proxy["server"].startswith("same-calls")
+        assert ("x2" in proxy["server"]) == ("x2" in row["server"])
+        assert ("miss" in proxy["server"]) == ("store miss" in row["name"] and row["call"] == "v1.1")
+        # The ratio is this gateway run over one of its proxy's runs, not the other way up.
+        [ratio] = row["ratio_rounds"]
+        assert row["ratio"] == ratio and any(math.isclose(row["rps"] / ratio, p) for p in proxy["rps_rounds"])
+        [added] = row["p99_added_ms_rounds"]
+        assert any(math.isclose(row["p99_ms"] - added, p, abs_tol=1e-6) for p in proxy["p99_ms_rounds"])
+        if row["server"].startswith("gateway:") and row["call"] in ("v1.1", "statusnet"):
+            assert http[row["minimal_paired_with"]]["server"] == "proxy" and row["minimal_ratio"] > 0
+    assert report["replicas"]["ratio"] > 0
+
+    targets = {t["what"]: t for t in report["targets"]}
+    for row in compared:
+        if row["path"] != "replicas":
+            assert targets[f"throughput {row['name']} / same-calls proxy"]["measured"] == row["ratio"]
+    assert sum(t.startswith("lookup p50") for t in targets) == 2
+    assert {t.split(" (")[0] for t in targets if t.startswith("bytes per cached message")} == {
+        "bytes per cached message memory",
+        "bytes per cached message sqlite",
     }
-    assert all(row["p50_us"] > 0 and all(v > 0 for v in row["bytes_per_message"].values()) for row in report["store"])
-    targets = {t["what"]: t["measured"] for t in report["targets"]}
-    assert sum("throughput" in t for t in targets) == 2 and sum("lookup" in t for t in targets) == 2
-    for row in paired:
-        if f"throughput {row['name']} / minimal proxy" in targets:
-            assert targets[f"throughput {row['name']} / minimal proxy"] == row["ratio"]
-    assert "targets" in run.stdout and "minimal proxy" in run.stdout
+    assert "MET" in run.stdout and "p99 added ms" in run.stdout
 
 
-@pytest.mark.parametrize(("stores", "oauth1"), [(["sqlite", "memory"], True), (["memory"], False)])
-def test_rounds_pair_each_gateway_scenario_with_an_adjacent_proxy_run(stores: list[str], oauth1: bool) -> None:
-    scenarios = plan(stores, oauth1)
-    partners = counterparts(scenarios)
-    per_round, rounds = 7, 4
-    events = assign_ids(scenarios, per_round, rounds)
-    # Every gateway scenario on a legacy call has one; the v2 pass-through and the others have none.
-    assert set(partners) == {s.name for s in scenarios if s.server.startswith("gateway:") and s.call != "v2"}
-    assert all(p.server == "proxy" and p.call == s.call for s in scenarios if (p := partners.get(s.name)))
+async def test_the_same_calls_proxy_makes_the_v2_calls_the_gateway_makes(aiohttp_client: Any) -> None:
+    state = emulator_state(40, fixtures.LIST_MESSAGES)
+    async with EmulatorServer(state) as emulator:
+        store, _ = await prepared_store("memory", [range(20)], oauth1=True)
+        gateway = await aiohttp_client(create_app(gateway_config(emulator.url, "memory"), store=store))
+        proxies = {
+            miss: await aiohttp_client(create_same_calls_app(emulator.url, store_miss=miss)) for miss in (False, True)
+        }
 
-    orders = []
-    used: list[tuple[str, range]] = []
-    for round_index in range(rounds):
-        runs = schedule(scenarios, round_index, per_round)
-        orders.append([(r.scenario.name, r.pair) for r in runs])
-        # The emulator alone and every gateway scenario once; a proxy once per gateway scenario of its call.
-        for scenario in scenarios:
-            count = sum(r.scenario is scenario for r in runs)
-            assert (
-                count
-                == runs_per_round(scenario, scenarios)
-                == (sum(p is scenario for p in partners.values()) if scenario.server == "proxy" else 1)
-            )
-        # Each pair is two adjacent runs: proxy then gateway in even rounds, gateway then proxy in odd ones.
-        for name, proxy in partners.items():
-            at = [i for i, r in enumerate(runs) if r.pair == name]
-            assert len(at) == 2 and at[1] == at[0] + 1, (round_index, name, at)
-            first, second = runs[at[0]].scenario, runs[at[1]].scenario
-            expected = (proxy.name, name) if round_index % 2 == 0 else (name, proxy.name)
-            assert (first.name, second.name) == expected
-        # No proxy run outside a pair, no unpaired run with a pair key.
-        assert all(r.pair is not None for r in runs if r.scenario.server == "proxy")
-        assert all(r.pair is None for r in runs if r.scenario.name not in partners and r.scenario.server != "proxy")
-        # Each run inside its scenario's ids (the gateway's store is filled with those of its store-hit ones).
-        for r in runs:
-            assert len(r.ids) == per_round and r.ids.start >= r.scenario.ids.start and r.ids.stop <= r.scenario.ids.stop
-            used.append((r.scenario.name, r.ids))
-    # Odd rounds are the even rounds backwards.
-    assert orders[1] == orders[0][::-1] and orders[2] == orders[0] and orders[3] == orders[1]
-    # No two runs share an id, and together they use every id the emulator holds, each once.
-    every = sorted(i for _, ids in used for i in ids)
-    assert every == list(range(events))
+        async def v2_calls(client: Any, call: str, index: int, auth: str = "bearer") -> list[tuple[str, str, Any]]:
+            state.requests.clear()
+            method, url, form = request_for(call, "", index)
+            headers = {"Authorization": Signer(auth, call)(method, str(client.make_url(url)))}
+            async with client.request(method, url, headers=headers, data=form) as answer:
+                assert answer.status == 200, await answer.text()
+            # The ids of the messages differ (each destroy deletes its own); everything else must not.
+            return [(r.method, re.sub(r"/\d{15,}", "/ID", r.path), r.query) for r in state.requests]
+
+        # Once per credential, the gateway asks v2 whom it acts for, then remembers it.
+        for call, auth in (("v1.1-list", "bearer"), ("v1.1-send", "bearer"), ("v1.1-list", "oauth1")):
+            assert ("GET", "/2/users/me", {"user.fields": USER_FIELDS}) in await v2_calls(gateway, call, 0, auth)
+        cases = [  # call, store miss, auth of the gateway's call
+            ("v1.1", False, "bearer"), ("statusnet", False, "bearer"), ("v1.1", True, "bearer"),
+            ("statusnet", True, "bearer"), ("v1.1", False, "oauth1"), ("v1.1", True, "oauth1"),
+            ("v1.1-list", False, "bearer"), ("statusnet-list", False, "bearer"),
+            ("v1.1-send", False, "bearer"), ("statusnet-send", False, "bearer"),
+        ]  # fmt: skip
+        for number, (call, miss, auth) in enumerate(cases):
+            # A store hit destroys one of the messages the gateway's store holds (0-19), a miss one it does not.
+            gateway_index, proxy_index = (20 + number if miss else number), 30 + number
+            by_gateway = await v2_calls(gateway, call, gateway_index, auth)
+            by_proxy = await v2_calls(proxies[miss], call, proxy_index)
+            assert by_proxy == by_gateway and by_gateway, (call, miss, auth)
+        await store.close()
 
 
-def test_adjacent_ratios_divide_each_gateway_run_by_the_proxy_run_next_to_it() -> None:
-    scenarios = plan(["memory"], False)
-    assign_ids(scenarios, 10, 2)
-    partners = counterparts(scenarios)
+@pytest.mark.parametrize("stores", [["sqlite", "memory"], ["memory"]])
+def test_every_gateway_run_has_each_of_its_proxies_runs_right_next_to_it(stores: list[str]) -> None:
+    scenarios = plan(stores)
+    rounds = [schedule(scenarios, i, 10, 100) for i in range(4)]
+    events = assign_ids(rounds)
+    gateways = [s for s in scenarios if not s.is_proxy]
+    assert {s.path for s in gateways} == {*PATHS, "emulator"}
+    for s in gateways:
+        if s.same_calls is not None:  # the proxy makes the gateway's calls to the same emulator, as many processes
+            same, server = Server.parse(s.same_calls.server), Server.parse(s.server)
+            assert (same.kind, same.upstream, same.processes) == ("same-calls", server.upstream, server.processes)
+            assert s.same_calls.call == s.call
+    for round_index, runs in enumerate(rounds):
+        # Every scenario that is no proxy once a round; a proxy only next to a gateway scenario it serves.
+        assert sorted(r.scenario.name for r in runs if r.pair == r.scenario.name or r.pair is None) == sorted(
+            s.name for s in gateways
+        )
+        pairs = adjacent_pairs(runs)
+        for s in gateways:
+            for proxy in s.proxies:
+                i, j = pairs[s.name, proxy.name]
+                assert abs(i - j) == 1 and runs[i].scenario is s and runs[j].scenario is proxy
+                assert (runs[i].warmup, runs[i].count) == (runs[j].warmup, runs[j].count)
+        assert all(r.pair is not None for r in runs if r.scenario.is_proxy)
+        if round_index % 2:
+            assert [(r.scenario.name, r.pair) for r in runs] == [(r.scenario.name, r.pair) for r in rounds[0]][::-1]
+    # No two destroy runs share an id, and together they use every id the emulator holds, each once.
+    destroyed = sorted(
+        i for runs in rounds for r in runs if r.scenario.call in ("v1.1", "statusnet", "v2") for i in r.ids
+    )
+    assert destroyed == list(range(events))
+
+
+def test_a_ratio_divides_the_gateway_run_by_the_proxy_run_next_to_it() -> None:
+    scenarios = plan(["memory"], ("hit",))
+    gateway = next(s for s in scenarios if not s.is_proxy and s.same_calls is not None)
+    assert gateway.same_calls is not None and gateway.minimal is not None
     for round_index in (0, 1):
-        runs = schedule(scenarios, round_index, 10)
-        # req/s: 100 for a proxy run, its position for the others, so a wrong neighbour shows.
-        rps = [100.0 if r.scenario.server == "proxy" else float(i + 1) for i, r in enumerate(runs)]
-        ratios = adjacent_ratios(runs, rps)
-        assert set(ratios) == set(partners)
-        for name, ratio in ratios.items():
-            i = next(i for i, r in enumerate(runs) if r.scenario.name == name)
-            assert ratio == (i + 1) / 100.0
-    runs = schedule(scenarios, 0, 10)
-    assert [r.scenario.server for r in runs[:3]] == ["emulator", "proxy", "gateway:memory"]
-    apart = [runs[1], runs[0], runs[2]]  # the proxy run and its gateway run with another between them
-    with pytest.raises(ValueError, match="no proxy run next to"):
-        adjacent_ratios(apart, [1.0, 1.0, 1.0])
+        runs = [r for r in schedule(scenarios, round_index, 1, 10) if r.pair == gateway.name]
+        rps = [
+            {gateway.name: 50.0, gateway.same_calls.name: 100.0, gateway.minimal.name: 200.0}[r.scenario.name]
+            for r in runs
+        ]
+        assert adjacent_ratios(runs, rps) == {
+            (gateway.name, gateway.same_calls.name): 0.5,
+            (gateway.name, gateway.minimal.name): 0.25,
+        }
+    same, gateway_run, minimal = (r for r in schedule(scenarios, 0, 1, 10) if r.pair == gateway.name)
+    with pytest.raises(ValueError, match="next to"):
+        adjacent_ratios([same, minimal, gateway_run], [1.0, 1.0, 1.0])  # the same-calls run no longer next to it
 
 
 def test_the_readme_gives_the_store_parts_rounds_and_warm_up_as_the_code_has_them() -> None:
