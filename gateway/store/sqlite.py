@@ -1075,14 +1075,7 @@ def _user_rows(db: sqlite3.Connection, ids: list[str], cutoff: float) -> list[tu
     """The users ``ids`` fetched after ``cutoff``, each with when it was fetched."""
     marks = ",".join("?" * len(ids))
     statement = f"SELECT record, fetched_at FROM users WHERE id IN ({marks}) AND fetched_at > ?"
-    return [(_user(row[0]), row[1]) for row in db.execute(statement, [*ids, cutoff])]
-
-
-@functools.lru_cache(maxsize=4096)
-def _user(record: bytes) -> User:
-    """The user a stored record holds. The same few users come with most messages, and decoding one costs
-    more than reading its row; a ``User`` is immutable, so equal records can share one."""
-    return codec.user_from_record(codec.loads(record))
+    return [(codec.user_from_record(codec.loads(row[0])), row[1]) for row in db.execute(statement, [*ids, cutoff])]
 
 
 def _key(message_id: str) -> int | None:
