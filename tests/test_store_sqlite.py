@@ -593,83 +593,12 @@ async def test_a_user_read_is_always_the_last_one_written(versions: list[User]) 
         await store.close()
 
 
-# Deletions linger for company ------------------------------------------------------------------------
+# Deletions ------------------------------------------------------------------------------------------
 
 
 def committed_deletions(path: Path) -> set[str]:
     """Ids whose deletion another connection sees: what is committed."""
     return committed_ids(path, "WHERE deletions IS NOT NULL")
-
-
-async def test_a_deletion_waits_for_company_but_this_process_reads_it_at_once(
-    store: SQLiteStore, tmp_path: Path
-) -> None:
-    await store.put_messages([make_message("1"), make_message("2")])
-    store.deletion_linger = 0.3
-    statements = commits_of(store)
-    loop = asyncio.get_running_loop()
-    began = loop.time()
-    first = asyncio.create_task(store.mark_deleted("1", "11"))
-    await asyncio.sleep(0.1)
-    second = asyncio.create_task(store.mark_deleted("2", "22"))
-    await asyncio.sleep(0.05)
-    assert committed_deletions(tmp_path / "s.sqlite3") == set()  # still waiting
-    assert (await store.get_deletion("1")).by == "11"  # type: ignore[union-attr]
-    assert (await store.get_deletion("2")).by == "22"  # type: ignore[union-attr]
-    await asyncio.gather(first, second)
-    assert loop.time() - began >= 0.29
-    assert statements.count("COMMIT") == 1  # both in the one transaction the first one waited for
-    assert committed_deletions(tmp_path / "s.sqlite3") == {"1", "2"}
-    assert store._pending_deletions == {}
-
-
-async def test_any_other_write_takes_the_waiting_deletions_along_at_once(store: SQLiteStore, tmp_path: Path) -> None:
-    await store.put_messages([make_message("1")])
-    store.deletion_linger = 30.0
-    statements = commits_of(store)
-    deletion = asyncio.create_task(store.mark_deleted("1", "11"))
-    await asyncio.sleep(0.01)
-    await asyncio.wait_for(store.put_messages([make_message("2")]), 5)
-    await asyncio.wait_for(deletion, 5)
-    assert statements.count("COMMIT") == 1
-    assert committed_deletions(tmp_path / "s.sqlite3") == {"1"}
-
-
-async def test_deletions_that_arrive_during_a_batch_wait_for_company_again(store: SQLiteStore, tmp_path: Path) -> None:
-    await store.put_messages([make_message(str(i)) for i in range(1, 4)])
-    store.deletion_linger = 0.2
-    statements = commits_of(store)
-    learning = asyncio.create_task(store.put_messages([make_message("9")]))  # sent at once
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
-    late = [asyncio.create_task(store.mark_deleted(str(i), "11")) for i in range(1, 4)]  # while it is on the worker
-    await learning
-    await asyncio.sleep(0.05)
-    assert committed_deletions(tmp_path / "s.sqlite3") == set()
-    await asyncio.gather(*late)
-    assert statements.count("COMMIT") == 2
-    assert committed_deletions(tmp_path / "s.sqlite3") == {"1", "2", "3"}
-
-
-async def test_close_commits_waiting_deletions_at_once(tmp_path: Path) -> None:
-    path = tmp_path / "s.sqlite3"
-    store = await SQLiteStore.open(str(path))
-    await store.put_messages([make_message("1")])
-    store.deletion_linger = 30.0
-    deletion = asyncio.create_task(store.mark_deleted("1", "11"))
-    await asyncio.sleep(0.01)
-    await asyncio.wait_for(store.close(), 5)
-    assert deletion.result() is None
-    assert committed_deletions(path) == {"1"}
-
-
-async def test_a_waiting_deletion_of_an_unknown_message_reads_as_none(store: SQLiteStore) -> None:
-    store.deletion_linger = 0.2
-    deletion = asyncio.create_task(store.mark_deleted("404", "11"))
-    await asyncio.sleep(0.01)
-    assert await store.get_deletion("404") is None
-    await deletion
-    assert await store.get_deletion("404") is None
 
 
 # Checkpoints run on the worker thread ------------------------------------------------------------------

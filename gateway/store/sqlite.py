@@ -220,10 +220,6 @@ class SQLiteStore:
     # At most this many queued writes share one transaction, so another process sharing the file never
     # waits long for the write lock.
     max_batch = 256
-    # A deletion record waits up to this long (seconds) for other writes to share its transaction: nobody
-    # answering a client waits for one (the service records a deletion after answering), and a commit costs
-    # far more than one more row in it. Any other write sends the batch at once, deletions included.
-    deletion_linger = 0.02
     # The loop's connection never checkpoints (a checkpoint syncs the disk); the worker thread does, after
     # this many batches committed on the loop, or sooner once they changed this many rows: a few large
     # batches (a bulk import, pages of learned messages) must not grow the log without bound, since every
@@ -256,13 +252,10 @@ class SQLiteStore:
         self._closed = False
         self._nonce_calls = 0
         self._writes = 0
-        self._queue: list[tuple[Op, asyncio.Future[Any], bool]] = []  # (write, its caller, whether it lingers)
+        self._queue: list[tuple[Op, asyncio.Future[Any], bool]] = []  # (write, its caller, whether it is a deletion)
         self._writing = False  # a batch is scheduled or being committed
-        self._linger: asyncio.TimerHandle | None = None  # sends lingering writes when nothing else has
         self._idle = asyncio.Event()  # set while nothing is queued or being written
         self._idle.set()
-        # Deletions queued or being written, so this process reads them at once: message id -> deleter -> it.
-        self._pending_deletions: dict[str, dict[str | None, Deletion]] = {}
         self._loop_commits = 0  # batches committed on the loop since the last checkpoint was started
         self._loop_changes = 0  # the loop connection's total_changes when the last checkpoint was started
         self._checkpoint: asyncio.Future[Any] | None = None  # on the worker thread
@@ -482,15 +475,12 @@ class SQLiteStore:
         if key is None:
             return ()
         cutoff = self._clock() - self.message_retention
-        pending = dict(self._pending_deletions.get(message_id, {}))
 
         def read(db: sqlite3.Connection) -> tuple[Deletion, ...]:
             row = db.execute(_SELECT_DELETIONS, (key, cutoff)).fetchone()
             if row is None:
-                return ()  # pending ones too: a deletion holds only while its message is there to take it
-            found = _deletions(row[0])
-            found.update(pending)  # not committed yet, and newer than what is
-            return tuple(sorted(found.values(), key=lambda deletion: deletion.at))
+                return ()
+            return tuple(sorted(_deletions(row[0]).values(), key=lambda deletion: deletion.at))
 
         return await self._read(read)
 
@@ -499,34 +489,20 @@ class SQLiteStore:
 
     # Writes ----------------------------------------------------------------------------------------
 
-    async def _write(self, op: Callable[[sqlite3.Connection], T], *, lingers: bool = False) -> T:
+    async def _write(self, op: Callable[[sqlite3.Connection], T], *, deletion: bool = False) -> T:
         """Queue ``op`` for the next batch; return what it returned once the transaction holding it has
         committed, or raise what it raised (a SQLite error as ``StoreError``), its neighbours unaffected.
-        A write that ``lingers`` waits up to ``deletion_linger`` for company, unless another write or the
-        end of a batch sends it first."""
+        A batch of nothing but ``deletion`` records leaves the users the loop keeps as they are."""
         if self._closed:
             raise StoreError("sqlite store is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.append((op, future, lingers))
+        self._queue.append((op, future, deletion))
         self._idle.clear()
-        if not lingers:
-            self._send_soon()
-        elif not self._writing and self._linger is None:
-            self._wait_for_company()
-        return await future
-
-    def _wait_for_company(self) -> None:
-        self._linger = asyncio.get_running_loop().call_later(self.deletion_linger, self._send_soon)
-
-    def _send_soon(self) -> None:
-        """Send a batch once the loop has run every task ready now, so writes made together share it."""
-        if self._linger is not None:
-            self._linger.cancel()
-            self._linger = None
         if not self._writing:
             self._writing = True
-            asyncio.get_running_loop().call_soon(self._send_batch)
+            loop.call_soon(self._send_batch)
+        return await future
 
     def _send_batch(self) -> None:
         """Commit the queued writes as one transaction: on the loop's connection if it can begin one at
@@ -545,7 +521,7 @@ class SQLiteStore:
             except Exception:  # noqa: BLE001 - nothing committed: the worker tries again and reports what is real
                 pass  # another process is writing, or worse: the worker waits for the lock, or reports it
             else:
-                if not all(lingers for _, _, lingers in queued):
+                if not all(deletion for _, _, deletion in queued):
                     self._users.clear()  # only deletions leave users as they were
                 _answer(batch, outcomes)
                 loop.call_soon(self._next_batch)  # after what the loop has ready: a long queue never holds it
@@ -564,15 +540,11 @@ class SQLiteStore:
         self._next_batch()
 
     def _next_batch(self) -> None:
-        queue = self._queue
-        if queue and (self._closed or len(queue) >= self.max_batch or not all(lingers for _, _, lingers in queue)):
+        if self._queue:
             self._send_batch()
             return
         self._writing = False
-        if self._queue:  # only lingering writes came in meanwhile: they get their own wait
-            self._wait_for_company()
-        else:
-            self._idle.set()
+        self._idle.set()
 
     @staticmethod
     def _settle(batch: list[tuple[Op, asyncio.Future[Any]]], error: BaseException) -> None:
@@ -635,32 +607,16 @@ class SQLiteStore:
         await self.mark_deleted_many([(message_id, by)])
 
     async def mark_deleted_many(self, deletions: Sequence[tuple[str, str | None]]) -> None:
-        """One write that lingers (``deletion_linger``) for company in its transaction; this process reads
-        the deletions at once, other processes sharing the file once it has committed."""
         now = self._clock()
         cutoff = now - self.message_retention
-        pending = self._pending_deletions
-        rows = []
-        mine = []
-        for message_id, by in deletions:
-            key = _key(message_id)
-            if key is None:
-                continue  # no such message is kept, so there is none to take the deletion
-            deletion = pending.setdefault(message_id, {})[by] = Deletion(at=now, by=by)
-            mine.append((message_id, deletion))
-            # Only a message still within retention takes a deletion, as only such a message is found.
-            rows.append((codec.dumps({by or "": now}).decode(), key, cutoff))
-        if not rows:
-            return
-        try:
-            await self._write(_writer(_MARK_DELETED, rows), lingers=True)
-        finally:
-            for message_id, deletion in mine:
-                mine_pending = pending.get(message_id)
-                if mine_pending is not None and mine_pending.get(deletion.by) is deletion:
-                    del mine_pending[deletion.by]
-                    if not mine_pending:
-                        del pending[message_id]
+        # Only a message still within retention takes a deletion, as only such a message is found.
+        rows = [
+            (codec.dumps({by or "": now}).decode(), key, cutoff)
+            for message_id, by in deletions
+            if (key := _key(message_id)) is not None
+        ]
+        if rows:
+            await self._write(_writer(_MARK_DELETED, rows), deletion=True)
 
     def _purge_due(self, now: float) -> tuple[float, float] | None:
         """The (message, user) cutoffs when this write should also purge expired rows, else None."""
@@ -935,8 +891,6 @@ class SQLiteStore:
         if self._closed:
             return
         self._closed = True
-        if self._queue:
-            self._send_soon()  # lingering writes go now
         try:
             await self._idle.wait()
         finally:
