@@ -166,7 +166,9 @@ async def test_the_loop_connection_never_waits_and_never_checkpoints(store: SQLi
     assert store._loop_db is not None and store._worker.db is not None
     pragmas = ("busy_timeout", "wal_autocheckpoint", "synchronous", "foreign_keys", "journal_mode")
     on_loop = [store._loop_db.execute(f"PRAGMA {name}").fetchone()[0] for name in pragmas]
-    on_worker = await store._worker.call(lambda: [store._worker.connection.execute(f"PRAGMA {name}").fetchone()[0] for name in pragmas])
+    on_worker = await store._worker.call(
+        lambda: [store._worker.connection.execute(f"PRAGMA {name}").fetchone()[0] for name in pragmas]
+    )
     assert on_loop == [0, 0, 1, 1, "wal"]  # synchronous 1 is NORMAL
     assert on_worker == [5000, 1000, 1, 1, "wal"]
 
@@ -222,29 +224,61 @@ async def test_a_read_neither_connection_can_answer_is_a_store_error(store: SQLi
         await store.get_message_with_users("1001")
 
 
-async def test_while_another_connection_holds_the_write_lock_the_loop_reads_and_the_worker_writes(
-    store: SQLiteStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A write in progress elsewhere (here: another process's transaction, stopped halfway) never makes the
-    loop wait: reads see the last commit at once, and a write the loop cannot begin goes to the worker,
-    which waits for the lock and commits as soon as it is free."""
-    await store.put_messages([make_message("1001")])
-    await store.put_users([make_user("11"), make_user("22")])
-    other = sqlite3.connect(tmp_path / "s.sqlite3", isolation_level=None, check_same_thread=False)
+def hold_write_lock(path: Path) -> sqlite3.Connection:
+    """Another process's write transaction, stopped halfway: it holds the file's write lock."""
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     other.execute("BEGIN IMMEDIATE")
     other.execute("""UPDATE messages SET deletions = '{"x": 1e12}' WHERE id = '1001'""")
+    return other
+
+
+async def test_while_another_connection_holds_the_write_lock_the_loop_reads_and_retries_the_write(
+    store: SQLiteStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write in progress elsewhere never makes the loop wait: reads see the last commit at once, and a batch
+    the loop cannot begin is tried again on the loop a moment later, growing meanwhile, with no thread
+    waiting for the lock; it commits soon after the lock is free."""
+    await store.put_messages([make_message("1001")])
+    await store.put_users([make_user("11"), make_user("22")])
+    other = hold_write_lock(tmp_path / "s.sqlite3")
     submissions = Submissions(store, monkeypatch)
+    statements = commits_of(store)
     try:
         write = asyncio.create_task(store.put_messages([make_message("1002")]))
         for _ in range(20):
             await asyncio.sleep(0.005)
             assert await store.get_deletion("1001") is None
             assert (await store.get_message_with_users("1001"))[0] == make_message("1001")
+        later = asyncio.create_task(store.put_messages([make_message("1003")]))  # joins the waiting batch
+        await asyncio.sleep(0.01)
+        assert not write.done() and not later.done()
+        assert statements.count("BEGIN IMMEDIATE") > 3  # tried again and again, on the loop
+        other.execute("COMMIT")
+        await asyncio.wait_for(asyncio.gather(write, later), 1)
+        assert await store.get_deletion("1001") == Deletion(at=1e12, by="x")
+        assert await store.get_message("1002") == make_message("1002")
+        assert statements.count("COMMIT") == 1  # both writes in one transaction
+        assert submissions.count == 0
+    finally:
+        if other.in_transaction:
+            other.execute("ROLLBACK")
+        other.close()
+
+
+async def test_a_write_lock_held_past_the_busy_timeout_leaves_the_batch_to_the_worker(
+    store: SQLiteStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.put_messages([make_message("1001")])
+    store._writer.busy_timeout = 0.05
+    other = hold_write_lock(tmp_path / "s.sqlite3")
+    submissions = Submissions(store, monkeypatch)
+    try:
+        write = asyncio.create_task(store.put_messages([make_message("1002")]))
+        await asyncio.sleep(0.2)
         assert not write.done()
-        assert submissions.count == 1  # the write went to the worker, where it waits
+        assert submissions.count == 1  # the worker waits for the lock now, with SQLite's busy timeout
         other.execute("COMMIT")
         await asyncio.wait_for(write, 10)
-        assert await store.get_deletion("1001") == Deletion(at=1e12, by="x")
         assert await store.get_message("1002") == make_message("1002")
         await store.put_messages([make_message("1003")])  # the lock is free: the loop again
         assert submissions.count == 1

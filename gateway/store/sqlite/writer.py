@@ -7,10 +7,11 @@ Guarantees:
 - Everything queued while a batch commits goes into the next one (at most ``max_batch`` writes each).
 - A write that raises is undone alone: the batch is run again with a savepoint per write, so its neighbours
   still commit, and the caller gets what it raised (a SQLite error as ``StoreError``).
-- Batches commit on the event loop's connection, which never waits. A batch it cannot commit at once
-  (another connection holds the write lock, or any other failure) is tried again on the worker thread,
-  which waits for the lock and reports what is real. With no loop connection (``:memory:``) every batch
-  commits on the worker.
+- Batches commit on the event loop's connection, which never waits. While another connection holds the
+  write lock, the loop tries again a moment later, the batch growing meanwhile, and only after the worker's
+  busy timeout hands it to the worker thread; no thread sleeps in SQLite's busy handler on the way. Any other
+  failure is tried again on the worker thread, which waits for the lock and reports what is real. With no
+  loop connection (``:memory:``) every batch commits on the worker.
 - The log is checkpointed (PASSIVE) on the worker thread every ``checkpoint_interval`` loop commits, or
   sooner once they changed ``checkpoint_changes`` rows, so a few large batches never grow it without bound.
 - ``close`` returns once everything queued has been answered.
@@ -27,6 +28,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from gateway.store.base import StoreError
+from gateway.store.sqlite.schema import BUSY_TIMEOUT_MS
 from gateway.store.sqlite.worker import Worker
 
 T = TypeVar("T")
@@ -50,6 +52,11 @@ class Writer:
     # At most this many queued writes share one transaction, so another process sharing the file never
     # waits long for the write lock.
     max_batch = 256
+    # While another connection holds the write lock, the loop tries again after this long (seconds),
+    # doubled on each try up to ``busy_retry_max``, for up to ``busy_timeout`` in all.
+    busy_retry = 0.0005
+    busy_retry_max = 0.004
+    busy_timeout = BUSY_TIMEOUT_MS / 1000
     # Checkpoints: after this many batches committed on the loop, or sooner once they changed this many
     # rows (SQLite's own default is about a thousand pages of log; ten thousand messages are about 850).
     checkpoint_interval = 100
@@ -61,6 +68,8 @@ class Writer:
         self.closed = False
         self._queue: list[tuple[Op, asyncio.Future[Any], OnCommit]] = []
         self._writing = False  # a batch is scheduled, being committed or waiting for the lock
+        self._busy_since: float | None = None  # when the batch waiting for the lock was first refused
+        self._busy_tries = 0
         self._idle = asyncio.Event()  # set while nothing is queued or being written
         self._idle.set()
         self._commits = 0  # batches committed on the loop since the last checkpoint was started
@@ -101,14 +110,19 @@ class Writer:
         if self.db is not None:
             try:
                 outcomes = commit(self.db, ops)
+            except sqlite3.OperationalError as exc:
+                if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY and self._wait_for_lock(queued):
+                    return
             except Exception:  # noqa: BLE001 - nothing committed: the worker tries again and reports what is real
                 pass
             else:
+                self._busy_since = None
                 _run(hooks)
                 answer(batch, outcomes)
                 loop.call_soon(self._next)  # after what the loop has ready: a long queue never holds it
                 self._committed(self.db)
                 return
+        self._busy_since = None
         try:
             done = self._worker.submit(functools.partial(commit, ops=ops))
         except RuntimeError as exc:  # the thread was shut down under a close() that was cancelled
@@ -116,6 +130,21 @@ class Writer:
             self._next()
             return
         done.add_done_callback(functools.partial(self._done_on_worker, batch, hooks))
+
+    def _wait_for_lock(self, queued: list[tuple[Op, asyncio.Future[Any], OnCommit]]) -> bool:
+        """Put the ``queued`` writes back at the head of the queue and try again a moment later, unless the lock
+        has been refused for ``busy_timeout`` already (then False: the batch is the worker's)."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self._busy_since is None:
+            self._busy_since, self._busy_tries = now, 0
+        elif now - self._busy_since >= self.busy_timeout:
+            return False
+        self._queue[:0] = queued
+        delay = min(self.busy_retry * 2**self._busy_tries, self.busy_retry_max)
+        self._busy_tries += 1
+        loop.call_later(delay, self._send)
+        return True
 
     def _done_on_worker(
         self, batch: Batch, hooks: list[Callable[[], None]], done: asyncio.Future[list[Outcome]]
