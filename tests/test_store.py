@@ -689,9 +689,7 @@ async def test_sqlite_schema_3_keys_messages_by_their_ids_as_integers(tmp_path: 
         assert [row[0] for row in conn.execute("SELECT id FROM messages ORDER BY id")] == [int(i) for i in kept]
         columns = {row[1]: (row[2], row[5]) for row in conn.execute("PRAGMA table_info(messages)")}
         assert columns["id"] == ("INTEGER", 1)  # the rowid itself: one B-tree, no separate index
-        plan = " ".join(
-            row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sqlite_store._SELECT_MESSAGE, (1, 0.0))
-        )
+        plan = " ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sqlite_store._SELECT_MESSAGE, (1, 0.0)))
         assert "INTEGER PRIMARY KEY" in plan, plan
     finally:
         conn.close()
