@@ -6,6 +6,9 @@ Guarantees:
   process sharing the file, without a thread crossing. A read that connection cannot answer (any SQLite
   error) is read again on the worker thread, which waits out a lock and reports a real failure as
   ``StoreError``.
+- The messages asked for with their users in one turn of the event loop are read together at its end.
+- Users read on the loop are kept while the file's ``data_version`` stands (no other connection committed)
+  and the loop's own commits wrote no users, so a read never answers an older user than the last committed.
 - Writes go through the writer (``writer.py``): committed in batches, each caller answered after its commit.
 - Every check-then-write (a nonce spent, a request token or pending record taken, a small id given) is one
   write in one transaction, under SQLite's write lock, so processes sharing the file agree.
