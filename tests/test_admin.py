@@ -122,7 +122,7 @@ async def test_readyz_is_degraded_when_the_sqlite_worker_cannot_answer_in_time(
         release = asyncio.Event()
         loop = asyncio.get_running_loop()
         stuck = loop.run_in_executor(
-            store._executor, lambda: asyncio.run_coroutine_threadsafe(release.wait(), loop).result()
+            store._worker._executor, lambda: asyncio.run_coroutine_threadsafe(release.wait(), loop).result()
         )
         response = await admin.get("/readyz")
         assert response.status == 503

@@ -26,7 +26,7 @@ from gateway.config import ConfigError, StoreConfig, load_config, with_overrides
 from gateway.emulator import APP_CONSUMER_KEY, APP_CONSUMER_SECRET
 from gateway.keys import STORE_KEY
 from gateway.store.factory import open_store
-from gateway.store.sqlite import _MIGRATIONS
+from gateway.store.sqlite.schema import MIGRATIONS
 from tests.conftest import PLAIN_IDS, SEAN_TOKEN, gateway_config, opened_store
 from tests.test_auth import rfc5849_header
 from tests.test_credentials_cli import MARK, one_line, read_back, run
@@ -496,7 +496,7 @@ async def test_sqlite_version_4_file_migrates_to_the_provider_schema(tmp_path) -
     path = tmp_path / "v4.sqlite3"
     conn = sqlite3.connect(path)
     for version in range(1, 5):
-        for statement in _MIGRATIONS[version]:
+        for statement in MIGRATIONS[version]:
             conn.execute(statement)
     conn.execute("INSERT INTO consumers (key, secret) VALUES ('ck', 'cs')")
     conn.execute("INSERT INTO tokens (token, consumer_key, secret) VALUES ('tk', 'ck', 'ts')")

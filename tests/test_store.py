@@ -21,12 +21,13 @@ from gateway.auth.credentials import BasicUser, Consumer, CredentialEntry, OAuth
 from gateway.config import StoreConfig
 from gateway.model import DirectMessage, Entities, Hashtag, Mention, Url, User
 from gateway.store import codec
-from gateway.store import sqlite as sqlite_module
 from gateway.store.base import Deletion, MessageStore, Store, StoreError
 from gateway.store.factory import open_store, open_store_from_config
 from gateway.store.memory import MemoryStore
 from gateway.store.redis import RedisStore
 from gateway.store.sqlite import SCHEMA_VERSION, SQLiteStore
+from gateway.store.sqlite import schema as sqlite_schema
+from gateway.store.sqlite import store as sqlite_store
 from tests.conftest import SEED_002_ID, gateway_config, opened_store, redis_namespace, store_of
 
 
@@ -602,7 +603,7 @@ async def test_sqlite_migrates_a_version_1_file_and_keeps_its_messages(tmp_path:
     conn = sqlite3.connect(path, isolation_level=None)  # the file as a version-1 gateway left it
     try:
         conn.execute("PRAGMA journal_mode=WAL")
-        for statement in sqlite_module._MIGRATIONS[1]:
+        for statement in sqlite_schema.MIGRATIONS[1]:
             conn.execute(statement)
         conn.execute("PRAGMA user_version = 1")
         conn.executemany(
@@ -654,7 +655,7 @@ def write_version_2_file(path: Path, rows: list[tuple[str, bytes, float, float |
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         for version in (1, 2):
-            for statement in sqlite_module._MIGRATIONS[version]:
+            for statement in sqlite_schema.MIGRATIONS[version]:
                 conn.execute(statement)
         conn.execute("PRAGMA user_version = 2")
         conn.executemany("INSERT INTO messages VALUES (?, ?, ?, ?, ?)", rows)
@@ -688,9 +689,7 @@ async def test_sqlite_schema_3_keys_messages_by_their_ids_as_integers(tmp_path: 
         assert [row[0] for row in conn.execute("SELECT id FROM messages ORDER BY id")] == [int(i) for i in kept]
         columns = {row[1]: (row[2], row[5]) for row in conn.execute("PRAGMA table_info(messages)")}
         assert columns["id"] == ("INTEGER", 1)  # the rowid itself: one B-tree, no separate index
-        plan = " ".join(
-            row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sqlite_module._SELECT_MESSAGE, (1, 0.0))
-        )
+        plan = " ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sqlite_store._SELECT_MESSAGE, (1, 0.0)))
         assert "INTEGER PRIMARY KEY" in plan, plan
     finally:
         conn.close()
@@ -886,7 +885,7 @@ async def test_sqlite_schema_4_keeps_the_one_deletion_of_a_schema_3_file(tmp_pat
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         for version in (1, 2, 3):
-            for statement in sqlite_module._MIGRATIONS[version]:
+            for statement in sqlite_schema.MIGRATIONS[version]:
                 conn.execute(statement)
         conn.execute("PRAGMA user_version = 3")
         record = codec.dumps(codec.message_to_record(make_message("1"), None))

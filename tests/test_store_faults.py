@@ -168,11 +168,11 @@ async def test_sqlite_file_failing_mid_run_destroys_from_upstream_and_recovers(
     assert (await client.post(f"/1.1/direct_messages/destroy.json?id={ENTITIES_ID}")).status == 503
     assert await store.get_message(ENTITIES_ID) is not None
 
-    real, real_reader = store._conn, store._loop_db
+    real, real_reader = store._worker.db, store._loop_db
     assert real is not None and real_reader is not None
     fault, reader_fault = FailingConnection(real), FailingConnection(real_reader)
-    store._conn = fault  # type: ignore[assignment]
-    store._loop_db = reader_fault  # type: ignore[assignment]
+    store._worker.db = fault  # type: ignore[assignment]
+    store._loop_db = store._writer.db = reader_fault  # type: ignore[assignment]
     try:
         emulator.state.requests.clear()
         # A stored message cannot be read now: the body comes from v2, the delete still happens.
