@@ -9,6 +9,7 @@ message id or DM text.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -17,6 +18,23 @@ from gateway.upstream.resilience import BreakerState
 
 # The label for requests no route matched: the requested path itself would be unbounded (and may carry ids).
 UNMATCHED_ROUTE = "unmatched"
+
+
+class _Children:
+    """The children of a labelled metric, kept by their label values: ``labels()`` checks and converts its
+    arguments and takes a lock on every call, where a dict lookup does once the child exists (what that
+    saves a request is in docs/PERFORMANCE.md). The label sets are small and closed, and no child is ever
+    removed from these metrics, so a kept child is always the one the registry exports."""
+
+    def __init__(self, metric: Any) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
 
 
 class Metrics:
@@ -83,10 +101,14 @@ class Metrics:
             ("upstream", "state"),
             registry=self.registry,
         )
+        # The metrics every request counts itself in.
+        self._requests = _Children(self.requests)
+        self._store_lookups = _Children(self.store_lookups)
+        self._upstream_duration = _Children(self.upstream_duration)
 
     def request_answered(self, dialect: str, route: str, status: int) -> None:
         """One request answered by the listener, by what the client got."""
-        self.requests.labels(dialect=dialect, route=route, status=str(status)).inc()
+        self._requests(dialect, route, str(status)).inc()
 
     def store_error(self, operation: str) -> None:
         """The callback DMService calls for every StoreError it swallows."""
@@ -94,11 +116,11 @@ class Metrics:
 
     def store_lookup(self, hit: bool) -> None:
         """The callback DMService calls for every message it looks up in the store."""
-        self.store_lookups.labels(result="hit" if hit else "miss").inc()
+        self._store_lookups("hit" if hit else "miss").inc()
 
     # gateway.upstream.resilience.UpstreamObserver
     def upstream_request(self, endpoint: str, outcome: str, seconds: float) -> None:
-        self.upstream_duration.labels(endpoint=endpoint, outcome=outcome).observe(seconds)
+        self._upstream_duration(endpoint, outcome).observe(seconds)
 
     def upstream_retry(self, endpoint: str, reason: str) -> None:
         self.upstream_retries.labels(endpoint=endpoint, reason=reason).inc()
