@@ -1,5 +1,6 @@
-"""The application factory: routes from the config, middlewares for cross-cutting work, resources in
-``cleanup_ctx``. Handlers stay a few lines long; everything they do is in a dialect or the service."""
+"""The application factory: routes from the config, the middlewares of ``gateway.middlewares`` for
+cross-cutting work, resources in ``cleanup_ctx``. Handlers stay a few lines long; everything they do is in a
+dialect or the service."""
 
 from __future__ import annotations
 

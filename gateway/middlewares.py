@@ -83,7 +83,7 @@ async def error_boundary(request: web.Request, handler: Handler) -> web.StreamRe
     try:
         return await handler(request)
     except Exception as exc:  # noqa: BLE001 - the error boundary; CancelledError is not an Exception
-        return error_answer(request, exc)
+        return _error_answer(request, exc)
 
 
 @web.middleware
@@ -96,12 +96,12 @@ async def jsonp(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         response = await handler(request)
     except Exception as exc:  # noqa: BLE001 - answered as by the error boundary, to be wrapped
-        response = error_answer(request, exc)
+        response = _error_answer(request, exc)
     _wrap_jsonp(response, callback)
     return response
 
 
-def error_answer(request: web.Request, exc: Exception) -> web.Response:
+def _error_answer(request: web.Request, exc: Exception) -> web.Response:
     """The calling dialect's answer to an exception raised while serving ``request``; an unexpected one is
     logged with its traceback (so call this while handling it). ``suppress_response_codes`` applies."""
     error = _as_gateway_error(request, exc)

@@ -11,8 +11,6 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.admin import create_admin_app
 from gateway.auth.inbound import bearer_token
@@ -21,6 +19,7 @@ from gateway.keys import SERVICE_KEY
 from gateway.upstream.resilience import RetryPolicy, retry_budget
 from tests.conftest import PLAIN_IDS, SEAN_TOKEN, GatewayFactory
 from tests.test_faults import header
+from tests.test_observability import samples, value
 
 HEX_ID = re.compile(r"[0-9a-f]{32}")
 JSONP_TYPE = "application/javascript"
@@ -28,39 +27,23 @@ DESTROY = "/1.1/direct_messages/destroy.json"
 MISSING_ID = "1583890000099999999"
 
 
-async def metric_samples(admin: TestClient) -> list[Any]:
-    response = await admin.get("/metrics")
-    return [s for family in text_string_to_metric_families(await response.text()) for s in family.samples]
-
-
-def value(samples: list[Any], name: str, **labels: str) -> float:
-    return sum(s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
-
-
 # --- request ids -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sent", ["req-1", "a.b:c_D-9", "x" * 128])
-async def test_a_well_formed_request_id_is_answered_and_sent_upstream(
-    make_gateway: GatewayFactory, emulator: EmulatorServer, sent: str
-) -> None:
-    gateway = await make_gateway()
-    response = await gateway.post(f"{DESTROY}?id={PLAIN_IDS[0]}", headers={"X-Request-Id": sent})
-    assert response.status == 200
-    assert response.headers["X-Request-Id"] == sent
-    assert {header(r, "X-Request-Id") for r in emulator.state.requests} == {sent}
-
-
-@pytest.mark.parametrize("sent", ["", "x" * 129, "has space", "semi;colon", "ünïcode"])
-async def test_a_malformed_request_id_is_replaced_by_a_new_one(
-    make_gateway: GatewayFactory, emulator: EmulatorServer, sent: str
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [("req-1", True), ("a.b:c_D-9", True), ("x" * 128, True)]
+    + [(bad, False) for bad in ("", "x" * 129, "has space", "semi;colon", "ünïcode")],
+)
+async def test_a_well_formed_request_id_is_kept_and_any_other_replaced_by_a_new_one(
+    make_gateway: GatewayFactory, emulator: EmulatorServer, sent: str, kept: bool
 ) -> None:
     gateway = await make_gateway()
     response = await gateway.post(f"{DESTROY}?id={PLAIN_IDS[0]}", headers={"X-Request-Id": sent})
     assert response.status == 200
     answered = response.headers["X-Request-Id"]
-    assert HEX_ID.fullmatch(answered)
-    assert {header(r, "X-Request-Id") for r in emulator.state.requests} == {answered}
+    assert answered == sent if kept else HEX_ID.fullmatch(answered)
+    assert {header(r, "X-Request-Id") for r in emulator.state.requests} == {answered}  # the one sent upstream
 
 
 async def test_every_answer_has_an_id_of_its_own(make_gateway: GatewayFactory) -> None:
@@ -94,7 +77,7 @@ async def test_requests_are_counted_by_dialect_route_and_the_status_the_client_g
     assert suppressed.status == 200  # an error answered 200 is counted as the 200 the client got
     assert (await gateway.get("/nowhere/at/all")).status == 404
     assert (await gateway.get("/2/users/me", headers={"Authorization": f"Bearer {SEAN_TOKEN}"})).status == 200
-    found = await metric_samples(admin)
+    found = await samples(admin)
     counted = {
         (s.labels["dialect"], s.labels["route"], s.labels["status"]): s.value
         for s in found
@@ -137,7 +120,7 @@ async def test_an_unexpected_failure_is_the_dialects_500_with_its_id_wrapped_and
         "unexpected error, request id bug-1",
         "unexpected error, request id bug-2",
     ]
-    found = await metric_samples(admin)
+    found = await samples(admin)
     assert value(found, "dmgw_requests_total", dialect="statusnet", status="500") == 2
 
 
