@@ -33,6 +33,5 @@ def parse_id(values: list[str]) -> str:
 
 def is_id(value: str) -> bool:
     """Whether ``value`` is an id as ``parse_id`` accepts one."""
-    # Digit strings of one length without leading zeros compare as their numbers do: no int() needed (a
-    # destroy checks its id three times, and int() of 19 digits costs more than the match).
+    # Digit strings of one length without leading zeros compare as their numbers do: no int() needed.
     return _ID.fullmatch(value) is not None and (len(value) < len(_MAX_ID_TEXT) or value <= _MAX_ID_TEXT)

@@ -9,8 +9,7 @@ message id or DM text.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -20,19 +19,22 @@ from gateway.upstream.resilience import BreakerState
 # The label for requests no route matched: the requested path itself would be unbounded (and may carry ids).
 UNMATCHED_ROUTE = "unmatched"
 
-M = TypeVar("M")
 
+class _Children:
+    """The children of a labelled metric, kept by their label values: ``labels()`` checks and converts its
+    arguments and takes a lock on every call, where a dict lookup does once the child exists (what that
+    saves a request is in docs/PERFORMANCE.md). The label sets are small and closed, and no child is ever
+    removed from these metrics, so a kept child is always the one the registry exports."""
 
-def _new_child(metric: Any, children: dict[tuple[str, ...], M], values: tuple[str, ...]) -> M:
-    """``metric.labels(*values)``, kept in ``children`` under ``values``.
+    def __init__(self, metric: Any) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
 
-    Every request counts itself in a few labelled metrics; ``labels()`` checks and converts its arguments
-    and takes a lock each time, where a dict lookup is enough once the child exists. The label sets are
-    small and closed (see above), so the dict stays as small as the metric's own set of children. Children
-    are never removed from these metrics, so a kept child is always the one the registry exports.
-    """
-    child = children[values] = metric.labels(*values)
-    return child
+    def __call__(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
 
 
 class Metrics:
@@ -99,17 +101,14 @@ class Metrics:
             ("upstream", "state"),
             registry=self.registry,
         )
-        self._requests: dict[tuple[str, ...], Any] = {}
-        self._store_lookups: dict[tuple[str, ...], Any] = {}
-        self._upstream_duration: dict[tuple[str, ...], Any] = {}
+        # The metrics every request counts itself in.
+        self._requests = _Children(self.requests)
+        self._store_lookups = _Children(self.store_lookups)
+        self._upstream_duration = _Children(self.upstream_duration)
 
     def request_answered(self, dialect: str, route: str, status: int) -> None:
         """One request answered by the listener, by what the client got."""
-        key = (dialect, route, str(status))
-        child = self._requests.get(key)
-        if child is None:
-            child = _new_child(self.requests, self._requests, key)
-        child.inc()
+        self._requests(dialect, route, str(status)).inc()
 
     def store_error(self, operation: str) -> None:
         """The callback DMService calls for every StoreError it swallows."""
@@ -117,19 +116,11 @@ class Metrics:
 
     def store_lookup(self, hit: bool) -> None:
         """The callback DMService calls for every message it looks up in the store."""
-        key = ("hit" if hit else "miss",)
-        child = self._store_lookups.get(key)
-        if child is None:
-            child = _new_child(self.store_lookups, self._store_lookups, key)
-        child.inc()
+        self._store_lookups("hit" if hit else "miss").inc()
 
     # gateway.upstream.resilience.UpstreamObserver
     def upstream_request(self, endpoint: str, outcome: str, seconds: float) -> None:
-        key = (endpoint, outcome)
-        child = self._upstream_duration.get(key)
-        if child is None:
-            child = _new_child(self.upstream_duration, self._upstream_duration, key)
-        child.observe(seconds)
+        self._upstream_duration(endpoint, outcome).observe(seconds)
 
     def upstream_retry(self, endpoint: str, reason: str) -> None:
         self.upstream_retries.labels(endpoint=endpoint, reason=reason).inc()
@@ -144,9 +135,7 @@ class Metrics:
             self.breaker_transitions.labels(upstream=upstream, state=state.label).inc()
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
 def route_label(request: web.Request) -> str:
+    """The route a request matched, by its canonical path (the template, never the ids in it)."""
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else UNMATCHED_ROUTE

@@ -118,30 +118,29 @@ class DMService:
         self._deletions: dict[tuple[str, str | None], None] = {}
         self._recorder: asyncio.Task[None] | None = None
 
-    def run(self, op: Operation, principal: Principal, request_id: str | None = None) -> Awaitable[Outcome]:
-        """Carry out any legacy operation: the call of the method for its kind, to await. (A plain function,
-        so that a request runs one coroutine fewer.)"""
+    async def run(self, op: Operation, principal: Principal, request_id: str | None = None) -> Outcome:
+        """Carry out any legacy operation for the caller: the method for its kind."""
         match op:
             case DestroyDM():
-                return self.destroy(op, principal, request_id)
+                return await self.destroy(op, principal, request_id)
             case ShowDM():
-                return self.show(op, principal, request_id)
+                return await self.show(op, principal, request_id)
             case ListDMs():
-                return self.list_messages(op, principal, request_id)
+                return await self.list_messages(op, principal, request_id)
             case ListEvents():
-                return self.list_events(op, principal, request_id)
+                return await self.list_events(op, principal, request_id)
             case SendDM():
-                return self.send(op, principal, request_id)
+                return await self.send(op, principal, request_id)
             case VerifyCredentials():
-                return self.verify_credentials(principal, request_id)
+                return await self.verify_credentials(principal, request_id)
             case ShowUser():
-                return self.show_user(op, principal, request_id)
+                return await self.show_user(op, principal, request_id)
             case LookupUsers():
-                return self.lookup_users(op, principal, request_id)
+                return await self.lookup_users(op, principal, request_id)
             case RateLimitStatus():
-                return self.rate_limit_status(op, principal)
+                return await self.rate_limit_status(op, principal)
             case ServiceInfo():
-                return self.info()
+                return await self.info()
         raise TypeError(f"not an operation: {op!r}")
 
     # Destroy -------------------------------------------------------------------------------------------
@@ -223,15 +222,12 @@ class DMService:
         return me == message.sender_id or me == message.recipient_id
 
     async def _view(self, message_id: str, principal: Principal, request_id: str | None) -> MessageView:
-        try:  # as _quietly does, without its coroutine: every store-hit destroy comes this way
-            message, users = await self.store.get_message_with_users(message_id)
-        except StoreError as exc:
-            message, users = self._store_failed("get_message", exc, (None, {}))
+        message, users = await self._quietly(self.store.get_message_with_users(message_id), "get_message", (None, {}))
         if message is not None:
             # The store answers only a participant of the message. For anyone else it is as though it had
             # never seen the message: v2 answers them (it does not show them the message), and how that
             # answer looks cannot tell them whether the gateway had it.
-            me = self._known_caller(principal) or await self._caller_id(principal, request_id)
+            me = await self._caller_id(principal, request_id)
             if me != message.sender_id and me != message.recipient_id:
                 message, users = None, {}
         if self._on_store_lookup is not None:
@@ -379,15 +375,6 @@ class DMService:
             attachment=Media(id=op.media_id) if op.media_id is not None else None,
         )
         return message, {recipient.id: recipient}
-
-    def _known_caller(self, principal: Principal) -> str | None:
-        """The remembered v2 user id of a caller whose credential always acts for the same user (not a Basic
-        user, whose grant may change): ``_caller_id`` without a coroutine, for every store-hit destroy."""
-        known = self._callers.get(principal.identity)
-        if known is None or principal.source == "basic":
-            return None
-        self._callers.move_to_end(principal.identity)
-        return known[1]
 
     async def _caller_id(self, principal: Principal, request_id: str | None) -> str:
         """The v2 user id the principal acts for, asked of v2 once per credential; for a Basic user, once per
@@ -546,13 +533,10 @@ class DMService:
         try:
             return await call
         except StoreError as exc:
-            return self._store_failed(what, exc, fallback)
-
-    def _store_failed(self, what: str, exc: StoreError, fallback: T) -> T:
-        log.warning("store %s failed: %s", what, exc)
-        if self._on_store_error is not None:
-            self._on_store_error(what)
-        return fallback
+            log.warning("store %s failed: %s", what, exc)
+            if self._on_store_error is not None:
+                self._on_store_error(what)
+            return fallback
 
 
 async def _grant_digest(principal: Principal) -> str | None:

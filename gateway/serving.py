@@ -19,7 +19,7 @@ from gateway.config import Config, is_loopback
 #: The cyclic garbage collector's first threshold in a serving process, where Python's default is 700.
 #: Each collection walks every young object still alive, and a gateway with requests in flight always
 #: holds a few thousand (their coroutines, requests and pending upstream calls): at 700 it walked them
-#: every few dozen destroys, about 5% of the instructions a destroy costs. See docs/PERFORMANCE.md.
+#: every few dozen destroys. What that cost is in docs/PERFORMANCE.md.
 COLLECTOR_THRESHOLD = 10_000
 
 

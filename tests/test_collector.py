@@ -1,22 +1,41 @@
-"""A serving process sets the garbage collector's first threshold for itself (``gateway.serving.tune_collector``):
-``serve`` before it listens, every worker before it starts; nothing else does."""
+"""A serving process raises the garbage collector's first threshold for itself (``tune_collector``): a served
+``dm-gateway serve`` and every worker of ``--workers`` run with it; building the app leaves it alone."""
 
 from __future__ import annotations
 
+import ast
 import gc
-import multiprocessing
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from gateway import cli, workers
 from gateway.app import create_app
 from gateway.config import load_config
 from gateway.serving import COLLECTOR_THRESHOLD, tune_collector
+from tests.test_cli import free_port
 
 PYTHON_DEFAULT = (700, 10, 10)
+
+# Run in a fresh interpreter: once the process listens on PORT, print its thresholds, then stop it as an
+# operator would (SIGTERM).
+REPORT_WHEN_LISTENING = """
+import gc, os, signal, socket, sys, threading, time
+
+def report():
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", PORT), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    print(gc.get_threshold(), flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+threading.Thread(target=report, daemon=True).start()
+"""
 
 
 @pytest.fixture
@@ -30,6 +49,15 @@ def collector() -> Iterator[None]:
         gc.set_threshold(*saved)
 
 
+def thresholds_while_serving(port: int, serve: str) -> tuple[int, int, int]:
+    """The collector's thresholds of a fresh interpreter that runs ``serve``, listening on ``port``."""
+    code = REPORT_WHEN_LISTENING.replace("PORT", str(port)) + textwrap.dedent(serve)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    first_line = result.stdout.splitlines()[0]
+    return ast.literal_eval(first_line)
+
+
 def test_the_first_threshold_is_raised_and_the_other_two_kept(collector: None) -> None:
     gc.set_threshold(700, 11, 12)
     tune_collector()
@@ -37,42 +65,33 @@ def test_the_first_threshold_is_raised_and_the_other_two_kept(collector: None) -
     assert PYTHON_DEFAULT[0] < COLLECTOR_THRESHOLD
 
 
-def test_serve_tunes_the_collector_before_it_serves(collector: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[tuple[int, int, int]] = []
-
-    async def serve(config: Any, tls: Any) -> None:
-        seen.append(gc.get_threshold())
-
-    monkeypatch.setattr(cli, "_serve_until_signalled", serve)
-    monkeypatch.setattr(cli.logging, "basicConfig", lambda **kwargs: None)  # the test process keeps its own
-    assert cli.main(["serve", "--upstream", "http://127.0.0.1:9", "--store", "memory"]) == 0
-    assert seen == [(COLLECTOR_THRESHOLD, 10, 10)]
+def test_a_served_gateway_runs_with_the_raised_threshold() -> None:
+    port, admin_port = free_port(), free_port()
+    serve = f"""
+    from gateway.cli import main
+    sys.exit(main(["serve", "--upstream", "http://127.0.0.1:9", "--store", "memory",
+                   "--host", "127.0.0.1", "--port", "{port}", "--admin-port", "{admin_port}"]))
+    """
+    assert thresholds_while_serving(port, serve)[0] == COLLECTOR_THRESHOLD
 
 
-def test_every_worker_tunes_its_collector_before_it_serves(
-    collector: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    seen: list[tuple[int, int, int]] = []
+def test_a_worker_runs_with_the_raised_threshold() -> None:
+    port, admin_port = free_port(), free_port()
+    # A worker as the supervisor starts it; it stops when the supervisor's end of its pipe closes.
+    serve = f"""
+    import multiprocessing
+    from gateway.config import load_config
+    from gateway.workers import worker_main
 
-    def run(coroutine: Any) -> None:  # in place of asyncio.run: note the thresholds, serve nothing
-        seen.append(gc.get_threshold())
-        coroutine.close()
-
-    monkeypatch.setattr(workers.asyncio, "run", run)
-    # What a worker does to its own process besides: not to be done to the test process.
-    monkeypatch.setattr(workers.signal, "signal", lambda *args: None)
-    monkeypatch.setattr(workers.logging, "basicConfig", lambda **kwargs: None)
-    config = load_config(
-        env={},
-        overrides={"upstream": {"base_url": "http://127.0.0.1:9"}, "store": {"url": f"sqlite:///{tmp_path}/s.db"}},
-    )
+    config = load_config(env={{}}, overrides={{
+        "upstream": {{"base_url": "http://127.0.0.1:9"}},
+        "store": {{"url": "memory"}},
+        "server": {{"host": "127.0.0.1", "port": {port}, "admin_port": {admin_port}}},
+    }})
     ours, theirs = multiprocessing.Pipe()
-    try:
-        workers.worker_main(config, 0, theirs)
-    finally:
-        ours.close()
-        theirs.close()
-    assert seen == [(COLLECTOR_THRESHOLD, 10, 10)]
+    worker_main(config, 1, theirs)
+    """
+    assert thresholds_while_serving(port, serve)[0] == COLLECTOR_THRESHOLD
 
 
 def test_building_the_app_leaves_the_collector_alone(collector: None) -> None:

@@ -11,6 +11,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.specifiers import SpecifierSet
 
 from gateway.cli import _parser
 from gateway.config import ENV_STORE_ENCRYPTION_KEY, ENV_UPSTREAM_BEARER, load_config
@@ -54,9 +55,17 @@ def test_the_container_config_passes_check_config(tmp_path: Path) -> None:
     assert server.host == "0.0.0.0" and server.admin_host == "127.0.0.1"
 
 
+def test_the_image_is_built_on_a_python_the_project_supports() -> None:
+    """The official Python image of a version ``pip install .`` accepts (``requires-python``)."""
+    [base] = re.findall(r"^FROM (\S+)", DOCKERFILE.read_text("utf-8"), re.MULTILINE)
+    match = re.fullmatch(r"python:(\d+\.\d+)(?:\.\d+)?(?:-\S+)?", base)
+    assert match, f"{base}: not an official Python image"
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["project"]["requires-python"]
+    assert SpecifierSet(requires).contains(match.group(1)), (base, requires)
+
+
 def test_the_dockerfile_serves_its_config_and_checks_health_on_its_admin_port() -> None:
     text = DOCKERFILE.read_text("utf-8")
-    assert re.search(r"^FROM python:3\.12-slim$", text, re.MULTILINE)
     assert "COPY deploy/config.toml /etc/dm-gateway/config.toml" in text
     user = re.search(r"^USER (\S+)$", text, re.MULTILINE)
     assert user and user.group(1) not in ("root", "0")

@@ -516,8 +516,8 @@ def _base_string(method: str, uri: str, params: Params) -> str:
 @lru_cache(maxsize=1024)
 def _bearer_principal(token: str) -> Principal:
     """The caller a bearer token names, passing it on upstream. A Principal is immutable and the same few
-    tokens come back request after request, so the most recent are kept: a lookup costs a request less than
-    building one and hashing its token (the tokens are in memory anyway while their requests run)."""
+    tokens come back request after request, so the most recent are kept (the tokens are in memory anyway
+    while their requests run)."""
     return Principal(BearerCredential(token), "bearer", token_identity("bearer", token))
 
 

@@ -303,9 +303,8 @@ class UpstreamClient:
     def _url(self, path: str, params: Mapping[str, str] | None) -> tuple[URL, str]:
         """``base_url + path`` with ``params`` as its query, as a URL and as the text a credential signs.
 
-        Parsing that whole string is most of the cost of a call's URL; a plain path (an id, a fixed name)
-        goes onto the base parsed once instead, which gives the same URL; without a query, its text is
-        then the two strings joined."""
+        A plain path (an id, a fixed name) goes onto the base URL, parsed once, which gives the same URL as
+        parsing the whole string; without a query, its text is then the two strings joined."""
         if self._root is not None and _PLAIN_PATH.fullmatch(path):
             url = self._root.with_path(path, encoded=True)
             if not params:

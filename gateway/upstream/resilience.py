@@ -55,7 +55,7 @@ class BreakerState(IntEnum):
         return self.name.lower().replace("_", "-")
 
 
-#: The state every call checks for; a module constant reads faster than the enum's attribute.
+#: The state every call checks for.
 _CLOSED = BreakerState.CLOSED
 
 
@@ -102,16 +102,14 @@ class NullObserver:
 # --- retries -------------------------------------------------------------------------------------------
 
 # The time by which retries of the current legacy call must be done, on the monotonic clock (the clock
-# asyncio's event loop keeps; read straight from ``time``, since asking for the running loop costs a
-# ``getpid`` system call on every call).
+# asyncio's event loop keeps, read straight from ``time``).
 _DEADLINE: ContextVar[float | None] = ContextVar("dmgw_retry_deadline", default=None)
 
 
 class retry_budget:  # noqa: N801 - a context manager used as a function call: ``with retry_budget(10):``
     """Everything upstream inside this block shares one retry budget of ``seconds`` from its start.
 
-    An inner block keeps the outer deadline, so a budget cannot be extended by nesting. (A class rather than
-    a generator: every legacy call enters one, and this costs it less.)
+    An inner block keeps the outer deadline, so a budget cannot be extended by nesting.
     """
 
     __slots__ = ("_seconds", "_token")
