@@ -467,3 +467,33 @@ async def test_a_store_read_that_raced_a_refresh_does_not_undo_it(emulator, stor
         refresher.remember("sean", old)  # read from the store just before the refresh persisted
         assert await refresher.current("sean") == new
         assert emulator.state.token_refreshes == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "url"),
+    [
+        ("GET", "https://api.x.com/2/dm_events/1?expansions=sender_id%2Cparticipant_ids&user.fields=a%2Cb"),
+        ("DELETE", "https://api.x.com:443/2/dm_events/2"),
+        ("GET", "http://127.0.0.1:8080/2/users/by?usernames=a%2Cb+c&x=%25%7E"),
+    ],
+)
+async def test_upstream_signature_is_one_authlibs_server_side_check_accepts(method: str, url: str) -> None:
+    """The header an OAuth1Credential sends for v2 verifies as RFC 5849 says, over the query it names, with
+    secrets that need escaping; and a header for another URL or method does not."""
+    from authlib.oauth1.rfc5849.signature import verify_hmac_sha1
+    from authlib.oauth1.rfc5849.wrapper import OAuth1Request
+
+    from gateway.auth.upstream import OAuth1Credential
+
+    credential = OAuth1Credential("ck-1", "c&s%ret", "tok~1", "t+s/ret")
+
+    def verifies(method: str, url: str, header: str) -> bool:
+        request = OAuth1Request(method, url, headers={"Authorization": header})
+        request.client = type("Client", (), {"get_client_secret": lambda self: "c&s%ret"})()
+        request.credential = type("Credential", (), {"get_oauth_token_secret": lambda self: "t+s/ret"})()
+        return bool(verify_hmac_sha1(request)) and request.token == "tok~1" and request.client_id == "ck-1"
+
+    header = await credential.authorization(method, url)
+    assert verifies(method, url, header)
+    assert not verifies("POST", url, header)
+    assert not verifies(method, url.replace("/2/", "/1.1/"), header)

@@ -42,8 +42,8 @@ from urllib.parse import urlsplit
 from urllib.request import parse_http_list
 
 from aiohttp import web
-from authlib.oauth1.rfc5849.signature import hmac_sha1_signature, normalize_base_string_uri, normalize_parameters
-from authlib.oauth1.rfc5849.util import escape, unescape
+from authlib.oauth1.rfc5849.signature import hmac_sha1_signature
+from authlib.oauth1.rfc5849.util import unescape
 from multidict import MultiDict, MultiDictProxy, MultiMapping
 
 from gateway.auth.credentials import BasicUser, Consumer, CredentialStore, Token, hash_password, verify_password
@@ -53,6 +53,7 @@ from gateway.auth.upstream import (
     GrantRefresher,
     OAuth1Credential,
     OAuth2Credential,
+    base_string,
 )
 from gateway.config import Config
 from gateway.errors import (
@@ -307,7 +308,7 @@ class Authenticator:
         signature = signed.oauth["oauth_signature"].encode()
         for uri in self._signed_uris(request):
             try:
-                base = _base_string(request.method, uri, signed.params)
+                base = base_string(request.method, uri, signed.params)
             except ValueError:  # a Host header or target that makes no URI
                 continue
             if hmac.compare_digest(hmac_sha1_signature(base, consumer_secret, token_secret).encode(), signature):
@@ -505,12 +506,6 @@ def _absolute_uri(target: str) -> str | None:
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc or "@" in parts.netloc:
         return None
     return f"{parts.scheme}://{parts.netloc}{parts.path or '/'}"
-
-
-def _base_string(method: str, uri: str, params: Params) -> str:
-    """RFC 5849 section 3.4.1, from parameters already decoded exactly once."""
-    pairs = normalize_parameters([(k, v) for k, v in params if k != "oauth_signature"])
-    return "&".join((escape(method.upper()), escape(normalize_base_string_uri(uri)), escape(pairs)))
 
 
 @lru_cache(maxsize=1024)
