@@ -12,10 +12,8 @@ later destroy can answer its full body without asking v2.
 A stored message answers only a participant of it: the caller's own v2 user id (asked of ``GET /2/users/me``
 once per credential and remembered; a Basic user's again when their grant changes) must be its sender or
 recipient. For anyone else the store counts as a miss, so v2 answers as it would had the gateway never seen
-the message. A destroy that had to ask v2 for its message learns it in the background: the DELETE and the
-answer need only v2's copy, not the store's. A deletion is recorded after v2 confirmed it and the answer is
-made: deletions are queued and handed to the store in batches by one task at a time, each batch once the
-messages it names are learned (``drain()`` waits for both before the store closes).
+the message. A deletion is recorded after v2 confirmed it and the answer is made: deletions are queued and
+handed to the store in batches by one task at a time (``drain()`` waits for them before the store closes).
 Each recorded deletion is a tombstone of its deleter: a retry that v2 answers 404 within the tombstone window
 is answered as the first call was, for a caller still a participant; a 404 after a lost attempt
 (``NotFoundAfterLostAttempt``) counts as the deletion for a participant only.
@@ -119,8 +117,6 @@ class DMService:
         # Deletions not yet handed to the store, (message id, by) in order, and the one task handing them over.
         self._deletions: dict[tuple[str, str | None], None] = {}
         self._recorder: asyncio.Task[None] | None = None
-        # Messages and users of store-miss destroys on their way into the store.
-        self._learning: set[asyncio.Task[None]] = set()
 
     def run(self, op: Operation, principal: Principal, request_id: str | None = None) -> Awaitable[Outcome]:
         """Carry out any legacy operation: the call of the method for its kind, to await. (A plain function,
@@ -187,8 +183,6 @@ class DMService:
         try:
             while self._deletions:
                 batch = list(self._deletions)
-                if self._learning:  # the store takes a deletion only for a message it holds: learn them first
-                    await asyncio.gather(*self._learning, return_exceptions=True)
                 try:
                     await self._quietly(self.store.mark_deleted_many(batch), "mark_deleted", None)
                 except Exception:  # a fault in the store itself: logged, later records still go
@@ -200,11 +194,9 @@ class DMService:
             self._recorder = None
 
     async def drain(self) -> None:
-        """Wait for the messages being learned and the deletion records still being written after their
-        answers: before the store closes."""
-        while self._recorder is not None or self._learning:
-            pending = [*self._learning, *([self._recorder] if self._recorder is not None else [])]
-            await asyncio.gather(*pending, return_exceptions=True)
+        """Wait for the deletion records still being written after their answers: before the store closes."""
+        while self._recorder is not None:
+            await asyncio.gather(self._recorder, return_exceptions=True)
 
     async def _deleted_recently_by(self, message_id: str, principal: Principal) -> bool:
         """Whether this caller deleted the message through the gateway within the tombstone window (each
@@ -246,9 +238,7 @@ class DMService:
             self._on_store_lookup(message is not None)
         if message is None:
             response = await self.upstream.get_dm_event(message_id, principal, request_id)
-            message, learned = _event(response, message_id)
-            self._learn_soon(message, learned)
-            users = {u.id: u for u in learned}
+            message, users = await self._learn_event(response, message_id)
         sender, recipient = users.get(message.sender_id), users.get(message.recipient_id)
         if sender is not None and recipient is not None:  # the store had both, as it mostly does
             return MessageView(message, sender, recipient)
@@ -478,15 +468,17 @@ class DMService:
 
     async def _learn_event(self, response: V2Response, message_id: str) -> tuple[DirectMessage, dict[str, User]]:
         """The one-to-one message in a v2 event lookup, learned with its users."""
-        message, users = _event(response, message_id)
+        event = response.body.get("data")
+        if event is None:  # v2 answers errors alone for an event it does not show
+            raise MessageNotFound(f"v2 answered the lookup of event {message_id} without data")
+        if not isinstance(event, dict):
+            raise UpstreamFailure(f"v2 answered the lookup of event {message_id} with data that is no event")
+        message = message_from_v2(event, media_from_includes(response.body))
+        if message is None:
+            raise MessageNotFound(f"event {message_id} is not a one-to-one message")
+        users = users_from_includes(response.body)
         await self._learn([message], users)
         return message, {u.id: u for u in users}
-
-    def _learn_soon(self, message: DirectMessage, users: list[User]) -> None:
-        """Learn a message and its users without waiting for the store (see ``_record_deletions``)."""
-        task = asyncio.get_running_loop().create_task(self._learn([message], users))
-        self._learning.add(task)
-        task.add_done_callback(self._learning.discard)
 
     async def _learn_page(self, response: V2Response) -> tuple[list[DirectMessage], dict[str, User]]:
         """The one-to-one messages of a v2 event list, newest first, learned with their users."""
@@ -570,19 +562,6 @@ async def _grant_digest(principal: Principal) -> str | None:
         return None
     authorization = await principal.credential.authorization("GET", "")
     return hashlib.sha256(authorization.encode()).hexdigest()[:32]
-
-
-def _event(response: V2Response, message_id: str) -> tuple[DirectMessage, list[User]]:
-    """The one-to-one message in a v2 event lookup, and the users it includes."""
-    event = response.body.get("data")
-    if event is None:  # v2 answers errors alone for an event it does not show
-        raise MessageNotFound(f"v2 answered the lookup of event {message_id} without data")
-    if not isinstance(event, dict):
-        raise UpstreamFailure(f"v2 answered the lookup of event {message_id} with data that is no event")
-    message = message_from_v2(event, media_from_includes(response.body))
-    if message is None:
-        raise MessageNotFound(f"event {message_id} is not a one-to-one message")
-    return message, users_from_includes(response.body)
 
 
 def _next_token(response: V2Response) -> str | None:
