@@ -497,3 +497,19 @@ async def test_upstream_signature_is_one_authlibs_server_side_check_accepts(meth
     assert verifies(method, url, header)
     assert not verifies("POST", url, header)
     assert not verifies(method, url.replace("/2/", "/1.1/"), header)
+
+
+async def test_a_token_stored_anew_acts_upstream_with_its_new_secret_at_once(client, emulator, store) -> None:
+    """A verified caller's upstream signer is kept for its next requests only while the store answers the
+    same records: a token given another secret signs with that one at once (which X, still knowing the old
+    one, refuses), and with the old one again once it is stored back."""
+    first = await send(client, signed(client, "POST", f"{CLASSIC}?id={PLAIN_IDS[0]}"))
+    assert first.status == 200
+    rotated = Token(SEAN.token, SEAN.consumer_key, "another secret")
+    await store.put_token(rotated)
+    assert (await send(client, signed(client, "POST", f"{CLASSIC}?id={PLAIN_IDS[1]}"))).status == 401  # inbound
+    refused = await send(client, signed(client, "POST", f"{CLASSIC}?id={PLAIN_IDS[1]}", token=rotated))
+    assert refused.status == 401 and upstream(emulator)[-1][0] == "GET"  # X refused the new signature
+    await store.put_token(SEAN)
+    again = await send(client, signed(client, "POST", f"{CLASSIC}?id={PLAIN_IDS[1]}"))
+    assert again.status == 200

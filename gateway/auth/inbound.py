@@ -106,6 +106,8 @@ def _decoy_hash() -> str:
 
 #: Basic callers whose password was checked, kept so that their next requests skip scrypt, at most.
 VERIFIED_BASIC_SIZE = 1024
+#: OAuth 1.0a callers re-signed upstream whose Principal (and signer) is kept for their next requests, at most.
+OAUTH1_PRINCIPALS_SIZE = 1024
 
 
 class Authenticator:
@@ -148,6 +150,10 @@ class Authenticator:
         # A password check under way, by (username, stored hash, digest of the password): the same check
         # asked for again meanwhile (a client's concurrent requests) waits for it instead of hashing again.
         self._checking: dict[tuple[str, str | None, bytes], asyncio.Future[bool]] = {}
+        # The Principal of a verified consumer and token that act upstream with a fixed credential (not a
+        # Basic user's grant), by the very records the store answered: a changed or removed secret or
+        # mapping is another key, and the store is read on every request all the same.
+        self._oauth1_principals: OrderedDict[tuple[Consumer, Token], Principal] = OrderedDict()
 
     def close(self) -> None:
         """Stop the password-checking threads (checks under way finish; none start)."""
@@ -226,9 +232,19 @@ class Authenticator:
             raise UpstreamUnavailable(f"credential store unavailable: {exc}") from exc
 
     async def _oauth1_principal(self, consumer: Consumer, token: Token) -> Principal:
-        """Who a verified consumer and token act as upstream (see ``acting_for``)."""
+        """Who a verified consumer and token act as upstream (see ``acting_for``): for a fixed credential,
+        the one made for an earlier request with the same records, its signer ready."""
+        known = self._oauth1_principals.get((consumer, token))
+        if known is not None:
+            self._oauth1_principals.move_to_end((consumer, token))
+            return known
         credential = await self.acting_for(consumer, token)
-        return Principal(credential, "oauth1", f"oauth1:{consumer.key}:{token.token}")
+        principal = Principal(credential, "oauth1", f"oauth1:{consumer.key}:{token.token}")
+        if token.upstream_user is None:  # a Basic user's grant is read from the store each time instead
+            self._oauth1_principals[consumer, token] = principal
+            if len(self._oauth1_principals) > OAUTH1_PRINCIPALS_SIZE:
+                self._oauth1_principals.popitem(last=False)
+        return principal
 
     async def acting_for(self, consumer: Consumer, token: Token) -> UpstreamCredential:
         """The upstream credential a verified consumer and token act with: the same consumer and token
