@@ -1,7 +1,8 @@
 """CPU per destroy of two servers, compared in interleaved slices:
 
     python -m bench.compare NAME=SERVER[@CHECKOUT] NAME=SERVER[@CHECKOUT] [--call statusnet] [--slices 8]
-                            [--count 3000] [--warmup 200] [--concurrency 32] [--one-order] [--json PATH]
+                            [--count 3000] [--warmup 200] [--concurrency 32] [--auth oauth1] [--store-miss]
+                            [--one-order] [--json PATH]
 
 SERVER is ``memory`` or ``sqlite`` (a gateway with that store, filled beforehand with every message the
 comparison destroys) or ``proxy`` (the minimal proxy); CHECKOUT is a directory holding another version of the
@@ -9,7 +10,10 @@ project (a ``git worktree``), whose code that server then runs; without it, this
 once against one emulator, and the load alternates between them in slices of ``--count`` destroys (A B, then
 B A, ...), each slice's CPU (user and system, all threads of the server's process) read from /proc. A slice
 pair's ratio is B's CPU per destroy over A's; the median over the pairs is printed, with each server's
-median CPU per destroy and req/s.
+median CPU per destroy and req/s. ``--auth oauth1`` signs every call to a gateway with OAuth 1.0a (the
+gateway's store holds the emulator's consumer and token), and ``--store-miss`` leaves a gateway's store
+without the messages, so that each destroy first asks v2 for its message; the minimal proxy takes the same
+calls with the bearer token either way (it authenticates nobody and has no store).
 
 Why slices: on a shared virtual machine the CPU a request costs drifts by half within a minute, far more than
 most changes a comparison looks for; two slices a few seconds apart share that drift. The server started
@@ -66,21 +70,27 @@ def compare(sides: tuple[Side, Side], args: argparse.Namespace, log_dir: Path) -
                 command = ["bench.servers", "proxy", "--upstream", emulator.url]
             else:
                 store = "memory" if side.server == "memory" else f"sqlite:///{log_dir}/{side.name}.sqlite3"
-                command = ["bench.servers", "gateway", "--upstream", emulator.url, "--store", store,
-                           "--prefill", f"{ids.start}:{len(ids)}"]  # fmt: skip
+                command = ["bench.servers", "gateway", "--upstream", emulator.url, "--store", store]
+                if not args.store_miss:
+                    command += ["--prefill", f"{ids.start}:{len(ids)}"]
+                if args.auth == "oauth1":
+                    command.append("--oauth1")
             processes.append(Process(side.name, command, log_dir, cwd=side.checkout))
         for process in processes:
             process.ready()
         cpu: list[list[float]] = [[], []]
         rps: list[list[float]] = [[], []]
-        scenario = Scenario("compare", "gateway", args.call)
+        auths = ["bearer" if side.server == "proxy" else args.auth for side in sides]
         for number in range(args.slices):
             for index in (0, 1) if number % 2 == 0 else (1, 0):
                 process = processes[index]
+                scenario = Scenario("compare", "gateway", args.call, auths[index])
                 start = index * total // 2 + number * per_slice
                 result = run_load(
                     scenario, process.url, start, args.warmup, args.count, args.concurrency, {"server": process.pid}
                 )
+                if result["errors"]:  # CPU per destroy means nothing over refused or failed calls
+                    raise RuntimeError(f"{sides[index].name} answered {result['errors']} (status: count)")
                 cpu[index].append(result["cpu_us_per_request"]["server"])
                 rps[index].append(result["rps"])
     finally:
@@ -103,6 +113,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--count", type=int, default=3000, help="measured destroys per slice (default 3000)")
     parser.add_argument("--warmup", type=int, default=200, help="destroys before each slice's measuring (default 200)")
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--auth", choices=("bearer", "oauth1"), default="bearer", help="how the gateways are called")
+    parser.add_argument("--store-miss", action="store_true", help="gateways start without the messages in store")
     parser.add_argument("--one-order", action="store_true", help="only the order given, not swapped as well")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write every slice's numbers to PATH")
     args = parser.parse_args(argv)

@@ -467,3 +467,49 @@ async def test_a_store_read_that_raced_a_refresh_does_not_undo_it(emulator, stor
         refresher.remember("sean", old)  # read from the store just before the refresh persisted
         assert await refresher.current("sean") == new
         assert emulator.state.token_refreshes == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "url"),
+    [
+        ("GET", "https://api.x.com/2/dm_events/1?expansions=sender_id%2Cparticipant_ids&user.fields=a%2Cb"),
+        ("DELETE", "https://api.x.com:443/2/dm_events/2"),
+        ("GET", "http://127.0.0.1:8080/2/users/by?usernames=a%2Cb+c&x=%25%7E"),
+    ],
+)
+async def test_upstream_signature_is_one_authlibs_server_side_check_accepts(method: str, url: str) -> None:
+    """The header an OAuth1Credential sends for v2 verifies as RFC 5849 says, over the query it names, with
+    secrets that need escaping; and a header for another URL or method does not."""
+    from authlib.oauth1.rfc5849.signature import verify_hmac_sha1
+    from authlib.oauth1.rfc5849.wrapper import OAuth1Request
+
+    from gateway.auth.upstream import OAuth1Credential
+
+    credential = OAuth1Credential("ck-1", "c&s%ret", "tok~1", "t+s/ret")
+
+    def verifies(method: str, url: str, header: str) -> bool:
+        request = OAuth1Request(method, url, headers={"Authorization": header})
+        request.client = type("Client", (), {"get_client_secret": lambda self: "c&s%ret"})()
+        request.credential = type("Credential", (), {"get_oauth_token_secret": lambda self: "t+s/ret"})()
+        return bool(verify_hmac_sha1(request)) and request.token == "tok~1" and request.client_id == "ck-1"
+
+    header = await credential.authorization(method, url)
+    assert verifies(method, url, header)
+    assert not verifies("POST", url, header)
+    assert not verifies(method, url.replace("/2/", "/1.1/"), header)
+
+
+async def test_a_token_stored_anew_acts_upstream_with_its_new_secret_at_once(client, emulator, store) -> None:
+    """A verified caller's upstream signer is kept for its next requests only while the store answers the
+    same records: a token given another secret signs with that one at once (which X, still knowing the old
+    one, refuses), and with the old one again once it is stored back."""
+    first = await send(client, signed(client, "POST", f"{CLASSIC}?id={PLAIN_IDS[0]}"))
+    assert first.status == 200
+    rotated = Token(SEAN.token, SEAN.consumer_key, "another secret")
+    await store.put_token(rotated)
+    assert (await send(client, signed(client, "POST", f"{CLASSIC}?id={PLAIN_IDS[1]}"))).status == 401  # inbound
+    refused = await send(client, signed(client, "POST", f"{CLASSIC}?id={PLAIN_IDS[1]}", token=rotated))
+    assert refused.status == 401 and upstream(emulator)[-1][0] == "GET"  # X refused the new signature
+    await store.put_token(SEAN)
+    again = await send(client, signed(client, "POST", f"{CLASSIC}?id={PLAIN_IDS[1]}"))
+    assert again.status == 200

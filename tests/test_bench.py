@@ -207,3 +207,20 @@ def test_compare_refuses_a_side_it_cannot_run(spec: str) -> None:
         [sys.executable, "-m", "bench.compare", spec, "b=memory"], cwd=ROOT, capture_output=True, text=True, timeout=30
     )
     assert run.returncode == 2 and "expected NAME=SERVER[@CHECKOUT]" in run.stderr
+
+
+def test_compare_signs_with_oauth1_and_leaves_the_store_empty_when_asked(tmp_path: Path) -> None:
+    # Every call must succeed (a refused signature or a failed v2 lookup stops a comparison), and a
+    # store-miss destroy costs the gateway more than a store-hit one: it asks v2 for the message first.
+    reports = {}
+    for mode in ("hit", "miss"):
+        reports[mode] = tmp_path / f"{mode}.json"
+        command = [
+            sys.executable, "-m", "bench.compare", "proxy=proxy", "mem=memory", "--auth", "oauth1", "--call", "v1.1",
+            "--one-order", "--slices", "2", "--count", "150", "--warmup", "10", "--concurrency", "4",
+            "--json", str(reports[mode]), *(["--store-miss"] if mode == "miss" else []),
+        ]  # fmt: skip
+        run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stdout + run.stderr
+    cpu = {mode: orjson.loads(path.read_bytes())["runs"][0]["cpu_us"]["mem"] for mode, path in reports.items()}
+    assert sum(cpu["miss"]) > sum(cpu["hit"])

@@ -42,8 +42,8 @@ from urllib.parse import urlsplit
 from urllib.request import parse_http_list
 
 from aiohttp import web
-from authlib.oauth1.rfc5849.signature import hmac_sha1_signature, normalize_base_string_uri, normalize_parameters
-from authlib.oauth1.rfc5849.util import escape, unescape
+from authlib.oauth1.rfc5849.signature import hmac_sha1_signature
+from authlib.oauth1.rfc5849.util import unescape
 from multidict import MultiDict, MultiDictProxy, MultiMapping
 
 from gateway.auth.credentials import BasicUser, Consumer, CredentialStore, Token, hash_password, verify_password
@@ -53,6 +53,7 @@ from gateway.auth.upstream import (
     GrantRefresher,
     OAuth1Credential,
     OAuth2Credential,
+    base_string,
 )
 from gateway.config import Config
 from gateway.errors import (
@@ -105,6 +106,8 @@ def _decoy_hash() -> str:
 
 #: Basic callers whose password was checked, kept so that their next requests skip scrypt, at most.
 VERIFIED_BASIC_SIZE = 1024
+#: OAuth 1.0a callers re-signed upstream whose Principal (and signer) is kept for their next requests, at most.
+OAUTH1_PRINCIPALS_SIZE = 1024
 
 
 class Authenticator:
@@ -147,6 +150,10 @@ class Authenticator:
         # A password check under way, by (username, stored hash, digest of the password): the same check
         # asked for again meanwhile (a client's concurrent requests) waits for it instead of hashing again.
         self._checking: dict[tuple[str, str | None, bytes], asyncio.Future[bool]] = {}
+        # The Principal of a verified consumer and token that act upstream with a fixed credential (not a
+        # Basic user's grant), by the very records the store answered: a changed or removed secret or
+        # mapping is another key, and the store is read on every request all the same.
+        self._oauth1_principals: OrderedDict[tuple[Consumer, Token], Principal] = OrderedDict()
 
     def close(self) -> None:
         """Stop the password-checking threads (checks under way finish; none start)."""
@@ -225,9 +232,19 @@ class Authenticator:
             raise UpstreamUnavailable(f"credential store unavailable: {exc}") from exc
 
     async def _oauth1_principal(self, consumer: Consumer, token: Token) -> Principal:
-        """Who a verified consumer and token act as upstream (see ``acting_for``)."""
+        """Who a verified consumer and token act as upstream (see ``acting_for``): for a fixed credential,
+        the one made for an earlier request with the same records, its signer ready."""
+        known = self._oauth1_principals.get((consumer, token))
+        if known is not None:
+            self._oauth1_principals.move_to_end((consumer, token))
+            return known
         credential = await self.acting_for(consumer, token)
-        return Principal(credential, "oauth1", f"oauth1:{consumer.key}:{token.token}")
+        principal = Principal(credential, "oauth1", f"oauth1:{consumer.key}:{token.token}")
+        if token.upstream_user is None:  # a Basic user's grant is read from the store each time instead
+            self._oauth1_principals[consumer, token] = principal
+            if len(self._oauth1_principals) > OAUTH1_PRINCIPALS_SIZE:
+                self._oauth1_principals.popitem(last=False)
+        return principal
 
     async def acting_for(self, consumer: Consumer, token: Token) -> UpstreamCredential:
         """The upstream credential a verified consumer and token act with: the same consumer and token
@@ -307,7 +324,7 @@ class Authenticator:
         signature = signed.oauth["oauth_signature"].encode()
         for uri in self._signed_uris(request):
             try:
-                base = _base_string(request.method, uri, signed.params)
+                base = base_string(request.method, uri, signed.params)
             except ValueError:  # a Host header or target that makes no URI
                 continue
             if hmac.compare_digest(hmac_sha1_signature(base, consumer_secret, token_secret).encode(), signature):
@@ -505,12 +522,6 @@ def _absolute_uri(target: str) -> str | None:
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc or "@" in parts.netloc:
         return None
     return f"{parts.scheme}://{parts.netloc}{parts.path or '/'}"
-
-
-def _base_string(method: str, uri: str, params: Params) -> str:
-    """RFC 5849 section 3.4.1, from parameters already decoded exactly once."""
-    pairs = normalize_parameters([(k, v) for k, v in params if k != "oauth_signature"])
-    return "&".join((escape(method.upper()), escape(normalize_base_string_uri(uri)), escape(pairs)))
 
 
 @lru_cache(maxsize=1024)

@@ -6,7 +6,7 @@ after v2 refused it:
 
 - ``BearerCredential``: a fixed v2 token (a client's own, or the sidecar's).
 - ``OAuth1Credential``: the consumer and token the legacy client itself used, re-signed for the v2 method
-  and URL (v2's DM endpoints accept OAuth 1.0a user context).
+  and URL (v2's DM endpoints accept OAuth 1.0a user context) with authlib's RFC 5849 primitives.
 - ``OAuth2Credential``: a stored, refreshable v2 user grant, renewed through ``GrantRefresher``.
 """
 
@@ -15,12 +15,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import secrets
 import time
 from collections import deque
 from dataclasses import replace
 
 import aiohttp
-from authlib.oauth1 import ClientAuth
+from authlib.common.urls import url_decode
+from authlib.oauth1.rfc5849.signature import hmac_sha1_signature, normalize_base_string_uri, normalize_parameters
+from authlib.oauth1.rfc5849.util import escape
 
 from gateway.auth.credentials import CredentialStore, OAuth2Grant
 from gateway.errors import InvalidToken, UpstreamUnavailable
@@ -48,22 +51,51 @@ class BearerCredential:
 
 
 class OAuth1Credential:
-    __slots__ = ("_auth", "consumer_key", "token")
+    """Signs each request as the consumer and token (HMAC-SHA1, in the ``Authorization`` header, the body
+    not signed: v2 takes JSON bodies). What never changes for the credential, its escaped key and token,
+    is written once; a request costs its base string, one HMAC and one line of header."""
+
+    __slots__ = ("_consumer_secret", "_fixed", "_header", "_token_secret", "consumer_key", "token")
 
     def __init__(self, consumer_key: str, consumer_secret: str, token: str, token_secret: str) -> None:
         self.consumer_key = consumer_key
         self.token = token
-        self._auth = ClientAuth(consumer_key, consumer_secret, token, token_secret)
+        self._consumer_secret = consumer_secret
+        self._token_secret = token_secret
+        self._fixed = [
+            ("oauth_consumer_key", consumer_key),
+            ("oauth_signature_method", "HMAC-SHA1"),
+            ("oauth_token", token),
+            ("oauth_version", "1.0"),
+        ]
+        self._header = ", ".join(f'{k}="{escape(v)}"' for k, v in self._fixed)
 
     def __repr__(self) -> str:
         return f"OAuth1Credential({self.consumer_key!r}, token={self.token!r}, secrets=***)"
 
     async def authorization(self, method: str, url: str) -> str:
-        _, headers, _ = self._auth.sign(method, url, {}, b"")
-        return headers["Authorization"]
+        return self.sign(method, url, secrets.token_hex(16), str(int(time.time())))
+
+    def sign(self, method: str, url: str, nonce: str, timestamp: str) -> str:
+        """The header for ``method url`` with this nonce and timestamp (a nonce of letters and digits)."""
+        uri, _, query = url.partition("?")
+        oauth = [*self._fixed, ("oauth_nonce", nonce), ("oauth_timestamp", timestamp)]
+        params = url_decode(query) + oauth
+        signature = hmac_sha1_signature(base_string(method, uri, params), self._consumer_secret, self._token_secret)
+        return (
+            f'OAuth {self._header}, oauth_nonce="{nonce}", oauth_timestamp="{timestamp}", '
+            f'oauth_signature="{escape(signature)}"'
+        )
 
     async def renew(self, rejected: str) -> bool:
         return False
+
+
+def base_string(method: str, uri: str, params: list[tuple[str, str]]) -> str:
+    """The signature base string (RFC 5849 section 3.4.1) of a request to ``uri`` (without its query) that
+    carries ``params``, each decoded exactly once; ``oauth_signature`` among them is left out."""
+    pairs = normalize_parameters([(k, v) for k, v in params if k != "oauth_signature"])
+    return "&".join((escape(method.upper()), escape(normalize_base_string_uri(uri)), escape(pairs)))
 
 
 class GrantRefresher:
