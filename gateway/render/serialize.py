@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from xml.sax.saxutils import escape, quoteattr
+from xml.sax.saxutils import quoteattr
 
 import orjson
 
 _NOT_XML_CHAR = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-_TEXT_ENTITIES = {"\r": "&#13;"}
 _DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
 
 
@@ -64,65 +63,75 @@ def to_xml(root: str, tree: dict[str, Any], *, indent: str = " ") -> bytes:
 
 
 def _write(out: list[str], name: str, value: Any, depth: int, indent: str) -> None:
-    """Element ``name`` holding ``value`` at ``depth``, and the line break after it (none for the root)."""
-    if isinstance(value, list):
-        for item in value:
-            _write(out, name, item, depth, indent)
-        return
+    """Element ``name`` holding ``value`` at ``depth`` (a list: one for each item), each followed by a line
+    break but for the root."""
     if type(value) is SharedObject:
         place = (name, depth, indent)
         text = value.written.get(place)
         if text is None:
             piece: list[str] = []
-            _write_element(piece, name, value, depth, indent)
+            _write_object(piece, name, value, depth, indent)
             text = value.written[place] = "".join(piece)
         out.append(text)
-        return
-    _write_element(out, name, value, depth, indent)
-
-
-def _write_element(out: list[str], name: str, value: Any, depth: int, indent: str) -> None:
-    attributes = ""
-    children: list[tuple[str, Any]] = []
-    if isinstance(value, dict):
-        text = None
-        for key, item in value.items():
-            if key == "#text":
-                text = _text(item)
-            elif key.startswith("@"):
-                attributes += f" {key[1:]}={quoteattr(_clean(_scalar(item) or ''))}"
-            elif not (isinstance(item, list) and not item):
-                children.append((key, item))
+    elif isinstance(value, dict):
+        _write_object(out, name, value, depth, indent)
+    elif isinstance(value, list):
+        for item in value:
+            _write(out, name, item, depth, indent)
     else:
-        text = _text(value)
+        out.append(_leaf(name, value, indent * depth, "\n" if depth else ""))
+
+
+def _write_object(out: list[str], name: str, value: dict[str, Any], depth: int, indent: str) -> None:
+    attributes = ""
+    text = ""
+    children: list[str] = []
     margin = indent * depth
+    inner = margin + indent
+    for key, item in value.items():
+        if isinstance(item, dict | list):
+            _write(children, key, item, depth + 1, indent)
+        elif key == "#text":
+            text = _text(item)
+        elif key.startswith("@"):
+            attributes += f" {key[1:]}={quoteattr(_attribute(item))}"
+        else:
+            children.append(_leaf(key, item, inner, "\n"))
     end = "\n" if depth else ""
     if children:
         out.append(f"{margin}<{name}{attributes}>\n")
-        for key, item in children:
-            _write(out, key, item, depth + 1, indent)
-        out.append(f"{text or ''}{margin}</{name}>{end}")
+        out.extend(children)
+        out.append(f"{text}{margin}</{name}>{end}")
     elif text:
         out.append(f"{margin}<{name}{attributes}>{text}</{name}>{end}")
     else:
         out.append(f"{margin}<{name}{attributes}/>{end}")
 
 
-def _scalar(value: Any) -> str | None:
-    if value is None or isinstance(value, str):
+def _leaf(name: str, value: Any, margin: str, end: str) -> str:
+    """Element ``name`` holding the scalar ``value``."""
+    text = _text(value)
+    return f"{margin}<{name}>{text}</{name}>{end}" if text else f"{margin}<{name}/>{end}"
+
+
+def _string(value: Any) -> str:
+    if type(value) is str:
         return value
+    if value is None:
+        return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
 
 
-def _clean(text: str) -> str:
-    """``text`` without the characters XML cannot carry. Each of those is unprintable to Python, and most
-    text is printable: that test is far cheaper than the search."""
+def _text(value: Any) -> str:
+    """``value`` as text between tags: escaped, a CR as a character reference, without the characters XML
+    cannot carry (each of them unprintable to Python, and most text is printable: that test is far cheaper
+    than the search)."""
+    text = _string(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text if text.isprintable() else _NOT_XML_CHAR.sub("", text).replace("\r", "&#13;")
+
+
+def _attribute(value: Any) -> str:
+    text = _string(value)
     return text if text.isprintable() else _NOT_XML_CHAR.sub("", text)
-
-
-def _text(value: Any) -> str | None:
-    """An element's text as written between its tags; None or empty for none."""
-    text = _scalar(value)
-    return text and escape(_clean(text), _TEXT_ENTITIES)

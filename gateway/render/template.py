@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import keyword
 import re
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -47,7 +46,7 @@ class MappingError(ValueError):
 #: Rendered objects (users) kept per renderer.
 OBJECT_CACHE_SIZE = 1024
 
-#: The types of attribute values an object is kept by: equal values of one of these types render alike
+#: The types of attribute values an object is kept for: equal values of one of these types render alike
 #: whatever the filters (a datetime once its time zone and fold are known too).
 _KEY_TYPES = frozenset({str, int, bool, type(None), datetime})
 #: The types of output values a kept object may hold: none can be changed in place.
@@ -58,10 +57,11 @@ class Renderer:
     """Renders named templates of one format (json or xml) of one mapping.
 
     A template that reads nothing but attributes of its own value (a user: ``user.id``, ``user.name``, ...)
-    renders the same object for the same attribute values, and the same user is in body after body. So
-    ``object(name)`` keeps such objects, by those values, in one bounded cache, as ``SharedObject``s: every
-    body holds the same one, which refuses changes, and the XML writer keeps its text on it. A user whose
-    attributes change is a different key, rendered afresh.
+    renders the same object for equal values, and the same user is in body after body. So ``object(name)``
+    keeps what it renders for a value that cannot change (a frozen dataclass, as ``User``, which hashes and
+    compares by its fields) in one bounded cache, as a ``SharedObject``: every body holds the same one, which
+    refuses changes, and the XML writer keeps its text on it. A user with other attribute values is another
+    entry, rendered afresh.
     """
 
     def __init__(
@@ -77,47 +77,32 @@ class Renderer:
             for name, template in templates.items()
             if (attributes := template.own_attributes(name))
         }
-        self._objects: OrderedDict[tuple[Any, ...], SharedObject] = OrderedDict()
+        #: (template name, value) -> (the value it was rendered for, the object).
+        self._objects: dict[tuple[str, Any], tuple[Any, SharedObject]] = {}
 
     def render(self, name: str, context: Mapping[str, Any]) -> dict[str, Any]:
         return self.templates[name].render(context, self)
 
     def render_object(self, name: str, value: Any) -> dict[str, Any]:
         """Template ``name`` for ``value``, as ``object(name)`` renders it: from the cache when it can be."""
-        key = self._cache_key(name, value)
-        if key is None:
-            return self.render(name, {name: value})
-        shared = self._objects.get(key)
-        if shared is not None:
-            self._objects.move_to_end(key)
-            return shared
-        tree = self.render(name, {name: value})
-        if not _IMMUTABLE.issuperset(map(type, tree.values())):
-            return tree
-        shared = self._objects[key] = SharedObject(tree)
-        if len(self._objects) > OBJECT_CACHE_SIZE:
-            self._objects.popitem(last=False)
-        return shared
-
-    def _cache_key(self, name: str, value: Any) -> tuple[Any, ...] | None:
-        """What the object for ``value`` is kept by, or None when it cannot be kept: its attribute values
-        and their types (``1`` and ``True`` are equal in Python, yet render differently); for a datetime
-        also its fold and its time zone object (equal datetimes are the same instant, perhaps in another
-        zone), by identity, which the key keeps alive."""
         reader = self._readers.get(name)
-        if reader is None:
-            return None
+        if reader is None or not _is_frozen(type(value)):
+            return self.render(name, {name: value})
+        key = (name, value)
         try:
-            values = reader(value)
-        except AttributeError:
-            return None  # rendering says what is missing
-        types = tuple(map(type, values))
-        if not _KEY_TYPES.issuperset(types):
-            return None
-        if datetime in types:
-            zones = tuple([(id(moment.tzinfo), moment.fold) for moment in values if type(moment) is datetime])
-            return (name, values, types, zones)
-        return (name, values, types)
+            kept = self._objects.get(key)
+        except TypeError:  # a field that cannot be hashed
+            return self.render(name, {name: value})
+        if kept is not None and (kept[0] is value or _render_alike(reader(kept[0]), reader(value))):
+            return kept[1]
+        tree = self.render(name, {name: value})
+        if not (_KEY_TYPES.issuperset(map(type, reader(value))) and _IMMUTABLE.issuperset(map(type, tree.values()))):
+            return tree
+        if kept is None and len(self._objects) >= OBJECT_CACHE_SIZE:
+            del self._objects[next(iter(self._objects))]  # the oldest entry
+        shared = SharedObject(tree)
+        self._objects[key] = (value, shared)  # in place of an equal value's that renders otherwise, if any
+        return shared
 
     def format_date(self, value: datetime) -> str:
         """A legacy date: the mapping's ``date_format``, a ``str.format`` string naming any of weekday, month
@@ -134,6 +119,23 @@ class Renderer:
             second=value.second,
             year=value.year,
         )
+
+
+def _is_frozen(kind: type) -> bool:
+    """Whether values of this type cannot change: frozen dataclasses (not a subclass of one, which may add
+    attributes that can)."""
+    params = kind.__dict__.get("__dataclass_params__")
+    return params is not None and bool(params.frozen)
+
+
+def _render_alike(kept: tuple[Any, ...], given: tuple[Any, ...]) -> bool:
+    """Whether equal attribute values render alike: of the same types (``1`` and ``True`` are equal, yet
+    render differently) and, for datetimes, in the same time zone and fold (equal datetimes are one instant,
+    perhaps in two zones)."""
+    return all(
+        type(a) is type(b) and (type(a) is not datetime or (a.tzinfo is b.tzinfo and a.fold == b.fold))
+        for a, b in zip(kept, given, strict=True)
+    )
 
 
 def _reader(attributes: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
