@@ -365,7 +365,7 @@ def _each(inner: str, arg: Any, source: _Source) -> str:
 
 
 def _render_each(r: Renderer, name: str, values: Any) -> list[dict[str, Any]]:
-    if not values:  # most messages' entities: no comprehension (a call of its own) for nothing
+    if not values:  # null or empty
         return []
     return [r.render(name, {name: item}) for item in values]
 
