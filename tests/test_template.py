@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from gateway.errors import ERROR_KINDS
 from gateway.model import DirectMessage, Entities, Hashtag, Mention, MessageView, Url, User
+from gateway.render import mapping as mapping_module
 from gateway.render import serialize
 from gateway.render.mapping import load_mapping
 from gateway.render.serialize import to_json, to_xml
@@ -443,6 +444,52 @@ def test_every_mapping_renders_and_serializes_a_message(name: str, recipient: Us
 def test_unknown_mapping_name() -> None:
     with pytest.raises(MappingError):
         load_mapping("no_such_dialect")
+
+
+def _load_edited(monkeypatch: pytest.MonkeyPatch, name: str, edit: Any) -> None:
+    """Load mapping ``name`` with its data changed by ``edit`` first."""
+    read = mapping_module._read
+
+    def edited(wanted: str) -> dict[str, Any]:
+        data = read(wanted)
+        edit(data)
+        return data
+
+    monkeypatch.setattr(mapping_module, "_read", edited)
+    load_mapping(name)
+
+
+@pytest.mark.parametrize("key", ["a b", "<a>", "a/b", "?a", "1a", "a=b", "@type", "#text", ""])
+def test_an_xml_template_key_that_is_no_element_name_stops_loading(monkeypatch: pytest.MonkeyPatch, key: str) -> None:
+    with pytest.raises(MappingError, match="not an XML element name"):
+        _load_edited(monkeypatch, "statusnet", lambda data: data["xml"]["templates"]["user"].update({key: "user.id"}))
+    nested = {"site": {key: "'x'"}}
+    with pytest.raises(MappingError, match="not an XML element name"):
+        _load_edited(monkeypatch, "statusnet", lambda data: data["xml"]["templates"]["config"].update(nested))
+
+
+def test_json_template_keys_are_not_held_to_xml_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    _load_edited(monkeypatch, "statusnet", lambda data: data["json"]["templates"]["user"].update({"a b": "user.id"}))
+
+
+@pytest.mark.parametrize("date_format", ["{zone}", "{}", "{0}", "{day.real.x}", "{", "}", "{weekday:d}", "{day!z}"])
+def test_a_date_format_that_cannot_format_a_date_stops_loading(
+    monkeypatch: pytest.MonkeyPatch, date_format: str
+) -> None:
+    with pytest.raises(MappingError, match="date_format"):
+        _load_edited(monkeypatch, "twitter_v1", lambda data: data.update(date_format=date_format))
+
+
+@pytest.mark.parametrize(
+    ("date_format", "expected"),
+    [
+        ("{year}-{month}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}", "2012-Sep-07T05:04:03"),
+        ("{weekday:>5}|{day:3}|{hour!r}|{{literal}} 100%", "  Fri|  7|5|{literal} 100%"),
+        ("{day}{day}", "77"),
+    ],
+)
+def test_any_date_format_naming_the_fields_works(date_format: str, expected: str) -> None:
+    assert Renderer({}, date_format).format_date(datetime(2012, 9, 7, 5, 4, 3, tzinfo=UTC)) == expected
 
 
 # Serializers -----------------------------------------------------------------------------------------------

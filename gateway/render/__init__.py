@@ -1,1 +1,1 @@
-"""Legacy bodies from the model: templates read from mappings/, serialized by orjson and xmltodict."""
+"""Legacy bodies from the model: templates read from mappings/, written as JSON by orjson or as legacy XML."""

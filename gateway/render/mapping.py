@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
 from gateway.config import DEFAULT_PROFILE_IMAGE_URL
 from gateway.errors import ERROR_KINDS
 from gateway.render.template import MappingError, Renderer, check_references, compile_template
+
+#: What an XML template's keys may be: element names as the legacy servers spelled them (the XML writer
+#: writes names as given).
+_XML_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 
 ERROR_STYLES = ("twitter", "statusnet")
 
@@ -70,9 +76,27 @@ def _renderer(
     if section is None:
         return None
     raw = section.get("templates", {})
+    if fmt == "xml":
+        _check_xml_names(raw, f"{name}.xml.templates")
     templates = {tname: compile_template(f"{name}.{fmt}.{tname}", table) for tname, table in raw.items()}
     check_references(templates, raw, f"{name}.{fmt}")
     return Renderer(templates, date_format, default_profile_image_url)
+
+
+def _check_xml_names(tables: dict[str, Any], where: str) -> None:
+    for key, value in tables.items():
+        if not _XML_NAME.fullmatch(key):
+            raise MappingError(f"{where}: {key!r} is not an XML element name")
+        if isinstance(value, dict):
+            _check_xml_names(value, f"{where}.{key}")
+
+
+def _check_date_format(date_format: str, where: str) -> None:
+    """A date format that names only the fields ``format_date`` gives, in a spec ``str.format`` accepts."""
+    try:
+        Renderer({}, date_format).format_date(datetime(2012, 9, 7, 5, 4, 3, tzinfo=UTC))
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
+        raise MappingError(f"{where}: date_format {date_format!r} cannot be used ({exc!r})") from None
 
 
 def load_mapping(name: str, *, default_profile_image_url: str = DEFAULT_PROFILE_IMAGE_URL) -> DialectMapping:
@@ -91,6 +115,7 @@ def load_mapping(name: str, *, default_profile_image_url: str = DEFAULT_PROFILE_
         if missing:
             raise MappingError(f"{where}: no [errors.*] for {', '.join(sorted(missing))}")
         date_format = data["date_format"]
+        _check_date_format(date_format, where)
         json_renderer = _renderer(name, "json", data.get("json", {}), date_format, default_profile_image_url)
         assert json_renderer is not None
         headers = data["rate_limit_headers"]

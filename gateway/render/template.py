@@ -22,13 +22,10 @@ from __future__ import annotations
 
 import keyword
 import re
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from operator import attrgetter
-from string import Formatter
 from typing import Any
 
 from gateway.render.serialize import SharedObject
@@ -46,13 +43,13 @@ class MappingError(ValueError):
     """A mapping file that cannot be used; raised at start-up."""
 
 
-#: Objects (users) kept rendered per renderer.
+#: Rendered objects (users) kept per renderer.
 OBJECT_CACHE_SIZE = 1024
 
-#: The types of attribute values an object is cached by: equal values of one of these types render alike
+#: The types of attribute values an object is kept for: equal values of one of these types render alike
 #: whatever the filters (a datetime once its time zone and fold are known too).
 _KEY_TYPES = frozenset({str, int, bool, type(None), datetime})
-#: The types of output values a cached object may hold: none can be changed in place.
+#: The types of output values a kept object may hold: none can be changed in place.
 _IMMUTABLE = frozenset({str, int, float, bool, type(None), datetime})
 
 
@@ -60,10 +57,11 @@ class Renderer:
     """Renders named templates of one format (json or xml) of one mapping.
 
     A template that reads nothing but attributes of its own value (a user: ``user.id``, ``user.name``, ...)
-    renders the same object for the same attribute values, and the same user is in body after body; such
-    objects are kept in a bounded memo, as ``SharedObject``s: every body holds the same one, which refuses
-    changes, and the XML writer keeps its text on it. A value that is itself immutable (a frozen dataclass,
-    as a ``User``) and is met again, the very same object, is answered without reading its attributes.
+    renders the same object for equal values, and the same user is in body after body. So ``object(name)``
+    keeps what it renders for a value that cannot change (a frozen dataclass, as ``User``, which hashes and
+    compares by its fields) in one bounded cache, as a ``SharedObject``: every body holds the same one, which
+    refuses changes, and the XML writer keeps its text on it. A user with other attribute values is another
+    entry, rendered afresh.
     """
 
     def __init__(
@@ -79,134 +77,65 @@ class Renderer:
             for name, template in templates.items()
             if (attributes := template.own_attributes(name))
         }
-        self._memo: OrderedDict[tuple[Any, ...], SharedObject] = OrderedDict()
-        #: id(value) -> (value, template name, its object), for immutable values; holding the value keeps
-        #: its id from being reused while the entry lasts.
-        self._seen: dict[int, tuple[Any, str, SharedObject]] = {}
-        positional = _positional(date_format)
-        self._positional_date = None if positional is None else positional.format
-        self._printf_date = _printf(date_format)
+        #: (template name, value) -> (the value it was rendered for, the object).
+        self._objects: dict[tuple[str, Any], tuple[Any, SharedObject]] = {}
 
     def render(self, name: str, context: Mapping[str, Any]) -> dict[str, Any]:
         return self.templates[name].render(context, self)
 
     def render_object(self, name: str, value: Any) -> dict[str, Any]:
-        """Template ``name`` for ``value``, as ``object(name)`` renders it: a ``SharedObject`` when kept."""
-        seen = self._seen.get(id(value))
-        if seen is not None and seen[0] is value and seen[1] == name:
-            return seen[2]
+        """Template ``name`` for ``value``, as ``object(name)`` renders it: from the cache when it can be."""
         reader = self._readers.get(name)
-        if reader is None:
+        if reader is None or not _is_frozen(type(value)):
             return self.render(name, {name: value})
+        key = (name, value)
         try:
-            key = _memo_key(name, reader(value))
-        except AttributeError:
-            key = None  # rendering says what is missing
-        if key is None:
+            kept = self._objects.get(key)
+        except TypeError:  # a field that cannot be hashed
             return self.render(name, {name: value})
-        memo = self._memo
-        shared = memo.get(key)
-        if shared is not None:
-            memo.move_to_end(key)
-        else:
-            tree = self.render(name, {name: value})
-            if not _IMMUTABLE.issuperset(map(type, tree.values())):
-                return tree
-            shared = memo[key] = SharedObject(tree)
-            if len(memo) > OBJECT_CACHE_SIZE:
-                memo.popitem(last=False)
-        if _is_frozen(type(value)):  # type: ignore[arg-type]  # a class is hashable; mypy checks its instances
-            if len(self._seen) >= OBJECT_CACHE_SIZE:
-                self._seen.clear()
-            self._seen[id(value)] = (value, name, shared)
+        if kept is not None and (kept[0] is value or _render_alike(reader(kept[0]), reader(value))):
+            return kept[1]
+        tree = self.render(name, {name: value})
+        if not (_KEY_TYPES.issuperset(map(type, reader(value))) and _IMMUTABLE.issuperset(map(type, tree.values()))):
+            return tree
+        if kept is None and len(self._objects) >= OBJECT_CACHE_SIZE:
+            del self._objects[next(iter(self._objects))]  # the oldest entry
+        shared = SharedObject(tree)
+        self._objects[key] = (value, shared)  # in place of an equal value's that renders otherwise, if any
         return shared
 
     def format_date(self, value: datetime) -> str:
-        """Legacy dates, always in English and UTC, whatever the process locale."""
-        if value.tzinfo is not None and value.tzinfo is not UTC:
-            value = value.astimezone(UTC)  # naive values are taken to be UTC already
-        fields = (
-            _WEEKDAYS[value.weekday()],
-            _MONTHS[value.month - 1],
-            value.day,
-            value.hour,
-            value.minute,
-            value.second,
-            value.year,
-        )  # in the order of _DATE_FIELDS
-        if self._printf_date is not None:
-            return self._printf_date % fields
-        if self._positional_date is not None:
-            return self._positional_date(*fields)
-        return self.date_format.format(**dict(zip(_DATE_FIELDS, fields, strict=True)))
+        """A legacy date: the mapping's ``date_format``, a ``str.format`` string naming any of weekday, month
+        (both English abbreviations, whatever the process locale), day, hour, minute, second and year, in UTC.
+        A naive value is taken to be UTC already."""
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC)
+        return self.date_format.format(
+            weekday=_WEEKDAYS[value.weekday()],
+            month=_MONTHS[value.month - 1],
+            day=value.day,
+            hour=value.hour,
+            minute=value.minute,
+            second=value.second,
+            year=value.year,
+        )
 
 
-#: The fields a date format may name, in the order ``format_date`` passes them.
-_DATE_FIELDS = ("weekday", "month", "day", "hour", "minute", "second", "year")
-
-
-def _positional(date_format: str) -> str | None:
-    """The date format with its fields by position instead of by name, which formats a date without
-    building keyword arguments; None for a format it cannot rewrite (that one is used as written)."""
-    parts = []
-    try:
-        parsed = list(Formatter().parse(date_format))
-    except ValueError:
-        return None
-    for literal, field, spec, conversion in parsed:
-        parts.append(literal.replace("{", "{{").replace("}", "}}"))
-        if field is None:
-            continue
-        if field not in _DATE_FIELDS or "{" in (spec or ""):
-            return None
-        conversion = f"!{conversion}" if conversion else ""
-        spec = f":{spec}" if spec else ""
-        parts.append(f"{{{_DATE_FIELDS.index(field)}{conversion}{spec}}}")
-    return "".join(parts)
-
-
-#: A number's format spec that printf-style formatting writes alike: a width of up to three digits, perhaps
-#: zero-padded, perhaps with the ``d`` that is the default anyway.
-_PRINTF_NUMBER_SPEC = re.compile(r"(0?[0-9]{0,3})d?")
-
-
-def _printf(date_format: str) -> str | None:
-    """The date format as a printf-style format that takes the fields in ``format_date``'s order, which writes
-    a date for about two thirds of what ``str.format`` costs (no format spec to parse per field); None for a
-    format that does not name every field once and in that order, or that asks for more than a width on a
-    number (that one is formatted by ``str.format``)."""
-    try:
-        parsed = list(Formatter().parse(date_format))
-    except ValueError:
-        return None
-    parts: list[str] = []
-    named: list[str] = []
-    for literal, field, spec, conversion in parsed:
-        parts.append(literal.replace("%", "%%"))
-        if field is None:
-            continue
-        if conversion or field not in _DATE_FIELDS:
-            return None
-        if field in ("weekday", "month"):  # the two names; every other field is a number
-            if spec:
-                return None
-            parts.append("%s")
-        else:
-            number = _PRINTF_NUMBER_SPEC.fullmatch(spec or "")
-            if number is None:
-                return None
-            parts.append(f"%{number[1]}d")
-        named.append(field)
-    return "".join(parts) if tuple(named) == _DATE_FIELDS else None
-
-
-@lru_cache(maxsize=64)
 def _is_frozen(kind: type) -> bool:
-    """Whether values of this type cannot change: frozen dataclasses."""
-    params = getattr(kind, "__dataclass_params__", None)
-    # mypy reads the class's __setattr__ as a bound method, which it is not here.
-    overridden = kind.__setattr__ is not object.__setattr__  # type: ignore[comparison-overlap]
-    return params is not None and bool(params.frozen) and overridden
+    """Whether values of this type cannot change: frozen dataclasses (not a subclass of one, which may add
+    attributes that can)."""
+    params = kind.__dict__.get("__dataclass_params__")
+    return params is not None and bool(params.frozen)
+
+
+def _render_alike(kept: tuple[Any, ...], given: tuple[Any, ...]) -> bool:
+    """Whether equal attribute values render alike: of the same types (``1`` and ``True`` are equal, yet
+    render differently) and, for datetimes, in the same time zone and fold (equal datetimes are one instant,
+    perhaps in two zones)."""
+    return all(
+        type(a) is type(b) and (type(a) is not datetime or (a.tzinfo is b.tzinfo and a.fold == b.fold))
+        for a, b in zip(kept, given, strict=True)
+    )
 
 
 def _reader(attributes: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
@@ -214,21 +143,6 @@ def _reader(attributes: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
         attribute = attributes[0]
         return lambda value: (getattr(value, attribute),)
     return attrgetter(*attributes)
-
-
-def _memo_key(name: str, values: tuple[Any, ...]) -> tuple[Any, ...] | None:
-    """What an object is cached by: its attribute values and their types (so that ``1`` and ``True``, equal
-    in Python, are told apart), or None when a value is of a type not known to render alike when equal.
-
-    Equal datetimes may still differ in time zone and fold (equality looks at the instant), so a datetime
-    also keys by its fold and its time zone object: by identity, which the key keeps alive."""
-    types = tuple(map(type, values))
-    if not _KEY_TYPES.issuperset(types):
-        return None
-    if datetime in types:
-        zones = tuple([(id(value.tzinfo), value.fold) for value in values if type(value) is datetime])
-        return (name, values, types, zones)
-    return (name, values, types)
 
 
 @dataclass(frozen=True, slots=True)
@@ -451,7 +365,7 @@ def _each(inner: str, arg: Any, source: _Source) -> str:
 
 
 def _render_each(r: Renderer, name: str, values: Any) -> list[dict[str, Any]]:
-    if not values:  # most messages' entities: no comprehension (a call of its own) for nothing
+    if not values:  # null or empty
         return []
     return [r.render(name, {name: item}) for item in values]
 
