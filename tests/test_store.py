@@ -868,15 +868,26 @@ async def test_memory_message_reads_are_copies_that_cannot_change_the_store() ->
     assert got == make_message("1") and got is not await store.get_message("1")
 
 
-async def test_memory_purges_expired_nonces_now_and_then() -> None:
+async def test_memory_drops_expired_nonces_as_new_ones_come() -> None:
     store = MemoryStore()
-    store.nonce_purge_interval = 10
     now = time.time()
-    assert await store.remember_nonce("s", "live", now + 300) is True
+    assert await store.remember_nonce("s", "live", now + 300, now=now) is True
     for i in range(100):
-        assert await store.remember_nonce("s", f"old{i}", now - 1) is True
-    assert len(store._nonces) <= 1 + store.nonce_purge_interval
-    assert await store.remember_nonce("s", "live", now + 300) is False
+        assert await store.remember_nonce("s", f"short{i}", now + 1 + i / 1000, now=now + 1 + i / 1000) is True
+    # Each new nonce came after every earlier short-lived one had expired: only the newest and the live one stay.
+    assert set(store._nonces) == {("s", "live"), ("s", "short99")}
+    assert await store.remember_nonce("s", "live", now + 300, now=now + 2) is False
+
+
+async def test_memory_short_lived_records_outlive_a_nonce_put_again_with_a_later_expiry() -> None:
+    """A nonce accepted again after it expired keeps its new life when its first expiry comes round."""
+    store = MemoryStore()
+    now = time.time()
+    assert await store.remember_nonce("s", "n", now + 10, now=now) is True
+    assert await store.remember_nonce("s", "n", now + 40, now=now + 11) is True
+    assert await store.remember_nonce("s", "other", now + 50, now=now + 20) is True
+    assert await store.remember_nonce("s", "n", now + 60, now=now + 30) is False  # still live
+    assert await store.remember_nonce("s", "n", now + 90, now=now + 41) is True
 
 
 async def test_sqlite_schema_4_keeps_the_one_deletion_of_a_schema_3_file(tmp_path: Path) -> None:

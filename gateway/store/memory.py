@@ -17,14 +17,17 @@ collection walked them all (half a second with the event loop stopped). Users st
 the same object while unchanged (the renderer answers a user it has seen by identity): there are few of them,
 and every destroy reads two.
 
-Credentials are never evicted (losing one would lock a client out); nonces are dropped once expired.
+Credentials are never evicted (losing one would lock a client out); nonces, request tokens and pending
+records are dropped in the order they expire, a few with each new one (``_Expiring``).
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Generic, TypeVar, cast
 
@@ -105,6 +108,48 @@ class _Lru(Generic[K, V]):
         return len(self._data)
 
 
+class _Expiring(Mapping[K, V]):
+    """Short-lived records (nonces, request tokens, onboarding's pending records), each found until the
+    moment it expires. Expired ones are dropped in the order they expire, a few with each ``put``, so the
+    records held are about one lifetime's worth and no call walks them all. As a mapping it shows what it
+    still holds, expired or not."""
+
+    def __init__(self) -> None:
+        self._live: dict[K, tuple[V, float]] = {}
+        self._expiries: list[tuple[float, int, K]] = []  # a heap: the next to expire first
+        self._order = itertools.count()  # ties in expiry are broken by this, never by comparing keys
+
+    def put(self, key: K, value: V, expires_at: float, now: float) -> None:
+        self.drop_expired(now)
+        self._live[key] = (value, expires_at)
+        heapq.heappush(self._expiries, (expires_at, next(self._order), key))
+
+    def find(self, key: K, now: float) -> V | None:
+        item = self._live.get(key)
+        return item[0] if item is not None and item[1] > now else None
+
+    def take(self, key: K, now: float) -> V | None:
+        item = self._live.pop(key, None)
+        return item[0] if item is not None and item[1] > now else None
+
+    def drop_expired(self, now: float) -> None:
+        expiries = self._expiries
+        while expiries and expiries[0][0] <= now:
+            expires_at, _, key = heapq.heappop(expiries)
+            item = self._live.get(key)
+            if item is not None and item[1] == expires_at:  # not put again since, with a later expiry
+                del self._live[key]
+
+    def __getitem__(self, key: K) -> V:
+        return self._live[key][0]
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._live)
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+
 def _user_key(user_id: str) -> tuple[str, str]:
     """Messages are keyed by their id, users by this: a tuple is never equal to a string."""
     return ("u", user_id)
@@ -122,10 +167,6 @@ def _message_entry(record: dict[str, Any], learned_at: float, deletions: list[li
 
 
 class MemoryStore:
-    # Expired nonces are swept on the first call and then every this many calls, so memory stays bounded
-    # by the traffic of one replay window.
-    nonce_purge_interval = 500
-
     def __init__(
         self,
         max_entries: int = _DEFAULTS.memory_max_entries,
@@ -143,11 +184,10 @@ class MemoryStore:
         self._clock = clock
         self._consumers: dict[str, Consumer] = {}
         self._tokens: dict[str, Token] = {}
-        self._request_tokens: dict[str, RequestToken] = {}
+        self._request_tokens: _Expiring[str, RequestToken] = _Expiring()
         self._basic_users: dict[str, BasicUser] = {}
-        self._nonces: dict[tuple[str, str], float] = {}
-        self._pending: dict[str, tuple[bytes, float]] = {}
-        self._nonce_calls = 0
+        self._nonces: _Expiring[tuple[str, str], float] = _Expiring()  # the value: when it expires
+        self._pending: _Expiring[str, bytes] = _Expiring()
         # Small ids ([routes] small_ids): never evicted, like credentials; a small id is its list index + 1.
         self._small_by_id: dict[str, int] = {}
         self._id_by_small: list[str] = []
@@ -260,17 +300,13 @@ class MemoryStore:
         return self._tokens.get(token)
 
     async def put_request_token(self, token: RequestToken) -> None:
-        now = self._clock()
-        self._request_tokens = {k: t for k, t in self._request_tokens.items() if t.expires_at > now}
-        self._request_tokens[token.token] = token
+        self._request_tokens.put(token.token, token, token.expires_at, self._clock())
 
     async def get_request_token(self, token: str) -> RequestToken | None:
-        found = self._request_tokens.get(token)
-        return found if found is not None and found.expires_at > self._clock() else None
+        return self._request_tokens.find(token, self._clock())
 
     async def take_request_token(self, token: str) -> RequestToken | None:
-        found = self._request_tokens.pop(token, None)
-        return found if found is not None and found.expires_at > self._clock() else None
+        return self._request_tokens.take(token, self._clock())
 
     async def put_user(self, user: BasicUser) -> None:
         self._basic_users[user.username] = user
@@ -306,13 +342,9 @@ class MemoryStore:
     async def remember_nonce(self, scope: str, nonce: str, expires_at: float, *, now: float | None = None) -> bool:
         if now is None:
             now = time.time()  # nonces expire on the wall clock their expires_at was computed from
-        if self._nonce_calls % self.nonce_purge_interval == 0:
-            self._nonces = {key: until for key, until in self._nonces.items() if until > now}
-        self._nonce_calls += 1
-        seen_until = self._nonces.get((scope, nonce))
-        if seen_until is not None and seen_until > now:
-            return False
-        self._nonces[(scope, nonce)] = expires_at
+        if self._nonces.find((scope, nonce), now) is not None:
+            return False  # live: a replay
+        self._nonces.put((scope, nonce), expires_at, expires_at, now)
         return True
 
     async def small_ids(self, ids: Sequence[str]) -> list[int]:
@@ -330,17 +362,13 @@ class MemoryStore:
         return {small: self._id_by_small[small - 1] for small in smalls if 0 < small <= given}
 
     async def put_pending(self, key: str, record: bytes, expires_at: float) -> None:
-        now = time.time()
-        self._pending = {k: item for k, item in self._pending.items() if item[1] > now}  # few: swept each put
-        self._pending[key] = (record, expires_at)
+        self._pending.put(key, record, expires_at, time.time())
 
     async def get_pending(self, key: str) -> bytes | None:
-        item = self._pending.get(key)
-        return item[0] if item is not None and item[1] > time.time() else None
+        return self._pending.find(key, time.time())
 
     async def take_pending(self, key: str) -> bytes | None:
-        item = self._pending.pop(key, None)
-        return item[0] if item is not None and item[1] > time.time() else None
+        return self._pending.take(key, time.time())
 
     async def ping(self) -> None:
         return None  # in-process: always answers
