@@ -91,9 +91,10 @@ MAX_SCAN_PAGES = 50
 CALLER_CACHE_SIZE = 10_000
 #: How many user ids one ``GET /2/users`` may name.
 V2_USERS_PER_LOOKUP = 100
-#: How many listed events are remembered as learned, and for how long: a message listed again unchanged
-#: after that is put in the store again, so the store's retention counts from a recent listing.
-LEARNED_EVENTS_SIZE = 10_000
+#: How many listed events are remembered as learned (each with its JSON: 1 to 2 KB), and for how long: a
+#: message listed again unchanged after that is put in the store again, so the store's retention counts from
+#: a recent listing.
+LEARNED_EVENTS_SIZE = 5_000
 LEARNED_EVENTS_MAX_AGE = 3600.0
 
 
