@@ -562,9 +562,11 @@ def print_ratios(scenarios: list[Scenario], replicas: list[float]) -> None:
         if s.same_calls is None:
             continue
         minimal = f"{s.result['minimal_ratio']:.2f}" if "minimal_ratio" in s.result else "-"
-        cpu = s.same_calls.result["cpu_us_per_request"]["server"] / s.result["cpu_us_per_request"]["server"]
+        server_cpu = s.result["cpu_us_per_request"]["server"]
+        # A run too short for the clock's ticks can read no CPU at all: then there is no ratio to give.
+        cpu = f"{s.same_calls.result['cpu_us_per_request']['server'] / server_cpu:.2f}" if server_cpu else "-"
         print(
-            f"  {s.name:<{WIDTH}} {s.result['ratio']:>10.2f} {minimal:>8} {s.result['p99_added_ms']:>13.2f}   {cpu:>5.2f}"
+            f"  {s.name:<{WIDTH}} {s.result['ratio']:>10.2f} {minimal:>8} {s.result['p99_added_ms']:>13.2f}   {cpu:>5}"
         )
     if replicas:
         print(

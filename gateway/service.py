@@ -91,6 +91,44 @@ MAX_SCAN_PAGES = 50
 CALLER_CACHE_SIZE = 10_000
 #: How many user ids one ``GET /2/users`` may name.
 V2_USERS_PER_LOOKUP = 100
+#: How many listed events are remembered as learned (each with its JSON: 1 to 2 KB), and for how long: a
+#: message listed again unchanged after that is put in the store again, so the store's retention counts from
+#: a recent listing.
+LEARNED_EVENTS_SIZE = 5_000
+LEARNED_EVENTS_MAX_AGE = 3600.0
+
+
+class LearnedEvents:
+    """The v2 events lists lately converted and learned, by event id, each with its message (None for what is
+    no one-to-one message) and when it was learned. Every list call reads v2's newest page again, so most of
+    its events are ones the last call already converted and put in the store: an event listed again unchanged
+    (equal JSON, and its attachment expanded as before) is taken from here instead."""
+
+    def __init__(self, size: int, max_age: float) -> None:
+        self._size = size
+        self._max_age = max_age
+        self._entries: OrderedDict[str, tuple[dict[str, Any], DirectMessage | None, float]] = OrderedDict()
+
+    def known(self, event: dict[str, Any], media: dict[str, Media], now: float) -> tuple[DirectMessage | None] | None:
+        """``(message,)`` when ``event`` was learned as it is now, less than ``max_age`` ago; else None."""
+        entry = self._entries.get(str(event.get("id")))
+        if entry is None:
+            return None
+        learned_event, message, learned_at = entry
+        if now - learned_at >= self._max_age or learned_event != event:
+            return None
+        attachment = message.attachment if message is not None else None
+        if attachment is not None and media.get(attachment.key or "") != attachment:
+            return None
+        return (message,)
+
+    def remember(self, learned: list[tuple[dict[str, Any], DirectMessage | None]], now: float) -> None:
+        for event, message in learned:
+            key = str(event.get("id"))
+            self._entries[key] = (event, message, now)
+            self._entries.move_to_end(key)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
 
 
 class DMService:
@@ -117,6 +155,7 @@ class DMService:
         # Deletions not yet handed to the store, (message id, by) in order, and the one task handing them over.
         self._deletions: dict[tuple[str, str | None], None] = {}
         self._recorder: asyncio.Task[None] | None = None
+        self._learned = LearnedEvents(LEARNED_EVENTS_SIZE, LEARNED_EVENTS_MAX_AGE)
 
     async def run(self, op: Operation, principal: Principal, request_id: str | None = None) -> Outcome:
         """Carry out any legacy operation for the caller: the method for its kind."""
@@ -468,14 +507,29 @@ class DMService:
         return message, {u.id: u for u in users}
 
     async def _learn_page(self, response: V2Response) -> tuple[list[DirectMessage], dict[str, User]]:
-        """The one-to-one messages of a v2 event list, newest first, learned with their users."""
+        """The one-to-one messages of a v2 event list, newest first, learned with their users: only the events
+        not learned lately as they are now are converted and put in the store."""
         data = response.body.get("data", [])  # v2 leaves data out of an empty page
         if not isinstance(data, list):
             raise UpstreamFailure("v2 listed events as something other than an array")
         media = media_from_includes(response.body)
-        messages = [m for m in (message_from_v2(e, media) for e in data if isinstance(e, dict)) if m is not None]
+        now = self._clock()
+        messages: list[DirectMessage] = []
+        new: list[tuple[dict[str, Any], DirectMessage | None]] = []
+        for event in data:
+            if not isinstance(event, dict):
+                continue
+            known = self._learned.known(event, media, now)
+            if known is not None:
+                (message,) = known
+            else:
+                message = message_from_v2(event, media)
+                new.append((event, message))
+            if message is not None:
+                messages.append(message)
         users = users_from_includes(response.body)
-        await self._learn(messages, users)
+        if await self._learn([m for _, m in new if m is not None], users):
+            self._learned.remember(new, now)
         return messages, {u.id: u for u in users}
 
     async def _views(
@@ -522,11 +576,14 @@ class DMService:
         await self._learn([], users)
         return {u.id: u for u in users}
 
-    async def _learn(self, messages: list[DirectMessage], users: list[User]) -> None:
+    async def _learn(self, messages: list[DirectMessage], users: list[User]) -> bool:
+        """Put ``messages`` and ``users`` in the store; whether both went in (a failure is only logged)."""
+        stored = True
         if messages:
-            await self._quietly(self.store.put_messages(messages), "put_messages", None)
+            stored = await self._quietly(_done(self.store.put_messages(messages)), "put_messages", False)
         if users:
-            await self._quietly(self.store.put_users(users), "put_users", None)
+            stored = await self._quietly(_done(self.store.put_users(users)), "put_users", False) and stored
+        return stored
 
     async def _quietly(self, call: Awaitable[T], what: str, fallback: T) -> T:
         """A store that cannot answer is a cache miss, not an outage: log it and carry on from upstream."""
@@ -537,6 +594,11 @@ class DMService:
             if self._on_store_error is not None:
                 self._on_store_error(what)
             return fallback
+
+
+async def _done(call: Awaitable[None]) -> bool:
+    await call
+    return True
 
 
 async def _grant_digest(principal: Principal) -> str | None:

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from gateway.dialects import StatusNet, TwitterClassic
 from gateway.model import DirectMessage, MessageView, User
+from gateway.render import template
 from gateway.render.mapping import load_mapping
 from gateway.render.serialize import SharedObject, to_json, to_xml
 from gateway.render.template import OBJECT_CACHE_SIZE, Renderer, compile_template
@@ -227,6 +228,20 @@ def test_a_user_edited_between_calls_is_rendered_afresh(dialect: Any, fmt: str) 
     assert after != before
     assert after == dialect().render_message(_view(1, renamed, recipient), fmt, None).body
     assert gateway.render_message(_view(1, sender, recipient), fmt, None).body == before
+
+
+def test_a_user_named_again_by_an_equal_object_is_compared_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A list names each user, one object, in every message: after one comparison with the kept value, the
+    renderer knows that object itself."""
+    compared: list[Any] = []
+    real = template._render_alike
+    monkeypatch.setattr(template, "_render_alike", lambda kept, given: compared.append(given) or real(kept, given))
+    gateway = TwitterClassic()
+    first, again, recipient = User(id="7", username="ann"), User(id="7", username="ann"), User(id="8")
+    trees = [gateway.message_tree(_view(number, user, recipient), "direct_message") for number, user in
+             enumerate([first, again, again, again])]  # fmt: skip
+    assert len(compared) == 1  # again against first, then again itself
+    assert all(tree["sender"] is trees[0]["sender"] for tree in trees)
 
 
 def test_a_dropped_key_does_not_reach_the_next_body_and_a_user_cannot_be_edited() -> None:

@@ -93,7 +93,11 @@ class Renderer:
             kept = self._objects.get(key)
         except TypeError:  # a field that cannot be hashed
             return self.render(name, {name: value})
-        if kept is not None and (kept[0] is value or _render_alike(reader(kept[0]), reader(value))):
+        if kept is not None and kept[0] is value:
+            return kept[1]
+        if kept is not None and _render_alike(reader(kept[0]), reader(value)):
+            # Keep the value last given: a list names each user in every message, as one object.
+            self._objects[key] = (value, kept[1])
             return kept[1]
         tree = self.render(name, {name: value})
         if not (_KEY_TYPES.issuperset(map(type, reader(value))) and _IMMUTABLE.issuperset(map(type, tree.values()))):
