@@ -8,7 +8,9 @@ application on ``server.port`` with ``SO_REUSEPORT``, so the kernel spreads new 
 The supervisor serves the admin listener itself: ``/healthz`` and ``/readyz`` answer for the whole service
 (``/readyz`` pings the shared store, which is what the workers use), and ``/metrics`` is the sum over all
 workers, read with prometheus-client's multiprocess mode from a fresh directory the supervisor creates
-and names in ``PROMETHEUS_MULTIPROC_DIR`` before anything imports prometheus_client.
+and names in ``PROMETHEUS_MULTIPROC_DIR`` before anything imports prometheus_client. Every update is written
+to those files as it is made, so a worker killed outright leaves its counts in the sum; counting in each
+worker's memory and collecting on scrape would save little per request (docs/PERFORMANCE.md) and lose them.
 
 Lifecycle: the admin listener opens once every worker is listening; a worker that cannot start then is a
 configuration or environment problem, and the supervisor exits 1 at once. Afterwards a worker that exits on
