@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import _in_ci
+
 CHROMIUM = os.environ.get("DMGW_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("DMGW_CHROMEDRIVER", "/usr/bin/chromedriver")
 
@@ -33,10 +35,6 @@ CHROMIUM_FLAGS = (
     "--disable-sync",
     "--window-size=1024,900",
 )
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
 def _missing() -> str | None:
