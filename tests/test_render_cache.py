@@ -230,6 +230,16 @@ def test_a_user_edited_between_calls_is_rendered_afresh(dialect: Any, fmt: str) 
     assert gateway.render_message(_view(1, sender, recipient), fmt, None).body == before
 
 
+def test_users_of_one_id_share_a_hash_but_are_equal_only_field_for_field() -> None:
+    """The renderer keeps rendered users by user: two records of one user that differ in any field are two
+    keys, each with its own rendering."""
+    ann = User(id="7", username="ann", followers_count=1)
+    assert hash(ann) == hash(User(id="7", username="ann", followers_count=1))
+    changed = dataclasses.replace(ann, followers_count=2)
+    assert changed != ann
+    assert {ann: "one", changed: "two"} == {User(id="7", username="ann", followers_count=1): "one", changed: "two"}
+
+
 def test_a_user_named_again_by_an_equal_object_is_compared_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """A list names each user, one object, in every message: after one comparison with the kept value, the
     renderer knows that object itself."""

@@ -28,6 +28,7 @@ from xml.sax.saxutils import quoteattr
 import orjson
 
 _NOT_XML_CHAR = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_CONTAINERS = (dict, list)
 _DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
 
 
@@ -89,14 +90,16 @@ def _write_object(out: list[str], name: str, value: dict[str, Any], depth: int, 
     margin = indent * depth
     inner = margin + indent
     for key, item in value.items():
-        if isinstance(item, dict | list):
+        if isinstance(item, _CONTAINERS):
             _write(children, key, item, depth + 1, indent)
         elif key == "#text":
             text = _text(item)
-        elif key.startswith("@"):
+        elif key[0] == "@":
             attributes += f" {key[1:]}={quoteattr(_attribute(item))}"
+        elif leaf := _text(item):
+            children.append(f"{inner}<{key}>{leaf}</{key}>\n")
         else:
-            children.append(_leaf(key, item, inner, "\n"))
+            children.append(f"{inner}<{key}/>\n")
     end = "\n" if depth else ""
     if children:
         out.append(f"{margin}<{name}{attributes}>\n")
@@ -114,9 +117,16 @@ def _leaf(name: str, value: Any, margin: str, end: str) -> str:
     return f"{margin}<{name}>{text}</{name}>{end}" if text else f"{margin}<{name}/>{end}"
 
 
+def _text(value: Any) -> str:
+    """``value`` as text between tags: escaped, a CR as a character reference, without the characters XML
+    cannot carry (each of them unprintable to Python, and most text is printable: that test is far cheaper
+    than the search)."""
+    text = (value if type(value) is str else _string(value)).replace("&", "&amp;").replace("<", "&lt;")
+    text = text.replace(">", "&gt;")
+    return text if text.isprintable() else _NOT_XML_CHAR.sub("", text).replace("\r", "&#13;")
+
+
 def _string(value: Any) -> str:
-    if type(value) is str:
-        return value
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -124,14 +134,6 @@ def _string(value: Any) -> str:
     return str(value)
 
 
-def _text(value: Any) -> str:
-    """``value`` as text between tags: escaped, a CR as a character reference, without the characters XML
-    cannot carry (each of them unprintable to Python, and most text is printable: that test is far cheaper
-    than the search)."""
-    text = _string(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return text if text.isprintable() else _NOT_XML_CHAR.sub("", text).replace("\r", "&#13;")
-
-
 def _attribute(value: Any) -> str:
-    text = _string(value)
+    text = value if type(value) is str else _string(value)
     return text if text.isprintable() else _NOT_XML_CHAR.sub("", text)
