@@ -180,6 +180,12 @@ def test_json_is_the_plain_tree_written(tree: Any, escape_slashes: bool) -> None
     assert to_json(tree, escape_slashes=escape_slashes) == expected
 
 
+def test_a_shared_object_is_written_as_json_right_wherever_it_stands() -> None:
+    user = SharedObject({"name": "a/b", "n": 1})
+    assert to_json({"sender": user}, escape_slashes=True) == b'{"sender":{"name":"a\\/b","n":1}}'
+    assert to_json([user, {"x": [user]}]) == orjson.dumps([dict(user), {"x": [dict(user)]}])
+
+
 def test_json_refuses_what_it_cannot_write() -> None:
     with pytest.raises(TypeError):
         to_json({"when": object()})

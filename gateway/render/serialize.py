@@ -29,19 +29,21 @@ import orjson
 
 _NOT_XML_CHAR = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _CONTAINERS = (dict, list)
+_JSON_BASES: tuple[type[Any], ...] = (str, int, float, dict, list, tuple)
 _DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
 
 
 class SharedObject(dict):
     """An object (a user) that many bodies hold at once, as a renderer keeps it. It refuses every change
     (``dict(obj)`` is a copy that does not), so the text written for it stays true; ``written`` holds that
-    text, by where in a document it was written."""
+    text, by where in an XML document it was written, and ``json`` its JSON once written."""
 
-    __slots__ = ("written",)
+    __slots__ = ("json", "written")
 
     def __init__(self, items: dict[str, Any]) -> None:
         super().__init__(items)
         self.written: dict[tuple[str, int, str], str] = {}
+        self.json: orjson.Fragment | None = None
 
     def _refuse(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError("a shared rendered object cannot be changed; change a copy, dict(obj)")
@@ -51,9 +53,22 @@ class SharedObject(dict):
 
 
 def to_json(tree: Any, *, escape_slashes: bool = False) -> bytes:
-    body = orjson.dumps(tree)
+    body = orjson.dumps(tree, default=_json_default, option=orjson.OPT_PASSTHROUGH_SUBCLASS)
     # "/" only ever occurs inside JSON strings, so escaping it everywhere is exact (a PHP json_encode habit).
     return body.replace(b"/", b"\\/") if escape_slashes else body
+
+
+def _json_default(value: Any) -> Any:
+    """What orjson writes for a subclass of a type it knows: a shared object's JSON, written once and kept
+    on it; any other as its base type."""
+    if type(value) is SharedObject:
+        if value.json is None:
+            value.json = orjson.Fragment(orjson.dumps(value))  # its values are scalars
+        return value.json
+    base = next((kind for kind in _JSON_BASES if isinstance(value, kind)), None)
+    if base is None:
+        raise TypeError(f"cannot write {type(value).__name__} as JSON")
+    return base(value)
 
 
 def to_xml(root: str, tree: dict[str, Any], *, indent: str = " ") -> bytes:
