@@ -292,12 +292,16 @@ class Process:
     """A child ``python -m ...`` that prints ``READY <url>`` once it serves; ``ready()`` waits for that line,
     so several can start side by side."""
 
-    def __init__(self, name: str, args: list[str], log_dir: Path, *, cwd: Path | None = None) -> None:
-        """``cwd``: the directory whose ``bench`` and ``gateway`` the module runs from (another checkout)."""
+    def __init__(
+        self, name: str, args: list[str], log_dir: Path, *, cwd: Path | None = None, wrapper: tuple[str, ...] = ()
+    ) -> None:
+        """``cwd``: the directory whose ``bench`` and ``gateway`` the module runs from (another checkout);
+        ``wrapper``: a command that runs the Python process (valgrind, for ``bench.instructions``)."""
         self.name = name
         self.log_path = log_dir / f"{re.sub(r'[^A-Za-z0-9.-]+', '-', name)}.log"
         self._log: IO[bytes] = open(self.log_path, "wb")  # noqa: SIM115 - closed by stop()
-        self.proc = subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.PIPE, stderr=self._log, cwd=cwd)
+        command = [*wrapper, sys.executable, "-m", *args]
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._log, cwd=cwd)
         self.url = ""
 
     def ready(self) -> Process:

@@ -67,6 +67,11 @@ class User:
         """False for a placeholder made from an id alone (a suspended or deleted account)."""
         return self.username is not None
 
+    def __hash__(self) -> int:
+        # Equal users have equal ids, so the id alone is a valid hash, and a cheap one: a user is hashed for
+        # every body that renders it (the renderer's cache of rendered users is keyed by the user).
+        return hash(self.id)
+
 
 @dataclass(frozen=True, slots=True)
 class Media:

@@ -180,6 +180,12 @@ def test_json_is_the_plain_tree_written(tree: Any, escape_slashes: bool) -> None
     assert to_json(tree, escape_slashes=escape_slashes) == expected
 
 
+def test_a_shared_object_is_written_as_json_right_wherever_it_stands() -> None:
+    user = SharedObject({"name": "a/b", "n": 1})
+    assert to_json({"sender": user}, escape_slashes=True) == b'{"sender":{"name":"a\\/b","n":1}}'
+    assert to_json([user, {"x": [user]}]) == orjson.dumps([dict(user), {"x": [dict(user)]}])
+
+
 def test_json_refuses_what_it_cannot_write() -> None:
     with pytest.raises(TypeError):
         to_json({"when": object()})
@@ -228,6 +234,16 @@ def test_a_user_edited_between_calls_is_rendered_afresh(dialect: Any, fmt: str) 
     assert after != before
     assert after == dialect().render_message(_view(1, renamed, recipient), fmt, None).body
     assert gateway.render_message(_view(1, sender, recipient), fmt, None).body == before
+
+
+def test_users_of_one_id_share_a_hash_but_are_equal_only_field_for_field() -> None:
+    """The renderer keeps rendered users by user: two records of one user that differ in any field are two
+    keys, each with its own rendering."""
+    ann = User(id="7", username="ann", followers_count=1)
+    assert hash(ann) == hash(User(id="7", username="ann", followers_count=1))
+    changed = dataclasses.replace(ann, followers_count=2)
+    assert changed != ann
+    assert {ann: "one", changed: "two"} == {User(id="7", username="ann", followers_count=1): "one", changed: "two"}
 
 
 def test_a_user_named_again_by_an_equal_object_is_compared_once(monkeypatch: pytest.MonkeyPatch) -> None:

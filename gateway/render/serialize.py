@@ -28,19 +28,22 @@ from xml.sax.saxutils import quoteattr
 import orjson
 
 _NOT_XML_CHAR = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_CONTAINERS = (dict, list)
+_JSON_BASES: tuple[type[Any], ...] = (str, int, float, dict, list, tuple)
 _DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
 
 
 class SharedObject(dict):
     """An object (a user) that many bodies hold at once, as a renderer keeps it. It refuses every change
     (``dict(obj)`` is a copy that does not), so the text written for it stays true; ``written`` holds that
-    text, by where in a document it was written."""
+    text, by where in an XML document it was written, and ``json`` its JSON once written."""
 
-    __slots__ = ("written",)
+    __slots__ = ("json", "written")
 
     def __init__(self, items: dict[str, Any]) -> None:
         super().__init__(items)
         self.written: dict[tuple[str, int, str], str] = {}
+        self.json: orjson.Fragment | None = None
 
     def _refuse(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError("a shared rendered object cannot be changed; change a copy, dict(obj)")
@@ -50,9 +53,22 @@ class SharedObject(dict):
 
 
 def to_json(tree: Any, *, escape_slashes: bool = False) -> bytes:
-    body = orjson.dumps(tree)
+    body = orjson.dumps(tree, default=_json_default, option=orjson.OPT_PASSTHROUGH_SUBCLASS)
     # "/" only ever occurs inside JSON strings, so escaping it everywhere is exact (a PHP json_encode habit).
     return body.replace(b"/", b"\\/") if escape_slashes else body
+
+
+def _json_default(value: Any) -> Any:
+    """What orjson writes for a subclass of a type it knows: a shared object's JSON, written once and kept
+    on it; any other as its base type."""
+    if type(value) is SharedObject:
+        if value.json is None:
+            value.json = orjson.Fragment(orjson.dumps(value))  # its values are scalars
+        return value.json
+    base = next((kind for kind in _JSON_BASES if isinstance(value, kind)), None)
+    if base is None:
+        raise TypeError(f"cannot write {type(value).__name__} as JSON")
+    return base(value)
 
 
 def to_xml(root: str, tree: dict[str, Any], *, indent: str = " ") -> bytes:
@@ -89,14 +105,16 @@ def _write_object(out: list[str], name: str, value: dict[str, Any], depth: int, 
     margin = indent * depth
     inner = margin + indent
     for key, item in value.items():
-        if isinstance(item, dict | list):
+        if isinstance(item, _CONTAINERS):
             _write(children, key, item, depth + 1, indent)
         elif key == "#text":
             text = _text(item)
-        elif key.startswith("@"):
+        elif key[0] == "@":
             attributes += f" {key[1:]}={quoteattr(_attribute(item))}"
+        elif leaf := _text(item):
+            children.append(f"{inner}<{key}>{leaf}</{key}>\n")
         else:
-            children.append(_leaf(key, item, inner, "\n"))
+            children.append(f"{inner}<{key}/>\n")
     end = "\n" if depth else ""
     if children:
         out.append(f"{margin}<{name}{attributes}>\n")
@@ -114,9 +132,16 @@ def _leaf(name: str, value: Any, margin: str, end: str) -> str:
     return f"{margin}<{name}>{text}</{name}>{end}" if text else f"{margin}<{name}/>{end}"
 
 
+def _text(value: Any) -> str:
+    """``value`` as text between tags: escaped, a CR as a character reference, without the characters XML
+    cannot carry (each of them unprintable to Python, and most text is printable: that test is far cheaper
+    than the search)."""
+    text = (value if type(value) is str else _string(value)).replace("&", "&amp;").replace("<", "&lt;")
+    text = text.replace(">", "&gt;")
+    return text if text.isprintable() else _NOT_XML_CHAR.sub("", text).replace("\r", "&#13;")
+
+
 def _string(value: Any) -> str:
-    if type(value) is str:
-        return value
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -124,14 +149,6 @@ def _string(value: Any) -> str:
     return str(value)
 
 
-def _text(value: Any) -> str:
-    """``value`` as text between tags: escaped, a CR as a character reference, without the characters XML
-    cannot carry (each of them unprintable to Python, and most text is printable: that test is far cheaper
-    than the search)."""
-    text = _string(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return text if text.isprintable() else _NOT_XML_CHAR.sub("", text).replace("\r", "&#13;")
-
-
 def _attribute(value: Any) -> str:
-    text = _string(value)
+    text = value if type(value) is str else _string(value)
     return text if text.isprintable() else _NOT_XML_CHAR.sub("", text)

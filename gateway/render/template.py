@@ -112,7 +112,7 @@ class Renderer:
         """A legacy date: the mapping's ``date_format``, a ``str.format`` string naming any of weekday, month
         (both English abbreviations, whatever the process locale), day, hour, minute, second and year, in UTC.
         A naive value is taken to be UTC already."""
-        if value.tzinfo is not None:
+        if value.tzinfo is not None and value.tzinfo is not UTC:
             value = value.astimezone(UTC)
         return self.date_format.format(
             weekday=_WEEKDAYS[value.weekday()],
