@@ -30,6 +30,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import orjson
+
 from gateway.errors import (
     EmptyText,
     GatewayError,
@@ -70,12 +72,12 @@ from gateway.model import (
 from gateway.store.base import MessageStore, StoreError
 from gateway.upstream.client import NotFoundAfterLostAttempt, UpstreamClient, V2Response
 from gateway.upstream.convert import (
+    included_users,
     media_from_includes,
     message_from_v2,
     user_from_answer,
     user_from_v2,
     users_from_answer,
-    users_from_includes,
 )
 
 log = logging.getLogger("gateway.service")
@@ -91,11 +93,15 @@ MAX_SCAN_PAGES = 50
 CALLER_CACHE_SIZE = 10_000
 #: How many user ids one ``GET /2/users`` may name.
 V2_USERS_PER_LOOKUP = 100
-#: How many listed events are remembered as learned (each with its JSON: 1 to 2 KB), and for how long: a
-#: message listed again unchanged after that is put in the store again, so the store's retention counts from
-#: a recent listing.
+#: How many listed events are remembered as learned (each with its JSON: 1 to 2 KB), and for how long at
+#: most: a message listed again unchanged after that is put in the store again, so the store's retention
+#: counts from a recent listing. (``DMService`` takes a shorter time for a store that keeps things for less
+#: than twice as long.)
 LEARNED_EVENTS_SIZE = 5_000
 LEARNED_EVENTS_MAX_AGE = 3600.0
+#: How many users named in v2's answers are remembered as learned (each by a digest of its JSON), at most as
+#: long as events.
+LEARNED_USERS_SIZE = 5_000
 
 
 class LearnedEvents:
@@ -131,6 +137,42 @@ class LearnedEvents:
             self._entries.popitem(last=False)
 
 
+class LearnedUsers:
+    """The users of v2's answers lately converted and learned, by user id, each with a digest of v2's JSON for
+    them (``json_digest``) and when it was learned. A destroy's v2 lookup names its sender, and a list the same
+    few users, again and again: a user v2 describes as before is taken from here, neither converted nor put in
+    the store again. A user the store turns out not to hold is forgotten here, so it is learned when next seen."""
+
+    def __init__(self, size: int, max_age: float) -> None:
+        self._size = size
+        self._max_age = max_age
+        self._entries: OrderedDict[str, tuple[int, User, float]] = OrderedDict()
+
+    def known(self, user_id: str, digest: int, now: float) -> User | None:
+        """The user learned from JSON of this digest less than ``max_age`` ago, else None."""
+        entry = self._entries.get(user_id)
+        if entry is None or entry[0] != digest or now - entry[2] >= self._max_age:
+            return None
+        return entry[1]
+
+    def remember(self, learned: list[tuple[str, int, User]], now: float) -> None:
+        for user_id, digest, user in learned:
+            self._entries[user_id] = (digest, user, now)
+            self._entries.move_to_end(user_id)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+    def forget(self, user_ids: Iterable[str]) -> None:
+        for user_id in user_ids:
+            self._entries.pop(user_id, None)
+
+
+def json_digest(data: dict[str, Any]) -> int:
+    """A digest of v2's JSON for one thing: Python's hash of its bytes (64 bits, keyed anew in every process,
+    so no one can make two different texts meet on purpose)."""
+    return hash(orjson.dumps(data))
+
+
 class DMService:
     def __init__(
         self,
@@ -141,9 +183,12 @@ class DMService:
         clock: Callable[[], float] = time.time,
         on_store_error: Callable[[str], None] | None = None,
         on_store_lookup: Callable[[bool], None] | None = None,
+        store_max_age: float | None = None,
     ) -> None:
         """``on_store_error`` is called with the operation's name for every store failure served around;
-        ``on_store_lookup`` with whether the store had the message, for every message looked up there."""
+        ``on_store_lookup`` with whether the store had the message, for every message looked up there.
+        ``store_max_age`` is the shortest time the store keeps a message or user it was given: what was
+        learned is put in the store again after half of it at most."""
         self.store = store
         self.upstream = upstream
         self.tombstone_window = tombstone_window
@@ -155,7 +200,11 @@ class DMService:
         # Deletions not yet handed to the store, (message id, by) in order, and the one task handing them over.
         self._deletions: dict[tuple[str, str | None], None] = {}
         self._recorder: asyncio.Task[None] | None = None
-        self._learned = LearnedEvents(LEARNED_EVENTS_SIZE, LEARNED_EVENTS_MAX_AGE)
+        learned_max_age = (
+            LEARNED_EVENTS_MAX_AGE if store_max_age is None else min(LEARNED_EVENTS_MAX_AGE, store_max_age / 2)
+        )
+        self._learned = LearnedEvents(LEARNED_EVENTS_SIZE, learned_max_age)
+        self._learned_users = LearnedUsers(LEARNED_USERS_SIZE, learned_max_age)
 
     async def run(self, op: Operation, principal: Principal, request_id: str | None = None) -> Outcome:
         """Carry out any legacy operation for the caller: the method for its kind."""
@@ -502,9 +551,11 @@ class DMService:
         message = message_from_v2(event, media_from_includes(response.body))
         if message is None:
             raise MessageNotFound(f"event {message_id} is not a one-to-one message")
-        users = users_from_includes(response.body)
-        await self._learn([message], users)
-        return message, {u.id: u for u in users}
+        now = self._clock()
+        users, new_users = self._included_users(response.body, now)
+        if await self._learn([message], [user for _, _, user in new_users]):
+            self._learned_users.remember(new_users, now)
+        return message, users
 
     async def _learn_page(self, response: V2Response) -> tuple[list[DirectMessage], dict[str, User]]:
         """The one-to-one messages of a v2 event list, newest first, learned with their users: only the events
@@ -527,10 +578,25 @@ class DMService:
                 new.append((event, message))
             if message is not None:
                 messages.append(message)
-        users = users_from_includes(response.body)
-        if await self._learn([m for _, m in new if m is not None], users):
+        users, new_users = self._included_users(response.body, now)
+        if await self._learn([m for _, m in new if m is not None], [user for _, _, user in new_users]):
             self._learned.remember(new, now)
-        return messages, {u.id: u for u in users}
+            self._learned_users.remember(new_users, now)
+        return messages, users
+
+    def _included_users(self, body: dict[str, Any], now: float) -> tuple[dict[str, User], list[tuple[str, int, User]]]:
+        """The users of a v2 answer's ``includes``, by id, and those of them not learned lately as they are now
+        (each with its id and digest, to be learned); the others are the very ``User`` made when they were."""
+        users: dict[str, User] = {}
+        new: list[tuple[str, int, User]] = []
+        for data in included_users(body):
+            user_id, digest = str(data["id"]), json_digest(data)
+            user = self._learned_users.known(user_id, digest, now)
+            if user is None:
+                user = user_from_v2(data)
+                new.append((user_id, digest, user))
+            users[user.id] = user
+        return users, new
 
     async def _views(
         self,
@@ -550,6 +616,7 @@ class DMService:
             users = users | await self._quietly(self.store.get_users(missing), "get_users", {})
             missing = wanted - users.keys()
         if missing:
+            self._learned_users.forget(missing)  # learned, perhaps, but the store no longer has them
             ordered = sorted(missing, key=int)
             for start in range(0, len(ordered), V2_USERS_PER_LOOKUP):
                 batch = ordered[start : start + V2_USERS_PER_LOOKUP]
