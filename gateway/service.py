@@ -28,7 +28,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import orjson
 
@@ -93,78 +93,48 @@ MAX_SCAN_PAGES = 50
 CALLER_CACHE_SIZE = 10_000
 #: How many user ids one ``GET /2/users`` may name.
 V2_USERS_PER_LOOKUP = 100
-#: How many listed events are remembered as learned (each with its JSON: 1 to 2 KB), and for how long at
-#: most: a message listed again unchanged after that is put in the store again, so the store's retention
-#: counts from a recent listing. (``DMService`` takes a shorter time for a store that keeps things for less
-#: than twice as long.)
-LEARNED_EVENTS_SIZE = 5_000
-LEARNED_EVENTS_MAX_AGE = 3600.0
-#: How many users named in v2's answers are remembered as learned (each by a digest of its JSON), at most as
-#: long as events.
-LEARNED_USERS_SIZE = 5_000
+#: How many listed events, and how many users named in v2's answers, are remembered as learned (each by a
+#: digest of its JSON, with what it was made into: a few hundred bytes whatever the size of a message), and
+#: for how long at most: a message listed again unchanged after that is put in the store again, so the
+#: store's retention counts from a recent listing. (``DMService`` takes a shorter time for a store that keeps
+#: things for less than twice as long.)
+LEARNED_SIZE = 5_000
+LEARNED_MAX_AGE = 3600.0
+
+L = TypeVar("L")
 
 
-class LearnedEvents:
-    """The v2 events lists lately converted and learned, by event id, each with its message (None for what is
-    no one-to-one message) and when it was learned. Every list call reads v2's newest page again, so most of
-    its events are ones the last call already converted and put in the store: an event listed again unchanged
-    (equal JSON, and its attachment expanded as before) is taken from here instead."""
+class Learned(Generic[L]):
+    """What v2's answers lately described and the gateway converted and learned (put in the store), by v2's
+    id: a digest of v2's JSON for it (``json_digest``), what it was made into, and when. Every list call reads
+    v2's newest page again, and a store-miss destroy's lookup names the same sender again and again: what v2
+    describes as before is taken from here, neither converted nor put in the store again. Something the store
+    turns out not to hold is forgotten here, so it is learned when next seen; the least recently learned go
+    first once there are ``size``."""
 
     def __init__(self, size: int, max_age: float) -> None:
         self._size = size
         self._max_age = max_age
-        self._entries: OrderedDict[str, tuple[dict[str, Any], DirectMessage | None, float]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[int, L, float]] = OrderedDict()
 
-    def known(self, event: dict[str, Any], media: dict[str, Media], now: float) -> tuple[DirectMessage | None] | None:
-        """``(message,)`` when ``event`` was learned as it is now, less than ``max_age`` ago; else None."""
-        entry = self._entries.get(str(event.get("id")))
-        if entry is None:
+    def known(self, key: str, digest: int, now: float) -> tuple[L] | None:
+        """``(what it was made into,)`` when ``key`` was learned from JSON of this digest less than ``max_age``
+        ago; else None."""
+        entry = self._entries.get(key)
+        if entry is None or entry[0] != digest or now - entry[2] >= self._max_age:
             return None
-        learned_event, message, learned_at = entry
-        if now - learned_at >= self._max_age or learned_event != event:
-            return None
-        attachment = message.attachment if message is not None else None
-        if attachment is not None and media.get(attachment.key or "") != attachment:
-            return None
-        return (message,)
+        return (entry[1],)
 
-    def remember(self, learned: list[tuple[dict[str, Any], DirectMessage | None]], now: float) -> None:
-        for event, message in learned:
-            key = str(event.get("id"))
-            self._entries[key] = (event, message, now)
+    def remember(self, learned: list[tuple[str, int, L]], now: float) -> None:
+        for key, digest, value in learned:
+            self._entries[key] = (digest, value, now)
             self._entries.move_to_end(key)
         while len(self._entries) > self._size:
             self._entries.popitem(last=False)
 
-
-class LearnedUsers:
-    """The users of v2's answers lately converted and learned, by user id, each with a digest of v2's JSON for
-    them (``json_digest``) and when it was learned. A destroy's v2 lookup names its sender, and a list the same
-    few users, again and again: a user v2 describes as before is taken from here, neither converted nor put in
-    the store again. A user the store turns out not to hold is forgotten here, so it is learned when next seen."""
-
-    def __init__(self, size: int, max_age: float) -> None:
-        self._size = size
-        self._max_age = max_age
-        self._entries: OrderedDict[str, tuple[int, User, float]] = OrderedDict()
-
-    def known(self, user_id: str, digest: int, now: float) -> User | None:
-        """The user learned from JSON of this digest less than ``max_age`` ago, else None."""
-        entry = self._entries.get(user_id)
-        if entry is None or entry[0] != digest or now - entry[2] >= self._max_age:
-            return None
-        return entry[1]
-
-    def remember(self, learned: list[tuple[str, int, User]], now: float) -> None:
-        for user_id, digest, user in learned:
-            self._entries[user_id] = (digest, user, now)
-            self._entries.move_to_end(user_id)
-        while len(self._entries) > self._size:
-            self._entries.popitem(last=False)
-
-    def forget(self, user_ids: Iterable[str]) -> None:
-        for user_id in user_ids:
-            self._entries.pop(user_id, None)
+    def forget(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self._entries.pop(key, None)
 
 
 def json_digest(data: dict[str, Any]) -> int:
@@ -200,11 +170,9 @@ class DMService:
         # Deletions not yet handed to the store, (message id, by) in order, and the one task handing them over.
         self._deletions: dict[tuple[str, str | None], None] = {}
         self._recorder: asyncio.Task[None] | None = None
-        learned_max_age = (
-            LEARNED_EVENTS_MAX_AGE if store_max_age is None else min(LEARNED_EVENTS_MAX_AGE, store_max_age / 2)
-        )
-        self._learned = LearnedEvents(LEARNED_EVENTS_SIZE, learned_max_age)
-        self._learned_users = LearnedUsers(LEARNED_USERS_SIZE, learned_max_age)
+        learned_max_age = LEARNED_MAX_AGE if store_max_age is None else min(LEARNED_MAX_AGE, store_max_age / 2)
+        self._learned_events: Learned[DirectMessage | None] = Learned(LEARNED_SIZE, learned_max_age)
+        self._learned_users: Learned[User] = Learned(LEARNED_SIZE, learned_max_age)
 
     async def run(self, op: Operation, principal: Principal, request_id: str | None = None) -> Outcome:
         """Carry out any legacy operation for the caller: the method for its kind."""
@@ -566,21 +534,22 @@ class DMService:
         media = media_from_includes(response.body)
         now = self._clock()
         messages: list[DirectMessage] = []
-        new: list[tuple[dict[str, Any], DirectMessage | None]] = []
+        new: list[tuple[str, int, DirectMessage | None]] = []
         for event in data:
             if not isinstance(event, dict):
                 continue
-            known = self._learned.known(event, media, now)
-            if known is not None:
+            event_id, digest = str(event.get("id")), json_digest(event)
+            known = self._learned_events.known(event_id, digest, now)
+            if known is not None and _expanded_as_before(known[0], media):
                 (message,) = known
             else:
                 message = message_from_v2(event, media)
-                new.append((event, message))
+                new.append((event_id, digest, message))
             if message is not None:
                 messages.append(message)
         users, new_users = self._included_users(response.body, now)
-        if await self._learn([m for _, m in new if m is not None], [user for _, _, user in new_users]):
-            self._learned.remember(new, now)
+        if await self._learn([m for _, _, m in new if m is not None], [user for _, _, user in new_users]):
+            self._learned_events.remember(new, now)
             self._learned_users.remember(new_users, now)
         return messages, users
 
@@ -591,8 +560,10 @@ class DMService:
         new: list[tuple[str, int, User]] = []
         for data in included_users(body):
             user_id, digest = str(data["id"]), json_digest(data)
-            user = self._learned_users.known(user_id, digest, now)
-            if user is None:
+            known = self._learned_users.known(user_id, digest, now)
+            if known is not None:
+                (user,) = known
+            else:
                 user = user_from_v2(data)
                 new.append((user_id, digest, user))
             users[user.id] = user
@@ -661,6 +632,12 @@ class DMService:
             if self._on_store_error is not None:
                 self._on_store_error(what)
             return fallback
+
+
+def _expanded_as_before(message: DirectMessage | None, media: dict[str, Media]) -> bool:
+    """Whether a learned message's attachment, if it has one, is expanded in ``media`` as it was then."""
+    attachment = message.attachment if message is not None else None
+    return attachment is None or media.get(attachment.key or "") == attachment
 
 
 async def _done(call: Awaitable[None]) -> bool:

@@ -5,15 +5,15 @@ ago. The users v2's answers name likewise, and again once the store turns out to
 from __future__ import annotations
 
 import sqlite3
+import tracemalloc
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from gateway.emulator import FaultRule
-from gateway.model import DirectMessage, Media, User
-from gateway.service import LearnedEvents
+from gateway.model import DirectMessage, User
+from gateway.service import Learned, json_digest
 from gateway.store.base import StoreError
 from tests.conftest import SEED_002_ID, store_of
 
@@ -21,45 +21,45 @@ RECEIVED = "/1.1/direct_messages.json"
 KEY = "3_1583890000000000100"
 
 
-def message(attachment: Media | None = None) -> DirectMessage:
-    created = datetime(2026, 1, 1, tzinfo=UTC)
-    return DirectMessage(id="7", text="hi", created_at=created, sender_id="1", recipient_id="2", attachment=attachment)
+def test_something_is_known_only_as_it_was_learned_and_while_recent() -> None:
+    learned: Learned[str] = Learned(size=10, max_age=60)
+    assert learned.known("7", json_digest(event()), now=0) is None
+    learned.remember([("7", json_digest(event()), "message")], now=0)
+    assert learned.known("7", json_digest(event()), now=59) == ("message",)
+    assert learned.known("7", json_digest(event("edited")), now=1) is None
+    assert learned.known("7", json_digest(event()), now=60) is None
+
+
+def test_what_is_no_message_is_known_as_none() -> None:
+    learned: Learned[None] = Learned(size=10, max_age=60)
+    learned.remember([("7", json_digest(event()), None)], now=0)
+    assert learned.known("7", json_digest(event()), now=1) == (None,)
+
+
+def test_the_least_recently_learned_are_forgotten_first_and_what_is_lost_at_once() -> None:
+    learned: Learned[None] = Learned(size=2, max_age=60)
+    for number in ("1", "2", "3"):
+        learned.remember([(number, json_digest(event()), None)], now=0)
+    assert learned.known("1", json_digest(event()), now=0) is None
+    assert learned.known("3", json_digest(event()), now=0) == (None,)
+    learned.forget(["3"])
+    assert learned.known("3", json_digest(event()), now=0) is None
+
+
+def test_what_is_kept_of_a_long_message_is_far_smaller_than_its_json() -> None:
+    learned: Learned[None] = Learned(size=1_000, max_age=60)
+    events = [{**event("x" * 10_000), "id": str(number)} for number in range(1_000)]  # 10 KB of JSON each
+    tracemalloc.start()
+    try:
+        learned.remember([(e["id"], json_digest(e), None) for e in events], now=0)
+        kept, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert kept < 1_000 * 1_000  # under 1 KB an event
 
 
 def event(text: str = "hi") -> dict[str, Any]:
     return {"id": "7", "text": text, "sender_id": "1", "dm_conversation_id": "1-2"}
-
-
-def test_an_event_is_known_only_as_it_was_learned_and_while_recent() -> None:
-    learned = LearnedEvents(size=10, max_age=60)
-    assert learned.known(event(), {}, now=0) is None
-    learned.remember([(event(), message())], now=0)
-    assert learned.known(event(), {}, now=59) == (message(),)
-    assert learned.known(event("edited"), {}, now=1) is None
-    assert learned.known(event(), {}, now=60) is None
-
-
-def test_what_is_no_message_is_known_as_none() -> None:
-    learned = LearnedEvents(size=10, max_age=60)
-    learned.remember([(event(), None)], now=0)
-    assert learned.known(event(), {}, now=1) == (None,)
-
-
-def test_an_attachment_is_known_only_expanded_as_before() -> None:
-    expanded = Media(id="1583890000000000100", key=KEY, type="photo", url="https://example.com/a.png")
-    learned = LearnedEvents(size=10, max_age=60)
-    learned.remember([(event(), message(expanded))], now=0)
-    assert learned.known(event(), {KEY: expanded}, now=1) == (message(expanded),)
-    assert learned.known(event(), {}, now=1) is None
-    assert learned.known(event(), {KEY: Media(id=expanded.id, key=KEY)}, now=1) is None
-
-
-def test_the_least_recently_learned_events_are_forgotten_first() -> None:
-    learned = LearnedEvents(size=2, max_age=60)
-    for number in ("1", "2", "3"):
-        learned.remember([({**event(), "id": number}, None)], now=0)
-    assert learned.known({**event(), "id": "1"}, {}, now=0) is None
-    assert learned.known({**event(), "id": "3"}, {}, now=0) == (None,)
 
 
 def count_puts(store: Any, fail: list[bool]) -> list[list[str]]:
@@ -76,6 +76,17 @@ def count_puts(store: Any, fail: list[bool]) -> list[list[str]]:
 
     store.put_messages = put_messages
     return puts
+
+
+async def test_a_listed_attachment_expanded_otherwise_is_learned_again(gateway, emulator) -> None:
+    emulator.state.events[SEED_002_ID]["attachments"] = {"media_keys": [KEY]}
+    puts = count_puts(store_of(gateway), [False])
+    first = await (await gateway.get(RECEIVED)).read()
+    assert await (await gateway.get(RECEIVED)).read() == first
+    assert len(puts) == 1
+    emulator.state.media[KEY.rpartition("_")[2]]["alt_text"] = "described on v2"
+    assert b"described on v2" in await (await gateway.get(RECEIVED)).read()
+    assert puts[-1] == [SEED_002_ID]
 
 
 async def test_a_list_learns_only_what_changed_since_the_last(gateway, emulator) -> None:
