@@ -125,6 +125,7 @@ def _resources(
             tombstone_window=config.store.tombstone_window,
             on_store_error=metrics.store_error,
             on_store_lookup=metrics.store_lookup,
+            store_max_age=min(config.store.message_retention, config.store.user_max_age),
         )
         app[AUTH_KEY] = Authenticator(config, store, refresher)
         app[ID_TRANSLATOR_KEY] = IdTranslator(store)  # used by the families named in [routes] small_ids

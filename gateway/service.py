@@ -28,7 +28,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
+
+import orjson
 
 from gateway.errors import (
     EmptyText,
@@ -70,12 +72,12 @@ from gateway.model import (
 from gateway.store.base import MessageStore, StoreError
 from gateway.upstream.client import NotFoundAfterLostAttempt, UpstreamClient, V2Response
 from gateway.upstream.convert import (
+    included_users,
     media_from_includes,
     message_from_v2,
     user_from_answer,
     user_from_v2,
     users_from_answer,
-    users_from_includes,
 )
 
 log = logging.getLogger("gateway.service")
@@ -91,44 +93,54 @@ MAX_SCAN_PAGES = 50
 CALLER_CACHE_SIZE = 10_000
 #: How many user ids one ``GET /2/users`` may name.
 V2_USERS_PER_LOOKUP = 100
-#: How many listed events are remembered as learned (each with its JSON: 1 to 2 KB), and for how long: a
-#: message listed again unchanged after that is put in the store again, so the store's retention counts from
-#: a recent listing.
-LEARNED_EVENTS_SIZE = 5_000
-LEARNED_EVENTS_MAX_AGE = 3600.0
+#: How many listed events, and how many users named in v2's answers, are remembered as learned (each by a
+#: digest of its JSON, with what it was made into: a few hundred bytes whatever the size of a message), and
+#: for how long at most: a message listed again unchanged after that is put in the store again, so the
+#: store's retention counts from a recent listing. (``DMService`` takes a shorter time for a store that keeps
+#: things for less than twice as long.)
+LEARNED_SIZE = 5_000
+LEARNED_MAX_AGE = 3600.0
+
+L = TypeVar("L")
 
 
-class LearnedEvents:
-    """The v2 events lists lately converted and learned, by event id, each with its message (None for what is
-    no one-to-one message) and when it was learned. Every list call reads v2's newest page again, so most of
-    its events are ones the last call already converted and put in the store: an event listed again unchanged
-    (equal JSON, and its attachment expanded as before) is taken from here instead."""
+class Learned(Generic[L]):
+    """What v2's answers lately described and the gateway converted and learned (put in the store), by v2's
+    id: a digest of v2's JSON for it (``json_digest``), what it was made into, and when. Every list call reads
+    v2's newest page again, and a store-miss destroy's lookup names the same sender again and again: what v2
+    describes as before is taken from here, neither converted nor put in the store again. Something the store
+    turns out not to hold is forgotten here, so it is learned when next seen; the least recently learned go
+    first once there are ``size``."""
 
     def __init__(self, size: int, max_age: float) -> None:
         self._size = size
         self._max_age = max_age
-        self._entries: OrderedDict[str, tuple[dict[str, Any], DirectMessage | None, float]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[int, L, float]] = OrderedDict()
 
-    def known(self, event: dict[str, Any], media: dict[str, Media], now: float) -> tuple[DirectMessage | None] | None:
-        """``(message,)`` when ``event`` was learned as it is now, less than ``max_age`` ago; else None."""
-        entry = self._entries.get(str(event.get("id")))
-        if entry is None:
+    def known(self, key: str, digest: int, now: float) -> tuple[L] | None:
+        """``(what it was made into,)`` when ``key`` was learned from JSON of this digest less than ``max_age``
+        ago; else None."""
+        entry = self._entries.get(key)
+        if entry is None or entry[0] != digest or now - entry[2] >= self._max_age:
             return None
-        learned_event, message, learned_at = entry
-        if now - learned_at >= self._max_age or learned_event != event:
-            return None
-        attachment = message.attachment if message is not None else None
-        if attachment is not None and media.get(attachment.key or "") != attachment:
-            return None
-        return (message,)
+        return (entry[1],)
 
-    def remember(self, learned: list[tuple[dict[str, Any], DirectMessage | None]], now: float) -> None:
-        for event, message in learned:
-            key = str(event.get("id"))
-            self._entries[key] = (event, message, now)
+    def remember(self, learned: list[tuple[str, int, L]], now: float) -> None:
+        for key, digest, value in learned:
+            self._entries[key] = (digest, value, now)
             self._entries.move_to_end(key)
         while len(self._entries) > self._size:
             self._entries.popitem(last=False)
+
+    def forget(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self._entries.pop(key, None)
+
+
+def json_digest(data: dict[str, Any]) -> int:
+    """A digest of v2's JSON for one thing: Python's hash of its bytes (64 bits, keyed anew in every process,
+    so no one can make two different texts meet on purpose)."""
+    return hash(orjson.dumps(data))
 
 
 class DMService:
@@ -141,9 +153,12 @@ class DMService:
         clock: Callable[[], float] = time.time,
         on_store_error: Callable[[str], None] | None = None,
         on_store_lookup: Callable[[bool], None] | None = None,
+        store_max_age: float | None = None,
     ) -> None:
         """``on_store_error`` is called with the operation's name for every store failure served around;
-        ``on_store_lookup`` with whether the store had the message, for every message looked up there."""
+        ``on_store_lookup`` with whether the store had the message, for every message looked up there.
+        ``store_max_age`` is the shortest time the store keeps a message or user it was given: what was
+        learned is put in the store again after half of it at most."""
         self.store = store
         self.upstream = upstream
         self.tombstone_window = tombstone_window
@@ -155,7 +170,9 @@ class DMService:
         # Deletions not yet handed to the store, (message id, by) in order, and the one task handing them over.
         self._deletions: dict[tuple[str, str | None], None] = {}
         self._recorder: asyncio.Task[None] | None = None
-        self._learned = LearnedEvents(LEARNED_EVENTS_SIZE, LEARNED_EVENTS_MAX_AGE)
+        learned_max_age = LEARNED_MAX_AGE if store_max_age is None else min(LEARNED_MAX_AGE, store_max_age / 2)
+        self._learned_events: Learned[DirectMessage | None] = Learned(LEARNED_SIZE, learned_max_age)
+        self._learned_users: Learned[User] = Learned(LEARNED_SIZE, learned_max_age)
 
     async def run(self, op: Operation, principal: Principal, request_id: str | None = None) -> Outcome:
         """Carry out any legacy operation for the caller: the method for its kind."""
@@ -502,9 +519,11 @@ class DMService:
         message = message_from_v2(event, media_from_includes(response.body))
         if message is None:
             raise MessageNotFound(f"event {message_id} is not a one-to-one message")
-        users = users_from_includes(response.body)
-        await self._learn([message], users)
-        return message, {u.id: u for u in users}
+        now = self._clock()
+        users, new_users = self._included_users(response.body, now)
+        if await self._learn([message], [user for _, _, user in new_users]):
+            self._learned_users.remember(new_users, now)
+        return message, users
 
     async def _learn_page(self, response: V2Response) -> tuple[list[DirectMessage], dict[str, User]]:
         """The one-to-one messages of a v2 event list, newest first, learned with their users: only the events
@@ -515,22 +534,40 @@ class DMService:
         media = media_from_includes(response.body)
         now = self._clock()
         messages: list[DirectMessage] = []
-        new: list[tuple[dict[str, Any], DirectMessage | None]] = []
+        new: list[tuple[str, int, DirectMessage | None]] = []
         for event in data:
             if not isinstance(event, dict):
                 continue
-            known = self._learned.known(event, media, now)
-            if known is not None:
+            event_id, digest = str(event.get("id")), json_digest(event)
+            known = self._learned_events.known(event_id, digest, now)
+            if known is not None and _expanded_as_before(known[0], media):
                 (message,) = known
             else:
                 message = message_from_v2(event, media)
-                new.append((event, message))
+                new.append((event_id, digest, message))
             if message is not None:
                 messages.append(message)
-        users = users_from_includes(response.body)
-        if await self._learn([m for _, m in new if m is not None], users):
-            self._learned.remember(new, now)
-        return messages, {u.id: u for u in users}
+        users, new_users = self._included_users(response.body, now)
+        if await self._learn([m for _, _, m in new if m is not None], [user for _, _, user in new_users]):
+            self._learned_events.remember(new, now)
+            self._learned_users.remember(new_users, now)
+        return messages, users
+
+    def _included_users(self, body: dict[str, Any], now: float) -> tuple[dict[str, User], list[tuple[str, int, User]]]:
+        """The users of a v2 answer's ``includes``, by id, and those of them not learned lately as they are now
+        (each with its id and digest, to be learned); the others are the very ``User`` made when they were."""
+        users: dict[str, User] = {}
+        new: list[tuple[str, int, User]] = []
+        for data in included_users(body):
+            user_id, digest = str(data["id"]), json_digest(data)
+            known = self._learned_users.known(user_id, digest, now)
+            if known is not None:
+                (user,) = known
+            else:
+                user = user_from_v2(data)
+                new.append((user_id, digest, user))
+            users[user.id] = user
+        return users, new
 
     async def _views(
         self,
@@ -550,6 +587,7 @@ class DMService:
             users = users | await self._quietly(self.store.get_users(missing), "get_users", {})
             missing = wanted - users.keys()
         if missing:
+            self._learned_users.forget(missing)  # learned, perhaps, but the store no longer has them
             ordered = sorted(missing, key=int)
             for start in range(0, len(ordered), V2_USERS_PER_LOOKUP):
                 batch = ordered[start : start + V2_USERS_PER_LOOKUP]
@@ -594,6 +632,12 @@ class DMService:
             if self._on_store_error is not None:
                 self._on_store_error(what)
             return fallback
+
+
+def _expanded_as_before(message: DirectMessage | None, media: dict[str, Media]) -> bool:
+    """Whether a learned message's attachment, if it has one, is expanded in ``media`` as it was then."""
+    attachment = message.attachment if message is not None else None
+    return attachment is None or media.get(attachment.key or "") == attachment
 
 
 async def _done(call: Awaitable[None]) -> bool:

@@ -752,6 +752,18 @@ async def test_the_loop_keeps_the_users_it_read_while_only_deletions_are_written
     assert len(reads) == 2 and "IN ('33')" in reads[-1]
 
 
+async def test_a_write_of_users_gives_way_to_those_users_only(store: SQLiteStore) -> None:
+    await store.put_users([make_user("11"), make_user("22")])
+    reads = user_reads(store)
+    assert await store.get_users(["11", "22"]) == {"11": make_user("11"), "22": make_user("22")}
+    await store.put_users([make_user("33")])
+    assert await store.get_users(["11", "22"]) == {"11": make_user("11"), "22": make_user("22")}
+    assert len(reads) == 1
+    await store.put_users([make_user("11", name="Renamed")])
+    assert await store.get_users(["11", "22"]) == {"11": make_user("11", name="Renamed"), "22": make_user("22")}
+    assert len(reads) == 2 and "IN ('11')" in reads[-1]
+
+
 async def test_kept_users_give_way_to_a_write_of_users_or_a_purge(tmp_path: Path) -> None:
     now = [1_000_000.0]
     store = await SQLiteStore.open(str(tmp_path / "s.sqlite3"), user_max_age=60, clock=lambda: now[0])

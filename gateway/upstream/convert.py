@@ -96,9 +96,14 @@ def users_from_answer(body: dict[str, Any]) -> list[User]:
     return [user_from_v2(u) for u in data if isinstance(u, dict) and "id" in u]
 
 
-def users_from_includes(body: dict[str, Any]) -> list[User]:
+def included_users(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """v2's JSON of each user in a v2 answer's ``includes.users`` (those with an id), for ``user_from_v2``."""
     users = _object(body.get("includes")).get("users")
-    return [user_from_v2(u) for u in _array(users) if isinstance(u, dict) and "id" in u]
+    return [u for u in _array(users) if isinstance(u, dict) and "id" in u]
+
+
+def users_from_includes(body: dict[str, Any]) -> list[User]:
+    return [user_from_v2(u) for u in included_users(body)]
 
 
 def recipient_of(event: dict[str, Any]) -> str | None:

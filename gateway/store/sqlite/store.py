@@ -7,8 +7,9 @@ Guarantees:
   error) is read again on the worker thread, which waits out a lock and reports a real failure as
   ``StoreError``.
 - The messages asked for with their users in one turn of the event loop are read together at its end.
-- Users read on the loop are kept while the file's ``data_version`` stands (no other connection committed)
-  and the loop's own commits wrote no users, so a read never answers an older user than the last committed.
+- Users read on the loop are kept while the file's ``data_version`` stands (no other connection committed),
+  each until the loop's own commit writes it again, so a read never answers an older user than the last
+  committed.
 - Writes go through the writer (``writer.py``): committed in batches, each caller answered after its commit.
 - Every check-then-write (a nonce spent, a request token or pending record taken, a small id given) is one
   write in one transaction, under SQLite's write lock, so processes sharing the file agree.
@@ -212,7 +213,7 @@ class SQLiteStore:
     def _read_users(self, db: sqlite3.Connection, ids: list[str], cutoff: float) -> dict[str, User]:
         """The users ``ids`` fetched after ``cutoff``. On the loop's connection, those it kept from an earlier
         read while the file's ``data_version`` is what it was then (no other connection committed since, and
-        the loop's own commits of users clear them), and the rest from the file."""
+        the loop's own commits forget the users they write), and the rest from the file."""
         if db is not self._loop_db:
             return {user.id: user for user, _ in _user_rows(db, ids, cutoff)}
         (version,) = db.execute("PRAGMA data_version").fetchone()
@@ -229,6 +230,8 @@ class SQLiteStore:
             else:
                 missing.append(user_id)
         if missing:
+            for user_id in missing:  # an expired copy is no use: the file has a newer one or none
+                kept.pop(user_id, None)
             rows = _user_rows(db, missing, cutoff)
             if len(kept) + len(rows) > self.user_cache_size:
                 kept.clear()
@@ -274,8 +277,14 @@ class SQLiteStore:
         rows = [(u.id, codec.dumps(codec.user_to_record(u)), now) for u in users]
         if rows:
             purge = self._purge_due(now)
-            await self._writer.write(_writer(_UPSERT_USER, rows), on_commit=self._users.clear)
+            written = functools.partial(self._forget_users, [row[0] for row in rows])
+            await self._writer.write(_writer(_UPSERT_USER, rows), on_commit=written)
             await self._purge(purge)
+
+    def _forget_users(self, user_ids: list[str]) -> None:
+        """Drop the kept copies of users just written: the next read takes them from the file."""
+        for user_id in user_ids:
+            self._users.pop(user_id, None)
 
     async def mark_deleted(self, message_id: str, by: str | None) -> None:
         await self.mark_deleted_many([(message_id, by)])
