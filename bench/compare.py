@@ -4,8 +4,9 @@
                             [--count 3000] [--warmup 200] [--concurrency 32] [--auth oauth1] [--store-miss]
                             [--one-order] [--json PATH]
 
-SERVER is ``memory`` or ``sqlite`` (a gateway with that store, filled beforehand with every message the
-comparison destroys) or ``proxy`` (the minimal proxy); CHECKOUT is a directory holding another version of the
+SERVER is ``memory``, ``sqlite`` or ``redis`` (a gateway with that store, filled beforehand with every message
+the comparison destroys; Redis at ``DMGW_BENCH_REDIS_URL``, under a key prefix of the server's own, deleted when
+it stops) or ``proxy`` (the minimal proxy); CHECKOUT is a directory holding another version of the
 project (a ``git worktree``), whose code that server then runs; without it, this one's. Both servers are up at
 once against one emulator, and the load alternates between them in slices of ``--count`` destroys (A B, then
 B A, ...), each slice's CPU (user and system, all threads of the server's process) read from /proc. A slice
@@ -32,9 +33,9 @@ from typing import Any
 
 import orjson
 
-from bench.run import Process, Scenario, run_load
+from bench.run import Process, Scenario, run_load, store_url
 
-SERVERS = ("memory", "sqlite", "proxy")
+SERVERS = ("memory", "sqlite", "redis", "proxy")
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,8 @@ def compare(sides: tuple[Side, Side], args: argparse.Namespace, log_dir: Path) -
             if side.server == "proxy":
                 command = ["bench.servers", "proxy", "--upstream", emulator.url]
             else:
-                store = "memory" if side.server == "memory" else f"sqlite:///{log_dir}/{side.name}.sqlite3"
+                (log_dir / side.name).mkdir(exist_ok=True)
+                store = store_url(side.server, log_dir / side.name)
                 command = ["bench.servers", "gateway", "--upstream", emulator.url, "--store", store]
                 if not args.store_miss:
                     command += ["--prefill", f"{ids.start}:{len(ids)}"]

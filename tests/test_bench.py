@@ -7,6 +7,7 @@ right next to it, and every destroy has an id of its own."""
 from __future__ import annotations
 
 import math
+import os
 import re
 import subprocess
 import sys
@@ -201,12 +202,30 @@ def test_compare_runs_a_side_from_the_checkout_it_names(tmp_path: Path) -> None:
     assert run.returncode != 0 and "other did not start" in run.stderr
 
 
-@pytest.mark.parametrize("spec", ["memory", "a=redis", "=memory", "a="])
+@pytest.mark.parametrize("spec", ["memory", "a=valkey", "=memory", "a="])
 def test_compare_refuses_a_side_it_cannot_run(spec: str) -> None:
     run = subprocess.run(
         [sys.executable, "-m", "bench.compare", spec, "b=memory"], cwd=ROOT, capture_output=True, text=True, timeout=30
     )
     assert run.returncode == 2 and "expected NAME=SERVER[@CHECKOUT]" in run.stderr
+
+
+def test_compare_runs_a_gateway_on_redis(tmp_path: Path, redis_url: str) -> None:
+    report_path = tmp_path / "compare.json"
+    command = [
+        sys.executable, "-m", "bench.compare", "mem=memory", "red=redis", "--one-order", "--store-miss", "--call",
+        "v1.1", "--slices", "1", "--count", "40", "--warmup", "2", "--concurrency", "4", "--json", str(report_path),
+    ]  # fmt: skip
+    run = subprocess.run(
+        command,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env=os.environ | {"DMGW_BENCH_REDIS_URL": redis_url},
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert orjson.loads(report_path.read_bytes())["runs"][0]["cpu_us"]["red"][0] > 0
 
 
 def test_compare_signs_with_oauth1_and_leaves_the_store_empty_when_asked(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from gateway.store import codec
 from gateway.store.base import Deletion, MessageStore, Store, StoreError
 from gateway.store.factory import open_store, open_store_from_config
 from gateway.store.memory import MemoryStore
-from gateway.store.redis import RedisStore
+from gateway.store.redis import INDEX_TRIM_INTERVAL, RedisStore
 from gateway.store.sqlite import SCHEMA_VERSION, SQLiteStore
 from gateway.store.sqlite import schema as sqlite_schema
 from gateway.store.sqlite import store as sqlite_store
@@ -979,14 +979,32 @@ async def test_redis_keys_carry_the_prefix_and_only_cached_data_expires(
         }  # fmt: skip
         day = 24 * 3600
         cached = (("msg:1001", 30 * day), ("user:11", 7 * day), ("del:1001", 30 * day))
-        for key, ttl in (*cached, ("index:msg", 30 * day), ("index:user", 7 * day)):
+        for key, ttl in cached:
             assert ttl - 60 <= await raw.ttl(p + key) <= ttl, key
+        for key, ttl in (("index:msg", 30 * day), ("index:user", 7 * day)):  # outlives its records, not by much
+            assert ttl <= await raw.ttl(p + key) <= ttl + INDEX_TRIM_INTERVAL, key
         for key in ("consumer:ck", "token:tk", "consumer_tokens:ck", "basic:alice"):
             assert await raw.ttl(p + key) == -1, key  # exists, never expires
         # A nonce's life is decided on the gateway's clock; Redis's TTL only cleans up, a minute after.
         assert 300_000 < await raw.pttl(f"{p}nonce:oauth1:ck:tk:n%3A1") <= 360_000
     finally:
         await raw.aclose()
+
+
+async def test_redis_index_sets_drop_expired_records_within_a_minute(redis_url: str) -> None:
+    now = [1_800_000_000.0]
+    async with redis_namespace(redis_url) as prefix:
+        store = await RedisStore.open(redis_url, prefix=prefix, message_ttl=100, clock=lambda: now[0])
+        raw = await _raw_redis(redis_url)
+        try:
+            await store.put_messages([make_message("1"), make_message("2")])
+            now[0] += 101  # both expired
+            await store.put_messages([make_message("3")])
+            assert await raw.zrange(f"{prefix}index:msg", 0, -1) == [b"3"]
+            assert (await store.size()).messages == 1
+        finally:
+            await raw.aclose()
+            await store.close()
 
 
 async def test_redis_ttls_are_the_ones_given(redis_url: str) -> None:

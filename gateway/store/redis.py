@@ -44,9 +44,11 @@ slot by the client (pipelines) or by the store (scripts); none is atomic as a wh
 Any Redis failure becomes ``StoreError``, which the service treats as a miss.
 
 The two index sets let ``size`` count without SCAN: every write of a message or user also sets its id's score
-to its expiry and drops the ids already expired, in the same pipeline (no extra round trip), so a set holds
-the live records only and ``ZCOUNT`` from now answers in O(log n). Records written before the index existed
-are not counted until written again; they expire with their TTL.
+to its expiry, in the same pipeline (no extra round trip), and ``ZCOUNT`` from now answers in O(log n). Once
+a minute (``INDEX_TRIM_INTERVAL``, in each process) such a write also drops the ids already expired and renews
+the set's TTL, to the records' TTL and that minute, so a set holds little more than the live records and goes
+with the last of them. Records written before the index existed are not counted until written again; they
+expire with their TTL.
 """
 
 from __future__ import annotations
@@ -220,6 +222,9 @@ end
 return out
 """
 
+#: How often (seconds on the store's clock) a write also trims its kind's index set and renews its TTL.
+INDEX_TRIM_INTERVAL = 60
+
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 
@@ -278,6 +283,7 @@ class RedisStore:
         self._cipher = codec.cipher_for(encryption_key)
         self._clock = clock
         self._closed = False
+        self._index_trimmed: dict[str, float] = {}  # kind -> when this process last trimmed its index
         try:
             # One quick retry heals a pooled connection the server dropped; a dead server fails within seconds.
             self._client: Any = redis_client(
@@ -397,12 +403,15 @@ class RedisStore:
                 await pipe.execute()
 
     def _index(self, pipe: Any, kind: str, ids: list[str], ttl: int, now: float) -> None:
-        """Queue on ``pipe``: ``ids`` live in ``kind``'s index for ``ttl`` seconds; expired ids leave it. The
-        set itself expires with the last record written, so an idle store keeps no stale index."""
+        """Queue on ``pipe``: ``ids`` live in ``kind``'s index for ``ttl`` seconds; and, once per
+        ``INDEX_TRIM_INTERVAL``, expired ids leave it and the set's TTL is renewed past every record written
+        until the next renewal, so an idle store keeps no stale index for long."""
         key = self._key("index", kind)
         pipe.zadd(key, dict.fromkeys(ids, now + ttl))
-        pipe.zremrangebyscore(key, "-inf", now)
-        pipe.expire(key, ttl)
+        if now - self._index_trimmed.get(kind, -math.inf) >= INDEX_TRIM_INTERVAL:
+            self._index_trimmed[kind] = now
+            pipe.zremrangebyscore(key, "-inf", now)
+            pipe.expire(key, ttl + INDEX_TRIM_INTERVAL)
 
     async def size(self) -> StoreSize:
         """Two ZCOUNTs of the index sets from now on: O(log n), in one round trip."""
