@@ -499,6 +499,61 @@ async def test_upstream_signature_is_one_authlibs_server_side_check_accepts(meth
     assert not verifies(method, url.replace("/2/", "/1.1/"), header)
 
 
+@pytest.mark.parametrize(
+    ("method", "uri", "params"),
+    [
+        ("post", "HTTP://Example.COM:80/r%20v/X", [("b5", "=%3D"), ("a3", "a"), ("c@", ""), ("a2", "r b")]),
+        ("GET", "https://api.x.com/2/dm_events/1", [("a3", "2 q"), ("oauth_signature", "x="), ("a3", "a")]),
+        ("DELETE", "http://127.0.0.1:8080/p;x", [("k&=%", "v&=%~+"), ("ünï", "çødé ✓"), ("k", "a\tb\nc")]),
+    ],
+)
+def test_the_base_string_is_rfc_5849s_each_time(method: str, uri: str, params: list[tuple[str, str]]) -> None:
+    """The signature base string, whose values are escaped once and remembered, is the one authlib's
+    primitives make (RFC 5849, 3.4.1), the first time and again."""
+    from authlib.oauth1.rfc5849.signature import normalize_base_string_uri, normalize_parameters
+    from authlib.oauth1.rfc5849.util import escape
+
+    from gateway.auth.upstream import base_string
+
+    pairs = normalize_parameters([(k, v) for k, v in params if k != "oauth_signature"])
+    expected = "&".join((escape(method.upper()), escape(normalize_base_string_uri(uri)), escape(pairs)))
+    assert base_string(method, uri, params) == expected
+    assert base_string(method, uri, params) == expected
+
+
+def test_base_string_uris_hmacs_and_header_items_are_authlibs_and_the_standard_librarys() -> None:
+    """The parts of a signature the gateway writes itself read what the library functions they stand for
+    read, over random URIs, secrets and header texts (each drawn from characters that matter to them)."""
+    import random
+    from urllib.request import parse_http_list
+
+    from authlib.oauth1.rfc5849.signature import hmac_sha1_signature, normalize_base_string_uri
+    from authlib.oauth1.rfc5849.util import escape
+
+    from gateway.auth.inbound import _header_items
+    from gateway.auth.upstream import escaped_base_uri, hmac_sha1
+
+    rng = random.Random(22)
+    uri_chars = "aZ09-._~/%;?#@:!$&'()*+,= \tü"
+    header_chars = 'ab=",\\ \t'
+    for _ in range(3000):
+        scheme = rng.choice(["http", "HTTPS", "https", "ftp", ""])
+        authority = rng.choice(["Example.COM", "h:80", "h:443", "[::1]:8080", "u@h", ""])
+        path = "".join(rng.choice(uri_chars) for _ in range(rng.randrange(12)))
+        uri = f"{scheme}://{authority}{'/' if rng.random() < 0.8 else ''}{path}"
+        try:
+            expected = escape(normalize_base_string_uri(uri))
+        except ValueError:
+            with pytest.raises(ValueError):
+                escaped_base_uri(uri)
+        else:
+            assert escaped_base_uri(uri) == expected, uri
+        secrets_ = ["".join(rng.choice(uri_chars) for _ in range(rng.randrange(8))) for _ in range(2)]
+        assert hmac_sha1(uri, *secrets_) == hmac_sha1_signature(uri, *secrets_)
+        text = "".join(rng.choice(header_chars) for _ in range(rng.randrange(16)))
+        assert _header_items(text) == parse_http_list(text), text
+
+
 async def test_a_token_stored_anew_acts_upstream_with_its_new_secret_at_once(client, emulator, store) -> None:
     """A verified caller's upstream signer is kept for its next requests only while the store answers the
     same records: a token given another secret signs with that one at once (which X, still knowing the old

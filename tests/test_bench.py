@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from bench import fixtures
-from bench.load import Signer, request_for
+from bench.load import Signer, request_for, signed_header
 from bench.proxy import create_same_calls_app
 from bench.run import PATHS, Server, adjacent_pairs, adjacent_ratios, assign_ids, plan, schedule
 from bench.servers import emulator_state, gateway_config, prepared_store
@@ -111,6 +111,32 @@ async def test_the_same_calls_proxy_makes_the_v2_calls_the_gateway_makes(aiohttp
             by_proxy = await v2_calls(proxies[miss], call, proxy_index)
             assert by_proxy == by_gateway and by_gateway, (call, miss, auth)
         await store.close()
+
+
+@pytest.mark.parametrize(
+    ("method", "url"),
+    [
+        ("POST", "http://127.0.0.1:8080/1.1/direct_messages/destroy.json?id=1700000000000000007"),
+        ("GET", "http://127.0.0.1:8080/1.1/direct_messages.json?count=50"),
+        ("GET", "HTTPS://Example.COM:443/a%20b/c?x=%E2%9C%93&x=a+b&empty="),
+    ],
+)
+def test_the_load_generators_signature_is_the_one_authlib_makes(
+    monkeypatch: pytest.MonkeyPatch, method: str, url: str
+) -> None:
+    from authlib.oauth1.rfc5849 import client_auth
+
+    monkeypatch.setattr(client_auth, "generate_nonce", lambda: "a1b2-c3~d4")
+    monkeypatch.setattr(client_auth, "generate_timestamp", lambda: "1700000000")
+    signer = client_auth.ClientAuth(
+        fixtures.CONSUMER_KEY, fixtures.CONSUMER_SECRET, fixtures.OAUTH_TOKEN, fixtures.OAUTH_TOKEN_SECRET
+    )
+    _, headers, _ = signer.sign(method, url, {}, b"")
+
+    def fields(header: str) -> dict[str, str]:
+        return dict(re.findall(r'(\w+)="([^"]*)"', header))
+
+    assert fields(signed_header(method, url, "a1b2-c3~d4", "1700000000")) == fields(headers["Authorization"])
 
 
 @pytest.mark.parametrize("stores", [["sqlite", "memory"], ["memory"]])

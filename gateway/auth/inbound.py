@@ -42,7 +42,6 @@ from urllib.parse import urlsplit
 from urllib.request import parse_http_list
 
 from aiohttp import web
-from authlib.oauth1.rfc5849.signature import hmac_sha1_signature
 from authlib.oauth1.rfc5849.util import unescape
 from multidict import MultiDict, MultiDictProxy, MultiMapping
 
@@ -54,6 +53,7 @@ from gateway.auth.upstream import (
     OAuth1Credential,
     OAuth2Credential,
     base_string,
+    hmac_sha1,
 )
 from gateway.config import Config
 from gateway.errors import (
@@ -72,6 +72,7 @@ _REQUIRED_OAUTH = ("oauth_consumer_key", "oauth_token", "oauth_signature_method"
                    "oauth_timestamp", "oauth_nonce")  # fmt: skip
 
 Params = list[tuple[str, str]]
+_FORM_TYPE = "application/x-www-form-urlencoded"
 _NO_FORM: MultiDictProxy[str] = MultiDictProxy(MultiDict())
 
 log = logging.getLogger("gateway")
@@ -327,7 +328,7 @@ class Authenticator:
                 base = base_string(request.method, uri, signed.params)
             except ValueError:  # a Host header or target that makes no URI
                 continue
-            if hmac.compare_digest(hmac_sha1_signature(base, consumer_secret, token_secret).encode(), signature):
+            if hmac.compare_digest(hmac_sha1(base, consumer_secret, token_secret).encode(), signature):
                 return True
         return False
 
@@ -485,7 +486,7 @@ def _signed_parameters(
     header_params = _parse_oauth_header(header) if header else []
     query_params: Params = list(request.query.items())
     # Only form-encoded bodies take part in the signature (RFC 5849, 3.4.1.3.1).
-    body_params: Params = list(form.items()) if request.content_type == "application/x-www-form-urlencoded" else []
+    body_params: Params = list(form.items()) if form and request.content_type == _FORM_TYPE else []
     everywhere = (header_params, query_params, body_params)
     sources = [p for p in everywhere if any(k.startswith("oauth_") and k not in loose for k, _ in p)]
     if len(sources) != 1:
@@ -549,6 +550,17 @@ def _has_oauth(params: MultiMapping[str]) -> bool:
     return any(key.startswith("oauth_") for key in params)
 
 
+def _header_items(text: str) -> list[str]:
+    """The comma-separated items of a header, as ``parse_http_list`` reads them (a comma inside quotes
+    belongs to its item). Without a backslash to escape anything, and no quoted comma, that is a split."""
+    items = text.split(",")
+    if "\\" in text or any(item.count('"') % 2 for item in items):
+        return parse_http_list(text)
+    if items[-1] == "":  # as parse_http_list: nothing after a last comma is no item
+        items.pop()
+    return [item.strip() for item in items]
+
+
 def _parse_oauth_header(header: str) -> Params:
     """The parameters of ``Authorization: OAuth k="v", ...`` (RFC 5849 section 3.5.1), percent-decoded.
 
@@ -557,7 +569,7 @@ def _parse_oauth_header(header: str) -> Params:
     unbalanced, or a key given twice is a malformed header."""
     params: Params = []
     seen: set[str] = set()
-    for item in parse_http_list(header.partition(" ")[2]):
+    for item in _header_items(header.partition(" ")[2]):
         key, sep, value = item.partition("=")
         key, value = key.strip(), value.strip()
         if not sep or not key or any(ch in key for ch in '" \t'):

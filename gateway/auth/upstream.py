@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hmac
 import logging
+import re
 import secrets
 import time
 from collections import deque
 from dataclasses import replace
+from functools import lru_cache
 
 import aiohttp
 from authlib.common.urls import url_decode
-from authlib.oauth1.rfc5849.signature import hmac_sha1_signature, normalize_base_string_uri, normalize_parameters
-from authlib.oauth1.rfc5849.util import escape
+from authlib.oauth1.rfc5849.signature import normalize_base_string_uri
+from authlib.oauth1.rfc5849.util import escape as _escape
 
 from gateway.auth.credentials import CredentialStore, OAuth2Grant
 from gateway.errors import InvalidToken, UpstreamUnavailable
@@ -53,7 +56,8 @@ class BearerCredential:
 class OAuth1Credential:
     """Signs each request as the consumer and token (HMAC-SHA1, in the ``Authorization`` header, the body
     not signed: v2 takes JSON bodies). What never changes for the credential, its escaped key and token,
-    is written once; a request costs its base string, one HMAC and one line of header."""
+    is written once, and a query is escaped once (``_query_pairs``); a request costs its base string, one
+    HMAC and one line of header."""
 
     __slots__ = ("_consumer_secret", "_fixed", "_header", "_token_secret", "consumer_key", "token")
 
@@ -63,12 +67,12 @@ class OAuth1Credential:
         self._consumer_secret = consumer_secret
         self._token_secret = token_secret
         self._fixed = [
-            ("oauth_consumer_key", consumer_key),
+            ("oauth_consumer_key", escape(consumer_key)),
             ("oauth_signature_method", "HMAC-SHA1"),
-            ("oauth_token", token),
+            ("oauth_token", escape(token)),
             ("oauth_version", "1.0"),
         ]
-        self._header = ", ".join(f'{k}="{escape(v)}"' for k, v in self._fixed)
+        self._header = ", ".join(f'{k}="{v}"' for k, v in self._fixed)
 
     def __repr__(self) -> str:
         return f"OAuth1Credential({self.consumer_key!r}, token={self.token!r}, secrets=***)"
@@ -77,25 +81,76 @@ class OAuth1Credential:
         return self.sign(method, url, secrets.token_hex(16), str(int(time.time())))
 
     def sign(self, method: str, url: str, nonce: str, timestamp: str) -> str:
-        """The header for ``method url`` with this nonce and timestamp (a nonce of letters and digits)."""
+        """The header for ``method url`` with this nonce and timestamp (a nonce of letters and digits, which
+        like the timestamp's digits escaping leaves as they are)."""
         uri, _, query = url.partition("?")
-        oauth = [*self._fixed, ("oauth_nonce", nonce), ("oauth_timestamp", timestamp)]
-        params = url_decode(query) + oauth
-        signature = hmac_sha1_signature(base_string(method, uri, params), self._consumer_secret, self._token_secret)
+        escaped = [*self._fixed, ("oauth_nonce", nonce), ("oauth_timestamp", timestamp), *_query_pairs(query)]
+        base = signature_base(method, uri, escaped)
+        signature = hmac_sha1(base, self._consumer_secret, self._token_secret)
         return (
             f'OAuth {self._header}, oauth_nonce="{nonce}", oauth_timestamp="{timestamp}", '
-            f'oauth_signature="{escape(signature)}"'
+            f'oauth_signature="{_escape(signature)}"'
         )
 
     async def renew(self, rejected: str) -> bool:
         return False
 
 
+@lru_cache(maxsize=4096)
+def escape(value: str) -> str:
+    """RFC 5849 percent-encoding (section 3.6), each distinct value encoded once: the keys, consumers,
+    tokens, URIs and query values of a request are mostly those of the requests before it."""
+    return _escape(value)
+
+
+@lru_cache(maxsize=256)
+def _query_pairs(query: str) -> tuple[tuple[str, str], ...]:
+    """The parameters of a URL's query, decoded and escaped: a signer's few queries come back and back."""
+    return tuple((escape(k), escape(v)) for k, v in url_decode(query))
+
+
+def escaped_base_uri(uri: str) -> str:
+    """The base string URI (RFC 5849, 3.4.1.2), escaped: its scheme and authority normalized and escaped
+    once for every path, its path escaped a segment at a time (paths differ by an id, seldom by more). A
+    URI with anything that normalizing may change but letter case and a default port is normalized whole."""
+    plain = _PLAIN_URI.fullmatch(uri)
+    if plain is None:
+        return escape(normalize_base_string_uri(uri))
+    origin, path = plain.group(1), plain.group(2) or ""
+    return "%2F".join((_escaped_origin(origin), *map(escape, path.split("/"))))
+
+
+#: ``scheme://authority`` and a path (after its first ``/``) that normalizing leaves as they are: no ``;``,
+#: ``?``, ``#``, whitespace, control or other character that a URL parser may treat otherwise.
+_PLAIN_URI = re.compile(
+    r"([A-Za-z][A-Za-z0-9+.\-]*://[A-Za-z0-9\-._~!$&'()*+,=:@%\[\]]*)(?:/([A-Za-z0-9\-._~!$&'()*+,=:@/%]*))?"
+)
+
+
+@lru_cache(maxsize=256)
+def _escaped_origin(origin: str) -> str:
+    return escape(normalize_base_string_uri(f"{origin}/")).removesuffix("%2F")
+
+
 def base_string(method: str, uri: str, params: list[tuple[str, str]]) -> str:
     """The signature base string (RFC 5849 section 3.4.1) of a request to ``uri`` (without its query) that
     carries ``params``, each decoded exactly once; ``oauth_signature`` among them is left out."""
-    pairs = normalize_parameters([(k, v) for k, v in params if k != "oauth_signature"])
-    return "&".join((escape(method.upper()), escape(normalize_base_string_uri(uri)), escape(pairs)))
+    return signature_base(method, uri, [(escape(k), escape(v)) for k, v in params if k != "oauth_signature"])
+
+
+def signature_base(method: str, uri: str, escaped: list[tuple[str, str]]) -> str:
+    """``base_string`` of parameters each escaped already."""
+    pairs = "&".join(f"{k}={v}" for k, v in sorted(escaped))
+    # Escaped pairs hold nothing but unreserved characters and "%": escaping their text again changes
+    # only "%", "=" and "&".
+    pairs = pairs.replace("%", "%25").replace("=", "%3D").replace("&", "%26")
+    return f"{escape(method.upper())}&{escaped_base_uri(uri)}&{pairs}"
+
+
+def hmac_sha1(base: str, consumer_secret: str, token_secret: str) -> str:
+    """The HMAC-SHA1 signature of a base string (RFC 5849, 3.4.2)."""
+    key = f"{escape(consumer_secret)}&{escape(token_secret)}".encode()
+    return base64.b64encode(hmac.digest(key, base.encode(), "sha1")).decode("ascii")
 
 
 class GrantRefresher:
