@@ -548,3 +548,16 @@ def test_the_throttle_settings_are_checked(key: str, value: Any, message: str) -
 def test_the_throttle_settings_default_to_ten_in_a_minute() -> None:
     auth = load_config(env={}).auth
     assert (auth.max_failed_logins, auth.failed_login_window) == (10, 60)
+
+
+def test_values_a_caller_signs_cannot_fill_the_gateways_memory() -> None:
+    """Percent-encoding keeps what it wrote for short values only: long ones, which a caller chooses freely
+    (form text, query values), are written each time and never kept."""
+    from gateway.auth.upstream import ESCAPE_CACHE_LENGTH, _escape_short, escape
+
+    _escape_short.cache_clear()
+    long_values = [f"{'x' * ESCAPE_CACHE_LENGTH}{n} é" for n in range(50)]
+    assert [escape(v) for v in long_values] == [v.replace(" ", "%20").replace("é", "%C3%A9") for v in long_values]
+    assert _escape_short.cache_info().currsize == 0
+    assert escape("a b") == "a%20b"
+    assert _escape_short.cache_info().currsize == 1
