@@ -62,19 +62,20 @@ def event(text: str = "hi") -> dict[str, Any]:
     return {"id": "7", "text": text, "sender_id": "1", "dm_conversation_id": "1-2"}
 
 
-def count_puts(store: Any, fail: list[bool]) -> list[list[str]]:
-    """Each put_messages call's ids; while ``fail[0]``, the call fails as a store that cannot answer."""
+def count_puts(store: Any, fail: list[bool], method: str = "put_messages") -> list[list[str]]:
+    """Each call's ids of the store's ``method`` (``put_messages`` or ``put_users``); while ``fail[0]``, the
+    call fails as a store that cannot answer."""
     puts: list[list[str]] = []
-    real = store.put_messages
+    real = getattr(store, method)
 
-    async def put_messages(messages: Iterable[DirectMessage]) -> None:
-        batch = list(messages)
-        puts.append([m.id for m in batch])
+    async def put(items: Iterable[DirectMessage | User]) -> None:
+        batch = list(items)
+        puts.append([item.id for item in batch])
         if fail[0]:
             raise StoreError("the store is away")
         await real(batch)
 
-    store.put_messages = put_messages
+    setattr(store, method, put)
     return puts
 
 
@@ -113,25 +114,9 @@ SHOW = f"/1.1/direct_messages/show.json?id={SEED_002_ID}"
 DESTROY = f"/1.1/direct_messages/destroy.json?id={SEED_002_ID}"
 
 
-def count_user_puts(store: Any, fail: list[bool]) -> list[list[str]]:
-    """Each put_users call's ids; while ``fail[0]``, the call fails as a store that cannot answer."""
-    puts: list[list[str]] = []
-    real = store.put_users
-
-    async def put_users(users: Iterable[User]) -> None:
-        batch = list(users)
-        puts.append([u.id for u in batch])
-        if fail[0]:
-            raise StoreError("the store is away")
-        await real(batch)
-
-    store.put_users = put_users
-    return puts
-
-
 async def test_a_user_v2_describes_as_before_is_put_in_the_store_once(gateway, emulator) -> None:
     fail = [True]
-    puts = count_user_puts(store_of(gateway), fail)
+    puts = count_puts(store_of(gateway), fail, "put_users")
 
     def of_mick() -> list[list[str]]:
         return [put for put in puts if MICK_ID in put]
@@ -151,7 +136,7 @@ async def test_a_user_v2_describes_as_before_is_put_in_the_store_once(gateway, e
 
 
 async def test_a_user_the_store_lost_is_learned_again_when_next_named(gateway, emulator, tmp_path) -> None:
-    puts = count_user_puts(store_of(gateway), [False])
+    puts = count_puts(store_of(gateway), [False], "put_users")
     assert (await gateway.get(SHOW)).status == 200
     assert [MICK_ID] in puts
     with sqlite3.connect(tmp_path / "gateway.sqlite3") as db:  # as another process's purge would
