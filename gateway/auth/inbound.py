@@ -31,6 +31,7 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import re
 import secrets
 import time
 from collections import OrderedDict
@@ -74,6 +75,7 @@ _REQUIRED_OAUTH = ("oauth_consumer_key", "oauth_token", "oauth_signature_method"
 Params = list[tuple[str, str]]
 _FORM_TYPE = "application/x-www-form-urlencoded"
 _NO_FORM: MultiDictProxy[str] = MultiDictProxy(MultiDict())
+_NOT_IN_KEY = re.compile('[" \t]')  # characters an OAuth header's key cannot hold
 
 log = logging.getLogger("gateway")
 
@@ -561,6 +563,11 @@ def _header_items(text: str) -> list[str]:
     return [item.strip() for item in items]
 
 
+def _unescape(text: str) -> str:
+    """Percent-decoded (RFC 5849, 3.6); most of a header's keys and values hold no ``%`` at all."""
+    return unescape(text) if "%" in text else text
+
+
 def _parse_oauth_header(header: str) -> Params:
     """The parameters of ``Authorization: OAuth k="v", ...`` (RFC 5849 section 3.5.1), percent-decoded.
 
@@ -572,13 +579,13 @@ def _parse_oauth_header(header: str) -> Params:
     for item in _header_items(header.partition(" ")[2]):
         key, sep, value = item.partition("=")
         key, value = key.strip(), value.strip()
-        if not sep or not key or any(ch in key for ch in '" \t'):
+        if not sep or not key or _NOT_IN_KEY.search(key):
             raise BadAuthData("malformed OAuth header")
         if len(value) >= 2 and value[0] == value[-1] == '"':
             value = value[1:-1]
         if '"' in value:
             raise BadAuthData("malformed OAuth header: unbalanced quotes")
-        key, value = unescape(key), unescape(value)
+        key, value = _unescape(key), _unescape(value)
         if key in seen:
             raise BadAuthData(f"OAuth header gives {key[:40]!r} twice")
         seen.add(key)
