@@ -905,3 +905,34 @@ async def test_a_loop_commit_that_fails_in_any_way_is_done_by_the_worker(
     await asyncio.wait_for(store.mark_deleted("1", "11"), 5)
     assert submissions.count == 2
     assert committed_deletions(tmp_path / "s.sqlite3") == {"1"}
+
+
+# Nonces ------------------------------------------------------------------------------------------------------
+
+
+async def test_a_nonce_is_committed_before_its_answer_and_refused_by_every_process(
+    store: SQLiteStore, tmp_path: Path
+) -> None:
+    other = await SQLiteStore.open(str(tmp_path / "s.sqlite3"))  # another process sharing the file
+    try:
+        assert await store.remember_nonce("consumer", "n1", 2e9, now=1e9) is True
+        with sqlite3.connect(tmp_path / "s.sqlite3") as db:  # committed, as seen from outside
+            assert db.execute("SELECT count(*) FROM nonces WHERE nonce = 'n1'").fetchone() == (1,)
+        assert await other.remember_nonce("consumer", "n1", 2e9, now=1e9) is False
+        assert await store.remember_nonce("consumer", "n1", 2e9, now=1e9) is False
+    finally:
+        await other.close()
+
+
+async def test_a_nonce_waits_out_another_process_holding_the_write_lock(store: SQLiteStore, tmp_path: Path) -> None:
+    holder = sqlite3.connect(tmp_path / "s.sqlite3", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        remembered = asyncio.create_task(store.remember_nonce("consumer", "n2", 2e9, now=1e9))
+        await asyncio.sleep(0.1)
+        assert not remembered.done()
+        holder.execute("COMMIT")
+        assert await asyncio.wait_for(remembered, 10) is True
+        assert await store.remember_nonce("consumer", "n2", 2e9, now=1e9) is False
+    finally:
+        holder.close()
