@@ -396,8 +396,15 @@ class DMService:
         data = response.body.get("data")
         if not isinstance(data, dict) or "id" not in data:
             raise RecipientNotFound("v2 knows no such user")
-        user = user_from_v2(data)
-        await self._learn([], [user])
+        # Senders write to the same few people: one v2 describes as before is not converted or stored again.
+        # ``receives_your_dm``, which only this lookup asks for and no ``User`` holds, is left out, so the
+        # user is known alike from here and from the users v2's other answers include.
+        now = self._clock()
+        described = {key: value for key, value in data.items() if key != "receives_your_dm"}
+        users, new = self._users_as_learned([described], now)
+        [user] = users.values()
+        if new and await self._learn([], [learned for _, _, learned in new]):
+            self._learned_users.remember(new, now)
         if data.get("receives_your_dm") is False:
             raise RecipientRefuses("v2 says the recipient does not receive the caller's messages")
         return user
@@ -554,11 +561,18 @@ class DMService:
         return messages, users
 
     def _included_users(self, body: dict[str, Any], now: float) -> tuple[dict[str, User], list[tuple[str, int, User]]]:
-        """The users of a v2 answer's ``includes``, by id, and those of them not learned lately as they are now
-        (each with its id and digest, to be learned); the others are the very ``User`` made when they were."""
+        """The users of a v2 answer's ``includes``, as ``_users_as_learned`` gives them."""
+        return self._users_as_learned(included_users(body), now)
+
+    def _users_as_learned(
+        self, described: Iterable[dict[str, Any]], now: float
+    ) -> tuple[dict[str, User], list[tuple[str, int, User]]]:
+        """The users v2 ``described`` (its JSON of each), by id, and those of them not learned lately as they
+        are now (each with its id and digest, to be learned); the others are the very ``User`` made when they
+        were."""
         users: dict[str, User] = {}
         new: list[tuple[str, int, User]] = []
-        for data in included_users(body):
+        for data in described:
             user_id, digest = str(data["id"]), json_digest(data)
             known = self._learned_users.known(user_id, digest, now)
             if known is not None:

@@ -147,3 +147,31 @@ async def test_a_user_the_store_lost_is_learned_again_when_next_named(gateway, e
     del puts[:]
     assert (await gateway.get(SHOW)).status == 200
     assert puts == [[MICK_ID]]
+
+
+async def test_a_recipient_v2_describes_as_before_is_put_in_the_store_once(gateway, emulator) -> None:
+    """Senders write to the same few people: the recipient v2's lookup describes as before is not put in the
+    store again, send after send, nor when another answer of v2's includes the same user."""
+    puts = count_puts(store_of(gateway), [False], "put_users")
+
+    async def send(text: str) -> dict[str, Any]:
+        response = await gateway.post("/1.1/direct_messages/new.json", data={"user_id": MICK_ID, "text": text})
+        assert response.status == 200
+        answer: dict[str, Any] = orjson.loads(await response.read())
+        return answer
+
+    def of_mick() -> int:
+        return len([put for put in puts if MICK_ID in put])
+
+    emulator.state.users[MICK_ID]["receives_your_dm"] = True  # asked of the lookup only: no change to the user
+    await send("one")
+    learned = of_mick()
+    assert (await gateway.get(SHOW)).status == 200  # Mick sent it: v2's includes describe him too
+    await send("two")
+    await send("three")
+    assert of_mick() == learned
+    emulator.state.users[MICK_ID]["name"] = "Renamed on v2"
+    assert (await send("four"))["recipient"]["name"] == "Renamed on v2"
+    assert of_mick() > learned
+    stored = await store_of(gateway).get_users([MICK_ID])
+    assert stored[MICK_ID].name == "Renamed on v2"
