@@ -111,10 +111,8 @@ def _write_object(out: list[str], name: str, value: dict[str, Any], depth: int, 
             text = _text(item)
         elif key[0] == "@":
             attributes += f" {key[1:]}={quoteattr(_attribute(item))}"
-        elif leaf := _text(item):
-            children.append(f"{inner}<{key}>{leaf}</{key}>\n")
         else:
-            children.append(f"{inner}<{key}/>\n")
+            children.append(_leaf(key, item, inner, "\n"))
     end = "\n" if depth else ""
     if children:
         out.append(f"{margin}<{name}{attributes}>\n")
@@ -136,12 +134,13 @@ def _text(value: Any) -> str:
     """``value`` as text between tags: escaped, a CR as a character reference, without the characters XML
     cannot carry (each of them unprintable to Python, and most text is printable: that test is far cheaper
     than the search)."""
-    text = (value if type(value) is str else _string(value)).replace("&", "&amp;").replace("<", "&lt;")
-    text = text.replace(">", "&gt;")
+    text = _string(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return text if text.isprintable() else _NOT_XML_CHAR.sub("", text).replace("\r", "&#13;")
 
 
 def _string(value: Any) -> str:
+    if type(value) is str:
+        return value
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -150,5 +149,5 @@ def _string(value: Any) -> str:
 
 
 def _attribute(value: Any) -> str:
-    text = value if type(value) is str else _string(value)
+    text = _string(value)
     return text if text.isprintable() else _NOT_XML_CHAR.sub("", text)
