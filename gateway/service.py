@@ -403,7 +403,7 @@ class DMService:
         described = {key: value for key, value in data.items() if key != "receives_your_dm"}
         users, new = self._users_as_learned([described], now)
         [user] = users.values()
-        if new and await self._learn([], [learned for _, _, learned in new]):
+        if await self._learn([], [learned for _, _, learned in new]):
             self._learned_users.remember(new, now)
         if data.get("receives_your_dm") is False:
             raise RecipientRefuses("v2 says the recipient does not receive the caller's messages")
@@ -527,7 +527,7 @@ class DMService:
         if message is None:
             raise MessageNotFound(f"event {message_id} is not a one-to-one message")
         now = self._clock()
-        users, new_users = self._included_users(response.body, now)
+        users, new_users = self._users_as_learned(included_users(response.body), now)
         if await self._learn([message], [user for _, _, user in new_users]):
             self._learned_users.remember(new_users, now)
         return message, users
@@ -554,15 +554,11 @@ class DMService:
                 new.append((event_id, digest, message))
             if message is not None:
                 messages.append(message)
-        users, new_users = self._included_users(response.body, now)
+        users, new_users = self._users_as_learned(included_users(response.body), now)
         if await self._learn([m for _, _, m in new if m is not None], [user for _, _, user in new_users]):
             self._learned_events.remember(new, now)
             self._learned_users.remember(new_users, now)
         return messages, users
-
-    def _included_users(self, body: dict[str, Any], now: float) -> tuple[dict[str, User], list[tuple[str, int, User]]]:
-        """The users of a v2 answer's ``includes``, as ``_users_as_learned`` gives them."""
-        return self._users_as_learned(included_users(body), now)
 
     def _users_as_learned(
         self, described: Iterable[dict[str, Any]], now: float
