@@ -96,15 +96,15 @@ class OAuth1Credential:
         return False
 
 
+#: The longest value ``escape`` keeps; longer than any key, token, nonce or id.
+ESCAPE_CACHE_LENGTH = 128
+
+
 def escape(value: str) -> str:
     """RFC 5849 percent-encoding (section 3.6), each distinct short value encoded once: the keys, consumers,
     tokens, URI segments and query values of a request are mostly those of the requests before it. A long
     value (a caller's form text, say) is encoded each time, so what a caller sends cannot fill memory."""
     return _escape_short(value) if len(value) <= ESCAPE_CACHE_LENGTH else _escape(value)
-
-
-#: The longest value ``escape`` keeps; longer than any key, token, nonce or id.
-ESCAPE_CACHE_LENGTH = 128
 
 
 @lru_cache(maxsize=4096)
