@@ -58,6 +58,22 @@ def slice_ratios(first: list[float], second: list[float]) -> list[float]:
     return [b / a for a, b in zip(first, second, strict=True)]
 
 
+def server_command(side: Side, upstream: str, ids: range, args: argparse.Namespace, log_dir: Path) -> list[str]:
+    """The ``bench.servers`` command of one side against ``upstream``: the minimal proxy, or a gateway whose
+    store holds the messages ``ids`` beforehand (none with ``--store-miss``) and, with ``--auth oauth1``, the
+    emulator's consumer and token."""
+    if side.server == "proxy":
+        return ["bench.servers", "proxy", "--upstream", upstream]
+    (log_dir / side.name).mkdir(exist_ok=True)
+    store = store_url(side.server, log_dir / side.name)
+    command = ["bench.servers", "gateway", "--upstream", upstream, "--store", store]
+    if not args.store_miss:
+        command += ["--prefill", f"{ids.start}:{len(ids)}"]
+    if args.auth == "oauth1":
+        command.append("--oauth1")
+    return command
+
+
 def compare(sides: tuple[Side, Side], args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     """One comparison, the servers started in the order given; CPU µs per destroy and req/s of every slice."""
     per_slice = args.warmup + args.count
@@ -67,16 +83,7 @@ def compare(sides: tuple[Side, Side], args: argparse.Namespace, log_dir: Path) -
     try:
         for index, side in enumerate(sides):
             ids = range(index * total // 2, (index + 1) * total // 2)
-            if side.server == "proxy":
-                command = ["bench.servers", "proxy", "--upstream", emulator.url]
-            else:
-                (log_dir / side.name).mkdir(exist_ok=True)
-                store = store_url(side.server, log_dir / side.name)
-                command = ["bench.servers", "gateway", "--upstream", emulator.url, "--store", store]
-                if not args.store_miss:
-                    command += ["--prefill", f"{ids.start}:{len(ids)}"]
-                if args.auth == "oauth1":
-                    command.append("--oauth1")
+            command = server_command(side, emulator.url, ids, args, log_dir)
             processes.append(Process(side.name, command, log_dir, cwd=side.checkout))
         for process in processes:
             process.ready()

@@ -5,8 +5,8 @@ of a shared machine, as CPU time does.
                                  [--count 2000] [--warmup 500] [--concurrency 16] [--auth oauth1]
                                  [--store-miss]
 
-SERVER and CHECKOUT are as for ``bench.compare`` (``memory``, ``sqlite`` or ``proxy``; a directory holding
-another version of the project). One after the other, each server runs under ``valgrind --tool=callgrind``
+SERVER and CHECKOUT are as for ``bench.compare`` (``memory``, ``sqlite``, ``redis`` or ``proxy``; a directory
+holding another version of the project). One after the other, each server runs under ``valgrind --tool=callgrind``
 against an emulator of its own; its counters are zeroed after ``--warmup`` destroys and read after
 ``--count`` more, and the instructions of every thread of the process are divided by ``--count``. Repeated
 runs of one checkout agree to within about half a per cent; a run takes two to three minutes for each server.
@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.compare import Side
+from bench.compare import Side, server_command
 from bench.run import Process
 
 _TOTALS = re.compile(rb"^(?:summary|totals): (\d+)", re.MULTILINE)
@@ -34,15 +34,7 @@ def count(side: Side, args: argparse.Namespace, log_dir: Path) -> float:
     emulator = Process("emulator", ["bench.servers", "emulator", "--events", str(total)], log_dir).ready()
     out = log_dir / f"{side.name}.callgrind"
     wrapper = ("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p", "--dump-instr=no")
-    if side.server == "proxy":
-        command = ["bench.servers", "proxy", "--upstream", emulator.url]
-    else:
-        store = "memory" if side.server == "memory" else f"sqlite:///{log_dir}/{side.name}.sqlite3"
-        command = ["bench.servers", "gateway", "--upstream", emulator.url, "--store", store]
-        if not args.store_miss:
-            command += ["--prefill", f"0:{total}"]
-        if args.auth == "oauth1":
-            command.append("--oauth1")
+    command = server_command(side, emulator.url, range(total), args, log_dir)
     server = Process(side.name, command, log_dir, cwd=side.checkout, wrapper=wrapper)
     try:
         server.ready()

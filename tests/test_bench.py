@@ -269,3 +269,17 @@ def test_compare_signs_with_oauth1_and_leaves_the_store_empty_when_asked(tmp_pat
         assert run.returncode == 0, run.stdout + run.stderr
     cpu = {mode: orjson.loads(path.read_bytes())["runs"][0]["cpu_us"]["mem"] for mode, path in reports.items()}
     assert sum(cpu["miss"]) > sum(cpu["hit"])
+
+
+def test_instructions_counts_each_server_and_the_gateway_does_more_than_the_minimal_proxy() -> None:
+    # Under callgrind: every destroy must succeed, and the gateway (store, rendering) executes more
+    # instructions per destroy than the proxy that only forwards the DELETE.
+    command = [
+        sys.executable, "-m", "bench.instructions", "gw=memory", "proxy=proxy",
+        "--count", "30", "--warmup", "5", "--concurrency", "2",
+    ]  # fmt: skip
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    counts = dict(re.findall(r"^(\w+)\s+instructions/destroy\s+([\d,]+)", run.stdout, re.MULTILINE))
+    gateway, proxy = (int(counts[name].replace(",", "")) for name in ("gw", "proxy"))
+    assert gateway > proxy > 0
