@@ -79,7 +79,8 @@ class Signer:
         return signed_header(method, url, secrets.token_hex(16), str(int(time.time())))
 
 
-_CREDENTIAL = OAuth1Credential(
+#: The benchmark's caller as an OAuth 1.0a signer: its consumer and token, which the emulator and the gateway know.
+OAUTH1_SIGNER = OAuth1Credential(
     fixtures.CONSUMER_KEY, fixtures.CONSUMER_SECRET, fixtures.OAUTH_TOKEN, fixtures.OAUTH_TOKEN_SECRET
 )
 
@@ -87,7 +88,7 @@ _CREDENTIAL = OAuth1Credential(
 def signed_header(method: str, url: str, nonce: str, timestamp: str) -> str:
     """``Authorization: OAuth ...`` for ``method url`` (no form body), signed with HMAC-SHA1 as the
     benchmark's consumer and token."""
-    return _CREDENTIAL.sign(method, url, nonce, timestamp)
+    return OAUTH1_SIGNER.sign(method, url, nonce, timestamp)
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:

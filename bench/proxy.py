@@ -6,7 +6,7 @@ hands v2's status and body back untouched. No authentication of its own, no stor
 what any Python gateway built on aiohttp pays at least for one legacy destroy, one v2 call whatever the path.
 
 The same-calls proxy (``create_same_calls_app``) makes, for each legacy call, the v2 calls the gateway makes
-for it: what a gateway on aiohttp pays at least on that path.
+for it, signed as the gateway signs them: what a gateway on aiohttp pays at least on that path.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import orjson
 from aiohttp import web
 from yarl import URL
 
+from gateway.auth.upstream import OAuth1Credential
 from gateway.service import V2_PAGE_SIZE
 from gateway.upstream.client import DM_EVENT_LOOKUP, USER_FIELDS
 
@@ -72,11 +73,17 @@ async def _forward(request: web.Request, method: str, path: str) -> web.Response
 # The same-calls proxy ------------------------------------------------------------------------------------
 
 
-def create_same_calls_app(upstream: str, *, store_miss: bool = False) -> web.Application:
+def create_same_calls_app(
+    upstream: str, *, store_miss: bool = False, signer: OAuth1Credential | None = None
+) -> web.Application:
     """A bare proxy that makes, for each legacy call the benchmark sends, the same v2 calls the gateway makes
     for it (the same methods, paths and queries, in the same order), and nothing else: no authentication of
     its own (the caller's ``Authorization`` goes upstream as it came), no store, no parsing or rendering. It
     answers with the last v2 answer's status and body as they came.
+
+    With a ``signer``, each v2 call is signed with OAuth 1.0a as that consumer and token instead, as the
+    gateway signs the calls it makes for an OAuth 1.0a caller: v2 (the emulator) then verifies the same
+    signatures for both, so the comparison charges the gateway only for what it does on its side.
 
     - a destroy (v1.1 ``destroy.json?id=``, StatusNet ``destroy/ID.xml``): ``DELETE /2/dm_events/:id``, as
       the gateway does when its store holds the message; with ``store_miss``, first the
@@ -91,6 +98,7 @@ def create_same_calls_app(upstream: str, *, store_miss: bool = False) -> web.App
     app = web.Application()
     app[UPSTREAM_KEY] = upstream.rstrip("/")
     app[STORE_MISS_KEY] = store_miss
+    app[SIGNER_KEY] = signer
     app.router.add_post("/1.1/direct_messages/destroy.json", _destroy_by_query)
     app.router.add_post("/api/direct_messages/destroy/{id}.{fmt:xml|json}", _destroy_by_path)
     app.router.add_get("/1.1/direct_messages.json", _list)
@@ -102,6 +110,7 @@ def create_same_calls_app(upstream: str, *, store_miss: bool = False) -> web.App
 
 
 STORE_MISS_KEY = web.AppKey("store_miss", bool)
+SIGNER_KEY: web.AppKey[OAuth1Credential | None] = web.AppKey("signer")
 # What the gateway asks of v2 (gateway/upstream/client.py, gateway/service.py): kept from there, not copied.
 _EVENT_QUERY = DM_EVENT_LOOKUP
 _LIST_QUERY = {**DM_EVENT_LOOKUP, "event_types": "MessageCreate", "max_results": str(V2_PAGE_SIZE)}
@@ -109,11 +118,13 @@ _RECIPIENT_QUERY = {"user.fields": f"{USER_FIELDS},receives_your_dm"}
 
 
 class _Upstream:
-    """The v2 calls of one legacy request, with the caller's ``Authorization``; ``last`` is the last answer."""
+    """The v2 calls of one legacy request, with the caller's ``Authorization`` or each signed by the app's
+    signer; ``status``, ``body`` and ``content_type`` are the last answer's."""
 
     def __init__(self, request: web.Request) -> None:
         self._session = request.app[SESSION_KEY]
         self._base = request.app[UPSTREAM_KEY]
+        self._signer = request.app[SIGNER_KEY]
         authorization = request.headers.get("Authorization")
         self._headers = {"Authorization": authorization} if authorization else {}
         self.status = 502
@@ -126,7 +137,10 @@ class _Upstream:
         url = URL(self._base + path)
         if query:
             url = url.with_query(query)
-        async with self._session.request(method, url, headers=self._headers, json=json) as upstream:
+        headers = self._headers
+        if self._signer is not None:
+            headers = {"Authorization": await self._signer.authorization(method, str(url))}
+        async with self._session.request(method, url, headers=headers, json=json) as upstream:
             self.status, self.body, self.content_type = upstream.status, await upstream.read(), upstream.content_type
         return self.body
 

@@ -74,8 +74,9 @@ class Server:
     """What a server process is, and its key: ``KIND[:OPTION][@lists][ xN]``.
 
     ``kind``: emulator, proxy (the minimal one), same-calls, gateway (in process, bench.servers) or serve
-    (``dm-gateway serve``); ``option``: the store of a gateway or serve, ``miss`` for a same-calls proxy that
-    asks v2 for the message before a destroy; ``upstream``: ``main`` (the emulator of the destroys) or
+    (``dm-gateway serve``); ``option``: the store of a gateway or serve; for a same-calls proxy, ``miss`` (it
+    asks v2 for the message before a destroy), ``oauth1`` (it signs its v2 calls with OAuth 1.0a, as the
+    gateway does for an OAuth 1.0a caller) or both, joined by ``+``; ``upstream``: ``main`` (the emulator of the destroys) or
     ``lists`` (the one of the lists and sends); ``processes``: the workers of serve, the processes of a
     same-calls proxy."""
 
@@ -133,8 +134,10 @@ def plan(stores: list[str], paths: tuple[str, ...] = PATHS) -> list[Scenario]:
 
     def proxy(server: Server, call: str) -> Scenario:
         if (server.key, call) not in proxies:
+            options = server.option.split("+")
             label = "minimal proxy" if server.kind == "proxy" else "same-calls proxy"
-            label += ", GET first" if server.option == "miss" else ""
+            label += ", GET first" if "miss" in options else ""
+            label += ", OAuth 1.0a upstream" if "oauth1" in options else ""
             label += f", {server.processes} processes" if server.processes > 1 else ""
             proxies[server.key, call] = Scenario(f"{label}: {CALL_NAMES[call]}", server.key, call, path="proxy")
         return proxies[server.key, call]
@@ -144,8 +147,9 @@ def plan(stores: list[str], paths: tuple[str, ...] = PATHS) -> list[Scenario]:
         name = f"{label}: {CALL_NAMES[call]}"
         if any(s.name == name for s in gateways):
             return  # replicas and workers share the two-worker Redis scenario
-        miss = "miss" if call in DESTROYS and not hit else ""
-        same = proxy(Server("same-calls", miss, server.upstream, server.processes), call)
+        options = ["miss"] if call in DESTROYS and not hit else []
+        options += ["oauth1"] if auth == "oauth1" else []
+        same = proxy(Server("same-calls", "+".join(options), server.upstream, server.processes), call)
         scenario = Scenario(name, server.key, call, auth, hit, path, TARGETS.get(path), same)
         if call in DESTROYS and server.kind == "gateway":
             scenario.minimal = proxy(Server("proxy"), call)
@@ -402,8 +406,9 @@ def server_command(
     if server.kind == "proxy":
         return ["bench.servers", "proxy", "--upstream", upstream]
     if server.kind == "same-calls":
+        options = server.option.split("+")
         command = ["bench.servers", "same-calls", "--upstream", upstream, "--processes", str(server.processes)]
-        return command + (["--store-miss"] if server.option == "miss" else [])
+        return command + (["--store-miss"] if "miss" in options else []) + (["--oauth1"] if "oauth1" in options else [])
     directory = log_dir / re.sub(r"[^A-Za-z0-9.-]+", "-", key)
     directory.mkdir()
     store = store_url(server.option, directory, started["redis"].url if "redis" in started else REDIS_URL)

@@ -2,7 +2,7 @@
 
     python -m bench.servers emulator --events N [--list-messages M]
     python -m bench.servers proxy --upstream URL
-    python -m bench.servers same-calls --upstream URL [--store-miss] [--processes N]
+    python -m bench.servers same-calls --upstream URL [--store-miss] [--oauth1] [--processes N]
     python -m bench.servers gateway --upstream URL --store URL [--prefill START:COUNT ...] [--oauth1]
     python -m bench.servers serve --upstream URL --store URL --workers N
     python -m bench.servers redis
@@ -14,7 +14,8 @@ out of its GIL.
 - ``emulator``: the X API v2 emulator with its seed, ``N`` generated messages to destroy and ``M`` for the
   lists to read; sends add more, which it forgets again a second or two later.
 - ``proxy``, ``same-calls``: the minimal and the same-calls proxy (``bench/proxy.py``); ``--processes N``
-  serves the same-calls proxy from ``N`` processes on one port (``SO_REUSEPORT``, as ``serve --workers`` does).
+  serves the same-calls proxy from ``N`` processes on one port (``SO_REUSEPORT``, as ``serve --workers`` does),
+  ``--oauth1`` has it sign its v2 calls as the benchmark's OAuth 1.0a consumer and token.
 - ``gateway``: the gateway application in this process, its store filled beforehand, no access log.
 - ``serve``: ``dm-gateway serve --workers N`` itself (the operator's command, its access log included), on
   free ports; ``READY`` once its ``/readyz`` answers.
@@ -163,11 +164,13 @@ async def run_proxy(upstream: str) -> None:
     await _serve(create_proxy_app(upstream))
 
 
-async def run_same_calls(upstream: str, store_miss: bool, processes: int, port: int) -> None:
+async def run_same_calls(upstream: str, store_miss: bool, oauth1: bool, processes: int, port: int) -> None:
+    from bench.load import OAUTH1_SIGNER
+
     sibling = ["same-calls", "--upstream", upstream, *(["--store-miss"] if store_miss else [])]
-    await _serve(
-        create_same_calls_app(upstream, store_miss=store_miss), port=port, siblings=[sibling] * (processes - 1)
-    )
+    sibling += ["--oauth1"] if oauth1 else []
+    app = create_same_calls_app(upstream, store_miss=store_miss, signer=OAUTH1_SIGNER if oauth1 else None)
+    await _serve(app, port=port, siblings=[sibling] * (processes - 1))
 
 
 def parse_range(text: str) -> range:
@@ -315,6 +318,7 @@ def main(argv: list[str] | None = None) -> None:
     same_calls = commands.add_parser("same-calls")
     same_calls.add_argument("--upstream", required=True)
     same_calls.add_argument("--store-miss", action="store_true", help="destroys: v2's GET before the DELETE")
+    same_calls.add_argument("--oauth1", action="store_true", help="sign the v2 calls with OAuth 1.0a")
     same_calls.add_argument("--processes", type=int, default=1)
     same_calls.add_argument("--port", type=int, default=0, help="share this port with the others serving it")
     serve = commands.add_parser("serve")
@@ -348,7 +352,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.command == "proxy":
             asyncio.run(run_proxy(args.upstream))
         elif args.command == "same-calls":
-            asyncio.run(run_same_calls(args.upstream, args.store_miss, args.processes, args.port))
+            asyncio.run(run_same_calls(args.upstream, args.store_miss, args.oauth1, args.processes, args.port))
         elif args.profile:
             import cProfile
 

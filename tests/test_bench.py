@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from bench import fixtures
-from bench.load import Signer, request_for, signed_header
+from bench.load import OAUTH1_SIGNER, Signer, request_for, signed_header
 from bench.proxy import create_same_calls_app
 from bench.run import PATHS, Server, adjacent_pairs, adjacent_ratios, assign_ids, plan, schedule
 from bench.servers import emulator_state, gateway_config, prepared_store
@@ -83,21 +83,30 @@ async def test_the_same_calls_proxy_makes_the_v2_calls_the_gateway_makes(aiohttp
         store, _ = await prepared_store("memory", [range(20)], oauth1=True)
         gateway = await aiohttp_client(create_app(gateway_config(emulator.url, "memory"), store=store))
         proxies = {
-            miss: await aiohttp_client(create_same_calls_app(emulator.url, store_miss=miss)) for miss in (False, True)
+            (miss, auth): await aiohttp_client(
+                create_same_calls_app(emulator.url, store_miss=miss, signer=OAUTH1_SIGNER if auth == "oauth1" else None)
+            )
+            for miss in (False, True)
+            for auth in ("bearer", "oauth1")
         }
 
-        async def v2_calls(client: Any, call: str, index: int, auth: str = "bearer") -> list[tuple[str, str, Any]]:
+        async def v2_calls(client: Any, call: str, index: int, auth: str = "bearer") -> list[tuple[str, str, Any, str]]:
             state.requests.clear()
             method, url, form = request_for(call, "", index)
             headers = {"Authorization": Signer(auth, call)(method, str(client.make_url(url)))}
             async with client.request(method, url, headers=headers, data=form) as answer:
                 assert answer.status == 200, await answer.text()
-            # The ids of the messages differ (each destroy deletes its own); everything else must not.
-            return [(r.method, re.sub(r"/\d{15,}", "/ID", r.path), r.query) for r in state.requests]
+            # The ids of the messages differ (each destroy deletes its own); everything else must not, the
+            # scheme of the credential v2 verifies included.
+            return [
+                (r.method, re.sub(r"/\d{15,}", "/ID", r.path), r.query, r.headers["Authorization"].split()[0])
+                for r in state.requests
+            ]
 
         # Once per credential, the gateway asks v2 whom it acts for, then remembers it.
         for call, auth in (("v1.1-list", "bearer"), ("v1.1-send", "bearer"), ("v1.1-list", "oauth1")):
-            assert ("GET", "/2/users/me", {"user.fields": USER_FIELDS}) in await v2_calls(gateway, call, 0, auth)
+            me = ("GET", "/2/users/me", {"user.fields": USER_FIELDS})
+            assert me in [made[:3] for made in await v2_calls(gateway, call, 0, auth)]
         cases = [  # call, store miss, auth of the gateway's call
             ("v1.1", False, "bearer"), ("statusnet", False, "bearer"), ("v1.1", True, "bearer"),
             ("statusnet", True, "bearer"), ("v1.1", False, "oauth1"), ("v1.1", True, "oauth1"),
@@ -108,7 +117,7 @@ async def test_the_same_calls_proxy_makes_the_v2_calls_the_gateway_makes(aiohttp
             # A store hit destroys one of the messages the gateway's store holds (0-19), a miss one it does not.
             gateway_index, proxy_index = (20 + number if miss else number), 30 + number
             by_gateway = await v2_calls(gateway, call, gateway_index, auth)
-            by_proxy = await v2_calls(proxies[miss], call, proxy_index)
+            by_proxy = await v2_calls(proxies[miss, auth], call, proxy_index)
             assert by_proxy == by_gateway and by_gateway, (call, miss, auth)
         await store.close()
 
