@@ -523,7 +523,8 @@ def test_the_base_string_is_rfc_5849s_each_time(method: str, uri: str, params: l
 
 def test_base_string_uris_hmacs_and_header_items_are_authlibs_and_the_standard_librarys() -> None:
     """The parts of a signature the gateway writes itself read what the library functions they stand for
-    read, over random URIs, secrets and header texts (each drawn from characters that matter to them)."""
+    read, over random URIs, secrets, header texts and values (each drawn from characters that matter to
+    them)."""
     import random
     from urllib.request import parse_http_list
 
@@ -531,7 +532,8 @@ def test_base_string_uris_hmacs_and_header_items_are_authlibs_and_the_standard_l
     from authlib.oauth1.rfc5849.util import escape
 
     from gateway.auth.inbound import _header_items
-    from gateway.auth.upstream import escaped_base_uri, hmac_sha1
+    from gateway.auth.upstream import ESCAPE_CACHE_LENGTH, escaped_base_uri, hmac_sha1
+    from gateway.auth.upstream import escape as gateway_escape
 
     rng = random.Random(22)
     uri_chars = "aZ09-._~/%;?#@:!$&'()*+,= \tü"
@@ -552,6 +554,10 @@ def test_base_string_uris_hmacs_and_header_items_are_authlibs_and_the_standard_l
         assert hmac_sha1(uri, *secrets_) == hmac_sha1_signature(uri, *secrets_)
         text = "".join(rng.choice(header_chars) for _ in range(rng.randrange(16)))
         assert _header_items(text) == parse_http_list(text), text
+        # Values of unreserved characters only, or not, remembered or too long to be.
+        value = "".join(rng.choice(uri_chars[:6] if rng.random() < 0.5 else uri_chars) for _ in range(rng.randrange(9)))
+        value *= ESCAPE_CACHE_LENGTH // 4 if rng.random() < 0.1 else 1
+        assert gateway_escape(value) == escape(value), value
 
 
 async def test_a_token_stored_anew_acts_upstream_with_its_new_secret_at_once(client, emulator, store) -> None:

@@ -89,12 +89,15 @@ class OAuth1Credential:
         signature = hmac_sha1(base, self._consumer_secret, self._token_secret)
         return (
             f'OAuth {self._header}, oauth_nonce="{nonce}", oauth_timestamp="{timestamp}", '
-            f'oauth_signature="{_escape(signature)}"'
+            f'oauth_signature="{signature.translate(_BASE64_ESCAPED)}"'
         )
 
     async def renew(self, rejected: str) -> bool:
         return False
 
+
+#: Percent-encoding of a base64 text: of its characters, only these three are not unreserved.
+_BASE64_ESCAPED = str.maketrans({"+": "%2B", "/": "%2F", "=": "%3D"})
 
 #: The longest value ``escape`` keeps; longer than any key, token, nonce or id.
 ESCAPE_CACHE_LENGTH = 128
@@ -104,12 +107,22 @@ def escape(value: str) -> str:
     """RFC 5849 percent-encoding (section 3.6), each distinct short value encoded once: the keys, consumers,
     tokens, URI segments and query values of a request are mostly those of the requests before it. A long
     value (a caller's form text, say) is encoded each time, so what a caller sends cannot fill memory."""
-    return _escape_short(value) if len(value) <= ESCAPE_CACHE_LENGTH else _escape(value)
+    return _escape_short(value) if len(value) <= ESCAPE_CACHE_LENGTH else _encoded(value)
 
 
 @lru_cache(maxsize=4096)
 def _escape_short(value: str) -> str:
-    return _escape(value)
+    return _encoded(value)
+
+
+#: The characters percent-encoding leaves as they are (RFC 5849, 3.6).
+_UNRESERVED = re.compile(r"[A-Za-z0-9\-._~]*")
+
+
+def _encoded(value: str) -> str:
+    """``value`` percent-encoded; one of unreserved characters only (a nonce, an id, a timestamp) is its own
+    encoding, found without encoding it."""
+    return value if _UNRESERVED.fullmatch(value) else _escape(value)
 
 
 @lru_cache(maxsize=256)
