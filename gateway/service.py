@@ -13,7 +13,9 @@ A stored message answers only a participant of it: the caller's own v2 user id (
 once per credential and remembered; a Basic user's again when their grant changes) must be its sender or
 recipient. For anyone else the store counts as a miss, so v2 answers as it would had the gateway never seen
 the message. A deletion is recorded after v2 confirmed it and the answer is made: deletions are queued and
-handed to the store in batches by one task at a time (``drain()`` waits for them before the store closes).
+handed to the store in batches by one task at a time (``drain()`` waits for them before the store closes),
+and so is the message a store-miss destroy read from v2, whatever v2 then answered the delete, put in the
+store before its deletion.
 Each recorded deletion is a tombstone of its deleter: a retry that v2 answers 404 within the tombstone window
 is answered as the first call was, for a caller still a participant; a 404 after a lost attempt
 (``NotFoundAfterLostAttempt``) counts as the deletion for a participant only.
@@ -27,6 +29,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
@@ -143,6 +146,17 @@ def json_digest(data: dict[str, Any]) -> int:
     return hash(orjson.dumps(data))
 
 
+@dataclass(frozen=True, slots=True)
+class _Unlearned:
+    """A message v2's lookup described, with its users, before the store has them: ``new_users`` are those not
+    learned lately as they are now (``Learned``), as (id, digest, user), read at ``read_at``."""
+
+    message: DirectMessage
+    users: dict[str, User]
+    new_users: list[tuple[str, int, User]]
+    read_at: float
+
+
 class DMService:
     def __init__(
         self,
@@ -169,6 +183,8 @@ class DMService:
         self._callers: OrderedDict[str, tuple[str | None, str]] = OrderedDict()
         # Deletions not yet handed to the store, (message id, by) in order, and the one task handing them over.
         self._deletions: dict[tuple[str, str | None], None] = {}
+        # Messages store-miss destroys read from v2, to be put in the store by the same task.
+        self._unlearned: list[_Unlearned] = []
         self._recorder: asyncio.Task[None] | None = None
         learned_max_age = LEARNED_MAX_AGE if store_max_age is None else min(LEARNED_MAX_AGE, store_max_age / 2)
         self._learned_events: Learned[DirectMessage | None] = Learned(LEARNED_SIZE, learned_max_age)
@@ -202,7 +218,16 @@ class DMService:
     # Destroy -------------------------------------------------------------------------------------------
 
     async def destroy(self, op: DestroyDM, principal: Principal, request_id: str | None = None) -> Outcome:
-        view = await self._view(op.id, principal, request_id) if op.want_body else None
+        view, unlearned = await self._view(op.id, principal, request_id) if op.want_body else (None, None)
+        try:
+            return await self._delete(op, view, principal, request_id)
+        finally:
+            if unlearned is not None:  # learned after the answer, with the deletion record if there is one
+                self._write_behind(learned=unlearned)
+
+    async def _delete(
+        self, op: DestroyDM, view: MessageView | None, principal: Principal, request_id: str | None
+    ) -> Outcome:
         try:
             response = await self.upstream.delete_dm_event(op.id, principal, request_id)
         except NotFoundAfterLostAttempt as exc:
@@ -227,21 +252,34 @@ class DMService:
         return Outcome(view=view, rate_limit=response.rate_limit)
 
     def _record_deletion(self, message_id: str, by: str | None) -> None:
-        """Queue a deletion record for the store. One task hands over everything queued, in one store call,
-        then whatever was queued meanwhile, and so on: no task per destroy, and a busy gateway records many
-        deletions per call."""
+        """Queue a deletion record for the store (see ``_write_behind``)."""
         self._deletions[message_id, by] = None
-        if self._recorder is None:
-            self._recorder = asyncio.get_running_loop().create_task(self._record_deletions())
+        self._write_behind()
 
-    async def _record_deletions(self) -> None:
+    def _write_behind(self, learned: _Unlearned | None = None) -> None:
+        """Queue what a destroy leaves for the store after its answer: its deletion record, and the message a
+        store miss read from v2 with its users (``learned``). One task hands over everything queued (the
+        messages and users in one store call each, then the deletions in one), then whatever was queued
+        meanwhile, and so on: no task and no store write of its own per destroy, and on SQLite a busy gateway
+        commits many destroys' records together."""
+        if learned is not None:
+            self._unlearned.append(learned)
+        if self._recorder is None:
+            self._recorder = asyncio.get_running_loop().create_task(self._write_queued())
+
+    async def _write_queued(self) -> None:
         try:
-            while self._deletions:
-                batch = list(self._deletions)
+            while self._deletions or self._unlearned:
+                # Taken together: a deletion's message, if v2 had to be asked for it, is put in the store first.
+                batch, learned = list(self._deletions), self._unlearned
+                self._unlearned = []
                 try:
-                    await self._quietly(self.store.mark_deleted_many(batch), "mark_deleted", None)
+                    if learned:
+                        await self._learn_lookups(learned)
+                    if batch:
+                        await self._quietly(self.store.mark_deleted_many(batch), "mark_deleted", None)
                 except Exception:  # a fault in the store itself: logged, later records still go
-                    log.exception("recording %d deletions failed", len(batch))
+                    log.exception("recording %d deletions and %d messages failed", len(batch), len(learned))
                 finally:
                     for deletion in batch:  # only now can the store answer for them
                         self._deletions.pop(deletion, None)
@@ -249,7 +287,8 @@ class DMService:
             self._recorder = None
 
     async def drain(self) -> None:
-        """Wait for the deletion records still being written after their answers: before the store closes."""
+        """Wait for what destroys left to be written after their answers (``_write_behind``): before the store
+        closes."""
         while self._recorder is not None:
             await asyncio.gather(self._recorder, return_exceptions=True)
 
@@ -277,7 +316,11 @@ class DMService:
         me = await self._caller_id(principal, request_id)
         return me == message.sender_id or me == message.recipient_id
 
-    async def _view(self, message_id: str, principal: Principal, request_id: str | None) -> MessageView:
+    async def _view(
+        self, message_id: str, principal: Principal, request_id: str | None
+    ) -> tuple[MessageView, _Unlearned | None]:
+        """The message a destroy answers with: the store's, or v2's lookup of it, which is then returned for
+        the store as well (see ``_write_behind``): a destroy does not wait for it to be written."""
         message, users = await self._quietly(self.store.get_message_with_users(message_id), "get_message", (None, {}))
         if message is not None:
             # The store answers only a participant of the message. For anyone else it is as though it had
@@ -288,14 +331,16 @@ class DMService:
                 message, users = None, {}
         if self._on_store_lookup is not None:
             self._on_store_lookup(message is not None)
+        unlearned = None
         if message is None:
             response = await self.upstream.get_dm_event(message_id, principal, request_id)
-            message, users = await self._learn_event(response, message_id)
+            unlearned = self._read_lookup(response, message_id)
+            message, users = unlearned.message, unlearned.users
         sender, recipient = users.get(message.sender_id), users.get(message.recipient_id)
         if sender is not None and recipient is not None:  # the store had both, as it mostly does
-            return MessageView(message, sender, recipient)
+            return MessageView(message, sender, recipient), unlearned
         [view] = await self._views([message], users, principal, request_id)
-        return view
+        return view, unlearned
 
     # Read ----------------------------------------------------------------------------------------------
 
@@ -518,6 +563,12 @@ class DMService:
 
     async def _learn_event(self, response: V2Response, message_id: str) -> tuple[DirectMessage, dict[str, User]]:
         """The one-to-one message in a v2 event lookup, learned with its users."""
+        lookup = self._read_lookup(response, message_id)
+        await self._learn_lookups([lookup])
+        return lookup.message, lookup.users
+
+    def _read_lookup(self, response: V2Response, message_id: str) -> _Unlearned:
+        """The one-to-one message in a v2 event lookup, with its users, not yet learned."""
         event = response.body.get("data")
         if event is None:  # v2 answers errors alone for an event it does not show
             raise MessageNotFound(f"v2 answered the lookup of event {message_id} without data")
@@ -528,9 +579,13 @@ class DMService:
             raise MessageNotFound(f"event {message_id} is not a one-to-one message")
         now = self._clock()
         users, new_users = self._users_as_learned(included_users(response.body), now)
-        if await self._learn([message], [user for _, _, user in new_users]):
-            self._learned_users.remember(new_users, now)
-        return message, users
+        return _Unlearned(message, users, new_users, now)
+
+    async def _learn_lookups(self, lookups: list[_Unlearned]) -> None:
+        """Put the messages of v2 lookups, and the users they described anew, in the store."""
+        new_users = [new for lookup in lookups for new in lookup.new_users]
+        if await self._learn([lookup.message for lookup in lookups], [user for _, _, user in new_users]):
+            self._learned_users.remember(new_users, min(lookup.read_at for lookup in lookups))
 
     async def _learn_page(self, response: V2Response) -> tuple[list[DirectMessage], dict[str, User]]:
         """The one-to-one messages of a v2 event list, newest first, learned with their users: only the events
@@ -625,13 +680,16 @@ class DMService:
         return {u.id: u for u in users}
 
     async def _learn(self, messages: list[DirectMessage], users: list[User]) -> bool:
-        """Put ``messages`` and ``users`` in the store; whether both went in (a failure is only logged)."""
-        stored = True
+        """Put ``messages`` and ``users`` in the store, both at once (on SQLite, one commit); whether both went
+        in (a failure is only logged)."""
+        puts = []
         if messages:
-            stored = await self._quietly(_done(self.store.put_messages(messages)), "put_messages", False)
+            puts.append(self._quietly(_done(self.store.put_messages(messages)), "put_messages", False))
         if users:
-            stored = await self._quietly(_done(self.store.put_users(users)), "put_users", False) and stored
-        return stored
+            puts.append(self._quietly(_done(self.store.put_users(users)), "put_users", False))
+        if len(puts) == 1:  # no task to make for one
+            return await puts[0]
+        return all(await asyncio.gather(*puts))
 
     async def _quietly(self, call: Awaitable[T], what: str, fallback: T) -> T:
         """A store that cannot answer is a cache miss, not an outage: log it and carry on from upstream."""

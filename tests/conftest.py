@@ -20,7 +20,7 @@ from gateway.app import create_app
 from gateway.config import Config, StoreConfig, load_config
 from gateway.edge import GatewayRunner
 from gateway.emulator import EmulatorServer
-from gateway.keys import STORE_KEY
+from gateway.keys import SERVICE_KEY, STORE_KEY
 from gateway.store.base import MessageStore, Store
 from gateway.store.factory import open_store
 
@@ -92,6 +92,13 @@ async def gateway(make_gateway: GatewayFactory, tmp_path: Any) -> TestClient:
 
 def store_of(client: TestClient) -> MessageStore:
     return client.server.app[STORE_KEY]
+
+
+async def settled(client: TestClient) -> MessageStore:
+    """The gateway's store once what destroys leave to be written after their answers (the deletion record,
+    a store miss's message) is in it."""
+    await client.server.app[SERVICE_KEY].drain()
+    return store_of(client)
 
 
 # Redis -------------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from tests.conftest import (
     SEED_003_JSON_ID,
     SEED_003_XML_ID,
     gateway_config,
-    store_of,
+    settled,
 )
 
 SEAN_ID = "38895958"
@@ -114,15 +114,57 @@ async def test_a_lookup_teaches_the_store_and_a_known_message_needs_no_lookup(ga
     emulator.state.faults.append(FaultRule(method="DELETE", action="status", status=503, times=FAIL_ONE_DELETE))
     first = await gateway.post(f"/1.1/direct_messages/destroy.json?id={SEED_002_ID}")
     assert first.status == 503
-    stored = await store_of(gateway).get_message(SEED_002_ID)
+    store_now = await settled(gateway)
+    stored = await store_now.get_message(SEED_002_ID)
     assert stored is not None and stored.text == "hello, tworld." and stored.recipient_id == SEAN_ID
-    assert set(await store_of(gateway).get_users(["776627022", SEAN_ID])) == {"776627022", SEAN_ID}
+    assert set(await store_now.get_users(["776627022", SEAN_ID])) == {"776627022", SEAN_ID}
     emulator.state.requests.clear()
     second = await gateway.post(f"/1.1/direct_messages/destroy.json?id={SEED_002_ID}")
     assert second.status == 200
     # The store answers only a participant: whom the caller's credential acts for is asked once.
     assert upstream_calls(emulator) == [("GET", "/2/users/me"), ("DELETE", f"/2/dm_events/{SEED_002_ID}")]
-    assert (await store_of(gateway).get_deletion(SEED_002_ID)) is not None
+    store_now = await settled(gateway)
+    assert (await store_now.get_deletion(SEED_002_ID)) is not None
+
+
+class _HeldWrites(MemoryStore):
+    """A memory store whose message writes wait until ``open`` is set, counting the store calls that write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open = asyncio.Event()
+        self.writes: list[str] = []
+
+    async def put_messages(self, messages) -> None:  # type: ignore[no-untyped-def]
+        self.writes.append("put_messages")
+        await self.open.wait()
+        await super().put_messages(messages)
+
+    async def mark_deleted_many(self, deletions) -> None:  # type: ignore[no-untyped-def]
+        self.writes.append("mark_deleted_many")
+        await super().mark_deleted_many(deletions)
+
+
+async def test_a_store_miss_answers_before_its_message_is_stored_then_stores_it_with_its_deletion(
+    make_gateway, emulator
+) -> None:
+    """A destroy whose message the store lacks answers from v2's lookup without waiting for the store; the
+    message goes in after the answer, before its deletion record, in one pass for the destroys of a moment."""
+    store = _HeldWrites()
+    client = await make_gateway(store=store)
+    async with asyncio.timeout(10):  # a destroy that waited for its message's write would never answer
+        answers = await asyncio.gather(
+            *(client.post(f"/1.1/direct_messages/destroy.json?id={message_id}") for message_id in PLAIN_IDS)
+        )
+    assert [answer.status for answer in answers] == [200, 200]  # while no message could be written
+    assert await store.get_message(PLAIN_IDS[0]) is None
+    store.open.set()
+    await settled(client)
+    for message_id in PLAIN_IDS:
+        stored = await store.get_message(message_id)
+        assert stored is not None and stored.id == message_id
+        assert await store.get_deletion(message_id) is not None
+    assert store.writes.count("put_messages") <= 2 and store.writes[-1] == "mark_deleted_many"
 
 
 async def test_sqlite_store_survives_a_restart(aiohttp_client, emulator, tmp_path) -> None:

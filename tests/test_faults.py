@@ -34,7 +34,7 @@ from tests.conftest import (
     XDEV_TOKEN,
     GatewayFactory,
     gateway_config,
-    store_of,
+    settled,
 )
 
 SEAN_ID, MICK_ID, VANISHED_ID = "38895958", "776627022", "999999999"
@@ -192,14 +192,15 @@ async def assert_untouched(
     client: TestClient, emulator: EmulatorServer, message_id: str, before: DirectMessage | None
 ) -> None:
     """The data promise: the store holds exactly what it held, no deletion, and v2 still has the event."""
-    store = store_of(client)
+    store = await settled(client)
     assert await store.get_message(message_id) == before
     assert await store.get_deletion(message_id) is None
     assert not emulator.state.is_deleted_for(message_id, SEAN_ID)
 
 
 async def assert_deleted(client: TestClient, emulator: EmulatorServer, message_id: str) -> None:
-    assert await store_of(client).get_deletion(message_id) is not None
+    store_now = await settled(client)
+    assert await store_now.get_deletion(message_id) is not None
     assert emulator.state.is_deleted_for(message_id, SEAN_ID)
 
 
@@ -276,7 +277,8 @@ async def test_failed_delete_changes_nothing_and_a_retry_succeeds(
     seeded = await send(client, seed_route, MESSAGE_ID)
     assert_error(seeded, seed_route, seed_kind, MESSAGE_ID)
     assert ("GET", f"/2/dm_events/{MESSAGE_ID}") in upstream_calls(emulator)
-    before = await store_of(client).get_message(MESSAGE_ID)
+    store_now = await settled(client)
+    before = await store_now.get_message(MESSAGE_ID)
     assert before is not None and before.text == MESSAGE_TEXT
     await assert_untouched(client, emulator, MESSAGE_ID, before)
 
@@ -295,7 +297,8 @@ async def test_failed_delete_changes_nothing_and_a_retry_succeeds(
     retry = await send(client, route, MESSAGE_ID)
     assert_message(retry, route, MESSAGE_ID, MESSAGE_TEXT, "theSeanCook", "s0c1alm3dia")
     await assert_deleted(client, emulator, MESSAGE_ID)
-    assert await store_of(client).get_message(MESSAGE_ID) == before
+    store_now = await settled(client)
+    assert await store_now.get_message(MESSAGE_ID) == before
 
 
 async def test_a_reset_delete_is_tried_twice_by_aiohttp_and_then_reported(
@@ -362,7 +365,8 @@ async def test_an_exhausted_quota_is_the_dialects_rate_limit_error_with_its_head
 
     seeded = await send(client, seed_route, MESSAGE_ID)
     assert_error(seeded, seed_route, "rate_limited", MESSAGE_ID)
-    before = await store_of(client).get_message(MESSAGE_ID)
+    store_now = await settled(client)
+    before = await store_now.get_message(MESSAGE_ID)
     assert before is not None
 
     reply = await send(client, route, MESSAGE_ID)
@@ -452,7 +456,8 @@ async def test_when_the_users_lookup_fails_no_delete_is_sent(
     # The event, then the users: a GET, so tried again twice (the default upstream.retries) before giving up.
     assert upstream_calls(emulator) == [("GET", f"/2/dm_events/{VANISHED_SENDER_ID}")] + [("GET", "/2/users")] * 3
     assert not emulator.state.is_deleted_for(VANISHED_SENDER_ID, SEAN_ID)
-    assert await store_of(client).get_deletion(VANISHED_SENDER_ID) is None
+    store_now = await settled(client)
+    assert await store_now.get_deletion(VANISHED_SENDER_ID) is None
 
 
 async def test_the_events_dialect_sends_only_the_delete(make_gateway: GatewayFactory, emulator: EmulatorServer) -> None:
@@ -462,7 +467,8 @@ async def test_the_events_dialect_sends_only_the_delete(make_gateway: GatewayFac
     assert upstream_calls(emulator) == [("DELETE", f"/2/dm_events/{MESSAGE_ID}")]
     assert emulator.state.is_deleted_for(MESSAGE_ID, SEAN_ID)
     # Nothing was looked up, so there was nothing to learn.
-    assert await store_of(client).get_message(MESSAGE_ID) is None
+    store_now = await settled(client)
+    assert await store_now.get_message(MESSAGE_ID) is None
 
 
 # --- successful deletes --------------------------------------------------------------------------------
@@ -546,7 +552,8 @@ async def test_a_non_message_event_is_not_found_and_never_deleted(
     assert_error(reply, route, "message_not_found", JOIN_EVENT_ID)
     assert upstream_calls(emulator) == [("GET", f"/2/dm_events/{JOIN_EVENT_ID}")]
     assert not emulator.state.is_deleted_for(JOIN_EVENT_ID, SEAN_ID)
-    assert await store_of(client).get_message(JOIN_EVENT_ID) is None
+    store_now = await settled(client)
+    assert await store_now.get_message(JOIN_EVENT_ID) is None
 
 
 @pytest.mark.parametrize("route", BODY_ROUTES)
@@ -595,7 +602,7 @@ async def test_a_delete_answered_with_html_is_an_internal_error(
     reply = await send(client, route, MESSAGE_ID)
     assert_error(reply, route, "upstream_failure", MESSAGE_ID)
     assert seen == (["GET", "DELETE"] if route.looks_up else ["DELETE"])
-    store = store_of(client)
+    store = await settled(client)
     assert await store.get_deletion(MESSAGE_ID) is None
     if route.looks_up:
         learned = await store.get_message(MESSAGE_ID)

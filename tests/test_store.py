@@ -28,7 +28,7 @@ from gateway.store.redis import INDEX_TRIM_INTERVAL, RedisStore
 from gateway.store.sqlite import SCHEMA_VERSION, SQLiteStore
 from gateway.store.sqlite import schema as sqlite_schema
 from gateway.store.sqlite import store as sqlite_store
-from tests.conftest import SEED_002_ID, gateway_config, opened_store, redis_namespace, store_of
+from tests.conftest import SEED_002_ID, gateway_config, opened_store, redis_namespace, settled, store_of
 
 
 def make_message(message_id: str = "1001", **changes: object) -> DirectMessage:
@@ -1503,6 +1503,7 @@ async def test_the_gateway_opens_its_store_with_the_configured_key_and_retention
     assert (store.message_retention, store.user_max_age) == (4321, 321)
     response = await client.post(f"/1.1/direct_messages/destroy.json?id={SEED_002_ID}")
     assert response.status == 200
+    await settled(client)  # the message v2 described is stored after the answer
     conn = sqlite3.connect(path)
     try:
         (raw,) = conn.execute("SELECT record FROM messages WHERE id = ?", (SEED_002_ID,)).fetchone()

@@ -38,7 +38,7 @@ from tests.conftest import (
     SEED_002_ID,
     XDEV_TOKEN,
     GatewayFactory,
-    store_of,
+    settled,
 )
 from tests.relay import TcpRelay
 from tests.relay import relayed_redis_store as relayed_store
@@ -93,6 +93,7 @@ async def test_redis_outage_destroys_from_upstream_and_the_store_returns_without
     assert emulator.state.is_deleted_for(SEED_002_ID, SEAN_ID)
     assert relay.refused > 0
 
+    await settled(client)  # what the destroy left to write after its answer, tried while Redis is away
     relay.restore()  # same gateway, same store object: no restart
     assert await store.get_message(SEED_002_ID) is None  # nothing was written during the outage
 
@@ -100,7 +101,7 @@ async def test_redis_outage_destroys_from_upstream_and_the_store_returns_without
     emulator.state.faults.append(FaultRule(method="DELETE", action="status", status=503, times=FAIL_ONE_DELETE))
     failed = await client.post(f"/1.1/direct_messages/destroy.json?id={PLAIN_IDS[0]}")
     assert failed.status == 503
-    learned = await store.get_message(PLAIN_IDS[0])
+    learned = await (await settled(client)).get_message(PLAIN_IDS[0])
     assert learned is not None and learned.text == "second message" and learned.recipient_id == MICK_ID
     assert set(await store.get_users([SEAN_ID, MICK_ID])) == {SEAN_ID, MICK_ID}
 
@@ -160,13 +161,13 @@ async def test_sqlite_file_failing_mid_run_destroys_from_upstream_and_recovers(
 ) -> None:
     path = tmp_path / "faulty.sqlite3"
     client = await make_gateway(store_url=f"sqlite:///{path}")
-    store = store_of(client)
+    store = await settled(client)
     assert isinstance(store, SQLiteStore)
 
     # Before the fault: ENTITIES_ID is learned through a failed delete.
     emulator.state.faults.append(FaultRule(method="DELETE", action="status", status=503, times=FAIL_ONE_DELETE))
     assert (await client.post(f"/1.1/direct_messages/destroy.json?id={ENTITIES_ID}")).status == 503
-    assert await store.get_message(ENTITIES_ID) is not None
+    assert await (await settled(client)).get_message(ENTITIES_ID) is not None
 
     real, real_reader = store._worker.db, store._loop_db
     assert real is not None and real_reader is not None
@@ -192,6 +193,7 @@ async def test_sqlite_file_failing_mid_run_destroys_from_upstream_and_recovers(
         assert fault.raised > 0 and reader_fault.raised > 0
         with pytest.raises(StoreError, match="disk I/O error"):
             await store.get_message(ENTITIES_ID)
+        await settled(client)  # what the destroys left to write after their answers, tried on the failing disk
     finally:
         fault.failing = reader_fault.failing = False  # the disk is back: the same connections work again
 
@@ -202,7 +204,7 @@ async def test_sqlite_file_failing_mid_run_destroys_from_upstream_and_recovers(
 
     emulator.state.faults.append(FaultRule(method="DELETE", action="status", status=503, times=FAIL_ONE_DELETE))
     assert (await client.post(f"/1.1/direct_messages/destroy.json?id={PLAIN_IDS[1]}")).status == 503
-    assert (await store.get_message(PLAIN_IDS[1])) is not None
+    assert (await (await settled(client)).get_message(PLAIN_IDS[1])) is not None
     emulator.state.requests.clear()
     response = await client.post(f"/1.1/direct_messages/destroy.json?id={PLAIN_IDS[1]}")
     assert response.status == 200, await response.text()

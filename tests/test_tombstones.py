@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from gateway.app import create_app
 from gateway.keys import SERVICE_KEY
-from tests.conftest import MARCOS_TOKEN, MICK_TOKEN, PLAIN_IDS, SEED_002_ID, SEED_003_XML_ID, gateway_config, store_of
+from tests.conftest import (
+    MARCOS_TOKEN,
+    MICK_TOKEN,
+    PLAIN_IDS,
+    SEED_002_ID,
+    SEED_003_XML_ID,
+    gateway_config,
+    settled,
+)
 
 CLASSIC = "/1.1/direct_messages/destroy.json"
 
@@ -38,14 +46,16 @@ async def test_a_retried_statusnet_and_events_destroy_answer_as_the_first_time(g
 async def test_a_tombstone_answers_only_the_caller_who_deleted(gateway, emulator) -> None:
     assert (await gateway.post(f"{CLASSIC}?id={SEED_002_ID}")).status == 200  # the sidecar, as theSeanCook
     await gateway.server.app[SERVICE_KEY].drain()  # deletions are recorded after their answers
-    deletion = await store_of(gateway).get_deletion(SEED_002_ID)
+    store_now = await settled(gateway)
+    deletion = await store_now.get_deletion(SEED_002_ID)
     assert deletion is not None and deletion.by == "sidecar"
     # Another participant still sees the message: v2 deletes it for them, a real delete.
     mick = {"Authorization": f"Bearer {MICK_TOKEN}"}
     assert (await gateway.post(f"{CLASSIC}?id={SEED_002_ID}", headers=mick)).status == 200
     assert emulator.state.is_deleted_for(SEED_002_ID, "776627022")
     await gateway.server.app[SERVICE_KEY].drain()
-    sidecar, mick_deletion = await store_of(gateway).get_deletions(SEED_002_ID)
+    store_now = await settled(gateway)
+    sidecar, mick_deletion = await store_now.get_deletions(SEED_002_ID)
     assert sidecar == deletion and mick_deletion.by.startswith("bearer:")  # type: ignore[union-attr]
     assert MICK_TOKEN not in mick_deletion.by  # type: ignore[operator]
     # Each deleter has a record of its own, so both retries are answered as the first calls were.
@@ -68,7 +78,7 @@ async def test_a_tombstone_past_its_window_is_v2s_404(aiohttp_client, emulator) 
 
 async def test_a_late_learned_body_does_not_resurrect_a_deleted_message(gateway, emulator) -> None:
     assert (await gateway.post(f"{CLASSIC}?id={SEED_002_ID}")).status == 200
-    store = store_of(gateway)
+    store = await settled(gateway)
     message = await store.get_message(SEED_002_ID)
     await store.put_messages([message])  # e.g. a pass-through body read before the delete, arriving after it
     assert await store.get_deletion(SEED_002_ID) is not None
