@@ -107,6 +107,29 @@ async def test_a_list_learns_only_what_changed_since_the_last(gateway, emulator)
     assert stored is not None and stored.text == "edited on v2"
 
 
+async def test_a_page_read_again_byte_for_byte_is_not_taken_apart_again(gateway, emulator, monkeypatch) -> None:
+    """A client polling its inbox reads v2's same page again and again: the second time, no event or user of it
+    is digested, converted or put in the store; a page that changed is taken apart again."""
+    from gateway import service
+
+    digests: list[int] = []
+
+    def counted(data: dict[str, Any]) -> int:
+        digests.append(1)
+        return json_digest(data)
+
+    monkeypatch.setattr(service, "json_digest", counted)
+    puts = count_puts(store_of(gateway), [False])
+    first = await (await gateway.get(RECEIVED)).read()
+    assert digests and len(puts) == 1
+    del digests[:]
+    assert await (await gateway.get(RECEIVED)).read() == first
+    assert digests == [] and len(puts) == 1
+    emulator.state.events[SEED_002_ID]["text"] = "edited on v2"
+    assert b"edited on v2" in await (await gateway.get(RECEIVED)).read()
+    assert digests and puts[-1] == [SEED_002_ID]
+
+
 # The users v2's answers name -----------------------------------------------------------------------------
 
 MICK_ID = "776627022"

@@ -92,12 +92,16 @@ class NotFoundAfterLostAttempt(MessageNotFound):
 
 
 class V2Response:
-    __slots__ = ("body", "rate_limit", "status")
+    """A v2 answer: its status, its JSON ``body`` parsed, the bytes it was parsed from (``raw``) and its
+    rate-limit headers."""
 
-    def __init__(self, status: int, body: dict[str, Any], rate_limit: RateLimit | None) -> None:
+    __slots__ = ("body", "rate_limit", "raw", "status")
+
+    def __init__(self, status: int, body: dict[str, Any], rate_limit: RateLimit | None, raw: bytes = b"") -> None:
         self.status = status
         self.body = body
         self.rate_limit = rate_limit
+        self.raw = raw
 
 
 def rate_limit_from(headers: Mapping[str, str]) -> RateLimit | None:
@@ -298,7 +302,7 @@ class UpstreamClient:
             raise UpstreamFailure(f"{method} {path}: body is not JSON") from exc
         if not isinstance(document, dict):
             raise UpstreamFailure(f"{method} {path}: body is not a JSON object")
-        return V2Response(status, document, rate_limit)
+        return V2Response(status, document, rate_limit, raw)
 
     def _url(self, path: str, params: Mapping[str, str] | None) -> tuple[URL, str]:
         """``base_url + path`` with ``params`` as its query, as a URL and as the text a credential signs.
