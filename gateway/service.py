@@ -453,8 +453,7 @@ class DMService:
         described = {key: value for key, value in data.items() if key != "receives_your_dm"}
         users, new = self._users_as_learned([described], now)
         [user] = users.values()
-        if await self._learn([], [learned for _, _, learned in new]):
-            self._learned_users.remember(new, now)
+        await self._learn_described([], new, now)
         if data.get("receives_your_dm") is False:
             raise RecipientRefuses("v2 says the recipient does not receive the caller's messages")
         return user
@@ -589,8 +588,8 @@ class DMService:
     async def _learn_lookups(self, lookups: list[_Unlearned]) -> None:
         """Put the messages of v2 lookups, and the users they described anew, in the store."""
         new_users = [new for lookup in lookups for new in lookup.new_users]
-        if await self._learn([lookup.message for lookup in lookups], [user for _, _, user in new_users]):
-            self._learned_users.remember(new_users, min(lookup.read_at for lookup in lookups))
+        read_at = min(lookup.read_at for lookup in lookups)
+        await self._learn_described([lookup.message for lookup in lookups], new_users, read_at)
 
     async def _learn_page(self, response: V2Response) -> tuple[list[DirectMessage], dict[str, User]]:
         """The one-to-one messages of a v2 event list, newest first, learned with their users: only the events
@@ -599,7 +598,7 @@ class DMService:
         into then, found by one digest of the page instead of one per event and user."""
         page_digest = hash(response.raw)
         now = self._clock()
-        known_page = self._learned_pages.known(str(page_digest), page_digest, now) if response.raw else None
+        known_page = self._learned_pages.known(str(page_digest), page_digest, now)
         if known_page is not None:
             page_messages, page_users = known_page[0]
             return list(page_messages), dict(page_users)
@@ -622,11 +621,9 @@ class DMService:
             if message is not None:
                 messages.append(message)
         users, new_users = self._users_as_learned(included_users(response.body), now)
-        if await self._learn([m for _, _, m in new if m is not None], [user for _, _, user in new_users]):
+        if await self._learn_described([m for _, _, m in new if m is not None], new_users, now):
             self._learned_events.remember(new, now)
-            self._learned_users.remember(new_users, now)
-            if response.raw:
-                self._learned_pages.remember([(str(page_digest), page_digest, (tuple(messages), dict(users)))], now)
+            self._learned_pages.remember([(str(page_digest), page_digest, (tuple(messages), dict(users)))], now)
         return messages, users
 
     def _users_as_learned(
@@ -692,6 +689,16 @@ class DMService:
         users = users_from_answer(response.body)
         await self._learn([], users)
         return {u.id: u for u in users}
+
+    async def _learn_described(
+        self, messages: list[DirectMessage], new_users: list[tuple[str, int, User]], read_at: float
+    ) -> bool:
+        """``_learn`` the messages and the users v2 described anew (``_users_as_learned``), those users then
+        remembered as learned at ``read_at``; whether both went in."""
+        stored = await self._learn(messages, [user for _, _, user in new_users])
+        if stored:
+            self._learned_users.remember(new_users, read_at)
+        return stored
 
     async def _learn(self, messages: list[DirectMessage], users: list[User]) -> bool:
         """Put ``messages`` and ``users`` in the store, both at once (on SQLite, one commit); whether both went

@@ -97,7 +97,7 @@ class V2Response:
 
     __slots__ = ("body", "rate_limit", "raw", "status")
 
-    def __init__(self, status: int, body: dict[str, Any], rate_limit: RateLimit | None, raw: bytes = b"") -> None:
+    def __init__(self, status: int, body: dict[str, Any], rate_limit: RateLimit | None, raw: bytes) -> None:
         self.status = status
         self.body = body
         self.rate_limit = rate_limit
