@@ -59,7 +59,7 @@ def request_for(call: str, base: str, index: int) -> tuple[str, str, dict[str, s
 class Signer:
     """The Authorization header for one request: the caller's bearer token (the sender's, for a send), or an
     OAuth 1.0a signature (destroys and lists only) with a nonce of its own, made as the gateway signs its
-    upstream requests (``signed_header``), not with authlib's client, which costs the load generator, on the
+    upstream requests (``OAUTH1_SIGNER``), not with authlib's client, which costs the load generator, on the
     server's CPUs, several hundred µs a request. ``run`` signs every request before the part it measures, so
     the OAuth 1.0a runs and the bearer runs they are compared with load the machine alike while measured."""
 
@@ -76,19 +76,13 @@ class Signer:
     def __call__(self, method: str, url: str) -> str:
         if not self._oauth1:
             return self._bearer
-        return signed_header(method, url, secrets.token_hex(16), str(int(time.time())))
+        return OAUTH1_SIGNER.sign(method, url, secrets.token_hex(16), str(int(time.time())))
 
 
 #: The benchmark's caller as an OAuth 1.0a signer: its consumer and token, which the emulator and the gateway know.
 OAUTH1_SIGNER = OAuth1Credential(
     fixtures.CONSUMER_KEY, fixtures.CONSUMER_SECRET, fixtures.OAUTH_TOKEN, fixtures.OAUTH_TOKEN_SECRET
 )
-
-
-def signed_header(method: str, url: str, nonce: str, timestamp: str) -> str:
-    """``Authorization: OAuth ...`` for ``method url`` (no form body), signed with HMAC-SHA1 as the
-    benchmark's consumer and token."""
-    return OAUTH1_SIGNER.sign(method, url, nonce, timestamp)
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:

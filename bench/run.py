@@ -76,9 +76,9 @@ class Server:
     ``kind``: emulator, proxy (the minimal one), same-calls, gateway (in process, bench.servers) or serve
     (``dm-gateway serve``); ``option``: the store of a gateway or serve; for a same-calls proxy, ``miss`` (it
     asks v2 for the message before a destroy), ``oauth1`` (it signs its v2 calls with OAuth 1.0a, as the
-    gateway does for an OAuth 1.0a caller) or both, joined by ``+``; ``upstream``: ``main`` (the emulator of the destroys) or
-    ``lists`` (the one of the lists and sends); ``processes``: the workers of serve, the processes of a
-    same-calls proxy."""
+    gateway does for an OAuth 1.0a caller) or both, joined by ``+``; ``upstream``: ``main`` (the emulator of
+    the destroys) or ``lists`` (the one of the lists and sends); ``processes``: the workers of serve, the
+    processes of a same-calls proxy."""
 
     kind: str
     option: str = ""

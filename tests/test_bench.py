@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from bench import fixtures
-from bench.load import OAUTH1_SIGNER, Signer, request_for, signed_header
+from bench.load import OAUTH1_SIGNER, Signer, request_for
 from bench.proxy import create_same_calls_app
 from bench.run import PATHS, Server, adjacent_pairs, adjacent_ratios, assign_ids, plan, schedule
 from bench.servers import emulator_state, gateway_config, prepared_store
@@ -145,7 +145,7 @@ def test_the_load_generators_signature_is_the_one_authlib_makes(
     def fields(header: str) -> dict[str, str]:
         return dict(re.findall(r'(\w+)="([^"]*)"', header))
 
-    assert fields(signed_header(method, url, "a1b2-c3~d4", "1700000000")) == fields(headers["Authorization"])
+    assert fields(OAUTH1_SIGNER.sign(method, url, "a1b2-c3~d4", "1700000000")) == fields(headers["Authorization"])
 
 
 @pytest.mark.parametrize("stores", [["sqlite", "memory"], ["memory"]])
