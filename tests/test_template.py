@@ -19,6 +19,7 @@ from gateway.errors import ERROR_KINDS
 from gateway.model import DirectMessage, Entities, Hashtag, Mention, MessageView, Url, User
 from gateway.render import mapping as mapping_module
 from gateway.render import serialize
+from gateway.render import template as template_module
 from gateway.render.mapping import load_mapping
 from gateway.render.serialize import to_json, to_xml
 from gateway.render.template import MappingError, Renderer, check_references, compile_template, compile_value
@@ -639,3 +640,27 @@ def test_xml_text_round_trips_minus_invalid_characters(text: str) -> None:
     # Carriage returns are written as character references, so even XML's line-end normalization
     # (section 2.11) gives them back exactly.
     assert parsed == "".join(ch for ch in text if _xml_char(ch))
+
+
+@given(
+    st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2090, 1, 1)),
+    st.integers(min_value=-14 * 60, max_value=14 * 60),
+)
+def test_a_date_formats_alike_in_any_zone_and_when_formatted_before(naive: datetime, minutes: int) -> None:
+    """Kept formatted dates answer only for equal values: the same instant in another zone gives the same
+    text, a naive value (UTC) its own."""
+    r = Renderer({}, TWITTER_DATE)
+    aware = naive.replace(tzinfo=UTC).astimezone(timezone(timedelta(minutes=minutes)))
+    expected = Renderer({}, TWITTER_DATE).format_date(naive.replace(tzinfo=UTC))
+    assert r.format_date(aware) == expected
+    assert r.format_date(naive.replace(tzinfo=UTC)) == expected
+    assert r.format_date(naive) == expected  # naive: taken as UTC
+    assert r.format_date(aware + timedelta(seconds=1)) != expected
+
+
+def test_kept_dates_are_bounded() -> None:
+    r = Renderer({}, TWITTER_DATE)
+    start = datetime(2012, 9, 7, tzinfo=UTC)
+    for second in range(3 * template_module.DATE_CACHE_SIZE):
+        assert r.format_date(start + timedelta(seconds=second)).endswith(f":{second % 60:02d} +0000 2012")
+    assert len(r._dates) <= template_module.DATE_CACHE_SIZE

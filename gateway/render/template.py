@@ -45,6 +45,8 @@ class MappingError(ValueError):
 
 #: Rendered objects (users) kept per renderer.
 OBJECT_CACHE_SIZE = 1024
+#: Formatted dates kept per renderer (more than an inbox page of 800 messages).
+DATE_CACHE_SIZE = 1024
 
 #: The types of attribute values an object is kept for: equal values of one of these types render alike
 #: whatever the filters (a datetime once its time zone and fold are known too).
@@ -79,6 +81,8 @@ class Renderer:
         }
         #: (template name, value) -> (the value it was rendered for, the object).
         self._objects: dict[tuple[str, Any], tuple[Any, SharedObject]] = {}
+        #: Dates as formatted lately: a list shows the same messages call after call.
+        self._dates: dict[datetime, str] = {}
 
     def render(self, name: str, context: Mapping[str, Any]) -> dict[str, Any]:
         return self.templates[name].render(context, self)
@@ -111,7 +115,16 @@ class Renderer:
     def format_date(self, value: datetime) -> str:
         """A legacy date: the mapping's ``date_format``, a ``str.format`` string naming any of weekday, month
         (both English abbreviations, whatever the process locale), day, hour, minute, second and year, in UTC.
-        A naive value is taken to be UTC already."""
+        A naive value is taken to be UTC already. Equal values format alike (equal aware ones are one
+        instant; a naive one equals no aware one), so the last ``DATE_CACHE_SIZE`` are kept."""
+        text = self._dates.get(value)
+        if text is None:
+            if len(self._dates) >= DATE_CACHE_SIZE:
+                self._dates.clear()
+            text = self._dates[value] = self._format_date(value)
+        return text
+
+    def _format_date(self, value: datetime) -> str:
         if value.tzinfo is not None and value.tzinfo is not UTC:
             value = value.astimezone(UTC)
         return self.date_format.format(
