@@ -152,6 +152,10 @@ class FailingConnection:
     def in_transaction(self) -> bool:
         return self.real.in_transaction
 
+    @property
+    def total_changes(self) -> int:  # read after a commit (a checkpoint may be due)
+        return self.real.total_changes
+
     def close(self) -> None:
         self.real.close()
 
