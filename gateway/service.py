@@ -130,6 +130,14 @@ class Learned(Generic[L]):
             return None
         return (entry[1],)
 
+    def latest(self, key: str, now: float) -> tuple[L] | None:
+        """``(what it was made into,)`` when ``key`` was learned less than ``max_age`` ago, from whatever JSON;
+        else None."""
+        entry = self._entries.get(key)
+        if entry is None or now - entry[2] >= self._max_age:
+            return None
+        return (entry[1],)
+
     def remember(self, learned: list[tuple[str, int, L]], now: float) -> None:
         for key, digest, value in learned:
             self._entries[key] = (digest, value, now)
@@ -344,7 +352,8 @@ class DMService:
         sender, recipient = users.get(message.sender_id), users.get(message.recipient_id)
         if sender is not None and recipient is not None:  # the store had both, as it mostly does
             return MessageView(message, sender, recipient), unlearned
-        [view] = await self._views([message], users, principal, request_id)
+        # A user missing from what the store answered is one it lost: asked of it again, and then of v2.
+        [view] = await self._views([message], users, principal, request_id, lately=unlearned is not None)
         return view, unlearned
 
     # Read ----------------------------------------------------------------------------------------------
@@ -505,8 +514,9 @@ class DMService:
         data = response.body.get("data")
         if not isinstance(data, dict) or not isinstance(data.get("id"), str):
             raise UpstreamFailure("v2 answered /2/users/me without a user")
-        me = user_from_v2(data)
-        await self._learn([], [me])
+        users, new = self._users_as_learned([data], self._clock())
+        [me] = users.values()
+        await self._learn_described([], new, self._clock())
         self._callers[principal.identity] = (grant, me.id)
         self._callers.move_to_end(principal.identity)
         if len(self._callers) > CALLER_CACHE_SIZE:
@@ -653,12 +663,18 @@ class DMService:
         request_id: str | None,
         *,
         users_shown: bool = True,
+        lately: bool = True,
     ) -> list[MessageView]:
-        """Each message with both its users: from ``users``, else the store, else one v2 lookup per 100
-        users (which also learns them); a user found nowhere is a placeholder with only an id. When the
+        """Each message with both its users: from ``users``, else (with ``lately``) as this gateway put them
+        in the store lately (``Learned``: within the hour, and half the store's retention), else the store, else one v2 lookup per
+        100 users (which also learns them); a user found nowhere is a placeholder with only an id. When the
         answer does not show users (``users_shown`` False), a failed lookup does not fail the call."""
         wanted = {m.sender_id for m in messages} | {m.recipient_id for m in messages}
         missing = wanted - users.keys()
+        if missing and lately:
+            now = self._clock()
+            learned = {i: known[0] for i in missing if (known := self._learned_users.latest(i, now)) is not None}
+            users, missing = users | learned, missing - learned.keys()
         if missing:
             users = users | await self._quietly(self.store.get_users(missing), "get_users", {})
             missing = wanted - users.keys()

@@ -26,6 +26,7 @@ from tests.conftest import (
 )
 
 SEAN_ID = "38895958"
+S0C1ALM3DIA_ID = "776627022"
 MARCOS = {"Authorization": f"Bearer {MARCOS_TOKEN}"}
 
 
@@ -300,3 +301,34 @@ async def test_a_retry_gets_its_tombstone_before_the_record_reaches_the_store(ai
     await gateway.server.app[SERVICE_KEY].drain()
     sidecar, mick_deletion = await store.get_deletions(SEED_002_ID)
     assert sidecar.by == "sidecar" and (mick_deletion.by or "").startswith("bearer:")
+
+
+class _CountedUserReads(MemoryStore):
+    """A memory store that records the ids of every ``get_users`` call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.user_reads: list[list[str]] = []
+
+    async def get_users(self, user_ids):  # type: ignore[no-untyped-def]
+        ids = sorted(user_ids)
+        self.user_reads.append(ids)
+        return await super().get_users(ids)
+
+
+async def test_a_store_miss_takes_the_users_the_gateway_learned_lately_without_asking_the_store(
+    make_gateway, emulator
+) -> None:
+    """v2's lookup of a message names its sender only; a recipient this gateway learned a moment ago is taken
+    as learned, with no store read for it. The caller sends the first message (its recipient never seen: the
+    store is asked, then v2) and receives the second (the caller, learned on the gateway's first call)."""
+    store = _CountedUserReads()
+    client = await make_gateway(store=store)
+    reads = []
+    for message_id in PLAIN_IDS:
+        response = await client.post(f"/1.1/direct_messages/destroy.json?id={message_id}")
+        assert response.status == 200
+        body = orjson.loads(await response.read())
+        assert {body["sender"]["screen_name"], body["recipient"]["screen_name"]} == {"theSeanCook", "s0c1alm3dia"}
+        reads.append(store.user_reads[:])
+    assert reads == [[[S0C1ALM3DIA_ID]], [[S0C1ALM3DIA_ID]]]
