@@ -113,9 +113,11 @@ class Learned(Generic[L]):
     """What v2's answers lately described and the gateway converted and learned (put in the store), by v2's
     id: a digest of v2's JSON for it (``json_digest``), what it was made into, and when. Every list call reads
     v2's newest page again, and a store-miss destroy's lookup names the same sender again and again: what v2
-    describes as before is taken from here, neither converted nor put in the store again. Something the store
-    turns out not to hold is forgotten here, so it is learned when next seen; the least recently learned go
-    first once there are ``size``."""
+    describes as before is taken from here, neither converted nor put in the store again. Users the gateway
+    last put in the store or read from it (with ``NO_DIGEST`` when not from v2's JSON) are shown as they were
+    then until ``max_age`` (``latest``), without asking the store again. Something the store turns out not to
+    hold is forgotten here, so it is learned when next seen; the least recently learned go first once there
+    are ``size``."""
 
     def __init__(self, size: int, max_age: float) -> None:
         self._size = size
@@ -148,6 +150,11 @@ class Learned(Generic[L]):
     def forget(self, keys: Iterable[str]) -> None:
         for key in keys:
             self._entries.pop(key, None)
+
+
+#: The digest ``Learned`` keeps for something not made from v2's JSON (a user read from the store, or put
+#: there from an answer whose JSON was not kept): no JSON's digest matches it, only ``latest`` finds it.
+NO_DIGEST = 0
 
 
 def json_digest(data: dict[str, Any]) -> int:
@@ -665,18 +672,21 @@ class DMService:
         users_shown: bool = True,
         lately: bool = True,
     ) -> list[MessageView]:
-        """Each message with both its users: from ``users``, else (with ``lately``) as this gateway put them
-        in the store lately (``Learned``: within the hour, and half the store's retention), else the store, else one v2 lookup per
+        """Each message with both its users: from ``users``, else (with ``lately``) as this gateway last put
+        them in the store or read them from it (``Learned``: within the hour, and half the store's retention),
+        else the store, else one v2 lookup per
         100 users (which also learns them); a user found nowhere is a placeholder with only an id. When the
         answer does not show users (``users_shown`` False), a failed lookup does not fail the call."""
         wanted = {m.sender_id for m in messages} | {m.recipient_id for m in messages}
         missing = wanted - users.keys()
+        now = self._clock()
         if missing and lately:
-            now = self._clock()
             learned = {i: known[0] for i in missing if (known := self._learned_users.latest(i, now)) is not None}
             users, missing = users | learned, missing - learned.keys()
         if missing:
-            users = users | await self._quietly(self.store.get_users(missing), "get_users", {})
+            stored = await self._quietly(self.store.get_users(missing), "get_users", {})
+            self._learned_users.remember([(user.id, NO_DIGEST, user) for user in stored.values()], now)
+            users = users | stored
             missing = wanted - users.keys()
         if missing:
             self._learned_users.forget(missing)  # learned, perhaps, but the store no longer has them
@@ -724,9 +734,10 @@ class DMService:
             puts.append(self._quietly(_done(self.store.put_messages(messages)), "put_messages", False))
         if users:
             puts.append(self._quietly(_done(self.store.put_users(users)), "put_users", False))
-        if len(puts) == 1:  # no task to make for one
-            return await puts[0]
-        return all(await asyncio.gather(*puts))
+        stored = await puts[0] if len(puts) == 1 else all(await asyncio.gather(*puts))  # no task made for one
+        if stored and users:
+            self._learned_users.remember([(user.id, NO_DIGEST, user) for user in users], self._clock())
+        return stored
 
     async def _quietly(self, call: Awaitable[T], what: str, fallback: T) -> T:
         """A store that cannot answer is a cache miss, not an outage: log it and carry on from upstream."""

@@ -11,6 +11,7 @@ import pytest
 from gateway.app import create_app
 from gateway.emulator import FaultRule
 from gateway.keys import SERVICE_KEY
+from gateway.model import User
 from gateway.store.memory import MemoryStore
 from tests.conftest import (
     ENTITIES_ID,
@@ -332,3 +333,25 @@ async def test_a_store_miss_takes_the_users_the_gateway_learned_lately_without_a
         assert {body["sender"]["screen_name"], body["recipient"]["screen_name"]} == {"theSeanCook", "s0c1alm3dia"}
         reads.append(store.user_reads[:])
     assert reads == [[[S0C1ALM3DIA_ID]], [[S0C1ALM3DIA_ID]]]
+
+
+async def test_a_user_read_from_the_store_is_not_read_again_within_the_hour(make_gateway, emulator) -> None:
+    """A recipient v2's lookup does not describe, once read from the store (put there by another gateway,
+    say), is shown as read for the next calls: a round trip fewer on Redis for every such message."""
+    store = _CountedUserReads()
+    await store.put_users([User(id=S0C1ALM3DIA_ID, username="s0c1alm3dia", name="As another gateway stored it")])
+    client = await make_gateway(store=store)
+    shown = []
+    for _ in range(3):  # the caller sent the message: v2's lookup includes the caller only
+        response = await client.get("/1.1/direct_messages/show.json", params={"id": PLAIN_IDS[0]})
+        assert response.status == 200
+        shown.append(orjson.loads(await response.read())["recipient"]["name"])
+        await settled(client)
+    assert shown == ["As another gateway stored it"] * 3
+    assert store.user_reads == [[S0C1ALM3DIA_ID]]
+    # What this gateway learns of the user anew replaces what it read.
+    emulator.state.users[S0C1ALM3DIA_ID]["name"] = "Renamed on v2"
+    assert (await client.get("/1.1/users/show.json", params={"screen_name": "s0c1alm3dia"})).status == 200
+    response = await client.get("/1.1/direct_messages/show.json", params={"id": PLAIN_IDS[0]})
+    assert orjson.loads(await response.read())["recipient"]["name"] == "Renamed on v2"
+    assert store.user_reads == [[S0C1ALM3DIA_ID]]
