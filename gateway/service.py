@@ -521,9 +521,10 @@ class DMService:
         data = response.body.get("data")
         if not isinstance(data, dict) or not isinstance(data.get("id"), str):
             raise UpstreamFailure("v2 answered /2/users/me without a user")
-        users, new = self._users_as_learned([data], self._clock())
+        now = self._clock()
+        users, new = self._users_as_learned([data], now)
         [me] = users.values()
-        await self._learn_described([], new, self._clock())
+        await self._learn_described([], new, now)
         self._callers[principal.identity] = (grant, me.id)
         self._callers.move_to_end(principal.identity)
         if len(self._callers) > CALLER_CACHE_SIZE:
@@ -674,9 +675,9 @@ class DMService:
     ) -> list[MessageView]:
         """Each message with both its users: from ``users``, else (with ``lately``) as this gateway last put
         them in the store or read them from it (``Learned``: within the hour, and half the store's retention),
-        else the store, else one v2 lookup per
-        100 users (which also learns them); a user found nowhere is a placeholder with only an id. When the
-        answer does not show users (``users_shown`` False), a failed lookup does not fail the call."""
+        else the store, else one v2 lookup per 100 users (which also learns them); a user found nowhere is a
+        placeholder with only an id. When the answer does not show users (``users_shown`` False), a failed
+        lookup does not fail the call."""
         wanted = {m.sender_id for m in messages} | {m.recipient_id for m in messages}
         missing = wanted - users.keys()
         now = self._clock()
