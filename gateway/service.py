@@ -127,18 +127,18 @@ class Learned(Generic[L]):
     def known(self, key: str, digest: int, now: float) -> tuple[L] | None:
         """``(what it was made into,)`` when ``key`` was learned from JSON of this digest less than ``max_age``
         ago; else None."""
-        entry = self._entries.get(key)
-        if entry is None or entry[0] != digest or now - entry[2] >= self._max_age:
-            return None
-        return (entry[1],)
+        entry = self._live(key, now)
+        return (entry[1],) if entry is not None and entry[0] == digest else None
 
     def latest(self, key: str, now: float) -> tuple[L] | None:
         """``(what it was made into,)`` when ``key`` was learned less than ``max_age`` ago, from whatever JSON;
         else None."""
+        entry = self._live(key, now)
+        return (entry[1],) if entry is not None else None
+
+    def _live(self, key: str, now: float) -> tuple[int, L, float] | None:
         entry = self._entries.get(key)
-        if entry is None or now - entry[2] >= self._max_age:
-            return None
-        return (entry[1],)
+        return entry if entry is not None and now - entry[2] < self._max_age else None
 
     def remember(self, learned: list[tuple[str, int, L]], now: float) -> None:
         for key, digest, value in learned:
@@ -545,7 +545,7 @@ class DMService:
         user = user_from_answer(response.body)
         if user is None:
             raise UserNotFound("v2 knows no such user", rate_limit=response.rate_limit)
-        await self._learn([], [user])
+        await self._learn_users([user])
         return Outcome(users=(user,), rate_limit=response.rate_limit)
 
     async def lookup_users(self, op: LookupUsers, principal: Principal, request_id: str | None = None) -> Outcome:
@@ -567,7 +567,7 @@ class DMService:
         unique = list(seen.values())
         if not unique:
             raise NoUserMatches("v2 knows none of the users named", rate_limit=rate_limit)
-        await self._learn([], unique)
+        await self._learn_users(unique)
         return Outcome(users=tuple(unique), rate_limit=rate_limit)
 
     async def rate_limit_status(self, op: RateLimitStatus, principal: Principal) -> Outcome:
@@ -714,20 +714,25 @@ class DMService:
     ) -> dict[str, User]:
         response = await self.upstream.get_users(user_ids, principal, request_id)
         users = users_from_answer(response.body)
-        await self._learn([], users)
+        await self._learn_users(users)
         return {u.id: u for u in users}
 
     async def _learn_described(
         self, messages: list[DirectMessage], new_users: list[tuple[str, int, User]], read_at: float
     ) -> bool:
-        """``_learn`` the messages and the users v2 described anew (``_users_as_learned``), those users then
+        """``_put`` the messages and the users v2 described anew (``_users_as_learned``), those users then
         remembered as learned at ``read_at``; whether both went in."""
-        stored = await self._learn(messages, [user for _, _, user in new_users])
+        stored = await self._put(messages, [user for _, _, user in new_users])
         if stored:
             self._learned_users.remember(new_users, read_at)
         return stored
 
-    async def _learn(self, messages: list[DirectMessage], users: list[User]) -> bool:
+    async def _learn_users(self, users: list[User]) -> None:
+        """``_put`` users whose v2 JSON is not kept, then remember them as learned (``NO_DIGEST``)."""
+        if await self._put([], users) and users:
+            self._learned_users.remember([(user.id, NO_DIGEST, user) for user in users], self._clock())
+
+    async def _put(self, messages: list[DirectMessage], users: list[User]) -> bool:
         """Put ``messages`` and ``users`` in the store, both at once (on SQLite, one commit); whether both went
         in (a failure is only logged)."""
         puts = []
@@ -735,10 +740,9 @@ class DMService:
             puts.append(self._quietly(_done(self.store.put_messages(messages)), "put_messages", False))
         if users:
             puts.append(self._quietly(_done(self.store.put_users(users)), "put_users", False))
-        stored = await puts[0] if len(puts) == 1 else all(await asyncio.gather(*puts))  # no task made for one
-        if stored and users:
-            self._learned_users.remember([(user.id, NO_DIGEST, user) for user in users], self._clock())
-        return stored
+        if len(puts) == 1:  # no task to make for one
+            return await puts[0]
+        return all(await asyncio.gather(*puts))
 
     async def _quietly(self, call: Awaitable[T], what: str, fallback: T) -> T:
         """A store that cannot answer is a cache miss, not an outage: log it and carry on from upstream."""
