@@ -851,6 +851,102 @@ async def test_a_user_read_on_the_loop_is_always_the_last_one_written_by_either_
                 await opened.close()
 
 
+# Consumers and tokens read on the loop are kept while nobody else writes --------------------------------
+
+
+def credential_reads(store: SQLiteStore) -> list[str]:
+    """The statements reading the consumers or tokens table that the loop's connection runs from now on."""
+    assert store._loop_db is not None
+    statements: list[str] = []
+    store._loop_db.set_trace_callback(
+        lambda sql: statements.append(sql) if "FROM consumers" in sql or "FROM tokens" in sql else None
+    )
+    return statements
+
+
+async def test_the_loop_keeps_the_consumer_and_token_it_read_while_nonces_and_messages_are_written(
+    store: SQLiteStore,
+) -> None:
+    await store.put_consumer(Consumer("ck", "consumer secret"))
+    await store.put_token(Token("tok", "ck", "token secret"))
+    reads = credential_reads(store)
+    for i in range(3):
+        assert await store.get_consumer("ck") == Consumer("ck", "consumer secret")
+        assert await store.get_token("tok") == Token("tok", "ck", "token secret")
+        assert await store.remember_nonce("oauth1:ck:tok", f"n{i}", 2e9, now=1e9)
+        await store.put_messages([make_message(str(i + 1))])
+    assert len(reads) == 2
+    assert await store.get_token("unknown") is None and await store.get_token("unknown") is None
+    assert len(reads) == 4  # what is not there is asked for every time: nothing kept for it
+
+
+async def test_kept_credentials_give_way_to_the_loops_own_writes(store: SQLiteStore) -> None:
+    await store.put_consumer(Consumer("ck", "consumer secret"))
+    await store.put_token(Token("tok", "ck", "token secret"))
+    assert await store.get_token("tok") == Token("tok", "ck", "token secret")
+    await store.put_token(Token("tok", "ck", "rotated", upstream_user="marcos"))
+    assert await store.get_token("tok") == Token("tok", "ck", "rotated", upstream_user="marcos")
+    assert await store.get_consumer("ck") == Consumer("ck", "consumer secret")
+    await store.put_consumer(Consumer("ck", "new consumer secret", via_upstream_app=True))
+    assert await store.get_consumer("ck") == Consumer("ck", "new consumer secret", via_upstream_app=True)
+    assert await store.remove_credential("token", "tok")
+    assert await store.get_token("tok") is None
+    await store.put_token(Token("tok2", "ck", "s"))
+    assert await store.get_token("tok2") == Token("tok2", "ck", "s")
+    assert await store.remove_credential("consumer", "ck")  # its tokens go with it
+    assert await store.get_consumer("ck") is None and await store.get_token("tok2") is None
+
+
+async def test_kept_credentials_give_way_to_a_commit_by_another_connection(store: SQLiteStore, tmp_path: Path) -> None:
+    other = await SQLiteStore.open(str(tmp_path / "s.sqlite3"))
+    try:
+        await store.put_consumer(Consumer("ck", "consumer secret"))
+        await store.put_token(Token("tok", "ck", "token secret"))
+        assert await store.get_consumer("ck") == Consumer("ck", "consumer secret")
+        assert await store.get_token("tok") == Token("tok", "ck", "token secret")
+        await other.put_token(Token("tok", "ck", "rotated elsewhere"))
+        assert await store.get_token("tok") == Token("tok", "ck", "rotated elsewhere")
+        await other.remove_credential("consumer", "ck")  # dm-gateway credentials remove, in another process
+        assert await store.get_consumer("ck") is None and await store.get_token("tok") is None
+    finally:
+        await other.close()
+
+
+async def test_kept_credentials_are_bounded(store: SQLiteStore) -> None:
+    store.credential_cache_size = 4
+    for i in range(10):
+        await store.put_consumer(Consumer(f"ck{i}", "s"))
+    for i in range(10):
+        assert await store.get_consumer(f"ck{i}") == Consumer(f"ck{i}", "s")
+        assert len(store._consumers) <= 4
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(writes=st.lists(st.tuples(st.sampled_from([0, 1]), st.sampled_from(["put", "remove"]), st.text("ab", max_size=2)),
+                       min_size=1, max_size=8))  # fmt: skip
+async def test_a_token_read_on_the_loop_is_always_the_last_one_written_by_either_store(
+    writes: list[tuple[int, str, str]],
+) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        path = str(Path(directory) / "shared.sqlite3")
+        stores = [await SQLiteStore.open(path), await SQLiteStore.open(path)]
+        try:
+            await stores[0].put_consumer(Consumer("ck", "s"))
+            latest: Token | None = None
+            for which, what, secret in writes:
+                if what == "put":
+                    latest = Token("tok", "ck", secret or "-")
+                    await stores[which].put_token(latest)
+                else:
+                    await stores[which].remove_credential("token", "tok")
+                    latest = None
+                for reader in stores:
+                    assert await reader.get_token("tok") == latest
+        finally:
+            for opened in stores:
+                await opened.close()
+
+
 # Purges scan, so they run on the worker thread -----------------------------------------------------------
 
 

@@ -7,9 +7,10 @@ Guarantees:
   error) is read again on the worker thread, which waits out a lock and reports a real failure as
   ``StoreError``.
 - The messages asked for with their users in one turn of the event loop are read together at its end.
-- Users read on the loop are kept while the file's ``data_version`` stands (no other connection committed),
-  each until the loop's own commit writes it again, so a read never answers an older user than the last
-  committed.
+- Users, consumers and tokens read on the loop are kept while the file's ``data_version`` stands (no other
+  connection committed): a user until the loop's own commit writes it again, consumers and tokens until the
+  loop's own commit writes or removes any of them. A read never answers an older record than the last
+  committed, and an OAuth 1.0a request's two credential reads cost a version check instead.
 - Writes go through the writer (``writer.py``): committed in batches, each caller answered after its commit.
 - Every check-then-write (a nonce spent, a request token or pending record taken, a small id given) is one
   write in one transaction, under SQLite's write lock, so processes sharing the file agree.
@@ -52,6 +53,7 @@ from gateway.store.sqlite.worker import Worker
 from gateway.store.sqlite.writer import Op, Outcome, Writer, answer, answer_from, commit
 
 T = TypeVar("T")
+C = TypeVar("C", Consumer, Token)
 
 log = logging.getLogger("gateway.store")
 
@@ -67,8 +69,9 @@ class SQLiteStore:
     nonce_purge_interval = 500
     # Expired messages and users are deleted with the first message or user write and then every this many.
     purge_interval = 500
-    # Users the loop keeps decoded between reads, at most.
+    # Users, and consumers and tokens, the loop keeps decoded between reads, at most.
     user_cache_size = 4096
+    credential_cache_size = 4096
 
     def __init__(
         self,
@@ -90,9 +93,12 @@ class SQLiteStore:
         self._loop_db: sqlite3.Connection | None = None  # never waits; used on the event loop only
         self._writer = Writer(None, self._worker)
         self._closed = False
-        # Users read on the loop: id -> (fetched_at, user), valid for one data_version of the file.
+        # Read on the loop and valid for one data_version of the file: users, id -> (fetched_at, user), and
+        # consumers by key and tokens by token.
         self._users: dict[str, tuple[float, User]] = {}
-        self._users_version: int | None = None
+        self._consumers: dict[str, Consumer] = {}
+        self._tokens: dict[str, Token] = {}
+        self._kept_version: int | None = None
         # Messages asked for with their users in this turn of the event loop, read together at its end.
         self._wanted: list[tuple[int, asyncio.Future[tuple[DirectMessage | None, dict[str, User]]]]] = []
         self._nonce_calls = 0
@@ -214,13 +220,9 @@ class SQLiteStore:
         """The users ``ids`` fetched after ``cutoff``. On the loop's connection, those it kept from an earlier
         read while the file's ``data_version`` is what it was then (no other connection committed since, and
         the loop's own commits forget the users they write), and the rest from the file."""
-        if db is not self._loop_db:
+        if not self._keeping(db):
             return {user.id: user for user, _ in _user_rows(db, ids, cutoff)}
-        (version,) = db.execute("PRAGMA data_version").fetchone()
         kept = self._users
-        if version != self._users_version:
-            kept.clear()
-            self._users_version = version
         found: dict[str, User] = {}
         missing: list[str] = []
         for user_id in ids:
@@ -239,6 +241,40 @@ class SQLiteStore:
                 kept[user.id] = (fetched_at, user)
                 found[user.id] = user
         return found
+
+    def _keeping(self, db: sqlite3.Connection) -> bool:
+        """Whether what is read on ``db`` may be kept: only on the loop's connection. What it kept is
+        forgotten first if another connection has committed since it was read (the file's ``data_version``
+        moved on)."""
+        if db is not self._loop_db:
+            return False
+        (version,) = db.execute("PRAGMA data_version").fetchone()
+        if version != self._kept_version:
+            self._users.clear()
+            self._forget_credentials()
+            self._kept_version = version
+        return True
+
+    def _kept_credential(
+        self, db: sqlite3.Connection, kept: dict[str, C], key: str, read: Callable[[], C | None]
+    ) -> C | None:
+        """The consumer or token ``key``: ``kept`` from an earlier read on the loop's connection, or ``read``
+        (and kept there, when there is one)."""
+        keeping = self._keeping(db)
+        record = kept.get(key) if keeping else None
+        if record is None:
+            record = read()
+            if keeping and record is not None:
+                if len(kept) >= self.credential_cache_size:
+                    kept.clear()
+                kept[key] = record
+        return record
+
+    def _forget_credentials(self) -> None:
+        """Drop every kept consumer and token: another connection committed, or the loop's own commit wrote
+        or removed one (removing a consumer removes its tokens)."""
+        self._consumers.clear()
+        self._tokens.clear()
 
     async def get_deletions(self, message_id: str) -> tuple[Deletion, ...]:
         key = _key(message_id)
@@ -332,17 +368,21 @@ class SQLiteStore:
     async def put_consumer(self, consumer: Consumer) -> None:
         # An upsert, not INSERT OR REPLACE: replacing the row would cascade and delete the consumer's tokens.
         secret = codec.seal(consumer.secret, self._cipher)
-        await self._writer.write(_writer(_UPSERT_CONSUMER, [(consumer.key, secret, int(consumer.via_upstream_app))]))
+        row = (consumer.key, secret, int(consumer.via_upstream_app))
+        await self._writer.write(_writer(_UPSERT_CONSUMER, [row]), on_commit=self._forget_credentials)
 
     async def get_consumer(self, key: str) -> Consumer | None:
         def read(db: sqlite3.Connection) -> Consumer | None:
-            row = db.execute("SELECT key, secret, via_upstream_app FROM consumers WHERE key = ?", (key,)).fetchone()
-            if row is None:
-                return None
-            secret = self._secret(row[1], f"consumer {key!r}")
-            return Consumer(key=row[0], secret=secret, via_upstream_app=bool(row[2]))
+            return self._kept_credential(db, self._consumers, key, lambda: self._read_consumer(db, key))
 
         return await self._read(read)
+
+    def _read_consumer(self, db: sqlite3.Connection, key: str) -> Consumer | None:
+        row = db.execute("SELECT key, secret, via_upstream_app FROM consumers WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        secret = self._secret(row[1], f"consumer {key!r}")
+        return Consumer(key=row[0], secret=secret, via_upstream_app=bool(row[2]))
 
     async def put_token(self, token: Token) -> None:
         secret = codec.seal(token.secret, self._cipher)
@@ -354,27 +394,30 @@ class SQLiteStore:
                 raise ValueError(f"no consumer {token.consumer_key!r}")
             db.execute(_UPSERT_TOKEN, row)
 
-        await self._writer.write(write)
+        await self._writer.write(write, on_commit=self._forget_credentials)
 
     async def get_token(self, token: str) -> Token | None:
         def read(db: sqlite3.Connection) -> Token | None:
-            row = db.execute(
-                "SELECT token, consumer_key, secret, upstream_token, upstream_secret, upstream_user FROM tokens "
-                "WHERE token = ?",
-                (token,),
-            ).fetchone()
-            if row is None:
-                return None
-            return Token(
-                token=row[0],
-                consumer_key=row[1],
-                secret=self._secret(row[2], f"token {token!r}"),
-                upstream_token=row[3],
-                upstream_secret=None if row[4] is None else self._secret(row[4], f"token {token!r}"),
-                upstream_user=row[5],
-            )
+            return self._kept_credential(db, self._tokens, token, lambda: self._read_token(db, token))
 
         return await self._read(read)
+
+    def _read_token(self, db: sqlite3.Connection, token: str) -> Token | None:
+        row = db.execute(
+            "SELECT token, consumer_key, secret, upstream_token, upstream_secret, upstream_user FROM tokens "
+            "WHERE token = ?",
+            (token,),
+        ).fetchone()
+        if row is None:
+            return None
+        return Token(
+            token=row[0],
+            consumer_key=row[1],
+            secret=self._secret(row[2], f"token {token!r}"),
+            upstream_token=row[3],
+            upstream_secret=None if row[4] is None else self._secret(row[4], f"token {token!r}"),
+            upstream_user=row[5],
+        )
 
     async def put_request_token(self, token: RequestToken) -> None:
         row = (token.token, token.expires_at, codec.seal_request_token(token, self._cipher))
@@ -438,7 +481,8 @@ class SQLiteStore:
             raise ValueError(f"unknown credential kind {kind!r}")
         table, column = table_and_column
         statement = f"DELETE FROM {table} WHERE {column} = ?"
-        removed: int = await self._writer.write(lambda db: db.execute(statement, (key,)).rowcount)
+        forget = self._forget_credentials if kind != "user" else None
+        removed: int = await self._writer.write(lambda db: db.execute(statement, (key,)).rowcount, on_commit=forget)
         return removed > 0
 
     async def list_credentials(self) -> list[CredentialEntry]:
