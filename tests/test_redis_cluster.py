@@ -3,6 +3,7 @@ a hash tag, and two gateways on one cluster. The store's whole contract runs on 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 from collections.abc import AsyncIterator
@@ -20,7 +21,7 @@ from gateway.store.base import StoreError
 from gateway.store.factory import check_store, open_store
 from gateway.store.redis import DEFAULT_PREFIX, RedisStore, redis_client
 from tests.conftest import MARCOS_TOKEN, SEED_003_JSON_ID, gateway_config, opened_store
-from tests.test_store import make_message
+from tests.test_store import make_message, make_user
 
 MARCOS = {"Authorization": f"Bearer {MARCOS_TOKEN}"}
 
@@ -110,6 +111,22 @@ async def test_a_message_and_its_deletions_share_a_slot_and_messages_spread(
     primaries = {raw.get_node_from_key(f"{prefix}msg:{{{i}}}").name for i in ids}
     assert len(primaries) == 3  # one record's keys together, the records over every primary
     assert (await cluster_store.size()).messages == 30
+
+
+async def test_messages_of_one_turn_are_read_together_from_every_primary(cluster_store: RedisStore, raw: Any) -> None:
+    ids = [str(1001 + i) for i in range(12)]
+    messages = [make_message(i, sender_id=str(100 + n), recipient_id=str(200 + n)) for n, i in enumerate(ids)]
+    await cluster_store.put_messages(messages)
+    await cluster_store.put_users([make_user(str(k + n)) for n in range(12) for k in (100, 200)])
+    await raw.initialize()
+    assert len({raw.get_node_from_key(f"{cluster_store.prefix}msg:{{{i}}}").name for i in ids}) == 3
+
+    results = await asyncio.gather(*(cluster_store.get_message_with_users(i) for i in [*ids, "404"]))
+
+    assert results[-1] == (None, {})
+    for message, (found, users) in zip(messages, results, strict=False):
+        assert found == message
+        assert users == {u: make_user(u) for u in (message.sender_id, message.recipient_id)}
 
 
 async def test_names_that_need_escaping_in_a_hash_tag_round_trip(cluster_store: RedisStore, raw: Any) -> None:

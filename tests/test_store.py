@@ -1090,6 +1090,96 @@ async def test_redis_prefixes_keep_stores_apart(redis_url: str, redis_store: Red
             await neighbour.close()
 
 
+class MgetCount:
+    """Counts the MGETs a Redis store sends, by the kind of key they read (``msg`` or ``user``)."""
+
+    def __init__(self, store: RedisStore) -> None:
+        self.kinds: list[str] = []
+        mget = store._client.mget
+
+        async def counted(keys: list[str]) -> list[bytes | None]:
+            self.kinds.append(keys[0][len(store.prefix) :].split(":")[0])
+            return await mget(keys)  # type: ignore[no-any-return]
+
+        store._client.mget = counted
+
+
+async def test_redis_messages_asked_for_in_one_turn_of_the_loop_are_read_together(redis_store: RedisStore) -> None:
+    other_pair = make_message("1003", sender_id="22", recipient_id="33")
+    await redis_store.put_messages([make_message("1001"), other_pair])
+    await redis_store.put_users([make_user("11"), make_user("22"), make_user("33")])
+    reads = MgetCount(redis_store)
+
+    results = await asyncio.gather(*(redis_store.get_message_with_users(i) for i in ("1001", "404", "1003", "1001")))
+
+    both = {"11": make_user("11"), "22": make_user("22")}
+    assert results == [
+        (make_message("1001"), both),
+        (None, {}),
+        (other_pair, {"22": make_user("22"), "33": make_user("33")}),
+        (make_message("1001"), both),
+    ]
+    assert reads.kinds == ["msg", "user"]  # one round trip for the four messages, one for all their users
+    assert await redis_store.get_message_with_users("1003") == results[2]  # a later turn reads on its own
+    assert reads.kinds == ["msg", "user"] * 2
+
+
+async def test_redis_a_record_that_cannot_be_read_fails_its_own_caller_only(
+    redis_store: RedisStore, redis_url: str
+) -> None:
+    await redis_store.put_messages([make_message("1001"), make_message("1002"), make_message("1003", sender_id="99")])
+    await redis_store.put_users([make_user("11"), make_user("22")])
+    raw = await _raw_redis(redis_url)
+    try:
+        await raw.set(f"{redis_store.prefix}msg:1002", b"not json")
+        await raw.set(f"{redis_store.prefix}user:99", b"[]")
+    finally:
+        await raw.aclose()
+    good, bad_message, bad_user, missing = await asyncio.gather(
+        *(redis_store.get_message_with_users(i) for i in ("1001", "1002", "1003", "404")), return_exceptions=True
+    )
+    assert good == (make_message("1001"), {"11": make_user("11"), "22": make_user("22")})
+    assert isinstance(bad_message, StoreError) and isinstance(bad_user, StoreError)
+    assert missing == (None, {})
+    with pytest.raises(StoreError):  # as a read of that user alone
+        await redis_store.get_users(["22", "99"])
+
+
+async def test_redis_a_caller_gone_before_the_read_is_not_read_for(redis_store: RedisStore) -> None:
+    await redis_store.put_messages([make_message("1001"), make_message("1002")])
+    await redis_store.put_users([make_user("11"), make_user("22")])
+    reads = MgetCount(redis_store)
+    gone = asyncio.ensure_future(redis_store.get_message_with_users("1002"))
+    stays = asyncio.ensure_future(redis_store.get_message_with_users("1001"))
+    await asyncio.sleep(0)  # both are waiting for the read at the end of this turn
+    gone.cancel()
+    assert (await stays)[0] == make_message("1001")
+    assert gone.cancelled()
+    assert reads.kinds == ["msg", "user"]
+
+
+async def test_redis_failing_fails_every_caller_of_the_read(redis_store: RedisStore) -> None:
+    await redis_store.put_messages([make_message("1001")])
+
+    async def refused(keys: list[str]) -> list[bytes | None]:
+        raise ConnectionError("Connection refused")
+
+    redis_store._client.mget = refused
+    results = await asyncio.gather(
+        *(redis_store.get_message_with_users(i) for i in ("1001", "1002")), return_exceptions=True
+    )
+    assert all(isinstance(r, StoreError) and "Connection refused" in str(r) for r in results)
+    assert results[0] is not results[1]
+
+
+async def test_redis_a_closed_store_refuses_the_read_of_a_message_with_its_users(redis_url: str) -> None:
+    async with redis_namespace(redis_url) as prefix:
+        closed = await RedisStore.open(redis_url, prefix=prefix)
+        await closed.close()
+        with pytest.raises(StoreError, match="closed"):
+            await closed.get_message_with_users("1001")
+
+
 async def test_redis_an_unreadable_record_is_a_store_error(redis_store: RedisStore, redis_url: str) -> None:
     raw = await _raw_redis(redis_url)
     try:

@@ -53,6 +53,7 @@ expire with their TTL.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import re
@@ -284,6 +285,10 @@ class RedisStore:
         self._clock = clock
         self._closed = False
         self._index_trimmed: dict[str, float] = {}  # kind -> when this process last trimmed its index
+        # Messages asked for with their users in this turn of the event loop, read together at its end; and
+        # the reads under way, held here until they answer.
+        self._wanted: list[tuple[str, asyncio.Future[tuple[DirectMessage | None, dict[str, User]]]]] = []
+        self._reading: set[asyncio.Task[None]] = set()
         try:
             # One quick retry heals a pooled connection the server dropped; a dead server fails within seconds.
             self._client: Any = redis_client(
@@ -374,21 +379,89 @@ class RedisStore:
                 await pipe.execute()
 
     async def get_message_with_users(self, message_id: str) -> tuple[DirectMessage | None, dict[str, User]]:
-        message = await self.get_message(message_id)
-        if message is None:
-            return None, {}
-        return message, await self.get_users({message.sender_id, message.recipient_id})
+        """The message and its users (every destroy's read). The calls made in one turn of the event loop are
+        answered together after it: one MGET of all their messages, then one of all their users, where each
+        alone cost a round trip or two, and a round trip costs the gateway more CPU than the keys it reads
+        (docs/PERFORMANCE.md). A record that cannot be read fails its own caller only."""
+        if self._closed:
+            raise StoreError("redis store is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[DirectMessage | None, dict[str, User]]] = loop.create_future()
+        self._wanted.append((message_id, future))
+        if len(self._wanted) == 1:
+            loop.call_soon(self._read_wanted)
+        return await future
+
+    def _read_wanted(self) -> None:
+        """Start the read for every caller of ``get_message_with_users`` still waiting."""
+        wanted, self._wanted = self._wanted, []
+        callers = [(message_id, future) for message_id, future in wanted if not future.done()]
+        if callers:
+            reading = asyncio.ensure_future(self._answer_wanted(callers))
+            self._reading.add(reading)
+            reading.add_done_callback(self._reading.discard)
+
+    async def _answer_wanted(
+        self, callers: list[tuple[str, asyncio.Future[tuple[DirectMessage | None, dict[str, User]]]]]
+    ) -> None:
+        answers: Sequence[tuple[DirectMessage | None, dict[str, User]] | Exception]
+        try:
+            answers = await self._messages_with_users([message_id for message_id, _ in callers])
+        except Exception as exc:  # noqa: BLE001 - Redis failing (StoreError), or anything else, is every caller's
+            answers = [exc] * len(callers)
+        for (_, future), answer in zip(callers, answers, strict=True):
+            if future.done():
+                continue
+            if isinstance(answer, Exception):
+                future.set_exception(StoreError(*answer.args) if isinstance(answer, StoreError) else answer)
+            else:
+                future.set_result(answer)
+
+    async def _messages_with_users(
+        self, message_ids: list[str]
+    ) -> list[tuple[DirectMessage | None, dict[str, User]] | StoreError]:
+        """For each id, the message (None if not kept) with its users, or the ``StoreError`` of a record that
+        cannot be read (the message's, or one of its users'); Redis failing is raised for all."""
+        with self._guard():
+            values = await self._mget([self._key("msg", message_id) for message_id in message_ids])
+        messages = [_decoded(self._message, data) for data in values]
+        user_ids = sorted({i for m in messages if isinstance(m, DirectMessage) for i in (m.sender_id, m.recipient_id)})
+        users = await self._users(user_ids)
+        answers: list[tuple[DirectMessage | None, dict[str, User]] | StoreError] = []
+        for message in messages:
+            if not isinstance(message, DirectMessage):
+                answers.append((None, {}) if message is None else message)
+                continue
+            pair = {i: users.get(i) for i in (message.sender_id, message.recipient_id)}
+            unreadable = next((user for user in pair.values() if isinstance(user, StoreError)), None)
+            answers.append(unreadable or (message, {i: u for i, u in pair.items() if isinstance(u, User)}))
+        return answers
 
     async def get_users(self, user_ids: Iterable[str]) -> dict[str, User]:
-        ids = sorted(set(user_ids))
+        found: dict[str, User] = {}
+        for user_id, user in (await self._users(sorted(set(user_ids)))).items():
+            if isinstance(user, StoreError):
+                raise user
+            if user is not None:
+                found[user_id] = user
+        return found
+
+    async def _users(self, ids: list[str]) -> dict[str, User | StoreError | None]:
+        """Each of ``ids`` that is kept: its user, or None past its age, or the ``StoreError`` of a record that
+        cannot be read."""
         if not ids:
             return {}
         with self._guard():
-            keys = [self._key("user", uid) for uid in ids]
-            # A cluster's client splits the read per slot; MGET itself needs every key in one slot.
-            values = await (self._client.mget_nonatomic(keys) if self.cluster else self._client.mget(keys))
-        users = (_decode(self._user, data) for data in values if data is not None)
-        return {user.id: user for user in users if user is not None}
+            values = await self._mget([self._key("user", user_id) for user_id in ids])
+        return {
+            user_id: _decoded(self._user, data) for user_id, data in zip(ids, values, strict=True) if data is not None
+        }
+
+    async def _mget(self, keys: list[str]) -> list[bytes | None]:
+        # A cluster's client splits the read per slot; MGET itself needs every key in one slot.
+        return cast(
+            list[bytes | None], await (self._client.mget_nonatomic(keys) if self.cluster else self._client.mget(keys))
+        )
 
     async def put_users(self, users: Iterable[User]) -> None:
         now = self._clock()
@@ -718,8 +791,18 @@ def _older_than(stamp: Any, max_age: int, now: float) -> bool:
     return isinstance(stamp, int | float) and stamp + max_age <= now
 
 
+def _decoded(build: Any, data: bytes | str | None) -> Any:
+    """``_decode`` of a value that may be missing (None), with a record that cannot be read as its error."""
+    if data is None:
+        return None
+    try:
+        return _decode(build, data)
+    except StoreError as exc:
+        return exc
+
+
 def _decode(build: Any, data: bytes | str) -> Any:
     try:
         return build(orjson.loads(data))
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:  # not a record
         raise StoreError(f"redis: unreadable record ({exc.__class__.__name__})") from None
