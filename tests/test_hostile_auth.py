@@ -360,7 +360,7 @@ async def stored_nonces(store: Store) -> dict[str, float]:
         return {nonce: until for (_, nonce), until in store._nonces.items()}
     if isinstance(store, SQLiteStore):
         with sqlite3.connect(store.path) as db:
-            return dict(db.execute("SELECT nonce, expires_at FROM nonces"))
+            return dict(db.execute("SELECT nonce, expires_at FROM spent_nonces"))
     assert isinstance(store, RedisStore)
     raw = store._client
     found = {}
@@ -386,6 +386,26 @@ async def test_a_send_replayed_at_the_edge_of_the_window_gets_through_once(aioht
     nonces = await stored_nonces(any_store)
     assert len(nonces) == 1
     assert next(iter(nonces.values())) > timestamp + WINDOW + 30  # kept well past the window, on the gateway's clock
+
+
+async def test_the_gateway_spends_a_nonce_under_the_timestamp_its_request_signed(
+    aiohttp_client, emulator, tmp_path
+) -> None:
+    """On SQLite, which keeps nonces apart by timestamp: the one the client signed, not the gateway's clock."""
+    store = await SQLiteStore.open(str(tmp_path / "s.sqlite3"))
+    try:
+        await add_credentials(store)
+        gateway = await aiohttp_client(create_app(auth_config(emulator), store=store))
+        timestamp = int(time.time()) - 100
+        target, headers, _ = sign(gateway, "POST", f"{V1_NEW}?screen_name=s0c1alm3dia&text=once", timestamp=timestamp)
+        assert (await raw_request(gateway, "POST", target, headers)).status == 200
+        assert (await raw_request(gateway, "POST", target, headers)).status == 401
+        with sqlite3.connect(store.path) as db:
+            assert db.execute("SELECT timestamp, scope FROM spent_nonces").fetchall() == [
+                (timestamp, f"oauth1:{CONSUMER.key}:{SEAN.token}")
+            ]
+    finally:
+        await store.close()
 
 
 async def test_a_store_keeps_a_nonce_by_the_gateways_clock(any_store) -> None:

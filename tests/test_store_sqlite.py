@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from gateway.auth.credentials import BasicUser, Consumer, OAuth2Grant, Token
 from gateway.model import User
 from gateway.store.base import Deletion, StoreError
-from gateway.store.sqlite import SQLiteStore
+from gateway.store.sqlite import SQLiteStore, schema
+from gateway.store.sqlite import store as sqlite_store
 from gateway.store.sqlite import writer as writer_module
 from tests.test_store import make_message, make_user
 
@@ -1013,11 +1014,77 @@ async def test_a_nonce_is_committed_before_its_answer_and_refused_by_every_proce
     try:
         assert await store.remember_nonce("consumer", "n1", 2e9, now=1e9) is True
         with sqlite3.connect(tmp_path / "s.sqlite3") as db:  # committed, as seen from outside
-            assert db.execute("SELECT count(*) FROM nonces WHERE nonce = 'n1'").fetchone() == (1,)
+            assert db.execute("SELECT count(*) FROM spent_nonces WHERE nonce = 'n1'").fetchone() == (1,)
         assert await other.remember_nonce("consumer", "n1", 2e9, now=1e9) is False
         assert await store.remember_nonce("consumer", "n1", 2e9, now=1e9) is False
     finally:
         await other.close()
+
+
+async def test_nonces_are_kept_apart_by_the_timestamp_their_requests_signed(store: SQLiteStore) -> None:
+    """RFC 5849 3.3: a nonce is unique per timestamp, client and token. A replay signed the same timestamp."""
+    assert await store.remember_nonce("oauth1:ck:tk", "n1", 2e9, now=1e9, timestamp=1_000_000_000) is True
+    assert await store.remember_nonce("oauth1:ck:tk", "n1", 2e9, now=1e9 + 5, timestamp=1_000_000_000) is False
+    assert await store.remember_nonce("oauth1:ck:tk", "n1", 2e9, now=1e9, timestamp=1_000_000_001) is True
+    assert await store.remember_nonce("oauth1:ck:other", "n1", 2e9, now=1e9, timestamp=1_000_000_000) is True
+    # Expired (on the caller's clock): the same request may be accepted again, as before.
+    assert await store.remember_nonce("oauth1:ck:tk", "n1", 2e9 + 10, now=2e9, timestamp=1_000_000_000) is True
+
+
+def write_version_7_file(path: Path, nonces: list[tuple[str, str, float]]) -> None:
+    """A file as a schema-7 gateway left it, holding ``nonces`` (scope, nonce, expires_at)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        for version in range(1, 8):
+            for statement in schema.MIGRATIONS[version]:
+                conn.execute(statement)
+        conn.execute("PRAGMA user_version = 7")
+        conn.executemany("INSERT INTO nonces (scope, nonce, expires_at) VALUES (?, ?, ?)", nonces)
+    finally:
+        conn.close()
+
+
+async def test_a_nonce_spent_before_the_upgrade_is_refused_at_any_timestamp_while_it_lives(tmp_path: Path) -> None:
+    path = tmp_path / "v7.sqlite3"
+    write_version_7_file(path, [("oauth1:ck:tk", "live", 2e9), ("oauth1:ck:tk", "dead", 1e9 - 1)])
+    store = await SQLiteStore.open(str(path))
+    try:
+        for timestamp in (999_999_000, 1_000_000_000, None):
+            assert await store.remember_nonce("oauth1:ck:tk", "live", 2e9, now=1e9, timestamp=timestamp) is False
+        assert await store.remember_nonce("oauth1:ck:other", "live", 2e9, now=1e9, timestamp=1_000_000_000) is True
+        assert await store.remember_nonce("oauth1:ck:tk", "dead", 2e9, now=1e9, timestamp=1_000_000_000) is True
+        assert await store.remember_nonce("oauth1:ck:tk", "live", 3e9, now=2e9, timestamp=2_000_000_000) is True
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT name FROM sqlite_master WHERE name = 'nonces'").fetchall() == []
+
+
+async def test_a_purge_reads_the_oldest_nonces_only_and_spares_a_longer_lived_replicas(
+    store: SQLiteStore, tmp_path: Path
+) -> None:
+    store.nonce_purge_interval = 1  # every call purges first
+    other = await SQLiteStore.open(str(tmp_path / "s.sqlite3"))  # a replica whose window is ten times as long
+    try:
+        start = 1_000_000_000
+        assert await store.remember_nonce("s", "short", start + 360, now=start, timestamp=start) is True
+        assert await other.remember_nonce("s", "long", start + 3600, now=start, timestamp=start) is True
+        # Past the first nonce's life, before the second's end: the purge takes the first only.
+        later = start + 400
+        assert await store.remember_nonce("s", "new", later + 360, now=later, timestamp=later) is True
+        with sqlite3.connect(tmp_path / "s.sqlite3") as db:
+            assert {row[0] for row in db.execute("SELECT nonce FROM spent_nonces")} == {"long", "new"}
+        assert await other.remember_nonce("s", "long", start + 3600, now=later, timestamp=start) is False
+    finally:
+        await other.close()
+    assert store._loop_db is not None
+    for statement, params in (
+        (sqlite_store._REMEMBER_NONCE, {"timestamp": 1, "scope": "s", "nonce": "n", "expires_at": 2.0, "now": 1.0}),
+        (sqlite_store._PURGE_NONCES, {"oldest_live": 1.0, "now": 1.0}),
+    ):
+        plan = " ".join(row[-1] for row in store._loop_db.execute("EXPLAIN QUERY PLAN " + statement, params))
+        assert "SCAN spent_nonces" not in plan and "SEARCH spent_nonces USING PRIMARY KEY" in plan, plan
 
 
 async def test_a_nonce_waits_out_another_process_holding_the_write_lock(store: SQLiteStore, tmp_path: Path) -> None:

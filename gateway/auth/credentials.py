@@ -151,12 +151,17 @@ class CredentialStore(Protocol):
     async def take_pending(self, key: str) -> bytes | None:
         """``get_pending`` and remove it, in one step: of callers racing for one record, one gets it."""
 
-    async def remember_nonce(self, scope: str, nonce: str, expires_at: float, *, now: float | None = None) -> bool:
+    async def remember_nonce(
+        self, scope: str, nonce: str, expires_at: float, *, now: float | None = None, timestamp: int | None = None
+    ) -> bool:
         """True the first time (scope, nonce) is seen before ``expires_at``; False for a replay.
 
         ``now`` and ``expires_at`` are on the caller's clock (epoch seconds; ``now`` defaults to this host's):
         a nonce is live while ``now < expires_at`` and a live one is never replaced. A backend's own clock
-        (Redis's) decides nothing, except when to drop a nonce long dead."""
+        (Redis's) decides nothing, except when to drop a nonce long dead. ``timestamp`` is the one the request
+        signed: a backend may then keep nonces apart by it, as RFC 5849 (3.3) asks them to be unique only per
+        timestamp, client and token (SQLite does, which lets it write them in time order); a replay, which
+        signed the same timestamp, is refused all the same."""
 
 
 # Passwords ---------------------------------------------------------------------------------------------

@@ -339,8 +339,12 @@ class Authenticator:
         client's next call; it is kept, on this gateway's clock, past the last instant its timestamp could be
         accepted. ``token`` is "" for a call without one (a request token, xAuth)."""
         scope = f"oauth1:{consumer_key}:{token}"
-        expires_at = int(oauth["oauth_timestamp"]) + self._window + NONCE_MARGIN
-        if not await self._store.remember_nonce(scope, oauth["oauth_nonce"], expires_at, now=self._clock()):
+        timestamp = int(oauth["oauth_timestamp"])
+        expires_at = timestamp + self._window + NONCE_MARGIN
+        spent = self._store.remember_nonce(
+            scope, oauth["oauth_nonce"], expires_at, now=self._clock(), timestamp=timestamp
+        )
+        if not await spent:
             raise NotAuthenticated("nonce replayed")
 
     def _signed_uris(self, request: web.Request) -> list[str]:

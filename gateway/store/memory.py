@@ -339,7 +339,10 @@ class MemoryStore:
             ((u.username, u.grant) for u in self._basic_users.values()),
         )
 
-    async def remember_nonce(self, scope: str, nonce: str, expires_at: float, *, now: float | None = None) -> bool:
+    async def remember_nonce(
+        self, scope: str, nonce: str, expires_at: float, *, now: float | None = None, timestamp: int | None = None
+    ) -> bool:
+        # Kept per scope and nonce, whatever the timestamp: stricter than the contract asks.
         if now is None:
             now = time.time()  # nonces expire on the wall clock their expires_at was computed from
         if self._nonces.find((scope, nonce), now) is not None:

@@ -709,7 +709,10 @@ class RedisStore:
             names.add(_untag(name[1:-1]) if self.cluster else name)
         return sorted(names)
 
-    async def remember_nonce(self, scope: str, nonce: str, expires_at: float, *, now: float | None = None) -> bool:
+    async def remember_nonce(
+        self, scope: str, nonce: str, expires_at: float, *, now: float | None = None, timestamp: int | None = None
+    ) -> bool:
+        # Kept per scope and nonce, whatever the timestamp: stricter than the contract asks.
         key = self._key("nonce", f"{scope}:{nonce.replace('%', '%25').replace(':', '%3A')}")
         if now is None:
             now = time.time()

@@ -8,7 +8,8 @@ only once the schema is current; ``check_file`` creates and changes nothing.
 
 Schema versions: 1 messages and users; 2 credentials (``consumers``, ``tokens``, ``basic_users``, ``nonces``);
 3 messages keyed by their id as an integer (the rowid); 4 a message's deletions as a JSON object of deleter
-and time; 5 the OAuth 1.0a provider's columns and ``request_tokens``; 6 ``pending``; 7 ``small_ids``.
+and time; 5 the OAuth 1.0a provider's columns and ``request_tokens``; 6 ``pending``; 7 ``small_ids``; 8 nonces
+keyed by their timestamp first.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from gateway.store.base import StoreError
 
 log = logging.getLogger("gateway.store")
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 #: The files SQLite keeps beside a database, by the suffix of their names.
 COMPANIONS = ("-wal", "-shm", "-journal")
@@ -134,6 +135,22 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
                small INTEGER PRIMARY KEY AUTOINCREMENT,
                id TEXT NOT NULL UNIQUE
            )""",
+    ),
+    # Nonces keyed by the timestamp their request signed, then scope and nonce: unique per timestamp, client
+    # and token, as RFC 5849 (3.3) asks, and each new one written beside the last ones instead of anywhere in
+    # the table, with no index beside it. A nonce spent before this version (or without a timestamp) has
+    # timestamp -1 and is refused at any timestamp while it lives.
+    8: (
+        """CREATE TABLE spent_nonces (
+               timestamp INTEGER NOT NULL,
+               scope TEXT NOT NULL,
+               nonce TEXT NOT NULL,
+               expires_at REAL NOT NULL,
+               PRIMARY KEY (timestamp, scope, nonce)
+           ) WITHOUT ROWID""",
+        """INSERT INTO spent_nonces (timestamp, scope, nonce, expires_at)
+           SELECT -1, scope, nonce, expires_at FROM nonces""",
+        "DROP TABLE nonces",
     ),
 }
 

@@ -515,17 +515,26 @@ class SQLiteStore:
         with codec.opened(f"sqlite: the upstream grant of user {username!r}"):
             return codec.grant_from_record(codec.loads(text), self._cipher)
 
-    async def remember_nonce(self, scope: str, nonce: str, expires_at: float, *, now: float | None = None) -> bool:
+    async def remember_nonce(
+        self, scope: str, nonce: str, expires_at: float, *, now: float | None = None, timestamp: int | None = None
+    ) -> bool:
+        """Keyed by ``timestamp`` first, so a new nonce lands beside the last ones (schema version 8); one
+        remembered without a timestamp is refused at any timestamp while it lives, as every nonce was before."""
         purge = self._nonce_calls % self.nonce_purge_interval == 0
         self._nonce_calls += 1
         if now is None:
             now = time.time()
+        row = {"timestamp": NO_TIMESTAMP if timestamp is None else timestamp, "scope": scope, "nonce": nonce,
+               "expires_at": expires_at, "now": now}  # fmt: skip
+        # The purge reads the table from its start (its oldest timestamps) only as far as this nonce's own
+        # life ago; a row there that a replica with a longer life wrote is left until it expires.
+        oldest_live = now if timestamp is None else now - (expires_at - timestamp)
 
         def write(db: sqlite3.Connection) -> bool:
             if purge:
-                db.execute("DELETE FROM nonces WHERE expires_at <= ?", (now,))
+                db.execute(_PURGE_NONCES, {"oldest_live": oldest_live, "now": now})
             # Inserted, or an expired row replaced: one row changed. A live row left alone: none, a replay.
-            return db.execute(_REMEMBER_NONCE, (scope, nonce, expires_at, now)).rowcount == 1
+            return db.execute(_REMEMBER_NONCE, row).rowcount == 1
 
         accepted: bool = await self._writer.write(write)
         return accepted
@@ -687,10 +696,20 @@ _UPSERT_BASIC_USER = """
 INSERT INTO basic_users (username, password_hash, grant_record) VALUES (?, ?, ?)
 ON CONFLICT(username) DO UPDATE SET password_hash = excluded.password_hash, grant_record = excluded.grant_record
 """
+#: The timestamp of a nonce remembered without one: every nonce spent before schema version 8 has it.
+NO_TIMESTAMP = -1
+# A nonce is new unless a live row has its timestamp, scope and nonce, or (remembered without a timestamp) its
+# scope and nonce.
 _REMEMBER_NONCE = """
-INSERT INTO nonces (scope, nonce, expires_at) VALUES (?, ?, ?)
-ON CONFLICT(scope, nonce) DO UPDATE SET expires_at = excluded.expires_at WHERE nonces.expires_at <= ?
+INSERT INTO spent_nonces (timestamp, scope, nonce, expires_at)
+SELECT :timestamp, :scope, :nonce, :expires_at
+WHERE NOT EXISTS (
+    SELECT 1 FROM spent_nonces WHERE timestamp = -1 AND scope = :scope AND nonce = :nonce AND expires_at > :now
+)
+ON CONFLICT (timestamp, scope, nonce) DO UPDATE SET expires_at = excluded.expires_at
+WHERE spent_nonces.expires_at <= :now
 """
+_PURGE_NONCES = "DELETE FROM spent_nonces WHERE timestamp < :oldest_live AND expires_at <= :now"
 _CREDENTIAL_TABLES: dict[str, tuple[str, str]] = {
     "consumer": ("consumers", "key"),
     "token": ("tokens", "token"),
