@@ -20,7 +20,9 @@ slows down during a pair favours neither side.
 
 Ids: every destroy deletes a message that exists in the emulator and was not deleted before. Each run of a
 destroy gets a range of ids of its own (``assign_ids``), and a gateway's store is filled beforehand with the
-ranges of its store-hit runs. Lists and sends go to an emulator of their own (see bench/fixtures.py).
+ranges of its store-hit runs. Lists and sends each go to an emulator of their own (see bench/fixtures.py): a
+send run leaves its messages in its emulator for a second or two, and a list run right after it would pay for
+reading past them there.
 """
 
 from __future__ import annotations
@@ -71,14 +73,15 @@ DESTROYS = ("v1.1", "statusnet", "v2")
 
 @dataclass(frozen=True)
 class Server:
-    """What a server process is, and its key: ``KIND[:OPTION][@lists][ xN]``.
+    """What a server process is, and its key: ``KIND[:OPTION][@lists|@sends][ xN]``.
 
     ``kind``: emulator, proxy (the minimal one), same-calls, gateway (in process, bench.servers) or serve
     (``dm-gateway serve``); ``option``: the store of a gateway or serve; for a same-calls proxy, ``miss`` (it
     asks v2 for the message before a destroy), ``oauth1`` (it signs its v2 calls with OAuth 1.0a, as the
     gateway does for an OAuth 1.0a caller) or both, joined by ``+``; ``upstream``: ``main`` (the emulator of
-    the destroys) or ``lists`` (the one of the lists and sends); ``processes``: the workers of serve, the
-    processes of a same-calls proxy."""
+    the destroys), ``lists`` (the one of the lists) or ``sends`` (the one of the sends: apart from the lists',
+    which would otherwise hold a send run's messages for the list run that follows it);
+    ``processes``: the workers of serve, the processes of a same-calls proxy."""
 
     kind: str
     option: str = ""
@@ -88,7 +91,7 @@ class Server:
     @property
     def key(self) -> str:
         key = self.kind + (f":{self.option}" if self.option else "")
-        key += "@lists" if self.upstream == "lists" else ""
+        key += f"@{self.upstream}" if self.upstream != "main" else ""
         return key + (f" x{self.processes}" if self.kind == "serve" or self.processes > 1 else "")
 
     @classmethod
@@ -173,7 +176,7 @@ def plan(stores: list[str], paths: tuple[str, ...] = PATHS) -> list[Scenario]:
     for path, calls in (("lists", ("v1.1-list", "statusnet-list")), ("sends", ("v1.1-send", "statusnet-send"))):
         if path in paths:
             for call in calls:
-                gateway(f"gateway [{first}]", Server("gateway", first, "lists"), call, path, hit=False)
+                gateway(f"gateway [{first}]", Server("gateway", first, path), call, path, hit=False)
     workers = [("sqlite", 2, "workers"), ("redis", 2, "workers")] if "workers" in paths else []
     workers += [("redis", 1, "replicas"), ("redis", 2, "replicas")] if "replicas" in paths else []
     for store, count, path in workers:
@@ -375,9 +378,10 @@ def start_servers(scenarios: list[Scenario], rounds: list[list[Run]], events: in
     Redis, whose keys cannot be given a prefix of their own) first, then the rest side by side."""
     keys = list(dict.fromkeys(s.server for s in scenarios))
     servers = {"emulator": Process("emulator", ["bench.servers", "emulator", "--events", str(events)], log_dir)}
-    if any(Server.parse(key).upstream == "lists" for key in keys):
-        command = ["bench.servers", "emulator", "--events", "0", "--list-messages", str(fixtures.LIST_MESSAGES)]
-        servers["emulator@lists"] = Process("emulator@lists", command, log_dir)
+    for upstream in ("lists", "sends"):
+        if any(Server.parse(key).upstream == upstream for key in keys):
+            command = ["bench.servers", "emulator", "--events", "0", "--list-messages", str(fixtures.LIST_MESSAGES)]
+            servers[f"emulator@{upstream}"] = Process(f"emulator@{upstream}", command, log_dir)
     if any(Server.parse(key).kind == "serve" and Server.parse(key).option == "redis" for key in keys):
         servers["redis"] = Process("redis", ["bench.servers", "redis"], log_dir)
     try:
@@ -396,13 +400,18 @@ def start_servers(scenarios: list[Scenario], rounds: list[list[Run]], events: in
     return servers
 
 
+def emulator_key(upstream: str) -> str:
+    """The key of the emulator that serves ``upstream`` (see ``Server``)."""
+    return "emulator" if upstream == "main" else f"emulator@{upstream}"
+
+
 def server_command(
     key: str, started: dict[str, Process], scenarios: list[Scenario], rounds: list[list[Run]], log_dir: Path
 ) -> list[str]:
     """The ``python -m`` arguments of the server ``key``, on the emulator (and redis-server) ``started``. A
     gateway's store holds the messages of its store-hit runs."""
     server = Server.parse(key)
-    upstream = started["emulator@lists" if server.upstream == "lists" else "emulator"].url
+    upstream = started[emulator_key(server.upstream)].url
     if server.kind == "proxy":
         return ["bench.servers", "proxy", "--upstream", upstream]
     if server.kind == "same-calls":
@@ -444,7 +453,7 @@ def http_bench(args: argparse.Namespace, log_dir: Path) -> tuple[list[Scenario],
             done: list[dict[str, Any]] = []
             for run in runs:
                 upstream = Server.parse(run.scenario.server).upstream
-                emulator = servers["emulator@lists" if upstream == "lists" else "emulator"]
+                emulator = servers[emulator_key(upstream)]
                 target = servers[run.scenario.server]
                 watched = {"emulator": emulator.pid} | ({"server": target.pid} if target is not emulator else {})
                 result = run_load(

@@ -20,7 +20,7 @@ import pytest
 from bench import fixtures
 from bench.load import OAUTH1_SIGNER, Signer, request_for
 from bench.proxy import create_same_calls_app
-from bench.run import PATHS, Server, adjacent_pairs, adjacent_ratios, assign_ids, plan, schedule
+from bench.run import PATHS, Server, adjacent_pairs, adjacent_ratios, assign_ids, emulator_key, plan, schedule
 from bench.servers import emulator_state, gateway_config, prepared_store
 from gateway.app import create_app
 from gateway.emulator import EmulatorServer
@@ -179,6 +179,24 @@ def test_every_gateway_run_has_each_of_its_proxies_runs_right_next_to_it(stores:
         i for runs in rounds for r in runs if r.scenario.call in ("v1.1", "statusnet", "v2") for i in r.ids
     )
     assert destroyed == list(range(events))
+
+
+def test_lists_and_sends_each_have_an_emulator_of_their_own() -> None:
+    """A send run leaves its messages in its emulator for a second or two, and the emulator reads past every
+    message it holds for each list: a list run right after a send run, as every other round has it, would
+    cost the emulator more than the proxy run next to it."""
+    scenarios = plan(["sqlite"], ("lists", "sends"))
+    upstreams = {s.call: Server.parse(s.server).upstream for s in scenarios if s.call != "v2"}
+    assert upstreams == {
+        "v1.1-list": "lists",
+        "statusnet-list": "lists",
+        "v1.1-send": "sends",
+        "statusnet-send": "sends",
+    }
+    servers = {Server.parse(s.server).upstream: emulator_key(Server.parse(s.server).upstream) for s in scenarios}
+    assert servers == {"main": "emulator", "lists": "emulator@lists", "sends": "emulator@sends"}
+    for key in {s.server for s in scenarios}:
+        assert Server.parse(key).key == key
 
 
 def test_a_ratio_divides_the_gateway_run_by_the_proxy_run_next_to_it() -> None:
