@@ -31,6 +31,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
 import orjson
@@ -703,8 +704,8 @@ class DMService:
         return [
             MessageView(
                 message=m,
-                sender=users.get(m.sender_id) or User(id=m.sender_id),
-                recipient=users.get(m.recipient_id) or User(id=m.recipient_id),
+                sender=users.get(m.sender_id) or _placeholder(m.sender_id),
+                recipient=users.get(m.recipient_id) or _placeholder(m.recipient_id),
             )
             for m in messages
         ]
@@ -753,6 +754,13 @@ class DMService:
             if self._on_store_error is not None:
                 self._on_store_error(what)
             return fallback
+
+
+@lru_cache(maxsize=1024)
+def _placeholder(user_id: str) -> User:
+    """The user shown for an id found nowhere: only the id. One object per id, so that a list naming it shows
+    the very same view again (the renderer keeps a message's render by the identities of what it shows)."""
+    return User(id=user_id)
 
 
 def _expanded_as_before(message: DirectMessage | None, media: dict[str, Media]) -> bool:

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from gateway.emulator import FaultRule
+from gateway.keys import ROUTER_KEY
 from gateway.model import DirectMessage, User
 from gateway.service import Learned, json_digest
 from gateway.store.base import StoreError
@@ -128,6 +129,23 @@ async def test_a_page_read_again_byte_for_byte_is_not_taken_apart_again(gateway,
     emulator.state.events[SEED_002_ID]["text"] = "edited on v2"
     assert b"edited on v2" in await (await gateway.get(RECEIVED)).read()
     assert digests and puts[-1] == [SEED_002_ID]
+
+
+async def test_a_page_read_again_is_written_from_the_messages_rendered_the_first_time(gateway, emulator) -> None:
+    """The service hands over the very messages and users of a page it learned as it is, so the dialect's
+    renderer gives their kept renders (``Renderer.render_kept``): nothing of the list is rendered again, and the
+    body is the one written the first time, also in StatusNet's XML."""
+    router = gateway.server.app[ROUTER_KEY]
+    for path in (RECEIVED, "/api/direct_messages.xml"):
+        dialect = router.for_path(path)
+        renderer = dialect.mapping.xml if path.endswith(".xml") else dialect.mapping.json
+        first = await (await gateway.get(path)).read()
+        kept = dict(renderer._kept)
+        assert kept, path
+        assert await (await gateway.get(path)).read() == first
+        assert renderer._kept == kept and all(renderer._kept[key][1] is kept[key][1] for key in kept)
+    emulator.state.events[SEED_002_ID]["text"] = "edited on v2"
+    assert b"edited on v2" in await (await gateway.get(RECEIVED)).read()
 
 
 # The users v2's answers name -----------------------------------------------------------------------------

@@ -271,6 +271,78 @@ def test_a_dropped_key_does_not_reach_the_next_body_and_a_user_cannot_be_edited(
     assert dialect.message_tree(view, "direct_message") == before
 
 
+@pytest.mark.parametrize(("dialect", "fmt"), DIALECTS)
+def test_a_list_shown_again_is_the_list_shown_before_and_written_once(dialect: Any, fmt: str) -> None:
+    """The same views (the very objects, as the service hands over for a page it learned as it is) give the
+    same body from kept messages, as rendering afresh gives it; an equal but other object is rendered anew."""
+    sender, recipient = User(id="7", username="ann", name="A/B <c>"), User(id="8", username="bob")
+    views = tuple(_view(number, sender, recipient) for number in range(3))
+    gateway = dialect()
+    first = gateway.render_messages(views, fmt, None).body
+    renderer = gateway.mapping.xml if fmt == "xml" else gateway.mapping.json
+    kept = list(renderer._kept.values())
+    assert len(kept) == 3 and all(isinstance(obj, SharedObject) for _, obj in kept)
+    assert gateway.render_messages(views, fmt, None).body == first == dialect().render_messages(views, fmt, None).body
+    assert [obj for _, obj in renderer._kept.values()] == [obj for _, obj in kept]  # nothing rendered again
+    written = [obj.written if fmt == "xml" else obj.json for _, obj in kept]
+    assert all(written)  # each message's text kept on it, written once
+    copies = tuple(dataclasses.replace(view, message=dataclasses.replace(view.message)) for view in views)
+    assert gateway.render_messages(copies, fmt, None).body == first
+    assert len(renderer._kept) == 6
+    single = gateway.render_message(views[0], fmt, None).body  # a single message is never kept
+    assert len(renderer._kept) == 6 and single == dialect().render_message(views[0], fmt, None).body
+
+
+def test_a_kept_message_is_shown_without_dropped_keys_and_cannot_be_edited() -> None:
+    gateway = TwitterClassic()
+    views = (_view(5, User(id="7", username="ann"), User(id="8")),)
+    whole = gateway.message_tree(views[0], "direct_message", kept=True)
+    dropped = gateway.message_tree(views[0], "direct_message", ("entities",), kept=True)
+    assert (
+        "entities" in whole
+        and "entities" not in dropped
+        and dropped == {k: v for k, v in whole.items() if k != "entities"}
+    )
+    assert gateway.message_tree(views[0], "direct_message", kept=True) is whole
+    with pytest.raises(TypeError):
+        whole["text"] = "spoiled"
+    body = orjson.loads(gateway.render_messages(views, "json", None, drop=("entities",)).body)
+    assert (
+        "entities" not in body[0] and "entities" in orjson.loads(gateway.render_messages(views, "json", None).body)[0]
+    )
+
+
+def test_a_context_with_a_value_that_can_change_is_rendered_each_time() -> None:
+    class Note:
+        def __init__(self, text: str) -> None:
+            self.text = text
+
+    renderer = _renderer({"m": {"text": "note.text"}})
+    note = Note("one")
+    assert renderer.render_kept("m", {"note": note}) == {"text": "one"}
+    note.text = "two"
+    assert renderer.render_kept("m", {"note": note}) == {"text": "two"}
+    assert renderer._kept == {}
+
+
+def test_kept_renders_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(template, "KEPT_RENDER_SIZE", 4)
+    renderer = _renderer({"m": {"id": "user.id"}})
+    users = [User(id=str(n)) for n in range(10)]
+    for user in users:
+        assert renderer.render_kept("m", {"user": user}) == {"id": user.id}
+        assert len(renderer._kept) <= 4
+    assert renderer.render_kept("m", {"user": users[-1]}) is renderer.render_kept("m", {"user": users[-1]})
+
+
+def test_a_shared_object_holding_shared_objects_is_written_as_the_plain_tree() -> None:
+    user = SharedObject({"name": "a/b", "n": 1})
+    message = SharedObject({"text": "x", "sender": user, "entities": {"urls": [{"u": "h/t"}]}, "r": user})
+    plain = orjson.dumps([_plain(message), _plain(message)])
+    assert to_json([message, message]) == plain
+    assert to_json({"m": message}, escape_slashes=True) == orjson.dumps({"m": _plain(message)}).replace(b"/", b"\\/")
+
+
 def test_a_value_that_can_change_is_read_each_time() -> None:
     class Person:
         def __init__(self, id: str) -> None:

@@ -355,25 +355,29 @@ class Dialect:
     ) -> LegacyResponse:
         """A list of messages: a JSON array, or ``<direct-messages type="array">`` in XML."""
         if fmt == "xml" and self.mapping.xml is not None:
-            items = [self.mapping.xml.render("direct_message", _context(view)) for view in views]
+            items = [self.mapping.xml.render_kept("direct_message", _context(view)) for view in views]
             tree: dict[str, Any] = {"@type": "array"}
             if items:
                 tree["direct_message"] = items
             body, content_type = to_xml("direct-messages", tree, indent=self.mapping.xml_indent), XML_TYPE
         else:
-            trees = [self.message_tree(view, "direct_message", drop) for view in views]
+            trees = [self.message_tree(view, "direct_message", drop, kept=True) for view in views]
             body, content_type = to_json(trees, escape_slashes=self.mapping.json_escape_slashes), JSON_TYPE
         return LegacyResponse(200, body, content_type, self.rate_limit_headers(rate_limit))
 
-    def message_tree(self, view: MessageView, template: str, drop: tuple[str, ...] = ()) -> dict[str, Any]:
+    def message_tree(
+        self, view: MessageView, template: str, drop: tuple[str, ...] = (), *, kept: bool = False
+    ) -> dict[str, Any]:
         """One message rendered with a JSON template of this dialect, with its attachment (the mapping's
-        ``media`` template, placed by ``attach``), without the top-level keys in ``drop``."""
-        tree = self.mapping.json.render(template, _context(view))
+        ``media`` template, placed by ``attach``), without the top-level keys in ``drop``. With ``kept`` (a
+        list's message), rendered as the renderer keeps it for the very same view (``Renderer.render_kept``)."""
+        renderer = self.mapping.json
+        tree = (renderer.render_kept if kept else renderer.render)(template, _context(view))
         attachment = view.message.attachment
-        if attachment is not None and "media" in self.mapping.json.templates:
-            tree = self.attach(dict(tree), self.mapping.json.render_object("media", attachment))
-        for key in drop:
-            tree.pop(key, None)
+        if attachment is not None and "media" in renderer.templates:
+            tree = self.attach(dict(tree), renderer.render_object("media", attachment))
+        if drop:
+            tree = {key: value for key, value in tree.items() if key not in drop}
         return tree
 
     def attach(self, tree: dict[str, Any], media: dict[str, Any]) -> dict[str, Any]:

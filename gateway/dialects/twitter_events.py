@@ -85,7 +85,7 @@ class TwitterEvents(Dialect):
             tree: dict[str, Any] = {}
             if outcome.next_cursor:
                 tree["next_cursor"] = outcome.next_cursor
-            tree["events"] = [self.message_tree(view, "event") for view in outcome.views]
+            tree["events"] = [self.message_tree(view, "event", kept=True) for view in outcome.views]
         else:
             assert outcome.view is not None
             tree = {"event": self.message_tree(outcome.view, "event")}

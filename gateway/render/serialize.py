@@ -34,9 +34,10 @@ _DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
 
 
 class SharedObject(dict):
-    """An object (a user) that many bodies hold at once, as a renderer keeps it. It refuses every change
-    (``dict(obj)`` is a copy that does not), so the text written for it stays true; ``written`` holds that
-    text, by where in an XML document it was written, and ``json`` its JSON once written."""
+    """An object (a user, or a message as a list shows it) that many bodies hold at once, as a renderer keeps
+    it. It refuses every change (``dict(obj)`` is a copy that does not), and what it holds is never changed in
+    place (a dialect that extends a part copies it), so the text written for it stays true; ``written`` holds
+    that text, by where in an XML document it was written, and ``json`` its JSON once written."""
 
     __slots__ = ("json", "written")
 
@@ -52,8 +53,12 @@ class SharedObject(dict):
     pop = popitem = clear = update = setdefault = _refuse
 
 
+#: Subclasses of the types orjson knows go to ``_json_default``.
+_SUBCLASSES = orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
 def to_json(tree: Any, *, escape_slashes: bool = False) -> bytes:
-    body = orjson.dumps(tree, default=_json_default, option=orjson.OPT_PASSTHROUGH_SUBCLASS)
+    body = orjson.dumps(tree, default=_json_default, option=_SUBCLASSES)
     # "/" only ever occurs inside JSON strings, so escaping it everywhere is exact (a PHP json_encode habit).
     return body.replace(b"/", b"\\/") if escape_slashes else body
 
@@ -63,7 +68,8 @@ def _json_default(value: Any) -> Any:
     on it; any other as its base type."""
     if type(value) is SharedObject:
         if value.json is None:
-            value.json = orjson.Fragment(orjson.dumps(value))  # its values are scalars
+            # As a plain dict, so that the objects it holds are written through here too.
+            value.json = orjson.Fragment(orjson.dumps(dict(value), default=_json_default, option=_SUBCLASSES))
         return value.json
     base = next((kind for kind in _JSON_BASES if isinstance(value, kind)), None)
     if base is None:

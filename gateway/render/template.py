@@ -47,6 +47,8 @@ class MappingError(ValueError):
 OBJECT_CACHE_SIZE = 1024
 #: Formatted dates kept per renderer (more than an inbox page of 800 messages).
 DATE_CACHE_SIZE = 1024
+#: Renders of a whole context (a message as a list shows it) kept per renderer by ``render_kept``.
+KEPT_RENDER_SIZE = 1024
 
 #: The types of attribute values an object is kept for: equal values of one of these types render alike
 #: whatever the filters (a datetime once its time zone and fold are known too).
@@ -83,9 +85,33 @@ class Renderer:
         self._objects: dict[tuple[str, Any], tuple[Any, SharedObject]] = {}
         #: Dates as formatted lately: a list shows the same messages call after call.
         self._dates: dict[datetime, str] = {}
+        #: (template name, the context's names, the id of each of its values) -> (the values, the object).
+        self._kept: dict[tuple[Any, ...], tuple[tuple[Any, ...], SharedObject]] = {}
 
     def render(self, name: str, context: Mapping[str, Any]) -> dict[str, Any]:
         return self.templates[name].render(context, self)
+
+    def render_kept(self, name: str, context: Mapping[str, Any]) -> dict[str, Any]:
+        """Template ``name`` for ``context``, kept while the context holds the very objects it was rendered for.
+
+        A client polling its inbox reads the same page again and again, and the service hands over the same
+        ``DirectMessage`` and ``User`` objects for a page it learned as it is now. For a context of frozen
+        dataclasses (the model's, whose fields hold nothing that changes), the render is kept by their
+        identities as a ``SharedObject``, whose JSON and XML are then written once rather than once per list.
+        What is kept holds its values, so no other object can take their identity meanwhile; an equal object
+        is another key. A context with any other value is rendered afresh."""
+        key = (name, *context, *map(id, context.values()))
+        kept = self._kept.get(key)
+        if kept is not None:  # the entry holds the objects it was rendered for: no other has their ids
+            return kept[1]
+        values = tuple(context.values())
+        if not all(_is_frozen(type(value)) for value in values):
+            return self.render(name, context)
+        shared = SharedObject(self.render(name, context))
+        if len(self._kept) >= KEPT_RENDER_SIZE:
+            del self._kept[next(iter(self._kept))]  # the oldest entry
+        self._kept[key] = (values, shared)
+        return shared
 
     def render_object(self, name: str, value: Any) -> dict[str, Any]:
         """Template ``name`` for ``value``, as ``object(name)`` renders it: from the cache when it can be."""
