@@ -399,6 +399,29 @@ def test_the_cache_of_users_is_bounded(fmt: str) -> None:
     assert grown < full // 10, (full, grown)
 
 
+@pytest.mark.parametrize(("dialect", "fmt"), DIALECTS)
+def test_the_messages_kept_for_lists_are_bounded(dialect: Any, fmt: str) -> None:
+    """Listing many more messages than the renderer keeps takes no more memory than filling it."""
+    gateway = dialect()
+    sender, recipient = User(id="7", username="ann"), User(id="8", username="bob")
+
+    def show(first: int, count: int) -> None:
+        for start in range(first, first + count, 50):
+            gateway.render_messages(tuple(_view(n, sender, recipient) for n in range(start, start + 50)), fmt, None)
+
+    tracemalloc.start()
+    try:
+        show(0, template.KEPT_RENDER_SIZE)
+        gc.collect()
+        full = tracemalloc.get_traced_memory()[0]
+        show(template.KEPT_RENDER_SIZE, 4 * template.KEPT_RENDER_SIZE)
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - full
+    finally:
+        tracemalloc.stop()
+    assert grown < full // 10, (full, grown)
+
+
 # Values that are equal in Python yet render differently must not share an entry.
 _counts = st.sampled_from([None, 0, 1, True, False, 1.0, -0.0, 0.0, "1"])
 _moments = st.sampled_from(

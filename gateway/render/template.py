@@ -47,8 +47,9 @@ class MappingError(ValueError):
 OBJECT_CACHE_SIZE = 1024
 #: Formatted dates kept per renderer (more than an inbox page of 800 messages).
 DATE_CACHE_SIZE = 1024
-#: Renders of a whole context (a message as a list shows it) kept per renderer by ``render_kept``.
-KEPT_RENDER_SIZE = 1024
+#: Renders of a whole context (a message as a list shows it) kept per renderer by ``render_kept``: ten
+#: inbox pages of 50, each message with its written text, about 7 KB (JSON) to 10 KB (XML) of it.
+KEPT_RENDER_SIZE = 512
 
 #: The types of attribute values an object is kept for: equal values of one of these types render alike
 #: whatever the filters (a datetime once its time zone and fold are known too).
