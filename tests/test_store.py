@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
@@ -649,18 +650,23 @@ async def test_sqlite_migrates_a_version_1_file_and_keeps_its_messages(tmp_path:
         conn.close()
 
 
-def write_version_2_file(path: Path, rows: list[tuple[str, bytes, float, float | None, str | None]]) -> None:
-    """A file as a schema-2 gateway left it: messages keyed by their ids as text."""
+def write_old_file(path: Path, version: int, insert: str, rows: list[tuple[Any, ...]]) -> None:
+    """A file as a gateway of schema ``version`` left it, holding the ``rows`` of one ``insert``."""
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
-        for version in (1, 2):
-            for statement in sqlite_schema.MIGRATIONS[version]:
+        for step in range(1, version + 1):
+            for statement in sqlite_schema.MIGRATIONS[step]:
                 conn.execute(statement)
-        conn.execute("PRAGMA user_version = 2")
-        conn.executemany("INSERT INTO messages VALUES (?, ?, ?, ?, ?)", rows)
+        conn.execute(f"PRAGMA user_version = {version}")
+        conn.executemany(insert, rows)
     finally:
         conn.close()
+
+
+def write_version_2_file(path: Path, rows: list[tuple[str, bytes, float, float | None, str | None]]) -> None:
+    """A file as a schema-2 gateway left it: messages keyed by their ids as text."""
+    write_old_file(path, 2, "INSERT INTO messages VALUES (?, ?, ?, ?, ?)", rows)
 
 
 async def test_sqlite_schema_3_keys_messages_by_their_ids_as_integers(tmp_path: Path) -> None:

@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 from gateway.auth.credentials import BasicUser, Consumer, OAuth2Grant, Token
 from gateway.model import User
 from gateway.store.base import Deletion, StoreError
-from gateway.store.sqlite import SQLiteStore, schema
+from gateway.store.sqlite import SQLiteStore
 from gateway.store.sqlite import store as sqlite_store
 from gateway.store.sqlite import writer as writer_module
-from tests.test_store import make_message, make_user
+from tests.test_store import make_message, make_user, write_old_file
 
 GRANT = OAuth2Grant(access_token="at", refresh_token="rt", expires_at=2_000_000_000.0)
 
@@ -1031,23 +1031,10 @@ async def test_nonces_are_kept_apart_by_the_timestamp_their_requests_signed(stor
     assert await store.remember_nonce("oauth1:ck:tk", "n1", 2e9 + 10, now=2e9, timestamp=1_000_000_000) is True
 
 
-def write_version_7_file(path: Path, nonces: list[tuple[str, str, float]]) -> None:
-    """A file as a schema-7 gateway left it, holding ``nonces`` (scope, nonce, expires_at)."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        for version in range(1, 8):
-            for statement in schema.MIGRATIONS[version]:
-                conn.execute(statement)
-        conn.execute("PRAGMA user_version = 7")
-        conn.executemany("INSERT INTO nonces (scope, nonce, expires_at) VALUES (?, ?, ?)", nonces)
-    finally:
-        conn.close()
-
-
 async def test_a_nonce_spent_before_the_upgrade_is_refused_at_any_timestamp_while_it_lives(tmp_path: Path) -> None:
     path = tmp_path / "v7.sqlite3"
-    write_version_7_file(path, [("oauth1:ck:tk", "live", 2e9), ("oauth1:ck:tk", "dead", 1e9 - 1)])
+    nonces = [("oauth1:ck:tk", "live", 2e9), ("oauth1:ck:tk", "dead", 1e9 - 1)]
+    write_old_file(path, 7, "INSERT INTO nonces (scope, nonce, expires_at) VALUES (?, ?, ?)", nonces)
     store = await SQLiteStore.open(str(path))
     try:
         for timestamp in (999_999_000, 1_000_000_000, None):
