@@ -46,7 +46,7 @@ from bench.proxy import create_proxy_app, create_same_calls_app
 from gateway.emulator import EmulatorState, default_seed
 from gateway.emulator.app import create_app as create_emulator_app
 from gateway.emulator.ratelimit import DEFAULT_LIMITS
-from gateway.serving import tune_collector
+from gateway.serving import freeze_startup_objects, tune_collector
 
 if TYPE_CHECKING:
     from gateway.config import Config
@@ -65,6 +65,7 @@ async def _serve(app: web.Application, *, port: int = 0, siblings: list[list[str
     processes on the same port, started once this one listens and stopped with it; ``READY`` waits for them."""
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
     await runner.setup()
+    freeze_startup_objects()  # as a serving gateway process does, whichever server this is
     shared = bool(port or siblings)
     site = web.TCPSite(runner, "127.0.0.1", port, backlog=1024, reuse_port=shared or None)
     await site.start()

@@ -28,7 +28,14 @@ from gateway.auth.credentials import BasicUser, Consumer, OAuth2Grant, Token, ha
 from gateway.config import Config, ConfigError, StoreConfig, load_config, store_location
 from gateway.edge import GatewayRunner  # the public listener's runner: unreadable requests answered without echo
 from gateway.render.template import MappingError
-from gateway.serving import log_admin_listener, public_sites, runner_options, stop_on_signals, tune_collector
+from gateway.serving import (
+    freeze_startup_objects,
+    log_admin_listener,
+    public_sites,
+    runner_options,
+    stop_on_signals,
+    tune_collector,
+)
 from gateway.store.base import Store, StoreError
 from gateway.store.factory import check_store, open_store_from_config
 from gateway.tls import TlsInitError, server_tls_context, warn_about_old_tls
@@ -479,6 +486,7 @@ async def _serve_until_signalled(config: Config, tls: ssl.SSLContext | None) -> 
     try:
         await runner.setup()  # opens the store: a store that cannot open fails here, before listening
         await admin_runner.setup()
+        freeze_startup_objects()
         sites = public_sites(runner, config, tls)
         for site in sites:
             await site.start()

@@ -40,7 +40,14 @@ from aiohttp import web
 
 from gateway import __version__
 from gateway.config import Config
-from gateway.serving import log_admin_listener, public_sites, runner_options, stop_on_signals, tune_collector
+from gateway.serving import (
+    freeze_startup_objects,
+    log_admin_listener,
+    public_sites,
+    runner_options,
+    stop_on_signals,
+    tune_collector,
+)
 
 log = logging.getLogger("gateway")
 
@@ -283,6 +290,7 @@ def worker_main(config: Config, index: int, conn: Connection) -> None:
         )
         try:
             await runner.setup()
+            freeze_startup_objects()
             sites = public_sites(runner, config, server_tls_context(config), reuse_port=True)
             for site in sites:
                 await site.start()

@@ -1,5 +1,6 @@
-"""A serving process raises the garbage collector's first threshold for itself (``tune_collector``): a served
-``dm-gateway serve`` and every worker of ``--workers`` run with it; building the app leaves it alone."""
+"""A serving process raises the garbage collector's first threshold for itself (``tune_collector``) and, once
+started, puts what it built out of the collector's sight (``freeze_startup_objects``): a served ``dm-gateway
+serve`` and every worker of ``--workers`` do both before they listen; building the app does neither."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.config import load_config
-from gateway.serving import COLLECTOR_THRESHOLD, tune_collector
+from gateway.serving import COLLECTOR_THRESHOLD, freeze_startup_objects, tune_collector
 from tests.test_cli import free_port
 
 PYTHON_DEFAULT = (700, 10, 10)
@@ -31,7 +32,7 @@ def report():
             break
         except OSError:
             time.sleep(0.05)
-    print(gc.get_threshold(), flush=True)
+    print((gc.get_threshold(), gc.get_freeze_count()), flush=True)
     os.kill(os.getpid(), signal.SIGTERM)
 
 threading.Thread(target=report, daemon=True).start()
@@ -49,8 +50,9 @@ def collector() -> Iterator[None]:
         gc.set_threshold(*saved)
 
 
-def thresholds_while_serving(port: int, serve: str) -> tuple[int, int, int]:
-    """The collector's thresholds of a fresh interpreter that runs ``serve``, listening on ``port``."""
+def collector_while_serving(port: int, serve: str) -> tuple[tuple[int, int, int], int]:
+    """The collector's thresholds, and how many objects it keeps out of sight (frozen), of a fresh interpreter
+    that runs ``serve``, once it listens on ``port``."""
     code = REPORT_WHEN_LISTENING.replace("PORT", str(port)) + textwrap.dedent(serve)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -65,17 +67,28 @@ def test_the_first_threshold_is_raised_and_the_other_two_kept(collector: None) -
     assert PYTHON_DEFAULT[0] < COLLECTOR_THRESHOLD
 
 
-def test_a_served_gateway_runs_with_the_raised_threshold() -> None:
+def test_what_start_up_built_is_put_out_of_the_collectors_sight() -> None:
+    alive = len(gc.get_objects())
+    try:
+        freeze_startup_objects()
+        assert gc.get_freeze_count() >= alive // 2
+        assert len(gc.get_objects()) < alive // 10  # a full collection has next to nothing left to walk
+    finally:
+        gc.unfreeze()
+
+
+def test_a_served_gateway_runs_with_the_raised_threshold_and_its_start_up_frozen() -> None:
     port, admin_port = free_port(), free_port()
     serve = f"""
     from gateway.cli import main
     sys.exit(main(["serve", "--upstream", "http://127.0.0.1:9", "--store", "memory",
                    "--host", "127.0.0.1", "--port", "{port}", "--admin-port", "{admin_port}"]))
     """
-    assert thresholds_while_serving(port, serve)[0] == COLLECTOR_THRESHOLD
+    (first, _, _), frozen = collector_while_serving(port, serve)
+    assert first == COLLECTOR_THRESHOLD and frozen > 10_000
 
 
-def test_a_worker_runs_with_the_raised_threshold() -> None:
+def test_a_worker_runs_with_the_raised_threshold_and_its_start_up_frozen() -> None:
     port, admin_port = free_port(), free_port()
     # A worker as the supervisor starts it; it stops when the supervisor's end of its pipe closes.
     serve = f"""
@@ -91,9 +104,11 @@ def test_a_worker_runs_with_the_raised_threshold() -> None:
     ours, theirs = multiprocessing.Pipe()
     worker_main(config, 1, theirs)
     """
-    assert thresholds_while_serving(port, serve)[0] == COLLECTOR_THRESHOLD
+    (first, _, _), frozen = collector_while_serving(port, serve)
+    assert first == COLLECTOR_THRESHOLD and frozen > 10_000
 
 
 def test_building_the_app_leaves_the_collector_alone(collector: None) -> None:
+    frozen = gc.get_freeze_count()
     create_app(load_config(env={}, overrides={"upstream": {"base_url": "http://127.0.0.1:9"}}))
-    assert gc.get_threshold() == PYTHON_DEFAULT
+    assert gc.get_threshold() == PYTHON_DEFAULT and gc.get_freeze_count() == frozen
