@@ -6,9 +6,10 @@ gateway needs; code that only reads or writes messages keeps asking for a ``Mess
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from gateway.auth.credentials import CredentialStore
 from gateway.model import DirectMessage, User
@@ -38,6 +39,34 @@ class StoreSize:
 
 class StoreError(Exception):
     """The backend could not answer; callers treat reads as misses and keep serving from upstream."""
+
+
+K = TypeVar("K")
+R = TypeVar("R")
+
+
+class TurnBatch(Generic[K, R]):
+    """The calls made in one turn of the event loop, handed over together once it ends: ``answer`` gets every
+    caller still waiting, as (its key, its future), and must settle each future, now or later. A backend reads
+    them in one go where each alone would cost a read (a statement, a round trip) of its own."""
+
+    def __init__(self, answer: Callable[[list[tuple[K, asyncio.Future[R]]]], None]) -> None:
+        self._answer = answer
+        self._waiting: list[tuple[K, asyncio.Future[R]]] = []
+
+    async def ask(self, key: K) -> R:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        self._waiting.append((key, future))
+        if len(self._waiting) == 1:
+            loop.call_soon(self._hand_over)
+        return await future
+
+    def _hand_over(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        callers = [(key, future) for key, future in waiting if not future.done()]  # a caller gone asks nothing
+        if callers:
+            self._answer(callers)
 
 
 class MessageStore(Protocol):

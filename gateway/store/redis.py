@@ -84,7 +84,7 @@ from gateway.auth.credentials import (
 )
 from gateway.model import DirectMessage, User
 from gateway.store import codec
-from gateway.store.base import Deletion, StoreError, StoreSize, latest
+from gateway.store.base import Deletion, StoreError, StoreSize, TurnBatch, latest
 
 DEFAULT_PREFIX = "dmgw:v1:"
 DAY = 24 * 3600
@@ -285,9 +285,9 @@ class RedisStore:
         self._clock = clock
         self._closed = False
         self._index_trimmed: dict[str, float] = {}  # kind -> when this process last trimmed its index
-        # Messages asked for with their users in this turn of the event loop, read together at its end; and
+        # Messages asked for with their users in one turn of the event loop, read together at its end; and
         # the reads under way, held here until they answer.
-        self._wanted: list[tuple[str, asyncio.Future[tuple[DirectMessage | None, dict[str, User]]]]] = []
+        self._wanted: TurnBatch[str, tuple[DirectMessage | None, dict[str, User]]] = TurnBatch(self._read_wanted)
         self._reading: set[asyncio.Task[None]] = set()
         try:
             # One quick retry heals a pooled connection the server dropped; a dead server fails within seconds.
@@ -385,21 +385,15 @@ class RedisStore:
         (docs/PERFORMANCE.md). A record that cannot be read fails its own caller only."""
         if self._closed:
             raise StoreError("redis store is closed")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[tuple[DirectMessage | None, dict[str, User]]] = loop.create_future()
-        self._wanted.append((message_id, future))
-        if len(self._wanted) == 1:
-            loop.call_soon(self._read_wanted)
-        return await future
+        return await self._wanted.ask(message_id)
 
-    def _read_wanted(self) -> None:
-        """Start the read for every caller of ``get_message_with_users`` still waiting."""
-        wanted, self._wanted = self._wanted, []
-        callers = [(message_id, future) for message_id, future in wanted if not future.done()]
-        if callers:
-            reading = asyncio.ensure_future(self._answer_wanted(callers))
-            self._reading.add(reading)
-            reading.add_done_callback(self._reading.discard)
+    def _read_wanted(
+        self, callers: list[tuple[str, asyncio.Future[tuple[DirectMessage | None, dict[str, User]]]]]
+    ) -> None:
+        """Start the read for the callers of ``get_message_with_users`` still waiting."""
+        reading = asyncio.ensure_future(self._answer_wanted(callers))
+        self._reading.add(reading)
+        reading.add_done_callback(self._reading.discard)
 
     async def _answer_wanted(
         self, callers: list[tuple[str, asyncio.Future[tuple[DirectMessage | None, dict[str, User]]]]]

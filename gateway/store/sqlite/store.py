@@ -47,7 +47,7 @@ from gateway.config import StoreConfig
 from gateway.ids import is_id
 from gateway.model import DirectMessage, User
 from gateway.store import codec
-from gateway.store.base import Deletion, StoreError, StoreSize, latest
+from gateway.store.base import Deletion, StoreError, StoreSize, TurnBatch, latest
 from gateway.store.sqlite import schema
 from gateway.store.sqlite.worker import Worker
 from gateway.store.sqlite.writer import Op, Outcome, Writer, answer, answer_from, commit
@@ -99,8 +99,8 @@ class SQLiteStore:
         self._consumers: dict[str, Consumer] = {}
         self._tokens: dict[str, Token] = {}
         self._kept_version: int | None = None
-        # Messages asked for with their users in this turn of the event loop, read together at its end.
-        self._wanted: list[tuple[int, asyncio.Future[tuple[DirectMessage | None, dict[str, User]]]]] = []
+        # Messages asked for with their users in one turn of the event loop, read together at its end.
+        self._wanted: TurnBatch[int, tuple[DirectMessage | None, dict[str, User]]] = TurnBatch(self._read_wanted)
         self._nonce_calls = 0
         self._writes = 0
 
@@ -159,20 +159,13 @@ class SQLiteStore:
             return None, {}
         if self._closed:
             raise StoreError("sqlite store is closed")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[tuple[DirectMessage | None, dict[str, User]]] = loop.create_future()
-        self._wanted.append((key, future))
-        if len(self._wanted) == 1:
-            loop.call_soon(self._read_wanted)
-        return await future
+        return await self._wanted.ask(key)
 
-    def _read_wanted(self) -> None:
-        """Answer every caller of ``get_message_with_users`` still waiting: on the loop's connection, or if it
+    def _read_wanted(
+        self, callers: list[tuple[int, asyncio.Future[tuple[DirectMessage | None, dict[str, User]]]]]
+    ) -> None:
+        """Answer the callers of ``get_message_with_users`` still waiting: on the loop's connection, or if it
         reports any SQLite error, on the worker thread (as ``_read`` does)."""
-        wanted, self._wanted = self._wanted, []
-        callers = [(key, future) for key, future in wanted if not future.done()]
-        if not callers:
-            return
         keys = [key for key, _ in callers]
         now = self._clock()
         message_cutoff, user_cutoff = now - self.message_retention, now - self.user_max_age
