@@ -33,6 +33,9 @@ COMPANIONS = ("-wal", "-shm", "-journal")
 #: How long the worker thread's connection waits for another connection's write lock, in milliseconds.
 BUSY_TIMEOUT_MS = 5000
 
+#: The timestamp of a nonce remembered without one: every nonce spent before schema version 8 has it.
+NO_TIMESTAMP = -1
+
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
         """CREATE TABLE messages (
@@ -139,7 +142,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # Nonces keyed by the timestamp their request signed, then scope and nonce: unique per timestamp, client
     # and token, as RFC 5849 (3.3) asks, and each new one written beside the last ones instead of anywhere in
     # the table, with no index beside it. A nonce spent before this version (or without a timestamp) has
-    # timestamp -1 and is refused at any timestamp while it lives.
+    # ``NO_TIMESTAMP`` and is refused at any timestamp while it lives.
     8: (
         """CREATE TABLE spent_nonces (
                timestamp INTEGER NOT NULL,
@@ -148,8 +151,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
                expires_at REAL NOT NULL,
                PRIMARY KEY (timestamp, scope, nonce)
            ) WITHOUT ROWID""",
-        """INSERT INTO spent_nonces (timestamp, scope, nonce, expires_at)
-           SELECT -1, scope, nonce, expires_at FROM nonces""",
+        f"""INSERT INTO spent_nonces (timestamp, scope, nonce, expires_at)
+           SELECT {NO_TIMESTAMP}, scope, nonce, expires_at FROM nonces""",
         "DROP TABLE nonces",
     ),
 }

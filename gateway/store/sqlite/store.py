@@ -517,7 +517,7 @@ class SQLiteStore:
         self._nonce_calls += 1
         if now is None:
             now = time.time()
-        row = {"timestamp": NO_TIMESTAMP if timestamp is None else timestamp, "scope": scope, "nonce": nonce,
+        row = {"timestamp": schema.NO_TIMESTAMP if timestamp is None else timestamp, "scope": scope, "nonce": nonce,
                "expires_at": expires_at, "now": now}  # fmt: skip
         # The purge reads the table from its start (its oldest timestamps) only as far as this nonce's own
         # life ago; a row there that a replica with a longer life wrote is left until it expires.
@@ -689,15 +689,14 @@ _UPSERT_BASIC_USER = """
 INSERT INTO basic_users (username, password_hash, grant_record) VALUES (?, ?, ?)
 ON CONFLICT(username) DO UPDATE SET password_hash = excluded.password_hash, grant_record = excluded.grant_record
 """
-#: The timestamp of a nonce remembered without one: every nonce spent before schema version 8 has it.
-NO_TIMESTAMP = -1
 # A nonce is new unless a live row has its timestamp, scope and nonce, or (remembered without a timestamp) its
 # scope and nonce.
-_REMEMBER_NONCE = """
+_REMEMBER_NONCE = f"""
 INSERT INTO spent_nonces (timestamp, scope, nonce, expires_at)
 SELECT :timestamp, :scope, :nonce, :expires_at
 WHERE NOT EXISTS (
-    SELECT 1 FROM spent_nonces WHERE timestamp = -1 AND scope = :scope AND nonce = :nonce AND expires_at > :now
+    SELECT 1 FROM spent_nonces
+    WHERE timestamp = {schema.NO_TIMESTAMP} AND scope = :scope AND nonce = :nonce AND expires_at > :now
 )
 ON CONFLICT (timestamp, scope, nonce) DO UPDATE SET expires_at = excluded.expires_at
 WHERE spent_nonces.expires_at <= :now
