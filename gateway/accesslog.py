@@ -6,10 +6,16 @@ string, which may carry OAuth signatures, tokens or DM text), ``status``, ``dura
 pass-through answered), ``remote`` (the peer address) and ``pid`` (the process that answered, one of several
 with ``serve --workers``). Nothing else: never a header, a credential, a form
 field or a body.
+
+``serve`` writes the lines to stderr through a handler of the access log's own (``BareLines``): each line
+skips the logging record a message would become, and the lines of one loop turn go out in one write at the
+start of the next turn (before any other line that handler writes, and at exit). A logger given handlers of
+its own gets every line as an INFO record instead.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -22,7 +28,10 @@ from aiohttp.abc import AbstractAccessLogger
 from gateway.keys import DIALECT, REQUEST_ID
 
 
-def access_record(request: web.BaseRequest, response: web.StreamResponse, seconds: float) -> dict[str, object]:
+def access_record(
+    request: web.BaseRequest, response: web.StreamResponse, seconds: float, pid: int | None = None
+) -> dict[str, object]:
+    """The access-log entry of a request (``pid``: the answering process's, when the caller knows it)."""
     record: dict[str, object] = {
         "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "method": request.method,
@@ -37,29 +46,69 @@ def access_record(request: web.BaseRequest, response: web.StreamResponse, second
     elif request.path.startswith("/2/"):
         record["dialect"] = "v2"
     record["remote"] = request.remote
-    record["pid"] = os.getpid()
+    record["pid"] = os.getpid() if pid is None else pid
     return record
+
+
+class BareLines(logging.StreamHandler):
+    """Writes each record's bare message to stderr; lines handed to ``add`` wait for the end of the loop
+    turn that made them, and go out together."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+        self.setFormatter(logging.Formatter("%(message)s"))
+        self._pending: list[str] = []
+
+    def add(self, line: str) -> None:
+        """Write ``line`` (without its line end) at the start of the next loop turn, with the others added
+        meanwhile; at once outside a running loop."""
+        self._pending.append(line)
+        if len(self._pending) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:
+                self.flush()
+
+    def flush(self) -> None:
+        """Write the lines waiting, then flush the stream (logging flushes every handler at exit)."""
+        with self.lock:  # type: ignore[union-attr]
+            if self._pending:
+                lines, self._pending = self._pending, []
+                self.stream.write("\n".join(lines) + self.terminator)
+        super().flush()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._pending:  # in the order they were made
+            self.flush()
+        super().emit(record)
 
 
 class AccessLogger(AbstractAccessLogger):
     """aiohttp's access-log hook, writing ``access_record`` as one JSON line.
 
-    A logger with no handler of its own (aiohttp's ``aiohttp.access``, as ``serve`` uses it) gets one that
-    writes the bare message to stderr and stops there, so no other format wraps the JSON.
+    A logger with no handler of its own (aiohttp's ``aiohttp.access``, as ``serve`` uses it) gets a
+    ``BareLines`` handler and stops there, so no other format wraps the JSON; the lines are then handed to
+    that handler as they are. aiohttp makes one per connection.
     """
 
     def __init__(self, logger: logging.Logger, log_format: str) -> None:
         super().__init__(logger, log_format)
         if not logger.handlers:
-            handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(logging.Formatter("%(message)s"))
-            logger.addHandler(handler)
+            logger.addHandler(BareLines())
             logger.propagate = False
             if logger.level == logging.NOTSET:
                 logger.setLevel(logging.INFO)
+        handlers = logger.handlers
+        only = handlers[0] if len(handlers) == 1 else None
+        self._lines = only if isinstance(only, BareLines) and only.level == logging.NOTSET else None
+        self._pid = os.getpid()
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info(orjson.dumps(access_record(request, response, time)).decode())
+        line = orjson.dumps(access_record(request, response, time, self._pid)).decode()
+        if self._lines is not None and not self.logger.propagate:
+            self._lines.add(line)
+        else:
+            self.logger.info(line)
 
     @property
     def enabled(self) -> bool:

@@ -308,3 +308,5 @@ def worker_main(config: Config, index: int, conn: Connection) -> None:
     except (StoreError, OSError) as exc:
         conn.send(("error", f"cannot start: {exc}"))
         raise SystemExit(1) from None
+    finally:
+        logging.shutdown()  # a worker process ends without running atexit: the access log's last lines

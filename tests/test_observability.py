@@ -16,7 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.accesslog import AccessLogger
+from gateway.accesslog import AccessLogger, BareLines
 from gateway.admin import create_admin_app
 from gateway.app import create_app
 from gateway.emulator import EmulatorServer, FaultRule
@@ -126,6 +126,99 @@ def test_a_logger_without_handlers_writes_bare_json_lines() -> None:
     finally:
         for handler in list(logger.handlers):
             logger.removeHandler(handler)
+
+
+class Writes:
+    """A stream that keeps each write apart."""
+
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.writes.append(text)
+
+    def flush(self) -> None:
+        pass
+
+
+@pytest.fixture
+def bare_logger() -> Iterator[tuple[logging.Logger, Writes]]:
+    """A logger as ``serve`` leaves aiohttp's access logger: its own ``BareLines`` handler, here on a stream
+    that keeps each write."""
+    logger = logging.getLogger(f"test.lines.{uuid.uuid4().hex}")
+    AccessLogger(logger, "")
+    handler = bare_lines(logger)
+    stream = Writes()
+    handler.setStream(stream)  # type: ignore[arg-type]
+    yield logger, stream
+    logger.removeHandler(handler)
+
+
+def bare_lines(logger: logging.Logger) -> BareLines:
+    """The logger's ``BareLines`` handler, alone on it as in ``serve``: pytest's own log capture adds a
+    handler to every logger that does not propagate, which is taken away again here."""
+    for handler in list(logger.handlers):
+        if not isinstance(handler, BareLines):
+            logger.removeHandler(handler)
+    [handler] = logger.handlers
+    assert isinstance(handler, BareLines)
+    return handler
+
+
+async def test_a_bare_logger_writes_each_request_as_a_whole_line(
+    aiohttp_client: Any, emulator: EmulatorServer, bare_logger: tuple[logging.Logger, Writes]
+) -> None:
+    logger, stream = bare_logger
+    bare_lines(logger)
+    gateway = await logged_gateway(aiohttp_client, emulator, logger)
+    paths = [f"/nowhere/{n}" for n in range(6)]
+    answers = await asyncio.gather(*(gateway.get(path) for path in paths))
+    assert {answer.status for answer in answers} == {404}
+    for _ in range(100):
+        if sum(write.count("\n") for write in stream.writes) >= len(paths):
+            break
+        await asyncio.sleep(0.01)
+    text = "".join(stream.writes)
+    assert text.endswith("\n")
+    assert sorted(orjson.loads(line)["path"] for line in text.splitlines()) == paths
+    assert all(write.endswith("\n") for write in stream.writes)
+
+
+async def test_the_lines_of_one_loop_turn_go_out_in_one_write(bare_logger: tuple[logging.Logger, Writes]) -> None:
+    logger, stream = bare_logger
+    handler = bare_lines(logger)
+    for n in range(3):
+        handler.add(f'{{"n":{n}}}')
+    assert stream.writes == []
+    await asyncio.sleep(0)
+    assert stream.writes == ['{"n":0}\n{"n":1}\n{"n":2}\n']
+    handler.add('{"n":3}')
+    await asyncio.sleep(0)
+    assert stream.writes[1:] == ['{"n":3}\n']
+
+
+async def test_waiting_lines_go_before_any_other_line_and_at_a_flush(
+    bare_logger: tuple[logging.Logger, Writes],
+) -> None:
+    logger, stream = bare_logger
+    handler = bare_lines(logger)
+    handler.add('{"n":1}')
+    handler.add('{"n":2}')
+    assert stream.writes == []  # until the next loop turn
+    logger.warning("a plain line")
+    assert stream.writes == ['{"n":1}\n{"n":2}\n', "a plain line\n"]
+    handler.add('{"n":3}')
+    handler.flush()  # as logging does at exit
+    assert stream.writes[-1] == '{"n":3}\n'
+    await asyncio.sleep(0)  # the turn's own flush finds nothing left
+    assert len(stream.writes) == 3
+
+
+def test_outside_a_loop_a_line_is_written_at_once(bare_logger: tuple[logging.Logger, Writes]) -> None:
+    logger, stream = bare_logger
+    handler = bare_lines(logger)
+    handler.add('{"n":1}')
+    assert stream.writes == ['{"n":1}\n']
 
 
 async def samples(admin: TestClient) -> list[Any]:
