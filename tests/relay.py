@@ -1,6 +1,8 @@
 """A TCP relay in front of a real server, for outage tests: ``cut`` drops every open connection and, until
-``restore``, hangs up on each new one at once, as a server that went away (or a broken network path) would.
-The port stays the same throughout, so clients recover without being reconfigured."""
+``restore``, hangs up on each new one at once, as a server that went away (or a broken network path) would;
+``stall`` keeps every connection open and takes new ones, but passes nothing on until ``restore``, as a
+server that hangs (or a path that silently drops packets) would. The port stays the same throughout, so
+clients recover without being reconfigured."""
 
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ class TcpRelay:
         self._server: asyncio.Server | None = None
         self._open: set[asyncio.StreamWriter] = set()
         self.up = True
+        self.flowing = asyncio.Event()
+        self.flowing.set()
         self.refused = 0
         self.port = 0
 
@@ -42,6 +46,7 @@ class TcpRelay:
         async def copy(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
             try:
                 while data := await source.read(65536):
+                    await self.flowing.wait()
                     sink.write(data)
                     await sink.drain()
             except (ConnectionError, OSError):
@@ -58,8 +63,12 @@ class TcpRelay:
             writer.close()
         self._open.clear()
 
+    def stall(self) -> None:
+        self.flowing.clear()
+
     def restore(self) -> None:
         self.up = True
+        self.flowing.set()
 
     async def close(self) -> None:
         self.cut()

@@ -1235,6 +1235,24 @@ async def test_redis_a_server_that_goes_away_makes_every_call_a_store_error(redi
                 await call(store)
 
 
+async def test_redis_a_server_that_stops_answering_fails_each_call_within_its_bound(redis_url: str) -> None:
+    """``socket_timeout`` bounds a whole call (connecting, sending, every reply), and a call cut short leaves
+    nothing behind for the next one to read."""
+    from tests.relay import relayed_redis_store
+
+    bound = 0.3
+    async with relayed_redis_store(redis_url, socket_timeout=bound) as (store, relay):
+        await store.put_messages([make_message("1")])
+        relay.stall()
+        for call in _REDIS_CALLS:
+            # Not redis-py's own five seconds, nor forever (which fails here with asyncio's TimeoutError).
+            with pytest.raises(StoreError, match=f"no answer within {bound}s"):
+                await asyncio.wait_for(call(store), bound + 2)
+        relay.restore()
+        assert await store.get_message("1") == make_message("1")
+        assert await store.get_users(["11"]) == {}
+
+
 async def test_redis_operations_after_close_raise_store_error(redis_store: RedisStore) -> None:
     await redis_store.close()
     for call in _REDIS_CALLS:

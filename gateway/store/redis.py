@@ -41,7 +41,9 @@ a name are %-escaped and an empty name is ``{%}``. The small-id map's keys share
 is read as before. Writes of several messages or users, and deletions of several messages, are split per hash
 slot by the client (pipelines) or by the store (scripts); none is atomic as a whole.
 
-Any Redis failure becomes ``StoreError``, which the service treats as a miss.
+Any Redis failure becomes ``StoreError``, which the service treats as a miss. Each call is bounded as a whole
+by ``socket_timeout`` (connecting, every command it sends and every reply), not each send and reply: redis-py's
+own socket timeout costs a timer for every reply it reads and, on Python 3.11, a task for every send.
 
 The two index sets let ``size`` count without SCAN: every write of a message or user also sets its id's score
 to its expiry, in the same pipeline (no extra round trip), and ``ZCOUNT`` from now answers in O(log n). Once
@@ -59,8 +61,8 @@ import math
 import re
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, cast
 from urllib.parse import unquote
 
@@ -289,11 +291,12 @@ class RedisStore:
         # the reads under way, held here until they answer.
         self._wanted: TurnBatch[str, tuple[DirectMessage | None, dict[str, User]]] = TurnBatch(self._read_wanted)
         self._reading: set[asyncio.Task[None]] = set()
+        self._call_timeout = socket_timeout  # a whole call's bound (see ``_guard``)
         try:
             # One quick retry heals a pooled connection the server dropped; a dead server fails within seconds.
             self._client: Any = redis_client(
                 url,
-                socket_timeout=socket_timeout,
+                socket_timeout=None,  # not redis-py's default: each call is bounded as a whole instead
                 socket_connect_timeout=socket_timeout,
                 retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), 1),
             )
@@ -318,19 +321,24 @@ class RedisStore:
         """A store whose server answered a PING: an unreachable Redis fails here, at start-up."""
         store = cls(url, **options)
         try:
-            with store._guard():
+            async with store._guard():
                 await store._client.ping()
         except BaseException:
             await store.close()
             raise
         return store
 
-    @contextmanager
-    def _guard(self) -> Iterator[None]:
+    @asynccontextmanager
+    async def _guard(self) -> AsyncIterator[None]:
+        """One call to Redis: within ``socket_timeout`` in all, and any failure a ``StoreError``. (A call cut
+        short leaves no reply behind: redis-py drops a connection whose read was cancelled.)"""
         if self._closed:
             raise StoreError("redis store is closed")
         try:
-            yield
+            async with asyncio.timeout(self._call_timeout):
+                yield
+        except TimeoutError as exc:
+            raise StoreError(f"redis: no answer within {self._call_timeout}s") from exc
         except (RedisError, RedisClusterException, OSError) as exc:  # the cluster's own errors are apart
             raise StoreError(f"redis: {exc.__class__.__name__}: {exc}") from exc
 
@@ -355,7 +363,7 @@ class RedisStore:
     # Messages and users ----------------------------------------------------------------------------
 
     async def get_message(self, message_id: str) -> DirectMessage | None:
-        with self._guard():
+        async with self._guard():
             data = await self._client.get(self._key("msg", message_id))
         return None if data is None else _decode(self._message, data)
 
@@ -369,14 +377,13 @@ class RedisStore:
         records = [(m.id, codec.dumps(self._message_record(m, now))) for m in messages]
         if not records:
             return
-        with self._guard():
-            async with self._client.pipeline(transaction=False) as pipe:
-                for message_id, record in records:
-                    pipe.set(self._key("msg", message_id), record, ex=self.message_ttl)
-                    # A recorded deletion lives on while the message is remembered (EXPIRE skips a missing key).
-                    pipe.expire(self._key("del", message_id), max(self.deletion_ttl, self.message_ttl))
-                self._index(pipe, "msg", [message_id for message_id, _ in records], self.message_ttl, now)
-                await pipe.execute()
+        async with self._guard(), self._client.pipeline(transaction=False) as pipe:
+            for message_id, record in records:
+                pipe.set(self._key("msg", message_id), record, ex=self.message_ttl)
+                # A recorded deletion lives on while the message is remembered (EXPIRE skips a missing key).
+                pipe.expire(self._key("del", message_id), max(self.deletion_ttl, self.message_ttl))
+            self._index(pipe, "msg", [message_id for message_id, _ in records], self.message_ttl, now)
+            await pipe.execute()
 
     async def get_message_with_users(self, message_id: str) -> tuple[DirectMessage | None, dict[str, User]]:
         """The message and its users (every destroy's read). The calls made in one turn of the event loop are
@@ -416,7 +423,7 @@ class RedisStore:
     ) -> list[tuple[DirectMessage | None, dict[str, User]] | StoreError]:
         """For each id, the message (None if not kept) with its users, or the ``StoreError`` of a record that
         cannot be read (the message's, or one of its users'); Redis failing is raised for all."""
-        with self._guard():
+        async with self._guard():
             values = await self._mget([self._key("msg", message_id) for message_id in message_ids])
         messages = [_decoded(self._message, data) for data in values]
         user_ids = sorted({i for m in messages if isinstance(m, DirectMessage) for i in (m.sender_id, m.recipient_id)})
@@ -445,7 +452,7 @@ class RedisStore:
         cannot be read."""
         if not ids:
             return {}
-        with self._guard():
+        async with self._guard():
             values = await self._mget([self._key("user", user_id) for user_id in ids])
         return {
             user_id: _decoded(self._user, data) for user_id, data in zip(ids, values, strict=True) if data is not None
@@ -462,12 +469,11 @@ class RedisStore:
         records = [(u.id, codec.dumps({**codec.user_to_record(u), "fetched_at": now})) for u in users]
         if not records:
             return
-        with self._guard():
-            async with self._client.pipeline(transaction=False) as pipe:
-                for user_id, record in records:
-                    pipe.set(self._key("user", user_id), record, ex=self.user_ttl)
-                self._index(pipe, "user", [user_id for user_id, _ in records], self.user_ttl, now)
-                await pipe.execute()
+        async with self._guard(), self._client.pipeline(transaction=False) as pipe:
+            for user_id, record in records:
+                pipe.set(self._key("user", user_id), record, ex=self.user_ttl)
+            self._index(pipe, "user", [user_id for user_id, _ in records], self.user_ttl, now)
+            await pipe.execute()
 
     def _index(self, pipe: Any, kind: str, ids: list[str], ttl: int, now: float) -> None:
         """Queue on ``pipe``: ``ids`` live in ``kind``'s index for ``ttl`` seconds; and, once per
@@ -483,11 +489,10 @@ class RedisStore:
     async def size(self) -> StoreSize:
         """Two ZCOUNTs of the index sets from now on: O(log n), in one round trip."""
         now = self._clock()
-        with self._guard():
-            async with self._client.pipeline(transaction=False) as pipe:
-                pipe.zcount(self._key("index", "msg"), f"({now!r}", "+inf")
-                pipe.zcount(self._key("index", "user"), f"({now!r}", "+inf")
-                messages, users = await pipe.execute()
+        async with self._guard(), self._client.pipeline(transaction=False) as pipe:
+            pipe.zcount(self._key("index", "msg"), f"({now!r}", "+inf")
+            pipe.zcount(self._key("index", "user"), f"({now!r}", "+inf")
+            messages, users = await pipe.execute()
         return StoreSize(messages=int(messages), users=int(users))
 
     async def mark_deleted(self, message_id: str, by: str | None) -> None:
@@ -501,7 +506,7 @@ class RedisStore:
             return
         at = repr(float(self._clock()))
         items = [(self._key("msg", message_id), (message_id, by)) for message_id, by in deletions]
-        with self._guard():
+        async with self._guard():
             for group in self._by_slot(items):
                 keys: list[str] = []
                 args: list[Any] = [self.deletion_ttl]
@@ -519,7 +524,7 @@ class RedisStore:
         return codec.user_from_record(record)
 
     async def get_deletions(self, message_id: str) -> tuple[Deletion, ...]:
-        with self._guard():
+        async with self._guard():
             flat = await self._get_deletions(keys=[self._key("del", message_id)])
         try:
             pairs = zip(flat[::2], flat[1::2], strict=True)
@@ -536,11 +541,11 @@ class RedisStore:
     async def put_consumer(self, consumer: Consumer) -> None:
         keys = [self._key("consumer", consumer.key), self._key("consumer_via", consumer.key)]
         args = [codec.seal(consumer.secret, self._cipher), "1" if consumer.via_upstream_app else "0"]
-        with self._guard():
+        async with self._guard():
             await self._put_consumer(keys=keys, args=args)
 
     async def get_consumer(self, key: str) -> Consumer | None:
-        with self._guard():
+        async with self._guard():
             secret, via = await self._client.mget(self._key("consumer", key), self._key("consumer_via", key))
         if secret is None:
             return None
@@ -557,7 +562,7 @@ class RedisStore:
             args += ["upstream_secret", codec.seal(token.upstream_secret, self._cipher)]
         if token.upstream_user is not None:
             args += ["upstream_user", token.upstream_user]
-        with self._guard():
+        async with self._guard():
             if not await self._add_token(keys=consumer, args=[token.token]):
                 raise ValueError(f"no consumer {token.consumer_key!r}")
             previous = await self._write_token(keys=[key], args=args)
@@ -568,7 +573,7 @@ class RedisStore:
                 raise ValueError(f"no consumer {token.consumer_key!r}")
 
     async def get_token(self, token: str) -> Token | None:
-        with self._guard():
+        async with self._guard():
             fields = await self._client.hgetall(self._key("token", token))
         if not fields:
             return None
@@ -589,18 +594,18 @@ class RedisStore:
 
     async def put_request_token(self, token: RequestToken) -> None:
         ttl_ms = max(1, int((token.expires_at - self._clock()) * 1000))
-        with self._guard():
+        async with self._guard():
             await self._client.set(
                 self._key("request_token", token.token), codec.seal_request_token(token, self._cipher), px=ttl_ms
             )
 
     async def get_request_token(self, token: str) -> RequestToken | None:
-        with self._guard():
+        async with self._guard():
             stored = await self._client.get(self._key("request_token", token))
         return self._request_token(stored, token)
 
     async def take_request_token(self, token: str) -> RequestToken | None:
-        with self._guard():
+        async with self._guard():
             stored = await self._take(keys=[self._key("request_token", token)])
         return self._request_token(stored, token)
 
@@ -613,11 +618,11 @@ class RedisStore:
 
     async def put_user(self, user: BasicUser) -> None:
         args: list[str | bytes] = [user.password_hash, self._grant_record(user.grant)]
-        with self._guard():
+        async with self._guard():
             await self._put_basic_user(keys=[self._key("basic", user.username)], args=args)
 
     async def get_user(self, username: str) -> BasicUser | None:
-        with self._guard():
+        async with self._guard():
             fields = await self._client.hgetall(self._key("basic", username))
         if not fields:
             return None
@@ -630,11 +635,11 @@ class RedisStore:
 
     async def put_grant(self, username: str, grant: OAuth2Grant) -> None:
         record = self._grant_record(grant)
-        with self._guard():
+        async with self._guard():
             await self._put_grant(keys=[self._key("basic", username)], args=[record])
 
     async def remove_credential(self, kind: CredentialKind, key: str) -> bool:
-        with self._guard():
+        async with self._guard():
             if kind == "consumer":
                 keys = [self._key("consumer", key), self._key("consumer_tokens", key), self._key("consumer_via", key)]
                 tokens = await self._remove_consumer(keys=keys)
@@ -654,7 +659,7 @@ class RedisStore:
         raise ValueError(f"unknown credential kind {kind!r}")
 
     async def list_credentials(self) -> list[CredentialEntry]:
-        with self._guard():
+        async with self._guard():
             consumers = await self._names("consumer")
             token_names = await self._names("token")
             usernames = await self._names("basic")
@@ -715,7 +720,7 @@ class RedisStore:
         # nonce's remaining life plus a minute, only lets Redis drop it some time after it died.
         life_ms = max(0, math.ceil((expires_at - now) * 1000))
         ttl_ms = life_ms + _NONCE_TTL_SLACK_MS if life_ms else 0
-        with self._guard():
+        async with self._guard():
             accepted = await self._remember_nonce(keys=[key], args=[repr(float(expires_at)), repr(float(now)), ttl_ms])
         return bool(accepted)
 
@@ -723,7 +728,7 @@ class RedisStore:
         if not ids:
             return []
         keys = [self._small_key(name) for name in ("next", "by_id", "ids")]
-        with self._guard():
+        async with self._guard():
             smalls = await self._small_ids(keys=keys, args=list(ids))
         return [int(small) for small in smalls]
 
@@ -731,7 +736,7 @@ class RedisStore:
         wanted = sorted({small for small in smalls if small > 0})
         if not wanted:
             return {}
-        with self._guard():
+        async with self._guard():
             values = await self._client.hmget(self._small_key("ids"), [str(small) for small in wanted])
         return {small: _text(value) for small, value in zip(wanted, values, strict=True) if value is not None}
 
@@ -739,21 +744,21 @@ class RedisStore:
         life_ms = math.ceil((expires_at - time.time()) * 1000)
         if life_ms <= 0:
             return
-        with self._guard():
+        async with self._guard():
             await self._client.set(self._key("pending", key), record, px=life_ms)
 
     async def get_pending(self, key: str) -> bytes | None:
-        with self._guard():
+        async with self._guard():
             record = await self._client.get(self._key("pending", key))
         return cast("bytes | None", record)  # replies are bytes: the client does not decode them
 
     async def take_pending(self, key: str) -> bytes | None:
-        with self._guard():
+        async with self._guard():
             record = await self._client.getdel(self._key("pending", key))
         return cast("bytes | None", record)  # replies are bytes: the client does not decode them
 
     async def ping(self) -> None:
-        with self._guard():
+        async with self._guard():
             await self._client.ping()
 
     async def close(self) -> None:
