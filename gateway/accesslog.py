@@ -9,8 +9,9 @@ field or a body.
 
 ``serve`` writes the lines to stderr through a handler of the access log's own (``BareLines``): each line
 skips the logging record a message would become, and the lines of one loop turn go out in one write at the
-start of the next turn (before any other line that handler writes, and at exit). A logger given handlers of
-its own gets every line as an INFO record instead.
+start of the next turn (before anything else that handler writes, and at exit; the other log lines have a
+handler of their own, so an access line may follow one logged just after its request was answered). A
+logger given handlers of its own gets every line as an INFO record instead.
 """
 
 from __future__ import annotations
