@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from gateway.auth.credentials import CredentialStore
 from gateway.model import DirectMessage, User
@@ -67,6 +67,32 @@ class TurnBatch(Generic[K, R]):
         callers = [(key, future) for key, future in waiting if not future.done()]  # a caller gone asks nothing
         if callers:
             self._answer(callers)
+
+
+Outcome = tuple[bool, Any]
+"""What one caller's part of a batch came to: (True, its result) or (False, the exception it raised)."""
+
+
+def caller_error(error: BaseException) -> BaseException:
+    """The exception a caller of a batch gets for ``error``: a ``StoreError`` of its own (one raised in several
+    callers' tasks would gather all their tracebacks), anything else as raised."""
+    return StoreError(*error.args) if isinstance(error, StoreError) else error
+
+
+def answer_each(
+    callers: Sequence[tuple[Any, asyncio.Future[Any]]],
+    outcomes: Sequence[Outcome],
+    error: Callable[[BaseException], BaseException] = caller_error,
+) -> None:
+    """Give each caller of a batch (a ``TurnBatch``'s, a writer's) what its part returned, or ``error`` of what it
+    raised; a caller gone already is skipped."""
+    for (_, future), (ok, value) in zip(callers, outcomes, strict=True):
+        if future.done():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(error(value))
 
 
 class MessageStore(Protocol):

@@ -86,7 +86,7 @@ from gateway.auth.credentials import (
 )
 from gateway.model import DirectMessage, User
 from gateway.store import codec
-from gateway.store.base import Deletion, StoreError, StoreSize, TurnBatch, latest
+from gateway.store.base import Deletion, Outcome, StoreError, StoreSize, TurnBatch, answer_each, latest
 
 DEFAULT_PREFIX = "dmgw:v1:"
 DAY = 24 * 3600
@@ -405,38 +405,33 @@ class RedisStore:
     async def _answer_wanted(
         self, callers: list[tuple[str, asyncio.Future[tuple[DirectMessage | None, dict[str, User]]]]]
     ) -> None:
-        answers: Sequence[tuple[DirectMessage | None, dict[str, User]] | Exception]
+        outcomes: list[Outcome]
         try:
-            answers = await self._messages_with_users([message_id for message_id, _ in callers])
+            outcomes = await self._messages_with_users([message_id for message_id, _ in callers])
         except Exception as exc:  # noqa: BLE001 - Redis failing (StoreError), or anything else, is every caller's
-            answers = [exc] * len(callers)
-        for (_, future), answer in zip(callers, answers, strict=True):
-            if future.done():
-                continue
-            if isinstance(answer, Exception):
-                future.set_exception(StoreError(*answer.args) if isinstance(answer, StoreError) else answer)
-            else:
-                future.set_result(answer)
+            outcomes = [(False, exc)] * len(callers)
+        answer_each(callers, outcomes)
 
-    async def _messages_with_users(
-        self, message_ids: list[str]
-    ) -> list[tuple[DirectMessage | None, dict[str, User]] | StoreError]:
-        """For each id, the message (None if not kept) with its users, or the ``StoreError`` of a record that
-        cannot be read (the message's, or one of its users'); Redis failing is raised for all."""
+    async def _messages_with_users(self, message_ids: list[str]) -> list[Outcome]:
+        """For each id, (True, (the message or None if not kept, its users)), or (False, the ``StoreError`` of a
+        record that cannot be read: the message's, or one of its users'); Redis failing is raised for all."""
         async with self._guard():
             values = await self._mget([self._key("msg", message_id) for message_id in message_ids])
         messages = [_decoded(self._message, data) for data in values]
         user_ids = sorted({i for m in messages if isinstance(m, DirectMessage) for i in (m.sender_id, m.recipient_id)})
         users = await self._users(user_ids)
-        answers: list[tuple[DirectMessage | None, dict[str, User]] | StoreError] = []
+        outcomes: list[Outcome] = []
         for message in messages:
             if not isinstance(message, DirectMessage):
-                answers.append((None, {}) if message is None else message)
+                outcomes.append((True, (None, {})) if message is None else (False, message))
                 continue
             pair = {i: users.get(i) for i in (message.sender_id, message.recipient_id)}
             unreadable = next((user for user in pair.values() if isinstance(user, StoreError)), None)
-            answers.append(unreadable or (message, {i: u for i, u in pair.items() if isinstance(u, User)}))
-        return answers
+            if unreadable is not None:
+                outcomes.append((False, unreadable))
+            else:
+                outcomes.append((True, (message, {i: u for i, u in pair.items() if isinstance(u, User)})))
+        return outcomes
 
     async def get_users(self, user_ids: Iterable[str]) -> dict[str, User]:
         found: dict[str, User] = {}

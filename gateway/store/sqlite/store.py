@@ -47,10 +47,10 @@ from gateway.config import StoreConfig
 from gateway.ids import is_id
 from gateway.model import DirectMessage, User
 from gateway.store import codec
-from gateway.store.base import Deletion, StoreError, StoreSize, TurnBatch, latest
+from gateway.store.base import Deletion, Outcome, StoreError, StoreSize, TurnBatch, latest
 from gateway.store.sqlite import schema
 from gateway.store.sqlite.worker import Worker
-from gateway.store.sqlite.writer import Op, Outcome, Writer, answer, answer_from, commit
+from gateway.store.sqlite.writer import Op, Writer, answer, answer_from, commit
 
 T = TypeVar("T")
 C = TypeVar("C", Consumer, Token)

@@ -27,7 +27,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from gateway.store.base import StoreError
+from gateway.store.base import Outcome, StoreError, answer_each, caller_error
 from gateway.store.sqlite.schema import BUSY_TIMEOUT_MS
 from gateway.store.sqlite.worker import Worker
 
@@ -38,8 +38,6 @@ log = logging.getLogger("gateway.store")
 Op = Callable[[sqlite3.Connection], Any]
 """One write: run inside its batch's transaction, on the loop's connection or on the worker thread's."""
 
-Outcome = tuple[bool, Any]
-"""What one write in a batch did: (True, its result) or (False, the exception it raised)."""
 
 Batch = list[tuple[Op, "asyncio.Future[Any]"]]
 """Writes with their callers."""
@@ -255,14 +253,8 @@ def answer_from(callers: list[tuple[Any, asyncio.Future[Any]]], done: asyncio.Fu
 
 
 def answer(batch: list[tuple[Any, asyncio.Future[Any]]], outcomes: list[Outcome]) -> None:
-    """Give each caller of a batch what its part returned or raised."""
-    for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
-        if future.done():
-            continue
-        if ok:
-            future.set_result(value)
-        else:
-            future.set_exception(store_error(value))
+    """Give each caller of a batch what its part returned or raised (SQLite's errors as ``StoreError``)."""
+    answer_each(batch, outcomes, store_error)
 
 
 def settle(batch: Batch, error: BaseException) -> None:
@@ -279,6 +271,4 @@ def store_error(error: BaseException) -> BaseException:
         wrapped = StoreError(f"sqlite: {error}")
         wrapped.__cause__ = error
         return wrapped
-    if isinstance(error, StoreError):
-        return StoreError(*error.args)
-    return error
+    return caller_error(error)
