@@ -913,6 +913,30 @@ async def test_kept_credentials_give_way_to_a_commit_by_another_connection(store
         await other.close()
 
 
+async def test_the_files_version_is_read_once_a_turn_of_the_loop(store: SQLiteStore, tmp_path: Path) -> None:
+    """Every request served in a turn arrived before it began: the file as it was then answers them all, and
+    another connection's commit is seen from the next turn on."""
+    other = await SQLiteStore.open(str(tmp_path / "s.sqlite3"))
+    try:
+        await store.put_consumer(Consumer("ck", "consumer secret"))
+        await store.put_token(Token("tok", "ck", "token secret"))
+        assert store._loop_db is not None
+        checks: list[str] = []
+        store._loop_db.set_trace_callback(lambda sql: checks.append(sql) if "data_version" in sql else None)
+        await asyncio.sleep(0)
+        for _ in range(3):  # none of these awaits gives the loop a turn: all in one
+            assert await store.get_consumer("ck") == Consumer("ck", "consumer secret")
+            assert await store.get_token("tok") == Token("tok", "ck", "token secret")
+        assert len(checks) == 1
+        await other.put_token(Token("tok", "ck", "rotated elsewhere"))
+        await asyncio.sleep(0)
+        assert await store.get_token("tok") == Token("tok", "ck", "rotated elsewhere")
+        assert await store.get_consumer("ck") == Consumer("ck", "consumer secret")
+        assert len(checks) == 2
+    finally:
+        await other.close()
+
+
 async def test_kept_credentials_are_bounded(store: SQLiteStore) -> None:
     store.credential_cache_size = 4
     for i in range(10):

@@ -22,7 +22,7 @@ from gateway.emulator import EmulatorServer
 from gateway.errors import UpstreamFailure, UpstreamUnavailable
 from gateway.metrics import Metrics
 from gateway.model import Principal
-from gateway.upstream.client import UpstreamClient
+from gateway.upstream.client import UpstreamClient, _query_text
 from tests.conftest import PLAIN_IDS, gateway_config
 
 PRINCIPAL = Principal(BearerCredential("token"), "bearer", "bearer:test")
@@ -94,18 +94,25 @@ def test_plain_paths_on_a_bare_origin_take_the_shortcut(monkeypatch: pytest.Monk
     client = client_for("https://api.x.com")
     parsed: list[str] = []
     real_url = URL
+    _query_text.cache_clear()
 
     def spy(value: Any, *args: Any, **kwargs: Any) -> URL:
-        parsed.append(value)
+        if not kwargs.get("encoded"):  # text taken as it is, already encoded, is not parsed for quoting
+            parsed.append(value)
         return real_url(value, *args, **kwargs)
 
     monkeypatch.setattr("gateway.upstream.client.URL", spy)
     event = "/2/dm_events/1700000000000000005"
     assert [str(part) for part in client._url(event, None)] == ["https://api.x.com" + event] * 2
-    assert [str(part) for part in client._url("/2/users", {"ids": "1,2"})] == ["https://api.x.com/2/users?ids=1,2"] * 2
-    assert parsed == []
+    query = {"ids": "1,2", "user.fields": "a b"}
+    assert [str(part) for part in client._url("/2/users", query)] == [
+        "https://api.x.com/2/users?ids=1,2&user.fields=a+b"
+    ] * 2
+    assert parsed == ["http://query.invalid/"]  # the query's text, encoded once...
+    assert str(client._url("/2/users/1", dict(query))[0]) == "https://api.x.com/2/users/1?ids=1,2&user.fields=a+b"
+    assert parsed == ["http://query.invalid/"]  # ...for every path it is asked with
     client._url("/2/users/by/username/a%20b", None)  # not plain: parsed whole
-    assert parsed == ["https://api.x.com/2/users/by/username/a%20b"]
+    assert parsed[1:] == ["https://api.x.com/2/users/by/username/a%20b"]
 
 
 # --- bounded bodies --------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import logging
 import re
 import time
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -308,14 +309,14 @@ class UpstreamClient:
         """``base_url + path`` with ``params`` as its query, as a URL and as the text a credential signs.
 
         A plain path (an id, a fixed name) goes onto the base URL, parsed once, which gives the same URL as
-        parsing the whole string; without a query, its text is then the two strings joined."""
+        parsing the whole string; its text is then the two strings joined, with the query's encoded text
+        (``_query_text``) after a ``?``."""
         if self._root is not None and _PLAIN_PATH.fullmatch(path):
-            url = self._root.with_path(path, encoded=True)
             if not params:
-                return url, self._base + path
-            url = url.with_query(dict(params))
-        else:
-            url = URL(self._base + path).with_query(dict(params or {}))
+                return self._root.with_path(path, encoded=True), self._base + path
+            target = f"{self._base}{path}?{_query_text(tuple(params.items()))}"
+            return URL(target, encoded=True), target
+        url = URL(self._base + path).with_query(dict(params or {}))
         return url, str(url)
 
     async def _with_retries(
@@ -467,6 +468,13 @@ def _plain_root(base: str) -> URL | None:
     if not root.absolute or str(root.with_path("", encoded=True)) != base:
         return None
     return root
+
+
+@lru_cache(maxsize=256)
+def _query_text(params: tuple[tuple[str, str], ...]) -> str:
+    """A query's text as yarl encodes it, each distinct query encoded once: most are the same few (an event
+    lookup's never changes)."""
+    return URL("http://query.invalid/").with_query(dict(params)).raw_query_string
 
 
 def _outcome(status: int) -> tuple[str, bool]:

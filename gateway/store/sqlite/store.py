@@ -8,9 +8,10 @@ Guarantees:
   ``StoreError``.
 - The messages asked for with their users in one turn of the event loop are read together at its end.
 - Users, consumers and tokens read on the loop are kept while the file's ``data_version`` stands (no other
-  connection committed): a user until the loop's own commit writes it again, consumers and tokens until the
-  loop's own commit writes or removes any of them. A read never answers an older record than the last
-  committed, and an OAuth 1.0a request's two credential reads cost a version check instead.
+  connection committed), read once a turn of the event loop: a user until the loop's own commit writes it
+  again, consumers and tokens until the loop's own commit writes or removes any of them. A read never answers
+  an older record than the last committed before its turn began, and an OAuth 1.0a request's two credential
+  reads cost nothing but lookups once another read in the turn has checked the version.
 - Writes go through the writer (``writer.py``): committed in batches, each caller answered after its commit.
 - Every check-then-write (a nonce spent, a request token or pending record taken, a small id given) is one
   write in one transaction, under SQLite's write lock, so processes sharing the file agree.
@@ -99,6 +100,7 @@ class SQLiteStore:
         self._consumers: dict[str, Consumer] = {}
         self._tokens: dict[str, Token] = {}
         self._kept_version: int | None = None
+        self._version_read = False  # in this turn of the event loop
         # Messages asked for with their users in one turn of the event loop, read together at its end.
         self._wanted: TurnBatch[int, tuple[DirectMessage | None, dict[str, User]]] = TurnBatch(self._read_wanted)
         self._nonce_calls = 0
@@ -238,15 +240,23 @@ class SQLiteStore:
     def _keeping(self, db: sqlite3.Connection) -> bool:
         """Whether what is read on ``db`` may be kept: only on the loop's connection. What it kept is
         forgotten first if another connection has committed since it was read (the file's ``data_version``
-        moved on)."""
+        moved on). The version is read once a turn of the event loop: every request served in a turn had
+        arrived before the turn began, so the file as it was then is what each of them may be answered from."""
         if db is not self._loop_db:
             return False
+        if self._version_read:
+            return True
         (version,) = db.execute("PRAGMA data_version").fetchone()
         if version != self._kept_version:
             self._users.clear()
             self._forget_credentials()
             self._kept_version = version
+        self._version_read = True
+        asyncio.get_running_loop().call_soon(self._read_version_again)
         return True
+
+    def _read_version_again(self) -> None:
+        self._version_read = False
 
     def _kept_credential(
         self, db: sqlite3.Connection, kept: dict[str, C], key: str, read: Callable[[], C | None]
