@@ -6,10 +6,11 @@ of a shared machine, as CPU time does.
                                  [--store-miss]
 
 SERVER and CHECKOUT are as for ``bench.compare`` (``memory``, ``sqlite``, ``redis`` or ``proxy``; a directory
-holding another version of the project). One after the other, each server runs under ``valgrind --tool=callgrind``
-against an emulator of its own; its counters are zeroed after ``--warmup`` destroys and read after
-``--count`` more, and the instructions of every thread of the process are divided by ``--count``. Repeated
-runs of one checkout agree to within about half a per cent; a run takes two to three minutes for each server.
+holding another version of the project). One after the other, each server runs under ``valgrind
+--tool=callgrind`` against an emulator of its own, instrumented only once ``--warmup`` destroys are done; its
+counters are read after ``--count`` more, and the instructions of every thread of the process are divided by
+``--count``. Repeated runs of one checkout agree to within about half a per cent; a run takes a minute or two
+for each server.
 Needs ``valgrind`` and ``callgrind_control`` on the ``PATH``.
 """
 
@@ -33,7 +34,15 @@ def count(side: Side, args: argparse.Namespace, log_dir: Path) -> float:
     total = args.warmup + args.count
     emulator = Process("emulator", ["bench.servers", "emulator", "--events", str(total)], log_dir).ready()
     out = log_dir / f"{side.name}.callgrind"
-    wrapper = ("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p", "--dump-instr=no")
+    # Nothing is instrumented until the warm-up is over: the start-up and warm-up then run several times
+    # faster, and are not counted either way.
+    wrapper = (
+        "valgrind",
+        "--tool=callgrind",
+        f"--callgrind-out-file={out}.%p",
+        "--dump-instr=no",
+        "--instr-atstart=no",
+    )
     command = server_command(side, emulator.url, range(total), args, log_dir)
     server = Process(side.name, command, log_dir, cwd=side.checkout, wrapper=wrapper)
     try:
@@ -48,7 +57,8 @@ def count(side: Side, args: argparse.Namespace, log_dir: Path) -> float:
         assert load.stdin is not None and load.stdout is not None
         if load.stdout.readline().strip() != b"WARM":
             raise RuntimeError(f"{side.name}: the load generator failed during the warm-up")
-        subprocess.run(["callgrind_control", "--zero", str(server.pid)], check=True, capture_output=True)
+        for control in ("--instr=on", "--zero"):
+            subprocess.run(["callgrind_control", control, str(server.pid)], check=True, capture_output=True)
         load.stdin.write(b"go\n")
         load.stdin.flush()
         result = load.stdout.readline()
