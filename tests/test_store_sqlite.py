@@ -937,6 +937,40 @@ async def test_the_files_version_is_read_once_a_turn_of_the_loop(store: SQLiteSt
         await other.close()
 
 
+def test_a_loop_that_stopped_before_its_next_turn_leaves_the_version_to_be_read_again(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.sqlite3")
+    first, second = asyncio.new_event_loop(), asyncio.new_event_loop()
+
+    async def kept_token() -> SQLiteStore:
+        store = await SQLiteStore.open(path)
+        await store.put_consumer(Consumer("ck", "consumer secret"))
+        await store.put_token(Token("tok", "ck", "token secret"))
+        assert await store.get_token("tok") == Token("tok", "ck", "token secret")
+        return store
+
+    def last_turn() -> None:  # a read, then the loop is stopped within the same turn
+        assert store._keeping(store._loop_db)  # type: ignore[arg-type]
+        first.stop()
+
+    async def on_another_loop() -> None:
+        other = await SQLiteStore.open(path)
+        try:
+            await other.put_token(Token("tok", "ck", "rotated elsewhere"))
+            assert await store.get_token("tok") == Token("tok", "ck", "rotated elsewhere")
+        finally:
+            await other.close()
+            await store.close()
+
+    try:
+        store = first.run_until_complete(kept_token())
+        first.call_soon(last_turn)
+        first.run_forever()
+        second.run_until_complete(on_another_loop())
+    finally:
+        first.close()
+        second.close()
+
+
 async def test_kept_credentials_are_bounded(store: SQLiteStore) -> None:
     store.credential_cache_size = 4
     for i in range(10):

@@ -100,7 +100,9 @@ class SQLiteStore:
         self._consumers: dict[str, Consumer] = {}
         self._tokens: dict[str, Token] = {}
         self._kept_version: int | None = None
-        self._version_read = False  # in this turn of the event loop
+        # The loop whose current turn has read the version (a loop that stopped before its next turn cannot
+        # leave the version unread for another).
+        self._version_read_on: asyncio.AbstractEventLoop | None = None
         # Messages asked for with their users in one turn of the event loop, read together at its end.
         self._wanted: TurnBatch[int, tuple[DirectMessage | None, dict[str, User]]] = TurnBatch(self._read_wanted)
         self._nonce_calls = 0
@@ -244,19 +246,20 @@ class SQLiteStore:
         arrived before the turn began, so the file as it was then is what each of them may be answered from."""
         if db is not self._loop_db:
             return False
-        if self._version_read:
+        loop = asyncio.get_running_loop()
+        if self._version_read_on is loop:
             return True
         (version,) = db.execute("PRAGMA data_version").fetchone()
         if version != self._kept_version:
             self._users.clear()
             self._forget_credentials()
             self._kept_version = version
-        self._version_read = True
-        asyncio.get_running_loop().call_soon(self._read_version_again)
+        self._version_read_on = loop
+        loop.call_soon(self._read_version_again)
         return True
 
     def _read_version_again(self) -> None:
-        self._version_read = False
+        self._version_read_on = None
 
     def _kept_credential(
         self, db: sqlite3.Connection, kept: dict[str, C], key: str, read: Callable[[], C | None]
