@@ -30,9 +30,9 @@ from gateway.keys import DIALECT, REQUEST_ID
 
 
 def access_record(
-    request: web.BaseRequest, response: web.StreamResponse, seconds: float, pid: int | None = None
+    request: web.BaseRequest, response: web.StreamResponse, seconds: float, pid: int
 ) -> dict[str, object]:
-    """The access-log entry of a request (``pid``: the answering process's, when the caller knows it)."""
+    """The access-log entry of a request answered by the process ``pid``."""
     record: dict[str, object] = {
         "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "method": request.method,
@@ -47,7 +47,7 @@ def access_record(
     elif request.path.startswith("/2/"):
         record["dialect"] = "v2"
     record["remote"] = request.remote
-    record["pid"] = os.getpid() if pid is None else pid
+    record["pid"] = pid
     return record
 
 

@@ -259,9 +259,7 @@ def answer(batch: list[tuple[Any, asyncio.Future[Any]]], outcomes: list[Outcome]
 
 def settle(batch: Batch, error: BaseException) -> None:
     """Fail every caller of a batch that did not commit."""
-    for _, future in batch:
-        if not future.done():
-            future.set_exception(store_error(error))
+    answer(batch, [(False, error)] * len(batch))
 
 
 def store_error(error: BaseException) -> BaseException:
