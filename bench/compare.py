@@ -6,15 +6,17 @@
 
 SERVER is ``memory``, ``sqlite`` or ``redis`` (a gateway with that store, filled beforehand with every message
 the comparison destroys; Redis at ``DMGW_BENCH_REDIS_URL``, under a key prefix of the server's own, deleted when
-it stops) or ``proxy`` (the minimal proxy); CHECKOUT is a directory holding another version of the
+it stops), ``proxy`` (the minimal proxy) or ``same-calls`` (the proxy making the v2 calls the gateway makes
+for the destroy: with ``--store-miss`` the GET first, with ``--auth oauth1`` each signed with OAuth 1.0a, as
+the gateway signs them); CHECKOUT is a directory holding another version of the
 project (a ``git worktree``), whose code that server then runs; without it, this one's. Both servers are up at
 once against one emulator, and the load alternates between them in slices of ``--count`` destroys (A B, then
 B A, ...), each slice's CPU (user and system, all threads of the server's process) read from /proc. A slice
 pair's ratio is B's CPU per destroy over A's; the median over the pairs is printed, with each server's
 median CPU per destroy and req/s. ``--auth oauth1`` signs every call to a gateway with OAuth 1.0a (the
 gateway's store holds the emulator's consumer and token), and ``--store-miss`` leaves a gateway's store
-without the messages, so that each destroy first asks v2 for its message; the minimal proxy takes the same
-calls with the bearer token either way (it authenticates nobody and has no store).
+without the messages, so that each destroy first asks v2 for its message; the proxies take the same calls
+with the bearer token either way (they authenticate nobody and have no store).
 
 Why slices: on a shared virtual machine the CPU a request costs drifts by half within a minute, far more than
 most changes a comparison looks for; two slices a few seconds apart share that drift. The server started
@@ -35,7 +37,8 @@ import orjson
 
 from bench.run import Process, Scenario, run_load, store_url
 
-SERVERS = ("memory", "sqlite", "redis", "proxy")
+SERVERS = ("memory", "sqlite", "redis", "proxy", "same-calls")
+PROXIES = ("proxy", "same-calls")
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,11 @@ class Side:
     name: str
     server: str
     checkout: Path | None
+
+    @property
+    def is_proxy(self) -> bool:
+        """A proxy authenticates nobody: it is called with the bearer token whatever ``--auth`` says."""
+        return self.server in PROXIES
 
     @classmethod
     def parse(cls, text: str) -> Side:
@@ -59,11 +67,17 @@ def slice_ratios(first: list[float], second: list[float]) -> list[float]:
 
 
 def server_command(side: Side, upstream: str, ids: range, args: argparse.Namespace, log_dir: Path) -> list[str]:
-    """The ``bench.servers`` command of one side against ``upstream``: the minimal proxy, or a gateway whose
-    store holds the messages ``ids`` beforehand (none with ``--store-miss``) and, with ``--auth oauth1``, the
+    """The ``bench.servers`` command of one side against ``upstream``: the minimal proxy, the same-calls proxy
+    (the GET first with ``--store-miss``, its calls signed with ``--auth oauth1``), or a gateway whose store
+    holds the messages ``ids`` beforehand (none with ``--store-miss``) and, with ``--auth oauth1``, the
     emulator's consumer and token."""
     if side.server == "proxy":
         return ["bench.servers", "proxy", "--upstream", upstream]
+    if side.server == "same-calls":
+        return [
+            "bench.servers", "same-calls", "--upstream", upstream,
+            *(["--store-miss"] if args.store_miss else []), *(["--oauth1"] if args.auth == "oauth1" else []),
+        ]  # fmt: skip
     (log_dir / side.name).mkdir(exist_ok=True)
     store = store_url(side.server, log_dir / side.name)
     command = ["bench.servers", "gateway", "--upstream", upstream, "--store", store]
@@ -89,7 +103,7 @@ def compare(sides: tuple[Side, Side], args: argparse.Namespace, log_dir: Path) -
             process.ready()
         cpu: list[list[float]] = [[], []]
         rps: list[list[float]] = [[], []]
-        auths = ["bearer" if side.server == "proxy" else args.auth for side in sides]
+        auths = ["bearer" if side.is_proxy else args.auth for side in sides]
         for number in range(args.slices):
             for index in (0, 1) if number % 2 == 0 else (1, 0):
                 process = processes[index]

@@ -5,12 +5,12 @@ of a shared machine, as CPU time does.
                                  [--count 2000] [--warmup 500] [--concurrency 16] [--auth oauth1]
                                  [--store-miss]
 
-SERVER and CHECKOUT are as for ``bench.compare`` (``memory``, ``sqlite``, ``redis`` or ``proxy``; a directory
-holding another version of the project). One after the other, each server runs under ``valgrind
---tool=callgrind`` against an emulator of its own, instrumented only once ``--warmup`` destroys are done; its
-counters are read after ``--count`` more, and the instructions of every thread of the process are divided by
-``--count``. Repeated runs of one checkout agree to within about half a per cent; a run takes a minute or two
-for each server.
+SERVER and CHECKOUT are as for ``bench.compare`` (``memory``, ``sqlite``, ``redis``, ``proxy`` or
+``same-calls``; a directory holding another version of the project). One after the other, each server runs
+under ``valgrind --tool=callgrind`` against an emulator of its own, instrumented only once ``--warmup``
+destroys are done; its counters are read after ``--count`` more, and the instructions of every thread of the
+process are divided by ``--count``. Repeated runs of one checkout agree to within about half a per cent; a
+run takes a minute or two for each server.
 Needs ``valgrind`` and ``callgrind_control`` on the ``PATH``.
 """
 
@@ -47,7 +47,7 @@ def count(side: Side, args: argparse.Namespace, log_dir: Path) -> float:
     server = Process(side.name, command, log_dir, cwd=side.checkout, wrapper=wrapper)
     try:
         server.ready()
-        auth = "bearer" if side.server == "proxy" else args.auth
+        auth = "bearer" if side.is_proxy else args.auth
         load = subprocess.Popen(
             [sys.executable, "-m", "bench.load", "--base", server.url, "--call", args.call, "--auth", auth,
              "--start", "0", "--warmup", str(args.warmup), "--count", str(args.count),
