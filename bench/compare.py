@@ -35,10 +35,9 @@ from typing import Any
 
 import orjson
 
-from bench.run import Process, Scenario, run_load, store_url
+from bench.run import PROXY_KINDS, Process, Scenario, run_load, same_calls_command, store_url
 
-SERVERS = ("memory", "sqlite", "redis", "proxy", "same-calls")
-PROXIES = ("proxy", "same-calls")
+SERVERS = ("memory", "sqlite", "redis", *PROXY_KINDS)
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,7 @@ class Side:
     @property
     def is_proxy(self) -> bool:
         """A proxy authenticates nobody: it is called with the bearer token whatever ``--auth`` says."""
-        return self.server in PROXIES
+        return self.server in PROXY_KINDS
 
     @classmethod
     def parse(cls, text: str) -> Side:
@@ -74,10 +73,7 @@ def server_command(side: Side, upstream: str, ids: range, args: argparse.Namespa
     if side.server == "proxy":
         return ["bench.servers", "proxy", "--upstream", upstream]
     if side.server == "same-calls":
-        return [
-            "bench.servers", "same-calls", "--upstream", upstream,
-            *(["--store-miss"] if args.store_miss else []), *(["--oauth1"] if args.auth == "oauth1" else []),
-        ]  # fmt: skip
+        return same_calls_command(upstream, store_miss=args.store_miss, oauth1=args.auth == "oauth1")
     (log_dir / side.name).mkdir(exist_ok=True)
     store = store_url(side.server, log_dir / side.name)
     command = ["bench.servers", "gateway", "--upstream", upstream, "--store", store]

@@ -69,6 +69,8 @@ CALL_NAMES = {
     "statusnet-send": "StatusNet direct_messages/new.xml",
 }
 DESTROYS = ("v1.1", "statusnet", "v2")
+#: The servers that authenticate nobody: the minimal proxy and the same-calls proxy.
+PROXY_KINDS = ("proxy", "same-calls")
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,7 @@ class Server:
 
     @property
     def is_proxy(self) -> bool:
-        return self.kind in ("proxy", "same-calls")
+        return self.kind in PROXY_KINDS
 
 
 @dataclass
@@ -416,8 +418,9 @@ def server_command(
         return ["bench.servers", "proxy", "--upstream", upstream]
     if server.kind == "same-calls":
         options = server.option.split("+")
-        command = ["bench.servers", "same-calls", "--upstream", upstream, "--processes", str(server.processes)]
-        return command + (["--store-miss"] if "miss" in options else []) + (["--oauth1"] if "oauth1" in options else [])
+        return same_calls_command(
+            upstream, store_miss="miss" in options, oauth1="oauth1" in options, processes=server.processes
+        )
     directory = log_dir / re.sub(r"[^A-Za-z0-9.-]+", "-", key)
     directory.mkdir()
     store = store_url(server.option, directory, started["redis"].url if "redis" in started else REDIS_URL)
@@ -430,6 +433,13 @@ def server_command(
     if any(s.auth == "oauth1" for s in scenarios if s.server == key):
         command.append("--oauth1")
     return command
+
+
+def same_calls_command(upstream: str, *, store_miss: bool, oauth1: bool, processes: int = 1) -> list[str]:
+    """The ``python -m`` arguments of a same-calls proxy: the GET before a destroy with ``store_miss``, its
+    v2 calls signed with OAuth 1.0a with ``oauth1``, served by ``processes`` processes."""
+    command = ["bench.servers", "same-calls", "--upstream", upstream, "--processes", str(processes)]
+    return command + (["--store-miss"] if store_miss else []) + (["--oauth1"] if oauth1 else [])
 
 
 def http_bench(args: argparse.Namespace, log_dir: Path) -> tuple[list[Scenario], list[float]]:

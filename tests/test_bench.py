@@ -6,21 +6,25 @@ right next to it, and every destroy has an id of its own."""
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
 import pytest
 
 from bench import fixtures
+from bench.compare import Side, server_command
 from bench.load import OAUTH1_SIGNER, Signer, request_for
 from bench.proxy import create_same_calls_app
 from bench.run import PATHS, Server, adjacent_pairs, adjacent_ratios, assign_ids, emulator_key, plan, schedule
+from bench.run import server_command as run_server_command
 from bench.servers import emulator_state, gateway_config, prepared_store
 from gateway.app import create_app
 from gateway.emulator import EmulatorServer
@@ -279,6 +283,24 @@ def test_compare_runs_a_gateway_on_redis(tmp_path: Path, redis_url: str) -> None
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert orjson.loads(report_path.read_bytes())["runs"][0]["cpu_us"]["red"][0] > 0
+
+
+@pytest.mark.parametrize(("store_miss", "auth"), [(False, "bearer"), (True, "bearer"), (True, "oauth1")])
+def test_compare_has_the_same_calls_proxy_make_the_comparisons_v2_calls(
+    store_miss: bool, auth: str, tmp_path: Path
+) -> None:
+    # The same-calls proxy asks v2 first on a store miss and signs its calls when the gateway's callers sign
+    # theirs, as the full run's proxy for that scenario does; like the minimal proxy, it is called with the
+    # bearer token, whatever the comparison's --auth.
+    side = Side.parse("same=same-calls")
+    args = argparse.Namespace(store_miss=store_miss, auth=auth)
+    command = server_command(side, "http://127.0.0.1:1", range(0), args, tmp_path)
+    options = "+".join(o for o, on in (("miss", store_miss), ("oauth1", auth == "oauth1")) if on)
+    emulator = SimpleNamespace(url="http://127.0.0.1:1")
+    full_run = run_server_command(Server("same-calls", options).key, {"emulator": emulator}, [], [], tmp_path)  # type: ignore[dict-item]
+    assert command == full_run
+    assert ("--store-miss" in command, "--oauth1" in command) == (store_miss, auth == "oauth1")
+    assert side.is_proxy and Side.parse("minimal=proxy").is_proxy and not Side.parse("gw=sqlite").is_proxy
 
 
 def test_compare_signs_with_oauth1_and_leaves_the_store_empty_when_asked(tmp_path: Path) -> None:
