@@ -10,6 +10,7 @@ import argparse
 import math
 import os
 import re
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,17 @@ from bench import fixtures
 from bench.compare import Side, server_command
 from bench.load import OAUTH1_SIGNER, Signer, request_for
 from bench.proxy import create_same_calls_app
-from bench.run import PATHS, Server, adjacent_pairs, adjacent_ratios, assign_ids, emulator_key, plan, schedule
+from bench.run import (
+    PATHS,
+    Server,
+    adjacent_pairs,
+    adjacent_ratios,
+    assign_ids,
+    emulator_key,
+    plan,
+    schedule,
+    verdicts,
+)
 from bench.run import server_command as run_server_command
 from bench.servers import emulator_state, gateway_config, prepared_store
 from gateway.app import create_app
@@ -72,7 +83,8 @@ def test_bench_runs_every_path_in_a_tiny_pass(tmp_path: Path) -> None:
     targets = {t["what"]: t for t in report["targets"]}
     for row in compared:
         if row["path"] != "replicas":
-            assert targets[f"throughput {row['name']} / same-calls proxy"]["measured"] == row["ratio"]
+            target = targets[f"throughput {row['name']} / same-calls proxy"]
+            assert target["measured"] == row["ratio"] and target["rounds"] == [row["ratio"], row["ratio"]]
     assert sum(t.startswith("lookup p50") for t in targets) == 2
     assert {t.split(" (")[0] for t in targets if t.startswith("bytes per cached message")} == {
         "bytes per cached message memory",
@@ -220,6 +232,19 @@ def test_a_ratio_divides_the_gateway_run_by_the_proxy_run_next_to_it() -> None:
     same, gateway_run, minimal = (r for r in schedule(scenarios, 0, 1, 10) if r.pair == gateway.name)
     with pytest.raises(ValueError, match="next to"):
         adjacent_ratios([same, minimal, gateway_run], [1.0, 1.0, 1.0])  # the same-calls run no longer next to it
+
+
+def test_a_throughput_verdict_is_the_median_round_and_names_the_lowest_and_highest() -> None:
+    scenarios = plan(["memory"], ("hit",))
+    gateway = next(s for s in scenarios if not s.is_proxy and s.target is not None)
+    gateway.result = {"ratio_rounds": [0.95, 0.8, 0.92, 0.85], "ratio": statistics.median([0.95, 0.8, 0.92, 0.85])}
+    others = [s for s in scenarios if s.target is not None and s is not gateway]
+    for other in others:
+        other.result = {"ratio_rounds": [1.0], "ratio": 1.0}
+    store = {"backend": "memory", "messages": 1000, "ratio_to_smallest": 1.0, "bytes_per_message": {"rss": 500.0}}
+    checks = {what: rest for what, *rest in verdicts(scenarios, [store, {**store, "messages": 10}])}
+    assert checks[f"throughput {gateway.name} / same-calls proxy"] == [gateway.result["ratio"], 0.9, False, (0.8, 0.95)]
+    assert checks["lookup p50 memory: 1000 / 10 messages"] == [1.0, 1.5, True, None]
 
 
 def test_the_readme_gives_the_store_parts_rounds_and_warm_up_as_the_code_has_them() -> None:
