@@ -39,7 +39,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import orjson
 
@@ -603,19 +603,26 @@ def print_ratios(scenarios: list[Scenario], replicas: list[float]) -> None:
         )
 
 
-Check = tuple[str, float, float, bool, tuple[float, float] | None]
+class Check(NamedTuple):
+    """One target this run measured. For a throughput, ``measured`` is the median over rounds and ``rounds``
+    the lowest and highest round's ratio: on a shared machine, a target between the two is one the run cannot
+    settle."""
+
+    what: str
+    measured: float
+    target: float
+    met: bool
+    rounds: tuple[float, float] | None = None
 
 
 def verdicts(scenarios: list[Scenario], stores: list[dict[str, Any]]) -> list[Check]:
-    """(what, measured, target, met, rounds) for every target the issue sets that this run measured; for a
-    throughput, the measure is the median over rounds and ``rounds`` the lowest and highest round's ratio (on
-    a shared machine, a target between the two is one the run cannot settle), None for the others."""
+    """A ``Check`` for every target the issue sets that this run measured."""
     checks: list[Check] = []
     for s in scenarios:
         if s.target is not None:
             ratio, rounds = s.result["ratio"], s.result["ratio_rounds"]
             what = f"throughput {s.name} / same-calls proxy"
-            checks.append((what, ratio, s.target, ratio >= s.target, (min(rounds), max(rounds))))
+            checks.append(Check(what, ratio, s.target, ratio >= s.target, (min(rounds), max(rounds))))
     largest: dict[str, dict[str, Any]] = {}
     for backend in dict.fromkeys(r["backend"] for r in stores):
         rows = sorted((r for r in stores if r["backend"] == backend), key=lambda r: r["messages"])
@@ -623,12 +630,12 @@ def verdicts(scenarios: list[Scenario], stores: list[dict[str, Any]]) -> list[Ch
         if len(rows) >= 2:
             ratio = rows[-1]["ratio_to_smallest"]  # measured in pairs with the smallest size (bench.store_cost)
             what = f"lookup p50 {backend}: {rows[-1]['messages']} / {rows[0]['messages']} messages"
-            checks.append((what, ratio, LOOKUP_TARGET, ratio <= LOOKUP_TARGET, None))
+            checks.append(Check(what, ratio, LOOKUP_TARGET, ratio <= LOOKUP_TARGET))
     for backend, row in largest.items():
         if backend in ("memory", "sqlite"):
             for measure, value in row["bytes_per_message"].items():
                 what = f"bytes per cached message {backend} ({measure}) at {row['messages']} messages"
-                checks.append((what, value, MEMORY_TARGET, value <= MEMORY_TARGET, None))
+                checks.append(Check(what, value, MEMORY_TARGET, value <= MEMORY_TARGET))
     return checks
 
 
