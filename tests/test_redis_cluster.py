@@ -113,6 +113,25 @@ async def test_a_message_and_its_deletions_share_a_slot_and_messages_spread(
     assert (await cluster_store.size()).messages == 30
 
 
+async def test_learning_messages_again_renews_their_deletions_on_every_primary(
+    cluster_store: RedisStore, raw: Any
+) -> None:
+    ids = [str(1001 + i) for i in range(12)]
+    await cluster_store.put_messages([make_message(i) for i in ids])
+    await cluster_store.mark_deleted_many([(i, "u1") for i in ids])
+    prefix = cluster_store.prefix
+    for message_id in ids:
+        await raw.expire(f"{prefix}del:{{{message_id}}}", 5)
+    await cluster_store.put_messages([make_message(i, text="again") for i in ids])
+    assert len({raw.get_node_from_key(f"{prefix}msg:{{{i}}}").name for i in ids}) == 3
+    for message_id in ids:
+        assert await raw.ttl(f"{prefix}del:{{{message_id}}}") > 5  # each slot's script renewed its own
+        found = await cluster_store.get_message(message_id)
+        assert found is not None and found.text == "again"
+        assert len(await cluster_store.get_deletions(message_id)) == 1
+    assert (await cluster_store.size()).messages == 12  # the index, in a slot of its own, counted each once
+
+
 async def test_messages_of_one_turn_are_read_together_from_every_primary(cluster_store: RedisStore, raw: Any) -> None:
     ids = [str(1001 + i) for i in range(12)]
     messages = [make_message(i, sender_id=str(100 + n), recipient_id=str(200 + n)) for n, i in enumerate(ids)]

@@ -1130,6 +1130,30 @@ async def test_redis_messages_asked_for_in_one_turn_of_the_loop_are_read_togethe
     assert reads.kinds == ["msg", "user"] * 2
 
 
+async def test_redis_learning_several_messages_is_one_command(redis_store: RedisStore) -> None:
+    """The messages, their deletions' renewal and the index: one script, not a pipeline of a few per message."""
+    await redis_store.put_messages([make_message("1000")])  # the script is loaded on its first use
+    sent: list[str] = []
+    execute = redis_store._client.execute_command
+
+    async def counted(*args: Any, **options: Any) -> Any:
+        sent.append(str(args[0]))
+        return await execute(*args, **options)
+
+    def no_pipeline(*args: Any, **options: Any) -> Any:
+        raise AssertionError("put_messages made a pipeline")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(redis_store._client, "execute_command", counted)
+        patch.setattr(redis_store._client, "pipeline", no_pipeline)
+        await redis_store.put_messages([make_message(str(1001 + i)) for i in range(5)])
+    assert sent == ["EVALSHA"]
+    assert [await redis_store.get_message(str(1000 + i)) for i in range(6)] == [
+        make_message(str(1000 + i)) for i in range(6)
+    ]
+    assert (await redis_store.size()).messages == 6
+
+
 async def test_redis_a_record_that_cannot_be_read_fails_its_own_caller_only(
     redis_store: RedisStore, redis_url: str
 ) -> None:

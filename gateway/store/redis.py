@@ -39,17 +39,19 @@ so a message and its deletions, or a consumer and its token set and flag, share 
 a name are %-escaped and an empty name is ``{%}``. The small-id map's keys share the tag ``{map}``
 (``small:{map}:next``...). A plain ``redis://`` store keeps the names above, without braces, so existing data
 is read as before. Writes of several messages or users, and deletions of several messages, are split per hash
-slot by the client (pipelines) or by the store (scripts); none is atomic as a whole.
+slot by the client (users' pipelines) or by the store (messages' and deletions' scripts); none is atomic as a
+whole.
 
 Any Redis failure becomes ``StoreError``, which the service treats as a miss. Each call is bounded as a whole
 by ``socket_timeout`` (connecting, every command it sends and every reply), not each send and reply: redis-py's
 own socket timeout costs a timer for every reply it reads and, on Python 3.11, a task for every send.
 
 The two index sets let ``size`` count without SCAN: every write of a message or user also sets its id's score
-to its expiry, in the same pipeline (no extra round trip), and ``ZCOUNT`` from now answers in O(log n). Once
-a minute (``INDEX_TRIM_INTERVAL``, in each process) such a write also drops the ids already expired and renews
-the set's TTL, to the records' TTL and that minute, so a set holds little more than the live records and goes
-with the last of them. Records written before the index existed are not counted until written again; they
+to its expiry, in the same script or pipeline (no extra round trip; on a cluster the index has a slot of its
+own, so it goes in a pipeline sent beside the messages' scripts), and ``ZCOUNT`` from now answers in O(log n).
+Once a minute (``INDEX_TRIM_INTERVAL``, in each process) such a write also drops the ids already expired and
+renews the set's TTL, to the records' TTL and that minute, so a set holds little more than the live records and
+goes with the last of them. Records written before the index existed are not counted until written again; they
 expire with their TTL.
 """
 
@@ -209,6 +211,27 @@ end
 return {}
 """
 
+# KEYS: each message's key and its deletions' key, then, on a single server, the messages' index. ARGV: the
+# messages' TTL, the deletions' TTL, the index score (when the messages expire), the score below which the index
+# is trimmed ('' for no trim this time) and the index's TTL, then each message's id and record. One command for
+# what would be two per message and one for the index.
+_LEARN = """
+local n = math.floor(#KEYS / 2)
+for i = 1, n do
+  redis.call('SET', KEYS[2 * i - 1], ARGV[5 + 2 * i], 'EX', ARGV[1])
+  redis.call('EXPIRE', KEYS[2 * i], ARGV[2])
+end
+if #KEYS > 2 * n then
+  local index = KEYS[#KEYS]
+  for i = 1, n do redis.call('ZADD', index, ARGV[3], ARGV[4 + 2 * i]) end
+  if ARGV[4] ~= '' then
+    redis.call('ZREMRANGEBYSCORE', index, '-inf', ARGV[4])
+    redis.call('EXPIRE', index, ARGV[5])
+  end
+end
+return 0
+"""
+
 # KEYS: the counter, v2 id -> small, small -> v2 id. ARGV: v2 ids. Returns each one's small id, giving the
 # next ones, in ARGV's order, to those that have none: one script, so replicas never give one twice.
 _SMALL_IDS = """
@@ -227,6 +250,8 @@ return out
 
 #: How often (seconds on the store's clock) a write also trims its kind's index set and renews its TTL.
 INDEX_TRIM_INTERVAL = 60
+IndexArgs = tuple[float, float | str, int]
+"""A write's index score, the score below which the index is trimmed ("" for none) and the index's TTL."""
 
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
@@ -315,6 +340,7 @@ class RedisStore:
         self._remember_nonce = self._client.register_script(_REMEMBER_NONCE)
         self._get_deletions = self._client.register_script(_GET_DELETIONS)
         self._small_ids = self._client.register_script(_SMALL_IDS)
+        self._learn = self._client.register_script(_LEARN)
 
     @classmethod
     async def open(cls, url: str, **options: Any) -> RedisStore:
@@ -373,17 +399,32 @@ class RedisStore:
         return codec.read_message(record, self._cipher)
 
     async def put_messages(self, messages: Iterable[DirectMessage]) -> None:
+        """One script writes the messages, renews their recorded deletions (a deletion lives on while its
+        message is remembered; EXPIRE skips a missing key) and adds them to the index. On a cluster, one
+        script per hash slot, and the index, in a slot of its own, by a pipeline beside them."""
         now = self._clock()
-        records = [(m.id, codec.dumps(self._message_record(m, now))) for m in messages]
-        if not records:
+        items = [(self._key("msg", m.id), (m.id, codec.dumps(self._message_record(m, now)))) for m in messages]
+        if not items:
             return
-        async with self._guard(), self._client.pipeline(transaction=False) as pipe:
-            for message_id, record in records:
-                pipe.set(self._key("msg", message_id), record, ex=self.message_ttl)
-                # A recorded deletion lives on while the message is remembered (EXPIRE skips a missing key).
-                pipe.expire(self._key("del", message_id), max(self.deletion_ttl, self.message_ttl))
-            self._index(pipe, "msg", [message_id for message_id, _ in records], self.message_ttl, now)
-            await pipe.execute()
+        ttls = [self.message_ttl, max(self.deletion_ttl, self.message_ttl)]
+        index = self._index_args("msg", self.message_ttl, now)
+        async with self._guard():
+            if not self.cluster:
+                await self._learn(
+                    keys=[*self._learn_keys(items), self._key("index", "msg")], args=[*ttls, *index, *_flat(items)]
+                )
+                return
+            async with self._client.pipeline(transaction=False) as pipe:
+                self._index(pipe, "msg", [message_id for _, (message_id, _) in items], index)
+                scripts = (
+                    self._learn(keys=self._learn_keys(group), args=[*ttls, *index, *_flat(group)])
+                    for group in self._by_slot(items)
+                )
+                await asyncio.gather(pipe.execute(), *scripts)
+
+    def _learn_keys(self, items: list[tuple[str, tuple[str, bytes]]]) -> list[str]:
+        """Each message's key and its deletions' key, as ``_LEARN`` takes them."""
+        return [key for message_key, (message_id, _) in items for key in (message_key, self._key("del", message_id))]
 
     async def get_message_with_users(self, message_id: str) -> tuple[DirectMessage | None, dict[str, User]]:
         """The message and its users (every destroy's read). The calls made in one turn of the event loop are
@@ -467,19 +508,27 @@ class RedisStore:
         async with self._guard(), self._client.pipeline(transaction=False) as pipe:
             for user_id, record in records:
                 pipe.set(self._key("user", user_id), record, ex=self.user_ttl)
-            self._index(pipe, "user", [user_id for user_id, _ in records], self.user_ttl, now)
+            self._index(pipe, "user", [user_id for user_id, _ in records], self._index_args("user", self.user_ttl, now))
             await pipe.execute()
 
-    def _index(self, pipe: Any, kind: str, ids: list[str], ttl: int, now: float) -> None:
-        """Queue on ``pipe``: ``ids`` live in ``kind``'s index for ``ttl`` seconds; and, once per
-        ``INDEX_TRIM_INTERVAL``, expired ids leave it and the set's TTL is renewed past every record written
-        until the next renewal, so an idle store keeps no stale index for long."""
+    def _index_args(self, kind: str, ttl: int, now: float) -> IndexArgs:
+        """How records of ``kind`` written now, to live ``ttl`` seconds, go into its index: their score (when
+        they expire); and, once per ``INDEX_TRIM_INTERVAL``, the score below which ids leave it (now: they have
+        expired) and the set's TTL, renewed past every record written until the next renewal, so an idle store
+        keeps no stale index for long. Otherwise no trim ("") this time."""
+        if now - self._index_trimmed.get(kind, -math.inf) < INDEX_TRIM_INTERVAL:
+            return now + ttl, "", 0
+        self._index_trimmed[kind] = now
+        return now + ttl, now, ttl + INDEX_TRIM_INTERVAL
+
+    def _index(self, pipe: Any, kind: str, ids: list[str], index: IndexArgs) -> None:
+        """Queue on ``pipe`` what ``_index_args`` said for ``ids``."""
         key = self._key("index", kind)
-        pipe.zadd(key, dict.fromkeys(ids, now + ttl))
-        if now - self._index_trimmed.get(kind, -math.inf) >= INDEX_TRIM_INTERVAL:
-            self._index_trimmed[kind] = now
-            pipe.zremrangebyscore(key, "-inf", now)
-            pipe.expire(key, ttl + INDEX_TRIM_INTERVAL)
+        score, trim_below, index_ttl = index
+        pipe.zadd(key, dict.fromkeys(ids, score))
+        if trim_below != "":
+            pipe.zremrangebyscore(key, "-inf", trim_below)
+            pipe.expire(key, index_ttl)
 
     async def size(self) -> StoreSize:
         """Two ZCOUNTs of the index sets from now on: O(log n), in one round trip."""
@@ -768,6 +817,11 @@ class RedisStore:
 def _mapping(name: str, owner: bytes, upstream_token: bytes | None, upstream_user: bytes | None) -> str:
     user = None if upstream_user is None else _text(upstream_user)
     return Token(name, _text(owner), "", None if upstream_token is None else _text(upstream_token), None, user).mapping
+
+
+def _flat(items: list[tuple[str, tuple[str, bytes]]]) -> list[str | bytes]:
+    """Each message's id and record, one after the other, as ``_LEARN`` takes them."""
+    return [value for _, (message_id, record) in items for value in (message_id, record)]
 
 
 def _tag(name: str) -> str:
