@@ -1130,9 +1130,23 @@ async def test_redis_messages_asked_for_in_one_turn_of_the_loop_are_read_togethe
     assert reads.kinds == ["msg", "user"] * 2
 
 
+async def test_redis_opening_a_store_loads_the_script_that_writes_learned_messages(redis_url: str) -> None:
+    raw = await _raw_redis(redis_url)
+    try:
+        await raw.script_flush()  # as after a restart of the server
+        async with redis_namespace(redis_url) as prefix:
+            store = await RedisStore.open(redis_url, prefix=prefix)
+            try:
+                assert await raw.script_exists(store._learn.sha) == [True]
+            finally:
+                await store.close()
+    finally:
+        await raw.aclose()
+
+
 async def test_redis_learning_several_messages_is_one_command(redis_store: RedisStore) -> None:
-    """The messages, their deletions' renewal and the index: one script, not a pipeline of a few per message."""
-    await redis_store.put_messages([make_message("1000")])  # the script is loaded on its first use
+    """The messages, their deletions' renewal and the index: one script, not a pipeline of a few per message;
+    loaded when the store opened, so even the first write is that one command."""
     sent: list[str] = []
     execute = redis_store._client.execute_command
 
@@ -1148,10 +1162,10 @@ async def test_redis_learning_several_messages_is_one_command(redis_store: Redis
         patch.setattr(redis_store._client, "pipeline", no_pipeline)
         await redis_store.put_messages([make_message(str(1001 + i)) for i in range(5)])
     assert sent == ["EVALSHA"]
-    assert [await redis_store.get_message(str(1000 + i)) for i in range(6)] == [
-        make_message(str(1000 + i)) for i in range(6)
+    assert [await redis_store.get_message(str(1001 + i)) for i in range(5)] == [
+        make_message(str(1001 + i)) for i in range(5)
     ]
-    assert (await redis_store.size()).messages == 6
+    assert (await redis_store.size()).messages == 5
 
 
 async def test_redis_a_record_that_cannot_be_read_fails_its_own_caller_only(

@@ -344,11 +344,15 @@ class RedisStore:
 
     @classmethod
     async def open(cls, url: str, **options: Any) -> RedisStore:
-        """A store whose server answered a PING: an unreachable Redis fails here, at start-up."""
+        """A store whose server answered a PING: an unreachable Redis fails here, at start-up. The script that
+        writes learned messages is loaded then (on a cluster, on every primary): a store-miss destroy's first
+        write is then one command sent at once, not a refused one, a load and a second try, so a replica asked
+        for the message next already reads it."""
         store = cls(url, **options)
         try:
             async with store._guard():
                 await store._client.ping()
+                await store._client.script_load(_LEARN)
         except BaseException:
             await store.close()
             raise
