@@ -63,7 +63,7 @@ import math
 import re
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, cast
 from urllib.parse import unquote
@@ -412,23 +412,22 @@ class RedisStore:
             return
         ttls = [self.message_ttl, max(self.deletion_ttl, self.message_ttl)]
         index = self._index_args("msg", self.message_ttl, now)
+
+        def learn(group: list[tuple[str, tuple[str, bytes]]], *index_key: str) -> Awaitable[Any]:
+            """``_LEARN`` for ``group``: each message's key and its deletions' key, then each id and record."""
+            keys = [
+                key for message_key, (message_id, _) in group for key in (message_key, self._key("del", message_id))
+            ]
+            records = [value for _, id_and_record in group for value in id_and_record]
+            return self._learn(keys=[*keys, *index_key], args=[*ttls, *index, *records])
+
         async with self._guard():
             if not self.cluster:
-                await self._learn(
-                    keys=[*self._learn_keys(items), self._key("index", "msg")], args=[*ttls, *index, *_flat(items)]
-                )
+                await learn(items, self._key("index", "msg"))
                 return
             async with self._client.pipeline(transaction=False) as pipe:
                 self._index(pipe, "msg", [message_id for _, (message_id, _) in items], index)
-                scripts = (
-                    self._learn(keys=self._learn_keys(group), args=[*ttls, *index, *_flat(group)])
-                    for group in self._by_slot(items)
-                )
-                await asyncio.gather(pipe.execute(), *scripts)
-
-    def _learn_keys(self, items: list[tuple[str, tuple[str, bytes]]]) -> list[str]:
-        """Each message's key and its deletions' key, as ``_LEARN`` takes them."""
-        return [key for message_key, (message_id, _) in items for key in (message_key, self._key("del", message_id))]
+                await asyncio.gather(pipe.execute(), *map(learn, self._by_slot(items)))
 
     async def get_message_with_users(self, message_id: str) -> tuple[DirectMessage | None, dict[str, User]]:
         """The message and its users (every destroy's read). The calls made in one turn of the event loop are
@@ -821,11 +820,6 @@ class RedisStore:
 def _mapping(name: str, owner: bytes, upstream_token: bytes | None, upstream_user: bytes | None) -> str:
     user = None if upstream_user is None else _text(upstream_user)
     return Token(name, _text(owner), "", None if upstream_token is None else _text(upstream_token), None, user).mapping
-
-
-def _flat(items: list[tuple[str, tuple[str, bytes]]]) -> list[str | bytes]:
-    """Each message's id and record, one after the other, as ``_LEARN`` takes them."""
-    return [value for _, (message_id, record) in items for value in (message_id, record)]
 
 
 def _tag(name: str) -> str:
