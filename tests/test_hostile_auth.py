@@ -33,6 +33,7 @@ from gateway.store.base import Store
 from gateway.store.memory import MemoryStore
 from gateway.store.redis import RedisStore
 from gateway.store.sqlite import SQLiteStore
+from gateway.store.sqlite.schema import nonce_digest
 from tests.conftest import SEED_003_JSON_ID, opened_store
 from tests.golden_files import assert_golden
 from tests.test_auth import CONSUMER, SEAN, add_credentials, auth_config
@@ -355,12 +356,12 @@ async def any_store(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncItera
 
 
 async def stored_nonces(store: Store) -> dict[str, float]:
-    """Every nonce the store holds, with its expiry on the gateway's clock."""
+    """Every nonce the store holds (SQLite: its digest, in hex), with its expiry on the gateway's clock."""
     if isinstance(store, MemoryStore):
         return {nonce: until for (_, nonce), until in store._nonces.items()}
     if isinstance(store, SQLiteStore):
         with sqlite3.connect(store.path) as db:
-            return dict(db.execute("SELECT nonce, expires_at FROM spent_nonces"))
+            return {digest.hex(): until for digest, until in db.execute("SELECT digest, expires_at FROM nonce_digests")}
     assert isinstance(store, RedisStore)
     raw = store._client
     found = {}
@@ -397,12 +398,14 @@ async def test_the_gateway_spends_a_nonce_under_the_timestamp_its_request_signed
         await add_credentials(store)
         gateway = await aiohttp_client(create_app(auth_config(emulator), store=store))
         timestamp = int(time.time()) - 100
-        target, headers, _ = sign(gateway, "POST", f"{V1_NEW}?screen_name=s0c1alm3dia&text=once", timestamp=timestamp)
+        target, headers, _ = sign(
+            gateway, "POST", f"{V1_NEW}?screen_name=s0c1alm3dia&text=once", timestamp=timestamp, nonce="n0nce"
+        )
         assert (await raw_request(gateway, "POST", target, headers)).status == 200
         assert (await raw_request(gateway, "POST", target, headers)).status == 401
         with sqlite3.connect(store.path) as db:
-            assert db.execute("SELECT timestamp, scope FROM spent_nonces").fetchall() == [
-                (timestamp, f"oauth1:{CONSUMER.key}:{SEAN.token}")
+            assert db.execute("SELECT timestamp, digest FROM nonce_digests").fetchall() == [
+                (timestamp, nonce_digest(f"oauth1:{CONSUMER.key}:{SEAN.token}", "n0nce"))
             ]
     finally:
         await store.close()

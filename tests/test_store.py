@@ -587,7 +587,7 @@ async def test_sqlite_purges_expired_nonces_now_and_then(tmp_path: Path) -> None
             assert await store.remember_nonce("s", f"old{i}", now - 1) is True
         conn = sqlite3.connect(path)
         try:
-            (rows,) = conn.execute("SELECT count(*) FROM spent_nonces").fetchone()
+            (rows,) = conn.execute("SELECT count(*) FROM nonce_digests").fetchone()
         finally:
             conn.close()
         assert rows <= len(live) + store.nonce_purge_interval
@@ -645,7 +645,7 @@ async def test_sqlite_migrates_a_version_1_file_and_keeps_its_messages(tmp_path:
         await store.close()
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
     finally:
         conn.close()
 
@@ -691,7 +691,7 @@ async def test_sqlite_schema_3_keys_messages_by_their_ids_as_integers(tmp_path: 
         await store.close()
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
         assert [row[0] for row in conn.execute("SELECT id FROM messages ORDER BY id")] == [int(i) for i in kept]
         columns = {row[1]: (row[2], row[5]) for row in conn.execute("PRAGMA table_info(messages)")}
         assert columns["id"] == ("INTEGER", 1)  # the rowid itself: one B-tree, no separate index

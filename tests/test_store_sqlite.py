@@ -22,6 +22,7 @@ from gateway.auth.credentials import BasicUser, Consumer, OAuth2Grant, Token
 from gateway.model import User
 from gateway.store.base import Deletion, StoreError
 from gateway.store.sqlite import SQLiteStore
+from gateway.store.sqlite import schema as sqlite_schema
 from gateway.store.sqlite import store as sqlite_store
 from gateway.store.sqlite import writer as writer_module
 from tests.test_store import make_message, make_user, write_old_file
@@ -1072,7 +1073,8 @@ async def test_a_nonce_is_committed_before_its_answer_and_refused_by_every_proce
     try:
         assert await store.remember_nonce("consumer", "n1", 2e9, now=1e9) is True
         with sqlite3.connect(tmp_path / "s.sqlite3") as db:  # committed, as seen from outside
-            assert db.execute("SELECT count(*) FROM spent_nonces WHERE nonce = 'n1'").fetchone() == (1,)
+            digest = sqlite_schema.nonce_digest("consumer", "n1")
+            assert db.execute("SELECT count(*) FROM nonce_digests WHERE digest = ?", (digest,)).fetchone() == (1,)
         assert await other.remember_nonce("consumer", "n1", 2e9, now=1e9) is False
         assert await store.remember_nonce("consumer", "n1", 2e9, now=1e9) is False
     finally:
@@ -1103,7 +1105,51 @@ async def test_a_nonce_spent_before_the_upgrade_is_refused_at_any_timestamp_whil
     finally:
         await store.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT name FROM sqlite_master WHERE name = 'nonces'").fetchall() == []
+        assert db.execute("SELECT name FROM sqlite_master WHERE name IN ('nonces', 'spent_nonces')").fetchall() == []
+
+
+async def test_a_nonce_spent_under_schema_8_is_refused_after_the_upgrade_and_kept_as_a_digest_only(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "v8.sqlite3"
+    nonces = [
+        (1_000_000_000, "oauth1:ck:tk", "signed", 2e9),
+        (sqlite_schema.NO_TIMESTAMP, "oauth1:ck:tk", "older", 2e9),
+        (1_000_000_000, "oauth1:ck:tk", "dead", 1e9 - 1),
+    ]
+    write_old_file(path, 8, "INSERT INTO spent_nonces VALUES (?, ?, ?, ?)", nonces)
+    store = await SQLiteStore.open(str(path))
+    try:
+        assert await store.remember_nonce("oauth1:ck:tk", "signed", 2e9, now=1e9, timestamp=1_000_000_000) is False
+        assert await store.remember_nonce("oauth1:ck:tk", "signed", 2e9, now=1e9, timestamp=1_000_000_001) is True
+        assert await store.remember_nonce("oauth1:ck:other", "signed", 2e9, now=1e9, timestamp=1_000_000_000) is True
+        for timestamp in (999_999_000, 1_000_000_000, None):
+            assert await store.remember_nonce("oauth1:ck:tk", "older", 2e9, now=1e9, timestamp=timestamp) is False
+        assert await store.remember_nonce("oauth1:ck:tk", "dead", 2e9, now=1e9, timestamp=1_000_000_000) is True
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (sqlite_schema.SCHEMA_VERSION,)
+        assert db.execute("SELECT name FROM sqlite_master WHERE name = 'spent_nonces'").fetchall() == []
+        db.execute("VACUUM")  # nothing of the old table left in free pages
+    raw = path.read_bytes()
+    assert b"oauth1:ck:tk" not in raw and b"signed" not in raw and b"older" not in raw
+
+
+async def test_a_nonce_remembered_without_a_timestamp_is_refused_again_only_without_one(store: SQLiteStore) -> None:
+    """Only a nonce spent before schema version 8 stands for every timestamp; none lives in a new file."""
+    assert await store.remember_nonce("oauth1:ck:tk", "n1", 2e9, now=1e9) is True
+    assert await store.remember_nonce("oauth1:ck:tk", "n1", 2e9, now=1e9) is False
+    assert await store.remember_nonce("oauth1:ck:tk", "n1", 2e9, now=1e9, timestamp=1_000_000_000) is True
+    assert await store.remember_nonce("oauth1:ck:tk", "n1", 2e9, now=1e9, timestamp=1_000_000_000) is False
+
+
+def test_a_nonce_digest_tells_every_scope_and_nonce_apart() -> None:
+    """The scope's length leads the hashed input: moving characters between scope and nonce changes it."""
+    pairs = [("oauth1:a:b", "c"), ("oauth1:a:", "bc"), ("oauth1:a", ":bc"), ("oauth1:a:bc", ""), ("", "oauth1:a:bc")]
+    assert len({sqlite_schema.nonce_digest(scope, nonce) for scope, nonce in pairs}) == len(pairs)
+    assert all(len(sqlite_schema.nonce_digest(scope, nonce)) == 16 for scope, nonce in pairs)
+    assert sqlite_schema.nonce_digest("s", "\ud800") != sqlite_schema.nonce_digest("s", "\ud801")  # never raises
 
 
 async def test_a_purge_reads_the_oldest_nonces_only_and_spares_a_longer_lived_replicas(
@@ -1119,17 +1165,18 @@ async def test_a_purge_reads_the_oldest_nonces_only_and_spares_a_longer_lived_re
         later = start + 400
         assert await store.remember_nonce("s", "new", later + 360, now=later, timestamp=later) is True
         with sqlite3.connect(tmp_path / "s.sqlite3") as db:
-            assert {row[0] for row in db.execute("SELECT nonce FROM spent_nonces")} == {"long", "new"}
+            kept = {row[0] for row in db.execute("SELECT digest FROM nonce_digests")}
+            assert kept == {sqlite_schema.nonce_digest("s", "long"), sqlite_schema.nonce_digest("s", "new")}
         assert await other.remember_nonce("s", "long", start + 3600, now=later, timestamp=start) is False
     finally:
         await other.close()
     assert store._loop_db is not None
     for statement, params in (
-        (sqlite_store._REMEMBER_NONCE, {"timestamp": 1, "scope": "s", "nonce": "n", "expires_at": 2.0, "now": 1.0}),
+        (sqlite_store._REMEMBER_NONCE_UNTIMED_TOO, {"timestamp": 1, "digest": b"d", "expires_at": 2.0, "now": 1.0}),
         (sqlite_store._PURGE_NONCES, {"oldest_live": 1.0, "now": 1.0}),
     ):
         plan = " ".join(row[-1] for row in store._loop_db.execute("EXPLAIN QUERY PLAN " + statement, params))
-        assert "SCAN spent_nonces" not in plan and "SEARCH spent_nonces USING PRIMARY KEY" in plan, plan
+        assert "SCAN nonce_digests" not in plan and "SEARCH nonce_digests USING PRIMARY KEY" in plan, plan
 
 
 async def test_a_nonce_waits_out_another_process_holding_the_write_lock(store: SQLiteStore, tmp_path: Path) -> None:

@@ -9,11 +9,12 @@ only once the schema is current; ``check_file`` creates and changes nothing.
 Schema versions: 1 messages and users; 2 credentials (``consumers``, ``tokens``, ``basic_users``, ``nonces``);
 3 messages keyed by their id as an integer (the rowid); 4 a message's deletions as a JSON object of deleter
 and time; 5 the OAuth 1.0a provider's columns and ``request_tokens``; 6 ``pending``; 7 ``small_ids``; 8 nonces
-keyed by their timestamp first.
+keyed by their timestamp first; 9 nonces kept as a digest of their scope and nonce.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sqlite3
@@ -25,7 +26,7 @@ from gateway.store.base import StoreError
 
 log = logging.getLogger("gateway.store")
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 #: The files SQLite keeps beside a database, by the suffix of their names.
 COMPANIONS = ("-wal", "-shm", "-journal")
@@ -155,7 +156,27 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
            SELECT {NO_TIMESTAMP}, scope, nonce, expires_at FROM nonces""",
         "DROP TABLE nonces",
     ),
+    # Nonces as 16 bytes (``nonce_digest``) in place of their scope and nonce, keyed as in version 8: a row is
+    # a third of the size, so a batch of nonces changes fewer pages and the file keeps no client's token or
+    # nonce. The live ones are carried over, each under its timestamp.
+    9: (
+        """CREATE TABLE nonce_digests (
+               timestamp INTEGER NOT NULL,
+               digest BLOB NOT NULL,
+               expires_at REAL NOT NULL,
+               PRIMARY KEY (timestamp, digest)
+           ) WITHOUT ROWID""",
+        """INSERT INTO nonce_digests (timestamp, digest, expires_at)
+           SELECT timestamp, nonce_digest(scope, nonce), expires_at FROM spent_nonces""",
+        "DROP TABLE spent_nonces",
+    ),
 }
+
+
+def nonce_digest(scope: str, nonce: str) -> bytes:
+    """What the file keeps of a spent nonce (schema version 9): BLAKE2b of its scope and nonce, 16 bytes. The
+    scope's length comes first, so no two (scope, nonce) pairs hash the same input."""
+    return hashlib.blake2b(f"{len(scope)}:{scope}{nonce}".encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 def open_connections(path: str) -> tuple[sqlite3.Connection, sqlite3.Connection | None]:
@@ -196,6 +217,7 @@ def _open_loop_connection(path: str) -> sqlite3.Connection:
 
 def migrate(conn: sqlite3.Connection) -> None:
     """Bring the schema to ``SCHEMA_VERSION``, one version per transaction."""
+    conn.create_function("nonce_digest", 2, nonce_digest, deterministic=True)
     (current,) = conn.execute("PRAGMA user_version").fetchone()
     if current > SCHEMA_VERSION:
         raise StoreError(f"sqlite schema version {current} is newer than this gateway's ({SCHEMA_VERSION})")

@@ -106,6 +106,9 @@ class SQLiteStore:
         # Messages asked for with their users in one turn of the event loop, read together at its end.
         self._wanted: TurnBatch[int, tuple[DirectMessage | None, dict[str, User]]] = TurnBatch(self._read_wanted)
         self._nonce_calls = 0
+        # Until then, a nonce spent before schema version 8 (timestamp NO_TIMESTAMP) may still live: read when
+        # the store opens, since no write gives a nonce that timestamp again but a call without one.
+        self._untimed_until = 0.0
         self._writes = 0
 
     @classmethod
@@ -114,6 +117,7 @@ class SQLiteStore:
         store = cls(path, **options)
         try:
             store._worker.db, store._loop_db = await store._worker.call(lambda: schema.open_connections(path))
+            store._untimed_until = await store._worker.run(_untimed_until)
         except BaseException:
             store._worker.abandon()
             raise
@@ -524,14 +528,17 @@ class SQLiteStore:
     async def remember_nonce(
         self, scope: str, nonce: str, expires_at: float, *, now: float | None = None, timestamp: int | None = None
     ) -> bool:
-        """Keyed by ``timestamp`` first, so a new nonce lands beside the last ones (schema version 8); one
-        remembered without a timestamp is refused at any timestamp while it lives, as every nonce was before."""
+        """Kept as a digest of ``scope`` and ``nonce`` (``schema.nonce_digest``) under ``timestamp``, so a new
+        nonce lands beside the last ones. A nonce spent before schema version 8 is refused at any timestamp while
+        it lives, as every nonce was then; one remembered without a timestamp since is kept apart under the
+        same ``NO_TIMESTAMP``, refused again only without one."""
         purge = self._nonce_calls % self.nonce_purge_interval == 0
         self._nonce_calls += 1
         if now is None:
             now = time.time()
-        row = {"timestamp": schema.NO_TIMESTAMP if timestamp is None else timestamp, "scope": scope, "nonce": nonce,
-               "expires_at": expires_at, "now": now}  # fmt: skip
+        row = {"timestamp": schema.NO_TIMESTAMP if timestamp is None else timestamp,
+               "digest": schema.nonce_digest(scope, nonce), "expires_at": expires_at, "now": now}  # fmt: skip
+        remember = _REMEMBER_NONCE if timestamp is None or now >= self._untimed_until else _REMEMBER_NONCE_UNTIMED_TOO
         # The purge reads the table from its start (its oldest timestamps) only as far as this nonce's own
         # life ago; a row there that a replica with a longer life wrote is left until it expires.
         oldest_live = now if timestamp is None else now - (expires_at - timestamp)
@@ -540,7 +547,7 @@ class SQLiteStore:
             if purge:
                 db.execute(_PURGE_NONCES, {"oldest_live": oldest_live, "now": now})
             # Inserted, or an expired row replaced: one row changed. A live row left alone: none, a replay.
-            return db.execute(_REMEMBER_NONCE, row).rowcount == 1
+            return db.execute(remember, row).rowcount == 1
 
         accepted: bool = await self._writer.write(write)
         return accepted
@@ -702,19 +709,33 @@ _UPSERT_BASIC_USER = """
 INSERT INTO basic_users (username, password_hash, grant_record) VALUES (?, ?, ?)
 ON CONFLICT(username) DO UPDATE SET password_hash = excluded.password_hash, grant_record = excluded.grant_record
 """
-# A nonce is new unless a live row has its timestamp, scope and nonce, or (remembered without a timestamp) its
-# scope and nonce.
-_REMEMBER_NONCE = f"""
-INSERT INTO spent_nonces (timestamp, scope, nonce, expires_at)
-SELECT :timestamp, :scope, :nonce, :expires_at
-WHERE NOT EXISTS (
-    SELECT 1 FROM spent_nonces
-    WHERE timestamp = {schema.NO_TIMESTAMP} AND scope = :scope AND nonce = :nonce AND expires_at > :now
-)
-ON CONFLICT (timestamp, scope, nonce) DO UPDATE SET expires_at = excluded.expires_at
-WHERE spent_nonces.expires_at <= :now
+# A nonce is new unless a live row has its timestamp and digest.
+_REMEMBER_NONCE = """
+INSERT INTO nonce_digests (timestamp, digest, expires_at) VALUES (:timestamp, :digest, :expires_at)
+ON CONFLICT (timestamp, digest) DO UPDATE SET expires_at = excluded.expires_at
+WHERE nonce_digests.expires_at <= :now
 """
-_PURGE_NONCES = "DELETE FROM spent_nonces WHERE timestamp < :oldest_live AND expires_at <= :now"
+# The same, while a nonce spent before schema version 8 may live: nor has a live row its digest with no timestamp.
+_REMEMBER_NONCE_UNTIMED_TOO = f"""
+INSERT INTO nonce_digests (timestamp, digest, expires_at)
+SELECT :timestamp, :digest, :expires_at
+WHERE NOT EXISTS (
+    SELECT 1 FROM nonce_digests WHERE timestamp = {schema.NO_TIMESTAMP} AND digest = :digest AND expires_at > :now
+)
+ON CONFLICT (timestamp, digest) DO UPDATE SET expires_at = excluded.expires_at
+WHERE nonce_digests.expires_at <= :now
+"""
+_PURGE_NONCES = "DELETE FROM nonce_digests WHERE timestamp < :oldest_live AND expires_at <= :now"
+
+
+def _untimed_until(db: sqlite3.Connection) -> float:
+    """When the last nonce kept without a timestamp expires (0 without one)."""
+    (until,) = db.execute(
+        f"SELECT max(expires_at) FROM nonce_digests WHERE timestamp = {schema.NO_TIMESTAMP}"
+    ).fetchone()
+    return 0.0 if until is None else float(until)
+
+
 _CREDENTIAL_TABLES: dict[str, tuple[str, str]] = {
     "consumer": ("consumers", "key"),
     "token": ("tokens", "token"),
