@@ -1144,6 +1144,19 @@ async def test_a_nonce_remembered_without_a_timestamp_is_refused_again_only_with
     assert await store.remember_nonce("oauth1:ck:tk", "n1", 2e9, now=1e9, timestamp=1_000_000_000) is False
 
 
+async def test_a_store_that_cannot_read_its_nonces_as_it_opens_closes_what_it_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unreadable(db: sqlite3.Connection) -> float:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(sqlite_store, "_untimed_until", unreadable)
+    before = {thread.name for thread in threading.enumerate()}
+    with pytest.raises(StoreError, match="disk I/O error"):
+        await SQLiteStore.open(str(tmp_path / "s.sqlite3"))
+    assert {thread.name for thread in threading.enumerate()} == before  # its thread stopped, not left behind
+
+
 def test_a_nonce_digest_tells_every_scope_and_nonce_apart() -> None:
     """The scope's length leads the hashed input: moving characters between scope and nonce changes it."""
     pairs = [("oauth1:a:b", "c"), ("oauth1:a:", "bc"), ("oauth1:a", ":bc"), ("oauth1:a:bc", ""), ("", "oauth1:a:bc")]

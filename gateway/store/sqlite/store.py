@@ -117,11 +117,15 @@ class SQLiteStore:
         store = cls(path, **options)
         try:
             store._worker.db, store._loop_db = await store._worker.call(lambda: schema.open_connections(path))
-            store._untimed_until = await store._worker.run(_untimed_until)
         except BaseException:
             store._worker.abandon()
             raise
         store._writer.db = store._loop_db
+        try:
+            store._untimed_until = await store._worker.run(_untimed_until)
+        except BaseException:
+            await store.close()
+            raise
         return store
 
     # Reads -----------------------------------------------------------------------------------------
