@@ -106,8 +106,9 @@ class SQLiteStore:
         # Messages asked for with their users in one turn of the event loop, read together at its end.
         self._wanted: TurnBatch[int, tuple[DirectMessage | None, dict[str, User]]] = TurnBatch(self._read_wanted)
         self._nonce_calls = 0
-        # Until then, a nonce spent before schema version 8 (timestamp NO_TIMESTAMP) may still live: read when
-        # the store opens, since no write gives a nonce that timestamp again but a call without one.
+        # Until then a nonce spent before schema version 8 (kept under NO_TIMESTAMP) may still live, and each
+        # new nonce is checked against those as well. Read once, when the store opens: since then only a call
+        # without a timestamp writes under NO_TIMESTAMP, and such a nonce is refused again only without one.
         self._untimed_until = 0.0
         self._writes = 0
 
@@ -719,7 +720,7 @@ INSERT INTO nonce_digests (timestamp, digest, expires_at) VALUES (:timestamp, :d
 ON CONFLICT (timestamp, digest) DO UPDATE SET expires_at = excluded.expires_at
 WHERE nonce_digests.expires_at <= :now
 """
-# The same, while a nonce spent before schema version 8 may live: nor has a live row its digest with no timestamp.
+# The same, while a nonce spent before schema version 8 may live: and no live row has its digest and no timestamp.
 _REMEMBER_NONCE_UNTIMED_TOO = f"""
 INSERT INTO nonce_digests (timestamp, digest, expires_at)
 SELECT :timestamp, :digest, :expires_at
