@@ -1151,10 +1151,10 @@ async def test_a_store_that_cannot_read_its_nonces_as_it_opens_closes_what_it_op
         raise sqlite3.OperationalError("disk I/O error")
 
     monkeypatch.setattr(sqlite_store, "_untimed_until", unreadable)
-    before = {thread.name for thread in threading.enumerate()}
+    before = set(threading.enumerate())
     with pytest.raises(StoreError, match="disk I/O error"):
         await SQLiteStore.open(str(tmp_path / "s.sqlite3"))
-    assert {thread.name for thread in threading.enumerate()} == before  # its thread stopped, not left behind
+    assert set(threading.enumerate()) == before  # its thread stopped, not left behind
 
 
 def test_a_nonce_digest_tells_every_scope_and_nonce_apart() -> None:
