@@ -614,6 +614,17 @@ class Check(NamedTuple):
     met: bool
     rounds: tuple[float, float] | None = None
 
+    def shown(self) -> str:
+        """``measured`` as the verdict line prints it: two decimals, or as many more (up to six) as it takes to
+        fall on the verdict's side of the target, so that 0.897 against 0.9 reads "0.897", never a "0.90"
+        that did not meet it. A throughput must reach its target; the others must stay within theirs."""
+        at_least = self.rounds is not None
+        for digits in range(2, 7):
+            text = f"{self.measured:.{digits}f}"
+            if (float(text) >= self.target if at_least else float(text) <= self.target) == self.met:
+                return text
+        return repr(self.measured)
+
 
 def verdicts(scenarios: list[Scenario], stores: list[dict[str, Any]]) -> list[Check]:
     """A ``Check`` for every target the issue sets that this run measured."""
@@ -738,10 +749,12 @@ def main(argv: list[str] | None = None) -> None:
             stores = store_bench(args)
     checks = verdicts(scenarios, stores)
     print("\ntargets")
-    for what, measured, target, met, rounds in checks:
+    for check in checks:
+        rounds = check.rounds
         relation = ">=" if rounds is not None else "<="
         spread = f"; rounds {rounds[0]:.2f} to {rounds[1]:.2f}" if rounds is not None and args.rounds > 1 else ""
-        print(f"  {'MET    ' if met else 'NOT MET'} {what}: {measured:.2f} (target {relation} {target}{spread})")
+        verdict = "MET    " if check.met else "NOT MET"
+        print(f"  {verdict} {check.what}: {check.shown()} (target {relation} {check.target}{spread})")
     info["load_average_after"] = os.getloadavg()
     print(f"load average after: {' '.join(f'{x:.2f}' for x in info['load_average_after'])}")
     if args.json:

@@ -26,6 +26,7 @@ from bench.load import OAUTH1_SIGNER, Signer, request_for
 from bench.proxy import create_same_calls_app
 from bench.run import (
     PATHS,
+    Check,
     Server,
     adjacent_pairs,
     adjacent_ratios,
@@ -245,6 +246,25 @@ def test_a_throughput_verdict_is_the_median_round_and_names_the_lowest_and_highe
     checks = {what: rest for what, *rest in verdicts(scenarios, [store, {**store, "messages": 10}])}
     assert checks[f"throughput {gateway.name} / same-calls proxy"] == [gateway.result["ratio"], 0.9, False, (0.8, 0.95)]
     assert checks["lookup p50 memory: 1000 / 10 messages"] == [1.0, 1.5, True, None]
+
+
+@pytest.mark.parametrize(
+    ("measured", "target", "rounds", "shown"),
+    [
+        (0.913, 0.9, (0.8, 1.0), "0.91"),
+        (0.9, 0.9, (0.8, 1.0), "0.90"),
+        (0.8972, 0.9, (0.8, 1.0), "0.897"),  # "0.90" would read as met
+        (0.89996, 0.9, (0.8, 1.0), "0.89996"),
+        (1.28, 1.5, None, "1.28"),
+        (1.5004, 1.5, None, "1.5004"),  # "1.50" would read as within
+        (343.2, 1024, None, "343.20"),
+    ],
+)
+def test_a_verdict_shows_its_figure_on_the_side_of_the_target_it_fell(
+    measured: float, target: float, rounds: tuple[float, float] | None, shown: str
+) -> None:
+    met = measured >= target if rounds is not None else measured <= target
+    assert Check("a path", measured, target, met, rounds).shown() == shown
 
 
 def test_the_readme_gives_the_store_parts_rounds_and_warm_up_as_the_code_has_them() -> None:
