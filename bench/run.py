@@ -614,14 +614,19 @@ class Check(NamedTuple):
     met: bool
     rounds: tuple[float, float] | None = None
 
+    @property
+    def at_least(self) -> bool:
+        """Whether ``measured`` must reach ``target`` (a throughput, the one kind with rounds) rather than stay
+        within it."""
+        return self.rounds is not None
+
     def shown(self) -> str:
         """``measured`` as the verdict line prints it: two decimals, or as many more (up to six) as it takes to
         fall on the verdict's side of the target, so that 0.897 against 0.9 reads "0.897", never a "0.90"
-        that did not meet it. A throughput must reach its target; the others must stay within theirs."""
-        at_least = self.rounds is not None
+        that did not meet it."""
         for digits in range(2, 7):
             text = f"{self.measured:.{digits}f}"
-            if (float(text) >= self.target if at_least else float(text) <= self.target) == self.met:
+            if (float(text) >= self.target if self.at_least else float(text) <= self.target) == self.met:
                 return text
         return repr(self.measured)
 
@@ -751,7 +756,7 @@ def main(argv: list[str] | None = None) -> None:
     print("\ntargets")
     for check in checks:
         rounds = check.rounds
-        relation = ">=" if rounds is not None else "<="
+        relation = ">=" if check.at_least else "<="
         spread = f"; rounds {rounds[0]:.2f} to {rounds[1]:.2f}" if rounds is not None and args.rounds > 1 else ""
         verdict = "MET    " if check.met else "NOT MET"
         print(f"  {verdict} {check.what}: {check.shown()} (target {relation} {check.target}{spread})")
